@@ -1,0 +1,30 @@
+"""spikeforge: spiking neural networks on PyTorch, time-major ``[T, B, ...]`` throughout."""
+
+__version__ = "0.1.0"
+
+from . import encoding, functional, surrogate  # noqa: E402
+from .errors import CheckpointError, ConfigError, DataError, InputError, SpikeforgeError  # noqa: E402
+from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
+from .models import MLP, ConvNet, build_model  # noqa: E402
+from .neurons import IF, LIF, SpikingNeuron  # noqa: E402
+
+__all__ = [
+    "IF",
+    "LIF",
+    "MLP",
+    "CheckpointError",
+    "ConfigError",
+    "ConvNet",
+    "DataError",
+    "InputError",
+    "SpikeforgeError",
+    "SpikingConv2d",
+    "SpikingLinear",
+    "SpikingNeuron",
+    "TimeFolded",
+    "__version__",
+    "build_model",
+    "encoding",
+    "functional",
+    "surrogate",
+]

@@ -1,0 +1,45 @@
+"""Multi-layer perceptron, spiking or (with ``neuron=None``) a ReLU ANN of the same shape."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import nn
+
+from ..layers import NeuronFactory, TimeFolded
+from .readout import PopulationReadout
+
+__all__ = ["MLP"]
+
+
+class MLP(nn.Sequential):
+    """``[T, B, *input_shape] -> [T, B, num_classes]``.
+
+    Hidden layers are Linear + neuron; the output layer is Linear + neuron over
+    ``num_classes·population`` units averaged per class. With ``neuron=None`` the hidden
+    neurons are ReLU and the output is linear (logits), giving the ANN baseline.
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        neuron: NeuronFactory | None,
+        hidden: Sequence[int] = (256, 128),
+        population: int = 10,
+        dropout: float = 0.0,
+    ) -> None:
+        act = neuron if neuron is not None else nn.ReLU
+        layers: list[nn.Module] = [TimeFolded(nn.Flatten())]
+        width = math.prod(input_shape)
+        for h in hidden:
+            layers += [TimeFolded(nn.Linear(width, h)), act()]
+            if dropout:
+                layers.append(TimeFolded(nn.Dropout(dropout)))
+            width = h
+        layers.append(TimeFolded(nn.Linear(width, num_classes * population)))
+        if neuron is not None:
+            layers.append(neuron())
+        layers.append(PopulationReadout(num_classes, population))
+        super().__init__(*layers)

@@ -1,0 +1,180 @@
+"""Tests for spikeforge.plots: every plot writes a valid PNG, and bad run dirs fail clearly."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from spikeforge.errors import DataError
+from spikeforge.plots import (
+    firing_rates,
+    plot_firing_rates,
+    plot_run,
+    plot_spike_raster,
+    plot_training_curves,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path: Path) -> None:
+    assert path.is_file()
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    image = mpimg.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def _metrics(epochs: int) -> list[dict[str, float]]:
+    return [
+        {
+            "epoch": e,
+            "train_loss": 2.0 / e,
+            "train_accuracy": 0.5 + 0.04 * e,
+            "test_loss": 2.2 / e,
+            "test_accuracy": 0.45 + 0.04 * e,
+            "lr": 1e-3 / e,
+            "epoch_time_s": 1.5,
+        }
+        for e in range(1, epochs + 1)
+    ]
+
+
+def _spikes() -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return {
+        "conv1": (torch.rand(12, 3, 4, 5, 5, generator=gen) < 0.2).to(torch.uint8),
+        "fc": torch.rand(12, 3, 10, generator=gen) < 0.3,
+    }
+
+
+def test_plot_training_curves_writes_png(tmp_path: Path) -> None:
+    out = plot_training_curves(_metrics(5), tmp_path / "curves.png", title="demo")
+    assert out == tmp_path / "curves.png"
+    _assert_png(out)
+
+
+def test_plot_training_curves_works_with_single_epoch(tmp_path: Path) -> None:
+    _assert_png(plot_training_curves(_metrics(1), tmp_path / "one.png"))
+
+
+def test_plot_training_curves_skips_missing_keys(tmp_path: Path) -> None:
+    rows = _metrics(4)
+    del rows[0]["test_loss"], rows[0]["test_accuracy"]
+    del rows[2]["lr"]
+    for row in rows:
+        del row["epoch_time_s"]
+    rows.append({"epoch": 5})
+    _assert_png(plot_training_curves(rows, tmp_path / "partial.png"))
+
+
+def test_plot_training_curves_handles_rows_without_any_metric(tmp_path: Path) -> None:
+    _assert_png(plot_training_curves([{"epoch": 1}], tmp_path / "empty.png"))
+
+
+def test_plot_spike_raster_writes_png_for_tensor_and_numpy_layers(tmp_path: Path) -> None:
+    spikes: dict[str, torch.Tensor | np.ndarray] = dict(_spikes())
+    spikes["readout"] = np.zeros((12, 3, 2), dtype=np.float32)
+    _assert_png(plot_spike_raster(spikes, tmp_path / "raster.png", sample=1, max_neurons=20))
+
+
+def test_plot_spike_raster_rejects_rank_below_two(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="rank"):
+        plot_spike_raster({"fc": torch.zeros(10)}, tmp_path / "bad.png")
+
+
+def test_plot_spike_raster_rejects_out_of_range_sample(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="sample 5"):
+        plot_spike_raster(_spikes(), tmp_path / "bad.png", sample=5)
+
+
+def test_plot_firing_rates_writes_png(tmp_path: Path) -> None:
+    _assert_png(plot_firing_rates(_spikes(), tmp_path / "rates.png"))
+
+
+def test_firing_rates_are_mean_spikes_per_neuron_per_step() -> None:
+    a = torch.zeros(4, 2, 3, dtype=torch.uint8)  # 24 slots
+    a[0, 0, 0] = 1
+    a[1, 1, 2] = 1
+    a[3, 0, 1] = 1  # 3 spikes / 24 = 0.125
+    b = np.ones((2, 1, 2, 2), dtype=bool)  # all firing
+    c = torch.zeros(5, 2, 4)  # silent float layer
+    rates = firing_rates({"a": a, "b": b, "c": c})
+    assert list(rates) == ["a", "b", "c"]
+    assert rates == pytest.approx({"a": 0.125, "b": 1.0, "c": 0.0})
+
+
+def test_firing_rates_rejects_rank_below_two() -> None:
+    with pytest.raises(DataError, match="rank"):
+        firing_rates({"x": np.ones(3)})
+
+
+def _write_run(run: Path, *, activity: bool) -> None:
+    run.mkdir()
+    lines = [json.dumps(row) for row in _metrics(3)]
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if activity:
+        spikes = {k: v.to(torch.uint8).contiguous() for k, v in _spikes().items()}
+        save_file(spikes, str(run / "activity.safetensors"))
+
+
+def test_plot_run_writes_three_pngs(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=True)
+    written = plot_run(run)
+    names = ["training_curves.png", "spike_raster.png", "firing_rates.png"]
+    assert written == [run / name for name in names]
+    for path in written:
+        _assert_png(path)
+
+
+def test_plot_run_without_activity_writes_only_curves(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=False)
+    assert plot_run(run) == [run / "training_curves.png"]
+
+
+def test_plot_run_missing_dir_raises_data_error_naming_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(DataError, match="spikeforge train") as info:
+        plot_run(missing)
+    assert str(missing) in str(info.value)
+
+
+def test_plot_run_missing_metrics_raises_data_error_naming_path(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="spikeforge train") as info:
+        plot_run(tmp_path)
+    assert str(tmp_path / "metrics.jsonl") in str(info.value)
+
+
+def test_plot_run_malformed_jsonl_raises_data_error_with_line_number(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=False)
+    with (run / "metrics.jsonl").open("a", encoding="utf-8") as f:
+        f.write("{not json\n")
+    with pytest.raises(DataError) as info:
+        plot_run(run)
+    assert f"{run / 'metrics.jsonl'}:4" in str(info.value)
+
+
+def test_plot_run_corrupt_activity_raises_data_error(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=False)
+    (run / "activity.safetensors").write_bytes(b"not a safetensors file")
+    with pytest.raises(DataError, match="activity.safetensors"):
+        plot_run(run)
+
+
+def test_plot_run_keeps_layer_order_from_metadata(tmp_path: Path) -> None:
+    from spikeforge.plots import _read_activity
+
+    path = tmp_path / "activity.safetensors"
+    tensors = {"zeta": torch.zeros(2, 1, 3, dtype=torch.uint8)}
+    tensors["alpha"] = torch.ones(2, 1, 2, dtype=torch.uint8)
+    save_file(tensors, str(path), metadata={"layers": json.dumps(["zeta", "alpha"])})
+    assert list(_read_activity(path)) == ["zeta", "alpha"]
