@@ -3,7 +3,14 @@
 __version__ = "0.1.0"
 
 from . import encoding, functional, surrogate  # noqa: E402
-from .errors import CheckpointError, ConfigError, DataError, InputError, SpikeforgeError  # noqa: E402
+from .errors import (  # noqa: E402
+    CheckpointError,
+    ConfigError,
+    DataError,
+    InputError,
+    SpikeforgeError,
+    TrainingError,
+)
 from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
 from .models import MLP, ConvNet, build_model  # noqa: E402
 from .neurons import IF, LIF, SpikingNeuron  # noqa: E402
@@ -22,6 +29,7 @@ __all__ = [
     "SpikingLinear",
     "SpikingNeuron",
     "TimeFolded",
+    "TrainingError",
     "__version__",
     "build_model",
     "encoding",

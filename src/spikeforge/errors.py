@@ -21,3 +21,7 @@ class DataError(SpikeforgeError):
 
 class CheckpointError(SpikeforgeError):
     """A checkpoint that is missing, corrupt, truncated or not written by spikeforge."""
+
+
+class TrainingError(SpikeforgeError):
+    """Training went wrong in a way the user can fix (e.g. the loss diverged)."""

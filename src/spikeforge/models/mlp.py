@@ -16,7 +16,8 @@ __all__ = ["MLP"]
 class MLP(nn.Sequential):
     """``[T, B, *input_shape] -> [T, B, num_classes]``.
 
-    Hidden layers are Linear + neuron; the output layer is Linear + neuron over
+    Hidden layers are Linear (+ BatchNorm, which keeps spiking layers from starting silent)
+    + neuron; the output layer is Linear + neuron over
     ``num_classes·population`` units averaged per class. With ``neuron=None`` the hidden
     neurons are ReLU and the output is linear (logits), giving the ANN baseline.
     """
@@ -29,12 +30,15 @@ class MLP(nn.Sequential):
         hidden: Sequence[int] = (256, 128),
         population: int = 10,
         dropout: float = 0.0,
+        batch_norm: bool = True,
     ) -> None:
         act = neuron if neuron is not None else nn.ReLU
         layers: list[nn.Module] = [TimeFolded(nn.Flatten())]
         width = math.prod(input_shape)
         for h in hidden:
-            layers += [TimeFolded(nn.Linear(width, h)), act()]
+            linear = nn.Linear(width, h, bias=not batch_norm)
+            block = nn.Sequential(linear, nn.BatchNorm1d(h)) if batch_norm else linear
+            layers += [TimeFolded(block), act()]
             if dropout:
                 layers.append(TimeFolded(nn.Dropout(dropout)))
             width = h

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import data as datasets
 from .. import encoding
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, TrainingError
 from ..layers import NeuronFactory
 from ..models import build_model
 from ..neurons import IF, LIF, SpikingNeuron
@@ -213,7 +213,7 @@ class Trainer:
             out, loss = self.method.train_step(ctx, x, y)
             self.scheduler.step()
             if not math.isfinite(float(loss)):
-                raise FloatingPointError(
+                raise TrainingError(
                     f"loss became {float(loss)} at epoch {epoch}, batch {i}; lower the lr "
                     f"(now {self.config.lr}) or enable grad_clip"
                 )

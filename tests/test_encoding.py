@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from spikeforge import encoding
+from spikeforge.errors import ConfigError, InputError
+
+
+def test_direct_repeats_input_over_time():
+    x = torch.rand(2, 3)
+    y = encoding.direct(x, 4)
+    assert y.shape == (4, 2, 3)
+    assert all(torch.equal(y[t], x) for t in range(4))
+
+
+def test_poisson_rate_matches_intensity():
+    x = torch.tensor([0.0, 0.25, 0.8, 1.0])
+    s = encoding.poisson(
+        x.expand(500, 4).contiguous(), 100, generator=torch.Generator().manual_seed(0)
+    )
+    rate = s.mean(dim=(0, 1))
+    torch.testing.assert_close(rate, x, atol=0.01, rtol=0)
+    assert set(s.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_poisson_is_reproducible_with_a_generator():
+    x = torch.rand(3, 5)
+    a = encoding.poisson(x, 8, generator=torch.Generator().manual_seed(1))
+    b = encoding.poisson(x, 8, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_latency_fires_once_and_brighter_fires_earlier():
+    x = torch.tensor([[1.0, 0.5, 0.02, 0.0]])
+    s = encoding.latency(x, 10)
+    assert s.sum(0).tolist() == [[1.0, 1.0, 1.0, 0.0]]
+    first = s[:, 0].argmax(0)
+    assert first[0] == 0 and first[0] < first[1] < first[2] <= 9
+
+
+@pytest.mark.parametrize("fn", [encoding.poisson, encoding.latency])
+def test_rate_codes_refuse_intensities_outside_unit_range(fn):
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        fn(torch.tensor([1.5]), 4)
+
+
+def test_unknown_encoder_and_bad_steps_are_refused():
+    with pytest.raises(ConfigError, match="unknown encoder 'morse'"):
+        encoding.encode("morse", torch.rand(2), 3)
+    with pytest.raises(ConfigError, match="positive int"):
+        encoding.direct(torch.rand(2), 0)

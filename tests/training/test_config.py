@@ -1,0 +1,61 @@
+import pytest
+
+from spikeforge.errors import ConfigError
+from spikeforge.training import TrainConfig, load_config
+
+
+def test_defaults_are_valid_and_round_trip_through_a_dict():
+    cfg = TrainConfig().validate()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_toml_file_overrides_fields(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('dataset = "digits"\nsteps = 6\nlr = 1\n[extra]\nnote = "x"\n')
+    cfg = TrainConfig.from_dict(load_config(path))
+    assert (cfg.dataset, cfg.steps, cfg.lr, cfg.extra) == ("digits", 6, 1.0, {"note": "x"})
+
+
+def test_unknown_keys_in_a_config_file_are_named(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("epocs = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key\(s\) 'epocs'; valid keys are"):
+        load_config(path)
+
+
+def test_missing_and_malformed_config_files_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    bad = tmp_path / "broken.toml"
+    bad.write_text("steps = = 4\n")
+    with pytest.raises(ConfigError, match="is not valid TOML"):
+        load_config(bad)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
+        (dict(model="resnet"), "unknown model 'resnet'"),
+        (dict(neuron="hh"), "unknown neuron 'hh'"),
+        (dict(method="magic"), "unknown method 'magic'"),
+        (dict(steps=0), "steps must be a positive integer"),
+        (dict(lr=-1.0), "lr must be a positive number"),
+        (dict(gamma=1.5), "gamma"),
+        (dict(dropout=1.0), "dropout must be below 1"),
+        (dict(surrogate="tanh"), "unknown surrogate"),
+    ],
+)
+def test_invalid_values_give_a_clear_error(values, match):
+    with pytest.raises(ConfigError, match=match):
+        TrainConfig.from_dict(values).validate()
+
+
+def test_wrong_type_is_refused():
+    with pytest.raises(ConfigError, match="steps must be of type int"):
+        TrainConfig.from_dict({"steps": "four"})
+
+
+def test_ann_models_simulate_a_single_step():
+    cfg = TrainConfig(model="ann", steps=8)
+    assert not cfg.spiking and cfg.effective_steps == 1 and cfg.architecture == "convnet"

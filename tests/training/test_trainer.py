@@ -1,0 +1,201 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import matplotlib.image
+import pytest
+import torch
+
+from spikeforge.errors import CheckpointError
+from spikeforge.training import (
+    METHODS,
+    SurrogateBPTT,
+    Trainer,
+    TrainConfig,
+    load_checkpoint,
+    register_method,
+    save_checkpoint,
+)
+
+
+def tiny(tmp_path, **kw):
+    values = dict(
+        dataset="digits",
+        model="mlp",
+        steps=2,
+        epochs=2,
+        batch_size=32,
+        population=2,
+        out_dir=str(tmp_path),
+        lr=5e-3,
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_fit_writes_summary_metrics_checkpoint_and_plots(tmp_path):
+    trainer = Trainer(tiny(tmp_path), progress=False)
+    summary = trainer.fit()
+    run = trainer.run_dir
+    for key in (
+        "test_accuracy",
+        "train_accuracy",
+        "epochs",
+        "wall_time_s",
+        "seed",
+        "config",
+        "versions",
+    ):
+        assert key in summary
+    assert summary["epochs"] == 2 and summary["test_accuracy"] > 0.5
+    assert json.loads((run / "summary.json").read_text()) == summary
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert summary["versions"]["torch"] == torch.__version__
+    assert set(summary["firing_rates"]) and all(
+        0 <= r <= 1 for r in summary["firing_rates"].values()
+    )
+    for png in ("training_curves.png", "spike_raster.png", "firing_rates.png"):
+        assert matplotlib.image.imread(run / png).shape[0] > 100
+    _, meta = load_checkpoint(run / "checkpoint.safetensors")
+    assert meta["epoch"] == 2
+
+
+def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path):
+    a, b, c = (
+        Trainer(tiny(tmp_path, seed=s, encoder="poisson"), progress=False) for s in (3, 3, 4)
+    )
+    for t in (a, b, c):
+        t.fit()
+    assert_same_weights(weights(a), weights(b))
+    assert not torch.equal(weights(a)["1.module.0.weight"], weights(c)["1.module.0.weight"])
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
+    cfg = tiny(tmp_path, epochs=3, encoder="poisson", dropout=0.1)
+    full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
+    full.fit()
+
+    crashing = Trainer(cfg, run_dir=tmp_path / "crash", progress=False)
+
+    def crash(epoch, batch):
+        if epoch == 2 and batch == 5:
+            raise _Crash
+
+    crashing._on_batch = crash
+    with pytest.raises(_Crash):
+        crashing.fit()
+    resumed = Trainer.resume(tmp_path / "crash", progress=False)
+    assert resumed.epoch == 1
+    summary = resumed.fit()
+    assert_same_weights(weights(full), weights(resumed))
+    assert summary["epochs"] == 3
+    lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_cli_run_killed_with_sigkill_and_resumed_matches_uninterrupted(tmp_path):
+    args = [
+        "--dataset",
+        "digits",
+        "--model",
+        "mlp",
+        "-T",
+        "2",
+        "--epochs",
+        "6",
+        "--batch-size",
+        "32",
+        "--no-progress",
+    ]
+    cli = [sys.executable, "-m", "spikeforge.cli", "train"]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    subprocess.run(
+        cli + args + ["--out-dir", str(tmp_path / "a")], check=True, env=env, capture_output=True
+    )
+    proc = subprocess.Popen(
+        cli + args + ["--out-dir", str(tmp_path / "b")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        ckpts = list((tmp_path / "b").glob("*/checkpoint.safetensors"))
+        if ckpts and proc.poll() is None:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_b = ckpts[0].parent
+    _, meta = load_checkpoint(ckpts[0])
+    if meta["epoch"] == 6:
+        pytest.skip("the run finished before it could be killed")
+    subprocess.run(
+        cli + ["--resume", str(run_b), "--no-progress"], check=True, env=env, capture_output=True
+    )
+    run_a = next((tmp_path / "a").iterdir())
+    ta, _ = load_checkpoint(run_a / "checkpoint.safetensors")
+    tb, _ = load_checkpoint(run_b / "checkpoint.safetensors")
+    assert_same_weights(
+        {k: v for k, v in ta.items() if k.startswith("model/")},
+        {k: v for k, v in tb.items() if k.startswith("model/")},
+    )
+
+
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    trainer = Trainer(tiny(tmp_path, epochs=1), run_dir=tmp_path / "r", progress=False)
+    trainer.fit()
+    tensors, meta = load_checkpoint(tmp_path / "r" / "checkpoint.safetensors")
+    meta["config"]["population"] = 5
+    save_checkpoint(tmp_path / "r" / "checkpoint.safetensors", tensors, meta)
+    with pytest.raises(CheckpointError, match="does not match the configured model"):
+        Trainer.resume(tmp_path / "r", progress=False)
+
+
+def test_resume_refuses_a_corrupt_checkpoint(tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "checkpoint.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="checkpoint.safetensors"):
+        Trainer.resume(run, progress=False)
+
+
+def test_a_registered_method_replaces_the_update_step(tmp_path):
+    calls = []
+
+    class Counting(SurrogateBPTT):
+        name = "counting"
+
+        def train_step(self, ctx, x, y):
+            calls.append(len(y))
+            return super().train_step(ctx, x, y)
+
+    register_method("counting", Counting)
+    try:
+        Trainer(tiny(tmp_path, method="counting", epochs=1), progress=False).fit()
+    finally:
+        METHODS.pop("counting")
+    assert sum(calls) == 1437
+
+
+def test_ann_baseline_trains_with_one_step(tmp_path):
+    summary = Trainer(tiny(tmp_path, model="ann-mlp", steps=8), progress=False).fit()
+    assert summary["steps"] == 1 and not summary["spiking"] and summary["test_accuracy"] > 0.8
