@@ -52,7 +52,7 @@ def train(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
-    from .training import Trainer, TrainConfig, load_config
+    from .training import TrainConfig, Trainer, load_config
 
     if resume is not None:
         trainer = Trainer.resume(resume, progress=progress)

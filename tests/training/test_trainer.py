@@ -13,8 +13,8 @@ from spikeforge.errors import CheckpointError
 from spikeforge.training import (
     METHODS,
     SurrogateBPTT,
-    Trainer,
     TrainConfig,
+    Trainer,
     load_checkpoint,
     register_method,
     save_checkpoint,
@@ -84,7 +84,7 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path):
     assert not torch.equal(weights(a)["1.module.0.weight"], weights(c)["1.module.0.weight"])
 
 
-class _Crash(Exception):
+class _CrashError(Exception):
     pass
 
 
@@ -97,10 +97,10 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
 
     def crash(epoch, batch):
         if epoch == 2 and batch == 5:
-            raise _Crash
+            raise _CrashError
 
     crashing._on_batch = crash
-    with pytest.raises(_Crash):
+    with pytest.raises(_CrashError):
         crashing.fit()
     resumed = Trainer.resume(tmp_path / "crash", progress=False)
     assert resumed.epoch == 1
