@@ -121,6 +121,33 @@ def plot(
         typer.echo(str(path))
 
 
+@app.command()
+def experiment(
+    name: str = typer.Argument(None, help="Experiment to run; leave out to list them."),
+    quick: bool = typer.Option(False, "--quick", help="A small version for tests and CI."),
+    seeds: int = typer.Option(3, help="Seeds per arm (0, 1, ..., N-1)."),
+    out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
+    progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress bars."),
+) -> None:
+    """Run both arms of a method comparison and write report.md, report.json and plots."""
+    from .experiments import (
+        EXPERIMENTS,
+        catalog,  # noqa: F401
+        run_experiment,
+    )
+
+    if name is None:
+        for key in sorted(EXPERIMENTS):
+            typer.echo(f"{key:24s} {EXPERIMENTS[key].title}")
+        return
+    report, folder = run_experiment(
+        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress
+    )
+    held = {True: "held", False: "did not hold", None: "not decided"}[report.held]
+    typer.echo(f"claim {held}: {report.verdict}")
+    typer.echo(f"report written to {folder / 'report.md'}")
+
+
 @data_app.command("list")
 def data_list(
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),

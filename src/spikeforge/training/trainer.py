@@ -16,7 +16,7 @@ import math
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -129,9 +129,21 @@ class Trainer:
     """
 
     def __init__(
-        self, config: TrainConfig, run_dir: str | Path | None = None, progress: bool = True
+        self,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        epoch_metrics: Sequence[Callable[[nn.Module], dict[str, float]]] = (),
     ) -> None:
+        """Args:
+        config: the run's settings (validated here).
+        run_dir: where to write; default a new folder under ``config.out_dir``.
+        progress: show a progress bar.
+        epoch_metrics: functions of the model whose dicts are added to every epoch's metrics
+            row (e.g. a learnable neuron parameter to trace).
+        """
         self.config = config.validate()
+        self.epoch_metrics = list(epoch_metrics)
         self.progress = progress
         info = datasets.info(config.dataset)
         self.num_classes = info.num_classes
@@ -263,6 +275,8 @@ class Trainer:
                 row: dict[str, Any] = {"epoch": epoch}
                 row.update(self.train_epoch(epoch, cb if bar is not None else None))
                 row.update(self.evaluate("test"))
+                for fn in self.epoch_metrics:
+                    row.update(fn(self.model))
                 row["lr"] = self.optimizer.param_groups[0]["lr"]
                 row["epoch_time_s"] = time.perf_counter() - start
                 self.wall_time_s += row["epoch_time_s"]

@@ -1,0 +1,3 @@
+"""Imports every experiment module so each registers itself."""
+
+from . import reset_dependency  # noqa: F401
