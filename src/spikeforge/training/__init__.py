@@ -2,7 +2,14 @@
 
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
-from .methods import METHODS, StepContext, SurrogateBPTT, TrainingMethod, register_method
+from .methods import (
+    METHODS,
+    StepContext,
+    SurrogateBPTT,
+    TrainingMethod,
+    make_method,
+    register_method,
+)
 from .trainer import Trainer, model_from_config, neuron_factory, record_activity, versions
 
 __all__ = [
@@ -13,6 +20,7 @@ __all__ = [
     "Trainer",
     "TrainingMethod",
     "load_checkpoint",
+    "make_method",
     "load_config",
     "model_from_config",
     "neuron_factory",

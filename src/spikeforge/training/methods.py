@@ -8,13 +8,23 @@ updates weights without autograd — subclasses this and registers itself in ``M
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-__all__ = ["StepContext", "TrainingMethod", "SurrogateBPTT", "METHODS", "register_method"]
+from ..errors import ConfigError
+
+__all__ = [
+    "StepContext",
+    "TrainingMethod",
+    "SurrogateBPTT",
+    "METHODS",
+    "make_method",
+    "register_method",
+]
 
 
 @dataclass
@@ -68,9 +78,22 @@ class SurrogateBPTT(TrainingMethod):
         return out.detach(), loss.detach()
 
 
-METHODS: dict[str, Callable[[], TrainingMethod]] = {"bptt": SurrogateBPTT}
+# A factory, or "module:attribute" for methods whose module is imported only when chosen.
+METHODS: dict[str, Callable[[], TrainingMethod] | str] = {"bptt": SurrogateBPTT}
 
 
-def register_method(name: str, factory: Callable[[], TrainingMethod]) -> None:
-    """Make ``factory`` available as ``--method name``."""
+def register_method(name: str, factory: Callable[[], TrainingMethod] | str) -> None:
+    """Make ``factory`` (or a ``"module:attribute"`` path to it) available as ``--method name``."""
     METHODS[name] = factory
+
+
+def make_method(name: str) -> TrainingMethod:
+    """A fresh instance of the method registered as ``name``."""
+    try:
+        factory = METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attr)
+    return factory()

@@ -36,7 +36,7 @@ from ..neurons import IF, LIF, SpikingNeuron
 from ..surrogate import get_surrogate
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import TrainConfig
-from .methods import METHODS, StepContext
+from .methods import StepContext, make_method
 
 __all__ = ["Trainer", "neuron_factory", "model_from_config", "versions", "record_activity"]
 
@@ -151,7 +151,7 @@ class Trainer:
         root = config.data_root or None
         self.train_set: Dataset = datasets.load(config.dataset, "train", root=root)
         self.test_set: Dataset = datasets.load(config.dataset, "test", root=root)
-        self.method = METHODS[config.method]()
+        self.method = make_method(config.method)
         self.model = self.method.prepare(model_from_config(config))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
