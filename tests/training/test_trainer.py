@@ -81,7 +81,7 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path):
     for t in (a, b, c):
         t.fit()
     assert_same_weights(weights(a), weights(b))
-    assert not torch.equal(weights(a)["1.module.0.weight"], weights(c)["1.module.0.weight"])
+    assert not torch.equal(weights(a)["fc1.module.0.weight"], weights(c)["fc1.module.0.weight"])
 
 
 class _CrashError(Exception):

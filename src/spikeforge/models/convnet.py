@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
@@ -18,7 +19,9 @@ class ConvNet(nn.Sequential):
 
     ``len(channels)`` blocks of Conv3x3-BatchNorm-neuron-MaxPool2, then Linear(hidden)-neuron,
     then Linear(num_classes·population)-neuron averaged per class. With ``neuron=None``: ReLU
-    everywhere and a linear output (the ANN baseline of the same architecture).
+    everywhere and a linear output (the ANN baseline of the same architecture). Layers are
+    named ``conv1``, ``spike1``, ``pool1``, ..., ``fc1``, ``spike3``, ``fc_out``, ``spike_out``
+    (``act*`` in the ANN).
     """
 
     def __init__(
@@ -37,27 +40,29 @@ class ConvNet(nn.Sequential):
                 "use the 'mlp' model for flat inputs"
             )
         act = neuron if neuron is not None else nn.ReLU
+        tag = "spike" if neuron is not None else "act"
         c, h, w = input_shape
-        layers: list[nn.Module] = []
-        for out in channels:
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, out in enumerate(channels, start=1):
             if min(h, w) < 2:
                 raise ConfigError(
                     f"ConvNet: input {tuple(input_shape)} is too small for "
                     f"{len(channels)} pooling blocks"
                 )
-            layers += [
-                TimeFolded(
-                    nn.Sequential(nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))
-                ),
-                act(),
-                TimeFolded(nn.MaxPool2d(2)),
-            ]
+            layers[f"conv{i}"] = TimeFolded(
+                nn.Sequential(nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))
+            )
+            layers[f"{tag}{i}"] = act()
+            layers[f"pool{i}"] = TimeFolded(nn.MaxPool2d(2))
             c, h, w = out, h // 2, w // 2
-        layers += [TimeFolded(nn.Flatten()), TimeFolded(nn.Linear(c * h * w, hidden)), act()]
+        n = len(channels) + 1
+        layers["flatten"] = TimeFolded(nn.Flatten())
+        layers["fc1"] = TimeFolded(nn.Linear(c * h * w, hidden))
+        layers[f"{tag}{n}"] = act()
         if dropout:
-            layers.append(TimeFolded(nn.Dropout(dropout)))
-        layers.append(TimeFolded(nn.Linear(hidden, num_classes * population)))
+            layers["dropout"] = TimeFolded(nn.Dropout(dropout))
+        layers["fc_out"] = TimeFolded(nn.Linear(hidden, num_classes * population))
         if neuron is not None:
-            layers.append(neuron())
-        layers.append(PopulationReadout(num_classes, population))
-        super().__init__(*layers)
+            layers["spike_out"] = neuron()
+        layers["readout"] = PopulationReadout(num_classes, population)
+        super().__init__(layers)

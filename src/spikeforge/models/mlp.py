@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from torch import nn
@@ -17,9 +18,10 @@ class MLP(nn.Sequential):
     """``[T, B, *input_shape] -> [T, B, num_classes]``.
 
     Hidden layers are Linear (+ BatchNorm, which keeps spiking layers from starting silent)
-    + neuron; the output layer is Linear + neuron over
-    ``num_classes·population`` units averaged per class. With ``neuron=None`` the hidden
-    neurons are ReLU and the output is linear (logits), giving the ANN baseline.
+    + neuron; the output layer is Linear + neuron over ``num_classes·population`` units averaged
+    per class. With ``neuron=None`` the hidden neurons are ReLU and the output is linear
+    (logits), giving the ANN baseline. Layers are named ``fc1``, ``spike1``, ...,
+    ``fc_out``, ``spike_out`` (``act*`` in the ANN).
     """
 
     def __init__(
@@ -33,17 +35,20 @@ class MLP(nn.Sequential):
         batch_norm: bool = True,
     ) -> None:
         act = neuron if neuron is not None else nn.ReLU
-        layers: list[nn.Module] = [TimeFolded(nn.Flatten())]
+        tag = "spike" if neuron is not None else "act"
+        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=TimeFolded(nn.Flatten()))
         width = math.prod(input_shape)
-        for h in hidden:
+        for i, h in enumerate(hidden, start=1):
             linear = nn.Linear(width, h, bias=not batch_norm)
-            block = nn.Sequential(linear, nn.BatchNorm1d(h)) if batch_norm else linear
-            layers += [TimeFolded(block), act()]
+            layers[f"fc{i}"] = TimeFolded(
+                nn.Sequential(linear, nn.BatchNorm1d(h)) if batch_norm else linear
+            )
+            layers[f"{tag}{i}"] = act()
             if dropout:
-                layers.append(TimeFolded(nn.Dropout(dropout)))
+                layers[f"dropout{i}"] = TimeFolded(nn.Dropout(dropout))
             width = h
-        layers.append(TimeFolded(nn.Linear(width, num_classes * population)))
+        layers["fc_out"] = TimeFolded(nn.Linear(width, num_classes * population))
         if neuron is not None:
-            layers.append(neuron())
-        layers.append(PopulationReadout(num_classes, population))
-        super().__init__(*layers)
+            layers["spike_out"] = neuron()
+        layers["readout"] = PopulationReadout(num_classes, population)
+        super().__init__(layers)
