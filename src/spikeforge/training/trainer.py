@@ -148,9 +148,11 @@ class Trainer:
         info = datasets.info(config.dataset)
         self.num_classes = info.num_classes
         self.temporal = info.temporal
-        root = config.data_root or None
-        self.train_set: Dataset = datasets.load(config.dataset, "train", root=root)
-        self.test_set: Dataset = datasets.load(config.dataset, "test", root=root)
+        options = {"root": config.data_root or None}
+        if info.temporal:
+            options["frames"] = config.steps  # event recordings are binned into T frames
+        self.train_set: Dataset = datasets.load(config.dataset, "train", **options)
+        self.test_set: Dataset = datasets.load(config.dataset, "test", **options)
         self.method = make_method(config.method)
         self.model = self.method.prepare(model_from_config(config))
         self.optimizer = torch.optim.AdamW(

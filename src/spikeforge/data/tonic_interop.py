@@ -1,0 +1,109 @@
+"""A Tonic dataset as a spikeforge data source (optional: ``pip install spikeforge[tonic]``).
+
+Tonic (https://github.com/neuromorphs/tonic) downloads and reads many event datasets. It is not a
+core dependency because it pulls an audio stack (librosa, numba, ...). When you already have a
+Tonic dataset object, wrap it::
+
+    import tonic
+    from spikeforge.data.tonic_interop import TonicFrames
+
+    ds = TonicFrames(tonic.datasets.NMNIST(save_to="data", train=True), frames=10)
+    frames, label = ds[0]          # [10, 2, 34, 34] float32, int
+
+The wrapper only relies on what every Tonic dataset provides: ``len(ds)``, ``ds[i] ->
+(events, target)`` with a structured array with fields ``x, y, t, p``, and ``ds.sensor_size``
+``(width, height, polarities)``. Binning is spikeforge's
+(:class:`~spikeforge.data.binning.ToFrames`), so frames are the same as from spikeforge's readers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ConfigError, DataError
+from .binning import ToFrames
+from .events import EVENT_DTYPE, check_events
+
+__all__ = ["TonicFrames", "from_tonic_events", "tonic_available"]
+
+
+def tonic_available() -> bool:
+    """Whether the optional ``tonic`` package can be imported."""
+    try:
+        import tonic  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def from_tonic_events(events: Any, sensor_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Tonic's structured events (fields ``x, y, t, p``; ``t`` in µs) as :data:`EVENT_DTYPE`."""
+    arr = np.asarray(events)
+    names = set(arr.dtype.names or ())
+    missing = {"x", "y", "t", "p"} - names
+    if missing:
+        raise DataError(
+            f"Tonic events lack field(s) {', '.join(sorted(missing))} (have {sorted(names)}); "
+            "only polarity events (x, y, t, p) can be binned to frames"
+        )
+    out = np.zeros(arr.shape[0], dtype=EVENT_DTYPE)
+    t = arr["t"]
+    out["t"] = np.rint(t).astype(np.int64) if t.dtype.kind == "f" else t.astype(np.int64)
+    for name in ("x", "y"):
+        v = arr[name]
+        if len(v) and (v.min() < 0 or v.max() > np.iinfo(np.uint16).max):
+            raise DataError(f"Tonic event {name} coordinates out of range: {v.min()}..{v.max()}")
+        out[name] = v
+    p = arr["p"].astype(np.int64)
+    out["p"] = (p > 0).astype(np.uint8)  # Tonic uses 0/1 or -1/1 or bool
+    return check_events("tonic events", out, sensor_size, strict=False)
+
+
+class TonicFrames(Dataset):
+    """A Tonic dataset binned to ``(frames [T, 2, H, W] float32, label int)``.
+
+    Binning options are those of :class:`ToFrames` (``frames`` = ``n_frames``); the sensor size
+    is taken from the Tonic dataset unless given as ``(width, height)``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        *,
+        frames: int | None = None,
+        time_window: int | None = None,
+        event_count: int | None = None,
+        spatial_factor: int = 1,
+        denoise_us: int | None = None,
+        sensor_size: tuple[int, int] | None = None,
+    ) -> None:
+        if sensor_size is None:
+            size = getattr(dataset, "sensor_size", None)
+            if size is None or len(size) < 2:
+                raise ConfigError(
+                    "the Tonic dataset has no sensor_size; pass sensor_size=(width, height)"
+                )
+            sensor_size = (int(size[0]), int(size[1]))
+        if frames is None and time_window is None and event_count is None:
+            frames = 10
+        self.dataset = dataset
+        self.transform = ToFrames(
+            sensor_size,
+            n_frames=frames,
+            time_window=time_window,
+            event_count=event_count,
+            spatial_factor=spatial_factor,
+            denoise_us=denoise_us,
+        )
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        events, target = self.dataset[i]
+        ev = from_tonic_events(events, self.transform.sensor_size)
+        return torch.from_numpy(self.transform(ev)), int(target)

@@ -1,0 +1,27 @@
+"""The per-dataset paper configs in configs/ load as valid training configurations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from spikeforge import data
+from spikeforge.training import TrainConfig
+from spikeforge.training.config import load_config
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+FILE_DATASETS = ["mnist", "fashion-mnist", "cifar10", "nmnist", "dvs-gesture", "cifar10-dvs"]
+
+
+@pytest.mark.parametrize("name", FILE_DATASETS)
+def test_each_paper_dataset_has_a_valid_config(name):
+    values = load_config(CONFIGS / f"{name}.toml")
+    cfg = TrainConfig.from_dict(values, source=name).validate()
+    assert cfg.dataset == name and name in data.DATASETS
+    extra = cfg.extra
+    assert extra["chosen_by_spikeforge"], "say which values are ours"
+    methods = [v for k, v in extra.items() if isinstance(v, dict) and k != "binning"]
+    assert methods and all("source" in m for m in methods)
+    if data.info(name).temporal:
+        assert extra["binning"]["frames"] == cfg.steps
