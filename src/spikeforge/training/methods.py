@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -51,6 +52,12 @@ class TrainingMethod:
 
     name: str = ""
 
+    def configure(self, config: Any) -> None:
+        """Read method options from the run's :class:`TrainConfig` (e.g. its ``extra`` table).
+
+        Called once before :meth:`prepare`; the default ignores the config.
+        """
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """Adapt a freshly built model before training (default: unchanged)."""
         return model
@@ -79,7 +86,10 @@ class SurrogateBPTT(TrainingMethod):
 
 
 # A factory, or "module:attribute" for methods whose module is imported only when chosen.
-METHODS: dict[str, Callable[[], TrainingMethod] | str] = {"bptt": SurrogateBPTT}
+METHODS: dict[str, Callable[[], TrainingMethod] | str] = {
+    "bptt": SurrogateBPTT,
+    "na": "spikeforge.learning.na:NAMethod",
+}
 
 
 def register_method(name: str, factory: Callable[[], TrainingMethod] | str) -> None:

@@ -154,6 +154,7 @@ class Trainer:
         self.train_set: Dataset = datasets.load(config.dataset, "train", **options)
         self.test_set: Dataset = datasets.load(config.dataset, "test", **options)
         self.method = make_method(config.method)
+        self.method.configure(config)
         self.model = self.method.prepare(model_from_config(config))
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
