@@ -89,6 +89,7 @@ class SurrogateBPTT(TrainingMethod):
 METHODS: dict[str, Callable[[], TrainingMethod] | str] = {
     "bptt": SurrogateBPTT,
     "na": "spikeforge.learning.na:NAMethod",
+    "noisy": "spikeforge.learning.noisy:NoisySingleStep",
 }
 
 
