@@ -6,6 +6,11 @@ no ``reset_net()`` to forget. Input and output are time-major ``[T, B, ...]``.
 >>> lif = LIF(tau=2.0)
 >>> s = lif(x)                                        # x [T, B, ...] -> spikes [T, B, ...]
 >>> s, v = lif(x, state=v, return_state=True)         # streaming: pass the state yourself
+
+The dynamics run through the fused multi-step kernel by default (``backend="auto"``: one pass
+over T forward and backward, compiled CPU kernel or Triton where available, else PyTorch ops);
+``backend="reference"`` runs the plain per-step loop under autograd. All backends give identical
+spikes (see :mod:`spikeforge.functional.fused` and docs/performance.md).
 """
 
 from __future__ import annotations
@@ -17,15 +22,20 @@ from torch import nn
 
 from . import functional as F
 from .errors import ConfigError, InputError
+from .functional.dynamics import Dynamics, FireReset, IFDynamics, LIFDynamics
+from .functional.fused import BACKENDS, neuron_multistep
 from .surrogate import Atan, Surrogate, get_surrogate
 
-__all__ = ["SpikingNeuron", "LIF", "IF", "check_time_major"]
+__all__ = ["SpikingNeuron", "LIF", "IF", "TimeChunked", "check_time_major"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 
-def check_time_major(x: torch.Tensor, who: str) -> None:
-    """Raise ``InputError`` unless ``x`` is a finite float tensor of rank >= 2 ``[T, B, ...]``."""
+def check_time_major(x: torch.Tensor, who: str, finite: bool = True) -> None:
+    """Raise ``InputError`` unless ``x`` is a finite float tensor of rank >= 2 ``[T, B, ...]``.
+
+    ``finite=False`` skips the NaN/inf scan (the fused kernels do it in their own pass).
+    """
     if not isinstance(x, torch.Tensor):
         raise InputError(f"{who}: expected a torch.Tensor [T, B, ...], got {type(x).__name__}")
     if x.dim() < 2:
@@ -37,7 +47,7 @@ def check_time_major(x: torch.Tensor, who: str) -> None:
         raise InputError(
             f"{who}: expected a floating-point tensor, got {x.dtype}; cast with .float()"
         )
-    if not bool(torch.isfinite(x).all()):
+    if finite and not bool(torch.isfinite(x).all()):
         raise InputError(
             f"{who}: input contains NaN or inf; check the data and the layer before this neuron"
         )
@@ -54,6 +64,9 @@ class SpikingNeuron(nn.Module):
         reset: ``"hard"`` (set to ``v_reset``) or ``"soft"`` (subtract ``θ``).
         surrogate: a :class:`~spikeforge.surrogate.Surrogate` or its name.
         detach_reset: treat the spike inside the reset as a constant in backward.
+        backend: ``"auto"`` (default: the fused multi-step kernel, compiled where possible),
+            ``"torch"`` (fused, PyTorch ops only), ``"cpu"`` / ``"triton"`` (insist on that
+            compiled kernel) or ``"reference"`` (the per-step loop under autograd).
     """
 
     def __init__(
@@ -63,8 +76,15 @@ class SpikingNeuron(nn.Module):
         reset: str = "hard",
         surrogate: Surrogate | str | None = None,
         detach_reset: bool = True,
+        backend: str = "auto",
     ) -> None:
         super().__init__()
+        if backend not in BACKENDS:
+            raise ConfigError(
+                f"{type(self).__name__}: backend must be one of {', '.join(BACKENDS)}, "
+                f"got {backend!r}"
+            )
+        self.backend = backend
         if reset not in ("hard", "soft"):
             raise ConfigError(
                 f"{type(self).__name__}: reset must be 'hard' or 'soft', got {reset!r}"
@@ -104,16 +124,16 @@ class SpikingNeuron(nn.Module):
         ``return_membrane`` also the pre-reset potential ``h [T, B, ...]``, in that order.
         """
         who = type(self).__name__
-        check_time_major(x, who)
-        if state is None:
-            state = self.initial_state(x)
-        elif not isinstance(state, torch.Tensor) or state.shape != x.shape[1:]:
+        check_time_major(x, who, finite=False)  # NaN/inf: checked by _run's backend
+        if state is not None and (
+            not isinstance(state, torch.Tensor) or state.shape != x.shape[1:]
+        ):
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             raise InputError(
                 f"{who}: state must have shape {tuple(x.shape[1:])} (input without its time "
                 f"axis), got {got}"
             )
-        spikes, v, h = self._run(x, state.to(x.dtype), return_membrane)
+        spikes, v, h = self._run(x, None if state is None else state.to(x.dtype), return_membrane)
         out: list[torch.Tensor] = [spikes]
         if return_state:
             out.append(v)
@@ -121,7 +141,36 @@ class SpikingNeuron(nn.Module):
             out.append(h)
         return out[0] if len(out) == 1 else tuple(out)
 
-    def _run(self, x: torch.Tensor, v: torch.Tensor, return_membrane: bool):
+    def dynamics(self) -> Dynamics | None:
+        """The charge as a :class:`~spikeforge.functional.dynamics.Dynamics` for the fused path.
+
+        None (the default for subclasses that only define ``charge``) runs the reference loop.
+        """
+        return None
+
+    def fire_reset(self) -> FireReset:
+        """Threshold, reset and surrogate as the fused kernels take them."""
+        return FireReset(
+            self.threshold, self.v_reset, self.reset, self.surrogate, self.detach_reset
+        )  # type: ignore[arg-type]
+
+    def _run(self, x: torch.Tensor, v: torch.Tensor | None, return_membrane: bool):
+        dyn = self.dynamics() if self.backend != "reference" else None
+        if v is None and type(self).initial_state is not SpikingNeuron.initial_state:
+            v = self.initial_state(x)  # a subclass chose its own starting state
+        if dyn is not None:
+            return neuron_multistep(
+                x,
+                v,
+                dyn,
+                self.fire_reset(),
+                backend=self.backend,
+                return_membrane=return_membrane,
+                check_finite=type(self).__name__,
+            )
+        check_time_major(x, type(self).__name__)
+        if v is None:
+            v = self.initial_state(x)
         return F.multistep(
             x,
             v,
@@ -138,6 +187,7 @@ class SpikingNeuron(nn.Module):
         return (
             f"threshold={self.threshold:g}, v_reset={self.v_reset:g}, reset={self.reset!r}, "
             f"surrogate={self.surrogate!r}, detach_reset={self.detach_reset}"
+            + ("" if self.backend == "auto" else f", backend={self.backend!r}")
         )
 
 
@@ -160,8 +210,9 @@ class LIF(SpikingNeuron):
         decay_input: bool = True,
         surrogate: Surrogate | str | None = None,
         detach_reset: bool = True,
+        backend: str = "auto",
     ) -> None:
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend)
         if not math.isfinite(tau) or tau < 1.0:
             raise ConfigError(f"LIF: tau is in steps and must be >= 1, got {tau}")
         self.tau = float(tau)
@@ -169,6 +220,11 @@ class LIF(SpikingNeuron):
 
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.lif_charge(v, x, self.tau, self.v_reset, self.decay_input)
+
+    def dynamics(self) -> Dynamics | None:  # noqa: D102
+        if type(self).charge is not LIF.charge:  # a subclass changed the charge: reference
+            return None
+        return LIFDynamics(self.tau, self.v_reset, self.decay_input)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:g}, decay_input={self.decay_input}, " + super().extra_repr()
@@ -179,3 +235,69 @@ class IF(SpikingNeuron):
 
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return F.if_charge(v, x)
+
+    def dynamics(self) -> Dynamics | None:  # noqa: D102
+        if type(self).charge is not IF.charge:
+            return None
+        return IFDynamics()
+
+
+class TimeChunked(nn.Module):
+    """Low-memory option for long T: run ``block`` over time in chunks, recomputing in backward.
+
+    ``block`` is an ``nn.Sequential`` of time-folded stateless layers and spiking neurons (e.g.
+    ``Linear → LIF → Linear → LIF``). The input ``[T, B, ...]`` is cut into chunks of ``chunk``
+    steps; each chunk runs under :func:`torch.utils.checkpoint.checkpoint` with the neurons'
+    states carried explicitly from one chunk to the next, so the block's inner activations
+    (layer outputs, saved potentials) are held for one chunk at a time instead of all ``T``
+    steps. The price is one extra forward of the block during backward. Spikes and gradients
+    equal the unchunked block's, except for layers that mix time steps: BatchNorm in training
+    mode normalises over the chunk instead of the whole sequence (so it is refused here).
+    """
+
+    def __init__(self, block: nn.Module, chunk: int) -> None:
+        super().__init__()
+        if int(chunk) < 1:
+            raise ConfigError(f"TimeChunked: chunk must be >= 1 steps, got {chunk}")
+        mods = list(block) if isinstance(block, nn.Sequential) else [block]
+        for m in block.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                raise ConfigError(
+                    "TimeChunked: BatchNorm statistics would cover one chunk, not the whole "
+                    "sequence; checkpoint a block without BatchNorm"
+                )
+        self.block = block
+        self.chunk = int(chunk)
+        self._mods = mods
+
+    def _run_chunk(self, x: torch.Tensor, *states: torch.Tensor | None):
+        new_states: list[torch.Tensor] = []
+        i = 0
+        for m in self._mods:
+            if isinstance(m, SpikingNeuron):
+                x, v = m(x, state=states[i], return_state=True)
+                new_states.append(v)
+                i += 1
+            else:
+                x = m(x)
+        return (x, *new_states)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        from torch.utils.checkpoint import checkpoint
+
+        check_time_major(x, "TimeChunked", finite=False)  # the neurons inside check values
+        n = sum(isinstance(m, SpikingNeuron) for m in self._mods)
+        states: tuple[torch.Tensor | None, ...] = (None,) * n
+        outs = []
+        for t0 in range(0, x.shape[0], self.chunk):
+            xc = x[t0 : t0 + self.chunk]
+            if torch.is_grad_enabled():
+                y, *new = checkpoint(self._run_chunk, xc, *states, use_reentrant=False)
+            else:
+                y, *new = self._run_chunk(xc, *states)
+            states = tuple(new)
+            outs.append(y)
+        return torch.cat(outs)
+
+    def extra_repr(self) -> str:
+        return f"chunk={self.chunk}"

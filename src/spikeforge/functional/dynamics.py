@@ -1,0 +1,214 @@
+"""Neuron dynamics as data: what the fused multi-step kernels need to know about a neuron.
+
+A :class:`Dynamics` describes only the *charge* of one step, ``h[t] = charge(u[t-1], x[t], t)``,
+and its vector-Jacobian product (the local derivatives ``∂h/∂u``, ``∂h/∂x`` and ``∂h/∂p`` for
+each learnable parameter ``p``, applied to an incoming gradient). Fire (``s = H(h - θ)`` with
+the surrogate's ``derivative`` in backward) and reset (hard or soft, reset path detached or not)
+are shared by every neuron and described by :class:`FireReset`. One generic forward/backward
+loop over time (:mod:`spikeforge.functional.fused`) runs any ``Dynamics``; a new neuron type
+plugs in by writing ``charge`` and ``charge_vjp``, without copying the loop.
+
+Two optional fast paths:
+
+- ``constant_derivatives()``: when ``∂h/∂u`` and ``∂h/∂x`` are constants and nothing needs a
+  parameter gradient (LIF, IF), the backward recurrence collapses to one multiply-add per step.
+- ``kernel_spec()``: the name and constants of a charge that the compiled CPU kernel
+  (:mod:`spikeforge.functional.cpu_kernel`) and the Triton kernel implement natively, written
+  with exactly the same floating-point operations as ``charge`` so spikes are bit-identical.
+
+``tau`` is always a time constant in steps, never ``1/tau``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..surrogate import Surrogate
+
+__all__ = [
+    "Dynamics",
+    "FireReset",
+    "KernelSpec",
+    "LIFDynamics",
+    "IFDynamics",
+    "KLIFDynamics",
+]
+
+ResetMode = Literal["hard", "soft"]
+
+
+@dataclass(frozen=True)
+class FireReset:
+    """Fire and reset, shared by every neuron.
+
+    ``s = H(h - threshold)`` (surrogate ``derivative(h - threshold)`` in backward); hard reset
+    ``u = h·(1 - s) + v_reset·s``, soft reset ``u = h - threshold·s``; ``detach_reset`` treats
+    ``s`` inside the reset as a constant in backward.
+    """
+
+    threshold: float
+    v_reset: float
+    reset: ResetMode
+    surrogate: Surrogate
+    detach_reset: bool
+
+    def reset_value(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+        """Membrane after the step (no autograd), bit-identical to the reference reset.
+
+        ``s`` is a bool tensor of spikes.
+        """
+        if self.reset == "hard":
+            return h.masked_fill(s, self.v_reset)
+        return torch.where(s, h - self.threshold, h)
+
+    def dreset_dh(self, h: torch.Tensor, s: torch.Tensor, sg: torch.Tensor | None) -> torch.Tensor:
+        """``∂u/∂h`` of the reset, given bool spikes ``s`` and surrogate derivative ``sg``."""
+        if self.reset == "hard":
+            d = (~s).to(h.dtype)
+            if not self.detach_reset:
+                d = d + (self.v_reset - h) * sg
+            return d
+        if self.detach_reset:
+            return torch.ones_like(h)
+        return 1.0 - self.threshold * sg
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """A charge the compiled kernels implement natively.
+
+    ``kind``: ``"if"`` (``h = u + x``), ``"lif"`` (``h = u + (x - (u - v_reset))/tau``) or
+    ``"lif_nodecay"`` (``h = u - (u - v_reset)/tau + x``).
+    """
+
+    kind: Literal["if", "lif", "lif_nodecay"]
+    tau: float = 1.0
+    v_reset: float = 0.0
+
+
+class Dynamics:
+    """The charge of one neuron type; subclasses override ``charge`` and ``charge_vjp``.
+
+    Attributes:
+        needs_x: ``charge_vjp`` needs the step's input ``x`` (then the forward saves ``x``).
+        needs_u: ``charge_vjp`` needs the membrane before the step ``u`` (recomputed in
+            backward from the saved potentials, so it costs no memory).
+    """
+
+    needs_x: bool = False
+    needs_u: bool = False
+
+    def params(self) -> tuple[torch.Tensor, ...]:
+        """Tensors the charge depends on that may need gradients (e.g. KLIF's ``k``)."""
+        return ()
+
+    def charge(
+        self, u: torch.Tensor, x: torch.Tensor, t: int, params: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(h, aux)`` for one step; ``aux`` is saved for ``charge_vjp`` (or None).
+
+        Must be differentiable with autograd: the reference path runs it under autograd.
+        """
+        raise NotImplementedError
+
+    def charge_vjp(
+        self,
+        gh: torch.Tensor,
+        u: torch.Tensor | None,
+        x: torch.Tensor | None,
+        t: int,
+        h: torch.Tensor,
+        aux: torch.Tensor | None,
+        params: tuple[torch.Tensor, ...],
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        """Given ``gh = ∂L/∂h[t]``: ``(∂L/∂u[t-1], ∂L/∂x[t], per-element ∂L/∂p)``.
+
+        Parameter gradients may be elementwise (shape of ``h``); the loop sums them over time
+        and reduces them to each parameter's shape.
+        """
+        raise NotImplementedError
+
+    def constant_derivatives(self) -> tuple[float, float] | None:
+        """``(∂h/∂u, ∂h/∂x)`` if both are constants and no parameter needs a gradient."""
+        return None
+
+    def kernel_spec(self) -> KernelSpec | None:
+        """The native kernel charge, if the compiled kernels implement this dynamics."""
+        return None
+
+
+class LIFDynamics(Dynamics):
+    """Leaky integration, exactly :func:`spikeforge.functional.neuron.lif_charge`.
+
+    ``decay_input=True``: ``h = u + (x - (u - v_reset))/tau``; else
+    ``h = u - (u - v_reset)/tau + x``. ``tau`` in steps.
+    """
+
+    def __init__(self, tau: float, v_reset: float, decay_input: bool) -> None:
+        self.tau = float(tau)
+        self.v_reset = float(v_reset)
+        self.decay_input = bool(decay_input)
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        if self.decay_input:
+            return u + (x - (u - self.v_reset)) / self.tau, None
+        return u - (u - self.v_reset) / self.tau + x, None
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        g_tau = gh / self.tau
+        return gh - g_tau, (g_tau if self.decay_input else gh), ()
+
+    def constant_derivatives(self):  # noqa: D102
+        return 1.0 - 1.0 / self.tau, (1.0 / self.tau if self.decay_input else 1.0)
+
+    def kernel_spec(self):  # noqa: D102
+        return KernelSpec("lif" if self.decay_input else "lif_nodecay", self.tau, self.v_reset)
+
+
+class IFDynamics(Dynamics):
+    """Non-leaky integration ``h = u + x``."""
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        return u + x, None
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        return gh, gh, ()
+
+    def constant_derivatives(self):  # noqa: D102
+        return 1.0, 1.0
+
+    def kernel_spec(self):  # noqa: D102
+        return KernelSpec("if")
+
+
+class KLIFDynamics(Dynamics):
+    """KLIF's charge (methods.md §3): LIF charge, then ``f = ReLU(k·h)`` before fire and reset.
+
+    ``k`` is a learnable tensor broadcastable to one step's shape ``[B, ...]`` (a scalar per
+    layer, or e.g. ``[C, 1, 1]`` per channel). This is the plug-in example for dynamics with a
+    parameter gradient: the generic fused loop runs it, no kernel is copied.
+    """
+
+    def __init__(self, k: torch.Tensor, tau: float, v_reset: float) -> None:
+        self.k = k
+        self.tau = float(tau)
+        self.v_reset = float(v_reset)
+
+    def params(self):  # noqa: D102
+        return (self.k,)
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        (k,) = params
+        hl = u + (x - (u - self.v_reset)) / self.tau
+        return torch.relu(k * hl), hl
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        (k,) = params
+        hl = aux
+        gf = gh * (h > 0)  # ReLU'(k·hl); h = ReLU(k·hl) > 0 exactly where k·hl > 0
+        ghl = gf * k
+        g_tau = ghl / self.tau
+        return ghl - g_tau, g_tau, (gf * hl,)
