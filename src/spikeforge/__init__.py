@@ -13,10 +13,11 @@ from .errors import (  # noqa: E402
 )
 from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
 from .models import MLP, ConvNet, build_model  # noqa: E402
-from .neurons import IF, LIF, SpikingNeuron  # noqa: E402
+from .neurons import IF, KLIF, LIF, SpikingNeuron, TimeChunked  # noqa: E402
 
 __all__ = [
     "IF",
+    "KLIF",
     "LIF",
     "MLP",
     "CheckpointError",
@@ -28,6 +29,7 @@ __all__ = [
     "SpikingConv2d",
     "SpikingLinear",
     "SpikingNeuron",
+    "TimeChunked",
     "TimeFolded",
     "TrainingError",
     "__version__",

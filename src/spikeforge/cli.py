@@ -25,7 +25,7 @@ app.add_typer(data_app, name="data")
 def train(
     dataset: str = typer.Option(None, help="digits | mnist5k (embedded) or a file-based dataset."),
     model: str = typer.Option(None, help="convnet | mlp | ann (convnet with ReLU) | ann-mlp."),
-    neuron: str = typer.Option(None, help="lif | if | relu (relu trains the ANN twin)."),
+    neuron: str = typer.Option(None, help="lif | klif | if | relu (relu trains the ANN twin)."),
     method: str = typer.Option(None, help="Training method, e.g. bptt."),
     steps: int = typer.Option(None, "--steps", "-T", help="Time steps T per sample."),
     epochs: int = typer.Option(None, help="Training epochs."),

@@ -22,11 +22,11 @@ from torch import nn
 
 from . import functional as F
 from .errors import ConfigError, InputError
-from .functional.dynamics import Dynamics, FireReset, IFDynamics, LIFDynamics
+from .functional.dynamics import Dynamics, FireReset, IFDynamics, KLIFDynamics, LIFDynamics
 from .functional.fused import BACKENDS, neuron_multistep
-from .surrogate import Atan, Surrogate, get_surrogate
+from .surrogate import Atan, Sigmoid, Surrogate, get_surrogate
 
-__all__ = ["SpikingNeuron", "LIF", "IF", "TimeChunked", "check_time_major"]
+__all__ = ["SpikingNeuron", "LIF", "IF", "KLIF", "TimeChunked", "check_time_major"]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -240,6 +240,85 @@ class IF(SpikingNeuron):
         if type(self).charge is not IF.charge:
             return None
         return IFDynamics()
+
+
+class KLIF(SpikingNeuron):
+    """KLIF (arXiv 2302.09238): LIF whose charged potential is scaled by a learnable ``k``.
+
+    Per step: ``h = u + (x - (u - v_reset))/tau``; ``f = ReLU(k·h)``; ``s = H(f - threshold)``;
+    hard reset ``u = f·(1 - s) + v_reset·s`` (soft: ``u = f - threshold·s``). Since
+    ``ds/dh ≈ k·g'(k·h - θ)``, training ``k`` tunes the surrogate's position, height and width per
+    layer. ``return_membrane`` returns ``f``. Runs through the fused multi-step path.
+
+    Args:
+        tau: membrane time constant in steps.
+        k_init: initial value of ``k`` (1.0 as in the paper).
+        channels: ``None`` for one ``k`` per layer (the paper); an int ``C`` for one ``k`` per
+            channel, the channel axis being the one after the batch (``[T, B, C, ...]``).
+        surrogate: default ``Sigmoid(alpha=4)``, KLIF's setting.
+        Other arguments as :class:`SpikingNeuron`.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        v_reset: float = 0.0,
+        reset: str = "hard",
+        k_init: float = 1.0,
+        channels: int | None = None,
+        surrogate: Surrogate | str | None = None,
+        detach_reset: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        surrogate = Sigmoid(4.0) if surrogate is None else surrogate
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend)
+        if not math.isfinite(tau) or tau < 1.0:
+            raise ConfigError(f"KLIF: tau is in steps and must be >= 1, got {tau}")
+        if not math.isfinite(k_init) or k_init <= 0:
+            raise ConfigError(f"KLIF: k_init must be a positive number, got {k_init}")
+        if channels is not None and (not isinstance(channels, int) or channels < 1):
+            raise ConfigError(f"KLIF: channels must be a positive int or None, got {channels!r}")
+        self.tau = float(tau)
+        self.channels = channels
+        self.k = nn.Parameter(torch.full((channels,) if channels else (), float(k_init)))
+
+    def _k_for(self, step: torch.Tensor) -> torch.Tensor:
+        """``k`` shaped to broadcast against one step ``[B, C, ...]``."""
+        if self.channels is None:
+            return self.k
+        if step.dim() < 2 or step.shape[1] != self.channels:
+            raise InputError(
+                f"KLIF(channels={self.channels}): expected [T, B, {self.channels}, ...], got a "
+                f"step of shape {tuple(step.shape)}"
+            )
+        return self.k.view(self.channels, *([1] * (step.dim() - 2)))
+
+    def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return torch.relu(self._k_for(x) * F.lif_charge(v, x, self.tau, self.v_reset, True))
+
+    def dynamics(self) -> Dynamics | None:
+        """None: KLIF builds its dynamics per call in ``_run``, where the step shape is known."""
+        return None
+
+    def _run(self, x: torch.Tensor, v: torch.Tensor | None, return_membrane: bool):
+        check_time_major(x, "KLIF", finite=False)
+        k = self._k_for(x[0])
+        if self.backend == "reference" or type(self).charge is not KLIF.charge:
+            return super()._run(x, v, return_membrane)
+        return neuron_multistep(
+            x,
+            v,
+            KLIFDynamics(k, self.tau, self.v_reset),
+            self.fire_reset(),
+            backend=self.backend,
+            return_membrane=return_membrane,
+            check_finite="KLIF",
+        )
+
+    def extra_repr(self) -> str:
+        per = "layer" if self.channels is None else f"channel ({self.channels})"
+        return f"tau={self.tau:g}, k per {per}, " + super().extra_repr()
 
 
 class TimeChunked(nn.Module):

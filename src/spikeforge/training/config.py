@@ -22,7 +22,7 @@ else:  # pragma: no cover
 
 __all__ = ["TrainConfig", "load_config", "NEURONS", "MODEL_NAMES", "SCHEDULES", "LOSSES"]
 
-NEURONS = ("lif", "if", "relu")
+NEURONS = ("lif", "klif", "if", "relu")
 MODEL_NAMES = ("convnet", "mlp", "ann", "ann-mlp")
 SCHEDULES = ("cosine", "exponential", "constant")
 LOSSES = ("ce", "mse")

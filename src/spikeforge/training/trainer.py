@@ -32,7 +32,7 @@ from .. import encoding
 from ..errors import CheckpointError, ConfigError, TrainingError
 from ..layers import NeuronFactory
 from ..models import build_model
-from ..neurons import IF, LIF, SpikingNeuron
+from ..neurons import IF, KLIF, LIF, SpikingNeuron
 from ..surrogate import get_surrogate
 from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
 from .config import TrainConfig
@@ -72,6 +72,8 @@ def neuron_factory(cfg: TrainConfig) -> NeuronFactory | None:
     )
     if cfg.neuron == "lif":
         return lambda: LIF(tau=cfg.tau, decay_input=cfg.decay_input, **common)
+    if cfg.neuron == "klif":
+        return lambda: KLIF(tau=cfg.tau, **common)
     if cfg.neuron == "if":
         return lambda: IF(**common)
     raise ConfigError(f"unknown neuron {cfg.neuron!r}")  # pragma: no cover (validated)
