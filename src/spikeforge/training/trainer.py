@@ -186,10 +186,9 @@ class Trainer:
     def _new_run_dir(self) -> Path:
         cfg = self.config
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        base = (
-            Path(cfg.out_dir)
-            / f"{cfg.dataset}-{cfg.model}-{cfg.neuron}-T{cfg.effective_steps}-s{cfg.seed}-{stamp}"
-        )
+        neuron = cfg.neuron if cfg.spiking else "relu"
+        name = f"{cfg.dataset}-{cfg.model}-{neuron}-T{cfg.effective_steps}-s{cfg.seed}-{stamp}"
+        base = Path(cfg.out_dir) / name
         run_dir, n = base, 1
         while run_dir.exists():
             n += 1
