@@ -1,19 +1,12 @@
 import json
 
 import pytest
-import torch
 
 import spikeforge.experiments.noisy_single_step as noisy_exp  # registers the experiment
 from spikeforge.experiments import EXPERIMENTS, run_experiment
 from spikeforge.training import METHODS
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_steps_within_picks_the_smallest_steps():

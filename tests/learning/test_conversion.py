@@ -18,13 +18,7 @@ from spikeforge.neurons import IF, LIF
 from spikeforge.training import TrainConfig
 from spikeforge.training.trainer import model_from_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def soft_if():

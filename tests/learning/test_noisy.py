@@ -28,14 +28,7 @@ from spikeforge.training import METHODS, TrainConfig, Trainer, register_method
 from spikeforge.training.checkpoint import load_checkpoint, save_checkpoint
 from spikeforge.training.trainer import model_from_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared, oversubscribed CPU, torch's intra-op threads spin against each other.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

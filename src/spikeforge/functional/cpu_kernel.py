@@ -535,6 +535,27 @@ def _step_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+def backward_inputs(
+    h: torch.Tensor,
+    fr: FireReset,
+    g_spikes: torch.Tensor | None,
+    g_h: torch.Tensor | None,
+    g_vlast: torch.Tensor | None,
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """What every compiled backward reads besides ``h``: the surrogate table (only for
+    surrogates the kernels do not know) and the incoming gradients in ``h``'s dtype and layout."""
+    table = None
+    if surrogate_code(fr.surrogate) == SG_TABLE:
+        table = fr.surrogate.derivative(h - fr.threshold).contiguous()
+    if g_spikes is not None:
+        g_spikes = _step_contiguous(g_spikes.to(h.dtype))
+    if g_h is not None:
+        g_h = g_h.to(h.dtype).contiguous()
+    if g_vlast is not None:
+        g_vlast = g_vlast.to(h.dtype).contiguous()
+    return table, g_spikes, g_h, g_vlast
+
+
 def _threads(work: int) -> int:
     return max(1, torch.get_num_threads()) if work >= (1 << 15) else 1
 
@@ -619,16 +640,7 @@ def backward(
     assert lib is not None, "cpu_kernel used where it is not available"
     T = h.shape[0]
     N = h[0].numel()
-    code = surrogate_code(fr.surrogate)
-    table = None
-    if code == SG_TABLE:
-        table = fr.surrogate.derivative(h - fr.threshold).contiguous()
-    if g_spikes is not None:
-        g_spikes = _step_contiguous(g_spikes.to(h.dtype))
-    if g_h is not None:
-        g_h = g_h.to(h.dtype).contiguous()
-    if g_vlast is not None:
-        g_vlast = g_vlast.to(h.dtype).contiguous()
+    table, g_spikes, g_h, g_vlast = backward_inputs(h, fr, g_spikes, g_h, g_vlast)
     gx = torch.empty_like(h) if out is None else out
     gv0 = torch.empty(h.shape[1:], dtype=h.dtype) if want_v0 else None
     job = _job(spec, fr, T, N, 1)

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from .cpu_kernel import _step_contiguous, backward_inputs, surrogate_code
 from .dynamics import FireReset, KernelSpec
 
 __all__ = ["available", "unavailable_reason", "supports", "forward", "backward"]
@@ -188,10 +189,6 @@ def _params(spec: KernelSpec, fr: FireReset, dtype: torch.dtype, device) -> torc
     return torch.tensor(vals, dtype=dtype, device=device)
 
 
-def _step_contiguous(t: torch.Tensor) -> torch.Tensor:
-    return t if t[0].is_contiguous() else t.contiguous()
-
-
 def forward(x: torch.Tensor, v0: torch.Tensor | None, spec: KernelSpec, fr: FireReset):
     """``(spikes, v_last, h)`` for ``x [T, B, ...]``."""
     fwd, _ = _get()
@@ -214,17 +211,9 @@ def forward(x: torch.Tensor, v0: torch.Tensor | None, spec: KernelSpec, fr: Fire
 def backward(h, g_spikes, g_h, g_vlast, spec: KernelSpec, fr: FireReset, *, want_v0, out=None):
     """``(∂L/∂x, ∂L/∂v0)``; ``out`` may be ``h`` itself."""
     _, bwd = _get()
-    from .cpu_kernel import SG_TABLE, surrogate_code
-
     T, N = h.shape[0], h[0].numel()
     code = surrogate_code(fr.surrogate)
-    table = fr.surrogate.derivative(h - fr.threshold).contiguous() if code == SG_TABLE else None
-    if g_spikes is not None:
-        g_spikes = _step_contiguous(g_spikes.to(h.dtype))
-    if g_h is not None:
-        g_h = g_h.to(h.dtype).contiguous()
-    if g_vlast is not None:
-        g_vlast = g_vlast.to(h.dtype).contiguous()
+    table, g_spikes, g_h, g_vlast = backward_inputs(h, fr, g_spikes, g_h, g_vlast)
     gx = torch.empty_like(h) if out is None else out
     gv0 = torch.empty(h.shape[1:], dtype=h.dtype, device=h.device) if want_v0 else None
     prm = _params(spec, fr, h.dtype, h.device)
