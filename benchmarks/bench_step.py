@@ -374,7 +374,7 @@ def first_step_report(libs: list[str], net: str, threads: int) -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = {"SPIKEFORGE_CACHE_DIR": cache}
+        env = {"SPIKEFORGE_CACHE": cache}
         out["spikeforge (cold kernel cache)"] = _probe(
             ["--first-step-probe", "spikeforge", net], threads, env
         )

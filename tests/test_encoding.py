@@ -48,3 +48,30 @@ def test_unknown_encoder_and_bad_steps_are_refused():
         encoding.encode("morse", torch.rand(2), 3)
     with pytest.raises(ConfigError, match="positive int"):
         encoding.direct(torch.rand(2), 0)
+
+
+@pytest.mark.parametrize("fn", [encoding.direct, encoding.poisson, encoding.latency])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_every_encoder_refuses_nan_and_inf_instead_of_encoding_silence(fn, bad):
+    x = torch.rand(3, 4)
+    x[2, 1] = bad
+    with pytest.raises(InputError, match="input contains NaN or inf") as info:
+        fn(x, 4)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("T", [True, 2.0, "4"])
+def test_steps_that_are_not_a_positive_int_are_refused(T):
+    with pytest.raises(ConfigError, match="T must be a positive int"):
+        encoding.direct(torch.rand(2), T)
+
+
+@pytest.mark.parametrize("threshold", [1.0, -0.1, "0.1", True])
+def test_latency_threshold_outside_zero_one_is_refused(threshold):
+    with pytest.raises(ConfigError, match=r"threshold must be a number in \[0, 1\)"):
+        encoding.latency(torch.rand(2), 4, threshold=threshold)
+
+
+def test_integer_input_is_refused_naming_its_dtype():
+    with pytest.raises(InputError, match="floating-point tensor.*torch.int64"):
+        encoding.poisson(torch.ones(2, dtype=torch.int64), 4)

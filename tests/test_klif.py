@@ -74,3 +74,35 @@ def test_per_channel_k_refuses_wrong_channel_count_and_bad_options():
         sf.KLIF(channels=3)(torch.rand(2, 2, 4))
     with pytest.raises(ConfigError, match="k_init must be a positive number"):
         sf.KLIF(k_init=0.0)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(channels=True), r"KLIF: channels must be a positive int or None, got True \(bool\)"),
+        (dict(channels=3.0), r"KLIF: channels must be a positive int or None, got 3.0 \(float\)"),
+        (dict(channels=0), r"KLIF: channels must be a positive int or None, got 0"),
+        (dict(k_init="1"), r"KLIF: k_init must be a number, got '1' \(str\)"),
+        (dict(k_init=False), r"KLIF: k_init must be a number, got False \(bool\)"),
+        (dict(tau="2"), r"KLIF: tau must be a number \(steps\), got '2' \(str\)"),
+        (dict(threshold=[1.0]), r"KLIF: threshold must be a number, got \[1.0\] \(list\)"),
+    ],
+)
+def test_constructor_argument_of_wrong_type_is_a_config_error_naming_it(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        sf.KLIF(**kwargs)
+
+
+@pytest.mark.parametrize("channels", [None, 3])
+def test_dynamics_shapes_k_from_the_input_without_a_private_run(channels):
+    klif = sf.KLIF(channels=channels)
+    x = torch.rand(4, 2, 3, 5, 5)
+    k = klif.dynamics(x).params()[0]
+    assert k.shape == (() if channels is None else (3, 1, 1))
+    assert "_run" not in vars(sf.KLIF)
+
+
+def test_zero_steps_return_no_spikes_and_the_state_unchanged():
+    v0 = torch.rand(2, 3)
+    s, v = sf.KLIF(channels=3)(torch.zeros(0, 2, 3), state=v0, return_state=True)
+    assert s.shape == (0, 2, 3) and torch.equal(v, v0)

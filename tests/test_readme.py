@@ -11,7 +11,11 @@ def test_readme_python_example_runs_and_streaming_equals_one_call():
     scope: dict = {}
     exec(compile(code, str(README), "exec"), scope)
     assert scope["rates"].shape == (16, 10)
-    assert torch.equal(torch.cat([scope["s1"], scope["s2"]]), scope["spikes"])
+    spikes = scope["spikes"]
+    # the equality below means something only if the neurons fire, at varied times
+    assert 0.05 < float(spikes.mean()) < 0.95
+    assert not torch.equal(spikes[0], spikes[1])
+    assert torch.equal(torch.cat([scope["s1"], scope["s2"]]), spikes)
 
 
 def test_ci_script_runs_the_readme_test_command():

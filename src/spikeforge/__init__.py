@@ -14,27 +14,44 @@ from .errors import (  # noqa: E402
 from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
 from .models import MLP, ConvNet, build_model  # noqa: E402
 from .neurons import IF, KLIF, LIF, SpikingNeuron, TimeChunked  # noqa: E402
+from .tasks import DataSpec, Task  # noqa: E402
+from .training import (  # noqa: E402
+    Callback,
+    Run,
+    TrainConfig,
+    Trainer,
+    TrainingMethod,
+    load_run,
+)
 
 __all__ = [
     "IF",
     "KLIF",
     "LIF",
     "MLP",
+    "Callback",
     "CheckpointError",
     "ConfigError",
     "ConvNet",
     "DataError",
+    "DataSpec",
     "InputError",
     "SpikeforgeError",
     "SpikingConv2d",
     "SpikingLinear",
     "SpikingNeuron",
+    "Run",
+    "Task",
     "TimeChunked",
     "TimeFolded",
+    "TrainConfig",
+    "Trainer",
     "TrainingError",
+    "TrainingMethod",
     "__version__",
     "build_model",
     "encoding",
     "functional",
+    "load_run",
     "surrogate",
 ]

@@ -1,15 +1,26 @@
-"""The ``spikeforge`` command: train, evaluate, plot and inspect datasets."""
+"""The ``spikeforge`` command: train, evaluate, plot, run experiments and inspect datasets.
+
+Choices and defaults in the help come from the registries and from :class:`TrainConfig`, so
+they never drift from what the library accepts. Every spikeforge error becomes one line
+``error: ...`` on stderr and exit status 2.
+"""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from .errors import SpikeforgeError
+from .encoding import ENCODERS
+from .errors import ConfigError, SpikeforgeError
+from .models import MODELS
+from .neurons import NEURONS
+from .surrogate import SURROGATES
+from .tasks import TASKS
+from .training.config import ANN_MODELS, TrainConfig
+from .training.methods import METHODS
 
 app = typer.Typer(
     help="spikeforge: train spiking neural networks on PyTorch.",
@@ -20,93 +31,203 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: what is available and where files go.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+_DEFAULTS = TrainConfig()
+
+
+def _help(text: str, field: str | None = None, choices: str | None = None) -> str:
+    parts = [text]
+    if choices:
+        parts.append(f"One of: {choices}.")
+    if field is not None:
+        default = getattr(_DEFAULTS, field)
+        parts.append(f"(default: {default if default not in ('', None) else 'auto'})")
+    return " ".join(parts)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"spikeforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """spikeforge: train spiking neural networks on PyTorch."""
+
 
 @app.command()
 def train(
-    dataset: str = typer.Option(None, help="digits | mnist5k (embedded) or a file-based dataset."),
-    model: str = typer.Option(None, help="convnet | mlp | ann (convnet with ReLU) | ann-mlp."),
-    neuron: str = typer.Option(None, help="lif | klif | if | relu (relu trains the ANN twin)."),
-    method: str = typer.Option(None, help="Training method, e.g. bptt."),
-    steps: int = typer.Option(None, "--steps", "-T", help="Time steps T per sample."),
-    epochs: int = typer.Option(None, help="Training epochs."),
-    batch_size: int = typer.Option(None, help="Training batch size."),
-    lr: float = typer.Option(None, help="Peak learning rate (AdamW)."),
-    seed: int = typer.Option(None, help="Seed for initialisation, data order and noise."),
-    surrogate: str = typer.Option(
-        None, help="atan | sigmoid | fast-sigmoid | rectangular | triangle."
+    dataset: str = typer.Option(
+        None, help=_help("Dataset (see `spikeforge data list`).", "dataset")
     ),
-    reset: str = typer.Option(None, help="hard | soft."),
-    tau: float = typer.Option(None, help="Membrane time constant in steps (LIF)."),
+    task: str = typer.Option(
+        None, help=_help("Task; auto = from the dataset.", "task", TASKS.choices())
+    ),
+    model: str = typer.Option(
+        None,
+        help=_help(
+            "Architecture; ann / ann-mlp = convnet / mlp with ReLU.",
+            "model",
+            " | ".join([*MODELS.names(), *ANN_MODELS]),
+        ),
+    ),
+    neuron: str = typer.Option(None, help=_help("Neuron.", "neuron", NEURONS.choices())),
+    method: str = typer.Option(None, help=_help("Training method.", "method", METHODS.choices())),
+    steps: int = typer.Option(
+        None, "--steps", "-T", help=_help("Time steps T per sample.", "steps")
+    ),
+    epochs: int = typer.Option(
+        None, help=_help("Training epochs; with --resume, extends the run.", "epochs")
+    ),
+    batch_size: int = typer.Option(None, help=_help("Training batch size.", "batch_size")),
+    lr: float = typer.Option(None, help=_help("Peak learning rate (AdamW).", "lr")),
+    seed: int = typer.Option(
+        None, help=_help("Seed for initialisation, data order and noise (0 to 2^63-1).", "seed")
+    ),
+    surrogate: str = typer.Option(
+        None, help=_help("Surrogate gradient.", "surrogate", SURROGATES.choices())
+    ),
+    alpha: float = typer.Option(None, help=_help("Surrogate sharpness α.", "alpha")),
+    reset: str = typer.Option(None, help=_help("Reset after a spike.", "reset", "hard | soft")),
+    tau: float = typer.Option(None, help=_help("Membrane time constant in steps.", "tau")),
+    threshold: float = typer.Option(None, help=_help("Firing threshold.", "threshold")),
     detach_reset: bool = typer.Option(
         None,
         "--detach-reset/--keep-reset-grad",
         help="Detach the reset path in backward (default) or keep it.",
     ),
-    encoder: str = typer.Option(None, help="direct | poisson | latency."),
-    out_dir: Path = typer.Option(None, help="Folder under which the run directory is created."),
+    encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", ENCODERS.choices())),
+    loss: str = typer.Option(
+        None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
+    ),
+    out_dir: Path = typer.Option(
+        None,
+        help=_help("Folder under which the run directory is created.", "out_dir"),  # noqa: B008
+    ),
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
     config: Path = typer.Option(None, "--config", help="TOML file with any of these settings."),
     resume: Path = typer.Option(
         None, help="Continue the run in this directory from its checkpoint."
     ),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show progress (a bar on a terminal)."
+    ),
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
-    from .training import TrainConfig, Trainer, load_config
+    from .training import Trainer, load_config
 
+    given = dict(
+        dataset=dataset,
+        task=task,
+        model=model,
+        neuron=neuron,
+        method=method,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        surrogate=surrogate,
+        alpha=alpha,
+        reset=reset,
+        tau=tau,
+        threshold=threshold,
+        detach_reset=detach_reset,
+        encoder=encoder,
+        loss=loss,
+        out_dir=str(out_dir) if out_dir is not None else None,
+        data_root=str(data_root) if data_root is not None else None,
+    )
+    given = {k: v for k, v in given.items() if v is not None}
     if resume is not None:
-        trainer = Trainer.resume(resume, progress=progress)
-        typer.echo(f"resuming {resume} after epoch {trainer.epoch}")
+        if config is not None:
+            raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
+        trainer = Trainer.resume(
+            resume,
+            progress=progress,
+            epochs=given.pop("epochs", None),
+            data_root=given.pop("data_root", None),
+        )
+        _refuse_conflicts(given, trainer.config)
+        if trainer.epoch >= trainer.config.epochs:
+            raise ConfigError(
+                f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
+                "--epochs to extend it"
+            )
+        typer.echo(f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}")
     else:
         values: dict[str, Any] = load_config(config) if config is not None else {}
-        given = dict(
-            dataset=dataset,
-            model=model,
-            neuron=neuron,
-            method=method,
-            steps=steps,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            surrogate=surrogate,
-            reset=reset,
-            tau=tau,
-            detach_reset=detach_reset,
-            encoder=encoder,
-            out_dir=str(out_dir) if out_dir is not None else None,
-            data_root=str(data_root) if data_root is not None else None,
-        )
-        values.update({k: v for k, v in given.items() if v is not None})
+        if "method" in given and given["method"] != values.get("method", given["method"]):
+            values.pop("method_options", None)  # options of the config's method, not this one
+        values.update(given)
         cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
         trainer = Trainer(cfg, progress=progress)
+        cfg = trainer.config
         typer.echo(
-            f"training {cfg.dataset} / {cfg.model} / {cfg.neuron}, T={cfg.effective_steps}, "
-            f"{cfg.epochs} epochs, seed {cfg.seed} -> {trainer.run_dir}"
+            f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
+            f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed} -> {trainer.run_dir}"
         )
-    summary = trainer.fit()
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.epoch > 0:
+            typer.echo(
+                f"interrupted after epoch {trainer.epoch}; continue with: spikeforge train "
+                f"--resume {trainer.run_dir}",
+                err=True,
+            )
+        else:
+            typer.echo("interrupted before the first epoch finished; nothing to resume", err=True)
+        raise typer.Exit(130) from None
+    metric = trainer.task.metric
+    fmt = (lambda v: f"{v:.2%}") if metric == "accuracy" else (lambda v: f"{v:.4g}")
     typer.echo(
-        f"test accuracy {summary['test_accuracy']:.2%} (best {summary['best_test_accuracy']:.2%}), "
-        f"train accuracy {summary['train_accuracy']:.2%}, {summary['wall_time_s']:.0f} s"
+        f"test {metric} {fmt(summary[f'test_{metric}'])} "
+        f"(best {fmt(summary[f'best_test_{metric}'])}), train {metric} "
+        f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s"
     )
     typer.echo(f"run written to {trainer.run_dir}")
+
+
+def _refuse_conflicts(given: dict[str, Any], saved: TrainConfig) -> None:
+    """Options that would change a resumed run are refused, not ignored."""
+    for key, value in given.items():
+        current = getattr(saved, key)
+        if value != current:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {value} conflicts with the resumed run's {key} = {current!r}; a resumed "
+                "run keeps its settings (only --epochs may extend it)"
+            )
 
 
 @app.command("eval")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeforge train`."),
-    split: str = typer.Option("test", help="test | train."),
+    split: str = typer.Option("test", help="Which split to evaluate. One of: test | train."),
 ) -> None:
     """Evaluate a run's latest checkpoint; writes eval.json into the run."""
-    from .training import Trainer
+    from .training import RunDir, load_run
 
-    trainer = Trainer.resume(run_dir, progress=False)
-    result = trainer.evaluate(split)
-    result["epoch"] = trainer.epoch
-    (Path(run_dir) / "eval.json").write_text(json.dumps(result, indent=2))
+    if split not in ("test", "train"):
+        raise ConfigError(f"unknown split {split!r}; choose one of test, train")
+    run = load_run(run_dir)
+    result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
+    result["epoch"] = run.epoch
+    result["loss_name"] = run.loss.name
+    RunDir(run_dir).write_json(RunDir.EVAL, result)
+    metric = run.task.metric
+    value = result[f"{split}_{metric}"]
+    shown = f"{value:.2%}" if metric == "accuracy" else f"{value:.4g}"
     typer.echo(
-        f"{split} accuracy {result[f'{split}_accuracy']:.2%}  "
-        f"loss {result[f'{split}_loss']:.4f}  (epoch {trainer.epoch})"
+        f"{split} {metric} {shown}  loss {result[f'{split}_loss']:.4f} ({run.loss.name}), "
+        f"epoch {run.epoch}"
     )
 
 
@@ -127,18 +248,14 @@ def experiment(
     quick: bool = typer.Option(False, "--quick", help="A small version for tests and CI."),
     seeds: int = typer.Option(3, help="Seeds per arm (0, 1, ..., N-1)."),
     out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
-    progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress bars."),
+    progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""
-    from .experiments import (
-        EXPERIMENTS,
-        catalog,  # noqa: F401
-        run_experiment,
-    )
+    from .experiments import EXPERIMENTS, run_experiment
 
     if name is None:
-        for key in sorted(EXPERIMENTS):
-            typer.echo(f"{key:24s} {EXPERIMENTS[key].title}")
+        for key in EXPERIMENTS.names():
+            typer.echo(f"{key:24s} {EXPERIMENTS.get(key).title}")
         return
     report, folder = run_experiment(
         name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress
@@ -152,28 +269,49 @@ def experiment(
 def data_list(
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
 ) -> None:
-    """Show each dataset, whether its files are found, and where they go."""
-    from rich.console import Console
-    from rich.table import Table
-
+    """Show each dataset, whether its files are found, and where they go (full paths)."""
     from . import data
 
-    table = Table("dataset", "kind", "found", "where the files go")
-    for row in data.catalog(str(data_root) if data_root else None):
-        table.add_row(row["name"], row["kind"], "yes" if row["found"] else "no", row["where"])
-    Console().print(table)
+    rows = data.catalog(str(data_root) if data_root else None)
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        found = "found    " if row["found"] else "not found"
+        typer.echo(f"{row['name']:<{width}}  {row['kind']:<8}  {found}  {row['where']}")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: typer >= 0.2x vendors click; older typer uses click itself."""
+    classes: list[type[Exception]] = []
+    vendored = getattr(typer.exceptions, "TyperException", None)
+    if vendored is not None:
+        classes.append(vendored)
+    try:
+        import click
+
+        classes.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(classes)
 
 
 def main() -> None:
-    """Entry point: spikeforge errors become a one-line message and exit status 2."""
+    """Entry point: spikeforge errors and usage errors become one ``error:`` line, exit 2."""
     try:
-        app()
+        code = app(standalone_mode=False)
     except SpikeforgeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted; continue with: spikeforge train --resume RUN_DIR", err=True)
+        _fail(str(exc))
+    except _usage_errors() as exc:
+        message = getattr(exc, "format_message", None)
+        _fail(message() if callable(message) else str(exc))
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    typer.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,26 +7,48 @@ no ``reset_net()`` to forget. Input and output are time-major ``[T, B, ...]``.
 >>> s = lif(x)                                        # x [T, B, ...] -> spikes [T, B, ...]
 >>> s, v = lif(x, state=v, return_state=True)         # streaming: pass the state yourself
 
-The dynamics run through the fused multi-step kernel by default (``backend="auto"``: one pass
-over T forward and backward, compiled CPU kernel or Triton where available, else PyTorch ops);
-``backend="reference"`` runs the plain per-step loop under autograd. All backends give identical
-spikes (see :mod:`spikeforge.functional.fused` and docs/performance.md).
+A module's charge is not written here: it returns its
+:class:`~spikeforge.functional.dynamics.Dynamics` from ``dynamics(x)`` (``LIFDynamics``,
+``IFDynamics``, ``KLIFDynamics``), and :meth:`SpikingNeuron.forward` runs that one charge on
+every backend: the fused multi-step kernel by default (``backend="auto"``: one pass over T
+forward and backward, compiled CPU kernel or Triton where available, else PyTorch ops), or
+the plain per-step loop under autograd (``backend="reference"``). All backends give identical
+spikes (see :mod:`spikeforge.functional.fused` and docs/performance.md). A subclass may
+instead override only ``charge(v, x)``; that charge then runs on the per-step loop.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 from torch import nn
 
-from . import functional as F
 from .errors import ConfigError, InputError
-from .functional.dynamics import Dynamics, FireReset, IFDynamics, KLIFDynamics, LIFDynamics
+from .functional.dynamics import (
+    ChargeFunction,
+    Dynamics,
+    FireReset,
+    IFDynamics,
+    KLIFDynamics,
+    LIFDynamics,
+)
 from .functional.fused import BACKENDS, neuron_multistep
+from .registry import Registry
 from .surrogate import Atan, Sigmoid, Surrogate, get_surrogate
 
-__all__ = ["SpikingNeuron", "LIF", "IF", "KLIF", "TimeChunked", "check_time_major"]
+__all__ = [
+    "SpikingNeuron",
+    "LIF",
+    "IF",
+    "KLIF",
+    "NEURONS",
+    "TimeChunked",
+    "check_time_major",
+    "check_number",
+    "check_flag",
+]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -53,20 +75,90 @@ def check_time_major(x: torch.Tensor, who: str, finite: bool = True) -> None:
         )
 
 
+def _got(value: object) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def check_number(value: object, where: str, unit: str = "") -> float:
+    """``value`` as a float if it is a real number, else a ``ConfigError`` naming ``where``.
+
+    A bool is refused although Python counts it as an int: ``tau=True`` is a slip, not 1.0.
+    ``unit`` (e.g. ``"steps"``) is named in the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        what = f"a number ({unit})" if unit else "a number"
+        raise ConfigError(f"{where} must be {what}, got {_got(value)}")
+    return float(value)
+
+
+def check_flag(value: object, where: str) -> bool:
+    """``value`` if it is a bool, else a ``ConfigError`` naming ``where``.
+
+    Truthiness is not enough: ``detach_reset="false"`` would otherwise mean True.
+    """
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be True or False, got {_got(value)}")
+    return value
+
+
+def _check_count(value: object, where: str, what: str = "a positive int") -> int:
+    """``value`` if it is a positive int (not a bool, not a float that happens to be whole)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < 1:
+        raise ConfigError(f"{where} must be {what}, got {_got(value)}")
+    return int(value)
+
+
+def _check_optional_count(value: object, where: str) -> int | None:
+    return None if value is None else _check_count(value, where, "a positive int or None")
+
+
+def _check_tau(value: object, who: str) -> float:
+    tau = check_number(value, f"{who}: tau", "steps")
+    if not math.isfinite(tau) or tau < 1.0:
+        raise ConfigError(f"{who}: tau is in steps and must be >= 1, got {value}")
+    return tau
+
+
+def _charge_only(cls: type) -> bool:
+    """Whether ``cls`` defines its neuron by ``charge(v, x)`` rather than ``dynamics(x)``.
+
+    The most derived definition wins (a subclass overriding ``charge`` of LIF runs its own
+    charge); within one class ``dynamics`` wins.
+    """
+    for klass in cls.__mro__:
+        if "dynamics" in vars(klass):
+            return False
+        if "charge" in vars(klass):
+            return True
+    return False
+
+
 class SpikingNeuron(nn.Module):
     """Base class: threshold, reset, surrogate and the multi-step call contract.
 
-    Subclasses define ``charge(v, x) -> h`` for one step.
+    A subclass provides its charge in one of two ways:
+
+    - ``dynamics(x) -> Dynamics`` (the shipped neurons): the charge and its derivatives as a
+      :class:`~spikeforge.functional.dynamics.Dynamics`, run by every backend. ``x`` is the
+      call's input ``[T, B, ...]``, so per-channel parameters can be shaped to it (KLIF).
+    - ``charge(v, x) -> h`` for one step: wrapped in a
+      :class:`~spikeforge.functional.dynamics.ChargeFunction` and run on the per-step loop
+      under autograd, whatever the backend (``"auto"``/``"torch"``; ``"cpu"``/``"triton"``
+      refuse it).
 
     Args:
         threshold: firing threshold ``θ`` (same units as the membrane potential).
         v_reset: resting / reset potential; the membrane starts here on every call.
         reset: ``"hard"`` (set to ``v_reset``) or ``"soft"`` (subtract ``θ``).
-        surrogate: a :class:`~spikeforge.surrogate.Surrogate` or its name.
+        surrogate: a :class:`~spikeforge.surrogate.Surrogate` or its name (default atan).
         detach_reset: treat the spike inside the reset as a constant in backward.
         backend: ``"auto"`` (default: the fused multi-step kernel, compiled where possible),
             ``"torch"`` (fused, PyTorch ops only), ``"cpu"`` / ``"triton"`` (insist on that
             compiled kernel) or ``"reference"`` (the per-step loop under autograd).
+        steps: the number of time steps ``T`` every call must have, or None (default) for
+            any. Set it to turn a batch-major ``[B, T, ...]`` input into an ``InputError``
+            instead of a silently wrong result (streaming in shorter chunks, or
+            :class:`TimeChunked`, then needs ``steps=None``).
     """
 
     def __init__(
@@ -77,38 +169,56 @@ class SpikingNeuron(nn.Module):
         surrogate: Surrogate | str | None = None,
         detach_reset: bool = True,
         backend: str = "auto",
+        steps: int | None = None,
     ) -> None:
         super().__init__()
-        if backend not in BACKENDS:
+        who = type(self).__name__
+        if not isinstance(backend, str) or backend not in BACKENDS:
             raise ConfigError(
-                f"{type(self).__name__}: backend must be one of {', '.join(BACKENDS)}, "
-                f"got {backend!r}"
+                f"{who}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
         self.backend = backend
-        if reset not in ("hard", "soft"):
-            raise ConfigError(
-                f"{type(self).__name__}: reset must be 'hard' or 'soft', got {reset!r}"
-            )
+        if not isinstance(reset, str) or reset not in ("hard", "soft"):
+            raise ConfigError(f"{who}: reset must be 'hard' or 'soft', got {reset!r}")
+        threshold = check_number(threshold, f"{who}: threshold")
+        v_reset = check_number(v_reset, f"{who}: v_reset")
         if not math.isfinite(threshold):
-            raise ConfigError(f"{type(self).__name__}: threshold must be finite, got {threshold}")
+            raise ConfigError(f"{who}: threshold must be finite, got {threshold}")
         if not math.isfinite(v_reset) or v_reset >= threshold:
             raise ConfigError(
-                f"{type(self).__name__}: v_reset ({v_reset}) must be finite and below the "
-                f"threshold ({threshold})"
+                f"{who}: v_reset ({v_reset}) must be finite and below the threshold ({threshold})"
             )
-        self.threshold = float(threshold)
-        self.v_reset = float(v_reset)
+        self.threshold = threshold
+        self.v_reset = v_reset
         self.reset = reset
         self.surrogate = Atan() if surrogate is None else get_surrogate(surrogate)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = check_flag(detach_reset, f"{who}: detach_reset")
+        self.steps = _check_optional_count(steps, f"{who}: steps")
+
+    def dynamics(self, x: torch.Tensor) -> Dynamics:
+        """This neuron's charge for a call on ``x [T, B, ...]``; subclasses override it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines neither dynamics(x) nor charge(v, x)"
+        )
 
     def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """One step of integration: membrane ``v [B, ...]`` and input ``x [B, ...]`` to ``h``."""
-        raise NotImplementedError
+        """One step of integration: membrane ``v [B, ...]`` and input ``x [B, ...]`` to ``h``.
+
+        By default this is one step (``t = 0``) of ``dynamics``; override it to define a
+        neuron by its charge alone.
+        """
+        dyn = self.dynamics(x.unsqueeze(0))
+        return dyn.charge(v, x, 0, dyn.params())[0]
 
     def initial_state(self, x: torch.Tensor) -> torch.Tensor:
         """The resting membrane ``[B, ...]`` for input ``x [T, B, ...]``."""
         return torch.full_like(x[0], self.v_reset)
+
+    def fire_reset(self) -> FireReset:
+        """Threshold, reset and surrogate as the fused kernels take them."""
+        return FireReset(
+            self.threshold, self.v_reset, self.reset, self.surrogate, self.detach_reset
+        )  # type: ignore[arg-type]
 
     def forward(
         self,
@@ -122,77 +232,86 @@ class SpikingNeuron(nn.Module):
         Returns spikes ``[T, B, ...]`` (same dtype as ``x``); with ``return_state`` also the
         final membrane ``[B, ...]`` to pass as ``state`` to the next call; with
         ``return_membrane`` also the pre-reset potential ``h [T, B, ...]``, in that order.
+        A floating-point ``state`` of another dtype is cast to ``x``'s.
         """
         who = type(self).__name__
-        check_time_major(x, who, finite=False)  # NaN/inf: checked by _run's backend
-        if state is not None and (
-            not isinstance(state, torch.Tensor) or state.shape != x.shape[1:]
-        ):
+        check_time_major(x, who, finite=False)  # NaN/inf: checked by the backend's own pass
+        self._check_steps(x)
+        if state is not None:
+            state = self._checked_state(state, x)
+        elif type(self).initial_state is not SpikingNeuron.initial_state:
+            state = self.initial_state(x)  # a subclass chose its own starting state
+        if _charge_only(type(self)):
+            dyn: Dynamics = ChargeFunction(self.charge)
+        else:
+            dyn = self.dynamics(x)
+        spikes, v, h = neuron_multistep(
+            x,
+            state,
+            dyn,
+            self.fire_reset(),
+            backend=self.backend,
+            return_membrane=return_membrane,
+            check_finite=who,
+        )
+        out: list[torch.Tensor] = [spikes]
+        if return_state:
+            out.append(v)
+        if return_membrane:
+            out.append(h)  # type: ignore[arg-type]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def _check_steps(self, x: torch.Tensor) -> None:
+        if self.steps is None or x.shape[0] == self.steps:
+            return
+        who = f"{type(self).__name__}(steps={self.steps})"
+        if x.shape[1] == self.steps:
+            raise InputError(
+                f"{who}: got shape {tuple(x.shape)}, which looks like [B, T, ...]; spikeforge is "
+                f"time-major [T, B, ...]: pass x.transpose(0, 1)"
+            )
+        raise InputError(
+            f"{who}: expected {self.steps} steps on the time axis of [T, B, ...], got shape "
+            f"{tuple(x.shape)}"
+        )
+
+    def _checked_state(self, state: object, x: torch.Tensor) -> torch.Tensor:
+        who = type(self).__name__
+        if not isinstance(state, torch.Tensor) or state.shape != x.shape[1:]:
             got = tuple(state.shape) if isinstance(state, torch.Tensor) else type(state).__name__
             raise InputError(
                 f"{who}: state must have shape {tuple(x.shape[1:])} (input without its time "
                 f"axis), got {got}"
             )
-        spikes, v, h = self._run(x, None if state is None else state.to(x.dtype), return_membrane)
-        out: list[torch.Tensor] = [spikes]
-        if return_state:
-            out.append(v)
-        if return_membrane:
-            out.append(h)
-        return out[0] if len(out) == 1 else tuple(out)
-
-    def dynamics(self) -> Dynamics | None:
-        """The charge as a :class:`~spikeforge.functional.dynamics.Dynamics` for the fused path.
-
-        None (the default for subclasses that only define ``charge``) runs the reference loop.
-        """
-        return None
-
-    def fire_reset(self) -> FireReset:
-        """Threshold, reset and surrogate as the fused kernels take them."""
-        return FireReset(
-            self.threshold, self.v_reset, self.reset, self.surrogate, self.detach_reset
-        )  # type: ignore[arg-type]
-
-    def _run(self, x: torch.Tensor, v: torch.Tensor | None, return_membrane: bool):
-        dyn = self.dynamics() if self.backend != "reference" else None
-        if v is None and type(self).initial_state is not SpikingNeuron.initial_state:
-            v = self.initial_state(x)  # a subclass chose its own starting state
-        if dyn is not None:
-            return neuron_multistep(
-                x,
-                v,
-                dyn,
-                self.fire_reset(),
-                backend=self.backend,
-                return_membrane=return_membrane,
-                check_finite=type(self).__name__,
+        if state.dtype not in _FLOAT_DTYPES:
+            # an integer or bool state is almost always spikes passed by mistake
+            raise InputError(
+                f"{who}: state must be a floating-point membrane potential, got {state.dtype}; "
+                "pass the state returned with return_state=True"
             )
-        check_time_major(x, type(self).__name__)
-        if v is None:
-            v = self.initial_state(x)
-        return F.multistep(
-            x,
-            v,
-            self.charge,
-            threshold=self.threshold,
-            v_reset=self.v_reset,
-            reset_mode=self.reset,  # type: ignore[arg-type]
-            surrogate=self.surrogate,
-            detach_reset=self.detach_reset,
-            return_membrane=return_membrane,
-        )
+        if state.device != x.device:
+            raise InputError(
+                f"{who}: state is on {state.device} but the input on {x.device}; move it with "
+                "state.to(x.device)"
+            )
+        if not bool(torch.isfinite(state).all()):
+            raise InputError(
+                f"{who}: state contains NaN or inf; pass the state returned with "
+                "return_state=True, or None to start at rest"
+            )
+        return state.to(x.dtype)
 
     def extra_repr(self) -> str:
         return (
             f"threshold={self.threshold:g}, v_reset={self.v_reset:g}, reset={self.reset!r}, "
             f"surrogate={self.surrogate!r}, detach_reset={self.detach_reset}"
             + ("" if self.backend == "auto" else f", backend={self.backend!r}")
+            + ("" if self.steps is None else f", steps={self.steps}")
         )
 
 
 class LIF(SpikingNeuron):
-    """Leaky integrate-and-fire neuron.
+    """Leaky integrate-and-fire neuron (charge: :class:`~spikeforge.functional.LIFDynamics`).
 
     Args:
         tau: membrane time constant in steps (> 1 for a leak that does not overshoot).
@@ -211,19 +330,13 @@ class LIF(SpikingNeuron):
         surrogate: Surrogate | str | None = None,
         detach_reset: bool = True,
         backend: str = "auto",
+        steps: int | None = None,
     ) -> None:
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend)
-        if not math.isfinite(tau) or tau < 1.0:
-            raise ConfigError(f"LIF: tau is in steps and must be >= 1, got {tau}")
-        self.tau = float(tau)
-        self.decay_input = bool(decay_input)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        self.tau = _check_tau(tau, type(self).__name__)
+        self.decay_input = check_flag(decay_input, f"{type(self).__name__}: decay_input")
 
-    def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.lif_charge(v, x, self.tau, self.v_reset, self.decay_input)
-
-    def dynamics(self) -> Dynamics | None:  # noqa: D102
-        if type(self).charge is not LIF.charge:  # a subclass changed the charge: reference
-            return None
+    def dynamics(self, x: torch.Tensor) -> Dynamics:  # noqa: D102
         return LIFDynamics(self.tau, self.v_reset, self.decay_input)
 
     def extra_repr(self) -> str:
@@ -233,12 +346,7 @@ class LIF(SpikingNeuron):
 class IF(SpikingNeuron):
     """Integrate-and-fire neuron (no leak): ``h = u + x``. Arguments as :class:`SpikingNeuron`."""
 
-    def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return F.if_charge(v, x)
-
-    def dynamics(self) -> Dynamics | None:  # noqa: D102
-        if type(self).charge is not IF.charge:
-            return None
+    def dynamics(self, x: torch.Tensor) -> Dynamics:  # noqa: D102
         return IFDynamics()
 
 
@@ -248,7 +356,8 @@ class KLIF(SpikingNeuron):
     Per step: ``h = u + (x - (u - v_reset))/tau``; ``f = ReLU(k·h)``; ``s = H(f - threshold)``;
     hard reset ``u = f·(1 - s) + v_reset·s`` (soft: ``u = f - threshold·s``). Since
     ``ds/dh ≈ k·g'(k·h - θ)``, training ``k`` tunes the surrogate's position, height and width per
-    layer. ``return_membrane`` returns ``f``. Runs through the fused multi-step path.
+    layer. ``return_membrane`` returns ``f``. The charge is
+    :class:`~spikeforge.functional.KLIFDynamics`, run by the generic fused loop.
 
     Args:
         tau: membrane time constant in steps.
@@ -270,51 +379,29 @@ class KLIF(SpikingNeuron):
         surrogate: Surrogate | str | None = None,
         detach_reset: bool = True,
         backend: str = "auto",
+        steps: int | None = None,
     ) -> None:
         surrogate = Sigmoid(4.0) if surrogate is None else surrogate
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend)
-        if not math.isfinite(tau) or tau < 1.0:
-            raise ConfigError(f"KLIF: tau is in steps and must be >= 1, got {tau}")
-        if not math.isfinite(k_init) or k_init <= 0:
-            raise ConfigError(f"KLIF: k_init must be a positive number, got {k_init}")
-        if channels is not None and (not isinstance(channels, int) or channels < 1):
-            raise ConfigError(f"KLIF: channels must be a positive int or None, got {channels!r}")
-        self.tau = float(tau)
-        self.channels = channels
-        self.k = nn.Parameter(torch.full((channels,) if channels else (), float(k_init)))
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        who = type(self).__name__
+        self.tau = _check_tau(tau, who)
+        k = check_number(k_init, f"{who}: k_init")
+        if not math.isfinite(k) or k <= 0:
+            raise ConfigError(f"{who}: k_init must be a positive number, got {k_init}")
+        self.channels = _check_optional_count(channels, f"{who}: channels")
+        self.k = nn.Parameter(torch.full((self.channels,) if self.channels else (), k))
 
-    def _k_for(self, step: torch.Tensor) -> torch.Tensor:
-        """``k`` shaped to broadcast against one step ``[B, C, ...]``."""
+    def dynamics(self, x: torch.Tensor) -> Dynamics:
+        """KLIF's charge with ``k`` shaped to broadcast against one step ``[B, C, ...]``."""
         if self.channels is None:
-            return self.k
-        if step.dim() < 2 or step.shape[1] != self.channels:
+            return KLIFDynamics(self.k, self.tau, self.v_reset)
+        if x.dim() < 3 or x.shape[2] != self.channels:
             raise InputError(
-                f"KLIF(channels={self.channels}): expected [T, B, {self.channels}, ...], got a "
-                f"step of shape {tuple(step.shape)}"
+                f"KLIF(channels={self.channels}): expected [T, B, {self.channels}, ...], got "
+                f"shape {tuple(x.shape)}"
             )
-        return self.k.view(self.channels, *([1] * (step.dim() - 2)))
-
-    def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return torch.relu(self._k_for(x) * F.lif_charge(v, x, self.tau, self.v_reset, True))
-
-    def dynamics(self) -> Dynamics | None:
-        """None: KLIF builds its dynamics per call in ``_run``, where the step shape is known."""
-        return None
-
-    def _run(self, x: torch.Tensor, v: torch.Tensor | None, return_membrane: bool):
-        check_time_major(x, "KLIF", finite=False)
-        k = self._k_for(x[0])
-        if self.backend == "reference" or type(self).charge is not KLIF.charge:
-            return super()._run(x, v, return_membrane)
-        return neuron_multistep(
-            x,
-            v,
-            KLIFDynamics(k, self.tau, self.v_reset),
-            self.fire_reset(),
-            backend=self.backend,
-            return_membrane=return_membrane,
-            check_finite="KLIF",
-        )
+        k = self.k.view(self.channels, *([1] * (x.dim() - 3)))
+        return KLIFDynamics(k, self.tau, self.v_reset)
 
     def extra_repr(self) -> str:
         per = "layer" if self.channels is None else f"channel ({self.channels})"
@@ -336,8 +423,10 @@ class TimeChunked(nn.Module):
 
     def __init__(self, block: nn.Module, chunk: int) -> None:
         super().__init__()
-        if int(chunk) < 1:
-            raise ConfigError(f"TimeChunked: chunk must be >= 1 steps, got {chunk}")
+        if not isinstance(block, nn.Module):
+            raise ConfigError(
+                f"TimeChunked: block must be an nn.Module (e.g. nn.Sequential), got {_got(block)}"
+            )
         mods = list(block) if isinstance(block, nn.Sequential) else [block]
         for m in block.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
@@ -346,7 +435,7 @@ class TimeChunked(nn.Module):
                     "sequence; checkpoint a block without BatchNorm"
                 )
         self.block = block
-        self.chunk = int(chunk)
+        self.chunk = _check_count(chunk, "TimeChunked: chunk (steps)")
         self._mods = mods
 
     def _run_chunk(self, x: torch.Tensor, *states: torch.Tensor | None):
@@ -380,3 +469,11 @@ class TimeChunked(nn.Module):
 
     def extra_repr(self) -> str:
         return f"chunk={self.chunk}"
+
+
+# Names for configs and the CLI. "relu" is the ANN twin's activation, not a spiking neuron.
+NEURONS: Registry = Registry("neuron")
+NEURONS.register("lif", LIF, help="leaky integrate-and-fire")
+NEURONS.register("klif", KLIF, help="LIF with a learnable k scaling the potential")
+NEURONS.register("if", IF, help="integrate-and-fire, no leak")
+NEURONS.register("relu", nn.ReLU, help="ReLU: trains the ANN twin of the architecture")

@@ -230,12 +230,19 @@ def plot_spike_raster(
     path: str | Path,
     sample: int = 0,
     max_neurons: int = 200,
+    label: int | None = None,
+    predicted: int | None = None,
 ) -> Path:
-    """Raster of one sample's spikes, one panel per layer (x = time step, y = neuron index)."""
+    """Raster of one sample's spikes, one panel per layer (x = time step, y = neuron).
+
+    Each panel shows the neurons that fired for this sample (evenly subsampled to
+    ``max_neurons`` if more did), one row each, and says how many stayed silent; rates in the
+    titles are this sample's. ``label`` / ``predicted`` (classification) go in the heading.
+    """
     if max_neurons < 1:
         raise ValueError(f"max_neurons must be >= 1, got {max_neurons}")
     arrays = _check_spikes(spikes)
-    panels: list[tuple[str, np.ndarray, np.ndarray, int, float]] = []
+    panels: list[tuple[str, np.ndarray, np.ndarray, int, float, int]] = []
     for name, arr in arrays.items():
         T, B = arr.shape[0], arr.shape[1]
         if not -B <= sample < B:
@@ -245,31 +252,52 @@ def plot_spike_raster(
             )
         one = arr[:, sample].reshape(T, -1)
         n = one.shape[1]
-        idx = _pick_neurons(n, max_neurons)
+        active = np.flatnonzero(one.sum(0) > 0)
+        idx = active[_pick_neurons(len(active), max_neurons)] if len(active) else active
         rate = float(one.mean(dtype=np.float64)) if one.size else 0.0
-        panels.append((name, one[:, idx], idx, n, rate))
+        panels.append((name, one[:, idx], idx, n, rate, len(active)))
 
-    heights = [1.0 + 1.8 * min(len(p[2]), max_neurons) / max(max_neurons, 1) for p in panels]
+    heights = [1.0 + 1.8 * min(max(len(p[2]), 1), max_neurons) / max_neurons for p in panels]
     fig = _new_figure(9.0, min(2.2 + sum(heights) * 1.1, 40.0))
     axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
-    for i, (ax, (name, sub, idx, n, rate)) in enumerate(zip(axes, panels, strict=True)):
+    for i, (ax, (name, sub, idx, n, rate, n_active)) in enumerate(zip(axes, panels, strict=True)):
         T = sub.shape[0]
         t_pos, k_pos = np.nonzero(sub > 0)
-        shown = len(idx)
-        ax.scatter(t_pos, idx[k_pos] if shown else k_pos, marker="|", color=_layer_color(i), s=16)
+        ax.scatter(t_pos, k_pos, marker="|", color=_layer_color(i), s=16)
         ax.set_xlim(-0.5, max(T, 1) - 0.5)
-        ax.set_ylim(-0.5, max(n, 1) - 0.5)
+        ax.set_ylim(-0.5, max(len(idx), 1) - 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=5))
-        subset = f", showing {shown} of {n} neurons" if shown < n else f", {n} neurons"
-        ax.set_title(f"{name} — firing rate {rate:.3f} spikes/neuron/step{subset}", fontsize=10)
-        ax.set_ylabel("Neuron index")
+        if len(idx):
+            ticks = np.unique(np.linspace(0, len(idx) - 1, min(5, len(idx))).round().astype(int))
+            ax.set_yticks(ticks, [str(int(idx[t])) for t in ticks])
+        else:
+            ax.set_yticks([])
+            ax.text(
+                0.5,
+                0.5,
+                "no neuron fired",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="0.5",
+            )
+        shown = f"{len(idx)} of {n_active} active" if len(idx) < n_active else f"{n_active} active"
+        ax.set_title(
+            f"{name}: {rate:.3f} spikes/neuron/step; {shown}, {n - n_active} of {n} silent",
+            fontsize=10,
+        )
+        ax.set_ylabel("Neuron")
         _style_axes(ax)
     axes[-1].set_xlabel("Time step")
-    fig.suptitle(f"Spike raster (sample {sample})", fontweight="bold")
+    heading = f"Spike raster of one test sample (#{sample})"
+    if label is not None:
+        heading += f": label {label}"
+        if predicted is not None:
+            heading += f", predicted {predicted}"
+    fig.suptitle(heading, fontweight="bold")
     fig.tight_layout()
     # Size each tick to about one neuron row tall and a fraction of a time step wide.
-    for ax, (_, sub, idx, _, _) in zip(axes, panels, strict=True):
+    for ax, (_, sub, idx, _, _, _) in zip(axes, panels, strict=True):
         box = ax.get_window_extent()
         row_pt = box.height * 72.0 / DPI / max(len(idx), 1)
         step_pt = box.width * 72.0 / DPI / max(sub.shape[0], 1)
@@ -345,8 +373,9 @@ def plot_training_curves(
 
     drew = _plot_line(ax_loss, *_series(metrics, "train_loss"), "train", TRAIN_COLOR)
     drew |= _plot_line(ax_loss, *_series(metrics, "test_loss"), "test", TEST_COLOR)
+    names = {str(r["loss_name"]) for r in metrics if isinstance(r.get("loss_name"), str)}
     ax_loss.set_title("Loss")
-    ax_loss.set_ylabel("Loss (cross-entropy)")
+    ax_loss.set_ylabel(f"Loss ({names.pop()})" if len(names) == 1 else "Loss")
     if drew:
         ax_loss.legend(frameon=False)
     else:
@@ -455,41 +484,11 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _layer_order(path: Path, names: list[str]) -> list[str]:
-    """Layer order from the file's ``layers`` metadata (JSON list or comma-separated), if any.
-
-    safetensors does not keep insertion order (keys come back sorted), so a writer that wants its
-    layer order preserved stores it as ``metadata={"layers": json.dumps(names)}``.
-    """
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
-    raw = meta.get("layers")
-    if not raw:
-        return names
-    try:
-        order = json.loads(raw)
-    except json.JSONDecodeError:
-        order = [part.strip() for part in raw.split(",")]
-    if not isinstance(order, list):
-        return names
-    ordered = [str(n) for n in order if str(n) in names]
-    return ordered + [n for n in names if n not in ordered]
-
-
 def _read_activity(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """The recorded spikes of a run, in network order."""
+    from .monitor import load_activity
 
-    try:
-        tensors = load_file(str(path))
-        order = _layer_order(path, list(tensors))
-    except (OSError, SafetensorError) as exc:
-        raise DataError(
-            f"cannot read spike activity {path}: {exc}; re-run `spikeforge train` to rewrite it"
-        ) from exc
-    return {name: tensors[name] for name in order}
+    return load_activity(path).spikes
 
 
 def plot_run(run_dir: str | Path) -> list[Path]:
@@ -507,8 +506,17 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     activity_path = root / "activity.safetensors"
     if activity_path.is_file():
-        spikes = _read_activity(activity_path)
-        if spikes:
-            written.append(plot_spike_raster(spikes, root / "spike_raster.png"))
-            written.append(plot_firing_rates(spikes, root / "firing_rates.png"))
+        from .monitor import load_activity
+
+        activity = load_activity(activity_path)
+        if activity.spikes:
+            label = predicted = None
+            if activity.labels and activity.predictions:
+                label, predicted = activity.labels[0], activity.predictions[0]
+            written.append(
+                plot_spike_raster(
+                    activity.spikes, root / "spike_raster.png", label=label, predicted=predicted
+                )
+            )
+            written.append(plot_firing_rates(activity.spikes, root / "firing_rates.png"))
     return written

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 import torch
 
 from .errors import ConfigError
+from .registry import Registry
 
 __all__ = [
     "Surrogate",
@@ -26,6 +27,9 @@ __all__ = [
     "get_surrogate",
     "SURROGATES",
 ]
+
+
+SURROGATES: Registry[type[Surrogate]] = Registry("surrogate")
 
 
 def heaviside(x: torch.Tensor) -> torch.Tensor:
@@ -56,6 +60,10 @@ class Surrogate(ABC):
     default_alpha: float = 1.0
 
     def __init__(self, alpha: float | None = None) -> None:
+        if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, int | float)):
+            raise ConfigError(
+                f"{type(self).__name__}: alpha must be a positive number, got {alpha!r}"
+            )
         alpha = self.default_alpha if alpha is None else float(alpha)
         if not math.isfinite(alpha) or alpha <= 0:
             raise ConfigError(
@@ -80,6 +88,7 @@ class Surrogate(ABC):
         return hash((type(self).__name__, self.alpha))
 
 
+@SURROGATES.register("sigmoid")
 class Sigmoid(Surrogate):
     """``g'(x) = α·σ(αx)·(1 − σ(αx))``; default ``α = 4``."""
 
@@ -90,6 +99,7 @@ class Sigmoid(Surrogate):
         return self.alpha * sg * (1.0 - sg)
 
 
+@SURROGATES.register("atan")
 class Atan(Surrogate):
     """``g'(x) = (α/2) / (1 + (π/2·α·x)²)``; default ``α = 2``."""
 
@@ -99,6 +109,7 @@ class Atan(Surrogate):
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x).square())
 
 
+@SURROGATES.register("fast-sigmoid")
 class FastSigmoid(Surrogate):
     """SuperSpike's ``g'(x) = (α/2) / (1 + α|x|)²``; default ``α = 10``."""
 
@@ -108,6 +119,7 @@ class FastSigmoid(Surrogate):
         return (self.alpha / 2) / (1 + self.alpha * x.abs()).square()
 
 
+@SURROGATES.register("rectangular")
 class Rectangular(Surrogate):
     """``g'(x) = α`` where ``|x| < 1/(2α)``, else 0; default ``α = 1``."""
 
@@ -117,6 +129,7 @@ class Rectangular(Surrogate):
         return (x.abs() < 0.5 / self.alpha).to(x.dtype) * self.alpha
 
 
+@SURROGATES.register("triangle")
 class Triangle(Surrogate):
     """``g'(x) = α·max(0, 1 − α|x|)``; default ``α = 1``."""
 
@@ -126,23 +139,8 @@ class Triangle(Surrogate):
         return self.alpha * (1 - self.alpha * x.abs()).clamp_min(0)
 
 
-SURROGATES: dict[str, type[Surrogate]] = {
-    "sigmoid": Sigmoid,
-    "atan": Atan,
-    "fast-sigmoid": FastSigmoid,
-    "rectangular": Rectangular,
-    "triangle": Triangle,
-}
-
-
 def get_surrogate(spec: str | Surrogate, alpha: float | None = None) -> Surrogate:
     """A surrogate from an instance or a name in ``SURROGATES`` (e.g. ``"atan"``)."""
     if isinstance(spec, Surrogate):
         return spec
-    try:
-        cls = SURROGATES[spec]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"unknown surrogate {spec!r}; choose one of {', '.join(SURROGATES)}"
-        ) from None
-    return cls(alpha)
+    return SURROGATES.get(spec)(alpha)

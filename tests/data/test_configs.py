@@ -19,9 +19,9 @@ def test_each_paper_dataset_has_a_valid_config(name):
     values = load_config(CONFIGS / f"{name}.toml")
     cfg = TrainConfig.from_dict(values, source=name).validate()
     assert cfg.dataset == name and name in data.DATASETS
-    extra = cfg.extra
-    assert extra["chosen_by_spikeforge"], "say which values are ours"
-    methods = [v for k, v in extra.items() if isinstance(v, dict) and k != "binning"]
+    notes = cfg.notes
+    assert notes["chosen_by_spikeforge"], "say which values are ours"
+    methods = [v for k, v in notes.items() if isinstance(v, dict) and k != "binning"]
     assert methods and all("source" in m for m in methods)
     if data.info(name).temporal:
-        assert extra["binning"]["frames"] == cfg.steps
+        assert notes["binning"]["frames"] == cfg.steps

@@ -75,9 +75,10 @@ def test_nmnist_dataset_from_real_samples(tmp_path):
 
 
 @needs_real
-def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path):
+def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path, monkeypatch):
     from spikeforge.training import TrainConfig, Trainer
 
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
     build_nmnist_root(tmp_path / "data")
     cfg = TrainConfig(
         dataset="nmnist",
@@ -91,7 +92,7 @@ def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path):
     summary = Trainer(cfg, progress=False).fit()
     assert summary["epochs"] == 1
     assert 0.0 <= summary["test_accuracy"] <= 1.0
-    assert any((tmp_path / "data" / ".cache" / "spikeforge").rglob("*.npy"))
+    assert any((tmp_path / "cache" / "frames").rglob("*.npy"))
 
 
 @needs_real
@@ -237,7 +238,8 @@ def test_dvs_gesture_missing_pieces(tmp_path):
 # -- CIFAR10-DVS ------------------------------------------------------------------------------
 
 
-def test_cifar10_dvs_split_labels_and_counts(tmp_path):
+def test_cifar10_dvs_split_labels_and_counts(tmp_path, monkeypatch):
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(4)
     counts = {}
     for cls in CIFAR10_CLASSES:
@@ -258,7 +260,7 @@ def test_cifar10_dvs_split_labels_and_counts(tmp_path):
             assert int(frames.sum()) == counts[(path.parent.name, int(path.stem.split("_")[-1]))]
     assert all(s.path.stem.endswith("_9") for s in test.samples)  # numeric order: last 10 %
     # only the train set caches (test has cache=False): one entry per sample read
-    assert len(list((tmp_path / ".cache").rglob("*.npy"))) == len(range(0, 90, 7))
+    assert len(list((tmp_path / "cache" / "frames").rglob("*.npy"))) == len(range(0, 90, 7))
 
 
 def test_cifar10_dvs_missing_class_folder(tmp_path):

@@ -108,8 +108,10 @@ def test_nmnist_layout_and_overflow_marker(tmp_path):
     assert np.array_equal(out, ev)
 
 
-def test_nmnist_empty_file_has_no_events(tmp_path):
-    assert len(read_events(write(tmp_path / "e.bin", b""))) == 0
+def test_nmnist_empty_file_is_refused(tmp_path):
+    # more cases, every format: test_empty_recordings.py
+    with pytest.raises(DataError, match=r"e\.bin: empty recording \(the file is 0 bytes\)"):
+        read_events(write(tmp_path / "e.bin", b""))
 
 
 def test_nmnist_truncation_names_file_and_offset(tmp_path):

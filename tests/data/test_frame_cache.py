@@ -24,8 +24,15 @@ def _root(tmp_path, n=3, seed=0):
     return tmp_path
 
 
-def _entries(root):
-    return sorted((root / ".cache" / "spikeforge").rglob("*.npy"))
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path, monkeypatch):
+    """A cache root per test, so entry counts see only this test's entries."""
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "spikeforge-cache"))
+    return tmp_path / "spikeforge-cache"
+
+
+def _entries():
+    return sorted(default_cache_dir().rglob("*.npy"))
 
 
 def _forbid_decoding(monkeypatch):
@@ -38,7 +45,7 @@ def _forbid_decoding(monkeypatch):
 def test_cached_frames_are_reused_and_identical(tmp_path, monkeypatch):
     root = _root(tmp_path)
     first = [data.load("nmnist", root=root)[i][0] for i in range(3)]
-    assert len(_entries(root)) == 3
+    assert len(_entries()) == 3
     _forbid_decoding(monkeypatch)
     again = [data.load("nmnist", root=root)[i][0] for i in range(3)]
     assert all((a == b).all() for a, b in zip(first, again, strict=True))
@@ -58,9 +65,9 @@ def test_cached_frames_are_reused_and_identical(tmp_path, monkeypatch):
 def test_a_changed_parameter_never_reuses_the_cache(tmp_path, option):
     root = _root(tmp_path, n=1)
     data.load("nmnist", root=root)[0]
-    before = set(_entries(root))
+    before = set(_entries())
     frames, _ = data.load("nmnist", root=root, **option)[0]
-    assert len(set(_entries(root)) - before) == 1
+    assert len(set(_entries()) - before) == 1
     expected = data.load("nmnist", root=root, cache=False, **option)[0][0]
     assert (frames == expected).all()
 
@@ -81,7 +88,7 @@ def test_a_changed_source_file_never_reuses_the_cache(tmp_path):
 def test_corrupt_entries_are_recomputed(tmp_path):
     root = _root(tmp_path, n=1)
     good = data.load("nmnist", root=root)[0][0]
-    (entry,) = _entries(root)
+    (entry,) = _entries()
     entry.write_bytes(b"not an npy file")
     assert (data.load("nmnist", root=root)[0][0] == good).all()
     assert np.load(entry).sum() == good.sum()
@@ -90,7 +97,7 @@ def test_corrupt_entries_are_recomputed(tmp_path):
 def test_disabled_cache_writes_nothing_and_cache_dir_is_honoured(tmp_path):
     root = _root(tmp_path, n=1)
     data.load("nmnist", root=root, cache=False)[0]
-    assert not _entries(root)
+    assert not _entries()
     data.load("nmnist", root=root, cache_dir=tmp_path / "elsewhere")[0]
     assert len(list((tmp_path / "elsewhere").rglob("*.npy"))) == 1
 
@@ -108,10 +115,8 @@ def test_frame_cache_stores_counts_compactly(tmp_path):
     assert np.load(cache.path(key)).dtype == np.float32
 
 
-def test_default_cache_dir(tmp_path, monkeypatch):
-    monkeypatch.delenv("SPIKEFORGE_CACHE", raising=False)
-    assert default_cache_dir(tmp_path) == tmp_path / ".cache" / "spikeforge"
+def test_default_cache_dir_is_frames_under_the_cache_root(tmp_path, monkeypatch, own_cache):
+    assert default_cache_dir() == own_cache / "frames"
+    monkeypatch.delenv("SPIKEFORGE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir(tmp_path / "absent") == tmp_path / "xdg" / "spikeforge"
-    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "env"))
-    assert default_cache_dir(tmp_path) == tmp_path / "env"
+    assert default_cache_dir() == tmp_path / "xdg" / "spikeforge" / "frames"

@@ -16,7 +16,7 @@ def test_steps_within_picks_the_smallest_steps():
 
 
 def test_full_settings_fit_the_issue():
-    exp = EXPERIMENTS["noisy-single-step"]()
+    exp = EXPERIMENTS.get("noisy-single-step")()
     full = exp.settings(quick=False)[0]
     assert full.dataset == "mnist5k"
     assert (1, 2, 4, 8, 16, 32) == full.steps_grid
@@ -24,11 +24,11 @@ def test_full_settings_fit_the_issue():
 
 
 def test_quick_run_writes_tables_figures_and_leaves_methods_clean(tmp_path):
-    before = set(METHODS)
+    before = set(METHODS.names())
     report, folder = run_experiment(
         "noisy-single-step", quick=True, seeds=1, out_dir=tmp_path, progress=False
     )
-    assert set(METHODS) == before
+    assert set(METHODS.names()) == before
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
     part = data["results"]["digits-mlp"]
@@ -43,6 +43,12 @@ def test_quick_run_writes_tables_figures_and_leaves_methods_clean(tmp_path):
     config = json.loads(
         (folder / "runs" / "digits-mlp-noisy-gauss-s=0.8-s0" / "config.json").read_text()
     )
-    assert config["method"] == "noisy" and config["extra"] == {"noisy": {"sigma": 0.8}}
+    assert config["method"] == "noisy"
+    assert config["method_options"] == {
+        "sigma": 0.8,
+        "noise": "gaussian",
+        "noise_mean": None,
+        "grad": "surrogate",
+    }
     text = (folder / "report.md").read_text()
     assert "after conversion vs T" in text and "training time" in text

@@ -285,7 +285,7 @@ class _OscLIF(sf.LIF):
         super().__init__(**kw)
         self.amp = torch.nn.Parameter(torch.tensor(amp, dtype=torch.float64))
 
-    def dynamics(self):
+    def dynamics(self, x):
         return _Oscillating(self.amp)
 
 
@@ -300,7 +300,7 @@ def test_a_new_neuron_module_plugs_in_through_dynamics():
         if fused:
             s = neuron(xi)
         else:
-            s = reference_multistep(xi, None, neuron.dynamics(), neuron.fire_reset())[0]
+            s = reference_multistep(xi, None, neuron.dynamics(xi), neuron.fire_reset())[0]
         (s * torch.linspace(-1, 1, 6, dtype=torch.float64)).sum().backward()
         grads.append((s.detach(), xi.grad, neuron.amp.grad.clone()))
     (s, gx, ga), ref = grads
@@ -315,9 +315,9 @@ def test_a_new_neuron_module_plugs_in_through_dynamics():
 @pytest.fixture
 def fresh_kernel(tmp_path, monkeypatch):
     """A cold cache: the next use compiles (or fails to) from scratch."""
-    monkeypatch.setenv("SPIKEFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
     cpu_kernel.reset()
-    yield tmp_path / "cache"
+    yield tmp_path / "cache" / "kernels"
     cpu_kernel.reset()
 
 

@@ -15,8 +15,7 @@ from spikeforge.learning.conversion import (
 )
 from spikeforge.models import MLP, ConvNet
 from spikeforge.neurons import IF, LIF
-from spikeforge.training import TrainConfig
-from spikeforge.training.trainer import model_from_config
+from spikeforge.training import TrainConfig, model_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

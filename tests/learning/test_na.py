@@ -1,5 +1,6 @@
 """NA gradients: the vectorised backward against a brute-force flip-and-resimulate computation."""
 
+import json
 import math
 
 import pytest
@@ -9,7 +10,6 @@ from torch import nn
 from spikeforge.errors import ConfigError
 from spikeforge.layers import TimeFolded
 from spikeforge.learning.na import (
-    NAMethod,
     NANetwork,
     NANeuron,
     SumPool2d,
@@ -19,7 +19,8 @@ from spikeforge.learning.na import (
     na_network,
     psc,
 )
-from spikeforge.training import METHODS, TrainConfig, Trainer, register_method
+from spikeforge.monitor import load_activity
+from spikeforge.training import TrainConfig, Trainer, make_method
 
 TAU_M, TAU_S, THETA = 5.0, 2.0, 1.0
 
@@ -252,20 +253,20 @@ def test_convert_to_na_replaces_trainer_neurons():
     assert out.shape == (3, 4, 10)
 
 
-def test_method_from_config_reads_extra():
-    cfg = TrainConfig(dataset="mnist5k", extra={"network": "na-mnist", "form": "code"})
-    method = NAMethod.from_config(cfg)
-    assert method.form == "code" and method.input_shape == (1, 28, 28)
-    net = method.prepare(nn.Linear(1, 1))
+def test_method_options_build_the_paper_network_and_refuse_unknown_keys():
+    method = make_method("na", {"network": "na-mnist", "form": "code"})
+    assert method.options.form == "code"
+    cfg = TrainConfig(dataset="mnist5k", method="na", method_options={"network": "na-mnist"})
+    net = Trainer(cfg, progress=False).model
     assert isinstance(net, NANetwork) and net.spec == "15C5-P2-40C5-P2-300"
-    with pytest.raises(ConfigError, match="unknown extra"):
-        NAMethod.from_config(TrainConfig(extra={"nope": 1}))
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_method("na", {"nope": 1})
+    with pytest.raises(ConfigError, match="form must be one of"):
+        make_method("na", {"form": "other"})
 
 
-def test_trainer_runs_na_method(tmp_path):
-    register_method("na", "spikeforge.learning.na:NAMethod")
-    try:
-        cfg = TrainConfig(
+def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path):
+    cfg = TrainConfig(
             dataset="digits",
             model="mlp",
             method="na",
@@ -275,16 +276,24 @@ def test_trainer_runs_na_method(tmp_path):
             population=1,
             tau=5.0,
             lr=1e-2,
-            out_dir=str(tmp_path),
-        )
-        trainer = Trainer(cfg, progress=False)
-        before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        summary = trainer.fit()
-    finally:
-        METHODS.pop("na")
+        out_dir=str(tmp_path),
+    )
+    trainer = Trainer(cfg, progress=False)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    summary = trainer.fit()
     assert any(not torch.equal(before[k], v) for k, v in trainer.model.state_dict().items())
     assert all(p.abs().max() <= 4.0 for p in trainer.model.parameters() if p.dim() > 1)
     assert summary["test_accuracy"] > 0.5  # chance is 0.1
+    # the run says which loss it trained on, for train and test alike, and records spikes
+    assert summary["loss_name"].startswith("PSC kernel loss")
+    lines = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
+    rows = [json.loads(line) for line in lines]
+    assert all(r["loss_name"] == summary["loss_name"] for r in rows)
+    activity = load_activity(trainer.run_dir / "activity.safetensors")
+    assert len(activity.spikes) == 3 and all(s.shape[0] == 3 for s in activity.spikes.values())
+    assert set(summary["firing_rates"]) == set(activity.spikes)
+    for png in ("training_curves.png", "spike_raster.png", "firing_rates.png"):
+        assert (trainer.run_dir / png).is_file()
 
 
 def test_cli_trains_with_method_na(tmp_path):
@@ -292,12 +301,8 @@ def test_cli_trains_with_method_na(tmp_path):
 
     from spikeforge.cli import app
 
-    register_method("na", "spikeforge.learning.na:NAMethod")
-    try:
-        args = ["train", "--method", "na", "--dataset", "digits", "--model", "mlp", "-T", "2"]
-        args += ["--epochs", "1", "--tau", "5", "--no-progress", "--out-dir", str(tmp_path)]
-        result = CliRunner().invoke(app, args)
-    finally:
-        METHODS.pop("na")
+    args = ["train", "--method", "na", "--dataset", "digits", "--model", "mlp", "-T", "2"]
+    args += ["--epochs", "1", "--tau", "5", "--no-progress", "--out-dir", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output

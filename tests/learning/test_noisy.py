@@ -7,7 +7,6 @@ from typer.testing import CliRunner
 from spikeforge.encoding import direct, poisson
 from spikeforge.errors import ConfigError, InputError
 from spikeforge.learning.noisy import (
-    METHOD_ENTRY,
     RESIDUAL_SIGMA,
     NoisyIF,
     NoisySingleStep,
@@ -24,23 +23,10 @@ from spikeforge.learning.noisy import (
 from spikeforge.models import MLP
 from spikeforge.neurons import IF, LIF
 from spikeforge.surrogate import Atan
-from spikeforge.training import METHODS, TrainConfig, Trainer, register_method
+from spikeforge.training import TrainConfig, Trainer, make_method, model_from_config
 from spikeforge.training.checkpoint import load_checkpoint, save_checkpoint
-from spikeforge.training.trainer import model_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture
-def noisy_registered():
-    had = "noisy" in METHODS
-    old = METHODS.get("noisy")
-    register_method("noisy", METHOD_ENTRY)
-    yield
-    if had:
-        METHODS["noisy"] = old
-    else:
-        METHODS.pop("noisy")
 
 
 def gen(seed=0):
@@ -50,7 +36,7 @@ def gen(seed=0):
 def noisy_mlp(seed=0, batch_norm=False, **opts):
     torch.manual_seed(seed)
     model = MLP((12,), 3, lambda: IF(), hidden=(24, 16), population=2, batch_norm=batch_norm)
-    return NoisySingleStep(**opts).prepare(model)
+    return NoisySingleStep(opts).convert(model)
 
 
 # -- pure functions ----------------------------------------------------------------------
@@ -112,7 +98,7 @@ def test_bad_options_are_refused():
     with pytest.raises(ConfigError, match="mode"):
         NoisyIF(mode="x")
     with pytest.raises(ConfigError, match="grad"):
-        NoisySingleStep(grad="straight")
+        NoisySingleStep({"grad": "straight"})
 
 
 # -- the neuron ----------------------------------------------------------------------------
@@ -146,10 +132,10 @@ def test_expected_mode_and_streaming_state_in_multistep():
     assert torch.equal(torch.cat([first, second]), whole)
 
 
-def test_prepare_swaps_neurons_and_trains_at_one_step():
+def test_convert_swaps_neurons_and_trains_at_one_step():
     torch.manual_seed(0)
     model = MLP((12,), 3, lambda: LIF(threshold=1.5), hidden=(24,), population=2)
-    model = NoisySingleStep(sigma=0.25).prepare(model)
+    model = NoisySingleStep({"sigma": 0.25}).convert(model)
     neurons = noisy_neurons(model)
     assert len(neurons) == 2 and all(m.threshold == 1.5 and m.sigma == 0.25 for m in neurons)
     x = direct(torch.rand(5, 12), 8)
@@ -162,7 +148,7 @@ def test_prepare_swaps_neurons_and_trains_at_one_step():
     assert torch.allclose(single, xs.mean(0, keepdim=True))
     assert hook(model.eval(), (xs,)) is None
     with pytest.raises(ConfigError, match="spiking model"):
-        NoisySingleStep().prepare(MLP((12,), 3, None, hidden=(8,)))
+        NoisySingleStep().convert(MLP((12,), 3, None, hidden=(8,)))
 
 
 def test_set_noisy_mode():
@@ -252,7 +238,7 @@ def tiny_config(tmp_path, **kw):
     return TrainConfig(**values)
 
 
-def test_trainer_trains_single_step_and_evaluates_the_converted_network(tmp_path, noisy_registered):
+def test_trainer_trains_single_step_and_evaluates_the_converted_network(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), progress=False)
     assert isinstance(trainer.method, NoisySingleStep)
     summary = trainer.fit()
@@ -268,11 +254,9 @@ def test_trainer_trains_single_step_and_evaluates_the_converted_network(tmp_path
     assert again.evaluate()["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
-def test_converted_model_saves_and_rebuilds_from_its_config(tmp_path, noisy_registered):
-    cfg = tiny_config(tmp_path, epochs=1, extra={"noisy": {"sigma": 0.2, "noise_mean": 0.3}})
+def test_converted_model_saves_and_rebuilds_from_its_config(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, method_options={"sigma": 0.2, "noise_mean": 0.3})
     trainer = Trainer(cfg, progress=False)
-    trainer.method.configure(cfg)  # what the trainer's configure hook does
-    trainer.method.prepare(trainer.model)
     assert noisy_neurons(trainer.model)[0].noise_mean == 0.3
     trainer.fit()
     net = to_multistep(trainer.model, 6)
@@ -286,15 +270,17 @@ def test_converted_model_saves_and_rebuilds_from_its_config(tmp_path, noisy_regi
     assert torch.equal(multistep_rates(rebuilt.eval(), x, 6), multistep_rates(net, x, 6))
 
 
-def test_configure_reads_extra_options():
-    cfg = TrainConfig(extra={"noisy": {"sigma": 0.5, "noise": "uniform", "grad": "expected"}})
-    method = NoisySingleStep().configure(cfg)
-    assert (method.sigma, method.noise, method.grad) == (0.5, "uniform", "expected")
-    with pytest.raises(ConfigError, match="unknown"):
-        NoisySingleStep().configure(TrainConfig(extra={"noisy": {"temperature": 1}}))
+def test_method_options_are_typed_and_unknown_ones_refused():
+    method = make_method("noisy", {"sigma": 0.5, "noise": "uniform", "grad": "expected"})
+    o = method.options
+    assert (o.sigma, o.noise, o.grad) == (0.5, "uniform", "expected")
+    with pytest.raises(ConfigError, match="unknown option"):
+        make_method("noisy", {"temperature": 1})
+    with pytest.raises(ConfigError, match="sigma must be a number"):
+        make_method("noisy", {"sigma": "big"})
 
 
-def test_cli_method_noisy(tmp_path, noisy_registered):
+def test_cli_method_noisy(tmp_path):
     from spikeforge.cli import app
 
     args = ["train", "--dataset", "digits", "--model", "mlp", "--neuron", "if"]
@@ -312,5 +298,5 @@ def test_shipped_config_loads_and_configures_the_method():
     path = Path(__file__).parents[2] / "configs" / "methods" / "noisy-mnist5k.toml"
     cfg = TrainConfig.from_dict(load_config(path))
     assert (cfg.method, cfg.dataset, cfg.steps) == ("noisy", "mnist5k", 8)
-    method = NoisySingleStep().configure(cfg)
-    assert (method.sigma, method.noise, method.grad) == (0.3, "gaussian", "surrogate")
+    o = make_method(cfg.method, cfg.method_options).options
+    assert (o.sigma, o.noise, o.grad) == (0.3, "gaussian", "surrogate")

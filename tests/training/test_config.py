@@ -11,9 +11,9 @@ def test_defaults_are_valid_and_round_trip_through_a_dict():
 
 def test_toml_file_overrides_fields(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_text('dataset = "digits"\nsteps = 6\nlr = 1\n[extra]\nnote = "x"\n')
+    path.write_text('dataset = "digits"\nsteps = 6\nlr = 1\n[notes]\nnote = "x"\n')
     cfg = TrainConfig.from_dict(load_config(path))
-    assert (cfg.dataset, cfg.steps, cfg.lr, cfg.extra) == ("digits", 6, 1.0, {"note": "x"})
+    assert (cfg.dataset, cfg.steps, cfg.lr, cfg.notes) == ("digits", 6, 1.0, {"note": "x"})
 
 
 def test_unknown_keys_in_a_config_file_are_named(tmp_path):
@@ -38,7 +38,7 @@ def test_missing_and_malformed_config_files_are_refused(tmp_path):
         (dict(dataset="imagenet"), "unknown dataset 'imagenet'"),
         (dict(model="resnet"), "unknown model 'resnet'"),
         (dict(neuron="hh"), "unknown neuron 'hh'"),
-        (dict(method="magic"), "unknown method 'magic'"),
+        (dict(method="magic"), "unknown training method 'magic'"),
         (dict(steps=0), "steps must be a positive integer"),
         (dict(lr=-1.0), "lr must be a positive number"),
         (dict(gamma=1.5), "gamma"),
@@ -52,7 +52,7 @@ def test_invalid_values_give_a_clear_error(values, match):
 
 
 def test_wrong_type_is_refused():
-    with pytest.raises(ConfigError, match="steps must be of type int"):
+    with pytest.raises(ConfigError, match="steps must be an integer, got 'four'"):
         TrainConfig.from_dict({"steps": "four"})
 
 

@@ -11,12 +11,11 @@ import torch
 
 from spikeforge.errors import CheckpointError
 from spikeforge.training import (
-    METHODS,
+    Callback,
     SurrogateBPTT,
     TrainConfig,
     Trainer,
     load_checkpoint,
-    register_method,
     save_checkpoint,
 )
 
@@ -93,13 +92,12 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
     full.fit()
 
-    crashing = Trainer(cfg, run_dir=tmp_path / "crash", progress=False)
+    class Crash(Callback):
+        def on_batch_end(self, trainer, epoch, batch, loss):
+            if epoch == 2 and batch == 5:
+                raise _CrashError
 
-    def crash(epoch, batch):
-        if epoch == 2 and batch == 5:
-            raise _CrashError
-
-    crashing._on_batch = crash
+    crashing = Trainer(cfg, run_dir=tmp_path / "crash", progress=False, callbacks=[Crash()])
     with pytest.raises(_CrashError):
         crashing.fit()
     resumed = Trainer.resume(tmp_path / "crash", progress=False)
@@ -166,7 +164,7 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     tensors, meta = load_checkpoint(tmp_path / "r" / "checkpoint.safetensors")
     meta["config"]["population"] = 5
     save_checkpoint(tmp_path / "r" / "checkpoint.safetensors", tensors, meta)
-    with pytest.raises(CheckpointError, match="does not match the configured model"):
+    with pytest.raises(CheckpointError, match="not written for this model"):
         Trainer.resume(tmp_path / "r", progress=False)
 
 
@@ -178,7 +176,7 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path):
         Trainer.resume(run, progress=False)
 
 
-def test_a_registered_method_replaces_the_update_step(tmp_path):
+def test_a_method_instance_replaces_the_update_step(tmp_path):
     calls = []
 
     class Counting(SurrogateBPTT):
@@ -188,12 +186,10 @@ def test_a_registered_method_replaces_the_update_step(tmp_path):
             calls.append(len(y))
             return super().train_step(ctx, x, y)
 
-    register_method("counting", Counting)
-    try:
-        Trainer(tiny(tmp_path, method="counting", epochs=1), progress=False).fit()
-    finally:
-        METHODS.pop("counting")
+    trainer = Trainer(tiny(tmp_path, epochs=1), method=Counting(), progress=False)
+    summary = trainer.fit()
     assert sum(calls) == 1437
+    assert summary["method"] == "counting" and summary["config"]["method"] == "counting"
 
 
 def test_ann_baseline_trains_with_one_step(tmp_path):

@@ -4,7 +4,8 @@ Embedded sets (``digits``, ``mnist5k``) need no files. The others are read from 
 already has under the data root (``root``, else ``$SPIKEFORGE_DATA``, else ``~/.spikeforge/data``):
 ``mnist``, ``fashion-mnist`` (IDX), ``cifar10`` (python batches), and the event sets ``nmnist``,
 ``dvs-gesture``, ``cifar10-dvs``, whose samples are ``(frames [T, 2, H, W] float32, label)``
-binned from the recordings (see :mod:`spikeforge.data.binning`) and cached on disk.
+binned from the recordings (see :mod:`spikeforge.data.binning`) and cached on disk (under
+``frames/`` of :func:`cache_root`, ``$SPIKEFORGE_CACHE`` or ``~/.cache/spikeforge``).
 :func:`catalog` says which are found and where missing files go.
 """
 
@@ -23,7 +24,7 @@ from torch.utils.data import Dataset, TensorDataset
 from ..errors import ConfigError
 from . import event_datasets, static
 from .binning import Denoise, ToFrames, denoise, to_frames
-from .cache import FrameCache, default_cache_dir
+from .cache import FrameCache, cache_root, default_cache_dir
 from .embedded import load_digits_arrays, load_mnist5k_arrays
 from .events import EVENT_DTYPE, FORMATS, SENSOR_SIZES, detect_format, read_events
 from .layouts import LAYOUTS, default_root, resolve_root
@@ -36,6 +37,7 @@ __all__ = [
     "info",
     "catalog",
     "default_root",
+    "cache_root",
     "default_cache_dir",
     "read_events",
     "detect_format",
@@ -155,8 +157,9 @@ def load(
     or ``~/.spikeforge/data``) and yield ``(x [C, H, W] float32 in [0, 1], y)``. Event sets yield
     ``(frames [T, 2, H, W] float32, label)``; their options are ``frames`` (T, default per
     dataset), ``time_window`` (µs) or ``event_count``, ``spatial_factor``, ``denoise_us``,
-    ``transform`` (a :class:`ToFrames`), ``cache`` (bool), ``cache_dir`` and ``strict``
-    (decreasing timestamps are an error; ``False`` sorts them).
+    ``transform`` (a :class:`ToFrames`), ``cache`` (bool), ``cache_dir`` (default:
+    :func:`default_cache_dir`) and ``strict`` (decreasing timestamps are an error; ``False``
+    sorts them). A recording with no events raises :class:`~spikeforge.errors.DataError`.
     A missing file raises :class:`~spikeforge.errors.DataError` saying what to put where.
     """
     if split not in ("train", "test"):

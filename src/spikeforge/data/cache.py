@@ -7,8 +7,9 @@ frame count, a denoise filter, a re-downloaded file — gives another key, so a 
 is never reused. Entries are ``.npy`` files written atomically (temporary file + rename);
 an unreadable entry is ignored and rewritten.
 
-Where: ``cache_dir`` when given, else ``$SPIKEFORGE_CACHE``, else ``<data root>/.cache/spikeforge``
-when the data root is writable, else ``~/.cache/spikeforge``.
+Where: ``cache_dir`` when given, else ``frames/`` under spikeforge's one cache root
+(:func:`cache_root`: ``$SPIKEFORGE_CACHE``, default ``~/.cache/spikeforge``), which also holds
+the compiled CPU kernels in ``kernels/``.
 """
 
 from __future__ import annotations
@@ -23,23 +24,18 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FrameCache", "default_cache_dir", "CACHE_VERSION"]
+from ..functional.cpu_kernel import CACHE_ENV, cache_root
 
-CACHE_VERSION = 1
+__all__ = ["CACHE_ENV", "CACHE_VERSION", "FrameCache", "cache_root", "default_cache_dir"]
+
+# 2: entries binned from empty recordings (all-zero frames), which readers now refuse, must not
+# be served from the cache.
+CACHE_VERSION = 2
 
 
-def default_cache_dir(root: str | Path | None = None) -> Path:
-    """The cache folder for datasets under ``root`` (see the module docstring)."""
-    env = os.environ.get("SPIKEFORGE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    if root is not None:
-        root = Path(root).expanduser()
-        if root.is_dir() and os.access(root, os.W_OK):
-            return root / ".cache" / "spikeforge"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "spikeforge"
+def default_cache_dir() -> Path:
+    """The frame cache folder: ``frames/`` under :func:`cache_root`."""
+    return cache_root() / "frames"
 
 
 class FrameCache:

@@ -11,7 +11,8 @@
 
 Frames are binned by :class:`~spikeforge.data.binning.ToFrames` (default: a fixed number of
 frames over each sample's own time span — a gesture's span is its labelled window) and cached
-on disk (:class:`~spikeforge.data.cache.FrameCache`).
+on disk (:class:`~spikeforge.data.cache.FrameCache`). A recording, or a gesture window, without
+events raises :class:`~spikeforge.errors.DataError` when its sample is read.
 """
 
 from __future__ import annotations
@@ -123,8 +124,17 @@ class EventFrameDataset(Dataset):
             # keep the denoise filter's look-back so the filter decides as on the full stream.
             look_back = self.transform.denoise_us or 0
             t = events["t"]
+            first = 0 if s.t_start is None else int(np.searchsorted(t, s.t_start, "left"))
             lo = 0 if s.t_start is None else np.searchsorted(t, s.t_start - look_back, "left")
             hi = len(t) if t_end is None else np.searchsorted(t, t_end, "right")
+            if hi <= first:
+                # Binned, an empty window is an all-zero sample whose label alone can be fitted;
+                # it means the label file does not belong to this recording.
+                raise DataError(
+                    f"{s.path}: the window {s.t_start}..{s.t_end} us of sample {i} (label "
+                    f"{s.label}) holds no events; check that its label file belongs to this "
+                    "recording"
+                )
             events = events[lo:hi]
         return self.transform(events, s.t_start, t_end)
 
@@ -181,8 +191,8 @@ def _transform(
     )
 
 
-def _cache(root: Path, cache: bool, cache_dir: str | Path | None) -> FrameCache:
-    return FrameCache(cache_dir if cache_dir is not None else default_cache_dir(root), cache)
+def _cache(cache: bool, cache_dir: str | Path | None) -> FrameCache:
+    return FrameCache(cache_dir if cache_dir is not None else default_cache_dir(), cache)
 
 
 def _check_split(split: str) -> None:
@@ -237,7 +247,7 @@ def nmnist(
         denoise_us,
         transform,
     )
-    return EventFrameDataset("nmnist", samples, t, _cache(root, cache, cache_dir), "nmnist", strict)
+    return EventFrameDataset("nmnist", samples, t, _cache(cache, cache_dir), "nmnist", strict)
 
 
 # -- DVS128 Gesture ---------------------------------------------------------------------------
@@ -318,9 +328,7 @@ def dvs_gesture(
         denoise_us,
         transform,
     )
-    return EventFrameDataset(
-        "dvs-gesture", samples, t, _cache(root, cache, cache_dir), "aedat3", strict
-    )
+    return EventFrameDataset("dvs-gesture", samples, t, _cache(cache, cache_dir), "aedat3", strict)
 
 
 # -- CIFAR10-DVS ------------------------------------------------------------------------------
@@ -374,6 +382,4 @@ def cifar10_dvs(
         denoise_us,
         transform,
     )
-    return EventFrameDataset(
-        "cifar10-dvs", samples, t, _cache(root, cache, cache_dir), "aedat2", strict
-    )
+    return EventFrameDataset("cifar10-dvs", samples, t, _cache(cache, cache_dir), "aedat2", strict)

@@ -28,6 +28,8 @@ Formats (see ``docs/data.md`` for the byte layouts):
 Every reader checks what it decodes: a file that is truncated, whose headers do not add up,
 whose coordinates fall outside the sensor or whose timestamps go backwards raises
 :class:`~spikeforge.errors.DataError` naming the file and, where it applies, the byte offset.
+So does an empty recording (0 bytes, or no events once markers, special and invalid events are
+dropped): binned, it would be an all-zero sample that a model can fit by its label alone.
 Bit flips that turn one valid event into another valid event cannot be detected by any reader:
 these formats carry no checksums.
 """
@@ -92,6 +94,14 @@ def _err(path: Path | str, message: str) -> DataError:
     return DataError(f"{path}: {message}")
 
 
+def _empty(path: Path | str, why: str) -> DataError:
+    return _err(
+        path,
+        f"empty recording ({why}); re-extract or re-download the file, or remove it from the "
+        "dataset",
+    )
+
+
 def _at_offsets(offsets: np.ndarray) -> Where:
     return lambda i: f"byte offset {int(offsets[i])}"
 
@@ -146,6 +156,8 @@ def detect_format(path: str | Path) -> str:
         raise DataError(f"{path}: no such event file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise _empty(path, "the file is 0 bytes")
     if head.startswith(b"#!AER-DAT4."):
         return "aedat4"
     if head.startswith(b"#!AER-DAT3.1"):
@@ -210,11 +222,14 @@ def read_events(
 
 def _read_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        data = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: no such event file") from None
     except OSError as exc:
         raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not data:
+        raise _empty(path, "the file is 0 bytes")
+    return data
 
 
 # -- N-MNIST ----------------------------------------------------------------------------------
@@ -244,6 +259,8 @@ def read_nmnist(
     if marker.any():
         t = t + np.cumsum(marker, dtype=np.int64) * NMNIST_OVERFLOW_US
     keep = np.flatnonzero(~marker)
+    if not keep.size:
+        raise _empty(path, f"no events, only {rec.shape[0]} timestamp-overflow marker(s)")
     events = make_events(keep.size)
     events["t"] = t[keep]
     events["x"] = rec[keep, 0]
@@ -285,6 +302,8 @@ def read_aedat2(
             f"truncated: the event data ({body} bytes from byte offset {start}) is not a whole "
             f"number of 8-byte events; the last event starts at byte offset {whole}",
         )
+    if not body:
+        raise _empty(path, f"no events after the {start}-byte header")
     words = np.frombuffer(data, dtype=">u4", offset=start).reshape(-1, 2)
     addr = words[:, 0]
     high = np.flatnonzero(addr > 0xFFFF)
@@ -297,6 +316,8 @@ def read_aedat2(
             "from another camera",
         )
     keep = np.flatnonzero((addr & 0x8000) == 0)  # bit 15: external/special event
+    if not keep.size:
+        raise _empty(path, f"no events, only {addr.size} external/special event(s)")
     a = addr[keep]
     events = make_events(keep.size)
     events["t"] = words[keep, 1]
@@ -393,7 +414,7 @@ def read_aedat3(
                 overflows.append(ts_ovf)
         pos = body + payload
     if not chunks:
-        return check_events(path, make_events(0), sensor_size)
+        raise _empty(path, "no polarity events after the header")
     raw = np.concatenate(chunks)
     counts = np.array([len(c) for c in chunks])
     offsets = np.repeat(np.array(starts, dtype=np.int64), counts)
@@ -406,6 +427,8 @@ def read_aedat3(
     ts |= np.repeat(np.array(overflows, dtype=np.int64), counts) << 31
     d = raw["data"]
     keep = np.flatnonzero(d & 1)  # valid mark
+    if not keep.size:
+        raise _empty(path, f"no valid polarity events, {d.size} marked invalid")
     d = d[keep]
     events = make_events(keep.size)
     events["t"] = ts[keep]
@@ -440,6 +463,8 @@ def read_aedat4(
         ) from None
     if not path.is_file():
         raise DataError(f"{path}: no such event file")
+    if path.stat().st_size == 0:
+        raise _empty(path, "the file is 0 bytes")
     chunks: list[np.ndarray] = []
     try:
         decoder = aedat.Decoder(str(path))
@@ -467,9 +492,9 @@ def read_aedat4(
             path,
             f"corrupt or truncated AEDAT 4 file after {len(chunks)} event packet(s): {message}",
         ) from None
-    if not chunks:
-        return check_events(path, make_events(0), sensor_size or declared)
-    counts = np.array([len(c) for c in chunks])
+    counts = np.array([len(c) for c in chunks], dtype=np.int64)
+    if not counts.sum():
+        raise _empty(path, f"no events in event stream {stream}")
     raw = np.concatenate(chunks)
     t = raw["t"]
     if t.size and int(t.max()) > np.iinfo(np.int64).max:

@@ -106,4 +106,9 @@ class TonicFrames(Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         events, target = self.dataset[i]
         ev = from_tonic_events(events, self.transform.sensor_size)
+        if not len(ev):
+            # Binned, it would be an all-zero sample that a model can fit by its label alone.
+            raise DataError(
+                f"Tonic sample {i}: empty recording (no events); remove it from the dataset"
+            )
         return torch.from_numpy(self.transform(ev)), int(target)

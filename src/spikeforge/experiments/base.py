@@ -11,13 +11,16 @@ from __future__ import annotations
 import json
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+
+from torch.utils.data import Dataset
 
 from ..errors import ConfigError
-from ..training import TrainConfig, Trainer, versions
+from ..registry import Registry
+from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
 from .report import Report
 
 __all__ = ["Experiment", "ExperimentContext", "EXPERIMENTS", "register", "run_experiment"]
@@ -32,14 +35,24 @@ class ExperimentContext:
     seeds: list[int]
     progress: bool = False
 
-    def train(self, arm: str, cfg: TrainConfig, seed: int, **trainer_kwargs: Any) -> Trainer:
-        """Train ``cfg`` with ``seed`` into ``out_dir/runs/<arm>-s<seed>``; returns the trainer."""
-        cfg = replace(cfg, seed=seed)
+    def train(
+        self,
+        arm: str,
+        cfg: TrainConfig,
+        seed: int,
+        method: TrainingMethod | str | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        callbacks: Sequence[Callback] = (),
+    ) -> Trainer:
+        """Train ``cfg`` with ``seed`` into ``out_dir/runs/<arm>-s<seed>`` through the ordinary
+        :class:`Trainer` (method, injected datasets and callbacks as it takes them)."""
         trainer = Trainer(
-            cfg,
+            replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs")),
+            method=method,
+            datasets=datasets,
+            callbacks=callbacks,
             run_dir=self.out_dir / "runs" / f"{arm}-s{seed}",
             progress=self.progress,
-            **trainer_kwargs,
         )
         trainer.fit()
         return trainer
@@ -57,13 +70,18 @@ class Experiment(ABC):
         """Run every arm for every seed and return the report (figures already written)."""
 
 
-EXPERIMENTS: dict[str, type[Experiment]] = {}
+EXPERIMENTS: Registry[type[Experiment]] = Registry(
+    "experiment",
+    providers=tuple(
+        f"spikeforge.experiments.{m}"
+        for m in ("klif_vs_lif", "reset_dependency", "na_vs_bptt", "noisy_single_step")
+    ),
+)
 
 
 def register(cls: type[Experiment]) -> type[Experiment]:
     """Class decorator: make the experiment available to ``spikeforge experiment NAME``."""
-    EXPERIMENTS[cls.name] = cls
-    return cls
+    return EXPERIMENTS.register(cls.name, cls, help=cls.title)
 
 
 def run_experiment(
@@ -74,14 +92,7 @@ def run_experiment(
     progress: bool = True,
 ) -> tuple[Report, Path]:
     """Run experiment ``name``; returns the report and the folder it was written to."""
-    from . import catalog  # noqa: F401  (registers the experiments)
-
-    try:
-        cls = EXPERIMENTS[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown experiment {name!r}; choose one of {', '.join(sorted(EXPERIMENTS))}"
-        ) from None
+    cls = EXPERIMENTS.get(name)
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from torch import nn
 
-from ..training import TrainConfig
+from ..training import EpochMetrics, TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
@@ -62,7 +62,12 @@ class KlifVsLif(Experiment):
         k_traj: dict[str, list[list[float]]] = {}
         for arm, neuron in arms.items():
             trainers = [
-                ctx.train(arm.lower(), replace(base, neuron=neuron), seed, epoch_metrics=[k_values])
+                ctx.train(
+                    arm.lower(),
+                    replace(base, neuron=neuron),
+                    seed,
+                    callbacks=[EpochMetrics(k_values)],
+                )
                 for seed in ctx.seeds
             ]
             acc[arm] = [t.history[-1]["test_accuracy"] for t in trainers]

@@ -15,7 +15,6 @@ Full MNIST and CIFAR-10 arms run only when their files are found under the data 
 
 from __future__ import annotations
 
-import functools
 import statistics
 import time
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import torch
 
 from .. import data as datasets
 from ..learning.na import NAMethod, kernel_loss, na_network
-from ..training import METHODS, TrainConfig, register_method
+from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
@@ -121,75 +120,61 @@ class NAvsBPTT(Experiment):
         curves: dict[str, dict[str, list[list[float]]]] = {}
         epoch_time: dict[str, dict[str, list[float]]] = {}
         figures: list[str] = []
-        registered: list[str] = []
-        try:
-            for st in settings:
-                info = datasets.info(st.dataset)
-                acc[st.dataset], curves[st.dataset], epoch_time[st.dataset] = {}, {}, {}
-                for arm, (estimator, form, tag) in ARMS.items():
-                    method = f"na-vs-bptt:{tag}:{st.dataset}"
-                    register_method(
-                        method,
-                        functools.partial(
-                            NAMethod,
-                            network=st.network,
-                            input_shape=info.input_shape,
-                            num_classes=info.num_classes,
-                            estimator=estimator,
-                            form=form,
-                            init_scale=st.init_scale,
-                        ),
-                    )
-                    registered.append(method)
-                    cfg = TrainConfig(
-                        dataset=st.dataset,
-                        model="mlp",  # replaced by the NA network in NAMethod.prepare
-                        method=method,
-                        steps=st.steps,
-                        epochs=st.epochs,
-                        batch_size=st.batch_size,
-                        lr=5e-4,
-                        schedule="exponential",
-                        gamma=0.985,
-                        grad_clip=1.0,
-                        tau=5.0,
-                        population=1,
-                        out_dir=str(ctx.out_dir / "runs"),
-                    )
-                    trainers = [ctx.train(f"{st.dataset}-{tag}", cfg, seed) for seed in ctx.seeds]
-                    acc[st.dataset][arm] = [t.history[-1]["test_accuracy"] for t in trainers]
-                    curves[st.dataset][arm] = [
-                        [r["test_accuracy"] for r in t.history] for t in trainers
-                    ]
-                    epoch_time[st.dataset][arm] = [
-                        r["epoch_time_s"] for t in trainers for r in t.history
-                    ]
-                figures.append(
-                    str(
-                        plot_seed_bands(
-                            {
-                                a: [[100 * v for v in c] for c in cs]
-                                for a, cs in curves[st.dataset].items()
-                            },
-                            ctx.out_dir / f"{st.dataset}_test_accuracy.png",
-                            f"{st.dataset} ({st.network}, T={st.steps}): test accuracy",
-                            "test accuracy (%)",
-                        )
+        for st in settings:
+            acc[st.dataset], curves[st.dataset], epoch_time[st.dataset] = {}, {}, {}
+            for arm, (estimator, form, tag) in ARMS.items():
+                method = NAMethod(
+                    {
+                        "network": st.network,
+                        "estimator": estimator,
+                        "form": form,
+                        "init_scale": st.init_scale,
+                    }
+                )
+                cfg = TrainConfig(
+                    dataset=st.dataset,
+                    steps=st.steps,
+                    epochs=st.epochs,
+                    batch_size=st.batch_size,
+                    lr=5e-4,
+                    schedule="exponential",
+                    gamma=0.985,
+                    grad_clip=1.0,
+                    population=1,
+                )
+                trainers = [
+                    ctx.train(f"{st.dataset}-{tag}", cfg, seed, method=method) for seed in ctx.seeds
+                ]
+                acc[st.dataset][arm] = [t.history[-1]["test_accuracy"] for t in trainers]
+                curves[st.dataset][arm] = [
+                    [r["test_accuracy"] for r in t.history] for t in trainers
+                ]
+                epoch_time[st.dataset][arm] = [
+                    r["epoch_time_s"] for t in trainers for r in t.history
+                ]
+            figures.append(
+                str(
+                    plot_seed_bands(
+                        {
+                            a: [[100 * v for v in c] for c in cs]
+                            for a, cs in curves[st.dataset].items()
+                        },
+                        ctx.out_dir / f"{st.dataset}_test_accuracy.png",
+                        f"{st.dataset} ({st.network}, T={st.steps}): test accuracy",
+                        "test accuracy (%)",
                     )
                 )
-                figures.append(
-                    str(
-                        plot_bars(
-                            epoch_time[st.dataset],
-                            ctx.out_dir / f"{st.dataset}_epoch_time.png",
-                            f"{st.dataset}: time per epoch (train + test)",
-                            "seconds per epoch",
-                        )
+            )
+            figures.append(
+                str(
+                    plot_bars(
+                        epoch_time[st.dataset],
+                        ctx.out_dir / f"{st.dataset}_epoch_time.png",
+                        f"{st.dataset}: time per epoch (train + test)",
+                        "seconds per epoch",
                     )
                 )
-        finally:
-            for name in registered:
-                METHODS.pop(name, None)
+            )
 
         # Backward cost as T grows, on the first setting's network and data.
         first = settings[0]
@@ -303,8 +288,8 @@ class NAvsBPTT(Experiment):
             "choice so that every layer of the paper's net spikes at the start of a short run.",
             f"Timings with {torch.get_num_threads()} torch thread(s) on a shared CPU; compare "
             "the arms with each other, not with other machines. "
-            "Epoch time includes the test pass. Test loss in the run folders is the trainer's "
-            "CE loss on rates, not the PSC loss the arms were trained on.",
+            "Epoch time includes the test pass. Train and test loss in the run folders are "
+            "the PSC kernel loss the arms were trained on.",
         ]
         if not ctx.quick and len(settings) == 1:
             notes.append("Full MNIST / CIFAR-10 files were not found: only mnist5k was run.")

@@ -35,28 +35,21 @@ from .. import data as datasets
 from ..encoding import direct
 from ..learning.conversion import accuracy_over_time, convert_from_config
 from ..learning.noisy import (
-    METHOD_ENTRY,
     RESIDUAL_SIGMA,
-    NoisySingleStep,
     set_noisy_mode,
     to_multistep,
 )
-from ..training import METHODS, TrainConfig, Trainer
+from ..training import TrainConfig, Trainer
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 
 __all__ = [
     "NoisySettings",
-    "TimedTrainer",
     "NoisySingleStepExperiment",
     "steps_within",
     "run_part",
 ]
-
-# The trainer's ``--method noisy`` (training/methods.py lists it; kept here too so that this
-# experiment runs on a tree where that line is not in yet).
-METHODS.setdefault("noisy", METHOD_ENTRY)
 
 MAIN = "gauss σ=0.3"
 
@@ -100,35 +93,6 @@ def steps_within(accuracy: dict[int, float], target: float) -> int | None:
         if accuracy[T] >= target - 1e-12:
             return T
     return None
-
-
-class TimedTrainer(Trainer):
-    """A :class:`Trainer` that also records ``train_time_s``: the epoch's training alone.
-
-    It also hands the config to a method that has ``configure(config)`` (the noisy method's
-    ``[extra.noisy]`` options) and re-prepares the model, in case the trainer does not.
-    """
-
-    def __init__(self, config: TrainConfig, *args: Any, **kwargs: Any) -> None:
-        super().__init__(config, *args, **kwargs)
-        if isinstance(self.method, NoisySingleStep):
-            self.method.configure(self.config)
-            self.model = self.method.prepare(self.model)  # in place: the optimizer is valid
-
-    def train_epoch(self, epoch, progress_cb=None):  # noqa: D102
-        start = time.perf_counter()
-        row = super().train_epoch(epoch, progress_cb)
-        row["train_time_s"] = time.perf_counter() - start
-        return row
-
-
-def _train(ctx: ExperimentContext, arm: str, cfg: TrainConfig, seed: int) -> TimedTrainer:
-    cfg = replace(cfg, seed=seed)
-    trainer = TimedTrainer(
-        cfg, run_dir=ctx.out_dir / "runs" / f"{arm}-s{seed}", progress=ctx.progress
-    )
-    trainer.fit()
-    return trainer
 
 
 @torch.no_grad()
@@ -211,11 +175,9 @@ class _Part:
             method="noisy",
             neuron="if",
             steps=self.st.eval_steps,
-            extra={"noisy": dict(opts)},
+            method_options=dict(opts),
         )
-        runs = [
-            _train(self.ctx, f"{self.tag}-noisy-{_slug(label)}", cfg, s) for s in self.ctx.seeds
-        ]
+        runs = [self.ctx.train(f"{self.tag}-noisy-{_slug(label)}", cfg, s) for s in self.ctx.seeds]
         grid = sorted(
             set(self.st.steps_grid) | (set(self.st.inference_grid) if full_grid else set())
         )
@@ -230,16 +192,16 @@ class _Part:
             out.setdefault("nets", []).append(net)
         return out
 
-    def bptt(self, neuron: str, T: int) -> list[TimedTrainer]:
+    def bptt(self, neuron: str, T: int) -> list[Trainer]:
         reset = "soft" if neuron == "if" else "hard"
         cfg = replace(self.base, neuron=neuron, reset=reset, steps=T)
         arm = f"{self.tag}-bptt-{neuron}-T{T}"
-        return [_train(self.ctx, arm, cfg, s) for s in self.ctx.seeds]
+        return [self.ctx.train(arm, cfg, s) for s in self.ctx.seeds]
 
     def ann(self) -> dict[str, Any]:
         cfg = replace(self.base, model="ann" if self.st.model == "convnet" else "ann-mlp")
         cfg = replace(cfg, neuron="relu", steps=1)
-        runs = [_train(self.ctx, f"{self.tag}-ann", cfg, s) for s in self.ctx.seeds]
+        runs = [self.ctx.train(f"{self.tag}-ann", cfg, s) for s in self.ctx.seeds]
         grid = sorted(set(self.st.steps_grid) | set(self.st.inference_grid))
         out: dict[str, Any] = {"runs": runs}
         for v_init, key in ((0.0, "plain"), (0.5, "half")):

@@ -1,17 +1,28 @@
 """Pure functions on tensors: neuron dynamics and surrogate spikes. No ``nn.Module`` here.
 
-``neuron`` holds the plain per-step reference; ``dynamics`` describes a neuron's charge for the
-fused multi-step path in ``fused`` (compiled CPU kernel in ``cpu_kernel``, Triton in
-``triton_lif``, loaded lazily).
+``dynamics`` is where each neuron's charge is written, once; ``neuron`` holds the shared fire
+and reset and the plain per-step reference loop; ``fused`` runs the same charge in one pass
+over time (compiled CPU kernel in ``cpu_kernel``, Triton in ``triton_lif``, loaded lazily).
 """
 
-from .dynamics import Dynamics, FireReset, IFDynamics, KernelSpec, KLIFDynamics, LIFDynamics
-from .fused import BACKENDS, neuron_multistep, reference_multistep, select_backend
-from .neuron import Charge, ResetMode, fire, if_charge, lif_charge, multistep, reset
+from .dynamics import (
+    Charge,
+    ChargeFunction,
+    Dynamics,
+    FireReset,
+    IFDynamics,
+    KernelSpec,
+    KLIFDynamics,
+    LIFDynamics,
+    ResetMode,
+)
+from .fused import BACKENDS, neuron_multistep, select_backend
+from .neuron import fire, reference_multistep, reset
 
 __all__ = [
     "BACKENDS",
     "Charge",
+    "ChargeFunction",
     "Dynamics",
     "FireReset",
     "IFDynamics",
@@ -20,9 +31,6 @@ __all__ = [
     "LIFDynamics",
     "ResetMode",
     "fire",
-    "if_charge",
-    "lif_charge",
-    "multistep",
     "neuron_multistep",
     "reference_multistep",
     "reset",

@@ -2,11 +2,12 @@
 
 Nothing is compiled at install time. The first time a neuron runs on float32 (or float64) CPU
 tensors, the C source below is compiled for that dtype with the system C compiler (``$CC``,
-else ``cc``/``gcc``) into a small shared library, cached under ``$SPIKEFORGE_CACHE_DIR``
-(default ``~/.cache/spikeforge``) keyed by a hash of the source, the flags and the CPU, and
-loaded with :mod:`ctypes`. No PyTorch headers are involved, so the build takes about half a
-second, once per machine. Where no compiler works, ``backend="auto"`` runs the fused loop in
-plain PyTorch ops, which gives the same numbers. ``SPIKEFORGE_CPU_KERNEL=0`` turns it off.
+else ``cc``/``gcc``) into a small shared library, cached in ``kernels/`` under the spikeforge
+cache root (:func:`cache_root`: ``$SPIKEFORGE_CACHE``, default ``~/.cache/spikeforge``) keyed by
+a hash of the source, the flags and the CPU, and loaded with :mod:`ctypes`. No PyTorch headers
+are involved, so the build takes about half a second, once per machine. Where no compiler works,
+``backend="auto"`` runs the fused loop in plain PyTorch ops, which gives the same numbers.
+``SPIKEFORGE_CPU_KERNEL=0`` turns it off.
 
 The kernel evaluates exactly the same floating-point operations as the reference
 (:mod:`spikeforge.functional.neuron`), in the same order and without FMA contraction, so spikes
@@ -35,8 +36,11 @@ from ..surrogate import Atan, FastSigmoid, Rectangular, Sigmoid, Surrogate, Tria
 from .dynamics import FireReset, KernelSpec
 
 __all__ = [
+    "CACHE_ENV",
     "available",
     "backward",
+    "cache_dir",
+    "cache_root",
     "forward",
     "reset",
     "surrogate_code",
@@ -402,13 +406,32 @@ _libs: dict[torch.dtype, ctypes.CDLL | None] = {}
 _reasons: dict[torch.dtype, str] = {}
 
 
-def cache_dir() -> Path:
-    """Where compiled kernels are cached (``$SPIKEFORGE_CACHE_DIR`` or ``~/.cache/spikeforge``)."""
-    env = os.environ.get("SPIKEFORGE_CACHE_DIR")
+CACHE_ENV = "SPIKEFORGE_CACHE"
+"""The environment variable naming the one folder all of spikeforge's caches live under."""
+
+
+# The root is defined here rather than in spikeforge.data.cache (the frame cache, which uses it
+# too) because `import spikeforge` loads this module anyway, while importing spikeforge.data
+# pulls in scikit-learn (about a second) that the first neuron call should not pay for.
+def cache_root() -> Path:
+    """The folder spikeforge caches under: ``$SPIKEFORGE_CACHE``, else
+    ``$XDG_CACHE_HOME/spikeforge``, else ``~/.cache/spikeforge``.
+
+    Each cache has a subfolder: ``kernels/`` (compiled CPU kernels), ``frames/`` (binned event
+    frames, :mod:`spikeforge.data.cache`). Deleting the folder is always safe.
+    """
+    env = os.environ.get(CACHE_ENV)
     if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "spikeforge"
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # expanduser("~") rather than Path.home(): it never raises when HOME cannot be determined.
+    base = Path(xdg).expanduser() if xdg else Path(os.path.expanduser("~")) / ".cache"
+    return base / "spikeforge"
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are cached: ``kernels/`` under :func:`cache_root`."""
+    return cache_root() / "kernels"
 
 
 def _cpu_fingerprint() -> str:

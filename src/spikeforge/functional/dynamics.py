@@ -1,12 +1,22 @@
-"""Neuron dynamics as data: what the fused multi-step kernels need to know about a neuron.
+"""Neuron dynamics as data: the one place a neuron's charge is written.
 
 A :class:`Dynamics` describes only the *charge* of one step, ``h[t] = charge(u[t-1], x[t], t)``,
 and its vector-Jacobian product (the local derivatives ``∂h/∂u``, ``∂h/∂x`` and ``∂h/∂p`` for
 each learnable parameter ``p``, applied to an incoming gradient). Fire (``s = H(h - θ)`` with
 the surrogate's ``derivative`` in backward) and reset (hard or soft, reset path detached or not)
-are shared by every neuron and described by :class:`FireReset`. One generic forward/backward
-loop over time (:mod:`spikeforge.functional.fused`) runs any ``Dynamics``; a new neuron type
-plugs in by writing ``charge`` and ``charge_vjp``, without copying the loop.
+are shared by every neuron and described by :class:`FireReset`. Both loops over time run the
+same ``charge``: the plain per-step reference under autograd
+(:func:`spikeforge.functional.neuron.reference_multistep`) and the fused single pass
+(:mod:`spikeforge.functional.fused`). A new neuron type plugs in by writing ``charge`` and
+``charge_vjp``, without copying either loop; a charge written only as a Python function
+``h = fn(u, x)`` runs through :class:`ChargeFunction` on the reference loop.
+
+Charges shipped here (``tau`` in steps, membrane ``u`` before the step, input ``x``):
+
+- :class:`LIFDynamics`, ``decay_input=True``:  ``h = u + (x - (u - v_reset)) / tau``
+- :class:`LIFDynamics`, ``decay_input=False``: ``h = u - (u - v_reset) / tau + x``
+- :class:`IFDynamics`:                         ``h = u + x``
+- :class:`KLIFDynamics`: the LIF charge, then ``f = ReLU(k·h)``
 
 Two optional fast paths:
 
@@ -21,6 +31,7 @@ Two optional fast paths:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -29,15 +40,20 @@ import torch
 from ..surrogate import Surrogate
 
 __all__ = [
+    "Charge",
+    "ChargeFunction",
     "Dynamics",
     "FireReset",
     "KernelSpec",
     "LIFDynamics",
     "IFDynamics",
     "KLIFDynamics",
+    "ResetMode",
 ]
 
 ResetMode = Literal["hard", "soft"]
+Charge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A charge written as a plain function: ``h = charge(u, x)`` for one step ``[B, ...]``."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +112,13 @@ class Dynamics:
         needs_x: ``charge_vjp`` needs the step's input ``x`` (then the forward saves ``x``).
         needs_u: ``charge_vjp`` needs the membrane before the step ``u`` (recomputed in
             backward from the saved potentials, so it costs no memory).
+        reference_only: there is no ``charge_vjp``; only the per-step loop under autograd can
+            differentiate this charge (``backend="auto"``/``"torch"`` then run that loop).
     """
 
     needs_x: bool = False
     needs_u: bool = False
+    reference_only: bool = False
 
     def params(self) -> tuple[torch.Tensor, ...]:
         """Tensors the charge depends on that may need gradients (e.g. KLIF's ``k``)."""
@@ -140,8 +159,30 @@ class Dynamics:
         return None
 
 
+class ChargeFunction(Dynamics):
+    """A charge written only as a function ``h = fn(u, x)``, with no hand-written derivative.
+
+    Autograd differentiates it through the per-step reference loop, so every tensor ``fn``
+    reads (a module's parameters included) gets its gradient as it would in plain PyTorch.
+    This is how a :class:`~spikeforge.neurons.SpikingNeuron` subclass that overrides only
+    ``charge(v, x)`` runs. ``t`` is not passed: write a :class:`Dynamics` for a charge that
+    depends on time.
+    """
+
+    reference_only = True
+
+    def __init__(self, fn: Charge) -> None:
+        self.fn = fn
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        return self.fn(u, x), None
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        raise NotImplementedError("ChargeFunction is differentiated by autograd, per step")
+
+
 class LIFDynamics(Dynamics):
-    """Leaky integration, exactly :func:`spikeforge.functional.neuron.lif_charge`.
+    """Leaky integration, the charge of :class:`~spikeforge.neurons.LIF`.
 
     ``decay_input=True``: ``h = u + (x - (u - v_reset))/tau``; else
     ``h = u - (u - v_reset)/tau + x``. ``tau`` in steps.

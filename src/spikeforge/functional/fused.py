@@ -13,7 +13,9 @@ Backends (``backend=``):
   (the CPU kernel compiles once per machine, on first use); else ``"torch"``.
 - ``"torch"``: the same single-pass loops written with PyTorch ops (no compiler needed).
 - ``"cpu"`` / ``"triton"``: insist on that kernel (``ConfigError`` if it cannot run).
-- ``"reference"``: the plain per-step loop under autograd (:func:`reference_multistep`).
+- ``"reference"``: the plain per-step loop under autograd
+  (:func:`~spikeforge.functional.neuron.reference_multistep`, re-exported here). A dynamics
+  with ``reference_only`` (a charge with no hand-written derivative) always runs there.
 
 Every backend computes the same floating-point operations in forward, so spikes and
 potentials are identical across backends; gradients agree to rounding.
@@ -26,8 +28,7 @@ import torch
 from ..errors import ConfigError, InputError
 from . import cpu_kernel
 from .dynamics import Dynamics, FireReset
-from .neuron import fire
-from .neuron import reset as reset_fn
+from .neuron import reference_multistep
 
 __all__ = ["BACKENDS", "neuron_multistep", "reference_multistep", "select_backend"]
 
@@ -44,7 +45,9 @@ def select_backend(x: torch.Tensor, dynamics: Dynamics, fr: FireReset, backend: 
     """The concrete backend (``"cpu"``, ``"triton"``, ``"torch"`` or ``"reference"``)."""
     if backend not in BACKENDS:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if backend in ("torch", "reference"):
+    if backend == "reference" or (dynamics.reference_only and backend in ("auto", "torch")):
+        return "reference"
+    if backend == "torch":
         return backend
     spec = dynamics.kernel_spec()
     if backend == "cpu":
@@ -82,26 +85,6 @@ def select_backend(x: torch.Tensor, dynamics: Dynamics, fr: FireReset, backend: 
             if tl.available() and tl.supports(x):
                 return "triton"
     return "torch"
-
-
-def reference_multistep(
-    x: torch.Tensor,
-    v0: torch.Tensor | None,
-    dynamics: Dynamics,
-    fr: FireReset,
-    return_membrane: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """The per-step loop under autograd, for any dynamics (what the fused path must equal)."""
-    params = dynamics.params()
-    u = torch.full_like(x[0], fr.v_reset) if v0 is None else v0
-    spikes, hs = [], []
-    for t in range(x.shape[0]):
-        h, _ = dynamics.charge(u, x[t], t, params)
-        s = fire(h, fr.threshold, fr.surrogate)
-        u = reset_fn(h, s, fr.threshold, fr.v_reset, fr.reset, fr.detach_reset)
-        spikes.append(s)
-        hs.append(h)
-    return torch.stack(spikes), u, (torch.stack(hs) if return_membrane else None)
 
 
 def neuron_multistep(

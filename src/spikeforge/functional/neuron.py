@@ -1,45 +1,26 @@
-"""Pure neuron dynamics on time-major tensors: charge, fire, reset, and the per-step loop.
+"""The plain per-step reference: fire, reset, and the loop over time under autograd.
 
-Notation (per step ``t``, membrane ``u`` starting at ``v_reset``):
+Per step ``t``, from the membrane ``u`` (``v_reset`` at rest):
 
-- LIF, ``decay_input=True``:  ``h = u + (x - (u - v_reset)) / tau``
-- LIF, ``decay_input=False``: ``h = u - (u - v_reset) / tau + x``
-- IF:                         ``h = u + x``
+- charge: ``h = dynamics.charge(u, x[t], t)``, written once per neuron type in
+  :mod:`spikeforge.functional.dynamics` (LIF, IF, KLIF, or any :class:`Dynamics`)
 - fire:  ``s = H(h - threshold)`` (surrogate derivative in backward)
 - reset: hard ``u = h·(1 - s) + v_reset·s``; soft ``u = h - threshold·s``
 
 ``detach_reset=True`` treats ``s`` inside the reset as a constant in backward (the usual
-choice); ``False`` keeps the reset path's derivative (methods.md §1). ``tau`` is in steps.
-This module is the plain reference every fast path is tested against.
+choice); ``False`` keeps the reset path's derivative (methods.md §1). This loop is what every
+fast path (:mod:`spikeforge.functional.fused`) is tested against: it builds the autograd graph
+step by step, with nothing hand-derived except the surrogate.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Literal
-
 import torch
 
 from ..surrogate import Surrogate
+from .dynamics import Dynamics, FireReset, ResetMode
 
-ResetMode = Literal["hard", "soft"]
-Charge = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-__all__ = ["lif_charge", "if_charge", "fire", "reset", "multistep", "ResetMode", "Charge"]
-
-
-def lif_charge(
-    u: torch.Tensor, x: torch.Tensor, tau: float, v_reset: float, decay_input: bool
-) -> torch.Tensor:
-    """Leaky integration of one step's input ``x`` into membrane ``u``."""
-    if decay_input:
-        return u + (x - (u - v_reset)) / tau
-    return u - (u - v_reset) / tau + x
-
-
-def if_charge(u: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Non-leaky integration ``h = u + x``."""
-    return u + x
+__all__ = ["fire", "reset", "reference_multistep"]
 
 
 def fire(h: torch.Tensor, threshold: float, surrogate: Surrogate) -> torch.Tensor:
@@ -63,31 +44,27 @@ def reset(
     return h - threshold * s
 
 
-def multistep(
+def reference_multistep(
     x: torch.Tensor,
-    v: torch.Tensor,
-    charge: Charge,
-    *,
-    threshold: float,
-    v_reset: float,
-    reset_mode: ResetMode,
-    surrogate: Surrogate,
-    detach_reset: bool,
+    v0: torch.Tensor | None,
+    dynamics: Dynamics,
+    fr: FireReset,
     return_membrane: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Run a neuron over ``x [T, B, ...]`` one step at a time (autograd through every step).
+    """Run ``dynamics`` over ``x [T, B, ...]`` one step at a time, autograd through every step.
 
-    Returns ``(spikes [T, B, ...], v_last [B, ...], h [T, B, ...] or None)`` where ``h`` is the
+    ``v0 [B, ...]`` is the membrane before the first step (None: at ``fr.v_reset``). Returns
+    ``(spikes [T, B, ...], v_last [B, ...], h [T, B, ...] or None)`` where ``h`` is the
     charged, pre-reset potential that was compared with the threshold.
     """
-    spikes = []
-    hs = [] if return_membrane else None
+    params = dynamics.params()
+    u = torch.full_like(x[0], fr.v_reset) if v0 is None else v0
+    spikes, hs = [], []
     for t in range(x.shape[0]):
-        h = charge(v, x[t])
-        s = fire(h, threshold, surrogate)
-        v = reset(h, s, threshold, v_reset, reset_mode, detach_reset)
+        h, _ = dynamics.charge(u, x[t], t, params)
+        s = fire(h, fr.threshold, fr.surrogate)
+        u = reset(h, s, fr.threshold, fr.v_reset, fr.reset, fr.detach_reset)
         spikes.append(s)
-        if hs is not None:
+        if return_membrane:
             hs.append(h)
-    membrane = torch.stack(hs) if hs is not None else None
-    return torch.stack(spikes), v, membrane
+    return torch.stack(spikes), u, (torch.stack(hs) if return_membrane else None)

@@ -45,9 +45,11 @@ from torch.nn import functional as F
 
 from ..errors import ConfigError
 from ..layers import TimeFolded
-from ..neurons import IF, LIF, SpikingNeuron, check_time_major
+from ..losses import Loss
+from ..neurons import IF, LIF, SpikingNeuron, check_number, check_time_major
 from ..surrogate import Surrogate, get_surrogate
-from ..training.methods import StepContext, TrainingMethod
+from ..training.build import default_model
+from ..training.methods import METHODS, StepContext, TrainingMethod, gradient_step
 
 __all__ = [
     "na_dynamics",
@@ -68,6 +70,7 @@ __all__ = [
     "na_network",
     "convert_to_na",
     "NAMethod",
+    "NAMethodOptions",
     "FORMS",
     "ESTIMATORS",
 ]
@@ -333,6 +336,11 @@ class NANeuron(nn.Module):
         group: RescaleGroup | None = None,
     ) -> None:
         super().__init__()
+        tau_m = check_number(tau_m, "NANeuron: tau_m", "steps")
+        tau_s = check_number(tau_s, "NANeuron: tau_s", "steps")
+        threshold = check_number(threshold, "NANeuron: threshold")
+        min_distance = check_number(min_distance, "NANeuron: min_distance")
+        code_clip = check_number(code_clip, "NANeuron: code_clip")
         if not tau_m >= 1:
             raise ConfigError(f"NANeuron: tau_m is in steps and must be >= 1, got {tau_m}")
         if not (math.isfinite(tau_s) and tau_s >= 1):
@@ -528,165 +536,107 @@ def convert_to_na(model: nn.Module, **neuron: Any) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # The training method
 # --------------------------------------------------------------------------------------------
-_EXTRA_KEYS = (
-    "network",
-    "estimator",
-    "form",
-    "tau_m",
-    "tau_s",
-    "min_distance",
-    "code_clip",
-    "weight_clamp",
-    "pool_weight",
-    "init_scale",
-    "surrogate",
-    "alpha",
-)
+@dataclass(frozen=True)
+class NAMethodOptions:
+    """Options of ``--method na`` (a ``[method.na]`` table).
 
-
-class NAMethod(TrainingMethod):
-    """``--method na``: the PSC loss and NA gradients, AdamW step, weights clamped.
-
-    ``prepare(model)`` either builds one of the paper's networks (``network`` set, with
-    ``input_shape`` and ``num_classes``) or converts the trainer's model's neurons
-    (:func:`convert_to_na`). ``train_step`` ignores the trainer's loss and uses
-    :func:`kernel_loss`; the returned output is the output spikes (prediction = most spikes).
-
-    Args:
-        network: a name from ``NETWORKS`` or a spec string; None converts the given model.
-        input_shape, num_classes: needed with ``network``.
+    Attributes:
+        network: a name from ``NETWORKS`` or a spec string such as ``"15C5-P2-40C5-P2-300"``
+            (then the config's ``model`` is not used); None converts the config's model's
+            neurons (:func:`convert_to_na`).
         estimator: ``"na"`` or ``"surrogate"`` (the same network, loss and step with
             surrogate-gradient BPTT: the baseline of the ``na-vs-bptt`` experiment).
         form, min_distance, code_clip: NA's form (see :class:`NAOptions`).
-        tau_m, tau_s, threshold: neuron constants (paper 5, 2, 1). With ``network=None``,
-            ``tau_m`` / ``threshold`` default to those of the converted neurons.
+        tau_m: membrane time constant in steps (None: 5 for a paper network, the converted
+            neurons' ``tau`` otherwise); ``tau_s``: synaptic time constant in steps (paper 2).
         weight_clamp: weights are clamped to ``±weight_clamp`` after every step (paper 4;
             0 disables).
         pool_weight, init_scale: see :class:`NANetwork`.
-        surrogate, alpha: the surrogate of the ``"surrogate"`` estimator (default atan).
+        surrogate, alpha: the ``"surrogate"`` estimator's surrogate (None: the config's).
+    """
+
+    network: str | None = None
+    estimator: str = "na"
+    form: str = "paper"
+    tau_m: float | None = None
+    tau_s: float = 2.0
+    min_distance: float = 0.2
+    code_clip: float = 5.0
+    weight_clamp: float = 4.0
+    pool_weight: float = 1.1
+    init_scale: float = 1.0
+    surrogate: str | None = None
+    alpha: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"[method.na] estimator must be one of {', '.join(ESTIMATORS)}, got "
+                f"{self.estimator!r}"
+            )
+        if self.form not in FORMS:
+            raise ConfigError(
+                f"[method.na] form must be one of {', '.join(FORMS)}, got {self.form!r}"
+            )
+        if self.weight_clamp < 0 or self.init_scale <= 0:
+            raise ConfigError("[method.na] weight_clamp must be >= 0 and init_scale > 0")
+
+
+@METHODS.register("na")
+class NAMethod(TrainingMethod):
+    """``--method na``: the PSC kernel loss and NA gradients, AdamW step, weights clamped.
+
+    ``build_model`` builds one of the paper's networks (``network`` set) or converts the
+    config's model's neurons; the run's loss is :func:`kernel_loss` (train and test), and the
+    prediction is the output neuron with the most spikes.
     """
 
     name = "na"
+    Options = NAMethodOptions
 
-    def __init__(
-        self,
-        network: str | None = None,
-        input_shape: Sequence[int] | None = None,
-        num_classes: int | None = None,
-        estimator: str = "na",
-        form: str = "paper",
-        tau_m: float | None = None,
-        tau_s: float = 2.0,
-        threshold: float | None = None,
-        min_distance: float = 0.2,
-        code_clip: float = 5.0,
-        weight_clamp: float = 4.0,
-        pool_weight: float = 1.1,
-        init_scale: float = 1.0,
-        surrogate: str = "atan",
-        alpha: float | None = None,
-    ) -> None:
-        if estimator not in ESTIMATORS:
-            raise ConfigError(f"na: estimator must be one of {', '.join(ESTIMATORS)}")
-        if form not in FORMS:
-            raise ConfigError(f"na: form must be one of {', '.join(FORMS)}, got {form!r}")
-        self.network = network
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
-        self.num_classes = num_classes
-        self.estimator = estimator
-        self.form = form
-        self.tau_m = tau_m
-        self.tau_s = float(tau_s)
-        self.threshold = threshold
-        self.min_distance = min_distance
-        self.code_clip = code_clip
-        self.weight_clamp = float(weight_clamp)
-        self.pool_weight = pool_weight
-        self.init_scale = init_scale
-        self.surrogate = get_surrogate(surrogate, alpha)
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> NAMethod:
-        """The method a :class:`~spikeforge.training.TrainConfig` describes: its ``extra``
-        table's keys (``network``, ``estimator``, ``form``, ``tau_m``, ``tau_s``,
-        ``min_distance``, ``code_clip``, ``weight_clamp``, ``pool_weight``, ``init_scale``,
-        ``surrogate``, ``alpha``), the dataset's shape and classes, ``threshold``."""
-        method = cls()
-        method.configure(cfg)
-        return method
-
-    def configure(self, cfg: Any) -> None:
-        """Take the settings of a TrainConfig (see :meth:`from_config`)."""
-        from .. import data
-
-        extra = dict(getattr(cfg, "extra", {}) or {})
-        extra = dict(extra.get("na", extra))  # either [extra] or [extra.na]
-        unknown = sorted(set(extra) - set(_EXTRA_KEYS))
-        if unknown:
-            raise ConfigError(
-                f"na: unknown extra key(s) {', '.join(unknown)}; valid: {', '.join(_EXTRA_KEYS)}"
-            )
-        info = data.info(cfg.dataset)
-        kwargs: dict[str, Any] = dict(
-            input_shape=info.input_shape,
-            num_classes=info.num_classes,
-            threshold=cfg.threshold,
-            surrogate=cfg.surrogate,
-            alpha=cfg.alpha,
-        )
-        kwargs.update(extra)
-        self.__init__(**kwargs)  # type: ignore[misc]
-
-    def _neuron_kwargs(self) -> dict[str, Any]:
+    def _neuron_kwargs(self, config: Any) -> dict[str, Any]:
+        o = self.options
         kw: dict[str, Any] = dict(
-            tau_s=self.tau_s,
-            estimator=self.estimator,
-            form=self.form,
-            min_distance=self.min_distance,
-            code_clip=self.code_clip,
-            surrogate=self.surrogate,
+            tau_s=o.tau_s,
+            estimator=o.estimator,
+            form=o.form,
+            min_distance=o.min_distance,
+            code_clip=o.code_clip,
+            surrogate=get_surrogate(o.surrogate or config.surrogate, o.alpha),
+            threshold=config.threshold,
         )
-        if self.tau_m is not None:
-            kw["tau_m"] = self.tau_m
-        if self.threshold is not None:
-            kw["threshold"] = self.threshold
+        if o.tau_m is not None:
+            kw["tau_m"] = o.tau_m
         return kw
 
-    def prepare(self, model: nn.Module) -> nn.Module:  # noqa: D102
-        if self.network is None:
-            return convert_to_na(model, **self._neuron_kwargs())
-        if self.input_shape is None or self.num_classes is None:
-            raise ConfigError(
-                "na: building a paper network needs input_shape and num_classes "
-                "(NAMethod(network=..., input_shape=..., num_classes=...) or from_config)"
-            )
-        kw = self._neuron_kwargs()
+    def build_model(self, config: Any, task: Any) -> nn.Module:  # noqa: D102
+        kw = self._neuron_kwargs(config)
+        if self.options.network is None:
+            kw.pop("threshold")  # converted neurons keep their own threshold
+            return convert_to_na(default_model(config, task), **kw)
         kw.setdefault("tau_m", 5.0)
-        net = na_network(
-            self.network,
-            self.input_shape,
-            self.num_classes,
-            pool_weight=self.pool_weight,
-            init_scale=self.init_scale,
+        return na_network(
+            self.options.network,
+            task.spec.input_shape,
+            task.spec.num_outputs,
+            pool_weight=self.options.pool_weight,
+            init_scale=self.options.init_scale,
             **kw,
         )
-        return net.to(next(model.parameters(), torch.empty(0)).device)
 
-    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The PSC loss of output spikes ``[T, B, classes]``."""
-        return kernel_loss(out, y, self.tau_s)
+    def loss(self, task: Any) -> Loss:
+        """The PSC kernel loss of output spikes ``[T, B, classes]`` (methods.md §2)."""
+        tau_s = self.options.tau_s
+        return Loss(f"PSC kernel loss (τ_s={tau_s:g})", lambda out, y: kernel_loss(out, y, tau_s))
 
     def train_step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor):  # noqa: D102
-        ctx.optimizer.zero_grad(set_to_none=True)
         out = ctx.forward(x)
-        loss = self.loss(out, y)
-        loss.backward()
-        if ctx.grad_clip > 0:
-            nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
-        ctx.optimizer.step()
-        if self.weight_clamp > 0:
+        loss = ctx.loss(out, y)
+        gradient_step(ctx, loss)
+        clamp = self.options.weight_clamp
+        if clamp > 0:
             with torch.no_grad():
                 for p in ctx.model.parameters():
                     if p.dim() > 1:
-                        p.clamp_(-self.weight_clamp, self.weight_clamp)
+                        p.clamp_(-clamp, clamp)
         return out.detach(), loss.detach()

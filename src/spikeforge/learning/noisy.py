@@ -28,8 +28,8 @@ Gradients: ``grad="surrogate"`` backpropagates the surrogate derivative at ``u +
 expected spike ``E[s]`` (Gaussian: ``φ((u + μ − θ)/σ)/σ``; uniform: ``1/(2√3·σ)`` inside the
 noise range), a straight-through estimator of the expectation.
 
->>> method = NoisySingleStep(sigma=0.3)          # the trainer's ``--method noisy``
->>> model = method.prepare(model)                # neurons -> NoisyIF; T = 1 while training
+>>> method = NoisySingleStep({"sigma": 0.3})    # the trainer's ``--method noisy``
+>>> model = method.convert(model)                # neurons -> NoisyIF; T = 1 while training
 >>> snn = to_multistep(model, T=8)               # ordinary spikeforge model with IF neurons
 >>> rates = snn(spikeforge.encoding.direct(x, 8)).mean(0)
 """
@@ -38,16 +38,17 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
-from ..neurons import IF, SpikingNeuron, check_time_major
+from ..neurons import IF, SpikingNeuron, check_number, check_time_major
 from ..surrogate import Surrogate
-from ..training.methods import SurrogateBPTT
+from ..training.build import default_model
+from ..training.methods import METHODS, SurrogateBPTT
 
 __all__ = [
     "NOISES",
@@ -60,12 +61,12 @@ __all__ = [
     "NoisyIF",
     "SingleStepInput",
     "NoisySingleStep",
+    "NoisyOptions",
     "noisy_neurons",
     "set_noisy_mode",
     "to_multistep",
     "multistep_rates",
     "converted_config",
-    "METHOD_ENTRY",
 ]
 
 NOISES = ("gaussian", "uniform")
@@ -74,7 +75,6 @@ MODES = ("auto", "noisy", "expected", "multistep")
 RESIDUAL_SIGMA = 1.0 / math.sqrt(12.0)
 """Std of the uniform residual on ``[0, θ)``, in units of θ: the σ that matches it."""
 
-METHOD_ENTRY = "spikeforge.learning.noisy:NoisySingleStep"
 """The lazy ``METHODS`` entry for ``--method noisy``."""
 
 _SQRT3 = math.sqrt(3.0)
@@ -197,6 +197,10 @@ class NoisyIF(IF):
         surrogate: Surrogate | str | None = None,
         mode: str = "auto",
     ) -> None:
+        threshold = check_number(threshold, "NoisyIF: threshold")
+        sigma = check_number(sigma, "NoisyIF: sigma")
+        if noise_mean is not None:
+            noise_mean = check_number(noise_mean, "NoisyIF: noise_mean")
         if threshold <= 0 or not math.isfinite(threshold):
             raise ConfigError(f"NoisyIF: threshold must be positive and finite, got {threshold}")
         mean = threshold / 2.0 if noise_mean is None else float(noise_mean)
@@ -384,9 +388,9 @@ def converted_config(config: Any, T: int | None = None, threshold: float | None 
     ``load_state_dict`` takes the noisy run's weights."""
     from dataclasses import replace
 
-    opts = NoisySingleStep.options_from(config)
+    opts = NoisySingleStep(config.method_options if config.method == "noisy" else None).options
     theta = float(config.threshold if threshold is None else threshold)
-    mean = opts.get("noise_mean")
+    mean = opts.noise_mean
     start = theta / 2.0 if mean is None else float(mean)
     return replace(
         config,
@@ -394,6 +398,7 @@ def converted_config(config: Any, T: int | None = None, threshold: float | None 
         reset="soft",
         v_reset=start,
         method="bptt",
+        method_options={},
         steps=config.steps if T is None else T,
     )
 
@@ -403,79 +408,64 @@ def converted_config(config: Any, T: int | None = None, threshold: float | None 
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class NoisyOptions:
+    """Options of ``--method noisy`` (a ``[method.noisy]`` table): noise ``sigma`` (membrane
+    units), ``noise`` (gaussian | uniform), ``noise_mean`` (None: θ/2, the residual
+    potential's mean) and ``grad`` (surrogate | expected)."""
+
+    sigma: float = 0.3
+    noise: str = "gaussian"
+    noise_mean: float | None = None
+    grad: str = "surrogate"
+
+    def __post_init__(self) -> None:
+        _check_noise(self.noise, self.sigma)
+        if self.grad not in GRADS:
+            raise ConfigError(
+                f"[method.noisy] grad must be one of {', '.join(GRADS)}, got {self.grad!r}"
+            )
+
+
+@METHODS.register("noisy")
 class NoisySingleStep(SurrogateBPTT):
     """``--method noisy``: train a single-step noisy SNN; evaluate it converted to multi-step.
 
-    :meth:`prepare` swaps every spiking neuron of the model for a :class:`NoisyIF` (same θ and
-    surrogate; LIF leak and reset settings are dropped: the converted network is IF with soft
-    reset) and installs :class:`SingleStepInput`, so each training step runs at T = 1 whatever
-    ``config.steps`` is; the train step itself is surrogate/expected-gradient backprop
-    (:class:`~spikeforge.training.methods.SurrogateBPTT`'s step). In eval mode the neurons run
-    as IF with soft reset over ``config.steps``: the trainer's test accuracy *is* the converted
-    multi-step network's.
-
-    Options (constructor arguments, or ``[extra.noisy]`` keys in a TOML config read by
-    :meth:`configure`): ``sigma``, ``noise``, ``noise_mean``, ``grad``.
+    :meth:`build_model` builds the config's model and swaps every spiking neuron for a
+    :class:`NoisyIF` (same θ and surrogate; LIF leak and reset settings are dropped: the
+    converted network is IF with soft reset) and installs :class:`SingleStepInput`, so each
+    training step runs at T = 1 whatever ``config.steps`` is; the train step itself is
+    surrogate/expected-gradient backprop (:class:`~spikeforge.training.methods.SurrogateBPTT`'s
+    step). In eval mode the neurons run as IF with soft reset over ``config.steps``: the
+    trainer's test accuracy *is* the converted multi-step network's.
     """
 
     name = "noisy"
-    OPTIONS = ("sigma", "noise", "noise_mean", "grad")
+    Options = NoisyOptions
 
-    def __init__(
-        self,
-        sigma: float = 0.3,
-        noise: str = "gaussian",
-        noise_mean: float | None = None,
-        grad: str = "surrogate",
-    ) -> None:
-        _check_noise(noise, sigma)
-        if grad not in GRADS:
-            raise ConfigError(f"grad must be one of {', '.join(GRADS)}, got {grad!r}")
-        self.sigma = float(sigma)
-        self.noise = noise
-        self.noise_mean = None if noise_mean is None else float(noise_mean)
-        self.grad = grad
-
-    @classmethod
-    def options_from(cls, config: Any) -> dict[str, Any]:
-        """The method options in ``config.extra["noisy"]`` (a dict; absent keys omitted)."""
-        extra = getattr(config, "extra", None) or {}
-        opts = extra.get("noisy", {})
-        if not isinstance(opts, Mapping):
-            raise ConfigError(f"extra.noisy must be a table of options, got {opts!r}")
-        unknown = sorted(set(opts) - set(cls.OPTIONS))
-        if unknown:
+    def build_model(self, config: Any, task: Any) -> nn.Module:
+        """The config's model with its neurons as :class:`NoisyIF`; the config must name the
+        neuron the network really has (``if``), so runs are labelled truthfully."""
+        if config.neuron != "if":
             raise ConfigError(
-                f"unknown extra.noisy option(s) {', '.join(unknown)}; valid: "
-                f"{', '.join(cls.OPTIONS)}"
+                f"method 'noisy' trains IF neurons (converted to IF with soft reset), not "
+                f"{config.neuron!r}; use --neuron if"
             )
-        return dict(opts)
-
-    def configure(self, config: Any) -> NoisySingleStep:
-        """Take ``sigma``/``noise``/``noise_mean``/``grad`` from ``config.extra["noisy"]``."""
-        opts = self.options_from(config)
-        merged = {
-            "sigma": self.sigma,
-            "noise": self.noise,
-            "noise_mean": self.noise_mean,
-            "grad": self.grad,
-        }
-        merged.update(opts)
-        self.__init__(**merged)  # re-validates
-        return self
+        return self.convert(default_model(config, task))
 
     def make_neuron(self, threshold: float = 1.0, surrogate: Surrogate | None = None) -> NoisyIF:
         """A :class:`NoisyIF` with this method's options."""
+        o = self.options
         return NoisyIF(
             threshold=threshold,
-            sigma=self.sigma,
-            noise=self.noise,
-            noise_mean=self.noise_mean,
-            grad=self.grad,
+            sigma=o.sigma,
+            noise=o.noise,
+            noise_mean=o.noise_mean,
+            grad=o.grad,
             surrogate=surrogate,
         )
 
-    def prepare(self, model: nn.Module) -> nn.Module:
+    def convert(self, model: nn.Module) -> nn.Module:
         """Swap spiking neurons for :class:`NoisyIF` in place; install :class:`SingleStepInput`."""
 
         def convert(m: nn.Module) -> nn.Module | None:
@@ -490,9 +480,3 @@ class NoisySingleStep(SurrogateBPTT):
         _remove_single_step_hooks(model)
         model.register_forward_pre_hook(SingleStepInput())
         return model
-
-    def __repr__(self) -> str:
-        return (
-            f"NoisySingleStep(sigma={self.sigma:g}, noise={self.noise!r}, "
-            f"noise_mean={self.noise_mean!r}, grad={self.grad!r})"
-        )

@@ -1,20 +1,26 @@
-"""Model builders that take a neuron factory; ``neuron=None`` gives the ReLU ANN twin."""
+"""Model builders that take a neuron factory; ``neuron=None`` gives the ReLU ANN twin.
+
+``MODELS`` maps a model name to its class; every builder takes
+``(input_shape, num_classes, neuron, **options)``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from torch import nn
 
-from ..errors import ConfigError
 from ..layers import NeuronFactory
+from ..registry import Registry
 from .convnet import ConvNet
 from .mlp import MLP
 from .readout import PopulationReadout
 
 __all__ = ["MLP", "ConvNet", "PopulationReadout", "MODELS", "build_model"]
 
-MODELS: dict[str, Callable[..., nn.Module]] = {"mlp": MLP, "convnet": ConvNet}
+MODELS: Registry = Registry("model")
+MODELS.register("convnet", ConvNet, help="conv3x3-BN-neuron-maxpool blocks, then two linear layers")
+MODELS.register("mlp", MLP, help="linear-BN-neuron layers, then a linear output layer")
 
 
 def build_model(
@@ -25,8 +31,4 @@ def build_model(
     **kwargs,
 ) -> nn.Module:
     """Build the architecture ``name`` (one of ``MODELS``) for the given input and classes."""
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}") from None
-    return cls(input_shape, num_classes, neuron, **kwargs)
+    return MODELS.get(name)(input_shape, num_classes, neuron, **kwargs)

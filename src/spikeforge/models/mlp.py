@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..errors import ConfigError
 from ..layers import NeuronFactory, TimeFolded
 from .readout import PopulationReadout
 
@@ -20,8 +21,9 @@ class MLP(nn.Sequential):
     Hidden layers are Linear (+ BatchNorm, which keeps spiking layers from starting silent)
     + neuron; the output layer is Linear + neuron over ``num_classes·population`` units averaged
     per class. With ``neuron=None`` the hidden neurons are ReLU and the output is linear
-    (logits), giving the ANN baseline. Layers are named ``fc1``, ``spike1``, ...,
-    ``fc_out``, ``spike_out`` (``act*`` in the ANN).
+    (logits), giving the ANN baseline. ``readout="linear"`` drops the output neuron: the
+    output is a linear function of the last hidden layer's spikes at each step (regression).
+    Layers are named ``fc1``, ``spike1``, ..., ``fc_out``, ``spike_out`` (``act*`` in the ANN).
     """
 
     def __init__(
@@ -33,7 +35,10 @@ class MLP(nn.Sequential):
         population: int = 10,
         dropout: float = 0.0,
         batch_norm: bool = True,
+        readout: str = "spikes",
     ) -> None:
+        if readout not in ("spikes", "linear"):
+            raise ConfigError(f"MLP: readout must be 'spikes' or 'linear', got {readout!r}")
         act = neuron if neuron is not None else nn.ReLU
         tag = "spike" if neuron is not None else "act"
         layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=TimeFolded(nn.Flatten()))
@@ -48,7 +53,7 @@ class MLP(nn.Sequential):
                 layers[f"dropout{i}"] = TimeFolded(nn.Dropout(dropout))
             width = h
         layers["fc_out"] = TimeFolded(nn.Linear(width, num_classes * population))
-        if neuron is not None:
+        if neuron is not None and readout == "spikes":
             layers["spike_out"] = neuron()
         layers["readout"] = PopulationReadout(num_classes, population)
         super().__init__(layers)

@@ -1,31 +1,50 @@
-"""Training: configuration, the trainer, the method seam and checkpoints."""
+"""Training: configuration, the trainer, the method seam, run directories and checkpoints."""
 
+from .build import (
+    Optimization,
+    default_model,
+    default_optimization,
+    model_from_config,
+    neuron_factory,
+)
+from .callbacks import Callback, EpochMetrics
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .methods import (
     METHODS,
+    NoOptions,
     StepContext,
     SurrogateBPTT,
     TrainingMethod,
+    gradient_step,
     make_method,
-    register_method,
 )
-from .trainer import Trainer, model_from_config, neuron_factory, record_activity, versions
+from .run import Run, load_run
+from .rundir import RunDir
+from .trainer import Trainer, versions
 
 __all__ = [
     "METHODS",
+    "Callback",
+    "EpochMetrics",
+    "NoOptions",
+    "Optimization",
+    "Run",
+    "RunDir",
     "StepContext",
     "SurrogateBPTT",
     "TrainConfig",
     "Trainer",
     "TrainingMethod",
+    "default_model",
+    "default_optimization",
+    "gradient_step",
     "load_checkpoint",
-    "make_method",
     "load_config",
+    "load_run",
+    "make_method",
     "model_from_config",
     "neuron_factory",
-    "record_activity",
-    "register_method",
     "save_checkpoint",
     "versions",
 ]

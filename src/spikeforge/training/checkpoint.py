@@ -21,10 +21,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -37,10 +40,15 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "METADATA_KEY",
+    "TRAINING_KIND",
+    "TRAINING_META_SCHEMA",
+    "MetaField",
+    "check_state_dtypes",
     "flatten_state",
     "load_checkpoint",
     "save_checkpoint",
     "unflatten_state",
+    "validate_training_meta",
 ]
 
 FORMAT = "spikeforge-checkpoint"
@@ -281,20 +289,25 @@ def _read_header(path: Path) -> tuple[dict[str, Any], int, int]:
         size = path.stat().st_size
         with path.open("rb") as f:
             prefix = f.read(8)
+            # A safetensors header is JSON right after the 8-byte length; checking for its "{"
+            # keeps a header length whose low byte is 0x80 (or whose bytes spell "PK\3\4")
+            # from being taken for a pickle or a zip file.
+            header_follows = f.read(1) == b"{"
+            f.seek(8)
             if size == 0:
                 raise _refuse(
                     path,
                     "the file is empty (0 bytes), the write never completed",
                     "use an earlier checkpoint",
                 )
-            if prefix.startswith(b"PK\x03\x04"):
+            if prefix.startswith(b"PK\x03\x04") and not header_follows:
                 raise _refuse(
                     path,
                     "it is a zip archive (such as a torch.save file), not safetensors; "
                     "spikeforge never unpickles files",
                     f"if you trust its origin, load it with torch.load and {_RESAVE}",
                 )
-            if prefix[:1] == b"\x80":
+            if prefix[:1] == b"\x80" and not header_follows:
                 raise _refuse(
                     path,
                     "it is a Python pickle, not safetensors; spikeforge never unpickles files",
@@ -520,10 +533,18 @@ def flatten_state(prefix: str, state: Any) -> tuple[dict[str, torch.Tensor], Any
     return tensors, structure
 
 
-def _bad_structure(what: str) -> CheckpointError:
-    return CheckpointError(
-        f"unflatten_state: {what}; pass the structure returned by flatten_state unchanged"
-    )
+class _StructureError(Exception):
+    """What is wrong with a structure; each caller words the CheckpointError for its context."""
+
+    def __init__(self, what: str, missing_tensor: bool = False) -> None:
+        super().__init__(what)
+        self.what = what
+        self.missing_tensor = missing_tensor
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = _one_line(repr(value))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _decode_key(key: Any) -> Any:
@@ -531,7 +552,46 @@ def _decode_key(key: Any) -> Any:
         return key
     if isinstance(key, dict) and set(key) == {_TUPLE} and isinstance(key[_TUPLE], list | tuple):
         return tuple(_decode_key(k) for k in key[_TUPLE])
-    raise _bad_structure(f"invalid dict key {key!r}")
+    raise _StructureError(f"invalid dict key {_short(key)}")
+
+
+def _rebuild(structure: Any, tensor: Callable[[str], Any]) -> Any:
+    """Walk a flatten_state structure, resolving each tensor reference with ``tensor(name)``.
+
+    Shared by :func:`unflatten_state` and :func:`validate_training_meta`, so the validator
+    accepts exactly what unflatten_state accepts.
+    """
+
+    def walk(node: Any) -> Any:
+        if node is None or isinstance(node, str | bool | int | float):
+            return node
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        if isinstance(node, dict):
+            if len(node) != 1 or next(iter(node)) not in _MARKERS:
+                keys = _short(sorted(map(str, node)))
+                raise _StructureError(f"unexpected object with keys {keys}")
+            ((marker, body),) = node.items()
+            if marker == _TENSOR:
+                if not isinstance(body, str):
+                    raise _StructureError(f"tensor reference {_short(body)} is not a str")
+                return tensor(body)
+            if not isinstance(body, list | tuple):
+                raise _StructureError(f"{marker} body is a {type(body).__name__}, not a list")
+            if marker == _TUPLE:
+                return tuple(walk(v) for v in body)
+            out: dict[Any, Any] = {}
+            for pair in body:
+                if not isinstance(pair, list | tuple) or len(pair) != 2:
+                    raise _StructureError(f"dict entry {_short(pair)} is not a [key, value] pair")
+                out[_decode_key(pair[0])] = walk(pair[1])
+            return out
+        raise _StructureError(f"unexpected {type(node).__name__} {_short(node)}")
+
+    try:
+        return walk(structure)
+    except RecursionError:
+        raise _StructureError("it is nested too deeply to be a training state") from None
 
 
 def unflatten_state(tensors: Mapping[str, torch.Tensor], structure: Any) -> Any:
@@ -544,35 +604,285 @@ def unflatten_state(tensors: Mapping[str, torch.Tensor], structure: Any) -> Any:
     Raises:
         CheckpointError: a malformed structure or a tensor name missing from ``tensors``.
     """
+    if not isinstance(tensors, Mapping):
+        raise CheckpointError(
+            f"unflatten_state: tensors must be a mapping of str to torch.Tensor, "
+            f"got {type(tensors).__name__}"
+        )
 
-    def walk(node: Any) -> Any:
-        if node is None or isinstance(node, str | bool | int | float):
-            return node
-        if isinstance(node, list):
-            return [walk(v) for v in node]
-        if isinstance(node, dict):
-            if len(node) != 1 or next(iter(node)) not in _MARKERS:
-                raise _bad_structure(f"unexpected object with keys {sorted(map(str, node))}")
-            ((marker, body),) = node.items()
-            if marker == _TENSOR:
-                if not isinstance(body, str):
-                    raise _bad_structure(f"tensor reference {body!r} is not a str")
-                if body not in tensors:
-                    raise CheckpointError(
-                        f"unflatten_state: tensor {body!r} is missing from the tensors; "
-                        "pass the tensors saved together with this structure"
+    def tensor(name: str) -> torch.Tensor:
+        if name not in tensors:
+            raise _StructureError(f"tensor {_short(name)} is missing from the tensors", True)
+        return tensors[name]
+
+    try:
+        return _rebuild(structure, tensor)
+    except _StructureError as err:
+        todo = (
+            "pass the tensors saved together with this structure"
+            if err.missing_tensor
+            else "pass the structure returned by flatten_state unchanged"
+        )
+        raise CheckpointError(f"unflatten_state: {err.what}; {todo}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# what a training checkpoint must hold
+# --------------------------------------------------------------------------------------------
+
+TRAINING_KIND = "spikeforge-training-state"
+"""The ``"kind"`` of the metadata that :class:`~spikeforge.training.Trainer` checkpoints carry."""
+
+# A check gets (value, the whole metadata) and returns None when the value is good, else the
+# problem as a phrase ("is 'abc' (str), expected ..."). Checks run in schema order, so a check may
+# rely on any field listed above it (epoch on config, history on epoch).
+_Check = Callable[[Any, Mapping[str, Any]], str | None]
+
+
+@dataclass(frozen=True)
+class MetaField:
+    """One key of the training-state metadata: whether it must be present, what it must be (in
+    words, for readers of the schema) and the check that decides."""
+
+    required: bool
+    expected: str
+    check: _Check
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _shown(value: Any) -> str:
+    return f"{_short(value)} ({type(value).__name__})"
+
+
+def _of_type(kind: type, expected: str) -> _Check:
+    def check(value: Any, meta: Mapping[str, Any]) -> str | None:
+        return None if isinstance(value, kind) else f"is {_shown(value)}, expected {expected}"
+
+    return check
+
+
+def _check_kind(value: Any, meta: Mapping[str, Any]) -> str | None:
+    if isinstance(value, str) and value == TRAINING_KIND:
+        return None
+    return f"is {_shown(value)}, expected {TRAINING_KIND!r} (not a training checkpoint)"
+
+
+def _check_config(value: Any, meta: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {_shown(value)}, expected an object (the run's TrainConfig)"
+    if "epochs" not in value:
+        return "has no 'epochs'"
+    epochs = value["epochs"]
+    if not _is_int(epochs) or epochs < 1:
+        return f"has epochs {_shown(epochs)}, expected a positive int"
+    return None
+
+
+def _check_epoch(value: Any, meta: Mapping[str, Any]) -> str | None:
+    epochs = meta["config"]["epochs"]
+    if _is_int(value) and 0 <= value <= epochs:
+        return None
+    return f"is {_shown(value)}, expected an int from 0 to config epochs ({epochs})"
+
+
+def _check_history(value: Any, meta: Mapping[str, Any]) -> str | None:
+    epoch = meta["epoch"]
+    if not isinstance(value, list):
+        return f"is {_shown(value)}, expected a list of {epoch} per-epoch records"
+    if len(value) != epoch:
+        return f"has {len(value)} records, expected {epoch} (one per completed epoch)"
+    for i, row in enumerate(value):
+        if not isinstance(row, dict):
+            return f"item {i} is {_shown(row)}, expected an object with an int 'epoch'"
+        # The trainer appends the row of epoch i + 1 at index i; anything else means the
+        # history and the weights are from different points of the run.
+        if not _is_int(row.get("epoch")) or row["epoch"] != i + 1:
+            return f"item {i} has epoch {_shown(row.get('epoch'))}, expected {i + 1}"
+    return None
+
+
+def _check_wall_time(value: Any, meta: Mapping[str, Any]) -> str | None:
+    if _is_number(value) and math.isfinite(value) and value >= 0:
+        return None
+    return f"is {_shown(value)}, expected a finite number of seconds >= 0"
+
+
+def _check_state_structure(value: Any, meta: Mapping[str, Any]) -> str | None:
+    # None: the training method has no optimizer (or scheduler), e.g. a local learning rule.
+    if value is None:
+        return None
+    # A state_dict() is a dict, so flatten_state turned it into {"__dict__": [...]}.
+    if not (isinstance(value, dict) and set(value) == {_DICT}):
+        return (
+            f"is {_shown(value)}, expected null or the flatten_state structure of a "
+            "state_dict (an object {'__dict__': [...]})"
+        )
+    try:
+        _rebuild(value, lambda name: None)
+    except _StructureError as err:
+        return f"is not a flatten_state structure ({err.what})"
+    return None
+
+
+def _check_versions(value: Any, meta: Mapping[str, Any]) -> str | None:
+    if not isinstance(value, dict):
+        return f"is {_shown(value)}, expected an object of version strings"
+    for key, item in value.items():
+        if not isinstance(item, str):
+            return f"entry {key!r} is {_shown(item)}, expected a version string"
+    return None
+
+
+TRAINING_META_SCHEMA: Mapping[str, MetaField] = MappingProxyType(
+    {
+        "kind": MetaField(True, repr(TRAINING_KIND), _check_kind),
+        "config": MetaField(True, "object with a positive int 'epochs'", _check_config),
+        "epoch": MetaField(True, "int, 0 <= epoch <= config['epochs']", _check_epoch),
+        "history": MetaField(
+            True, "list of epoch objects, history[i]['epoch'] == i + 1", _check_history
+        ),
+        "wall_time_s": MetaField(True, "finite number >= 0", _check_wall_time),
+        "optimizer": MetaField(
+            True, "null or flatten_state structure of a dict", _check_state_structure
+        ),
+        "scheduler": MetaField(
+            True, "null or flatten_state structure of a dict", _check_state_structure
+        ),
+        "versions": MetaField(True, "object of str", _check_versions),
+        "task": MetaField(False, "str", _of_type(str, "a str")),
+        "method": MetaField(False, "str", _of_type(str, "a str")),
+        "method_state": MetaField(False, "object", _of_type(dict, "an object")),
+        "data_spec": MetaField(False, "object", _of_type(dict, "an object")),
+    }
+)
+"""What :func:`validate_training_meta` checks, key by key, in this order."""
+
+_NOT_TRAINING = (
+    "it was not written by spikeforge's Trainer (or by an incompatible version); "
+    "use another checkpoint"
+)
+
+
+def _structure_tensors(structure: Any) -> list[str]:
+    names: list[str] = []
+
+    def collect(name: str) -> None:
+        names.append(name)
+
+    _rebuild(structure, collect)
+    return names
+
+
+def validate_training_meta(
+    meta: dict[str, Any],
+    path: str | os.PathLike[str],
+    *,
+    tensors: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Check the metadata of a training checkpoint against :data:`TRAINING_META_SCHEMA`.
+
+    ``meta`` is the metadata :func:`load_checkpoint` returned for the file ``path`` (used only in
+    messages). A valid digest proves the file is intact, not that whatever wrote it wrote a
+    training state this version can resume, so every field the trainer reads is checked:
+    ``kind`` is ``"spikeforge-training-state"``; ``config`` an object with a positive int
+    ``epochs``; ``epoch`` an int from 0 to ``config["epochs"]``; ``history`` a list of ``epoch``
+    objects where ``history[i]["epoch"] == i + 1``; ``wall_time_s`` a finite number >= 0;
+    ``optimizer`` and ``scheduler`` ``None`` (the method has none) or :func:`flatten_state`
+    structures of a dict that :func:`unflatten_state` accepts; ``versions`` an object of
+    strings. ``task`` (str), ``method`` (str), ``method_state`` and ``data_spec`` (objects) are
+    optional and checked when present.
+    With ``tensors`` (the file's tensors), every tensor the optimizer and scheduler
+    structures refer to must be among them.
+
+    Other keys are accepted and left alone, so a checkpoint written by a newer spikeforge that
+    adds fields still resumes here; only the fields this version reads must be right.
+
+    Returns ``meta`` itself.
+
+    Raises:
+        CheckpointError: one line naming the file and the first bad or missing field.
+    """
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {problem}; {_NOT_TRAINING}")
+
+    if not isinstance(meta, dict):
+        raise refuse(f"its metadata is {_shown(meta)}, expected an object")
+    for key, field in TRAINING_META_SCHEMA.items():
+        if key not in meta:
+            if field.required:
+                raise refuse(f"training-state field {key!r} is missing")
+            continue
+        problem = field.check(meta[key], meta)
+        if problem is not None:
+            raise refuse(f"training-state field {key!r} {problem}")
+    if tensors is not None:
+        for key in ("optimizer", "scheduler"):
+            if meta[key] is None:
+                continue
+            for name in _structure_tensors(meta[key]):
+                if name not in tensors:
+                    raise refuse(
+                        f"training-state field {key!r} refers to tensor {name!r}, "
+                        "which the file does not hold"
                     )
-                return tensors[body]
-            if not isinstance(body, list | tuple):
-                raise _bad_structure(f"{marker} body is a {type(body).__name__}, not a list")
-            if marker == _TUPLE:
-                return tuple(walk(v) for v in body)
-            out: dict[Any, Any] = {}
-            for pair in body:
-                if not isinstance(pair, list | tuple) or len(pair) != 2:
-                    raise _bad_structure(f"dict entry {pair!r} is not a [key, value] pair")
-                out[_decode_key(pair[0])] = walk(pair[1])
-            return out
-        raise _bad_structure(f"unexpected {type(node).__name__} {node!r}")
+    return meta
 
-    return walk(structure)
+
+# --------------------------------------------------------------------------------------------
+# do the weights fit the model
+# --------------------------------------------------------------------------------------------
+
+_NOT_THIS_MODEL = "the checkpoint was not written for this model"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _and_more(names: list[str]) -> str:
+    return f" (and {len(names) - 1} more)" if len(names) > 1 else ""
+
+
+def check_state_dtypes(
+    expected: Mapping[str, torch.Tensor],
+    got: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+) -> None:
+    """Raise CheckpointError unless ``got`` has exactly the keys, dtypes and shapes of ``expected``.
+
+    ``expected`` is what the model holds (e.g. its ``state_dict()``), ``got`` the tensors read
+    from the checkpoint ``path`` for it, under the same names (pass only the model's part of
+    the file). ``load_state_dict`` would copy an int64, bool or float16 tensor into a float32
+    parameter without complaint, so a checkpoint written for another model would load silently
+    wrong; this refuses it first, naming the tensor.
+
+    Raises:
+        CheckpointError: one line naming the file and the first missing, unexpected,
+            non-tensor, wrongly typed or wrongly shaped entry.
+    """
+
+    def refuse(problem: str) -> CheckpointError:
+        return CheckpointError(f"{path}: {problem}; {_NOT_THIS_MODEL}")
+
+    missing = [k for k in expected if k not in got]
+    if missing:
+        raise refuse(f"{missing[0]} is missing{_and_more(missing)}")
+    unexpected = [k for k in got if k not in expected]
+    if unexpected:
+        raise refuse(f"{unexpected[0]} is not in this model{_and_more(unexpected)}")
+    for key, want in expected.items():
+        have = got[key]
+        if not isinstance(have, torch.Tensor):
+            raise refuse(f"{key} is {_shown(have)}, not a tensor")
+        if have.dtype != want.dtype:
+            raise refuse(f"{key} is {_dtype_name(have.dtype)}, expected {_dtype_name(want.dtype)}")
+        if have.shape != want.shape:
+            raise refuse(f"{key} has shape {list(have.shape)}, expected {list(want.shape)}")

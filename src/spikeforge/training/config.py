@@ -1,42 +1,54 @@
 """Training configuration: one flat dataclass, validated, loadable from TOML.
 
 Every field can be set from ``spikeforge train --config FILE.toml`` (top-level keys with the
-field names below) and overridden by command-line options. Unknown keys are refused.
+field names below) and overridden by command-line options. Unknown keys and values of the wrong
+type are refused with a one-line error. A method's options go in a ``[method.NAME]`` table::
+
+    [method]
+    name = "na"
+    [method.na]
+    form = "code"
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..options import check_value, json_ready
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "load_config", "NEURONS", "MODEL_NAMES", "SCHEDULES", "LOSSES"]
+__all__ = ["TrainConfig", "load_config", "SCHEDULES"]
 
-NEURONS = ("lif", "klif", "if", "relu")
-MODEL_NAMES = ("convnet", "mlp", "ann", "ann-mlp")
 SCHEDULES = ("cosine", "exponential", "constant")
-LOSSES = ("ce", "mse")
+ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
+"""Model names that mean "this architecture with ReLU": the ANN baselines."""
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run. Times are in steps, rates in spikes/step."""
+    """Everything that defines a training run. Times are in steps, rates in spikes/step.
+
+    ``method_options`` holds the chosen method's typed options (a ``[method.NAME]`` TOML
+    table); ``notes`` is a free-form table recorded with the run and never read.
+    """
 
     dataset: str = "mnist5k"
     data_root: str = ""
+    task: str = ""
     model: str = "convnet"
     neuron: str = "lif"
     method: str = "bptt"
+    method_options: dict[str, Any] = field(default_factory=dict)
     steps: int = 4
     encoder: str = "direct"
     epochs: int = 12
@@ -46,9 +58,12 @@ class TrainConfig:
     schedule: str = "cosine"
     gamma: float = 0.9
     grad_clip: float = 1.0
-    loss: str = "ce"
+    loss: str = ""
     rate_scale: float = 8.0
     population: int = 10
+    hidden: list[int] = field(default_factory=list)
+    batch_norm: bool = True
+    readout: str = ""
     tau: float = 2.0
     threshold: float = 1.0
     v_reset: float = 0.0
@@ -61,71 +76,100 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     out_dir: str = "runs"
-    extra: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def spiking(self) -> bool:
         """False for the ANN baselines (ReLU, no time dimension needed)."""
-        return self.neuron != "relu" and not self.model.startswith("ann")
+        return self.neuron != "relu" and self.model not in ANN_MODELS
 
     @property
     def architecture(self) -> str:
         """The layer layout: ``convnet`` or ``mlp``, whatever the neuron."""
-        return {"ann": "convnet", "ann-mlp": "mlp"}.get(self.model, self.model)
+        return ANN_MODELS.get(self.model, self.model)
 
     @property
     def effective_steps(self) -> int:
         """Steps actually simulated: an ANN needs only one."""
         return self.steps if self.spiking else 1
 
-    def validate(self) -> TrainConfig:
-        """Raise :class:`ConfigError` with a one-line fix for the first invalid field."""
-        from .. import data, encoding, surrogate
+    @property
+    def neuron_label(self) -> str:
+        """The neuron the network really has (``relu`` for the ANN baselines)."""
+        return self.neuron if self.spiking else "relu"
 
-        data.info(self.dataset)
-        _choice("model", self.model, MODEL_NAMES)
-        _choice("neuron", self.neuron, NEURONS)
-        _choice("schedule", self.schedule, SCHEDULES)
-        _choice("loss", self.loss, LOSSES)
-        _choice("reset", self.reset, ("hard", "soft"))
-        _choice("encoder", self.encoder, tuple(encoding.ENCODERS))
+    def validate(self, check_method: bool = True, check_dataset: bool = True) -> TrainConfig:
+        """Raise :class:`ConfigError` with a one-line fix for the first invalid field.
+
+        ``check_method=False`` skips the method-name lookup (a method instance was given);
+        ``check_dataset=False`` accepts any dataset label (the datasets were injected).
+        """
+        from .. import data, encoding, surrogate
+        from ..models import MODELS
+        from ..neurons import NEURONS
+        from ..tasks import TASKS
         from .methods import METHODS
 
-        _choice("method", self.method, tuple(METHODS))
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(hints[f.name], getattr(self, f.name), f.name))
+        if check_dataset:
+            data.info(self.dataset)
+        if self.task:
+            TASKS.check(self.task)
+        if self.architecture not in MODELS:
+            MODELS.check(self.model)
+        NEURONS.check(self.neuron)
+        if check_method:
+            METHODS.check(self.method)
+        encoding.ENCODERS.check(self.encoder)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("reset", self.reset, ("hard", "soft"))
+        _choice("readout", self.readout, ("", "spikes", "linear"))
         surrogate.get_surrogate(self.surrogate, self.alpha)
         for name in ("steps", "epochs", "batch_size", "population", "eval_batch_size"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if value < 1:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden}")
         for name in ("lr", "rate_scale", "tau"):
-            value = getattr(self, name)
-            if not _is_number(value) or value <= 0:
-                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
         for name in ("weight_decay", "grad_clip", "dropout"):
-            value = getattr(self, name)
-            if not _is_number(value) or value < 0:
+            if getattr(self, name) < 0:
                 raise ConfigError(
-                    f"{name} must be a non-negative number (0 disables), got {value!r}"
+                    f"{name} must be a non-negative number (0 disables), got "
+                    f"{getattr(self, name)!r}"
                 )
         if self.dropout >= 1:
             raise ConfigError(f"dropout must be below 1, got {self.dropout}")
-        if not _is_number(self.gamma) or not 0 < self.gamma <= 1:
+        if not 0 < self.gamma <= 1:
             raise ConfigError(
                 f"gamma (exponential lr decay per epoch) must be in (0, 1], got {self.gamma!r}"
             )
         if self.tau < 1:
             raise ConfigError(f"tau is in steps and must be >= 1, got {self.tau}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable copy of every field."""
-        return dataclasses.asdict(self)
+        return json_ready(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
-        """Build from a mapping; unknown keys raise :class:`ConfigError` naming ``source``."""
+        """Build from a mapping; unknown keys or wrongly typed values raise
+        :class:`ConfigError` naming ``source``.
+
+        ``method`` may be a name or a table ``{name = "na", na = {...options...}}`` (TOML:
+        ``[method]`` with ``name``, and ``[method.na]``).
+        """
+        values = dict(values)
+        method = values.get("method")
+        if isinstance(method, dict):
+            values.update(_method_table(method, source))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -133,41 +177,49 @@ class TrainConfig:
                 f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are "
                 f"{', '.join(sorted(known))}"
             )
-        cfg = cls()
-        for key, value in values.items():
-            default = getattr(cfg, key)
-            if (
-                isinstance(default, float)
-                and isinstance(value, int)
-                and not isinstance(value, bool)
-            ):
-                value = float(value)
-            if default is not None and key != "alpha" and type(value) is not type(default):
-                raise ConfigError(
-                    f"{source}: {key} must be of type {type(default).__name__}, got {value!r}"
-                )
-            setattr(cfg, key, value)
-        return cfg
+        hints = typing.get_type_hints(cls)
+        checked = {k: check_value(hints[k], v, f"{source}: {k}") for k, v in values.items()}
+        return cls(**checked)
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def _method_table(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """``{name, NAME: {...}}`` -> ``{"method": name, "method_options": {...}}``."""
+    name = table.get("name", "bptt")
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: method.name must be a string, got {name!r}")
+    others = {k: v for k, v in table.items() if k != "name"}
+    wrong = sorted(k for k in others if k != name)
+    if wrong:
+        raise ConfigError(
+            f"{source}: options given for method {wrong[0]!r} but the method is {name!r}; "
+            f"put them under [method.{name}] or set method.name"
+        )
+    options = others.get(name, {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: method.{name} must be a table of options")
+    return {"method": name, "method_options": options}
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConfigError(f"unknown {name} {value!r}; choose one of {', '.join(choices)}")
+        shown = ", ".join(repr(c) if not c else c for c in choices)
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {shown}")
 
 
 def load_config(path: str | Path) -> dict[str, Any]:
-    """Read a TOML config file into a dict of overrides (validated later)."""
+    """Read a TOML config file into a dict of overrides (checked here, validated later); a
+    ``[method]`` table becomes the ``method`` and ``method_options`` keys."""
     path = Path(path)
     try:
         with path.open("rb") as fh:
             values = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if isinstance(values.get("method"), dict):
+        values.update(_method_table(values["method"], str(path)))
     TrainConfig.from_dict(values, source=str(path))
     return values

@@ -1,31 +1,49 @@
 """The seam where a training method plugs into the trainer.
 
-A :class:`TrainingMethod` decides how one batch changes the model. The trainer owns
-everything else (data order, schedule, evaluation, checkpoints, logging), so a new method —
-a different gradient estimator, single-step noisy training, or a local plasticity rule that
-updates weights without autograd — subclasses this and registers itself in ``METHODS``.
+A :class:`TrainingMethod` owns exactly what it changes and nothing else:
+
+- ``Options``: a dataclass of its typed options, read from a ``[method.NAME]`` TOML table
+  (unknown keys and wrong types are refused);
+- ``build_model(config, task)``: its network (default: the config's model);
+- ``configure_optimizers(model, config, steps_per_epoch)``: an optimizer and schedule, or
+  ``None`` for a local rule that updates weights itself under ``torch.no_grad()``;
+- ``loss(task)``: a named loss when it trains on something other than the task's loss;
+- ``train_step(ctx, x, y) -> (output, loss)``: how one batch changes the model.
+
+The trainer owns the rest (data order, evaluation, checkpoints, run records). Methods register
+in ``METHODS`` beside their definition; ``make_method(name, options)`` builds one.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..losses import Loss
+from ..options import build_options, options_dict
+from ..registry import Registry
+from ..tasks import Task
+from .build import Optimization, default_model, default_optimization
+from .config import TrainConfig
 
 __all__ = [
-    "StepContext",
-    "TrainingMethod",
-    "SurrogateBPTT",
     "METHODS",
+    "NoOptions",
+    "Optimization",
+    "StepContext",
+    "SurrogateBPTT",
+    "TrainingMethod",
     "make_method",
-    "register_method",
 ]
+
+METHODS: Registry[type[TrainingMethod]] = Registry(
+    "training method",
+    providers=("spikeforge.learning.na", "spikeforge.learning.noisy"),
+)
 
 
 @dataclass
@@ -33,78 +51,95 @@ class StepContext:
     """What a method may use for one step.
 
     Attributes:
-        model: the network, ``[T, B, ...] -> [T, B, classes]``.
-        optimizer: the trainer's optimizer (a local rule may ignore it).
-        forward: encodes a static batch ``[B, ...]`` and runs the model -> ``[T, B, classes]``.
-        loss: ``(output [T, B, classes], labels [B]) -> scalar`` loss.
+        model: the network, ``[T, B, ...] -> [T, B, outputs]``.
+        optimizer: the optimizer from ``configure_optimizers`` (None for a local rule).
+        forward: encodes a dataset batch ``[B, ...]`` and runs the model -> ``[T, B, ...]``.
+        loss: the run's named loss, ``(output [T, B, ...], target) -> scalar``.
         grad_clip: max global gradient norm (0 disables).
+        task: the run's task (readout, metrics).
     """
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
     forward: Callable[[torch.Tensor], torch.Tensor]
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    loss: Loss
     grad_clip: float
+    task: Task
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
 
 
 class TrainingMethod:
-    """How one batch updates the model. Subclasses override :meth:`train_step`."""
+    """How one batch updates the model. Subclasses set ``name`` and override
+    :meth:`train_step` (and, where they own it, the other hooks).
 
-    name: str = ""
+    Args:
+        options: an instance of ``Options``, or a mapping of its fields (checked: unknown keys
+            and wrong types raise ``ConfigError``), or None for the defaults.
+    """
 
-    def configure(self, config: Any) -> None:
-        """Read method options from the run's :class:`TrainConfig` (e.g. its ``extra`` table).
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
 
-        Called once before :meth:`prepare`; the default ignores the config.
-        """
+    def __init__(self, options: Any = None) -> None:
+        self.options = build_options(self.Options, options, f"[method.{self.name or 'custom'}]")
 
-    def prepare(self, model: nn.Module) -> nn.Module:
-        """Adapt a freshly built model before training (default: unchanged)."""
-        return model
+    def options_dict(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (recorded in the run's config)."""
+        return options_dict(self.options)
+
+    def build_model(self, config: TrainConfig, task: Task) -> nn.Module:
+        """The network to train (default: the config's model for the task's data)."""
+        return default_model(config, task)
+
+    def configure_optimizers(
+        self, model: nn.Module, config: TrainConfig, steps_per_epoch: int
+    ) -> Optimization | None:
+        """Optimizer and schedule (default AdamW + the config's schedule); None: no optimizer."""
+        return default_optimization(model, config, steps_per_epoch)
+
+    def loss(self, task: Task) -> Loss:
+        """The loss this method trains on and the run reports (default: the task's)."""
+        return task.loss()
 
     def train_step(
         self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update the model on one batch; return ``(output [T, B, classes], loss)``, detached."""
+        """Update the model on one batch; return ``(output [T, B, ...], loss)``, detached."""
         raise NotImplementedError
 
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
+        return f"{type(self).__name__}({opts})"
 
+
+def gradient_step(ctx: StepContext, loss: torch.Tensor) -> None:
+    """Backward, clip, optimizer step: the update shared by gradient-based methods."""
+    if ctx.optimizer is None:
+        raise RuntimeError("gradient_step needs an optimizer; configure_optimizers returned None")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if ctx.grad_clip > 0:
+        nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
+    ctx.optimizer.step()
+
+
+@METHODS.register("bptt")
 class SurrogateBPTT(TrainingMethod):
     """Backpropagation through time with the neurons' surrogate derivatives."""
 
     name = "bptt"
 
     def train_step(self, ctx, x, y):  # noqa: D102
-        ctx.optimizer.zero_grad(set_to_none=True)
         out = ctx.forward(x)
         loss = ctx.loss(out, y)
-        loss.backward()
-        if ctx.grad_clip > 0:
-            nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
-        ctx.optimizer.step()
+        gradient_step(ctx, loss)
         return out.detach(), loss.detach()
 
 
-# A factory, or "module:attribute" for methods whose module is imported only when chosen.
-METHODS: dict[str, Callable[[], TrainingMethod] | str] = {
-    "bptt": SurrogateBPTT,
-    "na": "spikeforge.learning.na:NAMethod",
-    "noisy": "spikeforge.learning.noisy:NoisySingleStep",
-}
-
-
-def register_method(name: str, factory: Callable[[], TrainingMethod] | str) -> None:
-    """Make ``factory`` (or a ``"module:attribute"`` path to it) available as ``--method name``."""
-    METHODS[name] = factory
-
-
-def make_method(name: str) -> TrainingMethod:
-    """A fresh instance of the method registered as ``name``."""
-    try:
-        factory = METHODS[name]
-    except KeyError:
-        raise ConfigError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}") from None
-    if isinstance(factory, str):
-        module, _, attr = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attr)
-    return factory()
+def make_method(name: str, options: Mapping[str, Any] | None = None) -> TrainingMethod:
+    """A fresh instance of the method registered as ``name`` with ``options``."""
+    return METHODS.get(name)(options)

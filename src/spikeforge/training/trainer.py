@@ -1,47 +1,60 @@
-"""The training engine: data order, optimisation, evaluation, checkpoints and run records.
+"""The training engine: data order, the method's steps, evaluation, checkpoints and run records.
 
-A run directory holds ``config.json``, ``metrics.jsonl`` (one line per epoch),
-``checkpoint.safetensors`` (latest epoch, for ``resume``), ``summary.json``,
-``activity.safetensors`` (spikes of one test batch) and PNG plots.
+``Trainer(config, method=None, datasets=None, callbacks=(), run_dir=None)`` reads top to
+bottom as the whole training path:
+
+1. the **task** (classification, regression, reconstruction) is chosen from the config or the
+   dataset; the data come from the config's dataset or are injected as ``(train, test)``;
+2. the **method** builds the model (``build_model``), its optimizer and schedule
+   (``configure_optimizers``, or none for a local rule) and names its loss;
+3. each epoch, batches in a seeded order go through ``method.train_step``; the test split is
+   evaluated; callbacks may add to the epoch's row;
+4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
+   the summary, the recorded spikes (:mod:`spikeforge.monitor`) and the plots.
 
 Determinism: the model is initialised from ``seed``; every epoch reseeds torch's global RNG
 and the shuffling generator from ``(seed, epoch)``, so a resumed run replays exactly what an
-uninterrupted run would have done.
+uninterrupted run would have done. Evaluation draws from its own seeded stream.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
+import dataclasses
 import math
 import platform
 import sys
 import time
-from collections.abc import Callable, Sequence
-from datetime import datetime
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as datasets
-from .. import encoding
-from ..errors import CheckpointError, ConfigError, TrainingError
-from ..layers import NeuronFactory
-from ..models import build_model
-from ..neurons import IF, KLIF, LIF, SpikingNeuron
-from ..surrogate import get_surrogate
-from .checkpoint import flatten_state, load_checkpoint, save_checkpoint, unflatten_state
+from ..errors import CheckpointError, ConfigError, InputError, TrainingError
+from ..monitor import Activity, record_spikes, save_activity
+from ..tasks import DataSpec, Task, make_task
+from .callbacks import Callback
+from .checkpoint import (
+    check_state_dtypes,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+    validate_training_meta,
+)
 from .config import TrainConfig
-from .methods import StepContext, make_method
+from .evaluation import encode_batch, evaluate_model
+from .methods import StepContext, TrainingMethod, make_method
+from .progress import EpochProgress
+from .rundir import RunDir
 
-__all__ = ["Trainer", "neuron_factory", "model_from_config", "versions", "record_activity"]
+__all__ = ["Trainer", "versions", "data_spec"]
 
-CHECKPOINT = "checkpoint.safetensors"
-ACTIVITY = "activity.safetensors"
+ACTIVITY_SAMPLES = 64
 
 
 def versions() -> dict[str, str]:
@@ -58,74 +71,43 @@ def versions() -> dict[str, str]:
     }
 
 
-def neuron_factory(cfg: TrainConfig) -> NeuronFactory | None:
-    """A zero-argument neuron constructor from the config; ``None`` for the ANN baselines."""
-    if not cfg.spiking:
-        return None
-    surrogate = get_surrogate(cfg.surrogate, cfg.alpha)
-    common = dict(
-        threshold=cfg.threshold,
-        v_reset=cfg.v_reset,
-        reset=cfg.reset,
-        surrogate=surrogate,
-        detach_reset=cfg.detach_reset,
-    )
-    if cfg.neuron == "lif":
-        return lambda: LIF(tau=cfg.tau, decay_input=cfg.decay_input, **common)
-    if cfg.neuron == "klif":
-        return lambda: KLIF(tau=cfg.tau, **common)
-    if cfg.neuron == "if":
-        return lambda: IF(**common)
-    raise ConfigError(f"unknown neuron {cfg.neuron!r}")  # pragma: no cover (validated)
-
-
-def model_from_config(cfg: TrainConfig) -> nn.Module:
-    """The network the config describes, initialised from ``cfg.seed``."""
-    info = datasets.info(cfg.dataset)
-    torch.manual_seed(cfg.seed)
-    return build_model(
-        cfg.architecture,
-        info.input_shape,
-        info.num_classes,
-        neuron_factory(cfg),
-        population=cfg.population,
-        dropout=cfg.dropout,
-    )
-
-
-def _loss_fn(
-    cfg: TrainConfig, num_classes: int
-) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    if not cfg.spiking:
-        return lambda out, y: F.cross_entropy(out.mean(0), y)
-    if cfg.loss == "ce":
-        return lambda out, y: F.cross_entropy(out.mean(0) * cfg.rate_scale, y)
-    return lambda out, y: F.mse_loss(out.mean(0), F.one_hot(y, num_classes).to(out.dtype))
-
-
-def record_activity(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Spikes ``[T, B, ...]`` (uint8) of every spiking neuron for the encoded input ``x``."""
-    spikes: dict[str, torch.Tensor] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, SpikingNeuron):
-
-            def hook(_m, _inp, out, name=name):
-                s = out[0] if isinstance(out, tuple) else out
-                spikes[name] = s.detach().to(torch.uint8).cpu()
-
-            handles.append(module.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return spikes
+def data_spec(config: TrainConfig, task_name: str, train_set: Dataset, injected: bool) -> DataSpec:
+    """Input shape and number of outputs for ``task_name``: shapes from the dataset catalog for
+    a named dataset, else (injected data) from the first training sample; outputs are the
+    classes (classification), the target's size (regression) or the pixels (reconstruction)."""
+    info = datasets.DATASETS.get(config.dataset)
+    if len(train_set) == 0:  # type: ignore[arg-type]
+        raise InputError("the training dataset is empty")
+    temporal = bool(info is not None and info.temporal)
+    if info is not None and not injected:
+        shape = tuple(info.input_shape)
+    else:
+        x0 = torch.as_tensor(train_set[0][0])
+        shape = tuple(x0.shape[1:] if temporal else x0.shape)
+    if task_name == "reconstruction":
+        outputs = math.prod(shape)
+    elif task_name == "regression":
+        outputs = max(1, torch.as_tensor(train_set[0][1]).numel())
+    elif info is not None and tuple(info.input_shape) == shape:
+        outputs = info.num_classes
+    else:
+        labels = [int(train_set[i][1]) for i in range(len(train_set))]  # type: ignore[arg-type]
+        outputs = max(labels) + 1
+    return DataSpec(shape, outputs, temporal)
 
 
 class Trainer:
     """Trains one configuration and records it in a run directory.
+
+    Args:
+        config: the run's settings (validated here).
+        method: None (the config's ``method`` and ``method_options``), a registered name, or a
+            :class:`TrainingMethod` instance (its name and options are recorded in the config).
+        datasets: None (the config's dataset) or ``(train, test)`` map-style datasets yielding
+            ``(x, y)`` pairs: poisoned, transformed or your own.
+        callbacks: :class:`~spikeforge.training.callbacks.Callback` objects.
+        run_dir: where to write; default a new folder under ``config.out_dir``.
+        progress: show progress (a bar on a terminal, one line per epoch otherwise).
 
     >>> summary = Trainer(TrainConfig(dataset="digits", epochs=3)).fit()
     """
@@ -133,87 +115,93 @@ class Trainer:
     def __init__(
         self,
         config: TrainConfig,
+        method: TrainingMethod | str | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        callbacks: Sequence[Callback] = (),
         run_dir: str | Path | None = None,
         progress: bool = True,
-        epoch_metrics: Sequence[Callable[[nn.Module], dict[str, float]]] = (),
     ) -> None:
-        """Args:
-        config: the run's settings (validated here).
-        run_dir: where to write; default a new folder under ``config.out_dir``.
-        progress: show a progress bar.
-        epoch_metrics: functions of the model whose dicts are added to every epoch's metrics
-            row (e.g. a learnable neuron parameter to trace).
-        """
-        self.config = config.validate()
-        self.epoch_metrics = list(epoch_metrics)
-        self.progress = progress
-        info = datasets.info(config.dataset)
-        self.num_classes = info.num_classes
-        self.temporal = info.temporal
-        options = {"root": config.data_root or None}
-        if info.temporal:
-            options["frames"] = config.steps  # event recordings are binned into T frames
-        self.train_set: Dataset = datasets.load(config.dataset, "train", **options)
-        self.test_set: Dataset = datasets.load(config.dataset, "test", **options)
-        self.method = make_method(config.method)
-        self.method.configure(config)
-        self.model = self.method.prepare(model_from_config(config))
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        config = dataclasses.replace(config)
+        if isinstance(method, TrainingMethod):
+            config.method, config.method_options = method.name, method.options_dict()
+        elif method is not None:
+            config.method, config.method_options = method, {}
+        self.config = config.validate(
+            check_method=not isinstance(method, TrainingMethod), check_dataset=datasets is None
         )
+        self.method = (
+            method
+            if isinstance(method, TrainingMethod)
+            else make_method(config.method, config.method_options)
+        )
+        # Every option is recorded, defaults included, so the run rebuilds the same method.
+        self.config.method_options = self.method.options_dict()
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.train_set, self.test_set = self._datasets(datasets)
+        self.injected = datasets is not None
+        task_name = config.task or "classification"
+        self.task: Task = make_task(
+            task_name,
+            data_spec(config, task_name, self.train_set, self.injected),
+            loss=config.loss,
+            spiking=config.spiking,
+            rate_scale=config.rate_scale,
+        )
+        torch.manual_seed(config.seed)
+        self.model = self.method.build_model(self.config, self.task)
         self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
-        self.scheduler = self._make_scheduler()
-        self.loss = _loss_fn(config, self.num_classes)
+        opt = self.method.configure_optimizers(self.model, self.config, self.steps_per_epoch)
+        self.optimizer = opt.optimizer if opt is not None else None
+        self.scheduler = opt.scheduler if opt is not None else None
+        self.loss = self.method.loss(self.task)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
-        self.run_dir = Path(run_dir) if run_dir is not None else self._new_run_dir()
-        self._on_batch: Callable[[int, int], None] | None = None
+        self.rundir = RunDir(run_dir) if run_dir is not None else self._new_run_dir()
 
-    # -- construction -------------------------------------------------------------------
-    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        cfg = self.config
-        if cfg.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(
-                self.optimizer, T_max=cfg.epochs * self.steps_per_epoch
-            )
-        if cfg.schedule == "exponential":
-            # Applied per batch so that every schedule steps at the same place in the loop.
-            gamma = cfg.gamma ** (1.0 / self.steps_per_epoch)
-            return torch.optim.lr_scheduler.ExponentialLR(self.optimizer, gamma=gamma)
-        return torch.optim.lr_scheduler.ConstantLR(self.optimizer, factor=1.0, total_iters=0)
+    @property
+    def run_dir(self) -> Path:
+        """The run directory's path."""
+        return self.rundir.path
 
-    def _new_run_dir(self) -> Path:
+    def _datasets(self, given: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
+        if given is not None:
+            if not (isinstance(given, tuple | list) and len(given) == 2):
+                raise InputError("datasets must be a pair (train, test) of map-style datasets")
+            return given[0], given[1]
         cfg = self.config
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        neuron = cfg.neuron if cfg.spiking else "relu"
-        name = f"{cfg.dataset}-{cfg.model}-{neuron}-T{cfg.effective_steps}-s{cfg.seed}-{stamp}"
-        base = Path(cfg.out_dir) / name
-        run_dir, n = base, 1
-        while run_dir.exists():
-            n += 1
-            run_dir = base.with_name(f"{base.name}-{n}")
-        return run_dir
+        info = datasets.info(cfg.dataset)
+        options: dict[str, Any] = {"root": cfg.data_root or None}
+        if info.temporal:
+            options["frames"] = cfg.steps  # event recordings are binned into T frames
+        return (
+            datasets.load(cfg.dataset, "train", **options),
+            datasets.load(cfg.dataset, "test", **options),
+        )
+
+    def _new_run_dir(self) -> RunDir:
+        cfg = self.config
+        name = (
+            f"{cfg.dataset}-{cfg.model}-{cfg.neuron_label}-{cfg.method}"
+            f"-T{cfg.effective_steps}-s{cfg.seed}"
+        )
+        return RunDir.new(cfg.out_dir, name)
 
     # -- one epoch ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Run the model on a batch: static ``[B, ...]`` is encoded over the configured steps;
-        a temporal dataset's ``[B, T, ...]`` is made time-major."""
-        return self.model(self.encode(x))
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """The model's time-major input ``[T, B, ...]`` for a batch from the dataset."""
-        if self.temporal:
-            return x.transpose(0, 1)
-        return encoding.encode(self.config.encoder, x, self.config.effective_steps)
+        return encode_batch(self.config, self.task.spec, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode a dataset batch and run the model: ``[T, B, ...]`` output."""
+        return self.model(self.encode(x))
 
     def _epoch_seed(self, epoch: int) -> int:
-        return self.config.seed * 1_000_003 + epoch
+        return (self.config.seed * 1_000_003 + epoch) % 2**63
 
-    def train_epoch(
-        self, epoch: int, progress_cb: Callable[[int, float, float], None] | None = None
-    ) -> dict[str, float]:
-        """Train one epoch (1-based ``epoch``); returns running loss and accuracy."""
+    def train_epoch(self, epoch: int, bar: EpochProgress | None = None) -> dict[str, float]:
+        """Train one epoch (1-based ``epoch``); returns the running loss and metrics."""
         seed = self._epoch_seed(epoch)
         torch.manual_seed(seed)
         gen = torch.Generator().manual_seed(seed)
@@ -221,148 +209,243 @@ class Trainer:
             self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen
         )
         ctx = StepContext(
-            self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip
+            self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip, self.task
         )
         self.model.train()
-        total_loss, correct, seen = 0.0, 0, 0
+        loss_sum, seen = 0.0, 0
+        totals: dict[str, list[float]] = {}
         for i, (x, y) in enumerate(loader):
-            out, loss = self.method.train_step(ctx, x, y)
-            self.scheduler.step()
-            if not math.isfinite(float(loss)):
-                raise TrainingError(
-                    f"loss became {float(loss)} at epoch {epoch}, batch {i}; lower the lr "
-                    f"(now {self.config.lr}) or enable grad_clip"
-                )
-            total_loss += float(loss) * len(y)
-            correct += int((out.mean(0).argmax(-1) == y).sum())
-            seen += len(y)
-            if progress_cb is not None:
-                progress_cb(i + 1, total_loss / seen, correct / seen)
-            if self._on_batch is not None:
-                self._on_batch(epoch, i)
-        return {"train_loss": total_loss / seen, "train_accuracy": correct / seen}
+            target = self.task.target(x, y)
+            out, loss = self._step(ctx, x, target, epoch, i)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum += float(loss) * len(x)
+            seen += len(x)
+            for key, (total, count) in self.task.batch_metrics(out, target).items():
+                acc = totals.setdefault(key, [0.0, 0])
+                acc[0] += total
+                acc[1] += count
+            running = {k: t / c for k, (t, c) in totals.items()}
+            if bar is not None:
+                bar.update(i + 1, loss_sum / seen, self.task.describe(running))
+            for cb in self.callbacks:
+                cb.on_batch_end(self, epoch, i, float(loss))
+        row = {"train_loss": loss_sum / seen}
+        row.update({f"train_{k}": t / c for k, (t, c) in totals.items()})
+        return row
 
-    @torch.no_grad()
+    def _step(
+        self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One method step; a non-finite loss or activation is reported as the data's fault
+        only when the batch itself holds NaN/inf, else as the training's."""
+        where = f"at epoch {epoch}, batch {batch}"
+        advice = f"lower the lr (now {self.config.lr:g})" + (
+            " or enable grad_clip" if self.config.grad_clip == 0 else ""
+        )
+        try:
+            with _out_of_memory_advice(self.config, where):
+                out, loss = self.method.train_step(ctx, x, y)
+        except InputError as exc:
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise InputError(
+                    f"the training batch {where} contains NaN or inf; check the data"
+                ) from None
+            if "NaN or inf" not in str(exc):
+                raise
+            raise TrainingError(
+                f"training diverged {where}: NaN or inf inside the network (weights or "
+                f"activations); {advice}"
+            ) from None
+        if not math.isfinite(float(loss)):
+            raise TrainingError(f"loss became {float(loss)} {where}; {advice}")
+        return out, loss
+
     def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Loss and accuracy on ``split`` with the model in eval mode."""
+        """``{split}_loss`` and the task's metrics on ``split`` ("train" or "test")."""
+        if split not in ("train", "test"):
+            raise InputError(f"unknown split {split!r}; choose one of train, test")
         dataset = self.test_set if split == "test" else self.train_set
-        loader = DataLoader(dataset, batch_size=self.config.eval_batch_size)
-        self.model.eval()
-        total_loss, correct, seen = 0.0, 0, 0
-        for x, y in loader:
-            out = self.forward(x)
-            total_loss += float(self.loss(out, y)) * len(y)
-            correct += int((out.mean(0).argmax(-1) == y).sum())
-            seen += len(y)
-        return {f"{split}_loss": total_loss / seen, f"{split}_accuracy": correct / seen}
+        with _out_of_memory_advice(self.config, f"evaluating the {split} split"):
+            result = evaluate_model(self.model, self.task, self.loss, dataset, self.config)
+        return {f"{split}_{k}": v for k, v in result.items()}
 
     # -- the whole run --------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train the remaining epochs, writing metrics, checkpoints, summary and plots."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2))
-        self._rewrite_metrics()
-        with _progress(self.progress) as bar:
-            task = bar.add_task("train", total=self.steps_per_epoch, stats="") if bar else None
-            for epoch in range(self.epoch + 1, self.config.epochs + 1):
+        """Train the remaining epochs, writing metrics, checkpoints, summary and plots.
+
+        The run directory is locked against a second process for the duration. If the run
+        fails or is interrupted before its first checkpoint, the directory it created is
+        removed; later, it stays resumable.
+        """
+        created = not self.rundir.path.exists()
+        self.rundir.create()
+        try:
+            with self.rundir.lock():
+                return self._fit()
+        except BaseException:
+            if created and self.epoch == 0:
+                self.rundir.remove()
+            raise
+
+    def _fit(self) -> dict[str, Any]:
+        self.rundir.write_json(RunDir.CONFIG, self.config.to_dict())
+        self.rundir.write_metrics(self.history)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        total = self.config.epochs
+        with EpochProgress(self.progress, total, self.steps_per_epoch) as bar:
+            for epoch in range(self.epoch + 1, total + 1):
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+                bar.start_epoch(epoch)
                 start = time.perf_counter()
-                if bar is not None:
-                    bar.reset(
-                        task,
-                        total=self.steps_per_epoch,
-                        description=f"epoch {epoch}/{self.config.epochs}",
-                    )
-
-                def cb(i: int, loss: float, acc: float) -> None:
-                    bar.update(task, completed=i, stats=f"loss {loss:.3f} acc {acc:.1%}")
-
                 row: dict[str, Any] = {"epoch": epoch}
-                row.update(self.train_epoch(epoch, cb if bar is not None else None))
+                row.update(self.train_epoch(epoch, bar))
+                row["train_time_s"] = time.perf_counter() - start
+                mid = time.perf_counter()
                 row.update(self.evaluate("test"))
-                for fn in self.epoch_metrics:
-                    row.update(fn(self.model))
-                row["lr"] = self.optimizer.param_groups[0]["lr"]
+                row["eval_time_s"] = time.perf_counter() - mid
+                row["lr"] = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+                row["loss_name"] = self.loss.name
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, row)
                 row["epoch_time_s"] = time.perf_counter() - start
                 self.wall_time_s += row["epoch_time_s"]
                 self.epoch = epoch
                 self.history.append(row)
                 self.save_checkpoint()
-                with (self.run_dir / "metrics.jsonl").open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if bar is not None:
-                    bar.console.print(
-                        f"epoch {epoch:3d}  train loss {row['train_loss']:.4f} "
-                        f"acc {row['train_accuracy']:.2%}  test acc {row['test_accuracy']:.2%}  "
-                        f"({row['epoch_time_s']:.1f} s)"
-                    )
-        return self.finish()
+                self.rundir.write_metrics(self.history)
+                bar.end_epoch(self._epoch_line(row))
+        summary = self.finish()
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        return summary
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        m = self.task.metric
+        fmt = (lambda v: f"{v:.2%}") if m == "accuracy" else (lambda v: f"{v:.4g}")
+        return (
+            f"epoch {row['epoch']:3d}/{self.config.epochs}  train loss {row['train_loss']:.4f} "
+            f"{m} {fmt(row[f'train_{m}'])}  test {m} {fmt(row[f'test_{m}'])}  "
+            f"({row['epoch_time_s']:.1f} s)"
+        )
+
+    def record_activity(self) -> Activity:
+        """Spikes of every spiking layer for the first test samples, with labels and
+        predictions (classification)."""
+        loader = DataLoader(self.test_set, batch_size=ACTIVITY_SAMPLES)
+        x, y = next(iter(loader))
+        self.model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            xt = self.encode(x)
+            spikes = record_spikes(self.model, xt)
+            labels = predictions = None
+            if self.task.name == "classification":
+                with torch.no_grad():
+                    predictions = self.task.predict(self.model(xt)).tolist()
+                labels = [int(v) for v in y]
+        return Activity(spikes, labels, predictions)
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json``, the activity record and the plots; return the summary."""
         from ..plots import firing_rates, plot_run
 
-        x, _ = next(iter(DataLoader(self.test_set, batch_size=64)))
-        self.model.eval()
-        spikes = record_activity(self.model, self.encode(x))
-        if spikes:
-            from safetensors.torch import save_file
-
-            save_file(
-                {k: v.contiguous() for k, v in spikes.items()},
-                str(self.run_dir / ACTIVITY),
-                metadata={"layers": json.dumps(list(spikes))},
-            )
+        activity = self.record_activity()
+        if activity.spikes:
+            save_activity(self.rundir / RunDir.ACTIVITY, activity)
         last = self.history[-1] if self.history else {}
-        summary = {
-            "test_accuracy": last.get("test_accuracy"),
-            "best_test_accuracy": max((r["test_accuracy"] for r in self.history), default=None),
-            "train_accuracy": last.get("train_accuracy"),
-            "test_loss": last.get("test_loss"),
-            "epochs": self.epoch,
-            "wall_time_s": self.wall_time_s,
-            "seed": self.config.seed,
-            "spiking": self.config.spiking,
-            "steps": self.config.effective_steps,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "firing_rates": firing_rates(spikes) if spikes else {},
-            "config": self.config.to_dict(),
-            "versions": versions(),
-            "run_dir": str(self.run_dir),
+        m = self.task.metric
+        pick = max if self.task.higher_is_better else min
+        summary: dict[str, Any] = {
+            "task": self.task.name,
+            "method": self.config.method,
+            "loss_name": self.loss.name,
         }
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_run(self.run_dir)
+        summary.update({k: v for k, v in last.items() if k.startswith("test_")})
+        summary[f"best_test_{m}"] = pick((r[f"test_{m}"] for r in self.history), default=None)
+        summary[f"train_{m}"] = last.get(f"train_{m}")
+        summary["train_loss"] = last.get("train_loss")
+        summary.update(
+            {
+                "epochs": self.epoch,
+                "wall_time_s": self.wall_time_s,
+                "seed": self.config.seed,
+                "spiking": self.config.spiking,
+                "steps": self.config.effective_steps,
+                "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "firing_rates": firing_rates(activity.spikes) if activity.spikes else {},
+                "data_spec": self.task.spec.to_dict(),
+                "config": self.config.to_dict(),
+                "versions": versions(),
+                "run_dir": str(self.rundir),
+            }
+        )
+        self.rundir.write_json(RunDir.SUMMARY, summary)
+        plot_run(self.rundir.path)
         return summary
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write model, optimizer and scheduler state atomically (default: the run's latest)."""
         tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        opt_tensors, opt_struct = flatten_state("optimizer", self.optimizer.state_dict())
-        sched_tensors, sched_struct = flatten_state("scheduler", self.scheduler.state_dict())
-        tensors.update(opt_tensors)
-        tensors.update(sched_tensors)
-        meta = {
+        meta: dict[str, Any] = {
             "kind": "spikeforge-training-state",
             "epoch": self.epoch,
             "config": self.config.to_dict(),
             "history": self.history,
             "wall_time_s": self.wall_time_s,
-            "optimizer": opt_struct,
-            "scheduler": sched_struct,
+            "optimizer": None,
+            "scheduler": None,
+            "task": self.task.name,
+            "method": self.config.method,
+            "data_spec": self.task.spec.to_dict(),
             "versions": versions(),
         }
-        return save_checkpoint(Path(path) if path else self.run_dir / CHECKPOINT, tensors, meta)
+        for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+            if obj is not None:
+                obj_tensors, meta[key] = flatten_state(key, obj.state_dict())
+                tensors.update(obj_tensors)
+        return save_checkpoint(
+            Path(path) if path else self.rundir / RunDir.CHECKPOINT, tensors, meta
+        )
 
     @classmethod
-    def resume(cls, run_dir: str | Path, progress: bool = True) -> Trainer:
-        """Continue the run in ``run_dir`` from its latest checkpoint."""
-        run_dir = Path(run_dir)
-        tensors, meta = load_checkpoint(run_dir / CHECKPOINT)
-        if meta.get("kind") != "spikeforge-training-state":
-            raise CheckpointError(f"{run_dir / CHECKPOINT} is not a spikeforge training checkpoint")
+    def resume(
+        cls,
+        run_dir: str | Path,
+        progress: bool = True,
+        method: TrainingMethod | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        callbacks: Sequence[Callback] = (),
+        epochs: int | None = None,
+        data_root: str | None = None,
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its latest checkpoint.
+
+        ``datasets`` and ``method`` must be given again when the run was trained on injected
+        data or with an unregistered method instance. ``epochs`` extends the run (its schedule
+        is stretched to the new length); ``data_root`` says where the dataset's files are now.
+        """
+        rundir = RunDir(run_dir).require()
+        tensors, meta = read_training_checkpoint(rundir.path / RunDir.CHECKPOINT)
+        config = TrainConfig.from_dict(meta["config"], source=str(rundir / RunDir.CHECKPOINT))
+        if epochs is not None:
+            if epochs < len(meta["history"]):
+                raise ConfigError(
+                    f"--epochs {epochs} is below the {len(meta['history'])} epochs already "
+                    "trained; pass a larger value to extend the run"
+                )
+            config.epochs = epochs
+        if data_root is not None:
+            config.data_root = data_root
         trainer = cls(
-            TrainConfig.from_dict(meta["config"], source=str(run_dir / CHECKPOINT)),
-            run_dir=run_dir,
+            config,
+            method=method,
+            datasets=datasets,
+            callbacks=callbacks,
+            run_dir=rundir.path,
             progress=progress,
         )
         trainer.load_state(tensors, meta)
@@ -370,52 +453,51 @@ class Trainer:
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
         """Restore model, optimizer, scheduler and history from a loaded checkpoint."""
-        model_state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        load_model_state(self.model, tensors, self.rundir / RunDir.CHECKPOINT)
         try:
-            self.model.load_state_dict(model_state)
-            self.optimizer.load_state_dict(unflatten_state(tensors, meta["optimizer"]))
-            self.scheduler.load_state_dict(unflatten_state(tensors, meta["scheduler"]))
-        except (KeyError, RuntimeError, ValueError) as exc:
+            for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+                if obj is not None:
+                    obj.load_state_dict(unflatten_state(tensors, meta[key]))
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
             msg = str(exc).splitlines()[0]
             raise CheckpointError(
-                f"checkpoint does not match the configured model: {msg}"
+                f"checkpoint's optimizer state does not match the configured run: {msg}"
             ) from None
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
         self.wall_time_s = float(meta["wall_time_s"])
-
-    def _rewrite_metrics(self) -> None:
-        # Lines written after the last checkpoint (a crash between the two) are dropped.
-        with (self.run_dir / "metrics.jsonl").open("w") as fh:
-            for row in self.history:
-                fh.write(json.dumps(row) + "\n")
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            # A run extended with more epochs decays to zero at its new last epoch.
+            self.scheduler.T_max = self.config.epochs * self.steps_per_epoch
 
 
-class _NullContext:
-    def __enter__(self):
-        return None
+@contextlib.contextmanager
+def _out_of_memory_advice(config: TrainConfig, where: str) -> Iterator[None]:
+    """Turn an allocator failure into a one-line error that says which options to lower."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and not any(
+            key in text for key in ("out of memory", "can't allocate memory", "not enough memory")
+        ):
+            raise
+        raise TrainingError(
+            f"out of memory {where} (T={config.steps}, batch size {config.batch_size}, eval "
+            f"batch size {config.eval_batch_size}); lower --steps, --batch-size or "
+            "eval_batch_size"
+        ) from None
 
-    def __exit__(self, *exc):
-        return False
+
+def read_training_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a training checkpoint, the metadata checked against its schema."""
+    tensors, meta = load_checkpoint(path)
+    return tensors, validate_training_meta(meta, path, tensors=tensors)
 
 
-def _progress(enabled: bool):
-    if not enabled:
-        return _NullContext()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"),
-    )
+def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load the checkpoint's ``model/`` tensors into ``model``; refuse missing, extra, reshaped
+    or re-typed weights (an int64 or float16 weight is never silently cast)."""
+    state = {k: v for k, v in tensors.items() if k.startswith("model/")}
+    check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
+    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})

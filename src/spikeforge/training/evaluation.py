@@ -1,0 +1,82 @@
+"""Encoding a dataset batch for the model and evaluating a model on a dataset.
+
+One implementation serves the trainer's per-epoch evaluation and :func:`spikeforge.load_run`,
+so a reloaded run reproduces the accuracy in its ``summary.json`` exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .. import encoding
+from ..errors import InputError
+from ..losses import Loss
+from ..tasks import DataSpec, Task
+from .config import TrainConfig
+
+__all__ = ["encode_batch", "evaluate_model", "eval_seed"]
+
+
+def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
+    """The model's time-major input ``[T, B, ...]`` for a dataset batch ``x``.
+
+    Static batches ``[B, ...]`` are encoded over the configured steps; a temporal dataset's
+    ``[B, T, ...]`` batch is made time-major after checking its ``T``.
+    """
+    if spec.temporal:
+        if x.dim() < 2 or x.shape[1] != config.steps:
+            raise InputError(
+                f"a temporal batch must be [B, T={config.steps}, ...], got {tuple(x.shape)}; "
+                "bin the recordings into `steps` frames"
+            )
+        return x.transpose(0, 1)
+    if tuple(x.shape[1:]) != spec.input_shape:
+        raise InputError(
+            f"expected a batch of samples shaped {spec.input_shape}, got {tuple(x.shape[1:])}"
+        )
+    return encoding.encode(config.encoder, x, config.effective_steps)
+
+
+def eval_seed(config: TrainConfig) -> int:
+    """The seed of the evaluation's randomness (e.g. Poisson encoding), fixed per run."""
+    return (config.seed * 1_000_003 + 999_983) % 2**63
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    task: Task,
+    loss: Loss,
+    dataset: Dataset,
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """``{"loss": ..., metric: ...}`` of ``model`` (put in eval mode) over ``dataset``.
+
+    Randomness (Poisson encoding) is drawn from a generator seeded from the run's seed inside
+    a forked RNG, so evaluating never changes the training's random stream and always gives the
+    same numbers.
+    """
+    loader = DataLoader(dataset, batch_size=config.eval_batch_size)
+    model.eval()
+    totals: dict[str, list[float]] = {}
+    loss_sum, n = 0.0, 0
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(eval_seed(config))
+        for x, y in loader:
+            out = model(encode_batch(config, task.spec, x))
+            target = task.target(x, y)
+            loss_sum += float(loss(out, target)) * len(x)
+            n += len(x)
+            for key, (total, count) in task.batch_metrics(out, target).items():
+                acc = totals.setdefault(key, [0.0, 0])
+                acc[0] += total
+                acc[1] += count
+    if n == 0:
+        raise InputError("cannot evaluate on an empty dataset")
+    result: dict[str, Any] = {"loss": loss_sum / n}
+    result.update({k: total / count for k, (total, count) in totals.items()})
+    return result

@@ -1,0 +1,92 @@
+"""load_run: a trained model back without datasets or optimizers, with the same numbers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.utils.data import Subset
+
+import spikeforge as sf
+from spikeforge import data
+from spikeforge.errors import CheckpointError, DataError
+from spikeforge.training import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+
+
+def tiny(tmp_path, **kw):
+    values = dict(
+        dataset="digits",
+        model="mlp",
+        steps=3,
+        epochs=2,
+        batch_size=64,
+        population=2,
+        out_dir=str(tmp_path),
+    )
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+@pytest.mark.parametrize("encoder", ["direct", "poisson"])
+def test_load_run_reproduces_the_summary_accuracy_exactly(tmp_path, encoder):
+    summary = Trainer(tiny(tmp_path, encoder=encoder), progress=False).fit()
+    run = sf.load_run(summary["run_dir"])
+    assert not run.model.training and run.epoch == 2
+    result = run.evaluate("test")
+    assert result["accuracy"] == summary["test_accuracy"]
+    assert result["loss"] == summary["test_loss"]
+    x = torch.stack([data.load("digits", "test")[i][0] for i in range(8)])
+    pred = run.predict(x)
+    assert pred.shape == (8,) and pred.dtype == torch.int64
+    assert run.encode(x).shape[:2] == (3, 8)
+
+
+def test_load_run_of_a_noisy_and_an_na_run_rebuilds_the_method_network(tmp_path):
+    arms = (("noisy", {"sigma": 0.2}, "if"), ("na", {"network": "4C3-P2-16"}, "lif"))
+    for method, options, neuron in arms:
+        cfg = tiny(tmp_path, method=method, method_options=options, neuron=neuron, epochs=1)
+        summary = Trainer(cfg, progress=False).fit()
+        run = sf.load_run(summary["run_dir"])
+        assert run.evaluate("test")["accuracy"] == summary["test_accuracy"]
+        assert run.loss.name == summary["loss_name"]
+
+
+def test_load_run_on_injected_data_needs_the_dataset(tmp_path):
+    test = Subset(data.load("digits", "test"), range(90))
+    train = Subset(data.load("digits", "train"), range(300))
+    summary = Trainer(
+        tiny(tmp_path, dataset="digits-part"), datasets=(train, test), progress=False
+    ).fit()
+    run = sf.load_run(summary["run_dir"])
+    with pytest.raises(DataError, match="injected datasets; pass dataset="):
+        run.evaluate("test")
+    assert run.evaluate(dataset=test)["accuracy"] == summary["test_accuracy"]
+
+
+def test_load_run_refuses_missing_and_mismatched_checkpoints(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        sf.load_run(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no checkpoint.safetensors"):
+        sf.load_run(tmp_path / "empty")
+    summary = Trainer(tiny(tmp_path, epochs=1), progress=False).fit()
+    path = f"{summary['run_dir']}/checkpoint.safetensors"
+    tensors, meta = load_checkpoint(path)
+    tensors["model/fc1.module.0.weight"] = tensors["model/fc1.module.0.weight"].to(torch.int64)
+    save_checkpoint(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="is int64, expected float32"):
+        sf.load_run(summary["run_dir"])
+
+
+def test_eval_command_uses_load_run_and_matches_the_summary(tmp_path):
+    from typer.testing import CliRunner
+
+    from spikeforge.cli import app
+
+    summary = Trainer(tiny(tmp_path, epochs=1), progress=False).fit()
+    result = CliRunner().invoke(app, ["eval", summary["run_dir"]])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path.joinpath(summary["run_dir"]) / "eval.json").read_text())
+    assert written["test_accuracy"] == summary["test_accuracy"]
+    assert written["loss_name"] == summary["loss_name"]
