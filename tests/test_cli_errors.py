@@ -83,6 +83,7 @@ def test_unknown_and_wrongly_typed_toml_values_are_one_line_errors(tmp_path):
         'detach_reset = "no"\n': "detach_reset must be true/false, got 'no'",
         "seed = 100000000000000000000\n": "seed must be at most",
         '[method]\nname = "bptt"\n[method.bptt]\nlr = 1\n': "unknown option(s) 'lr'",
+        'data_root = "/somewhere"\n': "data_root does not apply to the embedded dataset",
     }
     for text, match in cases.items():
         path = tmp_path / "c.toml"

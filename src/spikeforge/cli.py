@@ -272,6 +272,8 @@ def data_list(
     """Show each dataset, whether its files are found, and where they go (full paths)."""
     from . import data
 
+    if data_root is not None and data_root.exists() and not data_root.is_dir():
+        raise ConfigError(f"--data-root {data_root} is a file; pass the folder holding datasets")
     rows = data.catalog(str(data_root) if data_root else None)
     width = max(len(r["name"]) for r in rows)
     for row in rows:

@@ -98,7 +98,12 @@ def run_experiment(
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(out_dir) / f"{name}{'-quick' if quick else ''}-{stamp}"
     ctx = ExperimentContext(folder, quick, list(range(seeds)), progress)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise ConfigError(
+            f"cannot create the report folder {folder}: {exc.strerror}; choose another --out-dir"
+        ) from None
     start = time.perf_counter()
     report = cls().run(ctx)
     report.setup.setdefault("seeds", ctx.seeds)

@@ -41,7 +41,9 @@ class MLP(nn.Sequential):
             raise ConfigError(f"MLP: readout must be 'spikes' or 'linear', got {readout!r}")
         act = neuron if neuron is not None else nn.ReLU
         tag = "spike" if neuron is not None else "act"
-        layers: OrderedDict[str, nn.Module] = OrderedDict(flatten=TimeFolded(nn.Flatten()))
+        layers: OrderedDict[str, nn.Module] = OrderedDict(
+            flatten=TimeFolded(nn.Flatten(), sample_rank=len(input_shape))
+        )
         width = math.prod(input_shape)
         for i, h in enumerate(hidden, start=1):
             linear = nn.Linear(width, h, bias=not batch_norm)

@@ -113,8 +113,11 @@ class TrainConfig:
         hints = typing.get_type_hints(TrainConfig)
         for f in dataclasses.fields(self):
             setattr(self, f.name, check_value(hints[f.name], getattr(self, f.name), f.name))
-        if check_dataset:
-            data.info(self.dataset)
+        if check_dataset and data.info(self.dataset).kind == "embedded" and self.data_root:
+            raise ConfigError(
+                f"data_root does not apply to the embedded dataset {self.dataset!r} (it ships "
+                "inside a package); leave it out"
+            )
         if self.task:
             TASKS.check(self.task)
         if self.architecture not in MODELS:

@@ -137,8 +137,9 @@ class RunDir:
     def require(self) -> RunDir:
         """``self`` if it is a run directory with a checkpoint, else a one-line DataError."""
         if not self.path.is_dir():
+            what = "is a file, not a directory" if self.path.exists() else "does not exist"
             raise DataError(
-                f"run directory {self.path} does not exist; pass a directory written by "
+                f"run directory {self.path} {what}; pass a directory written by "
                 "`spikeforge train`"
             )
         if not (self.path / self.CHECKPOINT).is_file():
