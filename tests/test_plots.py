@@ -178,3 +178,34 @@ def test_plot_run_keeps_layer_order_from_metadata(tmp_path: Path) -> None:
     tensors["alpha"] = torch.ones(2, 1, 2, dtype=torch.uint8)
     save_file(tensors, str(path), metadata={"layers": json.dumps(["zeta", "alpha"])})
     assert list(_read_activity(path)) == ["zeta", "alpha"]
+
+
+def test_raster_shows_only_neurons_that_fired_and_names_label_and_prediction(
+    tmp_path: Path,
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    spikes = torch.zeros(4, 2, 25088, dtype=torch.uint8)
+    active = torch.tensor([5, 700, 20000])
+    spikes[1, 0, active] = 1
+    from spikeforge import plots
+
+    captured = {}
+    original = plots._save
+
+    def keep(fig, path):
+        captured["fig"] = fig
+        return original(fig, path)
+
+    plots._save = keep
+    try:
+        out = plot_spike_raster({"conv": spikes}, tmp_path / "r.png", label=3, predicted=5)
+    finally:
+        plots._save = original
+    _assert_png(out)
+    fig = captured["fig"]
+    ax = fig.axes[0]
+    assert "3 active, 25085 of 25088 silent" in ax.get_title()
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["5", "700", "20000"]
+    assert "label 3, predicted 5" in fig._suptitle.get_text()
