@@ -160,7 +160,7 @@ def train(
                 f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
                 "--epochs to extend it"
             )
-        typer.echo(f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}")
+        _say(trainer, f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}")
     else:
         values: dict[str, Any] = load_config(config) if config is not None else {}
         if "method" in given and given["method"] != values.get("method", given["method"]):
@@ -169,9 +169,11 @@ def train(
         cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
         trainer = Trainer(cfg, progress=progress)
         cfg = trainer.config
-        typer.echo(
+        _say(
+            trainer,
             f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
             f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed} -> {trainer.run_dir}"
+            + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
         )
     try:
         summary = trainer.fit()
@@ -187,12 +189,19 @@ def train(
         raise typer.Exit(130) from None
     metric = trainer.task.metric
     fmt = (lambda v: f"{v:.2%}") if metric == "accuracy" else (lambda v: f"{v:.4g}")
-    typer.echo(
+    _say(
+        trainer,
         f"test {metric} {fmt(summary[f'test_{metric}'])} "
         f"(best {fmt(summary[f'best_test_{metric}'])}), train {metric} "
-        f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s"
+        f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s",
     )
-    typer.echo(f"run written to {trainer.run_dir}")
+    _say(trainer, f"run written to {trainer.run_dir}")
+
+
+def _say(trainer: Any, line: str) -> None:
+    """Print on the main process only (torchrun starts several)."""
+    if trainer.dist.is_main:
+        typer.echo(line)
 
 
 def _refuse_conflicts(given: dict[str, Any], saved: TrainConfig) -> None:
@@ -308,7 +317,30 @@ def main() -> None:
     except typer.Abort:
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - only a peer's failure is reported, not swallowed
+        if not _peer_failure(exc):
+            raise
+        typer.echo(
+            "error: another training process failed or was killed, so this one stopped "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _peer_failure(exc: Exception) -> bool:
+    """A torch.distributed error in a torchrun job (a dead or timed-out peer)."""
+    import os
+
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    import torch.distributed as dist
+
+    dist_error = getattr(dist, "DistError", ())
+    return isinstance(exc, dist_error) or any(
+        key in str(exc) for key in ("Connection closed by peer", "Connection reset", "timed out")
+    )
 
 
 def _fail(message: str) -> None:

@@ -18,7 +18,7 @@ from ..losses import Loss
 from ..tasks import DataSpec, Task
 from .config import TrainConfig
 
-__all__ = ["encode_batch", "evaluate_model", "eval_seed"]
+__all__ = ["encode_batch", "evaluate_model", "evaluation_sums", "averages", "eval_seed"]
 
 
 def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
@@ -47,14 +47,15 @@ def eval_seed(config: TrainConfig) -> int:
 
 
 @torch.no_grad()
-def evaluate_model(
+def evaluation_sums(
     model: nn.Module,
     task: Task,
     loss: Loss,
     dataset: Dataset,
     config: TrainConfig,
-) -> dict[str, Any]:
-    """``{"loss": ..., metric: ...}`` of ``model`` (put in eval mode) over ``dataset``.
+) -> dict[str, list[float]]:
+    """``{"loss": [sum, n], metric: [sum, count]}`` of ``model`` (put in eval mode) over
+    ``dataset``; sums, so shares of a dataset evaluated apart add up exactly.
 
     Randomness (Poisson encoding) is drawn from a generator seeded from the run's seed inside
     a forked RNG, so evaluating never changes the training's random stream and always gives the
@@ -62,21 +63,34 @@ def evaluate_model(
     """
     loader = DataLoader(dataset, batch_size=config.eval_batch_size)
     model.eval()
-    totals: dict[str, list[float]] = {}
-    loss_sum, n = 0.0, 0
+    totals: dict[str, list[float]] = {"loss": [0.0, 0]}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(eval_seed(config))
         for x, y in loader:
             out = model(encode_batch(config, task.spec, x))
             target = task.target(x, y)
-            loss_sum += float(loss(out, target)) * len(x)
-            n += len(x)
+            totals["loss"][0] += float(loss(out, target)) * len(x)
+            totals["loss"][1] += len(x)
             for key, (total, count) in task.batch_metrics(out, target).items():
                 acc = totals.setdefault(key, [0.0, 0])
                 acc[0] += total
                 acc[1] += count
-    if n == 0:
+    return totals
+
+
+def evaluate_model(
+    model: nn.Module,
+    task: Task,
+    loss: Loss,
+    dataset: Dataset,
+    config: TrainConfig,
+) -> dict[str, Any]:
+    """``{"loss": ..., metric: ...}`` of ``model`` over ``dataset`` (:func:`evaluation_sums`)."""
+    return averages(evaluation_sums(model, task, loss, dataset, config))
+
+
+def averages(totals: dict[str, list[float]]) -> dict[str, Any]:
+    """``{key: sum / count}``; an empty dataset is an error."""
+    if totals["loss"][1] == 0:
         raise InputError("cannot evaluate on an empty dataset")
-    result: dict[str, Any] = {"loss": loss_sum / n}
-    result.update({k: total / count for k, (total, count) in totals.items()})
-    return result
+    return {k: total / count for k, (total, count) in totals.items()}

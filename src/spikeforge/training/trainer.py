@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from .. import data as datasets
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
@@ -47,7 +47,8 @@ from .checkpoint import (
     validate_training_meta,
 )
 from .config import TrainConfig
-from .evaluation import encode_batch, evaluate_model
+from .distributed import Distributed, from_environment
+from .evaluation import averages, encode_batch, evaluation_sums
 from .methods import StepContext, TrainingMethod, make_method
 from .progress import EpochProgress
 from .rundir import RunDir
@@ -120,7 +121,9 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         run_dir: str | Path | None = None,
         progress: bool = True,
+        distributed: Distributed | None = None,
     ) -> None:
+        self.dist = distributed if distributed is not None else from_environment()
         config = dataclasses.replace(config)
         if isinstance(method, TrainingMethod):
             config.method, config.method_options = method.name, method.options_dict()
@@ -150,15 +153,42 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         self.model = self.method.build_model(self.config, self.task)
-        self.steps_per_epoch = math.ceil(len(self.train_set) / config.batch_size)
+        self.steps_per_epoch = self._steps_per_epoch()
         opt = self.method.configure_optimizers(self.model, self.config, self.steps_per_epoch)
         self.optimizer = opt.optimizer if opt is not None else None
         self.scheduler = opt.scheduler if opt is not None else None
+        self._net = self._parallel(self.model)
         self.loss = self.method.loss(self.task)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
-        self.rundir = RunDir(run_dir) if run_dir is not None else self._new_run_dir()
+        if run_dir is None:  # every process writes (rank 0) or reads the same directory
+            run_dir = self.dist.broadcast(str(self._new_run_dir().path))
+        self.rundir = RunDir(run_dir)
+
+    def _steps_per_epoch(self) -> int:
+        n, batch, world = len(self.train_set), self.config.batch_size, self.dist.world
+        if batch % world:
+            raise ConfigError(
+                f"batch_size {batch} must split evenly over {world} processes (it is the "
+                "global batch); choose a multiple of the process count"
+            )
+        if len(self.test_set) < world:
+            raise ConfigError(f"the test set has fewer samples than the {world} processes")
+        return math.ceil(math.ceil(n / world) / (batch // world))
+
+    def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as the training forward sees it: wrapped in DDP across processes."""
+        if not self.dist.active:
+            return model
+        if self.optimizer is None:
+            raise ConfigError(
+                f"method {self.config.method!r} updates weights itself, so processes would "
+                "drift apart; train it in one process"
+            )
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
 
     @property
     def run_dir(self) -> Path:
@@ -194,8 +224,9 @@ class Trainer:
         return encode_batch(self.config, self.task.spec, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Encode a dataset batch and run the model: ``[T, B, ...]`` output."""
-        return self.model(self.encode(x))
+        """Encode a dataset batch and run the model (through DDP when distributed):
+        ``[T, B, ...]`` output."""
+        return self._net(self.encode(x))
 
     def _epoch_seed(self, epoch: int) -> int:
         return (self.config.seed * 1_000_003 + epoch) % 2**63
@@ -204,10 +235,20 @@ class Trainer:
         """Train one epoch (1-based ``epoch``); returns the running loss and metrics."""
         seed = self._epoch_seed(epoch)
         torch.manual_seed(seed)
-        gen = torch.Generator().manual_seed(seed)
-        loader = DataLoader(
-            self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen
-        )
+        if self.dist.active:
+            sampler = DistributedSampler(
+                self.train_set, self.dist.world, self.dist.rank, shuffle=True, seed=seed
+            )
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                self.train_set, batch_size=self.config.batch_size // self.dist.world,
+                sampler=sampler,
+            )  # fmt: skip
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            loader = DataLoader(
+                self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen
+            )
         ctx = StepContext(
             self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip, self.task
         )
@@ -230,8 +271,12 @@ class Trainer:
                 bar.update(i + 1, loss_sum / seen, self.task.describe(running))
             for cb in self.callbacks:
                 cb.on_batch_end(self, epoch, i, float(loss))
-        row = {"train_loss": loss_sum / seen}
-        row.update({f"train_{k}": t / c for k, (t, c) in totals.items()})
+        keys = sorted(totals)
+        flat = self.dist.all_sum(
+            [loss_sum, seen, *(v for k in keys for v in totals[k])]
+        )  # fmt: skip
+        row = {"train_loss": flat[0] / flat[1]}
+        row.update({f"train_{k}": flat[2 + 2 * i] / flat[3 + 2 * i] for i, k in enumerate(keys)})
         return row
 
     def _step(
@@ -266,8 +311,13 @@ class Trainer:
         if split not in ("train", "test"):
             raise InputError(f"unknown split {split!r}; choose one of train, test")
         dataset = self.test_set if split == "test" else self.train_set
+        if self.dist.active:  # each process evaluates its share; the sums are added
+            dataset = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world))
         with _out_of_memory_advice(self.config, f"evaluating the {split} split"):
-            result = evaluate_model(self.model, self.task, self.loss, dataset, self.config)
+            sums = evaluation_sums(self.model, self.task, self.loss, dataset, self.config)
+        keys = sorted(sums)
+        flat = self.dist.all_sum([v for k in keys for v in sums[k]])
+        result = averages({k: flat[2 * i : 2 * i + 2] for i, k in enumerate(keys)})
         return {f"{split}_{k}": v for k, v in result.items()}
 
     # -- the whole run --------------------------------------------------------------------
@@ -276,8 +326,10 @@ class Trainer:
 
         The run directory is locked against a second process for the duration. If the run
         fails or is interrupted before its first checkpoint, the directory it created is
-        removed; later, it stays resumable.
+        removed; later, it stays resumable. Across processes, only rank 0 writes files.
         """
+        if not self.dist.is_main:
+            return self._fit()
         created = not self.rundir.path.exists()
         self.rundir.create()
         try:
@@ -289,12 +341,14 @@ class Trainer:
             raise
 
     def _fit(self) -> dict[str, Any]:
-        self.rundir.write_json(RunDir.CONFIG, self.config.to_dict())
-        self.rundir.write_metrics(self.history)
+        main = self.dist.is_main
+        if main:
+            self.rundir.write_json(RunDir.CONFIG, self.config.to_dict())
+            self.rundir.write_metrics(self.history)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         total = self.config.epochs
-        with EpochProgress(self.progress, total, self.steps_per_epoch) as bar:
+        with EpochProgress(self.progress and main, total, self.steps_per_epoch) as bar:
             for epoch in range(self.epoch + 1, total + 1):
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
@@ -314,10 +368,11 @@ class Trainer:
                 self.wall_time_s += row["epoch_time_s"]
                 self.epoch = epoch
                 self.history.append(row)
-                self.save_checkpoint()
-                self.rundir.write_metrics(self.history)
+                if main:
+                    self.save_checkpoint()
+                    self.rundir.write_metrics(self.history)
                 bar.end_epoch(self._epoch_line(row))
-        summary = self.finish()
+        summary = self.dist.broadcast(self.finish() if main else None)
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
