@@ -274,6 +274,16 @@ def experiment(
     typer.echo(f"report written to {folder / 'report.md'}")
 
 
+def _export_commands() -> None:
+    from .export.cli import export_command, import_command
+
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+
+
+_export_commands()
+
+
 @data_app.command("list")
 def data_list(
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
