@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -174,8 +174,10 @@ def load(
         return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
     assert dataset.factory is not None
     root_path = resolve_root(root)
-    params = inspect.signature(dataset.factory).parameters
-    valid = [p for p in params if p not in ("root", "split")]
+    params = inspect.signature(dataset.factory).parameters.values()
+    valid = [p.name for p in params if p.name not in ("root", "split") and p.kind != p.VAR_KEYWORD]
+    if any(p.kind == p.VAR_KEYWORD for p in params):  # the event sets' **options
+        valid += [f.name for f in fields(event_datasets.EventOptions)]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(

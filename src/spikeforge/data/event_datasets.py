@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from .layouts import CIFAR10_CLASSES, LAYOUTS, split_dir
 
 __all__ = [
     "Sample",
+    "EventOptions",
     "EventFrameDataset",
     "nmnist",
     "dvs_gesture",
@@ -165,34 +167,56 @@ class EventFrameDataset(Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.frames(i))), self.samples[i].label
 
 
-def _transform(
-    name: str,
-    sensor_size: tuple[int, int],
-    frames: int | None,
-    time_window: int | None,
-    event_count: int | None,
-    spatial_factor: int,
-    denoise_us: int | None,
-    transform: ToFrames | None,
-) -> ToFrames:
-    if transform is not None:
-        if any(v is not None for v in (frames, time_window, event_count, denoise_us)):
-            raise ConfigError(f"{name}: give either transform= or binning options, not both")
-        return transform
-    if frames is None and time_window is None and event_count is None:
-        frames = DEFAULT_FRAMES[name]
-    return ToFrames(
-        sensor_size,
-        n_frames=frames,
-        time_window=time_window,
-        event_count=event_count,
-        spatial_factor=spatial_factor,
-        denoise_us=denoise_us,
-    )
+@dataclass(frozen=True)
+class _Binning:
+    """The binning options of :class:`ToFrames` (``frames`` = ``n_frames``)."""
+
+    frames: int | None = None
+    time_window: int | None = None
+    event_count: int | None = None
+    spatial_factor: int = 1
+    denoise_us: int | None = None
+
+    def to_frames(self, sensor_size: tuple[int, int], default_frames: int) -> ToFrames:
+        """:class:`ToFrames` for these options; ``default_frames`` frames when none of
+        ``frames``, ``time_window`` and ``event_count`` is given."""
+        frames = self.frames
+        if frames is None and self.time_window is None and self.event_count is None:
+            frames = default_frames
+        return ToFrames(
+            sensor_size,
+            n_frames=frames,
+            time_window=self.time_window,
+            event_count=self.event_count,
+            spatial_factor=self.spatial_factor,
+            denoise_us=self.denoise_us,
+        )
 
 
-def _cache(cache: bool, cache_dir: str | Path | None) -> FrameCache:
-    return FrameCache(cache_dir if cache_dir is not None else default_cache_dir(), cache)
+@dataclass(frozen=True)
+class EventOptions(_Binning):
+    """The options every event dataset takes (``**options`` of :func:`nmnist`,
+    :func:`dvs_gesture` and :func:`cifar10_dvs`; see :func:`spikeforge.data.load`)."""
+
+    transform: ToFrames | None = None
+    cache: bool = True
+    cache_dir: str | Path | None = None
+    strict: bool = True
+
+    def dataset(
+        self, name: str, samples: list[Sample], sensor_size: tuple[int, int], fmt: str
+    ) -> EventFrameDataset:
+        """``samples`` of dataset ``name`` binned by these options and cached."""
+        given = (self.frames, self.time_window, self.event_count, self.denoise_us)
+        if self.transform is not None:
+            if any(v is not None for v in given):
+                raise ConfigError(f"{name}: give either transform= or binning options, not both")
+            transform = self.transform
+        else:
+            transform = self.to_frames(sensor_size, DEFAULT_FRAMES[name])
+        cache_dir = self.cache_dir if self.cache_dir is not None else default_cache_dir()
+        cache = FrameCache(cache_dir, self.cache)
+        return EventFrameDataset(name, samples, transform, cache, fmt, self.strict)
 
 
 def _check_split(split: str) -> None:
@@ -206,21 +230,13 @@ def _check_split(split: str) -> None:
 def nmnist(
     root: Path,
     split: str = "train",
-    *,
-    frames: int | None = None,
-    time_window: int | None = None,
-    event_count: int | None = None,
-    spatial_factor: int = 1,
-    denoise_us: int | None = None,
-    transform: ToFrames | None = None,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    strict: bool = True,
+    **options: Any,
 ) -> EventFrameDataset:
-    """N-MNIST from ``<root>/nmnist/{Train,Test}/<digit>/*.bin``."""
+    """N-MNIST from ``<root>/nmnist/{Train,Test}/<digit>/*.bin``; ``options``: :class:`EventOptions`
+    fields."""
+    opts = EventOptions(**options)
     _check_split(split)
-    root = Path(root)
-    folder = LAYOUTS["nmnist"].require("nmnist", root)
+    folder = LAYOUTS["nmnist"].require("nmnist", Path(root))
     sub = split_dir(folder, split)
     if sub is None:
         raise DataError(
@@ -237,17 +253,7 @@ def nmnist(
         raise DataError(
             f"nmnist: no .bin files in {sub}/<digit 0-9>/; put the {split} samples there"
         )
-    t = _transform(
-        "nmnist",
-        SENSOR_SIZES["nmnist"],
-        frames,
-        time_window,
-        event_count,
-        spatial_factor,
-        denoise_us,
-        transform,
-    )
-    return EventFrameDataset("nmnist", samples, t, _cache(cache, cache_dir), "nmnist", strict)
+    return opts.dataset("nmnist", samples, SENSOR_SIZES["nmnist"], "nmnist")
 
 
 # -- DVS128 Gesture ---------------------------------------------------------------------------
@@ -287,21 +293,13 @@ def read_gesture_labels(path: str | Path) -> list[tuple[int, int, int]]:
 def dvs_gesture(
     root: Path,
     split: str = "train",
-    *,
-    frames: int | None = None,
-    time_window: int | None = None,
-    event_count: int | None = None,
-    spatial_factor: int = 1,
-    denoise_us: int | None = None,
-    transform: ToFrames | None = None,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    strict: bool = True,
+    **options: Any,
 ) -> EventFrameDataset:
-    """DVS128 Gesture from ``<root>/DvsGesture/`` (see the module docstring)."""
+    """DVS128 Gesture from ``<root>/DvsGesture/`` (see the module docstring); ``options``:
+    :class:`EventOptions` fields."""
+    opts = EventOptions(**options)
     _check_split(split)
-    root = Path(root)
-    folder = LAYOUTS["dvs-gesture"].require("dvs-gesture", root)
+    folder = LAYOUTS["dvs-gesture"].require("dvs-gesture", Path(root))
     listing = folder / f"trials_to_{split}.txt"
     if not listing.is_file():
         raise DataError(f"dvs-gesture: {listing} is missing; it lists the {split} recordings")
@@ -318,17 +316,7 @@ def dvs_gesture(
         labels = rec.with_name(rec.stem + "_labels.csv")
         for label, start, end in read_gesture_labels(labels):
             samples.append(Sample(rec, label, start, end))
-    t = _transform(
-        "dvs-gesture",
-        SENSOR_SIZES["dvs128"],
-        frames,
-        time_window,
-        event_count,
-        spatial_factor,
-        denoise_us,
-        transform,
-    )
-    return EventFrameDataset("dvs-gesture", samples, t, _cache(cache, cache_dir), "aedat3", strict)
+    return opts.dataset("dvs-gesture", samples, SENSOR_SIZES["dvs128"], "aedat3")
 
 
 # -- CIFAR10-DVS ------------------------------------------------------------------------------
@@ -338,23 +326,16 @@ def cifar10_dvs(
     root: Path,
     split: str = "train",
     *,
-    frames: int | None = None,
-    time_window: int | None = None,
-    event_count: int | None = None,
-    spatial_factor: int = 1,
-    denoise_us: int | None = None,
-    transform: ToFrames | None = None,
-    cache: bool = True,
-    cache_dir: str | Path | None = None,
-    strict: bool = True,
     train_fraction: float = 0.9,
+    **options: Any,
 ) -> EventFrameDataset:
-    """CIFAR10-DVS from ``<root>/cifar10-dvs/<class>/*.aedat`` (see the module docstring)."""
+    """CIFAR10-DVS from ``<root>/cifar10-dvs/<class>/*.aedat`` (see the module docstring);
+    ``options``: :class:`EventOptions` fields."""
+    opts = EventOptions(**options)
     _check_split(split)
     if not 0 < train_fraction < 1:
         raise ConfigError(f"train_fraction must be in (0, 1), got {train_fraction}")
-    root = Path(root)
-    folder = LAYOUTS["cifar10-dvs"].require("cifar10-dvs", root)
+    folder = LAYOUTS["cifar10-dvs"].require("cifar10-dvs", Path(root))
     absent = [c for c in CIFAR10_CLASSES if not (folder / c).is_dir()]
     if absent:
         raise DataError(
@@ -372,14 +353,4 @@ def cifar10_dvs(
         cut = int(round(train_fraction * len(files)))
         chosen = files[:cut] if split == "train" else files[cut:]
         samples += [Sample(p, label) for p in chosen]
-    t = _transform(
-        "cifar10-dvs",
-        SENSOR_SIZES["dvs128"],
-        frames,
-        time_window,
-        event_count,
-        spatial_factor,
-        denoise_us,
-        transform,
-    )
-    return EventFrameDataset("cifar10-dvs", samples, t, _cache(cache, cache_dir), "aedat2", strict)
+    return opts.dataset("cifar10-dvs", samples, SENSOR_SIZES["dvs128"], "aedat2")

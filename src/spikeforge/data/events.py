@@ -149,33 +149,17 @@ def check_events(
 def detect_format(path: str | Path) -> str:
     """The format of an event file from its first bytes and, without a header, its suffix."""
     path = Path(path)
-    try:
-        with path.open("rb") as fh:
-            head = fh.read(16)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such event file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not head:
-        raise _empty(path, "the file is 0 bytes")
+    head = _read_bytes(path, 16)
     if head.startswith(b"#!AER-DAT4."):
         return "aedat4"
     if head.startswith(b"#!AER-DAT3.1"):
         return "aedat3"
-    if head.startswith(b"#!AER-DAT3"):
-        raise _err(
-            path,
-            f"AEDAT version {head[9:12].decode('ascii', 'replace')} is not supported "
-            "(AEDAT 2.0, 3.1 and 4.0 are)",
-        )
     if head.startswith(b"#!AER-DAT2."):
         return "aedat2"
     if head.startswith(b"#!AER-DAT"):
-        raise _err(
-            path,
-            f"AEDAT version {head[9:12].decode('ascii', 'replace')!r} is not "
-            "supported (AEDAT 2.0, 3.1 and 4.0 are)",
-        )
+        version = head[9:12].decode("ascii", "replace")
+        shown = version if head.startswith(b"#!AER-DAT3") else repr(version)
+        raise _err(path, f"AEDAT version {shown} is not supported (AEDAT 2.0, 3.1 and 4.0 are)")
     suffix = path.suffix.lower()
     if suffix in (".bin", ".bs2"):
         return "nmnist"
@@ -220,9 +204,11 @@ def read_events(
     return reader(path, sensor_size=sensor_size, strict=strict)
 
 
-def _read_bytes(path: Path) -> bytes:
+def _read_bytes(path: Path, size: int = -1) -> bytes:
+    """The first ``size`` bytes of ``path`` (all with ``-1``); an empty file is a DataError."""
     try:
-        data = path.read_bytes()
+        with path.open("rb") as fh:
+            data = fh.read(size)
     except FileNotFoundError:
         raise DataError(f"{path}: no such event file") from None
     except OSError as exc:
@@ -230,6 +216,15 @@ def _read_bytes(path: Path) -> bytes:
     if not data:
         raise _empty(path, "the file is 0 bytes")
     return data
+
+
+def _read_aedat(path: str | Path, magic: bytes, version: str) -> tuple[Path, bytes]:
+    """``path`` and its bytes, which must start with ``magic`` (AEDAT ``version``)."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if not data.startswith(magic):
+        raise _err(path, f"not an AEDAT {version} file: the first line is not '#!AER-DAT{version}'")
+    return path, data
 
 
 # -- N-MNIST ----------------------------------------------------------------------------------
@@ -289,10 +284,7 @@ def read_aedat2(
     path: str | Path, *, sensor_size: tuple[int, int] | None = None, strict: bool = True
 ) -> np.ndarray:
     """Decode a jAER AEDAT 2.0 file with DVS128 addresses (CIFAR10-DVS)."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if not data.startswith(b"#!AER-DAT2."):
-        raise _err(path, "not an AEDAT 2.0 file: the first line is not '#!AER-DAT2.0'")
+    path, data = _read_aedat(path, b"#!AER-DAT2.", "2.0")
     start = _skip_hash_header(path, data)
     body = len(data) - start
     if body % 8:
@@ -350,10 +342,7 @@ def read_aedat3(
     path: str | Path, *, sensor_size: tuple[int, int] | None = None, strict: bool = True
 ) -> np.ndarray:
     """Decode the polarity events of an AEDAT 3.1 file (DVS128 Gesture recordings)."""
-    path = Path(path)
-    data = _read_bytes(path)
-    if not data.startswith(b"#!AER-DAT3.1"):
-        raise _err(path, "not an AEDAT 3.1 file: the first line is not '#!AER-DAT3.1'")
+    path, data = _read_aedat(path, b"#!AER-DAT3.1", "3.1")
     end_mark = b"#!END-HEADER"
     end = data.find(end_mark)
     if end < 0:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, DataError
-from .binning import ToFrames
+from .event_datasets import _Binning
 from .events import EVENT_DTYPE, check_events
 
 __all__ = ["TonicFrames", "from_tonic_events", "tonic_available"]
@@ -88,17 +88,9 @@ class TonicFrames(Dataset):
                     "the Tonic dataset has no sensor_size; pass sensor_size=(width, height)"
                 )
             sensor_size = (int(size[0]), int(size[1]))
-        if frames is None and time_window is None and event_count is None:
-            frames = 10
         self.dataset = dataset
-        self.transform = ToFrames(
-            sensor_size,
-            n_frames=frames,
-            time_window=time_window,
-            event_count=event_count,
-            spatial_factor=spatial_factor,
-            denoise_us=denoise_us,
-        )
+        binning = _Binning(frames, time_window, event_count, spatial_factor, denoise_us)
+        self.transform = binning.to_frames(sensor_size, 10)
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ..plots import _layer_color, _new_figure, _save, _style_axes
 
@@ -38,12 +40,7 @@ def plot_seed_bands(
             label=f"{arm} (n={len(runs)})",
         )
         ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    _style_axes(ax)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, xlabel, ylabel)
 
 
 def plot_sweep(
@@ -71,12 +68,7 @@ def plot_sweep(
         ax.set_xscale("log")
     if logy:
         ax.set_yscale("log")
-    ax.set_title(title)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.legend()
-    _style_axes(ax)
-    return _save(fig, path)
+    return _finish(fig, ax, path, title, xlabel, ylabel)
 
 
 def plot_bars(
@@ -90,7 +82,24 @@ def plot_bars(
         ax.bar(i, float(np.mean(vals)), yerr=float(np.std(vals)), color=color, alpha=0.7, capsize=4)
         ax.scatter([i] * len(vals), vals, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(values)), list(values))
+    return _finish(fig, ax, path, title, None, ylabel, legend=False)
+
+
+def _finish(
+    fig: Figure,
+    ax: Any,
+    path: str | Path,
+    title: str,
+    xlabel: str | None,
+    ylabel: str,
+    legend: bool = True,
+) -> Path:
+    """Title, axis labels (no x label with ``xlabel=None``), legend and style; save to ``path``."""
     ax.set_title(title)
+    if xlabel is not None:
+        ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if legend:
+        ax.legend()
     _style_axes(ax)
     return _save(fig, path)

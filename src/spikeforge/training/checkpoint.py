@@ -24,7 +24,7 @@ import json
 import math
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -102,15 +102,27 @@ def _digest(tensors: Mapping[str, torch.Tensor], metadata_json: str) -> str:
     return h.hexdigest()
 
 
+@contextlib.contextmanager
+def _visiting(container: Any, active: set[int], cycle: str) -> Iterator[None]:
+    """Mark ``container`` as being walked (``active`` holds the ids on the current path) for
+    the ``with`` block; meeting it again on the path is a reference cycle: ``cycle`` is the
+    CheckpointError message."""
+    if id(container) in active:
+        raise CheckpointError(cycle)
+    active.add(id(container))
+    try:
+        yield
+    finally:
+        active.discard(id(container))
+
+
 def _check_json_value(value: Any, where: str, active: set[int]) -> None:
     """Raise CheckpointError unless ``value`` is plain JSON data (str keys, no cycles)."""
     if value is None or isinstance(value, str | bool | int | float):
         return
     if isinstance(value, dict | list | tuple):
-        if id(value) in active:
-            raise CheckpointError(f"metadata{where} contains a reference cycle; remove the cycle")
-        active.add(id(value))
-        try:
+        cycle = f"metadata{where} contains a reference cycle; remove the cycle"
+        with _visiting(value, active, cycle):
             if isinstance(value, dict):
                 for key, item in value.items():
                     if not isinstance(key, str):
@@ -122,8 +134,6 @@ def _check_json_value(value: Any, where: str, active: set[int]) -> None:
             else:
                 for i, item in enumerate(value):
                     _check_json_value(item, f"{where}[{i}]", active)
-        finally:
-            active.discard(id(value))
         return
     if isinstance(value, torch.Tensor):
         hint = "put tensors in `tensors` or pass the state through flatten_state"
@@ -450,13 +460,22 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tenso
 # --------------------------------------------------------------------------------------------
 
 
+def _plain_scalar(value: None | bool | int | float | str) -> Any:
+    """``value`` with a subclass of int, float or str turned into that base type (None and
+    bools as they are)."""
+    if value is None or isinstance(value, bool):
+        return value
+    for base in (int, float, str):
+        if isinstance(value, base):
+            return base(value)
+    raise TypeError(f"not a scalar: {value!r}")  # pragma: no cover - callers check the type
+
+
 def _encode_key(key: Any, where: str) -> Any:
-    if key is None or isinstance(key, str | bool):
+    if isinstance(key, str):
         return key
-    if isinstance(key, int):
-        return int(key)
-    if isinstance(key, float):
-        return float(key)
+    if key is None or isinstance(key, bool | int | float):
+        return _plain_scalar(key)
     if isinstance(key, tuple):
         return {_TUPLE: [_encode_key(k, where) for k in key]}
     raise CheckpointError(
@@ -500,19 +519,10 @@ def flatten_state(prefix: str, state: Any) -> tuple[dict[str, torch.Tensor], Any
             name = tensor_name(parts)
             tensors[name] = value
             return {_TENSOR: name}
-        if value is None or isinstance(value, bool):
-            return value
-        if isinstance(value, int):
-            return int(value)
-        if isinstance(value, float):
-            return float(value)
-        if isinstance(value, str):
-            return str(value)
+        if value is None or isinstance(value, bool | int | float | str):
+            return _plain_scalar(value)
         if isinstance(value, dict | list | tuple):
-            if id(value) in active:
-                raise CheckpointError(f"state{where} contains a reference cycle")
-            active.add(id(value))
-            try:
+            with _visiting(value, active, f"state{where} contains a reference cycle"):
                 if isinstance(value, dict):
                     return {
                         _DICT: [
@@ -522,8 +532,6 @@ def flatten_state(prefix: str, state: Any) -> tuple[dict[str, torch.Tensor], Any
                     }
                 items = [walk(v, [*parts, str(i)]) for i, v in enumerate(value)]
                 return {_TUPLE: items} if isinstance(value, tuple) else items
-            finally:
-                active.discard(id(value))
         raise CheckpointError(
             f"state{where} is a {type(value).__module__}.{type(value).__qualname__}; "
             "flatten_state stores only tensors, None, bool, int, float, str, dict, list, tuple"
