@@ -267,15 +267,15 @@ def test_method_options_build_the_paper_network_and_refuse_unknown_keys():
 
 def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path):
     cfg = TrainConfig(
-            dataset="digits",
-            model="mlp",
-            method="na",
-            steps=3,
-            epochs=1,
-            batch_size=64,
-            population=1,
-            tau=5.0,
-            lr=1e-2,
+        dataset="digits",
+        model="mlp",
+        method="na",
+        steps=3,
+        epochs=1,
+        batch_size=64,
+        population=1,
+        tau=5.0,
+        lr=1e-2,
         out_dir=str(tmp_path),
     )
     trainer = Trainer(cfg, progress=False)

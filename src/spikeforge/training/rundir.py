@@ -139,8 +139,7 @@ class RunDir:
         if not self.path.is_dir():
             what = "is a file, not a directory" if self.path.exists() else "does not exist"
             raise DataError(
-                f"run directory {self.path} {what}; pass a directory written by "
-                "`spikeforge train`"
+                f"run directory {self.path} {what}; pass a directory written by `spikeforge train`"
             )
         if not (self.path / self.CHECKPOINT).is_file():
             raise DataError(
