@@ -317,7 +317,8 @@ class LIF(SpikingNeuron):
         tau: membrane time constant in steps (> 1 for a leak that does not overshoot).
         decay_input: if True the input is scaled by ``1/tau`` with the leak
             (``h = u + (x - (u - v_reset))/tau``); else ``h = u - (u - v_reset)/tau + x``.
-        Other arguments as :class:`SpikingNeuron`.
+
+    The other arguments are those of :class:`SpikingNeuron`.
     """
 
     def __init__(
@@ -365,7 +366,8 @@ class KLIF(SpikingNeuron):
         channels: ``None`` for one ``k`` per layer (the paper); an int ``C`` for one ``k`` per
             channel, the channel axis being the one after the batch (``[T, B, C, ...]``).
         surrogate: default ``Sigmoid(alpha=4)``, KLIF's setting.
-        Other arguments as :class:`SpikingNeuron`.
+
+    The other arguments are those of :class:`SpikingNeuron`.
     """
 
     def __init__(

@@ -316,7 +316,9 @@ class NANeuron(nn.Module):
             layer; the loss applies the synapse).
         estimator: ``"na"`` (NA backward) or ``"surrogate"`` (surrogate-gradient BPTT through
             the same dynamics, for the baseline).
-        form, min_distance, code_clip: see :class:`NAOptions`.
+        form: NA's form, ``"paper"`` or ``"code"`` (see :class:`NAOptions`).
+        min_distance: the guard on ``|θ - u|`` of the paper form (see :class:`NAOptions`).
+        code_clip: the clip of the code form (see :class:`NAOptions`).
         surrogate: for ``estimator="surrogate"``: a surrogate or its name (default atan, α=2).
         group: a shared :class:`RescaleGroup` (code form's per-layer rescaling); set by
             :class:`NANetwork` / :func:`convert_to_na`.
