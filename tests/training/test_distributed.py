@@ -33,7 +33,7 @@ def _data():
     return TensorDataset(x, y), TensorDataset(x[:70], y[:70])
 
 
-def _train(rank: int, world: int, port: int, out: str) -> None:
+def _train(rank: int, world: int, port: int, out: str, split_run: bool = False) -> None:
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
@@ -53,8 +53,25 @@ def _train(rank: int, world: int, port: int, out: str) -> None:
         out_dir=out,
     )
     dist = from_environment(timeout_s=60)
-    trainer = Trainer(cfg, datasets=_data(), progress=False, run_dir=Path(out) / "run",
-                      distributed=dist)  # fmt: skip
+    run_dir = Path(out) / "run"
+    if split_run:  # stopped after the first epoch, as by a crash, then resumed
+        from spikeforge.training import Callback
+
+        class Stop(Callback):
+            def on_epoch_start(self, trainer, epoch):
+                if epoch == 2:
+                    raise KeyboardInterrupt
+
+        first = Trainer(cfg, datasets=_data(), progress=False, run_dir=run_dir,
+                        distributed=dist, callbacks=[Stop()])  # fmt: skip
+        try:
+            first.fit()
+        except KeyboardInterrupt:
+            pass
+        trainer = Trainer.resume(run_dir, datasets=_data(), progress=False)
+    else:
+        trainer = Trainer(cfg, datasets=_data(), progress=False, run_dir=run_dir,
+                          distributed=dist)  # fmt: skip
     summary = trainer.fit()
     state = {k: v.contiguous() for k, v in trainer.model.state_dict().items()}
     save_file(state, str(Path(out) / f"weights-{rank}.safetensors"))
@@ -62,9 +79,9 @@ def _train(rank: int, world: int, port: int, out: str) -> None:
     torch.distributed.destroy_process_group()
 
 
-def _spawn(world: int, out: Path) -> None:
+def _spawn(world: int, out: Path, split_run: bool = False) -> None:
     mp.start_processes(
-        _train, args=(world, _free_port(), str(out)), nprocs=world, start_method="spawn"
+        _train, args=(world, _free_port(), str(out), split_run), nprocs=world, start_method="spawn"
     )
 
 
@@ -82,6 +99,12 @@ def test_two_processes_end_with_the_weights_of_one_process_on_the_combined_batch
     files = sorted(p.name for p in (tmp_path / "two" / "run").iterdir())
     assert "summary.json" in files and "checkpoint.safetensors" in files
     assert len((tmp_path / "two" / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+    # a two-process run resumed after its first epoch ends where the straight run ended
+    _spawn(2, tmp_path / "resumed", split_run=True)
+    resumed = load_file(str(tmp_path / "resumed" / "weights-0.safetensors"))
+    straight = load_file(str(tmp_path / "two" / "weights-0.safetensors"))
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key
 
 
 def test_a_killed_process_ends_the_job_with_a_one_line_error_not_a_hang(tmp_path):

@@ -371,6 +371,7 @@ class Trainer:
                 if main:
                     self.save_checkpoint()
                     self.rundir.write_metrics(self.history)
+                self.dist.barrier()  # every process sees the epoch's checkpoint before going on
                 bar.end_epoch(self._epoch_line(row))
         summary = self.dist.broadcast(self.finish() if main else None)
         for cb in self.callbacks:
