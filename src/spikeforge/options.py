@@ -63,7 +63,7 @@ def check_value(tp: Any, value: Any, where: str) -> Any:
     elif tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) > MAX_INT:
-                raise ConfigError(f"{where} must be at most {MAX_INT} in size, got {value}")
+                raise ConfigError(f"{where} must be at most 2**63 - 1 in magnitude, got {value}")
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
