@@ -78,15 +78,14 @@ def default_model(cfg: TrainConfig, task: Task) -> nn.Module:
             options["hidden"] = tuple(cfg.hidden)
     else:
         unsupported = {
-            "batch_norm": not cfg.batch_norm,
-            "readout": readout != "spikes",
-            "hidden": len(cfg.hidden) > 1,
+            "batch_norm = false": not cfg.batch_norm,
+            f"a {readout} readout (task {task.name})": readout != "spikes",
+            "more than one hidden size": len(cfg.hidden) > 1,
         }
-        for name, bad in unsupported.items():
+        for what, bad in unsupported.items():
             if bad:
                 raise ConfigError(
-                    f"{name} = {getattr(cfg, name)!r} is not available for model "
-                    f"{cfg.model!r}; use model 'mlp' or leave {name} out"
+                    f"{what} is not available for model {cfg.model!r}; use model 'mlp'"
                 )
         if cfg.hidden:
             options["hidden"] = cfg.hidden[0]
