@@ -12,6 +12,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .stats import Part
+
 __all__ = ["Table", "Report", "mean_std", "fmt_pm"]
 
 
@@ -66,6 +68,9 @@ class Report:
     held: bool | None = None
     results: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    parts: list[Any] = field(default_factory=list)
+    """Verdict parts (:class:`spikeforge.experiments.stats.Part`), each held / not held /
+    inconclusive with the test that decided it."""
 
     @property
     def outcome(self) -> str:
@@ -85,13 +90,17 @@ class Report:
             d["name"], d["title"], d["claim"], d.get("setup", {}), tables,
             [str(Path(folder) / f) for f in d.get("figures", [])], d.get("verdict", ""),
             d.get("held"), d.get("results", {}), d.get("notes", []),
+            [Part(**{**p, "interval": tuple(p["interval"])}) for p in d.get("parts", [])],
         )  # fmt: skip
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
         """Write ``report.md``, ``report.json`` and ``report.html`` into ``out_dir``."""
         out_dir.mkdir(parents=True, exist_ok=True)
         md = [f"# {self.title}", "", f"**Claim tested.** {self.claim}", ""]
-        md += [f"**Result: {self.outcome}** {self.verdict}", "", "## Set-up", ""]
+        md += [f"**Result: {self.outcome}** {self.verdict}", ""]
+        if self.parts:
+            md += ["## Verdict by part", ""] + [f"- {p.sentence()}" for p in self.parts] + [""]
+        md += ["## Set-up", ""]
         md += [f"- {k}: {v}" for k, v in self.setup.items()]
         for table in self.tables:
             md += ["", table.markdown()]
@@ -116,6 +125,7 @@ class Report:
             ],
             "figures": [Path(f).name for f in self.figures],
             "notes": self.notes,
+            "parts": [p.to_dict() for p in self.parts],
         }
         json_path.write_text(json.dumps(payload, indent=2, default=str))
         (out_dir / "report.html").write_text(self.html(out_dir))
@@ -134,6 +144,13 @@ class Report:
             f'<p class="claim"><strong>Claim tested.</strong> {escape(self.claim)}</p>',
             f'<p class="verdict" style="border-color:{colour}"><strong style="color:{colour}">'
             f"{escape(self.outcome.capitalize())}</strong> {escape(self.verdict)}</p>",
+            *(
+                ["<h2>Verdict by part</h2><ul>"]
+                + [f"<li>{escape(p.sentence())}</li>" for p in self.parts]
+                + ["</ul>"]
+                if self.parts
+                else []
+            ),
             "<h2>Set-up</h2><ul>",
             *(f"<li><b>{escape(str(k))}</b>: {escape(str(v))}</li>" for k, v in self.setup.items()),
             "</ul>",

@@ -1,0 +1,136 @@
+"""Statistics for verdicts: paired comparisons across seeds, McNemar's test on a shared test
+set, and confidence intervals that include the test set's binomial error.
+
+Every test comes from scipy; this module only arranges the inputs and reads the outputs, and
+turns them into a verdict *part*: ``held``, ``not held`` or ``inconclusive``, with the test
+and the interval that decided it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Part",
+    "paired_difference",
+    "mcnemar",
+    "accuracy_interval",
+    "decide",
+    "HELD",
+    "NOT_HELD",
+    "INCONCLUSIVE",
+]
+
+HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a claim (accuracy, cost, robustness, ...) and how it was decided.
+
+    ``estimate`` and ``interval`` are in the units of ``unit`` (e.g. accuracy points);
+    ``test`` names the test and ``p_value`` is its two-sided p-value (None when no test ran).
+    """
+
+    name: str
+    status: str
+    estimate: float
+    interval: tuple[float, float]
+    unit: str
+    test: str
+    p_value: float | None = None
+    n: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-able form (``report.json`` ``parts``)."""
+        return asdict(self)
+
+    def sentence(self) -> str:
+        """One line for a report."""
+        lo, hi = self.interval
+        p = "" if self.p_value is None else f", p = {self.p_value:.3g}"
+        return (
+            f"{self.name}: {self.status} — {self.estimate:+.3g} {self.unit} "
+            f"(95% CI {lo:+.3g} to {hi:+.3g}; {self.test}{p}, n = {self.n})"
+        )
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], n_test: int | None = None
+) -> tuple[float, tuple[float, float], float | None, str]:
+    """Mean of ``a - b`` over paired seeds with a 95% interval and a paired test.
+
+    ``n_test``: when the values are accuracies on a test set of that size, the interval also
+    carries the binomial error of each arm's accuracy (added in quadrature to the seed
+    spread), so a 1,000-image test set cannot make a 0.2-point gap look certain.
+    Returns ``(mean, (lo, hi), p, test name)``; the test is the paired t-test, or with fewer
+    than 2 seeds none (p None).
+    """
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if x.shape != y.shape or x.size == 0:
+        raise ValueError("paired values need the same, non-zero number of seeds")
+    d = x - y
+    mean = float(d.mean())
+    var = float(d.var(ddof=1)) / d.size if d.size > 1 else 0.0
+    if n_test:
+        # Each arm's mean accuracy has binomial variance p(1-p)/(n_test·seeds).
+        for acc in (x, y):
+            p = float(np.clip(acc.mean(), 0.0, 1.0))
+            var += p * (1 - p) / (n_test * d.size)
+    df = max(d.size - 1, 1)
+    half = float(stats.t.ppf(0.975, df)) * math.sqrt(var)
+    if d.size > 1 and float(d.std(ddof=1)) > 0:
+        p_value = float(stats.ttest_rel(x, y).pvalue)
+        test = "paired t-test over seeds"
+    else:
+        p_value, test = None, "no test (one seed or no spread)"
+    return mean, (mean - half, mean + half), p_value, test
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> tuple[int, int, float]:
+    """McNemar's exact test on the same test images: ``(a right & b wrong, a wrong & b right,
+    two-sided p)`` from a binomial test on the discordant pairs."""
+    ca, cb = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if ca.shape != cb.shape:
+        raise ValueError("McNemar needs predictions of both arms on the same images")
+    only_a, only_b = int((ca & ~cb).sum()), int((~ca & cb).sum())
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(stats.binomtest(only_a, n, 0.5).pvalue)
+    return only_a, only_b, p
+
+
+def accuracy_interval(correct: int, n: int) -> tuple[float, float]:
+    """Wilson 95% interval of an accuracy measured on ``n`` images."""
+    res = stats.binomtest(correct, n).proportion_ci(confidence_level=0.95, method="wilson")
+    return float(res.low), float(res.high)
+
+
+def decide(
+    name: str,
+    estimate: float,
+    interval: tuple[float, float],
+    unit: str,
+    test: str,
+    p_value: float | None,
+    n: int,
+    margin: float = 0.0,
+    higher_is_claimed: bool = True,
+) -> Part:
+    """``held`` if the interval lies entirely on the claimed side of ``-margin`` (a
+    non-inferiority margin; 0 for superiority), ``not held`` if it lies entirely on the other
+    side, else ``inconclusive``."""
+    lo, hi = interval
+    if not higher_is_claimed:
+        lo, hi = -hi, -lo
+    if lo > -margin:
+        status = HELD
+    elif hi < -margin:
+        status = NOT_HELD
+    else:
+        status = INCONCLUSIVE
+    return Part(name, status, estimate, interval, unit, test, p_value, n)

@@ -1,0 +1,62 @@
+"""Verdict statistics: paired tests, McNemar, intervals with the test set's binomial error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats as sstats
+
+from spikeforge.experiments.report import Report
+from spikeforge.experiments.stats import (
+    HELD,
+    INCONCLUSIVE,
+    NOT_HELD,
+    accuracy_interval,
+    decide,
+    mcnemar,
+    paired_difference,
+)
+
+
+def test_paired_difference_matches_scipy_and_widens_with_the_binomial_error():
+    a, b = [0.975, 0.978, 0.974, 0.977, 0.976], [0.970, 0.972, 0.969, 0.973, 0.971]
+    mean, (lo, hi), p, test = paired_difference(a, b)
+    assert mean == pytest.approx(0.005)
+    assert p == pytest.approx(sstats.ttest_rel(a, b).pvalue)
+    assert "paired t-test" in test and lo < mean < hi
+    _, (lo2, hi2), _, _ = paired_difference(a, b, n_test=1000)
+    assert lo2 < lo and hi2 > hi  # a 1,000-image test set adds uncertainty
+
+
+def test_mcnemar_counts_discordant_pairs_and_uses_an_exact_binomial_test():
+    a = np.array([1, 1, 1, 0, 1, 0, 1, 1], dtype=bool)
+    b = np.array([1, 0, 0, 0, 1, 1, 0, 1], dtype=bool)
+    only_a, only_b, p = mcnemar(a, b)
+    assert (only_a, only_b) == (3, 1)
+    assert p == pytest.approx(sstats.binomtest(3, 4, 0.5).pvalue)
+    assert mcnemar(a, a)[2] == 1.0
+
+
+def test_wilson_interval_covers_the_accuracy():
+    lo, hi = accuracy_interval(976, 1000)
+    assert lo < 0.976 < hi and hi - lo < 0.025
+
+
+@pytest.mark.parametrize(
+    ("interval", "status"),
+    [((0.1, 0.5), HELD), ((-0.5, -0.1), NOT_HELD), ((-0.1, 0.3), INCONCLUSIVE)],
+)
+def test_decide_needs_the_whole_interval_on_one_side(interval, status):
+    assert decide("accuracy", 0.2, interval, "points", "t", 0.01, 5).status == status
+
+
+def test_report_stores_parts_in_json_markdown_and_html(tmp_path):
+    part = decide("accuracy ≥ baseline", 0.3, (-0.1, 0.7), "points", "paired t-test", 0.2, 5)
+    report = Report("x", "X", "claim", {}, verdict="v", parts=[part])
+    report.write(tmp_path)
+    import json
+
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["parts"][0]["status"] == INCONCLUSIVE
+    assert "inconclusive" in (tmp_path / "report.md").read_text()
+    assert "inconclusive" in (tmp_path / "report.html").read_text()
