@@ -72,7 +72,7 @@ def test_resume_with_more_epochs_extends_the_run_and_conflicting_options_are_ref
 def test_eval_refuses_an_unknown_split_and_leaves_eval_json_alone(tmp_path):
     run = finished_run(tmp_path)
     code, _, err = run_main("eval", str(run), "--split", "foo")
-    assert_one_line_error(code, err, "unknown split 'foo'; choose one of test, train")
+    assert_one_line_error(code, err, "unknown split 'foo'; choose one of test, train, val")
     assert not (run / "eval.json").exists()
 
 

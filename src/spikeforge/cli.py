@@ -103,6 +103,9 @@ def train(
         help="Detach the reset path in backward (default) or keep it.",
     ),
     encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", ENCODERS.choices())),
+    val_fraction: float = typer.Option(
+        None, help=_help("Share of the training data held out for validation.", "val_fraction")
+    ),
     loss: str = typer.Option(
         None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
     ),
@@ -141,6 +144,7 @@ def train(
         detach_reset=detach_reset,
         encoder=encoder,
         loss=loss,
+        val_fraction=val_fraction,
         out_dir=str(out_dir) if out_dir is not None else None,
         data_root=str(data_root) if data_root is not None else None,
     )
@@ -219,13 +223,15 @@ def _refuse_conflicts(given: dict[str, Any], saved: TrainConfig) -> None:
 @app.command("eval")
 def evaluate(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeforge train`."),
-    split: str = typer.Option("test", help="Which split to evaluate. One of: test | train."),
+    split: str = typer.Option(
+        "test", help="Which split to evaluate. One of: test | train | val (if held out)."
+    ),
 ) -> None:
     """Evaluate a run's latest checkpoint; writes eval.json into the run."""
     from .training import RunDir, load_run
 
-    if split not in ("test", "train"):
-        raise ConfigError(f"unknown split {split!r}; choose one of test, train")
+    if split not in ("test", "train", "val"):
+        raise ConfigError(f"unknown split {split!r}; choose one of test, train, val")
     run = load_run(run_dir)
     result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
     result["epoch"] = run.epoch

@@ -90,3 +90,19 @@ def test_eval_command_uses_load_run_and_matches_the_summary(tmp_path):
     written = json.loads((tmp_path.joinpath(summary["run_dir"]) / "eval.json").read_text())
     assert written["test_accuracy"] == summary["test_accuracy"]
     assert written["loss_name"] == summary["loss_name"]
+
+
+def test_a_validation_split_is_held_out_and_selects_the_reported_epoch(tmp_path):
+    cfg = tiny(tmp_path, val_fraction=0.2, epochs=3)
+    trainer = Trainer(cfg, progress=False)
+    assert len(trainer.train_set) + len(trainer.val_set) == 1437
+    labels = [int(trainer.val_set[i][1]) for i in range(len(trainer.val_set))]
+    assert set(labels) == set(range(10))  # stratified: every class is held out
+    summary = trainer.fit()
+    best = max(trainer.history, key=lambda r: r["val_accuracy"])
+    assert summary["best_epoch_by_val"] == best["epoch"]
+    assert summary["test_accuracy_at_best_val"] == best["test_accuracy"]
+    run = sf.load_run(summary["run_dir"])
+    assert run.evaluate("val")["accuracy"] == trainer.history[-1]["val_accuracy"]
+    again = Trainer(cfg, progress=False)  # the same images are held out every time
+    assert again.val_set.indices == trainer.val_set.indices

@@ -75,6 +75,7 @@ class TrainConfig:
     dropout: float = 0.0
     seed: int = 0
     eval_batch_size: int = 500
+    val_fraction: float = 0.0
     out_dir: str = "runs"
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -145,6 +146,11 @@ class TrainConfig:
                     f"{name} must be a non-negative number (0 disables), got "
                     f"{getattr(self, name)!r}"
                 )
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(
+                f"val_fraction (share of the training data held out for validation) must be in "
+                f"[0, 1), got {self.val_fraction}"
+            )
         if self.dropout >= 1:
             raise ConfigError(f"dropout must be below 1, got {self.dropout}")
         if not 0 < self.gamma <= 1:

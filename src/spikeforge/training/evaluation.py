@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from .. import encoding
 from ..errors import InputError
@@ -18,7 +18,19 @@ from ..losses import Loss
 from ..tasks import DataSpec, Task
 from .config import TrainConfig
 
-__all__ = ["encode_batch", "evaluate_model", "evaluation_sums", "averages", "eval_seed"]
+__all__ = [
+    "encode_batch",
+    "evaluate_model",
+    "evaluation_sums",
+    "averages",
+    "eval_seed",
+    "split_validation",
+    "SPLITS",
+]
+
+SPLITS = ("train", "val", "test")
+VALIDATION_SEED = 20_261_130
+"""Fixed, so every arm and seed of an experiment holds out the same validation images."""
 
 
 def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
@@ -39,6 +51,32 @@ def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.
             f"expected a batch of samples shaped {spec.input_shape}, got {tuple(x.shape[1:])}"
         )
     return encoding.encode(config.encoder, x, config.effective_steps)
+
+
+def split_validation(
+    dataset: Dataset, fraction: float, stratify: bool
+) -> tuple[Dataset, Dataset | None]:
+    """``(train part, validation part)`` of a training set: ``round(fraction·n_c)`` samples of
+    every class ``c`` (``stratify``) or of the whole set, drawn with a fixed seed; ``fraction``
+    0 gives ``(dataset, None)``."""
+    if fraction <= 0:
+        return dataset, None
+    gen = torch.Generator().manual_seed(VALIDATION_SEED)
+    n = len(dataset)  # type: ignore[arg-type]
+    if stratify:
+        labels = torch.tensor([int(dataset[i][1]) for i in range(n)])
+        groups = [torch.nonzero(labels == c).flatten() for c in labels.unique()]
+    else:
+        groups = [torch.arange(n)]
+    val: list[int] = []
+    for idx in groups:
+        perm = idx[torch.randperm(len(idx), generator=gen)]
+        val += perm[: round(fraction * len(idx))].tolist()
+    if not val or len(val) == n:
+        raise InputError(f"val_fraction {fraction} leaves no validation or no training data")
+    held = set(val)
+    rest = [i for i in range(n) if i not in held]
+    return Subset(dataset, rest), Subset(dataset, sorted(val))
 
 
 def eval_seed(config: TrainConfig) -> int:

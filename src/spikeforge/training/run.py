@@ -22,7 +22,7 @@ from ..errors import DataError, InputError
 from ..losses import Loss
 from ..tasks import DataSpec, Task, make_task
 from .config import TrainConfig
-from .evaluation import encode_batch, evaluate_model
+from .evaluation import SPLITS, encode_batch, evaluate_model, split_validation
 from .methods import TrainingMethod, make_method
 from .rundir import RunDir
 from .trainer import load_model_state, read_training_checkpoint
@@ -75,8 +75,9 @@ class Run:
         The numbers equal those the trainer logged for the same checkpoint.
         """
         if dataset is None:
-            if split not in ("train", "test"):
-                raise InputError(f"unknown split {split!r}; choose one of train, test")
+            if split not in SPLITS or (split == "val" and not self.config.val_fraction):
+                raise InputError(f"unknown split {split!r}; choose one of train, test (val "
+                                 "when the run held out val_fraction)")  # fmt: skip
             if not _named_data(self):
                 raise DataError(
                     f"{self.path} was trained on injected datasets; pass dataset= to evaluate"
@@ -84,7 +85,14 @@ class Run:
             options: dict[str, Any] = {"root": self.config.data_root or None}
             if self.task.spec.temporal:
                 options["frames"] = self.config.steps
-            dataset = datasets.load(self.config.dataset, split, **options)
+            dataset = datasets.load(
+                self.config.dataset, "test" if split == "test" else "train", **options
+            )
+            if split != "test":
+                train, val = split_validation(
+                    dataset, self.config.val_fraction, self.task.name == "classification"
+                )
+                dataset = val if split == "val" else train
         return evaluate_model(self.model, self.task, self.loss, dataset, self.config)
 
 

@@ -48,7 +48,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .distributed import Distributed, from_environment
-from .evaluation import averages, encode_batch, evaluation_sums
+from .evaluation import averages, encode_batch, evaluation_sums, split_validation
 from .methods import StepContext, TrainingMethod, make_method
 from .progress import EpochProgress
 from .rundir import RunDir
@@ -144,6 +144,9 @@ class Trainer:
         self.train_set, self.test_set = self._datasets(datasets)
         self.injected = datasets is not None
         task_name = config.task or "classification"
+        self.train_set, self.val_set = split_validation(
+            self.train_set, config.val_fraction, stratify=task_name == "classification"
+        )
         self.task: Task = make_task(
             task_name,
             data_spec(config, task_name, self.train_set, self.injected),
@@ -308,9 +311,11 @@ class Trainer:
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """``{split}_loss`` and the task's metrics on ``split`` ("train" or "test")."""
-        if split not in ("train", "test"):
-            raise InputError(f"unknown split {split!r}; choose one of train, test")
-        dataset = self.test_set if split == "test" else self.train_set
+        sets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if sets.get(split) is None:
+            have = ", ".join(k for k, v in sets.items() if v is not None)
+            raise InputError(f"unknown split {split!r}; choose one of {have}")
+        dataset = sets[split]
         if self.dist.active:  # each process evaluates its share; the sums are added
             dataset = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world))
         with _out_of_memory_advice(self.config, f"evaluating the {split} split"):
@@ -358,6 +363,8 @@ class Trainer:
                 row.update(self.train_epoch(epoch, bar))
                 row["train_time_s"] = time.perf_counter() - start
                 mid = time.perf_counter()
+                if self.val_set is not None:
+                    row.update(self.evaluate("val"))
                 row.update(self.evaluate("test"))
                 row["eval_time_s"] = time.perf_counter() - mid
                 row["lr"] = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
@@ -422,6 +429,12 @@ class Trainer:
         summary.update({k: v for k, v in last.items() if k.startswith("test_")})
         summary[f"best_test_{m}"] = pick((r[f"test_{m}"] for r in self.history), default=None)
         summary[f"train_{m}"] = last.get(f"train_{m}")
+        if self.val_set is not None and self.history:
+            # Selection on the validation split: the test metric of the best validation epoch.
+            best = pick(self.history, key=lambda r: r[f"val_{m}"])
+            summary["best_epoch_by_val"] = best["epoch"]
+            summary[f"best_val_{m}"] = best[f"val_{m}"]
+            summary[f"test_{m}_at_best_val"] = best[f"test_{m}"]
         summary["train_loss"] = last.get("train_loss")
         summary.update(
             {
