@@ -74,7 +74,13 @@ EXPERIMENTS: Registry[type[Experiment]] = Registry(
     "experiment",
     providers=tuple(
         f"spikeforge.experiments.{m}"
-        for m in ("klif_vs_lif", "reset_dependency", "na_vs_bptt", "noisy_single_step")
+        for m in (
+            "klif_vs_lif",
+            "reset_dependency",
+            "na_vs_bptt",
+            "noisy_single_step",
+            "bioleaf_vs_bp",
+        )
     ),
 )
 

@@ -8,6 +8,7 @@ A :class:`TrainingMethod` owns exactly what it changes and nothing else:
 - ``configure_optimizers(model, config, steps_per_epoch)``: an optimizer and schedule, or
   ``None`` for a local rule that updates weights itself under ``torch.no_grad()``;
 - ``loss(task)``: a named loss when it trains on something other than the task's loss;
+- ``callbacks()``: callbacks it brings to every run (e.g. BioLeaF's apical mismatch);
 - ``train_step(ctx, x, y) -> (output, loss)``: how one batch changes the model.
 
 The trainer owns the rest (data order, evaluation, checkpoints, run records). Methods register
@@ -28,6 +29,7 @@ from ..options import build_options, options_dict
 from ..registry import Registry
 from ..tasks import Task
 from .build import Optimization, default_model, default_optimization
+from .callbacks import Callback
 from .config import TrainConfig
 
 __all__ = [
@@ -42,7 +44,11 @@ __all__ = [
 
 METHODS: Registry[type[TrainingMethod]] = Registry(
     "training method",
-    providers=("spikeforge.learning.na", "spikeforge.learning.noisy"),
+    providers=(
+        "spikeforge.learning.na",
+        "spikeforge.learning.noisy",
+        "spikeforge.learning.bioleaf",
+    ),
 )
 
 
@@ -104,6 +110,11 @@ class TrainingMethod:
     def loss(self, task: Task) -> Loss:
         """The loss this method trains on and the run reports (default: the task's)."""
         return task.loss()
+
+    def callbacks(self) -> list[Callback]:
+        """Callbacks the method brings to every run it trains (e.g. a monitor of its own
+        state); the trainer adds them after the ones it was given."""
+        return []
 
     def train_step(
         self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor

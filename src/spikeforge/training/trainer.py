@@ -139,7 +139,7 @@ class Trainer:
         )
         # Every option is recorded, defaults included, so the run rebuilds the same method.
         self.config.method_options = self.method.options_dict()
-        self.callbacks = list(callbacks)
+        self.callbacks = [*callbacks, *self.method.callbacks()]
         self.progress = progress
         self.train_set, self.test_set = self._datasets(datasets)
         self.injected = datasets is not None
