@@ -645,6 +645,8 @@ def plot_apical_mismatch(
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean |v_A| (membrane units)")
-    ax.legend()
+    ax.legend(title="dashed: training (nudged), solid: test (no target)", fontsize=8,
+              title_fontsize=8)  # fmt: skip
     _style_axes(ax)
+    fig.tight_layout()
     return _save(fig, path)
