@@ -58,12 +58,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/ddp"))
     args = p.parse_args()
     cores = os.cpu_count() or 1
+    load_before = os.getloadavg()[0]
     results: dict[int, list[float]] = {n: [] for n in args.procs}
     for r in range(args.rounds):
         for n in args.procs:
             threads = max(1, cores // n)
             results[n] += run_once(n, threads, args)
             print(f"round {r + 1}: {n} process(es): {statistics.median(results[n]):.0f} samples/s")
+    load_after = os.getloadavg()[0]
     base = statistics.median(results[args.procs[0]])
     rows = []
     for n in args.procs:
@@ -76,6 +78,7 @@ def main() -> None:
             {
                 "command": command,
                 "cores": cores,
+                "load_average_1min": [load_before, load_after],
                 "setup": {k: str(v) for k, v in vars(args).items()},
                 "samples_per_s": {str(n): v for n, v in results.items()},
             },
@@ -87,7 +90,9 @@ def main() -> None:
         "",
         f"Command: `{command}` on {cores} cores. {args.dataset}, {args.model}, T={args.steps}, "
         f"global batch {args.batch_size}; median over {args.rounds} interleaved rounds of epochs "
-        f"2..{args.epochs} (training only).",
+        f"2..{args.epochs} (training only). 1-minute load average {load_before:.1f} before, "
+        f"{load_after:.1f} after: on a loaded machine the multi-threaded one-process arm "
+        "suffers most from oversubscription, so compare only runs on an idle machine.",
         "",
         "| processes | threads each | samples/s | vs first |",
         "|---|---|---|---|",
