@@ -290,6 +290,16 @@ def _export_commands() -> None:
 _export_commands()
 
 
+def _compression_commands() -> None:
+    from .compression.cli import compress_command, decompress_command
+
+    app.command("compress")(compress_command)
+    app.command("decompress")(decompress_command)
+
+
+_compression_commands()
+
+
 @data_app.command("list")
 def data_list(
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),

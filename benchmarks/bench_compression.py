@@ -1,0 +1,227 @@
+"""Event-codec benchmark: .sfev (zstd and lzma streams) beside the `xz -9e` and `zstd -19` tools.
+
+For every recording (default: the N-MNIST samples and the AEDAT4 sample in
+../shared/data/real) it measures sizes (bytes, bytes per event, ratio to `xz -9e` of the
+original file) and speeds in million events per second, one core:
+
+- sfev: ``encode_events`` / ``decode_events`` on events already in memory (the codec itself;
+  reading the original format is not counted). Each decode is checked to equal the input.
+- xz / zstd: the command-line tools on the original file, `-T1`, output to a pipe; their time
+  includes starting a process (~1 ms), which dominates on the 5 kB N-MNIST files, so the table
+  also gives the AEDAT4 file and the N-MNIST total separately.
+
+Methods are interleaved round by round (every file and method once per round, the order
+shuffled per round) so load on the shared machine hits all of them alike; the medians over
+rounds are reported. Run pinned to one core:
+
+    OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/python benchmarks/bench_compression.py \
+        --out benchmarks/results/compression
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from spikeforge.compression import decode_events, encode_events, load_events
+
+REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
+
+
+def default_files() -> list[Path]:
+    nmnist = sorted((REAL / "nmnist").glob("*/*.bs2")) + sorted((REAL / "nmnist").glob("*/*.bin"))
+    return nmnist + [REAL / "aedat4" / "tonic_sample.aedat4"]
+
+
+def _tool(cmd: list[str], data: bytes) -> tuple[bytes, float]:
+    start = time.perf_counter()
+    out = subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
+    return out, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="*", type=Path, help="event files (default: real samples)")
+    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds")
+    parser.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
+    args = parser.parse_args()
+    files = args.files or default_files()
+    tools = {name: shutil.which(name) for name in ("xz", "zstd")}
+    missing = [k for k, v in tools.items() if v is None]
+    if missing:
+        sys.exit(f"install {' and '.join(missing)} (apt-get install -y xz-utils zstd)")
+
+    recs = []
+    for path in files:
+        events, sensor, fmt = load_events(path)
+        raw = path.read_bytes()
+        rec = {"file": path.name, "format": fmt, "events": int(events.size), "bytes": len(raw)}
+        rec["_events"], rec["_sensor"], rec["_raw"] = events, sensor, raw
+        rec["_sfev"] = {c: encode_events(events, sensor, codec=c) for c in ("zstd", "lzma")}
+        rec["_xz"] = _tool(["xz", "-9e", "-T1", "-c"], raw)[0]
+        rec["_zst"] = _tool(["zstd", "-19", "-T1", "-c", "-q"], raw)[0]
+        recs.append(rec)
+
+    def job(rec: dict, method: str) -> Callable[[], float]:
+        events, sensor = rec["_events"], rec["_sensor"]
+
+        def run() -> float:
+            if method.startswith("sfev-"):
+                codec, step = method[5:].split("/")
+                if step == "c":
+                    start = time.perf_counter()
+                    encode_events(events, sensor, codec=codec)
+                    return time.perf_counter() - start
+                data = rec["_sfev"][codec]
+                start = time.perf_counter()
+                back, _ = decode_events(data)
+                took = time.perf_counter() - start
+                if not np.array_equal(back, events):
+                    raise SystemExit(f"{rec['file']}: {codec} round trip differs")
+                return took
+            if method == "xz/c":
+                return _tool(["xz", "-9e", "-T1", "-c"], rec["_raw"])[1]
+            if method == "xz/d":
+                return _tool(["xz", "-d", "-T1", "-c"], rec["_xz"])[1]
+            if method == "zstd/c":
+                return _tool(["zstd", "-19", "-T1", "-c", "-q"], rec["_raw"])[1]
+            return _tool(["zstd", "-d", "-c", "-q"], rec["_zst"])[1]
+
+        return run
+
+    methods = ["sfev-zstd/c", "sfev-zstd/d", "sfev-lzma/c", "sfev-lzma/d"]
+    methods += ["xz/c", "xz/d", "zstd/c", "zstd/d"]
+    times: dict[tuple[str, str], list[float]] = {}
+    jobs = [(rec, m) for rec in recs for m in methods]
+    load_before = os.getloadavg()
+    rng = random.Random(0)
+    for _ in range(args.repeats):
+        rng.shuffle(jobs)
+        for rec, m in jobs:
+            times.setdefault((rec["file"], m), []).append(job(rec, m)())
+    load_after = os.getloadavg()
+
+    rows = []
+    for rec in recs:
+        n = rec["events"]
+        xz = len(rec["_xz"])
+        row = {k: v for k, v in rec.items() if not k.startswith("_")}
+        row["sizes"] = {
+            "sfev-zstd": len(rec["_sfev"]["zstd"]),
+            "sfev-lzma": len(rec["_sfev"]["lzma"]),
+            "xz -9e": xz,
+            "zstd -19": len(rec["_zst"]),
+        }
+        row["median_s"] = {m: statistics.median(times[(rec["file"], m)]) for m in methods}
+        row["mev_s"] = {m: n / t / 1e6 for m, t in row["median_s"].items()}
+        row["ratio_vs_xz"] = {k: v / xz for k, v in row["sizes"].items()}
+        rows.append(row)
+
+    def group(name: str, sel: list[dict]) -> dict:
+        n = sum(r["events"] for r in sel)
+        return {
+            "file": name,
+            "events": n,
+            "bytes": sum(r["bytes"] for r in sel),
+            "sizes": {k: sum(r["sizes"][k] for r in sel) for k in sel[0]["sizes"]},
+            "mev_s": {m: n / sum(r["median_s"][m] for r in sel) / 1e6 for m in methods},
+            "max_ratio_vs_xz": {k: max(r["ratio_vs_xz"][k] for r in sel) for k in sel[0]["sizes"]},
+        }
+
+    nm = [r for r in rows if r["format"] == "nmnist"]
+    groups = [group(f"N-MNIST, all {len(nm)} files", nm)] if nm else []
+    command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    meta = {
+        "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} {command}",
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.processor() or platform.machine(),
+        "cpu_affinity": sorted(os.sched_getaffinity(0)),
+        "load_avg_before": load_before,
+        "load_avg_after": load_after,
+        "repeats": args.repeats,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "xz": subprocess.run(["xz", "--version"], capture_output=True, text=True).stdout.split(
+            "\n"
+        )[0],
+        "zstd": subprocess.run(
+            ["zstd", "--version"], capture_output=True, text=True
+        ).stdout.strip(),
+    }
+    md = render(rows, groups, meta)
+    print(md)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.with_suffix(".md").write_text(md)
+        args.out.with_suffix(".json").write_text(
+            json.dumps({"meta": meta, "files": rows, "groups": groups}, indent=1) + "\n"
+        )
+
+
+def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
+    lines = [
+        "# Event codec: sizes and one-core speeds",
+        "",
+        f"Command: `{meta['command']}`",
+        "",
+        f"{meta['when']}, {meta['machine']}, CPUs {meta['cpu_affinity']}, Python "
+        f"{meta['python']}, numpy {meta['numpy']}, {meta['xz']}, {meta['zstd']}. "
+        f"Load average (1/5/15 min) before {tuple(round(v, 2) for v in meta['load_avg_before'])}"
+        f", after {tuple(round(v, 2) for v in meta['load_avg_after'])} (shared 2-core machine).",
+        f"Medians over {meta['repeats']} interleaved rounds.",
+        "",
+        "## Size (bytes; ratio to `xz -9e` of the original file)",
+        "",
+        "| file | events | original | xz -9e | zstd -19 | sfev zstd | sfev lzma | "
+        "sfev zstd B/event |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        s, q = r["sizes"], r["ratio_vs_xz"]
+        lines.append(
+            f"| {r['file']} | {r['events']} | {r['bytes']} | {s['xz -9e']} | {s['zstd -19']} "
+            f"({q['zstd -19']:.3f}) | {s['sfev-zstd']} ({q['sfev-zstd']:.3f}) | "
+            f"{s['sfev-lzma']} ({q['sfev-lzma']:.3f}) | {s['sfev-zstd'] / r['events']:.3f} |"
+        )
+    for g in groups:
+        s, q = g["sizes"], g["max_ratio_vs_xz"]
+        lines.append(
+            f"| **{g['file']}** (worst file's ratio) | {g['events']} | {g['bytes']} | "
+            f"{s['xz -9e']} | {s['zstd -19']} ({q['zstd -19']:.3f}) | {s['sfev-zstd']} "
+            f"({q['sfev-zstd']:.3f}) | {s['sfev-lzma']} ({q['sfev-lzma']:.3f}) | "
+            f"{s['sfev-zstd'] / g['events']:.3f} |"
+        )
+    lines += [
+        "",
+        "## Speed (million events per second, one core; c = compress, d = decompress)",
+        "",
+        "sfev times the codec on events in memory; the tools' times include starting a process.",
+        "",
+        "| file | sfev zstd c | sfev zstd d | sfev lzma c | sfev lzma d | xz -9e c | xz d | "
+        "zstd -19 c | zstd d |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    order = ["sfev-zstd/c", "sfev-zstd/d", "sfev-lzma/c", "sfev-lzma/d"]
+    order += ["xz/c", "xz/d", "zstd/c", "zstd/d"]
+    for r in rows + groups:
+        name = f"**{r['file']}**" if r in groups else r["file"]
+        lines.append(f"| {name} | " + " | ".join(f"{r['mev_s'][m]:.2f}" for m in order) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

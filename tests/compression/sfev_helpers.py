@@ -1,0 +1,28 @@
+"""Helpers of the compression tests: the real recordings and small synthetic events."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from spikeforge.data.events import EVENT_DTYPE
+
+REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+NMNIST_FILES = sorted((REAL / "nmnist").glob("*/*.bs2")) + sorted((REAL / "nmnist").glob("*/*.bin"))
+AEDAT4_FILE = REAL / "aedat4" / "tonic_sample.aedat4"
+needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
+
+
+def synthetic_events(
+    n: int, width: int = 34, height: int = 34, seed: int = 0, mean_gap: float = 60.0
+) -> np.ndarray:
+    """``n`` time-ordered events on a ``width``x``height`` sensor, exponential gaps (µs)."""
+    rng = np.random.default_rng(seed)
+    ev = np.zeros(n, dtype=EVENT_DTYPE)
+    ev["t"] = 1000 + np.cumsum(rng.exponential(mean_gap, n).astype(np.int64))
+    ev["x"] = rng.integers(0, width, n)
+    ev["y"] = rng.integers(0, height, n)
+    ev["p"] = rng.integers(0, 2, n)
+    return ev

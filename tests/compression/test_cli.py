@@ -1,0 +1,73 @@
+"""`spikeforge compress` / `decompress` as typer commands (wired here as the main CLI does)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import typer
+from sfev_helpers import synthetic_events
+from typer.testing import CliRunner
+
+from spikeforge.compression.cli import compress_command, decompress_command
+from spikeforge.compression.files import write_nmnist
+from spikeforge.errors import DataError
+
+app = typer.Typer()
+app.command("compress")(compress_command)
+app.command("decompress")(decompress_command)
+runner = CliRunner()
+
+
+@pytest.fixture
+def recording(tmp_path):
+    path = tmp_path / "rec.bin"
+    write_nmnist(path, synthetic_events(4000))
+    return path
+
+
+def test_compress_decompress_round_trip(tmp_path, recording):
+    out = runner.invoke(app, ["compress", str(recording), str(tmp_path / "r.sfev")])
+    assert out.exit_code == 0, out.output
+    assert "4000 events" in out.output and "bytes/event" in out.output
+    out = runner.invoke(app, ["decompress", str(tmp_path / "r.sfev"), str(tmp_path / "r.bin")])
+    assert out.exit_code == 0, out.output
+    assert (tmp_path / "r.bin").read_bytes() == recording.read_bytes()
+
+
+def test_stats_without_output_writes_nothing(tmp_path, recording):
+    out = runner.invoke(app, ["compress", "--stats", str(recording)])
+    assert out.exit_code == 0, out.output
+    assert "xz -9e" in out.output and "bytes/event" in out.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rec.bin"]
+
+
+def test_sampled_mode_from_the_command_line(tmp_path, recording):
+    out = runner.invoke(
+        app, ["compress", "--rate", "0.1", "--stats", str(recording), str(tmp_path / "s.sfev")]
+    )
+    assert out.exit_code == 0, out.output
+    assert "achieved 0.10" in out.output
+    out = runner.invoke(app, ["decompress", str(tmp_path / "s.sfev"), str(tmp_path / "s.npz")])
+    assert "sampled" in out.output
+    with np.load(tmp_path / "s.npz") as z:
+        assert 0 < z["t"].size < 4000
+
+
+def test_corrupt_input_is_a_spikeforge_error(tmp_path):
+    (tmp_path / "bad.sfev").write_bytes(b"\x89SFEV\r\n\x1a\x02\x00" + bytes(50))
+    out = runner.invoke(app, ["decompress", str(tmp_path / "bad.sfev"), str(tmp_path / "o.npz")])
+    assert isinstance(out.exception, DataError)
+    assert "newer" in str(out.exception)
+
+
+def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
+    import sys
+
+    from spikeforge.compression import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    cli.compress_command(recording, tmp_path / "p.sfev", None, False, None, "zstd")
+    cli.decompress_command(tmp_path / "p.sfev", tmp_path / "p.npz")
+    err = capsys.readouterr().err
+    assert "compress" in err and "decompress" in err
