@@ -479,3 +479,181 @@ NEURONS.register("lif", LIF, help="leaky integrate-and-fire")
 NEURONS.register("klif", KLIF, help="LIF with a learnable k scaling the potential")
 NEURONS.register("if", IF, help="integrate-and-fire, no leak")
 NEURONS.register("relu", nn.ReLU, help="ReLU: trains the ANN twin of the architecture")
+
+
+# ------------------------------------------------------------------ OscillatingLIF
+# Appended (methods.md §6, issue 12). The classes above are unchanged.
+
+from .functional.dynamics import (  # noqa: E402  (this file is append-only for this neuron)
+    OSC_FORMS,
+    OscillatingLIFDynamics,
+    oscillation_drive,
+)
+
+
+def _check_form(value: object, where: str) -> str:
+    if not isinstance(value, str) or value not in OSC_FORMS:
+        raise ConfigError(f"{where} must be one of {', '.join(OSC_FORMS)}, got {value!r}")
+    return value
+
+
+def _check_finite(value: object, where: str, unit: str = "") -> float:
+    v = check_number(value, where, unit)
+    if not math.isfinite(v):
+        raise ConfigError(f"{where} must be finite, got {value!r}")
+    return v
+
+
+class OscillatingLIF(SpikingNeuron):
+    """LIF with an additive membrane oscillation, and optionally the "fake neuron" defense.
+
+    Per step ``t`` (counted from the call's first step):
+    ``h = u + (x - (u - v_reset))/tau + A·osc(2π·f·t + φ)``, then fire and reset as LIF
+    (``decay_input=False``: ``h = u - (u - v_reset)/tau + x + A·osc(...)``). ``osc`` is one of
+    ``sine`` (default), ``square``, ``triangle``, ``sawtooth``
+    (:func:`~spikeforge.functional.dynamics.oscillation`). The charge is
+    :class:`~spikeforge.functional.dynamics.OscillatingLIFDynamics`, run by the fused PyTorch
+    loop (no compiled kernel) or the reference loop, with identical spikes.
+
+    Phases: with ``phase=None`` every neuron (every element of one step's shape, e.g.
+    ``[C, H, W]``) gets its own ``φ ~ U[0, 2π)``, drawn from a generator seeded by the buffer
+    ``phase_seed``. The seed is drawn from torch's RNG at construction (so a seeded model is
+    reproducible) and saved in the checkpoint with the weights; φ for a given neuron shape is
+    therefore fixed for the life of the model, however the layer is called. (The seed, not the
+    φ tensor, is the buffer because the neuron shape is only known at the first call, and a
+    checkpoint must load into a freshly built model.) ``phase=<float>`` gives every neuron that
+    phase (radians).
+
+    The defense (``fake_form`` and/or ``fake_phase``): the forward output is always the true
+    neuron's, bit for bit, but gradients are those of the same neuron with the oscillation
+    ``A·fake_form(2π·f·t + φ + fake_phase)`` -- backpropagation through the *fake* neuron's own
+    trajectory. Because the oscillation is additive, ``∂h/∂u`` and ``∂h/∂x`` do not contain it:
+    swapping only the charge's local derivative would change nothing. What the oscillation does
+    to gradients is move the potential the surrogate is evaluated at and decide which steps
+    fire and reset; the fake backward therefore replaces the whole neuron's backward (see
+    docs/methods/oscillation.md). :func:`spikeforge.security.true_gradients` switches every
+    such neuron to its true backward.
+
+    Streaming: ``t`` restarts at 0 on every call, so a sequence cut into chunks does not see
+    one continuous oscillation (unlike LIF, whose chunks concatenate exactly).
+
+    Args:
+        tau: membrane time constant in steps.
+        amplitude: ``A``, in membrane-potential units (same as the threshold), ``>= 0``.
+        frequency: ``f`` in cycles per step (0.25: one period every 4 steps).
+        form: the oscillation's form.
+        phase: None (random per neuron) or one phase in radians for all neurons.
+        fake_form: the form the backward sees (None: ``form``).
+        fake_phase: a phase offset in radians the backward sees (None: 0).
+        decay_input: as :class:`LIF`.
+
+    The other arguments are those of :class:`SpikingNeuron`.
+    """
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        v_reset: float = 0.0,
+        reset: str = "hard",
+        decay_input: bool = True,
+        amplitude: float = 0.2,
+        frequency: float = 0.25,
+        form: str = "sine",
+        phase: float | None = None,
+        fake_form: str | None = None,
+        fake_phase: float | None = None,
+        surrogate: Surrogate | str | None = None,
+        detach_reset: bool = True,
+        backend: str = "auto",
+        steps: int | None = None,
+    ) -> None:
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        who = type(self).__name__
+        self.tau = _check_tau(tau, who)
+        self.decay_input = check_flag(decay_input, f"{who}: decay_input")
+        self.amplitude = _check_finite(amplitude, f"{who}: amplitude", "membrane units")
+        if self.amplitude < 0:
+            raise ConfigError(f"{who}: amplitude must be >= 0, got {amplitude}")
+        self.frequency = _check_finite(frequency, f"{who}: frequency", "cycles per step")
+        self.form = _check_form(form, f"{who}: form")
+        self.phase = None if phase is None else _check_finite(phase, f"{who}: phase", "radians")
+        self.fake_form = None if fake_form is None else _check_form(fake_form, f"{who}: fake_form")
+        self.fake_phase = (
+            None if fake_phase is None else _check_finite(fake_phase, f"{who}: fake_phase", "rad")
+        )
+        self.true_backward = False  # set by spikeforge.security.true_gradients
+        self._fake = False  # inside forward: build the fake dynamics
+        self.register_buffer(
+            "phase_seed", torch.randint(0, 2**62, (), dtype=torch.int64), persistent=True
+        )
+        self._phase_cache: dict[tuple, torch.Tensor] = {}
+
+    @property
+    def defended(self) -> bool:
+        """Whether the backward sees a different oscillation than the forward."""
+        return (self.fake_form not in (None, self.form)) or bool(self.fake_phase)
+
+    def phases(self, shape: tuple[int, ...], device: torch.device | str = "cpu") -> torch.Tensor:
+        """``φ`` (radians, float64) for one step's neuron shape, e.g. ``(C, H, W)``."""
+        shape = tuple(shape)
+        if self.phase is not None:
+            return torch.full(shape, self.phase, dtype=torch.float64, device=device)
+        key = (shape, str(device), int(self.phase_seed))
+        if key not in self._phase_cache:
+            gen = torch.Generator().manual_seed(int(self.phase_seed))
+            phi = 2.0 * math.pi * torch.rand(shape, generator=gen, dtype=torch.float64)
+            self._phase_cache = {key: phi.to(device)}  # one shape per layer in practice
+        return self._phase_cache[key]
+
+    def dynamics(self, x: torch.Tensor) -> Dynamics:
+        """The true charge for ``x [T, B, ...]`` (the fake one inside a defended backward)."""
+        phi = self.phases(tuple(x.shape[2:]), x.device)
+        form = self.form
+        if self._fake:
+            form = self.fake_form or self.form
+            phi = phi + (self.fake_phase or 0.0)
+        drive = oscillation_drive(x.shape[0], self.amplitude, self.frequency, form, phi, x.dtype)
+        return OscillatingLIFDynamics(self.tau, self.v_reset, self.decay_input, drive)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: torch.Tensor | None = None,
+        return_state: bool = False,
+        return_membrane: bool = False,
+    ):
+        """As :meth:`SpikingNeuron.forward`; with the defense on and autograd recording, every
+        output is ``true + (fake - fake.detach())``: the true value (adding an exact zero) with
+        the fake neuron's gradient."""
+        if not self.defended or self.true_backward or not torch.is_grad_enabled():
+            return super().forward(x, state, return_state, return_membrane)
+        with torch.no_grad():
+            true = super().forward(x, state, return_state, return_membrane)
+        self._fake = True
+        try:
+            fake = super().forward(x, state, return_state, return_membrane)
+        finally:
+            self._fake = False
+        if isinstance(true, torch.Tensor):
+            return true + (fake - fake.detach())
+        return tuple(t + (f - f.detach()) for t, f in zip(true, fake, strict=True))
+
+    def extra_repr(self) -> str:
+        phase = "random per neuron" if self.phase is None else f"{self.phase:g}"
+        fake = ""
+        if self.defended:
+            form = self.fake_form or self.form
+            fake = f", fake_form={form!r}, fake_phase={self.fake_phase or 0:g}"
+        return (
+            f"tau={self.tau:g}, amplitude={self.amplitude:g}, frequency={self.frequency:g}, "
+            f"form={self.form!r}, phase={phase}{fake}, " + super().extra_repr()
+        )
+
+
+NEURONS.register(
+    "oscillating",
+    OscillatingLIF,
+    help="LIF plus a membrane oscillation A·osc(2π·f·t + φ); optional fake-gradient defense",
+)
+__all__ += ["OscillatingLIF"]

@@ -80,6 +80,7 @@ EXPERIMENTS: Registry[type[Experiment]] = Registry(
             "na_vs_bptt",
             "noisy_single_step",
             "bioleaf_vs_bp",
+            "oscillation_defense",
             "sampling_vs_random",
         )
     ),

@@ -253,3 +253,84 @@ class KLIFDynamics(Dynamics):
         ghl = gf * k
         g_tau = ghl / self.tau
         return ghl - g_tau, g_tau, (gf * hl,)
+
+
+# ------------------------------------------------------------------ membrane oscillation
+# Appended for OscillatingLIF (methods.md §6). New names only; the classes above are unchanged.
+
+import math  # noqa: E402  (kept with the only code that needs it: this file is append-only)
+
+OSC_FORMS = ("sine", "square", "triangle", "sawtooth")
+"""Periodic forms of the membrane oscillation: period 2π, values in [-1, 1], each 0 (or, for the
+square, switching to +1) at angle 0 and rising there, so that forms are interchangeable."""
+
+
+def oscillation(form: str, angle: torch.Tensor) -> torch.Tensor:
+    """``osc(angle)`` for ``form`` in :data:`OSC_FORMS`; ``angle`` in radians, any shape.
+
+    sine ``sin a``; square ``+1`` on ``[0, π)`` and ``-1`` on ``[π, 2π)``; triangle ``4p`` rising
+    to 1 at ``p = 1/4`` then down to -1 at ``p = 3/4``; sawtooth ``2p`` up to 1 at ``p → 1/2``,
+    then from -1; where ``p = angle / 2π mod 1`` is the fraction of the period.
+    """
+    if form == "sine":
+        return torch.sin(angle)
+    p = torch.remainder(angle / (2.0 * math.pi), 1.0)
+    if form == "square":
+        return torch.where(p < 0.5, 1.0, -1.0).to(angle.dtype)
+    if form == "triangle":
+        return 4.0 * (torch.remainder(p - 0.25, 1.0) - 0.5).abs() - 1.0
+    if form == "sawtooth":
+        return 2.0 * torch.remainder(p + 0.5, 1.0) - 1.0
+    raise ValueError(f"unknown oscillation form {form!r}; choose one of {', '.join(OSC_FORMS)}")
+
+
+def oscillation_drive(
+    steps: int,
+    amplitude: float,
+    frequency: float,
+    form: str,
+    phase: torch.Tensor,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """``A·osc(2π·f·t + φ)`` for ``t = 0 .. steps-1``: a tensor ``[steps, *phase.shape]``.
+
+    ``frequency`` in cycles per step, ``phase`` in radians per neuron (any shape, e.g. one
+    step's ``[C, H, W]``), ``amplitude`` in membrane-potential units. Computed in float64 and
+    cast once to ``dtype``, so every backend adds exactly the same numbers.
+    """
+    t = torch.arange(steps, dtype=torch.float64, device=phase.device)
+    angle = (2.0 * math.pi * frequency) * t.view(-1, *([1] * phase.dim())) + phase.double()
+    return (amplitude * oscillation(form, angle)).to(dtype)
+
+
+class OscillatingLIFDynamics(Dynamics):
+    """LIF charge plus an additive membrane oscillation (methods.md §6):
+    ``h = (LIF charge of u, x) + drive[t]``, ``drive[t] = A·osc(2π·f·t + φ)``.
+
+    ``drive [T, ...]`` (from :func:`oscillation_drive`) broadcasts against one step
+    ``[B, ...]``. The oscillation does not depend on ``u`` or ``x``, so the local derivatives
+    are LIF's (constant: the fused loop takes its one multiply-add backward); the oscillation
+    changes gradients only through where the surrogate is evaluated and which steps spike.
+    No compiled kernel implements it (``kernel_spec`` is None), so ``backend="auto"`` runs the
+    fused PyTorch loop.
+    """
+
+    def __init__(self, tau: float, v_reset: float, decay_input: bool, drive: torch.Tensor) -> None:
+        self.lif = LIFDynamics(tau, v_reset, decay_input)
+        self.drive = drive
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        h, _ = self.lif.charge(u, x, t, params)
+        return h + self.drive[t], None
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        return self.lif.charge_vjp(gh, u, x, t, h, aux, params)
+
+    def constant_derivatives(self):  # noqa: D102
+        return self.lif.constant_derivatives()
+
+    def kernel_spec(self):  # noqa: D102
+        return None  # the compiled kernels would silently drop the oscillation
+
+
+__all__ += ["OSC_FORMS", "OscillatingLIFDynamics", "oscillation", "oscillation_drive"]

@@ -48,6 +48,7 @@ METHODS: Registry[type[TrainingMethod]] = Registry(
         "spikeforge.learning.na",
         "spikeforge.learning.noisy",
         "spikeforge.learning.bioleaf",
+        "spikeforge.security.adv_train",
         "spikeforge.compression.sampler",
     ),
 )

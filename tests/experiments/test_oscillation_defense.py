@@ -1,0 +1,67 @@
+"""The oscillation-defense experiment end to end, shrunk to digits so it runs in seconds (the
+real ``--quick`` run uses mnist5k and is timed separately)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spikeforge.experiments import oscillation_defense as od
+from spikeforge.experiments import run_experiment
+from spikeforge.training import TrainConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_thread):
+    """One torch thread (see conftest): the shared CPU is oversubscribed."""
+
+
+def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
+    def tiny(quick: bool):
+        return {
+            "config": TrainConfig(
+                dataset="digits", model="mlp", hidden=[32], steps=4, epochs=1, lr=1e-2
+            ),
+            "samples": 30,
+            "eps": [0.0, 0.1, 0.2, 0.3],
+            "steps": 20,
+            "queries": 30,
+            "adv": {"eps": 0.1, "steps": 1},
+        }
+
+    monkeypatch.setattr(od, "_settings", tiny)
+    report, folder = run_experiment(
+        "oscillation-defense", quick=True, seeds=1, out_dir=tmp_path, progress=False
+    )
+    data = json.loads((folder / "report.json").read_text())
+    res = data["results"]
+    assert set(res["per_seed"]) == set(od.ARMS)
+    assert res["forward_identical"] == [True]  # defense leaves the forward bit-identical
+    for arm in od.ARMS:
+        (r,) = res["per_seed"][arm]
+        for attack in od.ATTACK_NAMES:
+            assert len(r[attack]) == 4
+            assert r[attack][0] == pytest.approx(r["clean"])
+            assert all(a <= r["clean"] + 1e-9 for a in r[attack])  # attacks never help
+        assert set(res["sanity"][arm]) == {
+            "iterative_at_least_single_step",
+            "more_steps_do_not_help",
+            "near_zero_at_eps_0.5",
+            "black_box_not_stronger",
+        }
+    # LIF has no oscillating neurons: the adaptive attack is PGD itself
+    (lif,) = res["per_seed"]["LIF"]
+    assert lif["adaptive"] == lif["pgd"]
+    assert set(res["claims"]) == {"oscillation > LIF", "defense > oscillation"}
+    md = (folder / "report.md").read_text()
+    assert "Sanity checks (Carlini et al. 2019)" in md and "Did the claim hold?" in md
+    assert (folder / "robust_accuracy.png").stat().st_size > 1000
+    assert report.held is None  # quick runs decide nothing
+
+
+def test_options_are_checked():
+    from spikeforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="form must be one of"):
+        od.OscillationOptions(form="cosine")

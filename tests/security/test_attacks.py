@@ -1,0 +1,258 @@
+"""Attacks: they lower an undefended model's accuracy, respect ε and the valid range, never
+change the model, work on a load_run Run, and refuse bad input in one line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from spikeforge import data
+from spikeforge.errors import ConfigError, DataError
+from spikeforge.layers import TimeFolded
+from spikeforge.neurons import OscillatingLIF
+from spikeforge.security.attacks import (
+    ATTACKS,
+    adaptive_pgd,
+    fgsm,
+    pgd,
+    robust_accuracy,
+    run_attack,
+    square,
+)
+
+
+def _digits(n: int, split: str = "train"):
+    ds = data.load("digits", split)
+    x, y = ds.tensors
+    return x[:n], y[:n]
+
+
+def _train(seed: int) -> nn.Module:
+    """A small ANN on digits, full-batch Adam: ~95% train accuracy in well under a second."""
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    x, y = _digits(1437)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(150):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One torch thread: on the shared 2-core CPU intra-op threads spin against each other."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    return _train(0), _train(1)
+
+
+@pytest.fixture(scope="module")
+def test_batch():
+    return _digits(200, "test")
+
+
+def _acc(net, x, y):
+    with torch.no_grad():
+        return float((net(x).argmax(-1) == y).float().mean())
+
+
+def test_attacks_lower_accuracy_and_respect_the_budget(nets, test_batch):
+    net, other = nets
+    x, y = test_batch
+    clean = _acc(net, x, y)
+    assert clean > 0.85
+    eps = 0.15
+    results = {}
+    for name, kw in {
+        "fgsm": {},
+        "pgd": {"steps": 20},
+        "adaptive": {"steps": 20},
+        "transfer": {"source": other, "steps": 20},
+        "square": {"queries": 300},
+    }.items():
+        x_adv = run_attack(name, net, x, y, eps, **kw)
+        assert x_adv.shape == x.shape
+        assert float((x_adv - x).abs().max()) <= eps + 1e-6  # the max-norm check
+        assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+        results[name] = _acc(net, x_adv, y)
+    assert results["pgd"] < 0.5 * clean, results
+    assert results["fgsm"] < clean - 0.2, results
+    assert results["square"] < clean - 0.2, results
+    assert results["transfer"] < clean - 0.1, results
+    assert results["pgd"] <= results["fgsm"]  # iterative at least as strong
+    # L2: per-sample Euclidean budget
+    x2 = pgd(net, x, y, 1.0, norm="l2", steps=20)
+    assert float((x2 - x).flatten(1).norm(dim=1).max()) <= 1.0 + 1e-5
+    assert _acc(net, x2, y) < clean - 0.2
+
+
+def test_attacks_never_change_the_model(nets, test_batch):
+    net, other = nets
+    net.train()  # the attack must not leave it in eval mode either
+    net.zero_grad(set_to_none=True)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x, y = test_batch
+    for name in ATTACKS.names():
+        kw = {"source": other} if name == "transfer" else {}
+        if name == "square":
+            kw = {"queries": 20}
+        run_attack(name, net, x[:20], y[:20], 0.1, **kw)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert all(p.grad is None for p in net.parameters())
+    assert all(p.requires_grad for p in net.parameters())
+    assert net.training
+
+
+def test_more_steps_never_help_the_model(nets, test_batch):
+    net, _ = nets
+    x, y = test_batch
+    a5 = robust_accuracy("pgd", net, x, y, 0.08, steps=5)
+    a40 = robust_accuracy("pgd", net, x, y, 0.08, steps=40)
+    assert a40 <= a5
+    assert robust_accuracy("pgd", net, x, y, 0.0) == pytest.approx(_acc(net, x, y))
+    assert robust_accuracy("pgd", net, x, y, 0.5) < 0.05  # ~0 at a large ε
+
+
+def _snn(**kw):
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Unflatten(0, (1, -1)),  # [1, B, 64]: direct encoding with T = 1 ...
+        TimeFolded(nn.Linear(64, 32)),
+        OscillatingLIF(amplitude=0.4, frequency=0.25, phase=0.0, **kw),
+        TimeFolded(nn.Linear(32, 10)),
+        Mean0(),
+    )
+
+
+class Mean0(nn.Module):
+    def forward(self, z):  # noqa: D102
+        return z.mean(0)
+
+
+def test_adaptive_attack_sees_through_the_defense(test_batch):
+    x, y = test_batch
+    plain = _snn()
+    defended = _snn(fake_form="square", fake_phase=3.0)
+    defended.load_state_dict(plain.state_dict())
+    g = torch.Generator().manual_seed(5)
+    a = pgd(plain, x[:50], y[:50], 0.1, steps=5, generator=g)
+    g = torch.Generator().manual_seed(5)
+    b = adaptive_pgd(defended, x[:50], y[:50], 0.1, steps=5, generator=g)
+    assert torch.equal(a, b)  # the adaptive attacker gets exactly the undefended gradient
+    g = torch.Generator().manual_seed(5)
+    c = pgd(defended, x[:50], y[:50], 0.1, steps=5, generator=g)
+    assert not torch.equal(a, c)  # the non-adaptive one is fooled by the fake backward
+
+
+def test_square_attack_is_gradient_free(nets, test_batch):
+    net, _ = nets
+    x, y = test_batch
+    with torch.no_grad():  # no autograd at all: it only queries scores
+        x_adv = square(net, x[:50], y[:50], 0.2, queries=200)
+    assert _acc(net, x_adv, y[:50]) < _acc(net, x[:50], y[:50])
+
+
+def test_bad_input_gives_one_line_errors(nets, test_batch, tmp_path):
+    from spikeforge.security.cli import attack_command
+
+    net, _ = nets
+    x, y = test_batch
+    with pytest.raises(ConfigError, match="eps must be >= 0") as e:
+        fgsm(net, x, y, -0.1)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="unknown attack 'cw'; choose one of fgsm") as e:
+        run_attack("cw", net, x, y, 0.1)
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="eps must be >= 0"):
+        attack_command(tmp_path, "pgd", [0.1, -1.0])
+    with pytest.raises(DataError, match="has no checkpoint") as e:
+        attack_command(tmp_path, "pgd", [0.1])
+    assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="unknown attack"):
+        attack_command(tmp_path, "nope", [0.1])
+    with pytest.raises(ConfigError, match="needs --source"):
+        attack_command(tmp_path, "transfer", [0.1])
+
+
+def test_attack_command_on_a_trained_run(tmp_path):
+    from spikeforge.security.cli import attack_command
+    from spikeforge.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(
+        dataset="digits", model="mlp", steps=2, epochs=3, lr=1e-2, out_dir=str(tmp_path)
+    )
+    Trainer(cfg, run_dir=tmp_path / "run").fit()
+    res = attack_command(tmp_path / "run", "pgd", [0.0, 0.1, 0.3], steps=20, samples=100)
+    saved = json.loads((tmp_path / "run" / "attack.json").read_text())
+    assert saved["robust_accuracy"] == res["robust_accuracy"]
+    assert saved["robust_accuracy"][0] == pytest.approx(saved["clean_accuracy"])
+    assert saved["clean_accuracy"] > 0.5
+    assert saved["robust_accuracy"][-1] < 0.5 * saved["clean_accuracy"]
+    assert (tmp_path / "run" / "attack.png").stat().st_size > 1000
+
+
+def test_an_oscillating_run_trains_saves_loads_and_is_attacked(tmp_path):
+    """--neuron oscillating through the ordinary trainer: the phase seed is in the checkpoint
+    and load_run rebuilds the same phases; the adaptive attack works on the Run."""
+    from spikeforge.neurons import OscillatingLIF
+    from spikeforge.security import oscillating_neurons
+    from spikeforge.training import TrainConfig, Trainer, load_run
+
+    cfg = TrainConfig(
+        dataset="digits",
+        model="mlp",
+        neuron="oscillating",
+        steps=4,
+        epochs=1,
+        lr=1e-2,
+        out_dir=str(tmp_path),
+    )
+    tr = Trainer(cfg, run_dir=tmp_path / "osc")
+    tr.fit()
+    run = load_run(tmp_path / "osc")
+    a, b = oscillating_neurons(tr.model), oscillating_neurons(run)
+    assert a and all(isinstance(n, OscillatingLIF) for n in b)
+    assert [int(n.phase_seed) for n in a] == [int(n.phase_seed) for n in b]
+    x, y = _digits(50, "test")
+    assert torch.equal(run.predict(x), run.predict(x))
+    acc = robust_accuracy("adaptive", run, x, y, 0.3, steps=20)
+    assert acc < robust_accuracy("fgsm", run, x, y, 0.0)
+
+
+class _Noisy(nn.Module):
+    """A classifier with a random forward (noise on its input), like Poisson encoding."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):  # noqa: D102
+        return self.net(x + 0.3 * torch.randn_like(x))
+
+
+def test_eot_averages_gradients_over_random_forwards(nets, test_batch):
+    net, _ = nets
+    noisy = _Noisy(net)
+    x, y = test_batch
+    torch.manual_seed(0)
+    x1 = adaptive_pgd(noisy, x, y, 0.15, steps=20, eot=1)
+    torch.manual_seed(0)
+    x8 = adaptive_pgd(noisy, x, y, 0.15, steps=20, eot=8)
+    assert float((x8 - x).abs().max()) <= 0.15 + 1e-6
+    # judged on the noise-free model, EOT's averaged gradient (and its averaged stopping
+    # decision) fools more: one noisy pass ends the attack on a sample by luck
+    assert _acc(net, x8, y) < _acc(net, x1, y) - 0.1
+    assert _acc(net, x8, y) < _acc(net, x, y) - 0.3
