@@ -300,6 +300,31 @@ def _compression_commands() -> None:
 _compression_commands()
 
 
+@app.command()
+def attack(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeforge train`."),
+    attack: str = typer.Option(
+        ..., help="Attack. One of: fgsm | pgd | adaptive | transfer | square."
+    ),
+    eps: str = typer.Option(..., help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3."),
+    steps: int = typer.Option(20, help="PGD steps (pgd, adaptive, transfer)."),
+    norm: str = typer.Option("linf", help="PGD norm. One of: linf | l2."),
+    samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
+    source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
+    out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),
+) -> None:
+    """Attack a trained run; writes attack.json (robust accuracy per ε) and an accuracy-vs-ε
+    PNG."""
+    from .security.cli import attack_command, parse_eps
+
+    result = attack_command(
+        run_dir, attack, parse_eps(eps), steps, norm, samples=samples, source=source,
+        out_dir=out_dir,
+    )  # fmt: skip
+    for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
+        typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")
+
+
 @data_app.command("list")
 def data_list(
     data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
