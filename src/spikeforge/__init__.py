@@ -13,7 +13,7 @@ from .errors import (  # noqa: E402
 )
 from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
 from .models import MLP, ConvNet, build_model  # noqa: E402
-from .neurons import IF, KLIF, LIF, SpikingNeuron, TimeChunked  # noqa: E402
+from .neurons import IF, KLIF, LIF, OscillatingLIF, SpikingNeuron, TimeChunked  # noqa: E402
 from .tasks import DataSpec, Task  # noqa: E402
 from .training import (  # noqa: E402
     Callback,
@@ -29,6 +29,7 @@ __all__ = [
     "KLIF",
     "LIF",
     "MLP",
+    "OscillatingLIF",
     "Callback",
     "CheckpointError",
     "ConfigError",

@@ -28,8 +28,23 @@ __all__ = [
     "model_from_config",
 ]
 
-# Config fields a neuron constructor may take, by parameter name.
-_NEURON_FIELDS = ("tau", "threshold", "v_reset", "reset", "decay_input", "detach_reset")
+# Config fields a neuron constructor may take -> the constructor's parameter name.
+_NEURON_FIELDS = {
+    "tau": "tau",
+    "threshold": "threshold",
+    "v_reset": "v_reset",
+    "reset": "reset",
+    "decay_input": "decay_input",
+    "detach_reset": "detach_reset",
+    "osc_amplitude": "amplitude",
+    "osc_frequency": "frequency",
+    "osc_form": "form",
+    "osc_phase": "phase",
+    "osc_fake_form": "fake_form",
+    "osc_fake_phase": "fake_phase",
+}
+# Config values that mean "not set" for constructor parameters whose default is None.
+_UNSET = {"osc_fake_form": "", "osc_fake_phase": 0.0}
 
 
 @dataclass
@@ -52,10 +67,11 @@ def neuron_factory(cfg: TrainConfig) -> NeuronFactory | None:
     params = inspect.signature(cls).parameters
     defaults = TrainConfig()
     kwargs = {}
-    for name in _NEURON_FIELDS:
+    for name, param in _NEURON_FIELDS.items():
         value = getattr(cfg, name)
-        if name in params:
-            kwargs[name] = value
+        if param in params:
+            if name not in _UNSET or value != _UNSET[name]:
+                kwargs[param] = value
         elif value != getattr(defaults, name):
             raise ConfigError(
                 f"{name} = {value!r} does not apply to neuron {cfg.neuron!r}; leave it out or "

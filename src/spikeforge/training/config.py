@@ -72,6 +72,12 @@ class TrainConfig:
     surrogate: str = "atan"
     alpha: float | None = None
     detach_reset: bool = True
+    osc_amplitude: float = 0.2
+    osc_frequency: float = 0.25
+    osc_form: str = "sine"
+    osc_phase: float | None = None
+    osc_fake_form: str = ""
+    osc_fake_phase: float = 0.0
     dropout: float = 0.0
     seed: int = 0
     eval_batch_size: int = 500
