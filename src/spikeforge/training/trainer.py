@@ -109,6 +109,8 @@ class Trainer:
         callbacks: :class:`~spikeforge.training.callbacks.Callback` objects.
         run_dir: where to write; default a new folder under ``config.out_dir``.
         progress: show progress (a bar on a terminal, one line per epoch otherwise).
+        distributed: this process's place in a torchrun job (default: read from the
+            environment; one process when there is none).
 
     >>> summary = Trainer(TrainConfig(dataset="digits", epochs=3)).fit()
     """
