@@ -15,17 +15,37 @@ __all__ = ["atomic_write_bytes"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
-    """Write ``data`` to ``path`` atomically; returns ``path``."""
+    """Write ``data`` to ``path`` atomically; returns ``path``. Raises ``OSError`` as ``open``
+    would (missing folder, no permission, no space); the previous file is then unchanged."""
     path = Path(path)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp: Path | None = None
     try:
-        with open(tmp, "wb") as fh:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(candidate, flags, mode)
+        tmp = candidate  # ours from here on: remove it if anything below fails
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
+        os.chmod(tmp, mode)  # independent of the umask
         os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
     return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Best-effort fsync of a directory so a completed rename survives a crash (POSIX only)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import math
 import os
-import secrets
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as _st_save
 
+from spikeforge.atomic import atomic_write_bytes
 from spikeforge.errors import CheckpointError
 
 __all__ = [
@@ -191,18 +191,6 @@ def _prepare_tensors(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Ten
     return out
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Best-effort fsync of a directory so a completed rename survives a crash (POSIX only)."""
-    if os.name != "posix":
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     tensors: Mapping[str, torch.Tensor],
@@ -246,29 +234,14 @@ def save_checkpoint(
             f"cannot serialise checkpoint '{path}': {_one_line(err)}; check the tensors"
         ) from err
 
-    tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        candidate = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-        fd = os.open(candidate, flags, 0o666)  # 0o666 & ~umask, like a normal open()
-        tmp = candidate  # ours from here on: remove it if anything below fails
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-        _fsync_dir(path.parent)
+        atomic_write_bytes(path, payload)
     except OSError as err:
         raise CheckpointError(
             f"cannot write checkpoint '{path}': {_one_line(err)}; check the directory exists, is "
             "writable and has free space (any previous checkpoint there is unchanged)"
         ) from err
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
     return path
 
 
