@@ -7,6 +7,14 @@ library in a fresh subprocess. Peers are optional: a library that is not install
 (see benchmarks/README.md for the separate benchmark environment).
 
     python benchmarks/bench_step.py --out benchmarks/results/step_time
+    python benchmarks/bench_step.py --device cuda --nets fc,conv,conv128,fcbig,nbound,on \
+        --libs ann,spikeforge,spikeforge-no-check,spikingjelly --no-memory
+
+Besides LIF, the CPU run times KLIF and the oscillating LIF (plain and with the fake-backward
+defense) on the compiled kernel, and LIF on the fused PyTorch path (what runs without a C
+compiler), so their ratios to LIF and to the ANN come from the same interleaved run.
+``--device cuda`` runs the networks of issue 18's table on the GPU (CUDA-event timing, peak
+``torch.cuda.max_memory_allocated``); ``--dtype bfloat16`` runs model and input in that type.
 """
 
 from __future__ import annotations
@@ -134,6 +142,33 @@ LIBS: dict[str, tuple[str | None, Callable[[], nn.Module] | None]] = {
     "norse-box": ("norse", _NorseBoxLoop),
 }
 LIBS["spikeforge-chunked"] = (None, sf_neuron("auto"))  # whole net under TimeChunked
+# other neurons on the same nets (their dynamics differ: not in the spike-identity check)
+LIBS["spikeforge-klif"] = (None, lambda: sf.KLIF(tau=TAU, threshold=THETA))
+LIBS["spikeforge-osc"] = (
+    None,
+    lambda: sf.OscillatingLIF(tau=TAU, threshold=THETA, decay_input=False),
+)
+LIBS["spikeforge-osc-defended"] = (
+    None,
+    lambda: sf.OscillatingLIF(tau=TAU, threshold=THETA, decay_input=False, fake_form="square"),
+)
+OTHER_DYNAMICS = {"spikeforge-klif", "spikeforge-osc", "spikeforge-osc-defended"}
+
+
+class _NoCheckLIF(nn.Module):
+    """spikeforge's LIF without the finite-input check (the issue's 'without the NaN check')."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lif = sf.LIF(tau=TAU, threshold=THETA, decay_input=False)
+
+    def forward(self, x):
+        from spikeforge.functional.fused import neuron_multistep
+
+        return neuron_multistep(x, None, self.lif.dynamics(x), self.lif.fire_reset())[0]
+
+
+LIBS["spikeforge-no-check"] = (None, _NoCheckLIF)
 CHUNK = 8  # steps per chunk for spikeforge-chunked
 PEERS = {
     "spikingjelly": ["spikingjelly"],
@@ -177,26 +212,64 @@ def conv_net(neuron: Callable[[], nn.Module] | None, width: int = 16) -> nn.Modu
     )
 
 
+class _WideOut(nn.Module):
+    """Linear(n_in -> 16384) + 16k spiking neurons, the neuron-bound nets of issue 18."""
+
+    def __init__(self, neuron, n_in: int) -> None:
+        super().__init__()
+        act = neuron or nn.ReLU
+        self.net = nn.Sequential(TimeFolded(nn.Linear(n_in, 16384)), act())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+# name -> (T, B, input shape, title); fc and conv are the CPU nets, all are the GPU table
+NETS: dict[str, tuple[int, int, tuple[int, ...], str]] = {
+    "fc": (25, 128, (784,), "FC 784-512-10, T=25, B=128, Bernoulli(0.2) input"),
+    "conv": (10, 32, (2, 34, 34), "Conv 2x34x34 -> C16-P2-C32-P2-FC10, T=10, B=32"),
+    "conv128": (10, 128, (2, 34, 34), "same conv, B=128"),
+    "fcbig": (32, 256, (784,), "FC 784-4096-4096-10, T=32, B=256"),
+    "nbound": (500, 16, (128,), "Linear(128->16384) + 16k LIF, T=500, B=16 (neuron-bound)"),
+    "on": (500, 16, (16384,), "Linear(16384->16384) + 16k LIF, T=500, B=16"),
+}
+DEVICE = torch.device("cpu")
+DTYPE = torch.float32
+
+
 def make_input(net: str, T: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    if net == "fc":
-        B, shape = 128, (784,)
-    else:
-        B, shape = 32, (2, 34, 34)
-    x = (torch.rand((T, B, *shape), generator=g) < 0.2).float()
-    y = torch.randint(0, 10, (B,), generator=g)
-    return x, y
+    _, B, shape, _ = NETS[net]
+    x = (torch.rand((T, B, *shape), generator=g) < 0.2).to(DTYPE)
+    n_out = 16384 if net in ("nbound", "on") else 10
+    y = torch.randint(0, n_out, (B,), generator=g)
+    return x.to(DEVICE), y.to(DEVICE)
 
 
 def build(lib: str, net: str, size: int | None, seed: int = 0) -> nn.Module:
     neuron = LIBS[lib][1]
     torch.manual_seed(seed)  # identical weights in every library
-    model = fc_net(neuron, size or 512) if net == "fc" else conv_net(neuron, size or 16)
+    if net == "fc":
+        model = fc_net(neuron, size or 512)
+    elif net == "fcbig":
+        act = neuron or nn.ReLU
+        model = nn.Sequential(
+            TimeFolded(nn.Linear(784, 4096)),
+            act(),
+            TimeFolded(nn.Linear(4096, 4096)),
+            act(),
+            TimeFolded(nn.Linear(4096, 10)),
+            act(),
+        )
+    elif net in ("nbound", "on"):
+        model = _WideOut(neuron, NETS[net][2][0])
+    else:
+        model = conv_net(neuron, size or 16)
     if lib == "spikeforge-chunked":
         from spikeforge.neurons import TimeChunked
 
         model = nn.Sequential(*[TimeChunked(model, CHUNK)])
-    return model
+    return model.to(device=DEVICE, dtype=DTYPE)
 
 
 def step_fn(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
@@ -221,7 +294,7 @@ def check_dynamics(libs: list[str], net: str, T: int) -> dict:
     result = {}
     ref = None
     for lib in libs:
-        if lib == "ann":
+        if lib == "ann" or lib in OTHER_DYNAMICS:
             continue
         model = build(lib, net, None, seed=1)
         with torch.no_grad():
@@ -229,6 +302,8 @@ def check_dynamics(libs: list[str], net: str, T: int) -> dict:
                 if isinstance(m, nn.Linear | nn.Conv2d):
                     m.weight.mul_(3.0)
         layers = model[0].block if lib == "spikeforge-chunked" else model
+        if isinstance(layers, _WideOut):
+            layers = layers.net
         neurons = [m for m in layers if not isinstance(m, TimeFolded)]
         seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(neurons))}
 
@@ -258,28 +333,54 @@ def check_dynamics(libs: list[str], net: str, T: int) -> dict:
 CLOCK = time.perf_counter  # --clock cpu: time.process_time (CPU seconds of this process)
 
 
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
 def time_interleaved(
     libs: list[str], net: str, T: int, size: int | None, rounds: int, per_round: int
 ) -> dict[str, dict]:
     x, y = make_input(net, T)
-    steps, first = {}, {}
+    steps, first, peak = {}, {}, {}
     for lib in libs:
         model = build(lib, net, size)
         steps[lib] = step_fn(model, x, y)
+        _sync()
         t0 = time.perf_counter()
         steps[lib]()
+        _sync()
         first[lib] = time.perf_counter() - t0
+        if DEVICE.type == "cuda":  # the step's own peak: above what every model holds
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
         steps[lib]()  # second warm-up step
+        _sync()
+        if DEVICE.type == "cuda":
+            peak[lib] = (torch.cuda.max_memory_allocated() - base) / 2**20
     times: dict[str, list[float]] = {lib: [] for lib in libs}
+    loads: list[float] = []
     rng = random.Random(0)
     for _ in range(rounds):
         order = libs[:]
         rng.shuffle(order)
+        loads.append(os.getloadavg()[0])
         for lib in order:
             for _ in range(per_round):
-                t0 = CLOCK()
-                steps[lib]()
-                times[lib].append(CLOCK() - t0)
+                if DEVICE.type == "cuda":
+                    start, end = (
+                        torch.cuda.Event(enable_timing=True),
+                        torch.cuda.Event(enable_timing=True),
+                    )
+                    start.record()
+                    steps[lib]()
+                    end.record()
+                    end.synchronize()
+                    times[lib].append(start.elapsed_time(end) / 1e3)
+                else:
+                    t0 = CLOCK()
+                    steps[lib]()
+                    times[lib].append(CLOCK() - t0)
     out = {}
     for lib in libs:
         ts = sorted(times[lib])
@@ -290,6 +391,9 @@ def time_interleaved(
             "first_step_ms": 1e3 * first[lib],
             "n": len(ts),
         }
+        if lib in peak:
+            out[lib]["cuda_peak_mib"] = peak[lib]
+    out["_load"] = {"min": min(loads), "median": statistics.median(loads), "max": max(loads)}
     return out
 
 
@@ -352,7 +456,7 @@ def memory_in_subprocess(lib: str, net: str, T: int, threads: int) -> dict:
 
 def first_step_probe(lib: str, net: str, steps: int = 8) -> dict:
     """In a fresh process: the first training step's time against the later ones."""
-    T = 25 if net == "fc" else 10
+    T = NETS[net][0]
     x, y = make_input(net, T)
     step = step_fn(build(lib, net, None), x, y)
     ts = []
@@ -396,25 +500,36 @@ def best_variant(res: dict[str, dict], peer: str) -> str | None:
 
 
 def markdown(report: dict) -> str:
+    clock_word = {"wall": "wall", "cpu": "CPU", "cuda-events": "GPU (CUDA events)"}.get(
+        report["clock"], report["clock"]
+    )
     lines = [
         "# Training-step benchmark",
         "",
         f"Command: `{report['command']}`",
         "",
         f"{report['date']} · torch {report['torch']} · {report['threads']} threads · "
-        f"{report['cpu']} · Python {report['python']} · clock: {report['clock']} · load "
+        f"{report['cpu']} · device {report.get('device', 'cpu')} · dtype "
+        f"{report.get('dtype', 'float32')} · Python {report['python']} · clock: "
+        f"{report['clock']} · load "
         f"average at start / end: {report['load_average_at_start'][0]:.1f} / "
         f"{report.get('load_average_at_end', [float('nan')])[0]:.1f}",
         "",
-        f"Median {'wall' if report['clock'] == 'wall' else 'CPU'} time of forward + backward "
+        f"Median {clock_word} time of forward + backward "
         "+ Adam step, libraries interleaved round by "
-        "round in one process (ratios within a table come from the same run). Memory from a "
-        "fresh process per library over 5 training steps, the kernel's high-water mark reset "
-        "just before them: `peak RSS` as a user sees it, `growth` = that peak minus the RSS "
-        "after building the model and inputs, `live growth` = the same with "
-        "`MALLOC_MMAP_THRESHOLD_=65536`, so that freed buffers leave RSS at once and the "
-        "number follows the memory the library actually holds (glibc's default keeps freed, "
-        "fragmented heap memory counted).",
+        "round in one process (ratios within a table come from the same run). "
+        + (
+            "Memory from a "
+            "fresh process per library over 5 training steps, the kernel's high-water mark "
+            "reset just before them: `peak RSS` as a user sees it, `growth` = that peak minus "
+            "the RSS after building the model and inputs, `live growth` = the same with "
+            "`MALLOC_MMAP_THRESHOLD_=65536`, so that freed buffers leave RSS at once and the "
+            "number follows the memory the library actually holds (glibc's default keeps "
+            "freed, fragmented heap memory counted)."
+            if report.get("device", "cpu") == "cpu"
+            else "Memory: the peak of `torch.cuda.max_memory_allocated` during one training "
+            "step, above what all the models built for the run hold."
+        ),
         "",
     ]
     for nres in report["networks"].values():
@@ -422,13 +537,36 @@ def markdown(report: dict) -> str:
         ann = res["ann"]["median_ms"]
         sfm = res["spikeforge"]["median_ms"]
         lines += [f"## {nres['title']}", ""]
+        load = nres["summary"].get("load_average_during_timing")
+        if load:
+            lines += [
+                f"1-minute load average sampled each round: min {load['min']:.1f}, median "
+                f"{load['median']:.1f}, max {load['max']:.1f} (this machine has "
+                f"{report.get('cpu_count', '?')} cores).",
+                "",
+            ]
+        other = nres["summary"].get("x_spikeforge_lif")
+        if other:
+            lines += [
+                "Ratios to spikeforge's LIF (compiled kernel) in the same run: "
+                + ", ".join(f"{k} {v:.2f}×" for k, v in other.items())
+                + ".",
+                "",
+            ]
+        peak_head = (
+            "peak RSS MiB"
+            if report.get("device", "cpu") == "cpu"
+            else "GPU step peak MiB (above the resident models)"
+        )
         lines += [
-            "| library | median ms (p25–p75) | × ANN | spikeforge ÷ this | peak RSS MiB | "
+            f"| library | median ms (p25–p75) | × ANN | spikeforge ÷ this | {peak_head} | "
             "growth MiB | live growth MiB | first step ms |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for lib, r in res.items():
             mem = nres["memory"].get(lib, {})
+            if "cuda_peak_mib" in r:
+                mem = {"peak_rss_mib": r["cuda_peak_mib"]}  # device memory, in the RSS column
             lines.append(
                 f"| {lib} | {r['median_ms']:.1f} ({r['p25_ms']:.1f}–{r['p75_ms']:.1f}) | "
                 f"{r['median_ms'] / ann:.2f} | {sfm / r['median_ms']:.2f} | "
@@ -453,7 +591,7 @@ def markdown(report: dict) -> str:
             "",
         ]
     for sweep in report.get("sweeps", {}).values():
-        libs = list(next(iter(sweep["points"].values())).keys())
+        libs = [k for k in next(iter(sweep["points"].values())) if not k.startswith("_")]
         lines += [
             f"## {sweep['title']}",
             "",
@@ -525,13 +663,25 @@ def main(argv: list[str] | None = None) -> None:
         help="wall time (default), or CPU time of the process (robust to other load with "
         "--threads 1; with more threads it also counts time the threads spend waiting)",
     )
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument(
+        "--dtype", default="float32", choices=["float32", "bfloat16", "float16", "float64"]
+    )
     ap.add_argument("--out", default=None, help="path prefix for .json and .md")
     ap.add_argument("--memory-T", default="25,100,200", help="FC memory-vs-T points ('' = none)")
     ap.add_argument("--memory-probe", nargs=3, metavar=("LIB", "NET", "T"), help=argparse.SUPPRESS)
     ap.add_argument("--first-step-probe", nargs=2, metavar=("LIB", "NET"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    global CLOCK
+    global CLOCK, DEVICE, DTYPE
+    DTYPE = getattr(torch, args.dtype)
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            print("--device cuda: no CUDA device here; nothing to measure", file=sys.stderr)
+            return
+        DEVICE = torch.device("cuda")
+        args.no_memory = True  # peak device memory is measured in the timing loop instead
+        args.sweeps = ""
     CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
 
     if args.memory_probe:
@@ -551,10 +701,14 @@ def main(argv: list[str] | None = None) -> None:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__,
         "threads": args.threads,
-        "clock": args.clock,
+        "clock": args.clock if args.device == "cpu" else "cuda-events",
+        "device": args.device
+        + (f" ({torch.cuda.get_device_name()})" if args.device == "cuda" else ""),
+        "dtype": args.dtype,
         "load_average_at_start": os.getloadavg(),
         "cpu": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
         "skipped": skipped,
         "networks": {},
         "sweeps": {},
@@ -564,12 +718,9 @@ def main(argv: list[str] | None = None) -> None:
             report["cpu"] = next(ln.split(":", 1)[1].strip() for ln in f if "model name" in ln)
     except (OSError, StopIteration):
         pass
-    titles = {
-        "fc": "FC 784-512-10, T=25, B=128, Bernoulli(0.2) input",
-        "conv": "Conv 2x34x34 -> C16-P2-C32-P2-FC10, T=10, B=32",
-    }
+    titles = {k: v[3] for k, v in NETS.items()}
     for net in args.nets.split(","):
-        T = 25 if net == "fc" else 10
+        T = NETS[net][0]
         print(f"[{net}] dynamics check", file=sys.stderr)
         chk = check_dynamics(libs, net, T)
         print(f"[{net}] timing {libs}", file=sys.stderr)
@@ -580,10 +731,17 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[{net}] memory {lib}", file=sys.stderr)
                 memory[lib] = memory_in_subprocess(lib, net, T, args.threads)
         ann = timing["ann"]["median_ms"]
+        lif = timing["spikeforge"]["median_ms"]
         summary = {
-            "spikeforge_x_ann": timing["spikeforge"]["median_ms"] / ann,
+            "spikeforge_x_ann": lif / ann,
             "peers_x_ann": {},
             "spikeforge_speedup_vs_peer": {},
+            "x_spikeforge_lif": {
+                lib: timing[lib]["median_ms"] / lif
+                for lib in timing
+                if lib in OTHER_DYNAMICS or lib == "spikeforge-torch"
+            },
+            "load_average_during_timing": timing.pop("_load"),
         }
         for peer in PEERS:
             b = best_variant(timing, peer)
@@ -624,12 +782,16 @@ def main(argv: list[str] | None = None) -> None:
             points[T] = {lib: memory_in_subprocess(lib, "fc", T, args.threads) for lib in mem_libs}
         report["memory_vs_T"] = points
     print("[first step]", file=sys.stderr)
-    report["first_step"] = {
-        net: first_step_report(
-            [lib for lib in ("ann", "spikeforge-reference") if lib in libs], net, args.threads
-        )
-        for net in args.nets.split(",")
-    }
+    report["first_step"] = (
+        {}
+        if args.device == "cuda"
+        else {
+            net: first_step_report(
+                [lib for lib in ("ann", "spikeforge-reference") if lib in libs], net, args.threads
+            )
+            for net in args.nets.split(",")
+        }
+    )
 
     report["load_average_at_end"] = os.getloadavg()
     text = markdown(report)

@@ -294,7 +294,11 @@ class SpikingNeuron(nn.Module):
                 f"{who}: state is on {state.device} but the input on {x.device}; move it with "
                 "state.to(x.device)"
             )
-        if not bool(torch.isfinite(state).all()):
+        if state.is_cuda:  # checked on the device, raised later: no host sync per call
+            from .functional import finite
+
+            finite.defer(~torch.isfinite(state.sum()), f"{who} (state)")
+        elif not bool(torch.isfinite(state).all()):
             raise InputError(
                 f"{who}: state contains NaN or inf; pass the state returned with "
                 "return_state=True, or None to start at rest"
@@ -474,7 +478,9 @@ class TimeChunked(nn.Module):
 
 
 # Names for configs and the CLI. "relu" is the ANN twin's activation, not a spiking neuron.
-NEURONS: Registry = Registry("neuron")
+# The klif-vs-lif ablation neurons register themselves where they live; loading them on first
+# lookup lets a saved run that used one be reloaded without importing the experiment.
+NEURONS: Registry = Registry("neuron", providers=("spikeforge.experiments.ablation_neurons",))
 NEURONS.register("lif", LIF, help="leaky integrate-and-fire")
 NEURONS.register("klif", KLIF, help="LIF with a learnable k scaling the potential")
 NEURONS.register("if", IF, help="integrate-and-fire, no leak")
@@ -502,6 +508,18 @@ def _check_finite(value: object, where: str, unit: str = "") -> float:
     if not math.isfinite(v):
         raise ConfigError(f"{where} must be finite, got {value!r}")
     return v
+
+
+class _TrueForwardFakeBackward(torch.autograd.Function):
+    """``true`` in forward, the gradient passed to ``fake`` in backward."""
+
+    @staticmethod
+    def forward(ctx, true: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return true.view_as(true)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: D102
+        return None, grad
 
 
 class OscillatingLIF(SpikingNeuron):
@@ -588,6 +606,7 @@ class OscillatingLIF(SpikingNeuron):
             "phase_seed", torch.randint(0, 2**62, (), dtype=torch.int64), persistent=True
         )
         self._phase_cache: dict[tuple, torch.Tensor] = {}
+        self._drive_cache: dict[tuple, torch.Tensor] = {}
 
     @property
     def defended(self) -> bool:
@@ -608,12 +627,38 @@ class OscillatingLIF(SpikingNeuron):
 
     def dynamics(self, x: torch.Tensor) -> Dynamics:
         """The true charge for ``x [T, B, ...]`` (the fake one inside a defended backward)."""
-        phi = self.phases(tuple(x.shape[2:]), x.device)
         form = self.form
+        shift = 0.0
         if self._fake:
             form = self.fake_form or self.form
-            phi = phi + (self.fake_phase or 0.0)
-        drive = oscillation_drive(x.shape[0], self.amplitude, self.frequency, form, phi, x.dtype)
+            shift = self.fake_phase or 0.0
+        # the drive is the same on every call of the same shape: computed once (float64 sin
+        # over [T, neurons] is otherwise a sizeable share of a training step), kept per key
+        key = (
+            tuple(x.shape[:1]) + tuple(x.shape[2:]),
+            x.dtype,
+            str(x.device),
+            form,
+            shift,
+            self.amplitude,
+            self.frequency,
+            self.phase,
+            # the seed buffer's identity and version, not its value: reading it would sync a
+            # GPU on every call; loading a state dict bumps the version
+            self.phase_seed.data_ptr(),
+            self.phase_seed._version,
+        )
+        drive = self._drive_cache.get(key)
+        if drive is None:
+            phi = self.phases(tuple(x.shape[2:]), x.device)
+            if shift:
+                phi = phi + shift
+            drive = oscillation_drive(
+                x.shape[0], self.amplitude, self.frequency, form, phi, x.dtype
+            )
+            if len(self._drive_cache) >= 4:
+                self._drive_cache.clear()
+            self._drive_cache[key] = drive
         return OscillatingLIFDynamics(self.tau, self.v_reset, self.decay_input, drive)
 
     def forward(
@@ -624,8 +669,8 @@ class OscillatingLIF(SpikingNeuron):
         return_membrane: bool = False,
     ):
         """As :meth:`SpikingNeuron.forward`; with the defense on and autograd recording, every
-        output is ``true + (fake - fake.detach())``: the true value (adding an exact zero) with
-        the fake neuron's gradient."""
+        output is the true value with the fake neuron's gradient (what
+        ``true + (fake - fake.detach())`` computes, without its two extra passes)."""
         if not self.defended or self.true_backward or not torch.is_grad_enabled():
             return super().forward(x, state, return_state, return_membrane)
         with torch.no_grad():
@@ -636,8 +681,8 @@ class OscillatingLIF(SpikingNeuron):
         finally:
             self._fake = False
         if isinstance(true, torch.Tensor):
-            return true + (fake - fake.detach())
-        return tuple(t + (f - f.detach()) for t, f in zip(true, fake, strict=True))
+            return _TrueForwardFakeBackward.apply(true, fake)
+        return tuple(_TrueForwardFakeBackward.apply(t, f) for t, f in zip(true, fake, strict=True))
 
     def extra_repr(self) -> str:
         phase = "random per neuron" if self.phase is None else f"{self.phase:g}"

@@ -158,9 +158,10 @@ def test_auto_picks_the_fused_kernel():
     assert sf.LIF().backend == "auto"
     # bfloat16 has no compiled kernel: the PyTorch fused loop runs it
     assert select_backend(x.bfloat16(), dyn, fr, "auto") == "torch"
-    # a dynamics without a native kernel runs the generic fused loop
+    # KLIF has a native kernel; a dynamics without one runs the generic fused loop
     klif = KLIFDynamics(torch.ones(()), 2.0, 0.0)
-    assert select_backend(x, klif, fr, "auto") == "torch"
+    assert select_backend(x, klif, fr, "auto") == want
+    assert select_backend(x, _Oscillating(torch.ones(())), fr, "auto") == "torch"
 
 
 def test_no_per_step_graph_is_built():

@@ -1,19 +1,24 @@
-"""A compiled CPU kernel for the built-in charges (IF, LIF): one pass over T each way.
+"""A compiled CPU kernel for every built-in charge (IF, LIF, KLIF, oscillating LIF): one pass
+over T each way.
 
-Nothing is compiled at install time. The first time a neuron runs on float32 (or float64) CPU
-tensors, the C source below is compiled for that dtype with the system C compiler (``$CC``,
-else ``cc``/``gcc``) into a small shared library, cached in ``kernels/`` under the spikeforge
-cache root (:func:`cache_root`: ``$SPIKEFORGE_CACHE``, default ``~/.cache/spikeforge``) keyed by
-a hash of the source, the flags and the CPU, and loaded with :mod:`ctypes`. No PyTorch headers
-are involved, so the build takes about half a second, once per machine. Where no compiler works,
+The C source is generated from the charge and surrogate specs of
+:mod:`spikeforge.functional.spec` (one forward and one backward block function per charge,
+plus a variant dividing by a power-of-two ``tau`` as a multiplication by its exact
+reciprocal); nothing of a charge is written here by hand. Nothing is compiled at install time.
+The first time a neuron runs on float32 (or float64) CPU tensors, the source is compiled for
+that dtype with the system C compiler (``$CC``, else ``cc``/``gcc``) into a small shared
+library, cached in ``kernels/`` under the spikeforge cache root (:func:`cache_root`:
+``$SPIKEFORGE_CACHE``, default ``~/.cache/spikeforge``) keyed by a hash of the source, the flags
+and the CPU, and loaded with :mod:`ctypes`. No PyTorch headers are involved: the build takes
+about 1.4 s of CPU time, once per machine and dtype. Where no compiler works,
 ``backend="auto"`` runs the fused loop in plain PyTorch ops, which gives the same numbers.
 ``SPIKEFORGE_CPU_KERNEL=0`` turns it off.
 
 The kernel evaluates exactly the same floating-point operations as the reference
 (:mod:`spikeforge.functional.neuron`), in the same order and without FMA contraction, so spikes
 and potentials are bit-identical; it splits the neurons across ``torch.get_num_threads()``
-POSIX threads and walks each block of neurons through time in cache. It also flags non-finite
-results, so the input needs no separate NaN/inf scan.
+threads and walks each block of neurons through time in cache. It also flags non-finite
+values in its own pass, so the input needs no separate NaN/inf scan.
 """
 
 from __future__ import annotations
@@ -32,8 +37,17 @@ from pathlib import Path
 
 import torch
 
-from ..surrogate import Atan, FastSigmoid, Rectangular, Sigmoid, Surrogate, Triangle
+from ..surrogate import Surrogate
 from .dynamics import FireReset, KernelSpec
+from .spec import (
+    CHARGES,
+    SURROGATE_SPECS,
+    ChargeSpec,
+    c_expr,
+    derived_values,
+    surrogate_constants,
+    torch_recompute,
+)
 
 __all__ = [
     "CACHE_ENV",
@@ -47,155 +61,271 @@ __all__ = [
     "unavailable_reason",
 ]
 
-_CHARGES = {"if": 0, "lif": 1, "lif_nodecay": 2}
-_SURROGATES: dict[type, int] = {Sigmoid: 0, Atan: 1, FastSigmoid: 2, Rectangular: 3, Triangle: 4}
+_SURROGATES: dict[type, int] = {cls: sp.code for cls, sp in SURROGATE_SPECS.items()}
 SG_TABLE = 5  # surrogate derivative precomputed by PyTorch and passed in
+_MAXP = 8  # scalars + derived constants per charge
+_MAXT = 2  # tables / drives per charge
 
-_TEMPLATE = r"""
-/* ch 1, 2: LIF as in functional/neuron.py; ch 3, 4: the same when tau is a power of two, where
-   multiplying by the exact reciprocal rounds identically to dividing (and is much cheaper). */
-static inline REAL SFX(charge)(int ch, REAL u, REAL x, REAL tau, REAL inv, REAL vr) {
-    if (ch == 1) return u + (x - (u - vr)) / tau;
-    if (ch == 2) return u - (u - vr) / tau + x;
-    if (ch == 3) return u + (x - (u - vr)) * inv;
-    if (ch == 4) return u - (u - vr) * inv + x;
-    return u + x;
-}
 
-static inline __attribute__((always_inline)) int SFX(fwd_block)(
-    const sf_job *j, int64_t nb, int64_t m, const int ch)
-{
-    const REAL tau = (REAL)j->tau, vr = (REAL)j->v_reset, th = (REAL)j->theta;
-    const REAL inv = (REAL)1 / tau;
-    const REAL rs = j->soft ? (REAL)1 : (REAL)0, rc = j->soft ? -th : vr;
+def _vars(name: str) -> str:
+    return "v_" + name
+
+
+def _c_charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
+    """Forward and backward block functions for one charge, generated from its spec.
+
+    ``pow2``: the variant used when the spec's ``pow2`` scalars are powers of two, where
+    dividing by them is a multiplication by the exact reciprocal (same rounding, cheaper).
+    """
+    inv = {n: "inv_" + n for n in cs.pow2} if pow2 else {}
+    consts = [f"const REAL v_{n} = (REAL)j->p[{i}];" for i, n in enumerate(cs.scalars)]
+    consts += [
+        f"const REAL v_{n} = (REAL)j->p[{len(cs.scalars) + i}];"
+        for i, (n, _) in enumerate(cs.derived)
+    ]
+    consts += [f"const REAL inv_{n} = (REAL)1 / v_{n};" for n in inv]
+    # tables and drive rows are laid out per block once (contiguous runs of the [M] rows), so
+    # the loops over neurons read plain arrays and vectorise: no gather, no modulo
+    consts += [
+        f"REAL tb_{n}[SF_BS]; SFX(expand)((const REAL *)j->tab[{i}], j->M, nb, m, tb_{n});"
+        for i, n in enumerate(cs.tables)
+    ]
+    if cs.drives:
+        consts += [f"REAL dr_{n}[SF_BS];" for n in cs.drives]
+    loads = [f"const REAL v_{n} = tb_{n}[i];" for n in cs.tables]
+    loads += [f"const REAL v_{n} = dr_{n}[i];" for n in cs.drives]
+    drive_rows = [
+        f"SFX(expand)((const REAL *)j->drv[{i}] + t * j->M, j->M, nb, m, dr_{n});"
+        for i, n in enumerate(cs.drives)
+    ]
+
+    def stmts(lst) -> str:
+        return "\n".join(f"            REAL v_{v} = {c_expr(e, _vars, inv)};" for v, e in lst)
+
+    nl = "\n    "
+    nl3 = "\n            "
+    save = cs.save
+    fwd_body = f"""
+            const REAL v_u = u[i], v_x = xt[i];
+            {nl3.join(loads)}
+{stmts(cs.forward)}
+            int sp = (v_h - th) >= (REAL)0;
+            st[i] = sp ? (REAL)1 : (REAL)0;
+            svt[i] = v_{save};
+            HOUT
+            /* any NaN or inf reaching the saved value: the caller then looks at x */
+            bad |= !(FABS(v_{save}) <= MAXV);
+            /* after a spike: hard h*0 + v_reset = v_reset, soft h*1 + (-theta) = h - theta,
+               both exactly as the reference rounds them (and inf becomes NaN, never finite) */
+            u[i] = sp ? v_h * rs + rc : v_h;"""
+    if save == "h":
+        loops = f"for (int64_t i = 0; i < m; ++i) {{{fwd_body.replace('HOUT', '')}\n        }}"
+    else:
+        with_h = fwd_body.replace("HOUT", "hot[i] = v_h;")
+        without = fwd_body.replace("HOUT", "")
+        loops = (
+            f"if (hot) for (int64_t i = 0; i < m; ++i) {{{with_h}\n        }}\n"
+            f"        else for (int64_t i = 0; i < m; ++i) {{{without}\n        }}"
+        )
+    fwd = f"""
+static int SFX(fwd_{idx})(const sf_job *j, int64_t nb, int64_t m) {{
+    const REAL th = (REAL)j->theta, vr_ = (REAL)j->v_reset;
+    {nl.join(consts)}
+    const REAL rs = j->soft ? (REAL)1 : (REAL)0, rc = j->soft ? -th : vr_;
     const int64_t N = j->N;
     REAL u[SF_BS];
     const REAL *v0 = (const REAL *)j->v0;
-    for (int64_t i = 0; i < m; ++i) u[i] = v0 ? v0[nb + i] : vr;
+    for (int64_t i = 0; i < m; ++i) u[i] = v0 ? v0[nb + i] : vr_;
     int bad = 0;
-    for (int64_t t = 0; t < j->T; ++t) {
+    REAL scratch[SF_BS];  /* where the saved values go when nothing will read them */
+    for (int64_t t = 0; t < j->T; ++t) {{
         const REAL *restrict xt = (const REAL *)j->x + t * j->x_ts + nb;
         REAL *restrict st = (REAL *)j->s + t * N + nb;
-        REAL *restrict ht = (REAL *)j->h + t * N + nb;
-        for (int64_t i = 0; i < m; ++i) {
-            REAL hv = SFX(charge)(ch, u[i], xt[i], tau, inv, vr);
-            int sp = (hv - th) >= (REAL)0;
-            st[i] = sp ? (REAL)1 : (REAL)0;
-            ht[i] = hv;
-            /* after a spike: hard hv*0 + v_reset = v_reset, soft hv*1 + (-theta) = hv - theta,
-               both exactly as the reference rounds them */
-            u[i] = sp ? hv * rs + rc : hv;
-        }
-    }
-    /* a NaN or inf anywhere in x leaves the final membrane non-finite (NaN and inf never
-       leave the state again), so one look at the last state flags it */
+        REAL *restrict svt = j->sv ? (REAL *)j->sv + t * N + nb : scratch;
+        REAL *restrict hot = j->ho ? (REAL *)j->ho + t * N + nb : 0;
+        {nl.join(drive_rows)}
+        (void)hot;
+        {loops}
+    }}
     for (int64_t i = 0; i < m; ++i) bad |= !(FABS(u[i]) <= MAXV);
-    if (j->vT) {
+    if (j->vT) {{
         REAL *vT = (REAL *)j->vT;
         for (int64_t i = 0; i < m; ++i) vT[nb + i] = u[i];
-    }
+    }}
     return bad;
-}
-
-/* Threads take blocks of SF_BS neurons from a shared counter until none is left, so a thread
-   the OS preempts (other processes on the machine) delays the call by one block at most. */
-static inline int64_t SFX(next_block)(sf_job *j) {
-    return __atomic_fetch_add(j->next, (int64_t)SF_BS, __ATOMIC_RELAXED);
-}
-
-static void SFX(forward)(sf_job *j) {
-    int bad = 0;
-    for (int64_t nb = SFX(next_block)(j); nb < j->N; nb = SFX(next_block)(j)) {
-        int64_t m = j->N - nb < SF_BS ? j->N - nb : SF_BS;
-        switch (j->charge) {
-            case 0: bad |= SFX(fwd_block)(j, nb, m, 0); break;
-            case 1: bad |= SFX(fwd_block)(j, nb, m, 1); break;
-            case 2: bad |= SFX(fwd_block)(j, nb, m, 2); break;
-            case 3: bad |= SFX(fwd_block)(j, nb, m, 3); break;
-            default: bad |= SFX(fwd_block)(j, nb, m, 4); break;
-        }
-    }
-    j->nonfinite = bad;
-}
-
-/* surrogate derivative g'(h - theta) for m neurons of one step; constants as surrogate.py
-   computes them in double (c: atan pi/2*alpha, rectangular 0.5/alpha) */
-static void SFX(surrogate)(int kind, const REAL *restrict h, REAL th, REAL a, REAL c,
-                           REAL *restrict sg, int64_t m) {
-    const REAL half_a = a / (REAL)2;
-    switch (kind) {
-    case 0:
-        for (int64_t i = 0; i < m; ++i) {
-            REAL e = (REAL)1 / ((REAL)1 + EXP(-(a * (h[i] - th))));
-            sg[i] = a * e * ((REAL)1 - e);
-        }
-        break;
-    case 1:
-        for (int64_t i = 0; i < m; ++i) {
-            REAL z = c * (h[i] - th); sg[i] = half_a / ((REAL)1 + z * z);
-        }
-        break;
-    case 2:
-        for (int64_t i = 0; i < m; ++i) {
-            REAL z = (REAL)1 + a * FABS(h[i] - th); sg[i] = half_a / (z * z);
-        }
-        break;
-    case 3:
-        for (int64_t i = 0; i < m; ++i) sg[i] = FABS(h[i] - th) < c ? a : (REAL)0;
-        break;
-    default:
-        for (int64_t i = 0; i < m; ++i) {
-            REAL z = (REAL)1 - a * FABS(h[i] - th); sg[i] = a * (z > (REAL)0 ? z : (REAL)0);
-        }
-        break;
-    }
-}
-
-static void SFX(bwd_block)(const sf_job *j, int64_t nb, int64_t m)
-{
-    const REAL vr = (REAL)j->v_reset, th = (REAL)j->theta;
-    const REAL a = (REAL)j->alpha, c = (REAL)j->alpha_c;
-    const REAL du = (REAL)j->du, dx = (REAL)j->dx;
+}}
+"""
+    # backward: h from the saved value (recompute), the surrogate, the reset, then the VJP
+    recompute = cs.recompute
+    rec_loop = ""
+    if recompute:
+        rec_loop = f"""
+        for (int64_t i = 0; i < m; ++i) {{
+            const REAL v_{save} = svt[i];
+            {nl3.join(loads)}
+{stmts(recompute)}
+            hb[i] = v_h;
+        }}"""
+    hsrc = "hb" if recompute else "svt"
+    vjp_assign = ["gu[i] = v_gu;", "gxt[i] = v_gx;"]
+    vjp_assign += [f"ga_{n}[i] += v_g_{n};" for n in cs.grads]
+    grad_init = "".join(
+        f"\n    REAL ga_{n}[SF_BS];\n    for (int64_t i = 0; i < m; ++i) ga_{n}[i] = (REAL)0;"
+        for n in cs.grads
+    )
+    grad_out = "".join(
+        f"\n    if (j->gp[{cs.tables.index(n)}]) for (int64_t i = 0; i < m; ++i) "
+        f"((REAL *)j->gp[{cs.tables.index(n)}])[nb + i] = ga_{n}[i];"
+        for n in cs.grads
+    )
+    bwd = f"""
+static void SFX(bwd_{idx})(const sf_job *j, int64_t nb, int64_t m) {{
+    const REAL th = (REAL)j->theta, vr_ = (REAL)j->v_reset;
+    {nl.join(consts)}
     /* du/dh of the reset = A - B*s + K*(C - D*h)*g'; hard: 1 - s + K*(v_reset - h)*g',
        soft: 1 - K*theta*g'; K = 0 when the reset is detached */
     const int soft = j->soft;
-    const REAL B = soft ? (REAL)0 : (REAL)1, C = soft ? -th : vr, D = soft ? (REAL)0 : (REAL)1;
+    const REAL B = soft ? (REAL)0 : (REAL)1, C = soft ? -th : vr_, D = soft ? (REAL)0 : (REAL)1;
     const REAL K = j->detach ? (REAL)0 : (REAL)1;
     const int64_t N = j->N;
-    REAL gu[SF_BS], g[SF_BS], sgb[SF_BS];
+    REAL gu[SF_BS], g[SF_BS], sgb[SF_BS], hb[SF_BS];
+    (void)hb;
+    {grad_init}
     const REAL *gvT = (const REAL *)j->gvT;
     for (int64_t i = 0; i < m; ++i) gu[i] = gvT ? gvT[nb + i] : (REAL)0;
-    for (int64_t t = j->T - 1; t >= 0; --t) {
-        const REAL *ht = (const REAL *)j->h + t * N + nb;
+    for (int64_t t = j->T - 1; t >= 0; --t) {{
+        const REAL *svt = (const REAL *)j->sv + t * N + nb;
         const REAL *gst = j->gs ? (const REAL *)j->gs + t * j->g_ts + nb : 0;
         const REAL *ghe = j->gh_extra ? (const REAL *)j->gh_extra + t * N + nb : 0;
         const REAL *sg = j->table ? (const REAL *)j->table + t * N + nb : sgb;
         REAL *gxt = (REAL *)j->gx + t * N + nb;
-        if (!j->table) SFX(surrogate)(j->surrogate, ht, th, a, c, sgb, m);
-        for (int64_t i = 0; i < m; ++i) {
-            REAL hv = ht[i];
+        {nl.join(drive_rows)}{rec_loop}
+        const REAL *hp = {hsrc};
+        if (!j->table) SFX(surrogate)(j->surrogate, hp, th, j->sc, sgb, m);
+        for (int64_t i = 0; i < m; ++i) {{
+            REAL hv = hp[i];
             REAL sp = (hv - th) >= (REAL)0 ? (REAL)1 : (REAL)0;
             REAL dudh = ((REAL)1 - B * sp) + K * (C - D * hv) * sg[i];
             g[i] = gu[i] * dudh;
-        }
+        }}
         if (gst) for (int64_t i = 0; i < m; ++i) g[i] = gst[i] * sg[i] + g[i];
         if (ghe) for (int64_t i = 0; i < m; ++i) g[i] = g[i] + ghe[i];
-        for (int64_t i = 0; i < m; ++i) gu[i] = g[i] * du;
-        for (int64_t i = 0; i < m; ++i) gxt[i] = g[i] * dx;
-    }
-    if (j->gv0) {
+        for (int64_t i = 0; i < m; ++i) {{
+            const REAL v_g = g[i], v_h = hp[i];
+            {"const REAL v_" + save + " = svt[i];" if save != "h" else ""}
+            {nl3.join(loads)}
+{stmts(cs.vjp)}
+            {" ".join(vjp_assign)}
+        }}
+    }}
+    if (j->gv0) {{
         REAL *gv0 = (REAL *)j->gv0;
         for (int64_t i = 0; i < m; ++i) gv0[nb + i] = gu[i];
-    }
-}
+    }}{grad_out}
+}}
+"""
+    return fwd + bwd
 
-static void SFX(backward)(sf_job *j) {
-    for (int64_t nb = SFX(next_block)(j); nb < j->N; nb = SFX(next_block)(j)) {
-        int64_t m = j->N - nb < SF_BS ? j->N - nb : SF_BS;
-        SFX(bwd_block)(j, nb, m);
+
+_C_EXPAND = r"""
+/* out[i] = row[(nb + i) % M] for i < m: the per-neuron row of a table, laid out for one
+   block of neurons (the batch repeats it every M elements) */
+static void SFX(expand)(const REAL *row, int64_t M, int64_t nb, int64_t m, REAL *out) {
+    if (M == 1) {
+        const REAL v = row[0];
+        for (int64_t i = 0; i < m; ++i) out[i] = v;
+        return;
+    }
+    int64_t off = nb % M, i = 0;
+    while (i < m) {
+        int64_t n = M - off < m - i ? M - off : m - i;
+        memcpy(out + i, row + off, (size_t)n * sizeof(REAL));
+        i += n;
+        off = 0;
     }
 }
 """
+
+
+def _c_surrogates() -> str:
+    """``g'(h - theta)`` for m neurons of one step, one case per built-in surrogate spec;
+    constants ``sc`` as :func:`~spikeforge.functional.spec.surrogate_constants` orders them."""
+    cases = []
+    for sp in sorted(SURROGATE_SPECS.values(), key=lambda s: s.code):
+        names = ["a", *(n for n, _ in sp.derived)]
+        consts = " ".join(f"const REAL v_{n} = (REAL)sc[{i}];" for i, n in enumerate(names))
+        body = "\n".join(f"                REAL v_{v} = {c_expr(e, _vars)};" for v, e in sp.stmts)
+        cases.append(
+            f"""    case {sp.code}: {{
+        {consts}
+        for (int64_t i = 0; i < m; ++i) {{
+            const REAL v_d = h[i] - th;
+{body}
+            sg[i] = v_sg;
+        }}
+        break;
+    }}"""
+        )
+    return f"""
+static void SFX(surrogate)(int kind, const REAL *restrict h, REAL th, const double *sc,
+                           REAL *restrict sg, int64_t m) {{
+    switch (kind) {{
+{chr(10).join(cases)}
+    default: break;
+    }}
+}}
+"""
+
+
+_KINDS = list(CHARGES)  # kernel index 2*i: plain, 2*i + 1: power-of-two variant
+_CHARGES = {name: i for i, name in enumerate(_KINDS)}
+
+
+def _template() -> str:
+    parts = [_C_EXPAND, _c_surrogates()]
+    cases_f, cases_b = [], []
+    for i, name in enumerate(_KINDS):
+        for v in (0, 1):
+            if v and not CHARGES[name].pow2:
+                continue
+            idx = 2 * i + v
+            parts.append(_c_charge_functions(idx, CHARGES[name], bool(v)))
+            cases_f.append(f"            case {idx}: bad |= SFX(fwd_{idx})(j, nb, m); break;")
+            cases_b.append(f"            case {idx}: SFX(bwd_{idx})(j, nb, m); break;")
+    nl = "\n"
+    parts.append(
+        f"""
+/* Threads take blocks of SF_BS neurons from a shared counter until none is left, so a thread
+   the OS preempts (other processes on the machine) delays the call by one block at most. */
+static inline int64_t SFX(next_block)(sf_job *j) {{
+    return __atomic_fetch_add(j->next, (int64_t)SF_BS, __ATOMIC_RELAXED);
+}}
+
+static void SFX(forward)(sf_job *j) {{
+    int bad = 0;
+    for (int64_t nb = SFX(next_block)(j); nb < j->N; nb = SFX(next_block)(j)) {{
+        int64_t m = j->N - nb < SF_BS ? j->N - nb : SF_BS;
+        switch (j->charge) {{
+{nl.join(cases_f)}
+            default: break;
+        }}
+    }}
+    j->nonfinite = bad;
+}}
+
+static void SFX(backward)(sf_job *j) {{
+    for (int64_t nb = SFX(next_block)(j); nb < j->N; nb = SFX(next_block)(j)) {{
+        int64_t m = j->N - nb < SF_BS ? j->N - nb : SF_BS;
+        switch (j->charge) {{
+{nl.join(cases_b)}
+            default: break;
+        }}
+    }}
+}}
+"""
+    )
+    return "".join(parts)
+
 
 _HEADER = r"""
 #include <float.h>
@@ -206,15 +336,25 @@ _HEADER = r"""
 
 #define SF_BS 4096
 #define SF_VERSION @VERSION@
+/* the spec language's functions; relu keeps NaN (as torch.relu does) */
+#define SF_RELU(a) ((a) < (REAL)0 ? (REAL)0 : (a))
+#define SF_POS(a) ((a) > (REAL)0 ? (REAL)1 : (REAL)0)
+#define SF_LT(a, b) ((a) < (b) ? (REAL)1 : (REAL)0)
+#define SF_MAX0(a) ((a) > (REAL)0 ? (a) : (REAL)0)
 
 typedef struct {
-    int64_t T, N, x_ts, g_ts;
+    int64_t T, N, M, x_ts, g_ts;
     int64_t *next;  /* shared block counter */
     const void *x, *v0;
-    void *s, *h, *vT;
+    void *s, *sv, *ho, *vT;
     const void *gs, *gh_extra, *gvT, *table;
     void *gx, *gv0;
-    double tau, v_reset, theta, alpha, alpha_c, du, dx;
+    const void *tab[@MAXT@];
+    const void *drv[@MAXT@];
+    void *gp[@MAXT@];
+    double p[@MAXP@];
+    double sc[4];
+    double v_reset, theta;
     int32_t charge, soft, surrogate, detach, dtype, op, nonfinite;
 } sf_job;
 """
@@ -343,12 +483,13 @@ static inline double sf_exp(double x) {
 def _source(dtype: torch.dtype) -> str:
     """The C source for one dtype (one small library per dtype: each compiles in ~0.5 s)."""
     real, exp, fabs, maxv = _REALS[dtype]
+    header = _HEADER.replace("@VERSION@", str(_VERSION)).replace("@MAXT@", str(_MAXT))
     return (
-        _HEADER.replace("@VERSION@", str(_VERSION))
+        header.replace("@MAXP@", str(_MAXP))
         + _EXP[dtype]
         + f"#define REAL {real}\n#define MAXV {maxv}\n#define SFX(n) sf_k_##n\n"
         + f"#define EXP {exp}\n#define FABS {fabs}\n"
-        + _TEMPLATE
+        + _template()
         + _FOOTER
     )
 
@@ -357,13 +498,15 @@ class _Job(ctypes.Structure):
     _fields_ = [
         ("T", ctypes.c_int64),
         ("N", ctypes.c_int64),
+        ("M", ctypes.c_int64),
         ("x_ts", ctypes.c_int64),
         ("g_ts", ctypes.c_int64),
         ("next", ctypes.c_void_p),
         ("x", ctypes.c_void_p),
         ("v0", ctypes.c_void_p),
         ("s", ctypes.c_void_p),
-        ("h", ctypes.c_void_p),
+        ("sv", ctypes.c_void_p),
+        ("ho", ctypes.c_void_p),
         ("vT", ctypes.c_void_p),
         ("gs", ctypes.c_void_p),
         ("gh_extra", ctypes.c_void_p),
@@ -371,13 +514,13 @@ class _Job(ctypes.Structure):
         ("table", ctypes.c_void_p),
         ("gx", ctypes.c_void_p),
         ("gv0", ctypes.c_void_p),
-        ("tau", ctypes.c_double),
+        ("tab", ctypes.c_void_p * _MAXT),
+        ("drv", ctypes.c_void_p * _MAXT),
+        ("gp", ctypes.c_void_p * _MAXT),
+        ("p", ctypes.c_double * _MAXP),
+        ("sc", ctypes.c_double * 4),
         ("v_reset", ctypes.c_double),
         ("theta", ctypes.c_double),
-        ("alpha", ctypes.c_double),
-        ("alpha_c", ctypes.c_double),
-        ("du", ctypes.c_double),
-        ("dx", ctypes.c_double),
         ("charge", ctypes.c_int32),
         ("soft", ctypes.c_int32),
         ("surrogate", ctypes.c_int32),
@@ -400,7 +543,7 @@ _BASE_FLAGS = [
 # tried in order until one compiles: OpenMP (shares PyTorch's thread pool) and the host's
 # vector instructions first, then without each
 _EXTRA_FLAGS = (["-march=native", "-fopenmp"], ["-march=native"], ["-fopenmp"], [])
-_VERSION = 10
+_VERSION = 11
 _lock = threading.Lock()
 _libs: dict[torch.dtype, ctypes.CDLL | None] = {}
 _reasons: dict[torch.dtype, str] = {}
@@ -558,18 +701,67 @@ def _step_contiguous(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
+def neuron_shape_tables(spec: KernelSpec, x_shape: torch.Size, dtype: torch.dtype):
+    """The spec's tables as ``[M]`` and drives as ``[T, M]`` contiguous tensors in ``dtype``,
+    ``M`` being one step's neuron count without the batch (``x.shape[2:]``); None if one of
+    them does not broadcast to that shape (then no kernel runs it)."""
+    shape = tuple(x_shape[2:])
+    tabs, drvs = [], []
+    try:
+        for t in spec.tables:
+            tabs.append(t.detach().to(dtype).expand(shape).contiguous().view(-1))
+        for d in spec.drives:
+            d = d.detach().to(dtype)
+            if d.shape[0] < x_shape[0]:
+                return None
+            d = d[: x_shape[0]].expand(x_shape[0], *shape).contiguous()
+            drvs.append(d.view(x_shape[0], -1))
+    except RuntimeError:
+        return None
+    return tabs, drvs
+
+
+def supports_spec(spec: KernelSpec, x: torch.Tensor) -> bool:
+    """Whether the spec's tables and drives fit ``x [T, B, ...]`` (broadcast over the batch)."""
+    if spec.kind not in CHARGES:
+        return False
+    shape = tuple(x.shape[2:])
+    try:
+        for t in spec.tables:
+            if torch.broadcast_shapes(t.shape, shape) != shape:
+                return False
+        for d in spec.drives:
+            if d.shape[0] < x.shape[0] or torch.broadcast_shapes(d.shape[1:], shape) != shape:
+                return False
+    except RuntimeError:
+        return False
+    return len(spec.tables) <= _MAXT and len(spec.drives) <= _MAXT
+
+
+def reduce_table_grad(gp: torch.Tensor, param: torch.Tensor, x_shape: torch.Size) -> torch.Tensor:
+    """An elementwise ``[N]`` parameter gradient (already summed over time) reduced to
+    ``param``'s shape: summed over the batch, then over the axes ``param`` broadcasts along."""
+    shape = tuple(x_shape[2:])
+    g = gp.view(-1, max(1, math.prod(shape))).sum(0).view(shape)
+    return g.sum_to_size(param.shape).to(param.dtype)
+
+
 def backward_inputs(
     h: torch.Tensor,
+    spec: KernelSpec,
     fr: FireReset,
     g_spikes: torch.Tensor | None,
     g_h: torch.Tensor | None,
     g_vlast: torch.Tensor | None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """What every compiled backward reads besides ``h``: the surrogate table (only for
-    surrogates the kernels do not know) and the incoming gradients in ``h``'s dtype and layout."""
+    """What every compiled backward reads besides the saved values ``h``: the surrogate table
+    (only for surrogates the kernels do not know) and the incoming gradients in ``h``'s dtype
+    and layout."""
     table = None
     if surrogate_code(fr.surrogate) == SG_TABLE:
-        table = fr.surrogate.derivative(h - fr.threshold).contiguous()
+        tables = dict(zip(spec.charge.tables, spec.tables, strict=True))
+        hh = torch_recompute(spec.charge, h, spec.scalars, tables)
+        table = fr.surrogate.derivative(hh - fr.threshold).contiguous()
     if g_spikes is not None:
         g_spikes = _step_contiguous(g_spikes.to(h.dtype))
     if g_h is not None:
@@ -589,43 +781,53 @@ def _pow2(tau: float) -> bool:
     return m == 0.5 and -100 < e < 100
 
 
-def _alpha_c(surrogate: Surrogate) -> float:
-    # the constants surrogate.py computes in double before they meet the tensor
-    if isinstance(surrogate, Atan):
-        return math.pi / 2 * surrogate.alpha
-    if isinstance(surrogate, Rectangular):
-        return 0.5 / surrogate.alpha
-    return 0.0
-
-
 def _job(spec: KernelSpec, fr: FireReset, T: int, N: int, op: int) -> _Job:
-    a = fr.surrogate.alpha
-    return _Job(
-        T=T,
-        N=N,
-        tau=spec.tau,
-        v_reset=fr.v_reset,
-        theta=fr.threshold,
-        alpha=a,
-        alpha_c=_alpha_c(fr.surrogate),
-        du=1.0 if spec.kind == "if" else 1.0 - 1.0 / spec.tau,
-        dx=1.0 / spec.tau if spec.kind == "lif" else 1.0,
-        charge=_CHARGES[spec.kind] + (2 if spec.kind != "if" and _pow2(spec.tau) else 0),
-        soft=int(fr.reset == "soft"),
-        surrogate=surrogate_code(fr.surrogate),
-        detach=int(fr.detach_reset),
-        op=op,
-    )
+    cs = spec.charge
+    scal = spec.scalars
+    vals = [float(scal[n]) for n in cs.scalars] + list(derived_values(cs, scal).values())
+    job = _Job(T=T, N=N, v_reset=fr.v_reset, theta=fr.threshold, op=op)
+    job.p[: len(vals)] = vals
+    code = surrogate_code(fr.surrogate)
+    if code != SG_TABLE:
+        sc = list(surrogate_constants(fr.surrogate).values())
+        job.sc[: len(sc)] = sc
+    pow2 = bool(cs.pow2) and all(_pow2(float(scal[n])) for n in cs.pow2)
+    job.charge = 2 * _CHARGES[spec.kind] + int(pow2)
+    job.soft = int(fr.reset == "soft")
+    job.surrogate = code
+    job.detach = int(fr.detach_reset)
+    return job
+
+
+def _set_tables(job: _Job, spec: KernelSpec, x_shape: torch.Size, dtype: torch.dtype) -> list:
+    """Point the job at the spec's tables and drives; returns them (keep them alive)."""
+    prepared = neuron_shape_tables(spec, x_shape, dtype)
+    assert prepared is not None, "tables checked by supports_spec"
+    tabs, drvs = prepared
+    job.M = max(1, math.prod(x_shape[2:]))
+    for i, t in enumerate(tabs):
+        job.tab[i] = t.data_ptr()
+    for i, d in enumerate(drvs):
+        job.drv[i] = d.data_ptr()
+    return tabs + drvs
 
 
 def forward(
-    x: torch.Tensor, v0: torch.Tensor | None, spec: KernelSpec, fr: FireReset
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
-    """``(spikes, v_last, h, nonfinite)`` for ``x [T, B, ...]`` from ``v0`` (None: ``v_reset``).
+    x: torch.Tensor,
+    v0: torch.Tensor | None,
+    spec: KernelSpec,
+    fr: FireReset,
+    want_h: bool = False,
+    save: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None, bool]:
+    """``(spikes, v_last, saved, h, nonfinite)`` for ``x [T, B, ...]`` from ``v0``.
 
-    ``nonfinite`` is True if the final membrane is not finite, which a NaN or inf anywhere in
-    ``x`` always causes (it can also come from a non-finite ``v0`` or an overflow, so callers
-    confirm on ``x`` before blaming the input).
+    ``saved`` is what backward needs (the spec's ``save``: ``h`` itself for most charges, then
+    ``h`` is the same tensor); ``h`` is None unless ``want_h`` or it is ``saved``. With
+    ``save=False`` (nothing will run backward) no ``[T, B, ...]`` buffer is written for it.
+    ``nonfinite`` is True if a saved value or the final membrane is not finite, which a NaN or
+    inf anywhere in ``x`` always causes (it can also come from a non-finite ``v0`` or an
+    overflow, so callers confirm on ``x`` before blaming the input).
     """
     lib = _get(x.dtype)
     assert lib is not None, "cpu_kernel used where it is not available"
@@ -633,19 +835,25 @@ def forward(
     T = x.shape[0]
     N = x[0].numel()
     s = torch.empty(x.shape, dtype=x.dtype)
-    h = torch.empty(x.shape, dtype=x.dtype)
+    same = spec.charge.save == "h"
+    save = save or (want_h and same)
+    sv = torch.empty(x.shape, dtype=x.dtype) if save else None
+    ho = sv if same else (torch.empty(x.shape, dtype=x.dtype) if want_h else None)
     vT = torch.empty(x.shape[1:], dtype=x.dtype)
     if v0 is not None:
         v0 = v0.contiguous()
     job = _job(spec, fr, T, N, 0)
+    keep = _set_tables(job, spec, x.shape, x.dtype)
     job.x_ts = x.stride(0)
-    job.x, job.v0, job.s, job.h, job.vT = _ptr(x), _ptr(v0), _ptr(s), _ptr(h), _ptr(vT)
+    job.x, job.v0, job.s, job.sv, job.vT = _ptr(x), _ptr(v0), _ptr(s), _ptr(sv), _ptr(vT)
+    job.ho = None if same else _ptr(ho)
     nonfinite = lib.sf_run(ctypes.byref(job), _threads(T * N))
-    return s, vT, h, bool(nonfinite)
+    del keep
+    return s, vT, sv, ho, bool(nonfinite)
 
 
 def backward(
-    h: torch.Tensor,
+    saved: torch.Tensor,
     g_spikes: torch.Tensor | None,
     g_h: torch.Tensor | None,
     g_vlast: torch.Tensor | None,
@@ -653,22 +861,39 @@ def backward(
     fr: FireReset,
     *,
     want_v0: bool,
+    want_tables: tuple[bool, ...] = (),
     out: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(∂L/∂x, ∂L/∂v0)`` from the saved potentials ``h`` and the incoming gradients.
+    x_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor | None, ...]]:
+    """``(∂L/∂x, ∂L/∂v0, ∂L/∂table per spec grad)`` from the saved values and the incoming
+    gradients; table gradients are reduced to the tables' shapes (None where not wanted).
 
-    ``out`` may be ``h`` itself: each element of ``h`` is read before its gradient is written.
+    ``out`` may be ``saved`` itself: each element is read before its gradient is written.
+    ``x_dtype`` is accepted for the backends' common signature (here always ``saved``'s).
     """
-    lib = _get(h.dtype)
+    lib = _get(saved.dtype)
     assert lib is not None, "cpu_kernel used where it is not available"
-    T = h.shape[0]
-    N = h[0].numel()
-    table, g_spikes, g_h, g_vlast = backward_inputs(h, fr, g_spikes, g_h, g_vlast)
-    gx = torch.empty_like(h) if out is None else out
-    gv0 = torch.empty(h.shape[1:], dtype=h.dtype) if want_v0 else None
+    T = saved.shape[0]
+    N = saved[0].numel()
+    table, g_spikes, g_h, g_vlast = backward_inputs(saved, spec, fr, g_spikes, g_h, g_vlast)
+    gx = torch.empty_like(saved) if out is None else out
+    gv0 = torch.empty(saved.shape[1:], dtype=saved.dtype) if want_v0 else None
     job = _job(spec, fr, T, N, 1)
+    keep = _set_tables(job, spec, saved.shape, saved.dtype)
+    cs = spec.charge
+    gps: list[torch.Tensor | None] = []
+    for i, name in enumerate(cs.grads):
+        want = want_tables[i] if i < len(want_tables) else True
+        gp = torch.empty(saved.shape[1:], dtype=saved.dtype) if want else None
+        gps.append(gp)
+        job.gp[cs.tables.index(name)] = _ptr(gp)
     job.g_ts = g_spikes.stride(0) if g_spikes is not None else 0
-    job.h, job.gs, job.gh_extra, job.gvT = _ptr(h), _ptr(g_spikes), _ptr(g_h), _ptr(g_vlast)
+    job.sv, job.gs, job.gh_extra, job.gvT = _ptr(saved), _ptr(g_spikes), _ptr(g_h), _ptr(g_vlast)
     job.table, job.gx, job.gv0 = _ptr(table), _ptr(gx), _ptr(gv0)
     lib.sf_run(ctypes.byref(job), _threads(T * N))
-    return gx, gv0
+    del keep
+    g_tabs = tuple(
+        None if gp is None else reduce_table_grad(gp, spec.tables[cs.tables.index(n)], saved.shape)
+        for gp, n in zip(gps, cs.grads, strict=True)
+    )
+    return gx, gv0, g_tabs

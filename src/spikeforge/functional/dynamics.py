@@ -17,14 +17,19 @@ Charges shipped here (``tau`` in steps, membrane ``u`` before the step, input ``
 - :class:`LIFDynamics`, ``decay_input=False``: ``h = u - (u - v_reset) / tau + x``
 - :class:`IFDynamics`:                         ``h = u + x``
 - :class:`KLIFDynamics`: the LIF charge, then ``f = ReLU(k·h)``
+- :class:`OscillatingLIFDynamics`: the LIF charge plus ``A·osc(2π·f·t + φ)``
+
+The built-in charges are not written out here: each is a
+:class:`~spikeforge.functional.spec.ChargeSpec` in :mod:`spikeforge.functional.spec`, which
+these classes evaluate with PyTorch ops and from which the C and Triton kernels are generated.
 
 Two optional fast paths:
 
 - ``constant_derivatives()``: when ``∂h/∂u`` and ``∂h/∂x`` are constants and nothing needs a
   parameter gradient (LIF, IF), the backward recurrence collapses to one multiply-add per step.
-- ``kernel_spec()``: the name and constants of a charge that the compiled CPU kernel
-  (:mod:`spikeforge.functional.cpu_kernel`) and the Triton kernel implement natively, written
-  with exactly the same floating-point operations as ``charge`` so spikes are bit-identical.
+- ``kernel_spec()``: the spec name and values of a charge that the compiled CPU kernel
+  (:mod:`spikeforge.functional.cpu_kernel`) and the Triton kernel implement natively, generated
+  from the same spec as ``charge`` so spikes are bit-identical.
 
 ``tau`` is always a time constant in steps, never ``1/tau``.
 """
@@ -38,6 +43,14 @@ from typing import Literal
 import torch
 
 from ..surrogate import Surrogate
+from .spec import (
+    CHARGES,
+    ChargeSpec,
+    torch_charge,
+    torch_charge_into,
+    torch_surrogate,
+    torch_vjp,
+)
 
 __all__ = [
     "Charge",
@@ -72,37 +85,69 @@ class FireReset:
     detach_reset: bool
 
     def reset_value(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Membrane after the step (no autograd), bit-identical to the reference reset.
+        """Membrane after the step (no autograd), as the reference reset computes it.
 
-        ``s`` is a bool tensor of spikes.
+        ``s`` holds the spikes as 0/1 in ``h``'s dtype (float masks: PyTorch's bool kernels
+        are several times slower than its float ones on the CPU). Hard:
+        ``h·(1 - s) + v_reset·s`` (the last term left out when ``v_reset`` is 0, which changes
+        at most the sign of a zero); soft: ``h - θ·s`` (``θ·s`` is exact).
         """
         if self.reset == "hard":
-            return h.masked_fill(s, self.v_reset)
-        return torch.where(s, h - self.threshold, h)
+            u = h * (1.0 - s)
+            return u.add_(s * self.v_reset) if self.v_reset != 0.0 else u
+        return torch.sub(h, s, alpha=self.threshold)
 
     def dreset_dh(self, h: torch.Tensor, s: torch.Tensor, sg: torch.Tensor | None) -> torch.Tensor:
-        """``∂u/∂h`` of the reset, given bool spikes ``s`` and surrogate derivative ``sg``."""
+        """``∂u/∂h`` of the reset, given 0/1 spikes ``s`` (``h``'s dtype) and the surrogate
+        derivative ``sg``."""
         if self.reset == "hard":
-            d = (~s).to(h.dtype)
+            d = 1.0 - s
             if not self.detach_reset:
-                d = d + (self.v_reset - h) * sg
+                d = d.add_((self.v_reset - h) * sg)
             return d
         if self.detach_reset:
             return torch.ones_like(h)
         return 1.0 - self.threshold * sg
 
+    def spikes(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``H(h - θ)`` as 0/1 in ``h``'s dtype (``h >= θ``; written into ``out`` if given)."""
+        if out is None:
+            out = torch.empty_like(h)
+        return torch.ge(h, self.threshold, out=out)
+
+    def surrogate_derivative(self, d: torch.Tensor) -> torch.Tensor:
+        """``g'(d)`` for ``d = h - θ``: a built-in surrogate's spec evaluated with PyTorch ops
+        (no ``pow``, no bool), any other surrogate's own ``derivative``."""
+        return torch_surrogate(self.surrogate, d)
+
 
 @dataclass(frozen=True)
 class KernelSpec:
-    """A charge the compiled kernels implement natively.
+    """A charge the compiled kernels implement natively, with its values for one call.
 
-    ``kind``: ``"if"`` (``h = u + x``), ``"lif"`` (``h = u + (x - (u - v_reset))/tau``) or
-    ``"lif_nodecay"`` (``h = u - (u - v_reset)/tau + x``).
+    ``kind`` names a :class:`~spikeforge.functional.spec.ChargeSpec` in
+    :data:`~spikeforge.functional.spec.CHARGES` (``"if"``, ``"lif"``, ``"lif_nodecay"``,
+    ``"klif"``, ``"osc_lif"``, ``"osc_lif_nodecay"``), where the charge is written once.
+    ``tables`` are the spec's per-neuron tensors in order (those with a gradient are the
+    dynamics' ``params()``, in the same order), each broadcastable to one step's neuron shape
+    ``x.shape[2:]``; ``drives`` its per-step tensors ``[T, ...]``, likewise.
     """
 
-    kind: Literal["if", "lif", "lif_nodecay"]
+    kind: str
     tau: float = 1.0
     v_reset: float = 0.0
+    tables: tuple[torch.Tensor, ...] = ()
+    drives: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def charge(self) -> ChargeSpec:
+        """The charge's spec."""
+        return CHARGES[self.kind]
+
+    @property
+    def scalars(self) -> dict[str, float]:
+        """The spec's scalars by name (``tau`` in steps, ``vr`` = v_reset)."""
+        return {"tau": self.tau, "vr": self.v_reset}
 
 
 class Dynamics:
@@ -132,6 +177,17 @@ class Dynamics:
         Must be differentiable with autograd: the reference path runs it under autograd.
         """
         raise NotImplementedError
+
+    def charge_into(
+        self, out: torch.Tensor, u: torch.Tensor, x: torch.Tensor, t: int, params
+    ) -> torch.Tensor | None:
+        """``charge`` writing ``h`` into ``out`` (no autograd); returns ``aux``.
+
+        The fused PyTorch loop calls this; override it to save the copy (the built-ins do).
+        """
+        h, aux = self.charge(u, x, t, params)
+        out.copy_(h)
+        return aux
 
     def charge_vjp(
         self,
@@ -185,41 +241,51 @@ class LIFDynamics(Dynamics):
     """Leaky integration, the charge of :class:`~spikeforge.neurons.LIF`.
 
     ``decay_input=True``: ``h = u + (x - (u - v_reset))/tau``; else
-    ``h = u - (u - v_reset)/tau + x``. ``tau`` in steps.
+    ``h = u - (u - v_reset)/tau + x``. ``tau`` in steps. Written once, in
+    :data:`spikeforge.functional.spec.CHARGES` (``"lif"``, ``"lif_nodecay"``).
     """
 
     def __init__(self, tau: float, v_reset: float, decay_input: bool) -> None:
         self.tau = float(tau)
         self.v_reset = float(v_reset)
         self.decay_input = bool(decay_input)
+        self.spec = CHARGES["lif" if self.decay_input else "lif_nodecay"]
+        self.scalars = {"tau": self.tau, "vr": self.v_reset}
 
     def charge(self, u, x, t, params):  # noqa: D102
-        if self.decay_input:
-            return u + (x - (u - self.v_reset)) / self.tau, None
-        return u - (u - self.v_reset) / self.tau + x, None
+        return torch_charge(self.spec, u, x, self.scalars)[0], None
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        return torch_charge_into(self.spec, out, u, x, self.scalars)
 
     def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
-        g_tau = gh / self.tau
-        return gh - g_tau, (g_tau if self.decay_input else gh), ()
+        gu, gx, _ = torch_vjp(self.spec, gh, h, None, self.scalars)
+        return gu, gx, ()
 
     def constant_derivatives(self):  # noqa: D102
-        return 1.0 - 1.0 / self.tau, (1.0 / self.tau if self.decay_input else 1.0)
+        return self.spec.constant_derivatives(self.scalars)
 
     def kernel_spec(self):  # noqa: D102
-        return KernelSpec("lif" if self.decay_input else "lif_nodecay", self.tau, self.v_reset)
+        return KernelSpec(self.spec.name, self.tau, self.v_reset)
 
 
 class IFDynamics(Dynamics):
-    """Non-leaky integration ``h = u + x``."""
+    """Non-leaky integration ``h = u + x`` (spec ``"if"``)."""
+
+    spec = CHARGES["if"]
 
     def charge(self, u, x, t, params):  # noqa: D102
-        return u + x, None
+        return torch_charge(self.spec, u, x, {})[0], None
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        return torch_charge_into(self.spec, out, u, x, {})
 
     def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
-        return gh, gh, ()
+        gu, gx, _ = torch_vjp(self.spec, gh, h, None, {})
+        return gu, gx, ()
 
     def constant_derivatives(self):  # noqa: D102
-        return 1.0, 1.0
+        return self.spec.constant_derivatives({})
 
     def kernel_spec(self):  # noqa: D102
         return KernelSpec("if")
@@ -229,30 +295,34 @@ class KLIFDynamics(Dynamics):
     """KLIF's charge (methods.md §3): LIF charge, then ``f = ReLU(k·h)`` before fire and reset.
 
     ``k`` is a learnable tensor broadcastable to one step's shape ``[B, ...]`` (a scalar per
-    layer, or e.g. ``[C, 1, 1]`` per channel). This is the plug-in example for dynamics with a
-    parameter gradient: the generic fused loop runs it, no kernel is copied.
+    layer, or e.g. ``[C, 1, 1]`` per channel). Spec ``"klif"``: the compiled kernels keep the
+    LIF charge ``hl`` for backward (``f`` is recomputed from it) and return ``∂L/∂k``.
     """
+
+    spec = CHARGES["klif"]
 
     def __init__(self, k: torch.Tensor, tau: float, v_reset: float) -> None:
         self.k = k
         self.tau = float(tau)
         self.v_reset = float(v_reset)
+        self.scalars = {"tau": self.tau, "vr": self.v_reset}
 
     def params(self):  # noqa: D102
         return (self.k,)
 
     def charge(self, u, x, t, params):  # noqa: D102
         (k,) = params
-        hl = u + (x - (u - self.v_reset)) / self.tau
-        return torch.relu(k * hl), hl
+        return torch_charge(self.spec, u, x, self.scalars, {"k": k})
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        return torch_charge_into(self.spec, out, u, x, self.scalars, {"k": params[0]})
 
     def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
         (k,) = params
-        hl = aux
-        gf = gh * (h > 0)  # ReLU'(k·hl); h = ReLU(k·hl) > 0 exactly where k·hl > 0
-        ghl = gf * k
-        g_tau = ghl / self.tau
-        return ghl - g_tau, g_tau, (gf * hl,)
+        return torch_vjp(self.spec, gh, h, aux, self.scalars, {"k": k})
+
+    def kernel_spec(self):  # noqa: D102
+        return KernelSpec("klif", self.tau, self.v_reset, tables=(self.k,))
 
 
 # ------------------------------------------------------------------ membrane oscillation
@@ -311,26 +381,30 @@ class OscillatingLIFDynamics(Dynamics):
     ``[B, ...]``. The oscillation does not depend on ``u`` or ``x``, so the local derivatives
     are LIF's (constant: the fused loop takes its one multiply-add backward); the oscillation
     changes gradients only through where the surrogate is evaluated and which steps spike.
-    No compiled kernel implements it (``kernel_spec`` is None), so ``backend="auto"`` runs the
-    fused PyTorch loop.
+    Spec ``"osc_lif"`` / ``"osc_lif_nodecay"``: the compiled kernels read ``drive`` per step.
     """
 
     def __init__(self, tau: float, v_reset: float, decay_input: bool, drive: torch.Tensor) -> None:
         self.lif = LIFDynamics(tau, v_reset, decay_input)
         self.drive = drive
+        self.spec = CHARGES["osc_lif" if decay_input else "osc_lif_nodecay"]
 
     def charge(self, u, x, t, params):  # noqa: D102
-        h, _ = self.lif.charge(u, x, t, params)
-        return h + self.drive[t], None
+        h, _ = torch_charge(self.spec, u, x, self.lif.scalars, drives={"drive": self.drive[t]})
+        return h, None
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        drives = {"drive": self.drive[t]}
+        return torch_charge_into(self.spec, out, u, x, self.lif.scalars, drives=drives)
 
     def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
         return self.lif.charge_vjp(gh, u, x, t, h, aux, params)
 
     def constant_derivatives(self):  # noqa: D102
-        return self.lif.constant_derivatives()
+        return self.spec.constant_derivatives(self.lif.scalars)
 
     def kernel_spec(self):  # noqa: D102
-        return None  # the compiled kernels would silently drop the oscillation
+        return KernelSpec(self.spec.name, self.lif.tau, self.lif.v_reset, drives=(self.drive,))
 
 
 __all__ += ["OSC_FORMS", "OscillatingLIFDynamics", "oscillation", "oscillation_drive"]

@@ -18,16 +18,20 @@ Backends (``backend=``):
   with ``reference_only`` (a charge with no hand-written derivative) always runs there.
 
 Every backend computes the same floating-point operations in forward, so spikes and
-potentials are identical across backends; gradients agree to rounding.
+potentials are identical across backends; gradients agree to rounding. The compiled kernels
+and the built-in dynamics all come from one spec per charge (:mod:`.spec`).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from ..errors import ConfigError, InputError
-from . import cpu_kernel
+from ..errors import ConfigError
+from . import cpu_kernel, finite
 from .dynamics import Dynamics, FireReset
+from .finite import nonfinite_error
 from .neuron import reference_multistep
 
 __all__ = ["BACKENDS", "neuron_multistep", "reference_multistep", "select_backend"]
@@ -50,6 +54,8 @@ def select_backend(x: torch.Tensor, dynamics: Dynamics, fr: FireReset, backend: 
     if backend == "torch":
         return backend
     spec = dynamics.kernel_spec()
+    if spec is not None and not cpu_kernel.supports_spec(spec, x):
+        spec = None  # e.g. a per-neuron table that also varies over the batch
     if backend == "cpu":
         why = None
         if spec is None:
@@ -101,7 +107,8 @@ def neuron_multistep(
 
     Returns ``(spikes [T, B, ...] in x's dtype, v_last [B, ...], h [T, B, ...] or None)``.
     With ``check_finite="Name"``, an input holding NaN or inf raises ``InputError`` naming the
-    caller (the compiled CPU kernel checks in its forward pass, the others beforehand).
+    caller: on the CPU in this call (the compiled kernel checks in its own pass, the PyTorch
+    path beforehand), on CUDA later and without a host sync (:mod:`.finite`).
     """
     kind = select_backend(x, dynamics, fr, backend)
     if x.shape[0] == 0:  # no steps: no spikes, the state is unchanged
@@ -111,40 +118,46 @@ def neuron_multistep(
             else v0
         )
         return x.new_zeros(x.shape), v, (x.new_zeros(x.shape) if return_membrane else None)
-    if check_finite and kind != "cpu" and not bool(torch.isfinite(x).all()):
-        raise nonfinite_error(check_finite)
+    if check_finite and kind not in ("cpu", "triton"):
+        if x.device.type == "cuda":  # on the device, raised later: no host sync per call
+            finite.defer(~torch.isfinite(x.sum()), check_finite)
+        elif finite.has_nonfinite(x):
+            raise nonfinite_error(check_finite)
     if kind == "reference":
         return reference_multistep(x, v0, dynamics, fr, return_membrane)
     if v0 is not None and v0.dtype != x.dtype:
         v0 = v0.to(x.dtype)
+    params = dynamics.params()
+    # without a graph to record (inference, or the no-grad half of a defended neuron) the
+    # compiled kernel need not write the [T, B, ...] values backward would read
+    graph = torch.is_grad_enabled() and (
+        x.requires_grad
+        or (v0 is not None and v0.requires_grad)
+        or any(p.requires_grad for p in params)
+    )
     spikes, v_last, h = _FusedNeuron.apply(
-        x, v0, dynamics, fr, kind, return_membrane, check_finite, *dynamics.params()
+        x, v0, dynamics, fr, kind, return_membrane, check_finite, graph, *params
     )
     return spikes, v_last, (h if return_membrane else None)
-
-
-def nonfinite_error(who: str) -> InputError:
-    """The one-line error for an input holding NaN or inf."""
-    return InputError(
-        f"{who}: input contains NaN or inf; check the data and the layer before this neuron"
-    )
 
 
 # ----------------------------------------------------------------------------- forward
 
 
 def _forward_torch(x, v0, dynamics: Dynamics, fr: FireReset, params):
-    """Single pass over T with PyTorch ops; returns (spikes bool, v_last, h, aux or None)."""
+    """Single pass over T with PyTorch ops; returns (spikes in x's dtype, v_last, h, aux).
+
+    Per step: the charge written straight into ``h[t]``, spikes straight into their output,
+    and the reset as one operation (no per-step copies, no second pass to cast the spikes).
+    """
     T = x.shape[0]
     u = torch.full_like(x[0], fr.v_reset) if v0 is None else v0
     H = torch.empty_like(x, memory_format=torch.contiguous_format)
-    S = torch.empty(x.shape, dtype=torch.bool, device=x.device)
+    S = torch.empty_like(H)
     aux_list = []
     for t in range(T):
-        h, aux = dynamics.charge(u, x[t], t, params)
-        H[t] = h
-        torch.ge(H[t], fr.threshold, out=S[t])
-        u = fr.reset_value(H[t], S[t])
+        aux = dynamics.charge_into(H[t], u, x[t], t, params)
+        u = fr.reset_value(H[t], fr.spikes(H[t], out=S[t]))
         if aux is not None:
             aux_list.append(aux)
     AUX = torch.stack(aux_list) if aux_list else None
@@ -155,31 +168,35 @@ def _forward_torch(x, v0, dynamics: Dynamics, fr: FireReset, params):
 
 
 def _backward_const(ctx, H, gS, gH, gV, du: float, dx: float, fr: FireReset, destroy_h: bool):
-    """Backward for constant ∂h/∂u, ∂h/∂x: one multiply-add per step, the rest vectorised."""
+    """Backward for constant ∂h/∂u, ∂h/∂x: one step at a time, newest first.
+
+    Per step a handful of float operations on one step's neurons, which stay in cache between
+    them (the whole-T alternative streams every temporary through memory), and no bool masks
+    (PyTorch's bool kernels are several times slower than its float ones on the CPU). With
+    ``destroy_h`` the input gradient of step t is written over ``h[t]`` once it is read.
+    """
     T = H.shape[0]
-    d = H - fr.threshold
-    sg = fr.surrogate.derivative(d)
-    s = d >= 0
-    del d
-    D = fr.dreset_dh(H, s, sg)  # ∂u[t]/∂h[t]
-    del s
-    if destroy_h:
-        del H  # the caller released its reference; the buffer can go
-    G = sg.mul_(gS) if gS is not None else torch.zeros_like(sg)
-    if gH is not None:
-        G.add_(gH)
-    if T > 1 and du != 1.0:
-        D[:-1].mul_(du)  # for t < T-1 the gradient reaches u[t] through the next charge
-    if gV is not None:
-        G[T - 1].addcmul_(D[T - 1], gV)
-    for t in range(T - 2, -1, -1):
-        G[t].addcmul_(D[t], G[t + 1])
-    g_v0 = G[0] * du if ctx.needs_input_grad[1] else None
-    if ctx.needs_input_grad[0]:
-        g_x = G.mul_(dx) if dx != 1.0 else G
-    else:
-        g_x = None
-    return g_x, g_v0
+    need_x = ctx.needs_input_grad[0]
+    GX = (H if destroy_h else torch.empty_like(H)) if need_x else None
+    gu = gV
+    for t in range(T - 1, -1, -1):
+        h = H[t]
+        d = h - fr.threshold
+        sg = fr.surrogate_derivative(d)
+        D = fr.dreset_dh(h, torch.ge(d, 0.0, out=d), sg) if gu is not None else None
+        g = sg.mul_(gS[t]) if gS is not None else torch.zeros_like(h)
+        if gH is not None:
+            g.add_(gH[t])
+        if D is not None:
+            g.addcmul_(D, gu)
+        gu = g * du if du != 1.0 else g
+        if GX is not None:
+            if dx != 1.0:
+                torch.mul(g, dx, out=GX[t])
+            else:
+                GX[t].copy_(g)
+    g_v0 = gu if ctx.needs_input_grad[1] else None
+    return GX, g_v0
 
 
 def _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, params):
@@ -192,18 +209,18 @@ def _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, pa
     for t in range(T - 1, -1, -1):
         h = H[t]
         d = h - fr.threshold
-        sg = fr.surrogate.derivative(d)
+        sg = fr.surrogate_derivative(d)
         g = sg * gS[t] if gS is not None else torch.zeros_like(h)
         if gH is not None:
             g = g + gH[t]
         if gu is not None:
-            g = g + gu * fr.dreset_dh(h, d >= 0, sg)
+            g = g + gu * fr.dreset_dh(h, torch.ge(d, 0.0, out=d), sg)
         u = None
         if dynamics.needs_u:
             if t == 0:
                 u = torch.full_like(h, fr.v_reset) if v0 is None else v0
             else:
-                u = fr.reset_value(H[t - 1], H[t - 1] >= fr.threshold)
+                u = fr.reset_value(H[t - 1], fr.spikes(H[t - 1]))
         xt = X[t] if X is not None else None
         at = AUX[t] if AUX is not None else None
         gu, gx, gps = dynamics.charge_vjp(g, u, xt, t, h, at, params)
@@ -220,34 +237,38 @@ def _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, pa
 
 
 REUSE_SAVED = True  # write the input gradient into the saved potentials (no new buffer)
-_N_ARGS = 7  # x, v0, dynamics, fr, kind, want_h, check_finite; then the parameters
+_N_ARGS = 8  # x, v0, dynamics, fr, kind, want_h, check_finite, graph; then the parameters
 
 
 class _FusedNeuron(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, v0, dynamics, fr, kind, want_h, check_finite, *params):  # noqa: D102
+    def forward(ctx, x, v0, dynamics, fr, kind, want_h, check_finite, graph, *params):  # noqa: D102
         spec = dynamics.kernel_spec()
         AUX = None
         if kind == "cpu":
-            S, v_last, H, nonfinite = cpu_kernel.forward(x, v0, spec, fr)
+            S, v_last, H, Hout, nonfinite = cpu_kernel.forward(x, v0, spec, fr, want_h, graph)
             if nonfinite and check_finite and not bool(torch.isfinite(x).all()):
                 raise nonfinite_error(check_finite)
         elif kind == "triton":
-            S, v_last, H = _triton().forward(x, v0, spec, fr)
+            S, v_last, H, Hout, flag = _triton().forward(x, v0, spec, fr, want_h)
+            if check_finite:
+                finite.defer(flag, check_finite)
         else:
             with torch.no_grad():
-                Sb, v_last, H, AUX = _forward_torch(x, v0, dynamics, fr, params)
-            S = Sb.to(x.dtype)
-            del Sb
+                S, v_last, H, AUX = _forward_torch(x, v0, dynamics, fr, params)
+            Hout = H
         X = x if dynamics.needs_x else None
         ctx.set_materialize_grads(False)  # unused outputs (v_last, h) cost nothing in backward
         ctx.dynamics, ctx.fr, ctx.kind, ctx.want_h = dynamics, fr, kind, want_h
         ctx.has_v0 = v0 is not None
+        ctx.x_dtype = x.dtype
         ctx.consumed = False
         ctx.save_for_backward(H, X, AUX, v0 if dynamics.needs_u else None, *params)
+        if Hout is None:  # h not asked for: the kernel may have saved something else, or nothing
+            Hout = H if H is not None else x.new_empty(0)
         if not want_h:
-            ctx.mark_non_differentiable(H)
-        return S, v_last, H
+            ctx.mark_non_differentiable(Hout)
+        return S, v_last, Hout
 
     @staticmethod
     def backward(ctx, gS, gV, gH):  # noqa: D102
@@ -262,21 +283,27 @@ class _FusedNeuron(torch.autograd.Function):
         need_x, need_v0 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not ctx.want_h:
             gH = None
+        need_p = tuple(ctx.needs_input_grad[_N_ARGS:])
+        if not (need_x or need_v0 or any(need_p)):
+            return (None,) * (_N_ARGS + n_params)
+        # H is ours alone (not returned): its buffer can take the input gradient in place
+        destroy = REUSE_SAVED and not ctx.want_h and not torch.is_grad_enabled()
+        if kind in ("cpu", "triton"):
+            mod = cpu_kernel if kind == "cpu" else _triton()
+            spec = dynamics.kernel_spec()
+            if params:  # the tensors saved at forward time, not whatever the module holds now
+                spec = replace(spec, tables=(*params, *spec.tables[len(params) :]))
+            out = H if destroy and need_x else None
+            if destroy:
+                ctx.consumed = True
+            g_x, g_v0, g_tabs = mod.backward(
+                H, gS, gH, gV, spec, fr, want_v0=need_v0, want_tables=need_p, out=out,
+                x_dtype=ctx.x_dtype,
+            )  # fmt: skip
+            g_params = [g_tabs[i] if i < len(g_tabs) else None for i in range(n_params)]
+            return (g_x if need_x else None, g_v0, *([None] * (_N_ARGS - 2)), *g_params)
         const = dynamics.constant_derivatives()
-        if const is not None and not any(ctx.needs_input_grad[_N_ARGS:]):
-            if not (need_x or need_v0):
-                return (None,) * (_N_ARGS + n_params)
-            # H is ours alone (not returned): its buffer can take the input gradient in place
-            destroy = REUSE_SAVED and not ctx.want_h and not torch.is_grad_enabled()
-            if kind in ("cpu", "triton"):
-                mod = cpu_kernel if kind == "cpu" else _triton()
-                out = H if destroy and need_x else None
-                if destroy:
-                    ctx.consumed = True
-                g_x, g_v0 = mod.backward(
-                    H, gS, gH, gV, dynamics.kernel_spec(), fr, want_v0=need_v0, out=out
-                )
-                return (g_x if need_x else None, g_v0, *([None] * (_N_ARGS - 2 + n_params)))
+        if const is not None and not any(need_p):
             g_x, g_v0 = _backward_const(ctx, H, gS, gH, gV, const[0], const[1], fr, destroy)
             return (g_x, g_v0, *([None] * (_N_ARGS - 2 + n_params)))
         GX, g_v0, g_params = _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics, fr, params)

@@ -1,0 +1,51 @@
+"""The charge and surrogate specs: one description, checked mechanically against every place
+that evaluates it (the PyTorch reference, the C source, the Triton source)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spikeforge.functional import cpu_kernel, spec, triton_lif
+from spikeforge.functional.dynamics import IFDynamics, KLIFDynamics, LIFDynamics
+from spikeforge.surrogate import SURROGATES
+
+
+@pytest.mark.parametrize("cls", list(SURROGATES.values()), ids=lambda c: c.__name__)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_surrogate_specs_equal_the_surrogates(cls, dtype):
+    s = cls(alpha=1.7)
+    d = torch.linspace(-3, 3, 2001, dtype=dtype)
+    got = spec.torch_surrogate(s, d)
+    want = s.derivative(d)
+    tol = dict(rtol=1e-14, atol=1e-15) if dtype == torch.float64 else dict(rtol=2e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, **tol)
+    if cls.__name__ != "Sigmoid":  # sigmoid: torch.sigmoid rounds its own exp
+        assert torch.equal(got, want), "written with the surrogate's own operations"
+
+
+def test_constant_derivatives_come_from_the_spec():
+    assert LIFDynamics(4.0, 0.0, True).constant_derivatives() == (0.75, 0.25)
+    assert LIFDynamics(4.0, 0.0, False).constant_derivatives() == (0.75, 1.0)
+    assert IFDynamics().constant_derivatives() == (1.0, 1.0)
+    assert KLIFDynamics(torch.ones(()), 2.0, 0.0).constant_derivatives() is None
+
+
+def test_generated_sources_carry_each_charge():
+    c_src = cpu_kernel._source(torch.float32)
+    t_src = triton_lif.source(interpret=False)
+    for name, cs in spec.CHARGES.items():
+        assert f"def fwd_{name}(" in t_src and f"def bwd_{name}(" in t_src
+        for _, expr in cs.forward + cs.vjp:
+            assert spec.c_expr(expr, lambda n: "v_" + n) in c_src
+            inv = {sc: "inv_" + sc for sc in cs.scalars}  # x / tau: x * (1/tau) on CUDA
+            assert spec.triton_expr(expr, lambda n: "v_" + n, inv) in t_src
+    assert "(v_u + ((v_x - (v_u - v_vr)) * inv_tau))" in c_src  # the power-of-two variant
+
+
+@pytest.mark.parametrize(
+    "bad", ["u ** 2", "__import__('os')", "u.abs()", "sin(u)", "u if x else u"]
+)
+def test_spec_language_is_closed(bad):
+    with pytest.raises(ValueError, match="not allowed"):
+        spec._parse(bad)
