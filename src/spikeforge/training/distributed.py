@@ -73,6 +73,18 @@ class Distributed:
         if self.active:
             dist.barrier()
 
+    def close(self, wait: bool = True) -> None:
+        """Leave the process group: with ``wait``, first meet the other processes, so none
+        tears its side down while another still talks to it (rank 0 hosts the rendezvous
+        store); then destroy the group while the interpreter is fully alive. Gloo's threads
+        left to interpreter shutdown can abort the process after a successful run. Pass
+        ``wait=False`` on an error path, where another process may never arrive."""
+        if not (self.active and dist.is_initialized()):
+            return
+        if wait:
+            dist.barrier()
+        dist.destroy_process_group()
+
 
 def from_environment(timeout_s: float = TIMEOUT_S) -> Distributed:
     """Join the process group torchrun describes in the environment, or a one-process
