@@ -6,6 +6,11 @@
   EOT), transfer and Square Attack, on a :func:`~spikeforge.load_run` run or any ``nn.Module``
   classifier of images in ``[0, 1]``.
 - :mod:`spikeforge.security.adv_train` -- PGD-k adversarial training, ``--method adv-train``.
+- :mod:`spikeforge.security.backdoor` -- BadNets poisoning (``poison``, ``PoisonedDataset``,
+  ``TrainConfig.poison_*``), attack success rate, the 51 held-out triggers.
+- :mod:`spikeforge.security.mine` -- MINE (Donsker–Varadhan) mutual-information estimator.
+- :mod:`spikeforge.security.mesa` -- MESA: trigger generators per β, target detection, the
+  single-trigger baseline and the fine-tuning defense (``spikeforge backdoor scan|defend``).
 """
 
 from .defense import defended_copy, oscillating_neurons, set_oscillation, true_gradients

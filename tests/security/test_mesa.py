@@ -1,0 +1,154 @@
+"""MESA on a small backdoored model: the attacked class is found, the defense lowers the attack
+success while clean accuracy stays within 2 points, and the CLI works and fails in one line."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+import torch
+from torch import nn
+
+from spikeforge import cli, data, load_run
+from spikeforge.security.backdoor import attack_success_rate, make_trigger, poison
+from spikeforge.security.mesa import (
+    FinetuneOptions,
+    MesaOptions,
+    detect_target,
+    ensemble_sampler,
+    finetune,
+    train_mesa,
+)
+from spikeforge.training import TrainConfig, Trainer
+
+TARGET = 0
+
+
+def _accuracy(model, x, y) -> float:
+    with torch.no_grad():
+        return float((model(x).argmax(-1) == y).float().mean())
+
+
+@pytest.fixture(scope="module")
+def backdoored():
+    """A ReLU MLP on digits trained on 30% poisoned images (full-batch Adam, a second)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a shared CPU: intra-op threads only spin against each other
+    x, y = data.load("digits", "train").tensors
+    xt, yt = data.load("digits", "test").tensors
+    trigger = make_trigger(3, 1, "binary", seed=0)
+    xc, yc = x[:1100], y[:1100]  # the attacker's training data
+    xd, yd = x[1100:], y[1100:]  # the defender's clean images
+    xp, yp, _ = poison(xc, yc, trigger, TARGET, 0.3, seed=1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 10))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(500):
+        opt.zero_grad()
+        nn.functional.cross_entropy(net(xp), yp).backward()
+        opt.step()
+    net.eval()
+    yield net, trigger, (xd, yd), (xt, yt)
+    torch.set_num_threads(threads)
+
+
+def test_mesa_defense_lowers_attack_success_and_keeps_accuracy(backdoored):
+    net, trigger, (xd, yd), (xt, yt) = backdoored
+    before_asr = attack_success_rate(net, xt, yt, trigger, TARGET, seed=3)
+    before_acc = _accuracy(net, xt, yt)
+    assert before_asr > 0.6
+    opts = MesaOptions(betas=(0.9, 0.5), hidden=128, steps=150)
+    gens = train_mesa(net, xd, yd, TARGET, opts, seed=0)
+    assert set(gens) == {0.9, 0.5}
+    sample = gens[0.9].sample(8)
+    assert sample.shape == (8, 1, 3, 3) and bool(((sample >= 0) & (sample <= 1)).all())
+    defended = finetune(net, xd, yd, ensemble_sampler(list(gens.values())), FinetuneOptions())
+    after_asr = attack_success_rate(defended, xt, yt, trigger, TARGET, seed=3)
+    assert after_asr < 0.25 and after_asr < before_asr / 3, (before_asr, after_asr)
+    assert _accuracy(defended, xt, yt) >= before_acc - 0.02  # at most 2 points lost
+    # the original model is untouched
+    assert attack_success_rate(net, xt, yt, trigger, TARGET, seed=3) == before_asr
+
+
+def test_clean_finetuning_alone_leaves_more_backdoor(backdoored):
+    net, trigger, (xd, yd), (xt, yt) = backdoored
+    control = finetune(net, xd, yd, None, FinetuneOptions())
+    assert attack_success_rate(control, xt, yt, trigger, TARGET, seed=3) > 0.3
+
+
+def test_detection_finds_the_attacked_class(backdoored):
+    net, _, (xd, yd), _ = backdoored
+    det = detect_target(net, xd, yd, 10, MesaOptions(hidden=64), steps=30, samples=128)
+    assert det.target == TARGET
+    assert det.scores[TARGET] > 0.5 and sorted(det.scores)[-2] < 0.5
+
+
+def _main(*args: str) -> tuple[int, str, str]:
+    out, err, argv = io.StringIO(), io.StringIO(), sys.argv
+    sys.argv = ["spikeforge", *args]
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            cli.main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
+    cfg = TrainConfig(dataset="digits", model="ann-mlp", hidden=[64], epochs=3, lr=1e-2,
+                      val_fraction=0.2, poison_fraction=0.1, poison_target=2,
+                      out_dir=str(tmp_path))  # fmt: skip
+    run_dir = Trainer(cfg, run_dir=tmp_path / "run", progress=False).fit()["run_dir"]
+    code, out, err = _main("backdoor", "defend", run_dir, "--target", "2", "--mesa-steps", "10",
+                           "--betas", "0.9", "--finetune-epochs", "2", "--out-dir",
+                           str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    result = json.loads((tmp_path / "out" / "backdoor_defend.json").read_text())
+    assert result["target"] == 2 and result["before"]["asr"] is not None
+    assert "heldout_worst_asr" in result["after"]
+    assert (tmp_path / "out" / "triggers_beta0.9.png").stat().st_size > 0
+    defended = load_run(result["defended_run"])
+    assert defended.config.poison_target == 2
+    code, out, err = _main("backdoor", "scan", run_dir, "--steps", "3", "--out-dir",
+                           str(tmp_path / "out"))  # fmt: skip
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "out" / "backdoor_scan.json").read_text())["scores"]) == 10
+    for args, words in [
+        (["--target", "12"], "out of range"),
+        (["--target", "x"], "'auto' or a class index"),
+        (["--betas", "1.5"], "--betas must be numbers in (0, 1)"),
+        (["--defense", "nope"], "unknown defense"),
+    ]:
+        code, _, err = _main("backdoor", "defend", run_dir, *args)
+        assert code == 2 and err.startswith("error:") and words in err and err.count("\n") == 1
+    code, _, err = _main("backdoor", "scan", str(tmp_path / "missing"))
+    assert code == 2 and err.count("\n") == 1
+
+
+def test_cifar10_config_refuses_clearly_without_files(tmp_path):
+    from pathlib import Path
+
+    from spikeforge.errors import DataError
+    from spikeforge.training import load_config
+
+    path = Path(__file__).resolve().parents[2] / "configs" / "mesa-cifar10.toml"
+    cfg = TrainConfig.from_dict({**load_config(path), "data_root": str(tmp_path)})
+    assert cfg.poison_fraction > 0 and cfg.val_fraction > 0
+    with pytest.raises(DataError) as err:
+        Trainer(cfg, progress=False)
+    assert "cifar10" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_experiment_is_registered_with_both_models():
+    from spikeforge.experiments.mesa import MesaExperiment, _settings
+
+    assert MesaExperiment.name == "mesa"
+    (quick,) = _settings(True)
+    assert dict(quick.models) == {"SNN": "convnet", "ANN": "ann"}
+    assert _settings(False)[0].dataset == "mnist5k"
