@@ -67,7 +67,16 @@ def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
-    cli.compress_command(recording, tmp_path / "p.sfev", None, False, None, "zstd")
+    cli.compress_command(
+        recording,
+        tmp_path / "p.sfev",
+        rate=None,
+        stats=False,
+        window_us=None,
+        sampler="spiking",
+        seed=0,
+        codec="zstd",
+    )
     cli.decompress_command(tmp_path / "p.sfev", tmp_path / "p.npz")
     err = capsys.readouterr().err
     assert "compress" in err and "decompress" in err

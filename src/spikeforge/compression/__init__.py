@@ -4,7 +4,9 @@
   to ``.sfev`` bytes and back, exactly.
 - :func:`compress_file` / :func:`decompress_file`: any file ``read_events`` reads to ``.sfev``;
   ``.sfev`` to N-MNIST ``.bin`` or ``.npz``. Writes are atomic.
-- :func:`sample_events`: sampled mode (keep events at sampled pixels per time window).
+- :func:`sample_events`: sampled mode (keep events at sampled pixels per time window), by
+  default with the built-in trained spiking sampler (:mod:`.event_sampler`, trained by
+  :mod:`.pretrain` on simulated saccade events, :mod:`.saccades`).
 
 ``docs/compression.md`` documents the file format and the measured sizes and speeds.
 """

@@ -62,17 +62,34 @@ def compress_command(
     window_us: int = typer.Option(
         None, "--window-us", help="Sampled mode: window length in µs (default 10000)."
     ),
+    sampler: str = typer.Option(
+        "spiking",
+        "--sampler",
+        help="Sampled mode: 'spiking' (the built-in trained spiking sampler), a --method "
+        "sampler RUN_DIR or sampler .safetensors file, or the baselines 'activity' (busiest "
+        "pixels) and 'random'.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampled mode: seed of --sampler random."),
     codec: str = typer.Option("zstd", help="Stream codec: zstd (default, fast) or lzma."),
 ) -> None:
     """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
     from .files import compress_file, xz_size
 
+    if rate is None and (sampler != "spiking" or seed != 0):
+        raise ConfigError("--sampler and --seed choose how sampled mode samples: add --rate R")
     if out_path is None and not stats:
         raise ConfigError("give an output path (OUT.sfev), or --stats to only print sizes")
     in_size = in_path.stat().st_size if in_path.is_file() else 0
     with _progress("compress", in_size >= PROGRESS_MIN_BYTES) as progress:
         result = compress_file(
-            in_path, out_path, rate=rate, window_us=window_us, codec=codec, progress=progress
+            in_path,
+            out_path,
+            rate=rate,
+            window_us=window_us,
+            sampler=sampler,
+            seed=seed,
+            codec=codec,
+            progress=progress,
         )
     if result.out_path is not None:
         typer.echo(
@@ -87,9 +104,12 @@ def compress_command(
         typer.echo(f"events           {result.n_events}")
         if result.meta is not None:
             m = result.meta
+            which = m["sampler"]
+            if "sampler_source" in m:
+                which += f" ({m['sampler_source']}, weights {m['sampler_sha256']})"
             typer.echo(
                 f"sampled          rate {m['rate']:.3f} (achieved {m['achieved_rate']:.4f}), "
-                f"window {m['window_us']} us, {m['sampler']}; kept {result.n_kept} events "
+                f"window {m['window_us']} us, sampler {which}; kept {result.n_kept} events "
                 f"({100 * m['event_fraction']:.1f} %)"
             )
         typer.echo(f"original         {result.original_bytes} bytes")
@@ -114,5 +134,10 @@ def decompress_command(
     # a .sfev file is ~4x smaller than the recording, so its bar starts at a quarter the size
     with _progress("decompress", in_size >= PROGRESS_MIN_BYTES // 4) as progress:
         events, header = decompress_file(in_path, out_path, progress=progress)
-    kind = "sampled" if header.sampled else "lossless"
+    kind = "lossless"
+    if header.sampled:
+        m = header.meta
+        kind = f"sampled: rate {m.get('rate')}, sampler {m.get('sampler')}"
+        if "sampler_source" in m:
+            kind += f" {m['sampler_source']}"
     typer.echo(f"wrote {out_path}: {events.size} events ({kind}, {header.width}x{header.height})")

@@ -117,14 +117,19 @@ def compress_file(
     *,
     rate: float | None = None,
     window_us: int | None = None,
+    sampler: str | Path = "spiking",
+    seed: int = 0,
     codec: str = "zstd",
     progress: Progress | None = None,
 ) -> CompressResult:
     """Compress an event file to ``.sfev`` (``out_path`` None: compute sizes, write nothing).
 
     ``rate`` (fraction of the sensor's pixels, 0 < rate <= 1) selects sampled mode: per
-    ``window_us`` window only events at the pixels the sampler keeps are stored (see
-    :mod:`spikeforge.compression.sampling`); without it the file is lossless.
+    ``window_us`` window only events at the pixels ``sampler`` keeps are stored ("spiking":
+    the built-in trained spiking sampler; "activity" or "random" (``seed``): baselines; or a
+    ``--method sampler`` run directory; see :mod:`spikeforge.compression.sampling`). The file's
+    ``M`` stream records the sampler, its weights' digest, the rate and the window. Without
+    ``rate`` the file is lossless.
     """
     in_path = Path(in_path)
     events, sensor, fmt = load_events(in_path)
@@ -133,7 +138,9 @@ def compress_file(
     if rate is not None:
         from .sampling import sample_events
 
-        events, meta = sample_events(events, sensor, rate, window_us=window_us)
+        events, meta = sample_events(
+            events, sensor, rate, window_us=window_us, sampler=sampler, seed=seed
+        )
     data = encode_events(events, sensor, codec=codec, meta=meta, progress=progress)
     header = read_header(data)
     if out_path is not None:

@@ -46,6 +46,7 @@ __all__ = [
     "SamplingAutoencoder",
     "SamplerMethod",
     "topk_mask",
+    "keep_score",
     "reconstruct",
 ]
 
@@ -60,6 +61,14 @@ def topk_mask(score: torch.Tensor, k: int) -> torch.Tensor:
     if k > 0:
         mask.scatter_(1, flat.topk(k, dim=1).indices, 1.0)
     return mask.reshape(score.shape)
+
+
+def keep_score(spikes: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """Top-k ranking score of the sampling neurons, no gradient: spike count over T, with the
+    mean input current (squashed into [0, 0.5)) breaking ties between equal counts.
+    ``spikes``, ``current`` [T, B, 1, H, W] -> [B, 1, H, W]."""
+    tie = torch.sigmoid(current.mean(0)).detach() * 0.5
+    return spikes.sum(0).detach() + tie
 
 
 class SpikingSampler(nn.Module):
@@ -149,9 +158,7 @@ class SamplingAutoencoder(nn.Module):
         spikes, current = self.sampler(x)
         soft = spikes.mean(0)  # firing rate per pixel; its gradient is the surrogate's
         if self.rate_control == "topk":
-            # spike count first; the mean input current (scaled into [0, 0.5)) breaks ties
-            tie = torch.sigmoid(current.mean(0)).detach() * 0.5
-            hard = topk_mask(spikes.sum(0).detach() + tie, self.k)
+            hard = topk_mask(keep_score(spikes, current), self.k)
         else:
             hard = (spikes.sum(0) > 0).to(soft.dtype)
         return hard + soft - soft.detach(), soft.mean()
@@ -189,6 +196,10 @@ class SamplerMethod(TrainingMethod):
         rate_control: str = "topk"
         penalty: float = 10.0
         hidden: int = 16
+
+    def model_fields(self) -> frozenset[str] | None:
+        """None of the config's network fields: the sampler's size is its own ``hidden``."""
+        return frozenset()
 
     def build_model(self, config: TrainConfig, task: Task) -> nn.Module:  # noqa: D102
         o = self.options
