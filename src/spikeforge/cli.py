@@ -97,6 +97,7 @@ def train(
     reset: str = typer.Option(None, help=_help("Reset after a spike.", "reset", "hard | soft")),
     tau: float = typer.Option(None, help=_help("Membrane time constant in steps.", "tau")),
     threshold: float = typer.Option(None, help=_help("Firing threshold.", "threshold")),
+    pool: str = typer.Option(None, help=_help("Conv net pooling.", "pool", "max | avg")),
     detach_reset: bool = typer.Option(
         None,
         "--detach-reset/--keep-reset-grad",
@@ -108,6 +109,22 @@ def train(
     ),
     loss: str = typer.Option(
         None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
+    ),
+    poison_fraction: float = typer.Option(
+        None,
+        help=_help("Backdoor: share of training images given the trigger.", "poison_fraction"),
+    ),
+    poison_target: int = typer.Option(
+        None, help=_help("Backdoor: the class poisoned images are relabelled to.", "poison_target")
+    ),
+    poison_trigger: str = typer.Option(
+        None, help=_help("Backdoor trigger pattern.", "poison_trigger", "binary | grey")
+    ),
+    poison_trigger_size: int = typer.Option(
+        None, help=_help("Backdoor trigger side in pixels.", "poison_trigger_size")
+    ),
+    poison_seed: int = typer.Option(
+        None, help=_help("Seed of the trigger, the poisoned images and positions.", "poison_seed")
     ),
     out_dir: Path = typer.Option(
         None,
@@ -142,9 +159,15 @@ def train(
         tau=tau,
         threshold=threshold,
         detach_reset=detach_reset,
+        pool=pool,
         encoder=encoder,
         loss=loss,
         val_fraction=val_fraction,
+        poison_fraction=poison_fraction,
+        poison_target=poison_target,
+        poison_trigger=poison_trigger,
+        poison_trigger_size=poison_trigger_size,
+        poison_seed=poison_seed,
         out_dir=str(out_dir) if out_dir is not None else None,
         data_root=str(data_root) if data_root is not None else None,
     )
@@ -200,6 +223,7 @@ def train(
         f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s",
     )
     _say(trainer, f"run written to {trainer.run_dir}")
+    trainer.dist.close()  # leave the process group cleanly (torchrun); a no-op in one process
 
 
 def _say(trainer: Any, line: str) -> None:
@@ -261,7 +285,9 @@ def plot(
 def experiment(
     name: str = typer.Argument(None, help="Experiment to run; leave out to list them."),
     quick: bool = typer.Option(False, "--quick", help="A small version for tests and CI."),
-    seeds: int = typer.Option(3, help="Seeds per arm (0, 1, ..., N-1)."),
+    seeds: int = typer.Option(
+        None, help="Seeds per arm (0, 1, ..., N-1); default 5, or 2 with --quick."
+    ),
     out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
 ) -> None:
@@ -323,6 +349,68 @@ def attack(
     )  # fmt: skip
     for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
         typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")
+
+
+backdoor_app = typer.Typer(
+    help="Backdoors: find a run's attacked class and remove its backdoor (MESA).",
+    no_args_is_help=True,
+)
+app.add_typer(backdoor_app, name="backdoor")
+
+
+@backdoor_app.command("scan")
+def backdoor_scan(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeforge train`."),
+    steps: int = typer.Option(50, help="Trigger-generator steps per class."),
+    samples: int = typer.Option(1000, help="Clean images if the run held out no validation."),
+    seed: int = typer.Option(0, help="Seed of the search."),
+    out_dir: Path = typer.Option(None, help="Where backdoor_scan.json goes (default: run)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Search triggers for every class; the attacked class is the one whose triggers succeed."""
+    from .security.backdoor_cli import scan_command
+
+    r = scan_command(
+        run_dir, steps=steps, samples=samples, seed=seed, out_dir=out_dir, progress=progress
+    )
+    for k, score in enumerate(r["scores"]):
+        typer.echo(f"class {k}: trigger success {score:.2%}")
+    typer.echo(f"suspected target: class {r['target']} (anomaly index {r['anomaly_index']:.1f})")
+
+
+@backdoor_app.command("defend")
+def backdoor_defend(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeforge train`."),
+    target: str = typer.Option("auto", help="The attacked class, or auto to detect it."),
+    defense: str = typer.Option("mesa", help="One of: mesa | single | true | clean."),
+    betas: str = typer.Option("0.9,0.8,0.5", help="MESA thresholds β, one generator each."),
+    alpha: float = typer.Option(0.1, help="MESA weight α of the entropy (MINE) term."),
+    mesa_steps: int = typer.Option(0, help="Generator steps per β (0: 10 epochs of data)."),
+    scan_steps: int = typer.Option(50, help="With --target auto: search steps per class."),
+    finetune_epochs: int = typer.Option(10, help="Fine-tuning epochs."),
+    finetune_lr: float = typer.Option(1e-2, help="Fine-tuning SGD learning rate."),
+    trigger_fraction: float = typer.Option(0.2, help="Share of each batch given a trigger."),
+    samples: int = typer.Option(1000, help="Clean images if the run held out no validation."),
+    seed: int = typer.Option(0, help="Seed of the search and the fine-tuning."),
+    out_dir: Path = typer.Option(None, help="Where results go (default: the run, and beside it)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Remove a backdoor: model its triggers (MESA) or a baseline's, fine-tune with correct
+    labels; writes backdoor_defend.json, trigger grids and a defended run."""
+    from .security.backdoor_cli import defend_command, parse_betas
+    from .security.mesa import FinetuneOptions
+
+    ft = FinetuneOptions(lr=finetune_lr, epochs=finetune_epochs, trigger_fraction=trigger_fraction)
+    r = defend_command(
+        run_dir, target, defense=defense, betas=parse_betas(betas), alpha=alpha,
+        mesa_steps=mesa_steps, scan_steps=scan_steps, finetune_options=ft, samples=samples,
+        seed=seed, out_dir=out_dir, progress=progress,
+    )  # fmt: skip
+    for when in ("before", "after"):
+        m = r[when]
+        asr = "n/a" if m["asr"] is None else f"{m['asr']:.2%}"
+        typer.echo(f"{when}: clean accuracy {m['clean_accuracy']:.2%}, attack success {asr}")
+    typer.echo(f"target class {r['target']}; defended run written to {r['defended_run']}")
 
 
 @data_app.command("list")

@@ -1,16 +1,105 @@
+"""klif-vs-lif: the ablation neurons and the quick run's report (parts, learned values,
+tuning, interleaved timing)."""
+
+from __future__ import annotations
+
 import json
 
+import pytest
+import torch
+
+from spikeforge.errors import ConfigError
 from spikeforge.experiments import run_experiment
+from spikeforge.experiments.ablation_neurons import (
+    PLIF,
+    FlooredLIF,
+    LearnableWidthLIF,
+    learned_values,
+)
+from spikeforge.neurons import KLIF, LIF, NEURONS
+from spikeforge.surrogate import Sigmoid
 
 
-def test_quick_run_reports_accuracy_k_trajectory_and_step_time(tmp_path):
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(6, 4, 5, generator=torch.Generator().manual_seed(0)) * 1.5
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_plif_fused_path_matches_autograd_reference_and_learns_tau(x, detach):
+    fused = PLIF(tau=2.0, surrogate=Sigmoid(4.0), detach_reset=detach, backend="torch")
+    ref = PLIF(tau=2.0, surrogate=Sigmoid(4.0), detach_reset=detach, backend="reference")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sa, sb = fused(xa), ref(xb)
+    assert torch.equal(sa, sb) and torch.equal(sa, LIF(tau=2.0, detach_reset=detach)(x))
+    w = torch.randn_like(sa)
+    (sa * w).sum().backward()
+    (sb * w).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-6)
+    assert fused.w.grad is not None and torch.allclose(fused.w.grad, ref.w.grad, atol=1e-5)
+    assert fused.tau == pytest.approx(2.0)
+    with pytest.raises(ConfigError, match="above 1"):
+        PLIF(tau=1.0)
+
+
+def test_floored_lif_is_klif_with_k_fixed_at_one(x):
+    floored = FlooredLIF(tau=2.0, surrogate=Sigmoid(4.0))
+    assert torch.equal(floored(x), KLIF(tau=2.0, surrogate=Sigmoid(4.0))(x))
+    assert list(floored.parameters()) == [] and "k" in dict(floored.named_buffers())
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_learnable_width_keeps_lif_forward_and_learns_only_the_surrogate(x, detach):
+    width = LearnableWidthLIF(tau=2.0, surrogate=Sigmoid(4.0), detach_reset=detach)
+    lif = LIF(tau=2.0, surrogate=Sigmoid(4.0), detach_reset=detach, backend="reference")
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sa, sb = width(xa), lif(xb)
+    assert torch.equal(sa, sb)
+    w = torch.randn_like(sa)
+    (sa * w).sum().backward()
+    (sb * w).sum().backward()
+    assert torch.allclose(xa.grad, xb.grad, atol=1e-6)  # a = 1: LIF's gradient exactly
+    assert width.log_width.grad is not None and width.log_width.grad != 0
+    with torch.no_grad():
+        width.log_width.fill_(torch.log(torch.tensor(2.0)))
+    # a = 2 with the sigmoid surrogate is the sigmoid surrogate with alpha 8.
+    xc, xd = x.clone().requires_grad_(), x.clone().requires_grad_()
+    sharp = LIF(tau=2.0, surrogate=Sigmoid(8.0), detach_reset=detach, backend="reference")
+    (width(xc) * w).sum().backward()
+    (sharp(xd) * w).sum().backward()
+    assert torch.allclose(xc.grad, xd.grad, atol=1e-5)
+
+
+def test_ablation_neurons_are_registered_and_report_learned_values():
+    assert {"plif", "lif-floor", "lif-width"} <= set(NEURONS.names())
+    model = torch.nn.Sequential(KLIF(), PLIF(tau=3.0), LearnableWidthLIF(), FlooredLIF())
+    values = learned_values(model)
+    assert values == {"k/0": 1.0, "tau/1": pytest.approx(3.0), "width/2": 1.0}
+
+
+def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(tmp_path):
     report, folder = run_experiment(
-        "klif-vs-lif", quick=True, seeds=1, out_dir=tmp_path, progress=False
+        "klif-vs-lif", quick=True, seeds=2, out_dir=tmp_path, progress=False
     )
     data = json.loads((folder / "report.json").read_text())
-    assert set(data["results"]["test_accuracy"]) == {"LIF", "KLIF"}
-    assert data["results"]["k_final"]  # one k per KLIF layer was traced
-    assert all(k.startswith("k/") for k in data["results"]["k_final"])
-    assert (folder / "k_trajectory.png").stat().st_size > 1000
-    assert (folder / "test_accuracy.png").stat().st_size > 1000
-    assert report.held is None
+    results = data["results"]
+    arms = set(results["test_accuracy_at_best_val"])
+    assert arms == {"LIF", "KLIF", "PLIF (learnable tau)", "LIF + ReLU floor",
+                    "LIF + learnable width"}  # fmt: skip
+    assert all(len(v) == 2 for v in results["test_accuracy_at_best_val"].values())
+    names = [p["name"] for p in data["parts"]]
+    assert names[0].startswith("accuracy") and names[1].startswith("cost")
+    assert all(p["status"] in ("held", "not held", "inconclusive") for p in data["parts"])
+    assert results["detach_reset"] is True
+    k = results["learned_at_best_val"]["KLIF"]
+    assert k and all(key.startswith("k/") for key in k)
+    assert set(results["effective_leak"]) == set(k)  # k·(1 − 1/τ) per layer
+    assert results["tuning"]["LIF"]["metric"] == "val_accuracy"
+    forced = results["step_timing"]["torch (same backend)"]
+    assert set(forced["LIF"]["resolved"].values()) == {"torch"}
+    assert set(forced["KLIF"]["resolved"].values()) == {"torch"}
+    assert set(forced["LIF + learnable width"]["resolved"].values()) == {"custom"}
+    assert data["setup"]["machine"]["before"]["torch_threads"] >= 1
+    for png in ("test_accuracy.png", "k_trajectory.png", "step_time.png"):
+        assert (folder / png).stat().st_size > 1000
+    assert report.held is None  # a quick run never decides

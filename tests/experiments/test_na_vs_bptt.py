@@ -1,10 +1,13 @@
 import json
 
+import pytest
 import torch
 
 import spikeforge.experiments.na_vs_bptt as na_vs_bptt  # registers the experiment
 from spikeforge.experiments import EXPERIMENTS, run_experiment
 from spikeforge.training import METHODS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_registered():
@@ -18,20 +21,48 @@ def test_backward_cost_reports_forward_and_backward():
         assert cost["forward_s"] > 0 and cost["backward_s"] > 0
 
 
-def test_quick_run_writes_report_tables_and_plots(tmp_path):
+def test_quick_run_stops_on_plateau_and_reports_parts_ties_and_fidelity(tmp_path):
     before = set(METHODS.names())
     report, folder = run_experiment(
-        "na-vs-bptt", quick=True, seeds=1, out_dir=tmp_path, progress=False
+        "na-vs-bptt", quick=True, seeds=2, out_dir=tmp_path, progress=False
     )
     assert set(METHODS.names()) == before  # no experiment registers methods at run time
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
-    assert set(data["results"]["test_accuracy"]["digits"]) == set(na_vs_bptt.ARMS)
-    assert data["results"]["backward_cost"]["steps"] == [2, 4]
-    assert len(data["tables"]) == 2
-    for png in ("digits_test_accuracy.png", "digits_epoch_time.png", "backward_cost_vs_T.png"):
-        assert (folder / png).stat().st_size > 1000
+    res = data["results"]
+    assert set(res["test_accuracy"]) == set(na_vs_bptt.ARMS)
+    assert all(len(v) == 2 for v in res["test_accuracy"].values())
+    assert all(0 <= v <= 1 for vs in res["tie_rate"].values() for v in vs)
+    assert all(1 <= e <= 3 for es in res["epochs_run"].values() for e in es)
+    for arm, best in res["best_epoch"].items():  # stopped at most patience epochs after the best
+        assert all(e - b <= 1 or e == 3 for e, b in zip(res["epochs_run"][arm], best, strict=True))
+    assert res["step_cost"]["steps"] == [2, 4]
+    fid = res["gradient_fidelity"][0]
+    assert set(fid["cosine"]) == set(na_vs_bptt.ARMS)
+    assert all(-1 <= c <= 1 for c in fid["cosine"].values())
+    names = [p["name"] for p in data["parts"]]
+    assert names[0].startswith("accuracy (the claim)") and len(names) == 4
+    assert all(p["status"] in ("held", "not held", "inconclusive") for p in data["parts"])
+    assert len(res["mcnemar"]["NA (later weighting)"]) == 2
+    assert len(data["tables"]) == 5
+    tuning = res["tuning"]
+    assert set(tuning) == set(na_vs_bptt.ARMS)
+    assert [t["overrides"] for t in tuning["NA (paper form)"]["trials"]] == [
+        {"lr": 5e-4},
+        {"lr": 2e-3},
+    ]
+    assert any("alpha" in t["overrides"] for t in tuning["surrogate BPTT"]["trials"])
+    kept = tuning["surrogate BPTT"]["best"]
+    later = json.loads((folder / "runs" / "digits-surrogate-s0" / "config.json").read_text())
+    assert later["lr"] == kept["lr"]  # the evaluation runs use the setting kept on validation
+    for fig in data["figures"]:
+        assert (folder / fig).stat().st_size > 1000
     md = (folder / "report.md").read_text()
-    assert "Claim tested" in md and "99.69" in md
-    for arm in ("na-paper", "na-code", "surrogate"):
-        assert (folder / "runs" / f"digits-{arm}-s0" / "summary.json").is_file()
+    assert "Claim tested" in md and "99.69" in md and "augmentation" in md
+    for arm in ("na-paper", "na-code", "na-later", "surrogate"):
+        run = folder / "runs" / f"digits-{arm}-s1"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["config"]["val_fraction"] == 0.2 and "best_epoch_by_val" in summary
+    opts = json.loads((folder / "runs" / "digits-na-later-s0" / "config.json").read_text())
+    assert opts["method_options"]["form"] == "later"
+    assert opts["method_options"]["pool"] == "sum" and opts["method_options"]["input_psc"]

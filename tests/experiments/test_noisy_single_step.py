@@ -1,10 +1,11 @@
 import json
+import math
 
 import pytest
 
 import spikeforge.experiments.noisy_single_step as noisy_exp  # registers the experiment
 from spikeforge.experiments import EXPERIMENTS, run_experiment
-from spikeforge.training import METHODS
+from spikeforge.training import METHODS, load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -15,40 +16,77 @@ def test_steps_within_picks_the_smallest_steps():
     assert noisy_exp.steps_within(acc, 0.95) is None
 
 
+def test_threshold_part_holds_only_when_the_interval_clears_the_threshold():
+    held = noisy_exp.threshold_part("t", [0.80, 0.82, 0.79, 0.81], 0.65, "%", scale=100)
+    assert held.status == "held" and held.interval[0] > 65 and held.p_value < 0.05
+    below = noisy_exp.threshold_part("t", [0.1, 0.2, 0.15, 0.12], 0.65, "%", scale=100)
+    assert below.status == "not held"
+    mixed = noisy_exp.threshold_part("t", [0.3, 0.9, 0.6, math.inf], 0.65, "%", scale=100)
+    assert mixed.status == "inconclusive" and mixed.n == 3 and "left out" in mixed.test
+
+
 def test_full_settings_fit_the_issue():
     exp = EXPERIMENTS.get("noisy-single-step")()
-    full = exp.settings(quick=False)[0]
-    assert full.dataset == "mnist5k"
-    assert (1, 2, 4, 8, 16, 32) == full.steps_grid
-    assert len([v for v in full.variants if set(v[1]) == {"sigma"}]) >= 4  # a σ sweep
+    mlp, conv = exp.settings(quick=False)
+    assert mlp.dataset == "mnist5k" and (1, 2, 4, 8, 16, 32) == mlp.steps_grid
+    assert len([v for v in mlp.variants if set(v[1]) == {"sigma"}]) >= 4  # a σ sweep
+    # the workload where BPTT needs several steps: avg-pooling conv net on rate-coded input
+    assert (conv.model, conv.pool, conv.encoder) == ("convnet", "avg", "poisson")
+    assert {1, 2, 4, 8} <= set(conv.bptt_steps) and max(conv.inference_grid) >= 128
+    assert all(st.val_fraction > 0 for st in (mlp, conv))
 
 
-def test_quick_run_writes_tables_figures_and_leaves_methods_clean(tmp_path):
+def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(tmp_path):
     before = set(METHODS.names())
     report, folder = run_experiment(
-        "noisy-single-step", quick=True, seeds=1, out_dir=tmp_path, progress=False
+        "noisy-single-step", quick=True, seeds=2, out_dir=tmp_path, progress=False
     )
     assert set(METHODS.names()) == before
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
+    assert set(data["results"]) == {"digits-mlp", "digits-convnet-avgpool-poisson"}
     part = data["results"]["digits-mlp"]
     main = part["variants"]["gauss σ=0.3"]
     assert set(main["accuracy_vs_T"][0]) == {"1", "2", "4", "16"}
     assert all(0 <= v <= 1 for v in main["accuracy_vs_T"][0].values())
-    assert set(part["ann_to_snn"]) == {"plain", "half"}
-    assert "ANN→SNN (v₀=0)" in part["inference_speedup"]
-    assert len(data["tables"]) == 4
+    assert set(part["conversions"]) == set(noisy_exp.CONVERSIONS)
+    assert part["bptt_chosen_on_val"].startswith("BPTT")
+    # every arm has its accuracy-vs-time curve, one point per epoch
+    assert {"ANN", "gauss σ=0.3", "BPTT IF T=1"} <= set(part["runs"])
+    names = [p["name"] for p in data["parts"]]
+    assert sum("(claim)" in n for n in names) == 6  # 3 claim parts per workload
+    assert any("accuracy cost vs the ANN" in n for n in names)
+    assert all(p["status"] in ("held", "not held", "inconclusive") for p in data["parts"])
+    assert len(data["tables"]) == 14
+    timing = part["step_timing"]
+    assert set(timing) == {"as shipped", "torch"}
+    assert set(timing["torch"]) == {"gauss σ=0.3", "BPTT IF T=1", "BPTT IF T=2"}
+    tuning = part["tuning"]
+    assert set(tuning) == {"noisy", "if", "ANN"}  # the quick MLP part trains BPTT IF only
+    assert [t["overrides"] for t in tuning["noisy"]["trials"]] == [{"lr": 2e-3}, {"lr": 4e-3}]
+    kept = tuning["if"]["best"]["lr"]
+    bptt = json.loads((folder / "runs" / "digits-mlp-bptt-if-T2-s0" / "config.json").read_text())
+    assert bptt["lr"] == kept  # every T of the neuron trains with the lr kept on validation
+    conv_tuning = data["results"]["digits-convnet-avgpool-poisson"]["tuning"]["lif"]
+    assert any("alpha" in t["overrides"] for t in conv_tuning["trials"])
     for fig in data["figures"]:
         assert (folder / fig).stat().st_size > 1000
-    config = json.loads(
-        (folder / "runs" / "digits-mlp-noisy-gauss-s=0.8-s0" / "config.json").read_text()
-    )
-    assert config["method"] == "noisy"
+    assert (folder / "digits-mlp_accuracy_vs_time.png").is_file()
+    run = folder / "runs" / "digits-mlp-noisy-gauss-s=0.8-s0"
+    config = json.loads((run / "config.json").read_text())
+    assert config["method"] == "noisy" and config["val_fraction"] == 0.2
     assert config["method_options"] == {
         "sigma": 0.8,
         "noise": "gaussian",
         "noise_mean": None,
         "grad": "surrogate",
     }
+    conv_dir = folder / "runs" / "digits-convnet-avgpool-poisson-bptt-lif-T2-s1"
+    conv = json.loads((conv_dir / "config.json").read_text())
+    assert (conv["encoder"], conv["method"], conv["pool"]) == ("poisson", "bptt", "avg")
+    pools = {
+        type(m).__name__ for m in load_run(conv_dir).model.modules() if "Pool" in type(m).__name__
+    }
+    assert pools == {"AvgPool2d"}  # the arm's run folder rebuilds by name
     text = (folder / "report.md").read_text()
-    assert "after conversion vs T" in text and "training time" in text
+    assert "after conversion vs T" in text and "training time" in text and "McNemar" in text

@@ -54,6 +54,13 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     (lif,) = res["per_seed"]["LIF"]
     assert lif["adaptive"] == lif["pgd"]
     assert set(res["claims"]) == {"oscillation > LIF", "defense > oscillation"}
+    parts = data["parts"]  # the two worst-case robustness parts, then cost (kept apart)
+    assert [("worst case" in p["name"], p["name"].startswith("cost")) for p in parts] == [
+        (True, False),
+        (True, False),
+        (False, True),
+    ]
+    assert all(p["status"] in ("held", "not held", "inconclusive") for p in parts)
     md = (folder / "report.md").read_text()
     assert "Sanity checks (Carlini et al. 2019)" in md and "Did the claim hold?" in md
     assert (folder / "robust_accuracy.png").stat().st_size > 1000

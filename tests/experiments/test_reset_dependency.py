@@ -1,9 +1,15 @@
 import json
+import math
 
 import torch
 
 from spikeforge.experiments import ExperimentContext, run_experiment
-from spikeforge.experiments.reset_dependency import SoftXorSettings, soft_xor_data, train_soft_xor
+from spikeforge.experiments.reset_dependency import (
+    SoftXorSettings,
+    normalised_loss,
+    soft_xor_data,
+    train_soft_xor,
+)
 
 
 def test_soft_xor_targets_follow_the_formula():
@@ -13,6 +19,17 @@ def test_soft_xor_targets_follow_the_formula():
     assert (y[(x[:, 0] > 0.5) & (x[:, 1] < -0.5)] > 0.8).all()
 
 
+def test_default_toy_is_the_authors_setup():
+    s = SoftXorSettings()
+    assert (s.batch_size, s.epochs, s.steps, s.n_train, s.n_test) == (10, 50, 50, 5000, 1000)
+
+
+def test_normalised_loss_is_capped_and_counts_divergence_as_failure():
+    assert normalised_loss({"final_loss": 0.1, "variance": 0.4}) == 0.25
+    assert normalised_loss({"final_loss": 9.0, "variance": 0.4}) == 1.0
+    assert normalised_loss({"final_loss": math.inf, "variance": 0.4}) == 1.0
+
+
 def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seeded(tmp_path):
     settings = SoftXorSettings(n_train=400, n_test=200, steps=6, epochs=3, batch_size=20)
     ctx_a = ExperimentContext(tmp_path / "a", quick=True, seeds=[0])
@@ -20,7 +37,7 @@ def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seed
     a = train_soft_xor(ctx_a, False, 1e-2, 0, settings)
     b = train_soft_xor(ctx_b, False, 1e-2, 0, settings)
     assert a["curve"] == b["curve"]
-    assert a["curve"][-1] < 0.9 * soft_xor_data(200, torch.Generator().manual_seed(1))[1].var()
+    assert a["curve"][-1] < 0.9 * a["variance"]
     run = next((tmp_path / "a" / "runs").iterdir())
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == "regression" and summary["loss_name"] == "MSE"
@@ -28,13 +45,24 @@ def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seed
     assert summary["data_spec"] == {"input_shape": [2], "num_outputs": 1, "temporal": False}
 
 
-def test_quick_run_writes_report_and_plots(tmp_path):
+def test_quick_run_decides_on_per_seed_areas_and_paired_image_stats(tmp_path):
     report, folder = run_experiment(
-        "reset-dependency", quick=True, seeds=1, out_dir=tmp_path, progress=False
+        "reset-dependency", quick=True, seeds=2, out_dir=tmp_path, progress=False
     )
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
-    assert len(data["results"]["learning_rates"]) >= 5
+    res = data["results"]
+    lrs = res["learning_rates"]
+    assert len(lrs) >= 5 and max(lrs) >= 3 and min(lrs) <= 1e-3
+    for arm in ("detached (usual)", "reset-aware"):
+        assert len(res["toy_area_per_seed"][arm]) == 2  # one area per seed, not a mean
+        assert all(0 <= v <= 1 for v in res["toy_area_per_seed"][arm])
+        assert len(res["toy_failed_per_seed"][arm]) == 2
+        assert len(res["image_accuracy_at_best_val"][arm]) == 2
+    assert len(res["mcnemar"]) == 2
+    names = [p["name"] for p in data["parts"]]
+    assert names[0].startswith("toy") and names[1].startswith("image")
+    assert names[2].startswith("cost")
     for png in ("soft_xor_lr_sweep.png", "image_test_accuracy.png", "step_time.png"):
         assert (folder / png).stat().st_size > 1000
-    assert "Claim tested" in (folder / "report.md").read_text()
+    assert "Verdict by part" in (folder / "report.md").read_text()

@@ -50,6 +50,24 @@ def test_decide_needs_the_whole_interval_on_one_side(interval, status):
     assert decide("accuracy", 0.2, interval, "points", "t", 0.01, 5).status == status
 
 
+@pytest.mark.parametrize(
+    ("interval", "higher", "status"),
+    [
+        ((-1.5, 1.2), True, NOT_HELD),  # a gain of 2 is excluded
+        ((-1.5, 2.5), True, INCONCLUSIVE),  # a gain of 2 is still possible
+        ((0.1, 1.0), True, HELD),  # a real gain, however small, holds
+        ((-1.2, 1.5), False, NOT_HELD),  # lower is claimed: a drop of 2 is excluded
+    ],
+)
+def test_decide_rule_out_turns_an_excluded_worthwhile_gain_into_not_held(
+    interval, higher, status
+):
+    part = decide("gain", 0.0, interval, "points", "t", 0.5, 3, higher_is_claimed=higher,
+                  rule_out=2.0)  # fmt: skip
+    assert part.status == status
+    assert ("ruled out" in part.test) == (status == NOT_HELD)
+
+
 def test_report_stores_parts_in_json_markdown_and_html(tmp_path):
     part = decide("accuracy ≥ baseline", 0.3, (-0.1, 0.7), "points", "paired t-test", 0.2, 5)
     report = Report("x", "X", "claim", {}, verdict="v", parts=[part])

@@ -8,6 +8,7 @@ from spikeforge.learning.conversion import (
     accuracy_over_time,
     activation_percentiles,
     ann_to_snn,
+    avg_pooled,
     convert_from_config,
     neuron_blocks,
     normalize_weights,
@@ -127,3 +128,26 @@ def test_convert_from_config_rebuilds_from_the_snn_config():
         assert torch.equal(rebuilt(direct(x, 8)), snn(direct(x, 8)))
     with pytest.raises(ConfigError, match="ANN"):
         convert_from_config(scfg, snn, x)
+
+
+def test_avg_pooled_swaps_every_max_pool_and_keeps_rates_linear():
+    torch.manual_seed(0)
+    net = avg_pooled(ConvNet((1, 8, 8), 3, soft_if, channels=(4, 4), population=1))
+    assert not any(isinstance(m, nn.MaxPool2d) for m in net.modules())
+    assert sum(isinstance(m, nn.AvgPool2d) for m in net.modules()) == 2
+    # the average of a spike map is its rate per window (the max would be an OR)
+    pool = next(m for m in net.modules() if isinstance(m, nn.AvgPool2d))
+    s = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]]]])
+    assert float(pool(s)) == 0.25
+    with pytest.raises(ConfigError, match="no MaxPool2d"):
+        avg_pooled(nn.Sequential(nn.Linear(2, 2)))
+
+
+def test_accuracy_over_time_with_a_poisson_code_is_seeded():
+    torch.manual_seed(0)
+    _, snn = twins()
+    snn = snn.eval()
+    x, y = torch.rand(40, 10), torch.randint(0, 3, (40,))
+    a = accuracy_over_time(snn, x, y, [1, 4], encoder="poisson", seed=3)
+    b = accuracy_over_time(snn, x, y, [1, 4], encoder="poisson", seed=3)
+    assert a == b and set(a) == {1, 4}

@@ -10,11 +10,14 @@ from torch import nn
 from spikeforge.errors import ConfigError
 from spikeforge.layers import TimeFolded
 from spikeforge.learning.na import (
+    InputNormalize,
+    InputSynapse,
     NANetwork,
     NANeuron,
     SumPool2d,
     convert_to_na,
     kernel_loss,
+    later_weight,
     na_dynamics,
     na_network,
     psc,
@@ -56,6 +59,9 @@ def distance(u, s, min_distance, form):
     if form == "paper":
         mag = max(abs(THETA - u), min_distance)
         return -mag if s else mag
+    if form == "later":  # the authors' later weighting, signed like the distance
+        w = 0.2 / ((u - THETA) ** 2 + 0.2)
+        return -w if s else w
     mag = max(abs(THETA - u), 1e-12)
     d = -mag if s else mag
     return min(max(d**-3, -5.0), 5.0)
@@ -125,7 +131,7 @@ def brute_force_deltas(blocks, currents, labels, form="paper", min_distance=0.2)
                     w = distance(u0[k], s0[k], min_distance, form)
                     out[k, b, j] = n / w if form == "paper" else n * w
         deltas[li] = out.reshape(cur.shape)
-        if form == "code" and li < len(blocks) - 1:
+        if form in ("code", "later") and li < len(blocks) - 1:
             m_out = float(deltas[-1].abs().mean())
             m_l = float(deltas[li].abs().mean())
             if m_l > 0:
@@ -133,7 +139,21 @@ def brute_force_deltas(blocks, currents, labels, form="paper", min_distance=0.2)
     return deltas
 
 
-def mlp_blocks(form="paper", min_distance=0.2):
+def blocks_of(net):
+    """``[(stateless maps before a neuron, the neuron), ...]``: the input synapse and the
+    non-spiking sum pooling join the map that follows them."""
+    blocks, pending = [], []
+    for m in net:
+        if isinstance(m, NANeuron):
+            blocks.append((nn.Sequential(*pending), m))
+            pending = []
+        else:
+            pending.append(m)
+    assert not pending
+    return blocks
+
+
+def mlp_blocks(form="paper", min_distance=0.2, **kw):
     torch.manual_seed(1)
     net = NANetwork(
         "7-5",
@@ -143,15 +163,16 @@ def mlp_blocks(form="paper", min_distance=0.2):
         tau_s=TAU_S,
         form=form,
         min_distance=min_distance,
-        init_scale=4.0,
+        init_scale=2.0,
+        **kw,
     ).double()
-    return [(net[i], net[i + 1]) for i in range(0, len(net), 2)]
+    return blocks_of(net)
 
 
-def conv_blocks():
+def conv_blocks(**kw):
     torch.manual_seed(1)
-    net = NANetwork("2C3-P2", (1, 6, 6), 3, init_scale=4.0, tau_m=TAU_M, tau_s=TAU_S).double()
-    return [(net[i], net[i + 1]) for i in range(0, len(net), 2)]
+    net = NANetwork("2C3-P2", (1, 6, 6), 3, init_scale=4.0, tau_m=TAU_M, tau_s=TAU_S, **kw).double()
+    return blocks_of(net)
 
 
 def check_against_brute_force(blocks, x, labels, form="paper", min_distance=0.2):
@@ -166,7 +187,7 @@ def check_against_brute_force(blocks, x, labels, form="paper", min_distance=0.2)
 
 
 # -- the key test ----------------------------------------------------------------------------
-@pytest.mark.parametrize("form", ["paper", "code"])
+@pytest.mark.parametrize("form", ["paper", "code", "later"])
 def test_na_deltas_match_brute_force_flip_and_resimulate_mlp(form):
     blocks = mlp_blocks(form)
     g = torch.Generator().manual_seed(0)
@@ -175,11 +196,57 @@ def test_na_deltas_match_brute_force_flip_and_resimulate_mlp(form):
     check_against_brute_force(blocks, x, labels, form)
 
 
-def test_na_deltas_match_brute_force_conv_and_paper_pooling():
-    blocks = conv_blocks()
+@pytest.mark.parametrize("pool", ["sum", "spiking"])
+def test_na_deltas_match_brute_force_conv_and_both_poolings(pool):
+    blocks = conv_blocks(pool=pool)
+    assert len(blocks) == (3 if pool == "spiking" else 2)  # a pooling neuron only if spiking
     g = torch.Generator().manual_seed(2)
     x = torch.rand(4, 2, 1, 6, 6, generator=g, dtype=torch.float64)
     check_against_brute_force(blocks, x, torch.tensor([1, 0]))
+
+
+def test_later_weight_is_one_at_threshold_and_signed_by_the_spike():
+    u = torch.tensor([1.0, 1.0, 0.0, 2.0])
+    s = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    w = later_weight(u, s, 1.0, 0.2)
+    torch.testing.assert_close(w, torch.tensor([1.0, -1.0, 0.2 / 1.2, -0.2 / 1.2]))
+
+
+def test_authors_network_filters_the_input_pools_without_spiking_and_has_no_biases():
+    torch.manual_seed(0)
+    net = NANetwork("3C3-P2-6", (1, 8, 8), 3, input_mean=0.5, input_std=0.25)
+    assert isinstance(net[0], InputNormalize) and isinstance(net[1], InputSynapse)
+    pool_at = next(
+        i
+        for i, m in enumerate(net)
+        if isinstance(m, TimeFolded) and isinstance(m.module, SumPool2d)
+    )
+    assert not isinstance(net[pool_at + 1], NANeuron)  # the pooled PSCs go straight on
+    assert all(p.dim() > 1 for p in net.parameters())  # no biases
+    # the input layer sees the PSC of the normalised input
+    x = torch.rand(4, 2, 1, 8, 8)
+    torch.testing.assert_close(net[1](net[0](x)), psc((x - 0.5) / 0.25, 2.0))
+    # sum pooling: 1.1 × the summed PSCs of each 2×2 window
+    a = torch.rand(6, 3, 4, 4)
+    torch.testing.assert_close(SumPool2d(2, 1.1)(a)[..., 0, 0], 1.1 * a[..., :2, :2].sum((-1, -2)))
+
+
+def test_authors_init_kaiming_normal_linear_default_conv():
+    torch.manual_seed(0)
+    net = NANetwork("8C3-400", (1, 10, 10), 10)
+    conv = next(
+        m.module for m in net if isinstance(m, TimeFolded) and isinstance(m.module, nn.Conv2d)
+    )
+    lin = [m for m in net.modules() if isinstance(m, nn.Linear)][0]
+    # kaiming-normal (fan-in, gain √2): std √(2/fan_in); PyTorch's conv default is uniform
+    # with bound 1/√fan_in
+    assert float(lin.weight.detach().std()) == pytest.approx(
+        math.sqrt(2 / lin.in_features), rel=0.05
+    )
+    assert float(conv.weight.detach().abs().max()) <= 1 / math.sqrt(9) + 1e-6
+    default = NANetwork("8C3-400", (1, 10, 10), 10, init="default")
+    lin_d = [m for m in default.modules() if isinstance(m, nn.Linear)][0]
+    assert float(lin_d.weight.detach().abs().max()) <= 1 / math.sqrt(lin_d.in_features) + 1e-6
 
 
 def test_na_weight_gradient_is_delta_times_presynaptic_psc():
@@ -187,7 +254,7 @@ def test_na_weight_gradient_is_delta_times_presynaptic_psc():
     x = torch.rand(5, 2, 6, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     currents, outs = run_layers(blocks, x)
     kernel_loss(outs[-1], torch.tensor([1, 2])).backward()
-    lin = blocks[-1][0].module
+    lin = blocks[-1][0][-1].module
     want = torch.einsum("tbo,tbi->oi", currents[-1].grad, outs[-2].detach())
     torch.testing.assert_close(lin.weight.grad, want)
 
@@ -229,7 +296,8 @@ def test_paper_networks_have_the_paper_shapes():
     convs = [m.module for m in mnist if isinstance(m, TimeFolded)]
     assert [c.out_channels for c in convs if isinstance(c, nn.Conv2d)] == [15, 40]
     assert sum(isinstance(c, SumPool2d) for c in convs) == 2
-    assert mnist[8].module[1].in_features == 640 and mnist[-2].module.out_features == 10
+    assert mnist[7].module[1].in_features == 640 and mnist[-2].module.out_features == 10
+    assert sum(isinstance(m, NANeuron) for m in mnist) == 4  # pooling does not spike
     out = mnist(torch.rand(5, 2, 1, 28, 28))
     assert out.shape == (5, 2, 10) and set(out.unique().tolist()) <= {0.0, 1.0}
     cifar = na_network("na-cifar10", (3, 32, 32), 10)
@@ -263,6 +331,16 @@ def test_method_options_build_the_paper_network_and_refuse_unknown_keys():
         make_method("na", {"nope": 1})
     with pytest.raises(ConfigError, match="form must be one of"):
         make_method("na", {"form": "other"})
+    later = make_method("na", {"network": "4C3-P2-8", "form": "later", "later_width": 0.3})
+    cfg = TrainConfig(dataset="digits", method="na", steps=2)
+    neurons = [
+        m
+        for m in Trainer(cfg, method=later, progress=False).model.modules()
+        if isinstance(m, NANeuron)
+    ]
+    assert all(n.options.form == "later" and n.options.later_width == 0.3 for n in neurons)
+    with pytest.raises(ConfigError, match="pool must be one of"):
+        make_method("na", {"pool": "max"})
 
 
 def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path):
@@ -306,3 +384,15 @@ def test_cli_trains_with_method_na(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "test accuracy" in result.output
+
+
+def test_surrogate_width_comes_from_the_config_unless_the_method_sets_it():
+    base = TrainConfig(dataset="digits", method="na", steps=2, alpha=4.0)
+    method = make_method("na", {"network": "4C3-P2-8", "estimator": "surrogate"})
+    neurons = [m for m in Trainer(base, method=method, progress=False).model.modules()
+               if isinstance(m, NANeuron)]  # fmt: skip
+    assert all(n.surrogate.alpha == 4.0 for n in neurons)
+    own = make_method("na", {"network": "4C3-P2-8", "estimator": "surrogate", "alpha": 1.0})
+    neurons = [m for m in Trainer(base, method=own, progress=False).model.modules()
+               if isinstance(m, NANeuron)]  # fmt: skip
+    assert all(n.surrogate.alpha == 1.0 for n in neurons)

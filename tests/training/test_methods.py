@@ -196,3 +196,30 @@ def test_a_method_names_its_own_loss_for_train_and_test(tmp_path):
     summary = trainer.fit()
     assert summary["loss_name"] == "half cross-entropy on rates ×8"
     assert trainer.history[0]["loss_name"] == summary["loss_name"]
+
+
+@pytest.mark.parametrize(
+    ("method", "values", "field"),
+    [
+        ("na", {"population": 1}, "population"),  # the paper network has no population readout
+        ("na", {"pool": "avg"}, "pool"),
+        ("sampler", {"hidden": [32]}, "hidden"),
+        ("bioleaf", {"pool": "avg", "model": "mlp"}, "pool"),
+    ],
+)
+def test_a_network_field_a_method_does_not_read_is_refused_not_ignored(
+    tmp_path, method, values, field
+):
+    from spikeforge.training import make_method
+
+    options = {"network": "4C3-P2-8"} if method == "na" else {}
+    task = "reconstruction" if method == "sampler" else ""
+    cfg = TrainConfig(dataset="digits", method=method, task=task, out_dir=str(tmp_path), **values)
+    with pytest.raises(ConfigError, match=f"{field} = .* does not apply to method '{method}'"):
+        Trainer(cfg, method=make_method(method, options), progress=False)
+
+
+def test_na_converting_the_config_model_accepts_its_network_fields(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], neuron="if", method="na",
+                      population=1, steps=2, out_dir=str(tmp_path))  # fmt: skip
+    Trainer(cfg, progress=False)  # no error: NA converts the config's own network

@@ -12,6 +12,7 @@ import torch
 from spikeforge.errors import CheckpointError
 from spikeforge.training import (
     Callback,
+    PlateauStop,
     SurrogateBPTT,
     TrainConfig,
     Trainer,
@@ -85,6 +86,41 @@ def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path):
 
 class _CrashError(Exception):
     pass
+
+
+def test_request_stop_ends_after_the_epoch_with_its_row_checkpoint_and_reason(tmp_path):
+    class StopAtTwo(Callback):
+        def on_epoch_end(self, trainer, epoch, row):
+            if epoch == 2:
+                trainer.request_stop("enough")
+
+    trainer = Trainer(tiny(tmp_path, epochs=5), progress=False, callbacks=[StopAtTwo()])
+    summary = trainer.fit()
+    assert summary["epochs"] == 2 and [r["epoch"] for r in trainer.history] == [1, 2]
+    assert summary["stopped_early"] == {"after_epoch": 2, "reason": "enough"}
+    assert load_checkpoint(trainer.run_dir / "checkpoint.safetensors")[1]["epoch"] == 2
+    saved = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert saved["stopped_early"]["reason"] == "enough"
+
+
+def test_plateau_stop_ends_a_run_patience_epochs_after_the_best_validation_epoch(tmp_path):
+    class ScriptedVal(Callback):  # runs first and overwrites val_accuracy with a script
+        values = [0.5, 0.7, 0.69, 0.7, 0.9, 0.95]
+
+        def on_epoch_end(self, trainer, epoch, row):
+            row["val_accuracy"] = self.values[epoch - 1]
+
+    stop = PlateauStop(patience=2)  # a tie (0.7 again) is no improvement
+    cfg = tiny(tmp_path, epochs=6, val_fraction=0.2)
+    trainer = Trainer(cfg, progress=False, callbacks=[ScriptedVal(), stop])
+    summary = trainer.fit()
+    assert (stop.best_epoch, stop.stopped_after, summary["epochs"]) == (2, 4, 4)
+    assert "validation accuracy" in summary["stopped_early"]["reason"]
+
+
+def test_plateau_stop_refuses_a_run_without_a_validation_split(tmp_path):
+    with pytest.raises(ValueError, match="val_fraction"):
+        Trainer(tiny(tmp_path), progress=False, callbacks=[PlateauStop(2)]).fit()
 
 
 def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):

@@ -4,15 +4,30 @@ An :class:`Experiment` states the paper's claim, trains each arm for every seed 
 ordinary :class:`~spikeforge.training.Trainer` (so each arm leaves a normal run directory), and
 returns a :class:`~spikeforge.experiments.report.Report`. ``quick`` selects a small version for
 tests and CI; its verdict is never taken as evidence.
+
+Machinery every experiment shares (issue 17):
+
+- seeds: full runs default to :data:`DEFAULT_SEEDS` (5), quick runs to :data:`QUICK_SEEDS`;
+- :meth:`ExperimentContext.train` attaches a :class:`~.timing.StepTimer`, so every epoch row
+  has ``step_time_s`` (median seconds per training batch) apart from ``epoch_time_s``;
+- :meth:`ExperimentContext.train` prints one line per finished run to stderr (run name, its
+  metric, seconds, runs so far and time since the experiment started), so a long experiment
+  shows progress without per-run bars (``log=False`` silences it);
+- :func:`run_experiment` records the machine (threads, load averages) before and after the
+  run in ``report.json`` (``setup.machine``);
+- interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend:
+  :mod:`.timing`; validation selection and per-image test predictions: :mod:`.selection`;
+  tuned baselines: :mod:`.tuning`; statistics and verdict parts: :mod:`.stats`.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -22,8 +37,22 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
 from .report import Report
+from .timing import StepTimer, machine_state
 
-__all__ = ["Experiment", "ExperimentContext", "EXPERIMENTS", "register", "run_experiment"]
+__all__ = [
+    "DEFAULT_SEEDS",
+    "QUICK_SEEDS",
+    "Experiment",
+    "ExperimentContext",
+    "EXPERIMENTS",
+    "register",
+    "run_experiment",
+]
+
+DEFAULT_SEEDS = 5
+"""Seeds per arm of a full run: enough for a paired test across seeds."""
+QUICK_SEEDS = 2
+"""Seeds per arm of a ``--quick`` run: two, so the paired statistics run at all."""
 
 
 @dataclass
@@ -34,6 +63,9 @@ class ExperimentContext:
     quick: bool
     seeds: list[int]
     progress: bool = False
+    log: bool = True
+    runs_done: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
     def train(
         self,
@@ -45,16 +77,29 @@ class ExperimentContext:
         callbacks: Sequence[Callback] = (),
     ) -> Trainer:
         """Train ``cfg`` with ``seed`` into ``out_dir/runs/<arm>-s<seed>`` through the ordinary
-        :class:`Trainer` (method, injected datasets and callbacks as it takes them)."""
+        :class:`Trainer` (method, injected datasets and callbacks as it takes them); a
+        :class:`~.timing.StepTimer` adds ``step_time_s`` to every epoch row."""
         trainer = Trainer(
             replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs")),
             method=method,
             datasets=datasets,
-            callbacks=callbacks,
+            callbacks=[*callbacks, StepTimer()],
             run_dir=self.out_dir / "runs" / f"{arm}-s{seed}",
             progress=self.progress,
         )
-        trainer.fit()
+        summary = trainer.fit()
+        self.runs_done += 1
+        if self.log:
+            m = trainer.task.metric
+            value = summary.get(f"test_{m}_at_best_val", summary.get(f"test_{m}"))
+            shown = f"{m} {value:.4g}" if isinstance(value, float) else f"{m} n/a"
+            print(
+                f"[{self.out_dir.name}] run {self.runs_done} done: {arm}-s{seed}, {shown}, "
+                f"{trainer.wall_time_s:.0f} s ({time.perf_counter() - self.started:.0f} s "
+                "since the start)",
+                file=sys.stderr,
+                flush=True,
+            )
         return trainer
 
 
@@ -82,6 +127,7 @@ EXPERIMENTS: Registry[type[Experiment]] = Registry(
             "bioleaf_vs_bp",
             "oscillation_defense",
             "sampling_vs_random",
+            "mesa",
         )
     ),
 )
@@ -95,12 +141,17 @@ def register(cls: type[Experiment]) -> type[Experiment]:
 def run_experiment(
     name: str,
     quick: bool = False,
-    seeds: int = 3,
+    seeds: int | None = None,
     out_dir: str | Path = "runs/experiments",
     progress: bool = True,
 ) -> tuple[Report, Path]:
-    """Run experiment ``name``; returns the report and the folder it was written to."""
+    """Run experiment ``name``; returns the report and the folder it was written to.
+
+    ``seeds`` per arm default to :data:`DEFAULT_SEEDS` (full) or :data:`QUICK_SEEDS` (quick).
+    """
     cls = EXPERIMENTS.get(name)
+    if seeds is None:
+        seeds = QUICK_SEEDS if quick else DEFAULT_SEEDS
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -112,9 +163,11 @@ def run_experiment(
         raise ConfigError(
             f"cannot create the report folder {folder}: {exc.strerror}; choose another --out-dir"
         ) from None
+    before = machine_state()
     start = time.perf_counter()
     report = cls().run(ctx)
     report.setup.setdefault("seeds", ctx.seeds)
+    report.setup["machine"] = {"before": before, "after": machine_state()}
     report.setup["quick"] = quick
     report.setup["wall_time_s"] = round(time.perf_counter() - start, 1)
     report.setup["versions"] = versions()

@@ -8,15 +8,34 @@ held for ``T`` steps (direct encoding), a LIF MLP 2-64-128-256 with a linear rea
 layer's spikes whose time average is the prediction — trained by the ordinary trainer with the
 ``regression`` task on injected datasets —
 multiplicative reset (hard, to 0), no input decay, τ = 5, sigmoid surrogate with temperature 0.2
-(α = 5), AdamW with lr decay 0.9 per epoch — the settings of the author's code, except the batch
-size and epoch count, which are larger / fewer here to fit a CPU budget (stated in the report).
+(α = 5), AdamW with lr decay 0.9 per epoch, batch 10, 50 epochs, 5000/1000 points: the settings
+of the author's code (methods.md §1).
+
+Design (issue 17):
+
+- learning rates from 1e-3 to 3 (a decade below the author's 0.01, and up to 3); every
+  (arm, lr) for every seed, arms and seeds interleaved (:mod:`.schedule`);
+- per run, the final test MSE normalised by the test targets' variance and capped at 1 (a
+  run that diverged, or ends no better than predicting the mean, scores 1); per seed, the
+  area under that curve over log10(lr) (:func:`~.stats.area_under_log_curve`) and the
+  number of failed learning rates;
+- robustness part: the per-seed area, reset-aware minus detached, paired over seeds (held
+  when the whole interval is below 0) — never a mean against a threshold; medians per lr are
+  tabled;
+- image part: accuracy at the best validation epoch, paired over seeds with McNemar per
+  seed, decided as equivalence ("brings little") within :attr:`ImageSettings.margin` points;
+  cost part: step time reset-aware vs detached on the same backend (both arms are LIF),
+  reported apart and never part of ``held``.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from dataclasses import dataclass, replace
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
@@ -25,12 +44,18 @@ from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
+from .schedule import run_interleaved
+from .selection import BestValPredictions, best_val_row
+from .stats import area_under_log_curve, mcnemar, overall, paired_part
+from .timing import case_from_trainer, time_arms
 
 __all__ = [
     "soft_xor_data",
     "soft_xor_config",
     "train_soft_xor",
     "SoftXorSettings",
+    "ImageSettings",
+    "normalised_loss",
     "ResetDependency",
 ]
 
@@ -49,8 +74,8 @@ class SoftXorSettings:
     n_train: int = 5000
     n_test: int = 1000
     steps: int = 50
-    epochs: int = 15
-    batch_size: int = 100
+    epochs: int = 50
+    batch_size: int = 10
     lr_decay: float = 0.9
 
 
@@ -86,26 +111,76 @@ def train_soft_xor(
     ctx: ExperimentContext, detach_reset: bool, lr: float, seed: int, settings: SoftXorSettings
 ) -> dict[str, object]:
     """Train the toy once through the trainer (regression task, injected data); returns the
-    per-epoch test MSE (inf once diverged), the final one and training seconds per step."""
+    per-epoch test MSE (inf once diverged), the final one, the test targets' variance and
+    training seconds per step (median over batches)."""
     gen = torch.Generator().manual_seed(seed)
     train = TensorDataset(*soft_xor_data(settings.n_train, gen))
     test = TensorDataset(*soft_xor_data(settings.n_test, gen))
+    variance = float(test.tensors[1].var())
     arm = f"soft-xor-{'detach' if detach_reset else 'keep'}-lr{lr:g}"
     try:
         trainer = ctx.train(
             arm, soft_xor_config(detach_reset, lr, settings), seed, datasets=(train, test)
         )
     except TrainingError:  # diverged: NaN loss or activations
-        return {"curve": [math.inf], "final_loss": math.inf, "step_time_s": math.nan}
+        return {
+            "curve": [math.inf], "final_loss": math.inf, "variance": variance,
+            "step_time_s": math.nan,
+        }  # fmt: skip
     curve = [float(r["test_mse"]) for r in trainer.history]
-    steps = trainer.steps_per_epoch * len(trainer.history)
-    train_s = sum(float(r["train_time_s"]) for r in trainer.history)
-    return {"curve": curve, "final_loss": curve[-1], "step_time_s": train_s / steps}
+    step = statistics.median(float(r["step_time_s"]) for r in trainer.history)
+    return {"curve": curve, "final_loss": curve[-1], "variance": variance, "step_time_s": step}
+
+
+def normalised_loss(result: dict[str, object]) -> float:
+    """Final test MSE over the targets' variance, capped at 1: 0 is perfect, 1 is no better
+    than predicting the mean (or diverged)."""
+    loss = float(result["final_loss"])  # type: ignore[arg-type]
+    if not math.isfinite(loss):
+        return 1.0
+    return min(loss / float(result["variance"]), 1.0)  # type: ignore[arg-type]
+
+
+def _diverged(result: dict[str, object]) -> bool:
+    """Blew up: non-finite, or a final MSE above 10× the targets' variance."""
+    loss = float(result["final_loss"])  # type: ignore[arg-type]
+    return not math.isfinite(loss) or loss > 10 * float(result["variance"])  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """The image part: config and the equivalence margin (accuracy points)."""
+
+    config: TrainConfig
+    margin: float = 0.5
+    timing_rounds: int = 7
+    timing_steps: int = 5
+
+
+ARMS = {"detached (usual)": True, "reset-aware": False}
+DETACHED, AWARE = ARMS
+
+
+def _settings(quick: bool) -> tuple[SoftXorSettings, list[float], ImageSettings]:
+    if quick:
+        toy = SoftXorSettings(n_train=200, n_test=100, steps=6, epochs=1, batch_size=50)
+        image = TrainConfig(
+            dataset="digits", model="mlp", hidden=[32], steps=2, epochs=2, batch_size=64,
+            val_fraction=0.2, surrogate="sigmoid", alpha=4.0, lr=1e-2,
+        )  # fmt: skip
+        return toy, [1e-3, 1e-2, 1e-1, 1.0, 3.0], ImageSettings(image, 0.5, 2, 2)
+    image = TrainConfig(
+        dataset="mnist5k", model="convnet", steps=4, epochs=8, val_fraction=0.1,
+        surrogate="sigmoid", alpha=4.0,
+    )  # fmt: skip
+    lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0, 3.0]
+    return SoftXorSettings(), lrs, ImageSettings(image)
 
 
 @register
 class ResetDependency(Experiment):
-    """Soft-XOR learning-rate sweep and mnist5k accuracy, reset path detached vs kept."""
+    """Soft-XOR learning-rate sweep (author's setup) and an image task, reset path detached vs
+    kept: per-seed area under the lr curve, paired tests, McNemar, step time apart."""
 
     name = "reset-dependency"
     title = "Reset-path temporal dependency in BPTT (detach_reset=False vs True)"
@@ -116,93 +191,137 @@ class ResetDependency(Experiment):
     )
 
     def run(self, ctx: ExperimentContext) -> Report:  # noqa: D102
-        arms = {"detached (usual)": True, "reset-aware": False}
-        if ctx.quick:
-            toy = SoftXorSettings(n_train=200, n_test=100, steps=6, epochs=1, batch_size=50)
-            lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1]
-            image = TrainConfig(dataset="digits", model="mlp", steps=2, epochs=1, batch_size=64)
-        else:
-            toy = SoftXorSettings()
-            lrs = [1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1]
-            image = TrainConfig(
-                dataset="mnist5k",
-                model="convnet",
-                steps=4,
-                epochs=8,
-                surrogate="sigmoid",
-                alpha=4.0,
-            )
-        image = replace(image, out_dir=str(ctx.out_dir / "runs"))
+        toy, lrs, img = _settings(ctx.quick)
+        arms = list(ARMS)
 
-        toy_final: dict[str, list[list[float]]] = {a: [] for a in arms}
-        toy_time: dict[str, list[float]] = {a: [] for a in arms}
-        for arm, detach in arms.items():
-            for lr in lrs:
-                results = [train_soft_xor(ctx, detach, lr, seed, toy) for seed in ctx.seeds]
-                toy_final[arm].append([float(r["final_loss"]) for r in results])
-                toy_time[arm] += [
-                    float(r["step_time_s"]) for r in results if math.isfinite(r["step_time_s"])
-                ]
+        # -- toy: every (arm, lr) for every seed, interleaved ----------------------------------
+        def toy_job(arm: str, lr: float):
+            return lambda seed: train_soft_xor(ctx, ARMS[arm], lr, seed, toy)
 
-        img_acc: dict[str, list[float]] = {}
-        img_curves: dict[str, list[list[float]]] = {}
-        img_time: dict[str, list[float]] = {}
-        for arm, detach in arms.items():
-            trainers = [
-                ctx.train(
-                    f"mnist-{'detach' if detach else 'keep'}",
-                    replace(image, detach_reset=detach),
-                    seed,
-                )
-                for seed in ctx.seeds
+        jobs = {(arm, lr): toy_job(arm, lr) for lr in lrs for arm in arms}
+        keyed = {f"{a}@{lr:g}": j for (a, lr), j in jobs.items()}
+        done = run_interleaved(keyed, ctx.seeds)
+        res = {a: [done[f"{a}@{lr:g}"] for lr in lrs] for a in arms}  # [arm][lr][seed]
+        norm = {a: [[normalised_loss(r) for r in per] for per in res[a]] for a in arms}
+        final = {a: [[float(r["final_loss"]) for r in per] for per in res[a]] for a in arms}
+        # Per seed: area under the normalised-loss curve over log10(lr), and failed lrs.
+        area = {
+            a: [area_under_log_curve(lrs, [norm[a][i][k] for i in range(len(lrs))])
+                for k in range(len(ctx.seeds))]
+            for a in arms
+        }  # fmt: skip
+        failed = {
+            a: [sum(norm[a][i][k] >= 1.0 for i in range(len(lrs))) for k in range(len(ctx.seeds))]
+            for a in arms
+        }
+        diverged = {
+            a: [
+                sum(_diverged(res[a][i][k]) for i in range(len(lrs))) for k in range(len(ctx.seeds))
             ]
-            img_acc[arm] = [t.history[-1]["test_accuracy"] for t in trainers]
-            img_curves[arm] = [[r["test_accuracy"] for r in t.history] for t in trainers]
-            img_time[arm] = [r["epoch_time_s"] for t in trainers for r in t.history]
+            for a in arms
+        }
+        toy_step = {
+            a: [float(r["step_time_s"]) for per in res[a] for r in per
+                if math.isfinite(float(r["step_time_s"]))]
+            for a in arms
+        }  # fmt: skip
+
+        # -- image task --------------------------------------------------------------------
+        cfg = replace(img.config, out_dir=str(ctx.out_dir / "runs"))
+        picks: dict[tuple[str, int], BestValPredictions] = {}
+
+        def image_job(arm: str):
+            def train(seed: int) -> Any:
+                pick = picks[arm, seed] = BestValPredictions()
+                slug = f"image-{'detach' if ARMS[arm] else 'keep'}"
+                return ctx.train(slug, replace(cfg, detach_reset=ARMS[arm]), seed, callbacks=[pick])
+
+            return train
+
+        trainers = run_interleaved({a: image_job(a) for a in arms}, ctx.seeds)
+        rows = {a: [best_val_row(t.history, "accuracy", True) for t in trainers[a]] for a in arms}
+        acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}
+        n_test = len(trainers[DETACHED][0].test_set)
+        curves = {a: [[r["test_accuracy"] for r in t.history] for t in trainers[a]] for a in arms}
+        step_ms = {
+            a: [1000 * statistics.median(r["step_time_s"] for r in t.history) for t in trainers[a]]
+            for a in arms
+        }
+        cases = {a: case_from_trainer(trainers[a][0]) for a in arms}
+        timing = {
+            "as shipped": time_arms(cases, None, img.timing_rounds, img.timing_steps),
+            "torch": time_arms(cases, "torch", img.timing_rounds, img.timing_steps),
+        }
+        shipped = timing["as shipped"]
+        ratio = np.array(shipped[AWARE].cpu_s) / np.array(shipped[DETACHED].cpu_s) - 1.0
+
+        # -- parts -------------------------------------------------------------------------
+        robust = paired_part(
+            "toy: reset-aware more robust to the learning rate (lower area under the "
+            "normalised-MSE curve over log10 lr, per seed)",
+            area[AWARE], area[DETACHED], "area (0 = perfect, 1 = fails everywhere)",
+            higher_is_claimed=False,
+        )  # fmt: skip
+        little = paired_part(
+            f"image: reset-aware accuracy within ±{img.margin:g} points of detached",
+            acc[AWARE], acc[DETACHED], "points", scale=100, n_test=n_test, margin=img.margin,
+            equivalence=True,
+        )  # fmt: skip
+        cost = paired_part(
+            "cost: reset-aware step slower than detached (same backend, process CPU time)",
+            list(ratio), [0.0] * len(ratio), "% extra", scale=100,
+        )  # fmt: skip
+        parts = [robust, little, cost]
+        held = overall([robust, little])  # the cost part never flips the verdict
+
+        mc = [mcnemar(a, b) for a, b in zip(
+            [picks[AWARE, s].correct for s in ctx.seeds],
+            [picks[DETACHED, s].correct for s in ctx.seeds], strict=True)]  # fmt: skip
 
         figures = [
             str(
                 plot_sweep(
                     lrs,
-                    {a: [[min(v, 10.0) for v in per] for per in toy_final[a]] for a in arms},
+                    {a: norm[a] for a in arms},
                     ctx.out_dir / "soft_xor_lr_sweep.png",
-                    "Soft XOR: final test MSE vs learning rate (diverged runs at 10)",
+                    "Soft XOR: final test MSE / target variance (capped at 1; diverged = 1)",
                     "learning rate",
-                    "test MSE",
-                    logy=True,
+                    "normalised test MSE",
                 )
             ),
             str(
                 plot_seed_bands(
-                    {a: [[100 * v for v in c] for c in img_curves[a]] for a in arms},
+                    {a: [[100 * v for v in c] for c in curves[a]] for a in arms},
                     ctx.out_dir / "image_test_accuracy.png",
-                    f"{image.dataset}: test accuracy",
+                    f"{cfg.dataset}: test accuracy",
                     "test accuracy (%)",
                 )
             ),
             str(
                 plot_bars(
-                    {a: [1000 * v for v in toy_time[a]] for a in arms},
+                    {a: [1000 * v for v in shipped[a].cpu_s] for a in arms},
                     ctx.out_dir / "step_time.png",
-                    "Soft XOR: time per training step",
+                    f"{cfg.dataset}: forward+backward per step (CPU ms)",
                     "ms per step",
                 )
             ),
         ]
-
-        sweep_rows = []
-        for i, lr in enumerate(lrs):
-            sweep_rows.append([f"{lr:g}"] + [fmt_pm(toy_final[a][i], digits=4) for a in arms])
-        good = 0.05  # a run "trains" when its test MSE ends below this (the target variance ~0.23)
-        robust = {a: sum(mean_std(v)[0] < good for v in toy_final[a]) for a in arms}
-        t_det, t_keep = (mean_std(img_time[a])[0] for a in arms)
-        a_det, a_keep = (mean_std(img_acc[a])[0] for a in arms)
-        held = robust["reset-aware"] > robust["detached (usual)"] and abs(a_keep - a_det) < 0.01
+        sweep_rows = [
+            [f"{lr:g}"]
+            + [f"{statistics.median(norm[a][i]):.3f} ({sum(v >= 1.0 for v in norm[a][i])}"
+               f"/{len(ctx.seeds)} failed)" for a in arms]
+            + [fmt_pm(final[a][i], digits=4) for a in arms]
+            for i, lr in enumerate(lrs)
+        ]  # fmt: skip
         verdict = (
-            f"Learning rates (of {len(lrs)}) at which the soft-XOR test MSE ends below {good}: "
-            f"detached {robust['detached (usual)']}, reset-aware {robust['reset-aware']}. "
-            f"{image.dataset} accuracy: detached {100 * a_det:.2f}%, reset-aware "
-            f"{100 * a_keep:.2f}%; epoch time ratio reset-aware/detached {t_keep / t_det:.2f}."
+            f"Toy: area under the normalised-MSE curve (median over seeds) detached "
+            f"{statistics.median(area[DETACHED]):.3f}, reset-aware "
+            f"{statistics.median(area[AWARE]):.3f}; failed learning rates per seed (median) "
+            f"{statistics.median(failed[DETACHED])} vs {statistics.median(failed[AWARE])} of "
+            f"{len(lrs)}. {cfg.dataset}: accuracy detached {100 * mean_std(acc[DETACHED])[0]:.2f}%"
+            f", reset-aware {100 * mean_std(acc[AWARE])[0]:.2f}%. Parts: robustness "
+            f"{robust.status}, image accuracy {little.status}, cost {cost.status}; the verdict "
+            "follows the robustness and accuracy parts."
         )
         return Report(
             name=self.name,
@@ -210,35 +329,97 @@ class ResetDependency(Experiment):
             claim=self.claim,
             setup={
                 "toy": f"soft XOR, {toy.n_train}/{toy.n_test} points, T={toy.steps}, "
-                f"{toy.epochs} epochs, batch {toy.batch_size}, lr decay {toy.lr_decay}/epoch "
-                "(author's code: batch 10, 50 epochs)",
+                f"{toy.epochs} epochs, batch {toy.batch_size}, AdamW, lr decay "
+                f"{toy.lr_decay}/epoch, no gradient clipping (the author's setup)",
                 "toy model": "LIF MLP 2-64-128-256 + linear readout, tau=5, hard reset to 0, "
                 "no input decay, sigmoid surrogate alpha=5 (temperature 0.2)",
                 "learning rates": lrs,
-                "image task": f"{image.dataset}, {image.model}, T={image.steps}, "
-                f"{image.epochs} epochs, surrogate {image.surrogate}",
+                "toy score": "final test MSE / variance of the test targets, capped at 1 "
+                "(diverged runs: 1); per seed, its mean over log10(lr) (area under the curve); "
+                "a learning rate 'failed' when the score is 1, 'diverged' when the MSE is "
+                "non-finite or above 10x the variance",
+                "image task": f"{cfg.dataset}, {cfg.model}, T={cfg.steps}, {cfg.epochs} epochs, "
+                f"surrogate {cfg.surrogate} alpha={cfg.alpha:g}, validation split "
+                f"{cfg.val_fraction:g}; accuracy at the best validation epoch",
+                "order": "arms, learning rates and seeds interleaved (seed-major round robin)",
             },
             tables=[
                 Table(
-                    "Soft XOR: final test MSE (mean ± std over seeds)", ["lr", *arms], sweep_rows
+                    "Soft XOR per learning rate: median normalised MSE (failed seeds), and "
+                    "final test MSE (mean ± std)",
+                    ["lr", *(f"{a}: median score" for a in arms), *(f"{a}: MSE" for a in arms)],
+                    sweep_rows,
                 ),
                 Table(
-                    f"{image.dataset}: final test accuracy (%) and time per epoch",
-                    ["arm", "test accuracy (%)", "epoch time (s)", "toy step time (ms)"],
+                    "Soft XOR per seed: area under the lr curve, failed and diverged lrs",
                     [
-                        [a, fmt_pm(img_acc[a], 100), fmt_pm(img_time[a]), fmt_pm(toy_time[a], 1000)]
+                        "seed",
+                        *(f"{a}: area" for a in arms),
+                        *(f"{a}: failed / diverged" for a in arms),
+                    ],
+                    [
+                        [
+                            s,
+                            *(f"{area[a][k]:.3f}" for a in arms),
+                            *(f"{failed[a][k]} / {diverged[a][k]}" for a in arms),
+                        ]
+                        for k, s in enumerate(ctx.seeds)
+                    ],
+                ),  # fmt: skip
+                Table(
+                    f"{cfg.dataset}: test accuracy at the best validation epoch and step time",
+                    [
+                        "arm",
+                        "test accuracy (%)",
+                        "step time in training (ms)",
+                        "toy step time (ms)",
+                    ],
+                    [
+                        [a, fmt_pm(acc[a], 100), fmt_pm(step_ms[a]), fmt_pm(toy_step[a], 1000)]
                         for a in arms
                     ],
+                ),  # fmt: skip
+                Table(
+                    "McNemar per seed on the shared test set (reset-aware right only / "
+                    "detached right only)",
+                    ["seed", "reset-aware only", "detached only", "p (exact)"],
+                    [[s, x, y, f"{q:.3g}"] for s, (x, y, q) in zip(ctx.seeds, mc, strict=True)],
                 ),
+                Table(
+                    "Step time on one training batch (median over interleaved rounds)",
+                    ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"],
+                    [
+                        [
+                            m,
+                            a,
+                            ", ".join(sorted(set(t.resolved.values()))),
+                            f"{1000 * statistics.median(t.wall_s):.2f}",
+                            f"{1000 * statistics.median(t.cpu_s):.2f}",
+                        ]
+                        for m, per in timing.items()
+                        for a, t in per.items()
+                    ],
+                ),  # fmt: skip
             ],
             figures=figures,
             verdict=verdict,
             held=held,
+            parts=parts,
             results={
-                "toy_final_loss": toy_final,
                 "learning_rates": lrs,
-                "image_accuracy": img_acc,
-                "image_epoch_time_s": img_time,
-                "toy_step_time_s": toy_time,
-            },
+                "toy_final_loss": final,
+                "toy_normalised": norm,
+                "toy_area_per_seed": area,
+                "toy_failed_per_seed": failed,
+                "toy_diverged_per_seed": diverged,
+                "toy_step_time_s": toy_step,
+                "image_accuracy_at_best_val": acc,
+                "image_best_epoch": {a: [r["epoch"] for r in rows[a]] for a in arms},
+                "image_train_step_time_ms": step_ms,
+                "mcnemar": [list(m) for m in mc],
+                "step_timing": {
+                    m: {a: t.to_dict() for a, t in per.items()} for m, per in timing.items()
+                },
+                "n_test": n_test,
+            },  # fmt: skip
         )

@@ -4,6 +4,13 @@ set, and confidence intervals that include the test set's binomial error.
 Every test comes from scipy; this module only arranges the inputs and reads the outputs, and
 turns them into a verdict *part*: ``held``, ``not held`` or ``inconclusive``, with the test
 and the interval that decided it.
+
+API: :func:`paired_difference`, :func:`mcnemar`, :func:`accuracy_interval` (Wilson);
+:func:`decide` (superiority / non-inferiority), :func:`decide_equivalence` ("brings little":
+the interval inside ±margin); :func:`paired_part` (paired difference → part in one call);
+:func:`overall` (a report's ``held`` from the parts that make the claim — cost parts are kept
+out of it, so an implementation's speed never flips an accuracy verdict);
+:func:`area_under_log_curve` (one number per seed from a learning-rate sweep).
 """
 
 from __future__ import annotations
@@ -21,6 +28,10 @@ __all__ = [
     "mcnemar",
     "accuracy_interval",
     "decide",
+    "decide_equivalence",
+    "paired_part",
+    "overall",
+    "area_under_log_curve",
     "HELD",
     "NOT_HELD",
     "INCONCLUSIVE",
@@ -120,10 +131,16 @@ def decide(
     n: int,
     margin: float = 0.0,
     higher_is_claimed: bool = True,
+    rule_out: float | None = None,
 ) -> Part:
     """``held`` if the interval lies entirely on the claimed side of ``-margin`` (a
     non-inferiority margin; 0 for superiority), ``not held`` if it lies entirely on the other
-    side, else ``inconclusive``."""
+    side, else ``inconclusive``.
+
+    ``rule_out`` (the smallest gain that would matter, in the claimed direction): an interval
+    that is not held but whose claimed-side end stays below ``rule_out`` is ``not held`` too —
+    the data exclude a gain that large, so "no worthwhile gain" is decided, not left open.
+    """
     lo, hi = interval
     if not higher_is_claimed:
         lo, hi = -hi, -lo
@@ -131,6 +148,78 @@ def decide(
         status = HELD
     elif hi < -margin:
         status = NOT_HELD
+    elif rule_out is not None and hi < rule_out:
+        status = NOT_HELD
+        test = f"{test}; a gain of {rule_out:g} {unit} ruled out"
     else:
         status = INCONCLUSIVE
     return Part(name, status, estimate, interval, unit, test, p_value, n)
+
+
+def decide_equivalence(
+    name: str,
+    estimate: float,
+    interval: tuple[float, float],
+    unit: str,
+    test: str,
+    p_value: float | None,
+    n: int,
+    margin: float,
+) -> Part:
+    """Makes little difference: ``held`` if the whole interval lies within ``±margin``,
+    ``not held`` if it lies entirely beyond one side, else ``inconclusive``."""
+    lo, hi = interval
+    if -margin < lo and hi < margin:
+        status = HELD
+    elif lo > margin or hi < -margin:
+        status = NOT_HELD
+    else:
+        status = INCONCLUSIVE
+    return Part(name, status, estimate, interval, unit, f"{test}; equivalence margin ±{margin:g}",
+                p_value, n)  # fmt: skip
+
+
+def paired_part(
+    name: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    unit: str,
+    scale: float = 1.0,
+    n_test: int | None = None,
+    margin: float = 0.0,
+    higher_is_claimed: bool = True,
+    equivalence: bool = False,
+    rule_out: float | None = None,
+) -> Part:
+    """:func:`paired_difference` of ``a - b`` (seeds paired by position), scaled by ``scale``
+    (e.g. 100 for accuracy points; ``margin`` and ``rule_out`` are in the scaled unit), decided
+    by :func:`decide` or, with ``equivalence``, :func:`decide_equivalence`."""
+    mean, (lo, hi), p, test = paired_difference(a, b, n_test)
+    args = (name, mean * scale, (lo * scale, hi * scale), unit, test, p, len(a))
+    if equivalence:
+        return decide_equivalence(*args, margin=margin)
+    return decide(*args, margin=margin, higher_is_claimed=higher_is_claimed, rule_out=rule_out)
+
+
+def overall(parts: Sequence[Part]) -> bool | None:
+    """A claim made of ``parts``: False if any part is not held, else None if any is
+    inconclusive (or there are none), else True."""
+    if any(p.status == NOT_HELD for p in parts):
+        return False
+    if not parts or any(p.status == INCONCLUSIVE for p in parts):
+        return None
+    return True
+
+
+def area_under_log_curve(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Mean of ``ys`` over ``log10(xs)`` by the trapezoid rule (the area divided by the span),
+    e.g. a run's normalised loss averaged over a log-spaced learning-rate range."""
+    lx = np.log10(np.asarray(xs, dtype=float))
+    y = np.asarray(ys, dtype=float)
+    if lx.size != y.size or lx.size == 0:
+        raise ValueError("need one y per x, and at least one")
+    if lx.size == 1:
+        return float(y[0])
+    if np.any(np.diff(lx) <= 0):
+        raise ValueError("xs must be increasing")
+    return float(np.trapezoid(y, lx) / (lx[-1] - lx[0]))

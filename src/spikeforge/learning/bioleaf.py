@@ -529,6 +529,10 @@ class BioLeaF(TrainingMethod):
         super().__init__(options)
         check_options(self.options)
 
+    def model_fields(self) -> frozenset[str] | None:
+        """The microcircuit reads the model (which must be ``mlp``) and its hidden sizes."""
+        return frozenset({"model", "hidden"})
+
     def build_model(self, config: TrainConfig, task: Task) -> nn.Module:  # noqa: D102
         if task.name != "classification":
             raise ConfigError(

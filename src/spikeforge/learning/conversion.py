@@ -42,6 +42,7 @@ __all__ = [
     "snn_config",
     "convert_from_config",
     "accuracy_over_time",
+    "avg_pooled",
 ]
 
 AFFINE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -210,6 +211,26 @@ def convert_from_config(
     return snn, cfg, scales
 
 
+def avg_pooled(model: nn.Module) -> nn.Module:
+    """Replace every ``MaxPool2d`` of ``model`` (in place, also inside time-folded wrappers)
+    with an ``AvgPool2d`` of the same kernel and stride; returns the model.
+
+    In a spiking net the max of spikes is an OR: during noisy single-step training it takes
+    the max of independent noisy samples and saturates, while the converted IF network pools
+    phase-locked spikes. The average of spikes is linear, so it keeps rates (and their
+    expectation) through the layer, for noisy training, BPTT and ANN-to-SNN conversion alike.
+    """
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.MaxPool2d):
+                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding))
+                count += 1
+    if count == 0:
+        raise ConfigError(f"{type(model).__name__} has no MaxPool2d layer to replace")
+    return model
+
+
 @torch.no_grad()
 def accuracy_over_time(
     snn: nn.Module,
@@ -217,13 +238,16 @@ def accuracy_over_time(
     y: torch.Tensor,
     steps: Sequence[int],
     batch_size: int = 250,
+    encoder: str = "direct",
+    seed: int = 0,
 ) -> dict[int, float]:
     """Accuracy of the spike count / T at every ``T`` in ``steps``, from one run of
     ``max(steps)`` steps (the network is causal, so its first T outputs are the T-step run's).
 
-    ``x [N, ...]`` static inputs repeated every step; ``y [N]`` labels; ties go to the lowest
-    class index (argmax), as in the trainer's ``evaluate``."""
-    from ..encoding import direct
+    ``x [N, ...]`` static inputs encoded with ``encoder`` (``direct``: repeated every step;
+    ``poisson``: a rate code, drawn inside a forked RNG seeded with ``seed``); ``y [N]``
+    labels; ties go to the lowest class index (argmax), as in the trainer's ``evaluate``."""
+    from ..encoding import encode
 
     steps = sorted(set(int(t) for t in steps))
     if not steps or steps[0] < 1:
@@ -232,8 +256,10 @@ def accuracy_over_time(
     idx = torch.tensor([t - 1 for t in steps])
     correct = torch.zeros(len(steps), dtype=torch.long)
     snn.eval()
-    for i in range(0, len(x), batch_size):
-        out = snn(direct(x[i : i + batch_size], t_max))  # [T, B, C]
-        rates = out.cumsum(0)[idx]  # spike counts after each T (the /T does not change argmax)
-        correct += (rates.argmax(-1) == y[i : i + batch_size]).sum(-1)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch_size):
+            out = snn(encode(encoder, x[i : i + batch_size], t_max))  # [T, B, C]
+            rates = out.cumsum(0)[idx]  # spike counts after each T (/T does not change argmax)
+            correct += (rates.argmax(-1) == y[i : i + batch_size]).sum(-1)
     return {t: int(c) / len(x) for t, c in zip(steps, correct.tolist(), strict=True)}

@@ -24,7 +24,13 @@ the loss is ``n[k] = Σ_t g[t]·(s_k[t] - s[t])`` and the estimate of ``∂L/∂
   ``min_distance`` in magnitude, its sign kept (negative when a spike is removed);
 * code form (option): ``δ[k] = n[k]·clamp((θ - u[k])^-3, -5, 5)``, then every hidden layer's
   ``δ`` is rescaled by ``1.2·ln(m_out/m_l + 1.02)`` with ``m`` the mean ``|δ|`` of the output
-  layer and of the layer.
+  layer and of the layer;
+* later form (option): the authors' later weighting ``δ[k] = ±n[k]·c/((u[k] - θ)² + c)``,
+  ``c = 0.2``, signed like the distance, with the code form's per-layer rescaling.
+
+The network follows the authors' code (see docs/methods/na.md): the input is PSC-filtered
+before the first layer, pooling is a non-spiking ``1.1·Σ`` of the PSCs, convolutions keep
+PyTorch's default initialisation, linear layers are kaiming-normal, and there are no biases.
 
 >>> net = na_network("na-mnist", (1, 28, 28), 10)          # 15C5-P2-40C5-P2-300-10
 >>> out = net(x)                                            # x [T, B, 1, 28, 28] -> spikes
@@ -72,10 +78,20 @@ __all__ = [
     "NAMethod",
     "NAMethodOptions",
     "FORMS",
+    "RESCALED_FORMS",
+    "POOLS",
+    "INITS",
     "ESTIMATORS",
+    "later_weight",
+    "InputNormalize",
+    "InputSynapse",
 ]
 
-FORMS = ("paper", "code")
+FORMS = ("paper", "code", "later")
+RESCALED_FORMS = ("code", "later")
+"""Forms whose hidden-layer δ is rescaled by ``1.2·ln(m_out/m_l + 1.02)``."""
+POOLS = ("sum", "spiking")
+INITS = ("authors", "default")
 ESTIMATORS = ("na", "surrogate")
 
 # The paper's networks: (layer spec without the output layer, conv padding).
@@ -90,6 +106,17 @@ NETWORKS: dict[str, tuple[str, str]] = {
 # --------------------------------------------------------------------------------------------
 # Pure functions: dynamics, synapse, loss, NA backward
 # --------------------------------------------------------------------------------------------
+def later_weight(
+    membrane: torch.Tensor, spikes: torch.Tensor, threshold: float, width: float = 0.2
+) -> torch.Tensor:
+    """The authors' later distance weighting ``c/((u - θ)² + c)`` (``c = width``), in
+    ``(0, 1]`` and 1 at the threshold, signed like :func:`guarded_distance` (negative where
+    the neuron fired: removing the spike means lowering the input). The sign is spikeforge's
+    reading: the unsigned weight would push removals and additions the same way."""
+    w = width / ((membrane - threshold).pow(2) + width)
+    return torch.where(spikes.bool(), -w, w)
+
+
 def _decay(tau_m: float) -> float:
     return 1.0 - 1.0 / tau_m if math.isfinite(tau_m) else 1.0
 
@@ -195,12 +222,14 @@ def na_delta(
     form: str = "paper",
     min_distance: float = 0.2,
     code_clip: float = 5.0,
+    later_width: float = 0.2,
 ) -> torch.Tensor:
     """NA's estimate of ``∂L/∂I`` ``[T, ...]`` from the neighbours' loss changes.
 
     ``form="paper"``: ``n / (θ - u)`` with :func:`guarded_distance`. ``form="code"``: the
-    authors' code, ``n·clamp((θ - u)^-3, -code_clip, code_clip)`` (the per-layer rescaling is
-    :func:`layer_rescale`, applied by the layer).
+    authors' code, ``n·clamp((θ - u)^-3, -code_clip, code_clip)``. ``form="later"``: the
+    authors' later code, ``n·``:func:`later_weight` (``c = later_width``). The per-layer
+    rescaling of the code and later forms is :func:`layer_rescale`, applied by the layer.
     """
     numer = na_numerator(current, spikes, grad_spikes, tau_m, threshold)
     if form == "paper":
@@ -208,6 +237,8 @@ def na_delta(
     if form == "code":
         dist = guarded_distance(membrane, spikes, threshold, 1e-12)
         return numer * dist.pow(-3).clamp(-code_clip, code_clip)
+    if form == "later":
+        return numer * later_weight(membrane, spikes, threshold, later_width)
     raise ConfigError(f"NA form must be one of {', '.join(FORMS)}, got {form!r}")
 
 
@@ -229,11 +260,12 @@ class NAOptions:
     Attributes:
         tau_m: membrane time constant in steps (``math.inf``: no leak).
         threshold: ``θ``.
-        form: ``"paper"`` (default) or ``"code"`` (see the module docstring).
+        form: ``"paper"`` (default), ``"code"`` or ``"later"`` (see the module docstring).
         min_distance: paper form's guard on ``|θ - u|`` (spikeforge's reading; 0.2 caps the
             amplification ``1/|θ - u|`` at 5, the same cap the authors' code puts on its
             cubed weight).
         code_clip: the code form's clamp on ``(θ - u)^-3``.
+        later_width: ``c`` of the later form's weight ``c/((u - θ)² + c)`` (authors: 0.2).
     """
 
     tau_m: float = 5.0
@@ -241,6 +273,7 @@ class NAOptions:
     form: str = "paper"
     min_distance: float = 0.2
     code_clip: float = 5.0
+    later_width: float = 0.2
 
 
 @dataclass
@@ -279,9 +312,10 @@ class NASpikeFunction(torch.autograd.Function):
             o.form,
             o.min_distance,
             o.code_clip,
+            o.later_width,
         )
         group: RescaleGroup | None = ctx.group
-        if o.form == "code" and group is not None:
+        if o.form in RESCALED_FORMS and group is not None:
             if ctx.is_output:
                 group.out_mean_abs = float(delta.abs().mean())
             elif group.out_mean_abs is not None:
@@ -316,9 +350,10 @@ class NANeuron(nn.Module):
             layer; the loss applies the synapse).
         estimator: ``"na"`` (NA backward) or ``"surrogate"`` (surrogate-gradient BPTT through
             the same dynamics, for the baseline).
-        form: NA's form, ``"paper"`` or ``"code"`` (see :class:`NAOptions`).
+        form: NA's form, ``"paper"``, ``"code"`` or ``"later"`` (see :class:`NAOptions`).
         min_distance: the guard on ``|θ - u|`` of the paper form (see :class:`NAOptions`).
         code_clip: the clip of the code form (see :class:`NAOptions`).
+        later_width: ``c`` of the later form (see :class:`NAOptions`).
         surrogate: for ``estimator="surrogate"``: a surrogate or its name (default atan, α=2).
         group: a shared :class:`RescaleGroup` (code form's per-layer rescaling); set by
             :class:`NANetwork` / :func:`convert_to_na`.
@@ -334,6 +369,7 @@ class NANeuron(nn.Module):
         form: str = "paper",
         min_distance: float = 0.2,
         code_clip: float = 5.0,
+        later_width: float = 0.2,
         surrogate: Surrogate | str | None = None,
         group: RescaleGroup | None = None,
     ) -> None:
@@ -343,6 +379,7 @@ class NANeuron(nn.Module):
         threshold = check_number(threshold, "NANeuron: threshold")
         min_distance = check_number(min_distance, "NANeuron: min_distance")
         code_clip = check_number(code_clip, "NANeuron: code_clip")
+        later_width = check_number(later_width, "NANeuron: later_width")
         if not tau_m >= 1:
             raise ConfigError(f"NANeuron: tau_m is in steps and must be >= 1, got {tau_m}")
         if not (math.isfinite(tau_s) and tau_s >= 1):
@@ -357,7 +394,11 @@ class NANeuron(nn.Module):
             raise ConfigError(f"NANeuron: form must be one of {', '.join(FORMS)}, got {form!r}")
         if not min_distance > 0:
             raise ConfigError(f"NANeuron: min_distance must be > 0, got {min_distance}")
-        self.options = NAOptions(float(tau_m), float(threshold), form, min_distance, code_clip)
+        if not later_width > 0:
+            raise ConfigError(f"NANeuron: later_width must be > 0, got {later_width}")
+        self.options = NAOptions(
+            float(tau_m), float(threshold), form, min_distance, code_clip, later_width
+        )
         self.tau_s = float(tau_s)
         self.output = output
         self.estimator = estimator
@@ -386,9 +427,11 @@ class NANeuron(nn.Module):
 
 
 class SumPool2d(nn.Module):
-    """The paper's pooling: a fixed-weight sum over ``kernel×kernel`` windows of the incoming
-    PSCs, ``weight·Σ a``, as the input current of a spiking pooling layer (the TSSL-BP code the
-    NA code builds on uses weight 1.1 = its pooling θ). Stateless: wrap in
+    """The authors' pooling: a fixed-weight sum over ``kernel×kernel`` windows of the incoming
+    PSCs, ``weight·Σ a`` (their ``PoolLayer`` returns 1.1 × the summed PSCs). In the authors'
+    network (``pool="sum"``) its output feeds the next layer directly, with no neuron after
+    it; ``pool="spiking"`` uses it as the input current of a spiking pooling layer (the
+    TSSL-BP form spikeforge used before). Stateless: wrap in
     :class:`~spikeforge.layers.TimeFolded`."""
 
     def __init__(self, kernel: int = 2, weight: float = 1.1) -> None:
@@ -403,25 +446,72 @@ class SumPool2d(nn.Module):
         return f"kernel={self.kernel}, weight={self.weight:g}"
 
 
+class InputNormalize(nn.Module):
+    """``(x - mean)/std`` elementwise: the authors' mean/std normalisation of the image,
+    applied to every step of ``[T, B, ...]`` (with direct encoding, the same as normalising
+    the image once)."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0) -> None:
+        super().__init__()
+        if not std > 0:
+            raise ConfigError(f"InputNormalize: std must be > 0, got {std}")
+        self.mean, self.std = float(mean), float(std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"mean={self.mean:g}, std={self.std:g}"
+
+
+class InputSynapse(nn.Module):
+    """The first-order synapse on the network input, ``[T, B, ...] -> [T, B, ...]`` PSC
+    (:func:`psc`): in the authors' code the input passes through it before the first layer,
+    like every other layer's spikes."""
+
+    def __init__(self, tau_s: float = 2.0) -> None:
+        super().__init__()
+        self.tau_s = float(check_number(tau_s, "InputSynapse: tau_s", "steps"))
+        if not (math.isfinite(self.tau_s) and self.tau_s >= 1):
+            raise ConfigError(f"InputSynapse: tau_s is in steps and must be >= 1, got {tau_s}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        check_time_major(x, "InputSynapse")
+        return psc(x, self.tau_s)
+
+    def extra_repr(self) -> str:
+        return f"tau_s={self.tau_s:g}"
+
+
 _LAYER = re.compile(r"^(?:(\d+)C(\d+)|P(\d+)|(\d+))$")
 
 
 class NANetwork(nn.Sequential):
-    """A feed-forward NA network from a spec such as ``"15C5-P2-40C5-P2-300"``.
+    """A feed-forward NA network from a spec such as ``"15C5-P2-40C5-P2-300"``, built as the
+    authors' code builds it (the defaults).
 
-    ``nC k``: conv with ``n`` channels, kernel ``k``; ``Pk``: the paper's spiking sum pooling;
-    ``n``: fully connected. The output layer (``num_classes`` neurons) is appended. Every
-    layer is a stateless map (time folded) followed by an :class:`NANeuron`; the last neuron
-    returns spikes, so ``[T, B, *input_shape] -> spikes [T, B, num_classes]``.
+    ``nC k``: conv with ``n`` channels, kernel ``k``; ``Pk``: sum pooling (:class:`SumPool2d`);
+    ``n``: fully connected. The output layer (``num_classes`` neurons) is appended. Every conv
+    and fully connected layer is a stateless map (time folded) followed by an
+    :class:`NANeuron`; the last neuron returns spikes, so
+    ``[T, B, *input_shape] -> spikes [T, B, num_classes]``.
 
     Args:
         spec: the hidden layers.
         input_shape: ``(C, H, W)`` or ``(features,)``.
         num_classes: output neurons.
         padding: ``"valid"`` or ``"same"`` for the convolutions.
+        pool: ``"sum"`` (authors: ``weight·Σ`` of the PSCs straight into the next layer, no
+            neuron) or ``"spiking"`` (the sum is the current of a spiking pooling layer).
         pool_weight: weight of :class:`SumPool2d`.
-        init_scale: multiplies PyTorch's default initialisation of the weights (the paper's
-            code: 1).
+        input_psc: pass the input through the synapse (:class:`InputSynapse`) first, as the
+            authors do; False feeds the (encoded) input straight to the first layer.
+        input_mean, input_std: the input is normalised to ``(x - mean)/std`` first
+            (:class:`InputNormalize`; the defaults leave it unchanged).
+        init: ``"authors"`` (PyTorch's default for convolutions, kaiming-normal for linear
+            layers) or ``"default"`` (PyTorch's default everywhere).
+        bias: give conv and linear layers biases (authors: none).
+        init_scale: multiplies the initial weights (authors: 1).
         neuron: keyword arguments for every :class:`NANeuron`.
     """
 
@@ -431,16 +521,31 @@ class NANetwork(nn.Sequential):
         input_shape: Sequence[int],
         num_classes: int,
         padding: str = "valid",
+        pool: str = "sum",
         pool_weight: float = 1.1,
+        input_psc: bool = True,
+        input_mean: float = 0.0,
+        input_std: float = 1.0,
+        init: str = "authors",
+        bias: bool = False,
         init_scale: float = 1.0,
         **neuron: Any,
     ) -> None:
         if padding not in ("valid", "same"):
             raise ConfigError(f"NANetwork: padding must be 'valid' or 'same', got {padding!r}")
+        if pool not in POOLS:
+            raise ConfigError(f"NANetwork: pool must be one of {', '.join(POOLS)}, got {pool!r}")
+        if init not in INITS:
+            raise ConfigError(f"NANetwork: init must be one of {', '.join(INITS)}, got {init!r}")
         self.spec = spec
         group = RescaleGroup()
         shape = list(input_shape)
         layers: list[nn.Module] = []
+        if input_mean != 0.0 or input_std != 1.0:
+            layers.append(InputNormalize(input_mean, input_std))
+        if input_psc:
+            layers.append(InputSynapse(neuron.get("tau_s", 2.0)))
+        linears: list[nn.Linear] = []
         tokens = [t for t in spec.split("-") if t] + [str(num_classes)]
         for i, token in enumerate(tokens):
             m = _LAYER.match(token)
@@ -456,13 +561,14 @@ class NANetwork(nn.Sequential):
                         f"NANetwork: layer {token!r} needs image input (C, H, W); the input "
                         f"there is {tuple(shape)}"
                     )
+            spiking = True
             if conv_c is not None:
                 k = int(conv_k)
                 pad = k // 2 if padding == "same" else 0
                 h, w = shape[1] + 2 * pad - k + 1, shape[2] + 2 * pad - k + 1
                 if min(h, w) < 1:
                     raise ConfigError(f"NANetwork: input {tuple(shape)} too small for {token}")
-                stateless: nn.Module = nn.Conv2d(shape[0], int(conv_c), k, padding=pad)
+                stateless: nn.Module = nn.Conv2d(shape[0], int(conv_c), k, padding=pad, bias=bias)
                 shape = [int(conv_c), h, w]
             elif pool_k is not None:
                 k = int(pool_k)
@@ -470,20 +576,23 @@ class NANetwork(nn.Sequential):
                     raise ConfigError(f"NANetwork: input {tuple(shape)} too small for {token}")
                 stateless = SumPool2d(k, pool_weight)
                 shape = [shape[0], shape[1] // k, shape[2] // k]
+                spiking = pool == "spiking"
             else:
                 width = math.prod(shape)
-                stateless = nn.Linear(width, int(fc))
-                if len(shape) != 1:
-                    stateless = nn.Sequential(nn.Flatten(), stateless)
+                lin = nn.Linear(width, int(fc), bias=bias)
+                linears.append(lin)
+                stateless = lin if len(shape) == 1 else nn.Sequential(nn.Flatten(), lin)
                 shape = [int(fc)]
             last = i == len(tokens) - 1
-            layers += [
-                TimeFolded(stateless),
-                NANeuron(output="spikes" if last else "psc", group=group, **neuron),
-            ]
+            layers.append(TimeFolded(stateless))
+            if spiking:
+                layers.append(NANeuron(output="spikes" if last else "psc", group=group, **neuron))
         super().__init__(*layers)
-        if init_scale != 1.0:
-            with torch.no_grad():
+        with torch.no_grad():
+            if init == "authors":
+                for lin in linears:
+                    nn.init.kaiming_normal_(lin.weight)  # fan-in, gain √2, as the authors' code
+            if init_scale != 1.0:
                 for p in self.parameters():
                     if p.dim() > 1:
                         p.mul_(init_scale)
@@ -548,13 +657,16 @@ class NAMethodOptions:
             neurons (:func:`convert_to_na`).
         estimator: ``"na"`` or ``"surrogate"`` (the same network, loss and step with
             surrogate-gradient BPTT: the baseline of the ``na-vs-bptt`` experiment).
-        form, min_distance, code_clip: NA's form (see :class:`NAOptions`).
+        form, min_distance, code_clip, later_width: NA's form (see :class:`NAOptions`);
+            ``form="later"`` is the authors' later weighting ``c/((u - θ)² + c)``.
         tau_m: membrane time constant in steps (None: 5 for a paper network, the converted
             neurons' ``tau`` otherwise); ``tau_s``: synaptic time constant in steps (paper 2).
         weight_clamp: weights are clamped to ``±weight_clamp`` after every step (paper 4;
             0 disables).
-        pool_weight, init_scale: see :class:`NANetwork`.
-        surrogate, alpha: the ``"surrogate"`` estimator's surrogate (None: the config's).
+        pool, pool_weight, input_psc, input_mean, input_std, init, bias, init_scale: the
+            network's construction (see :class:`NANetwork`; the defaults are the authors').
+        surrogate, alpha: the ``"surrogate"`` estimator's surrogate and its width (None: the
+            config's ``surrogate`` / ``alpha``).
     """
 
     network: str | None = None
@@ -564,8 +676,15 @@ class NAMethodOptions:
     tau_s: float = 2.0
     min_distance: float = 0.2
     code_clip: float = 5.0
+    later_width: float = 0.2
     weight_clamp: float = 4.0
+    pool: str = "sum"
     pool_weight: float = 1.1
+    input_psc: bool = True
+    input_mean: float = 0.0
+    input_std: float = 1.0
+    init: str = "authors"
+    bias: bool = False
     init_scale: float = 1.0
     surrogate: str | None = None
     alpha: float | None = None
@@ -580,8 +699,18 @@ class NAMethodOptions:
             raise ConfigError(
                 f"[method.na] form must be one of {', '.join(FORMS)}, got {self.form!r}"
             )
+        if self.pool not in POOLS:
+            raise ConfigError(
+                f"[method.na] pool must be one of {', '.join(POOLS)}, got {self.pool!r}"
+            )
+        if self.init not in INITS:
+            raise ConfigError(
+                f"[method.na] init must be one of {', '.join(INITS)}, got {self.init!r}"
+            )
         if self.weight_clamp < 0 or self.init_scale <= 0:
             raise ConfigError("[method.na] weight_clamp must be >= 0 and init_scale > 0")
+        if self.later_width <= 0 or self.input_std <= 0:
+            raise ConfigError("[method.na] later_width and input_std must be > 0")
 
 
 @METHODS.register("na")
@@ -604,12 +733,21 @@ class NAMethod(TrainingMethod):
             form=o.form,
             min_distance=o.min_distance,
             code_clip=o.code_clip,
-            surrogate=get_surrogate(o.surrogate or config.surrogate, o.alpha),
+            later_width=o.later_width,
+            # the config's alpha applies unless the method sets its own, so a config-level
+            # sweep (experiments.tuning.sweep_lr_alpha) reaches the surrogate baseline
+            surrogate=get_surrogate(
+                o.surrogate or config.surrogate, o.alpha if o.alpha is not None else config.alpha
+            ),
             threshold=config.threshold,
         )
         if o.tau_m is not None:
             kw["tau_m"] = o.tau_m
         return kw
+
+    def model_fields(self) -> frozenset[str] | None:
+        """All of them when converting the config's model; none for a paper network."""
+        return None if self.options.network is None else frozenset()
 
     def build_model(self, config: Any, task: Any) -> nn.Module:  # noqa: D102
         kw = self._neuron_kwargs(config)
@@ -621,7 +759,13 @@ class NAMethod(TrainingMethod):
             self.options.network,
             task.spec.input_shape,
             task.spec.num_outputs,
+            pool=self.options.pool,
             pool_weight=self.options.pool_weight,
+            input_psc=self.options.input_psc,
+            input_mean=self.options.input_mean,
+            input_std=self.options.input_std,
+            init=self.options.init,
+            bias=self.options.bias,
             init_scale=self.options.init_scale,
             **kw,
         )

@@ -19,7 +19,7 @@ from .readout import PopulationReadout
 __all__ = ["MLP", "ConvNet", "PopulationReadout", "MODELS", "build_model"]
 
 MODELS: Registry = Registry("model")
-MODELS.register("convnet", ConvNet, help="conv3x3-BN-neuron-maxpool blocks, then two linear layers")
+MODELS.register("convnet", ConvNet, help="conv3x3-BN-neuron-pool blocks, then two linear layers")
 MODELS.register("mlp", MLP, help="linear-BN-neuron layers, then a linear output layer")
 
 

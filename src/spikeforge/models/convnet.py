@@ -17,7 +17,8 @@ __all__ = ["ConvNet"]
 class ConvNet(nn.Sequential):
     """``[T, B, C, H, W] -> [T, B, num_classes]``.
 
-    ``len(channels)`` blocks of Conv3x3-BatchNorm-neuron-MaxPool2, then Linear(hidden)-neuron,
+    ``len(channels)`` blocks of Conv3x3-BatchNorm-neuron-pool (2×2 max, or average with
+    ``pool="avg"``), then Linear(hidden)-neuron,
     then Linear(num_classes·population)-neuron averaged per class. With ``neuron=None``: ReLU
     everywhere and a linear output (the ANN baseline of the same architecture). Layers are
     named ``conv1``, ``spike1``, ``pool1``, ..., ``fc1``, ``spike3``, ``fc_out``, ``spike_out``
@@ -33,7 +34,11 @@ class ConvNet(nn.Sequential):
         hidden: int = 128,
         population: int = 10,
         dropout: float = 0.0,
+        pool: str = "max",
     ) -> None:
+        pools = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+        if pool not in pools:
+            raise ConfigError(f"ConvNet: pool must be 'max' or 'avg', got {pool!r}")
         if len(input_shape) != 3:
             raise ConfigError(
                 f"ConvNet needs image inputs shaped (C, H, W), got {tuple(input_shape)}; "
@@ -53,7 +58,7 @@ class ConvNet(nn.Sequential):
                 nn.Sequential(nn.Conv2d(c, out, 3, padding=1, bias=False), nn.BatchNorm2d(out))
             )
             layers[f"{tag}{i}"] = act()
-            layers[f"pool{i}"] = TimeFolded(nn.MaxPool2d(2))
+            layers[f"pool{i}"] = TimeFolded(pools[pool](2))
             c, h, w = out, h // 2, w // 2
         n = len(channels) + 1
         layers["flatten"] = TimeFolded(nn.Flatten())

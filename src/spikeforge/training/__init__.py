@@ -7,7 +7,7 @@ from .build import (
     model_from_config,
     neuron_factory,
 )
-from .callbacks import Callback, EpochMetrics
+from .callbacks import Callback, EpochMetrics, PlateauStop
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .methods import (
@@ -29,6 +29,7 @@ __all__ = [
     "EpochMetrics",
     "NoOptions",
     "Optimization",
+    "PlateauStop",
     "Run",
     "RunDir",
     "StepContext",

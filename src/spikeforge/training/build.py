@@ -89,6 +89,10 @@ def default_model(cfg: TrainConfig, task: Task) -> nn.Module:
     readout = cfg.readout or ("spikes" if task.name == "classification" else "linear")
     options: dict = {"population": cfg.population, "dropout": cfg.dropout}
     if cfg.architecture == "mlp":
+        if cfg.pool != "max":
+            raise ConfigError(
+                f"pool = {cfg.pool!r} applies to the conv net; model 'mlp' has no pooling"
+            )
         options.update(batch_norm=cfg.batch_norm, readout=readout)
         if cfg.hidden:
             options["hidden"] = tuple(cfg.hidden)
@@ -98,6 +102,7 @@ def default_model(cfg: TrainConfig, task: Task) -> nn.Module:
             f"a {readout} readout (task {task.name})": readout != "spikes",
             "more than one hidden size": len(cfg.hidden) > 1,
         }
+        options["pool"] = cfg.pool
         for what, bad in unsupported.items():
             if bad:
                 raise ConfigError(

@@ -14,7 +14,7 @@ from torch import nn
 if TYPE_CHECKING:  # the trainer imports this module; this import is for annotations only
     from .trainer import Trainer
 
-__all__ = ["Callback", "EpochMetrics"]
+__all__ = ["Callback", "EpochMetrics", "PlateauStop"]
 
 
 class Callback:
@@ -44,3 +44,39 @@ class EpochMetrics(Callback):
 
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
         row.update(self.fn(trainer.model))
+
+
+class PlateauStop(Callback):
+    """Early stopping: end the run once the validation metric has not improved for
+    ``patience`` epochs (a tie is no improvement), through :meth:`Trainer.request_stop`.
+
+    Needs a validation split (``val_fraction`` > 0): the stop is decided on validation, never
+    on test. ``config.epochs`` stays the cap. ``best_epoch`` and ``stopped_after`` say what
+    happened (``stopped_after`` is None when the cap came first).
+    """
+
+    def __init__(self, patience: int) -> None:
+        if patience < 1:
+            raise ValueError(f"patience must be at least 1, got {patience}")
+        self.patience = patience
+        self.best: float | None = None
+        self.best_epoch = 0
+        self.stopped_after: int | None = None
+
+    def on_fit_start(self, trainer):  # noqa: D102
+        if trainer.val_set is None:
+            raise ValueError("PlateauStop needs a validation split: set val_fraction > 0")
+
+    def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
+        value = row[f"val_{trainer.task.metric}"]
+        better = self.best is None or (
+            value > self.best if trainer.task.higher_is_better else value < self.best
+        )
+        if better:
+            self.best, self.best_epoch = value, epoch
+        elif epoch - self.best_epoch >= self.patience:
+            self.stopped_after = epoch
+            trainer.request_stop(
+                f"validation {trainer.task.metric} has not improved for {self.patience} "
+                f"epochs (best {self.best:.4g} at epoch {self.best_epoch})"
+            )

@@ -27,9 +27,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "load_config", "SCHEDULES"]
+__all__ = ["TrainConfig", "load_config", "SCHEDULES", "MODEL_FIELDS", "check_model_fields"]
 
 SCHEDULES = ("cosine", "exponential", "constant")
+MODEL_FIELDS = ("model", "hidden", "pool", "dropout", "population", "batch_norm", "readout")
+"""The fields that shape the config's network (:func:`~.build.default_model`)."""
 ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
 """Model names that mean "this architecture with ReLU": the ANN baselines."""
 
@@ -40,6 +42,15 @@ class TrainConfig:
 
     ``method_options`` holds the chosen method's typed options (a ``[method.NAME]`` TOML
     table); ``notes`` is a free-form table recorded with the run and never read.
+
+    ``poison_*`` build a backdoored run (:mod:`spikeforge.security.backdoor`): with
+    ``poison_fraction`` > 0, that share of the training split (after the validation split is
+    held out, so validation stays clean) carries a ``poison_trigger_size``² ``poison_trigger``
+    patch (``binary`` or ``grey``, drawn from ``poison_seed``) at ``poison_position`` ([row,
+    col]; empty: random) and is relabelled ``poison_target``.
+
+    ``pool`` is the conv net's pooling: ``max`` (default) or ``avg`` (linear in spike rates,
+    so it suits noisy single-step training and conversion, and exports to NIR).
     """
 
     dataset: str = "mnist5k"
@@ -63,6 +74,7 @@ class TrainConfig:
     population: int = 10
     hidden: list[int] = field(default_factory=list)
     batch_norm: bool = True
+    pool: str = "max"
     readout: str = ""
     tau: float = 2.0
     threshold: float = 1.0
@@ -82,6 +94,12 @@ class TrainConfig:
     seed: int = 0
     eval_batch_size: int = 500
     val_fraction: float = 0.0
+    poison_fraction: float = 0.0
+    poison_target: int = 0
+    poison_trigger: str = "binary"
+    poison_trigger_size: int = 3
+    poison_position: list[int] = field(default_factory=list)
+    poison_seed: int = 0
     out_dir: str = "runs"
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -136,6 +154,7 @@ class TrainConfig:
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("reset", self.reset, ("hard", "soft"))
         _choice("readout", self.readout, ("", "spikes", "linear"))
+        _choice("pool", self.pool, ("max", "avg"))
         surrogate.get_surrogate(self.surrogate, self.alpha)
         for name in ("steps", "epochs", "batch_size", "population", "eval_batch_size"):
             value = getattr(self, name)
@@ -165,6 +184,9 @@ class TrainConfig:
             )
         if self.tau < 1:
             raise ConfigError(f"tau is in steps and must be >= 1, got {self.tau}")
+        from ..security.backdoor import check_poison_config
+
+        check_poison_config(self)  # also with fraction 0: a mistyped option is never ignored
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         return self
@@ -238,3 +260,23 @@ def load_config(path: str | Path) -> dict[str, Any]:
         values.update(_method_table(values["method"], str(path)))
     TrainConfig.from_dict(values, source=str(path))
     return values
+
+
+def check_model_fields(config: TrainConfig, used: frozenset[str] | None, method: str) -> None:
+    """Refuse network fields a method that builds its own network does not read.
+
+    ``used`` is what :meth:`~.methods.TrainingMethod.model_fields` returns: None means the
+    config's network is built (every field applies); otherwise a field of
+    :data:`MODEL_FIELDS` outside ``used`` that is set away from its default raises a one-line
+    :class:`ConfigError` instead of being ignored.
+    """
+    if used is None:
+        return
+    default = TrainConfig()
+    for name in MODEL_FIELDS:
+        value = getattr(config, name)
+        if name not in used and value != getattr(default, name):
+            raise ConfigError(
+                f"{name} = {value!r} does not apply to method {method!r}: it builds its own "
+                "network; leave it out"
+            )

@@ -103,6 +103,13 @@ class TrainingMethod:
         """The network to train (default: the config's model for the task's data)."""
         return default_model(config, task)
 
+    def model_fields(self) -> frozenset[str] | None:
+        """Which network fields of the config (:data:`~.config.MODEL_FIELDS`) the network
+        :meth:`build_model` returns depends on: None (default) for all, i.e. the config's model
+        is built. A method that builds its own network returns the ones it reads, and the
+        trainer refuses the others when they are set, rather than ignoring them."""
+        return None
+
     def configure_optimizers(
         self, model: nn.Module, config: TrainConfig, steps_per_epoch: int
     ) -> Optimization | None:

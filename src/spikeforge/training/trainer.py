@@ -46,7 +46,7 @@ from .checkpoint import (
     unflatten_state,
     validate_training_meta,
 )
-from .config import TrainConfig
+from .config import TrainConfig, check_model_fields
 from .distributed import Distributed, from_environment
 from .evaluation import averages, encode_batch, evaluation_sums, split_validation
 from .methods import StepContext, TrainingMethod, make_method
@@ -156,6 +156,12 @@ class Trainer:
             spiking=config.spiking,
             rate_scale=config.rate_scale,
         )
+        if config.poison_fraction > 0:  # a backdoored run: only the training part is poisoned
+            from ..security.backdoor import poison_from_config
+
+            num_classes = self.task.spec.num_outputs if task_name == "classification" else None
+            self.train_set = poison_from_config(config, self.train_set, num_classes)
+        check_model_fields(config, self.method.model_fields(), self.method.name or "custom")
         torch.manual_seed(config.seed)
         self.model = self.method.build_model(self.config, self.task)
         self.steps_per_epoch = self._steps_per_epoch()
@@ -167,6 +173,7 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
+        self.stop_reason: str | None = None
         if run_dir is None:  # every process writes (rank 0) or reads the same directory
             run_dir = self.dist.broadcast(str(self._new_run_dir().path))
         self.rundir = RunDir(run_dir)
@@ -382,10 +389,19 @@ class Trainer:
                     self.rundir.write_metrics(self.history)
                 self.dist.barrier()  # every process sees the epoch's checkpoint before going on
                 bar.end_epoch(self._epoch_line(row))
+                if self.stop_reason is not None:
+                    break
         summary = self.dist.broadcast(self.finish() if main else None)
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (call from ``on_epoch_end``, e.g. early
+        stopping). The epoch's row and checkpoint are written first; ``summary.json`` records
+        ``stopped_early`` (the last epoch and ``reason``). Every process of a distributed run
+        must ask alike (callbacks see the same reduced metrics, so they do)."""
+        self.stop_reason = reason
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
         m = self.task.metric
@@ -453,6 +469,8 @@ class Trainer:
                 "run_dir": str(self.rundir),
             }
         )
+        if self.stop_reason is not None:
+            summary["stopped_early"] = {"after_epoch": self.epoch, "reason": self.stop_reason}
         self.rundir.write_json(RunDir.SUMMARY, summary)
         plot_run(self.rundir.path)
         return summary

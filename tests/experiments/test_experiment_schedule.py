@@ -1,0 +1,173 @@
+"""Experiment machinery: interleaving, step timing, machine state, backends, validation
+selection with per-image predictions, tuned baselines and the added statistics."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from spikeforge.errors import ConfigError
+from spikeforge.experiments import ExperimentContext
+from spikeforge.experiments.schedule import interleave, run_interleaved
+from spikeforge.experiments.selection import BestValPredictions, best_val_row
+from spikeforge.experiments.stats import (
+    HELD,
+    INCONCLUSIVE,
+    NOT_HELD,
+    area_under_log_curve,
+    decide_equivalence,
+    overall,
+    paired_part,
+)
+from spikeforge.experiments.timing import (
+    case_from_trainer,
+    machine_state,
+    neuron_backends,
+    set_backend,
+    time_arms,
+)
+from spikeforge.experiments.tuning import sweep_lr_alpha, tune
+from spikeforge.training import TrainConfig
+
+TINY = TrainConfig(
+    dataset="digits", model="mlp", hidden=[16], steps=2, epochs=2, batch_size=128,
+    neuron="lif", val_fraction=0.2,
+)  # fmt: skip
+
+
+def test_interleave_is_seed_major_and_rotates_the_first_arm():
+    order = interleave(["A", "B", "C"], [0, 1, 2, 3])
+    assert [s for s, _ in order] == [0] * 3 + [1] * 3 + [2] * 3 + [3] * 3
+    assert [a for s, a in order if s == 0] == ["A", "B", "C"]
+    assert [a for s, a in order if s == 1] == ["B", "C", "A"]
+    assert [a for s, a in order if s == 3] == ["A", "B", "C"]
+    with pytest.raises(ConfigError, match="unique"):
+        interleave(["A", "A"], [0])
+
+
+def test_run_interleaved_runs_in_schedule_order_and_returns_results_by_seed():
+    ran: list[tuple[str, int]] = []
+
+    def job(arm: str):
+        return lambda seed: ran.append((arm, seed)) or f"{arm}{seed}"
+
+    out = run_interleaved({"A": job("A"), "B": job("B")}, [0, 1])
+    assert ran == [("A", 0), ("B", 0), ("B", 1), ("A", 1)]  # not arm after arm
+    assert out == {"A": ["A0", "A1"], "B": ["B0", "B1"]}
+
+
+def test_machine_state_records_threads_and_load():
+    state = machine_state()
+    assert state["torch_threads"] >= 1 and len(state["loadavg"]) == 3
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    ctx = ExperimentContext(tmp_path_factory.mktemp("m"), quick=True, seeds=[0])
+    picks = BestValPredictions()
+    trainer = ctx.train("lif", TINY, 0, callbacks=[picks])
+    return ctx, trainer, picks
+
+
+def test_every_run_reports_step_time_apart_from_epoch_time(trained):
+    _, trainer, _ = trained
+    row = trainer.history[-1]
+    assert 0 < row["step_time_s"] <= row["step_time_s_sum"] <= row["epoch_time_s"]
+    metrics = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
+    assert "step_time_s" in json.loads(metrics[-1])
+
+
+def test_predictions_at_the_best_validation_epoch_reproduce_its_test_accuracy(trained):
+    _, trainer, picks = trained
+    best = best_val_row(trainer.history, "accuracy", True)
+    assert picks.epoch == best["epoch"]
+    assert picks.correct is not None and picks.correct.dtype == bool
+    assert len(picks.correct) == len(trainer.test_set)
+    assert picks.correct.mean() == pytest.approx(best["test_accuracy"])
+
+
+def test_backend_can_be_forced_and_is_reported(trained):
+    _, trainer, _ = trained
+    case = case_from_trainer(trainer, batch_size=8)
+    forced = set_backend(case_from_trainer(trainer, 8).model, "torch")
+    assert set(neuron_backends(forced, case.inputs).values()) == {"torch"}
+    ref = set_backend(case_from_trainer(trainer, 8).model, "reference")
+    assert set(neuron_backends(ref, case.inputs).values()) == {"reference"}
+    with pytest.raises(ConfigError, match="unknown backend"):
+        set_backend(forced, "gpu")
+
+
+def test_time_arms_interleaves_rounds_on_the_chosen_backend_without_changing_the_models(trained):
+    _, trainer, _ = trained
+    case = case_from_trainer(trainer, batch_size=8)
+    timing = time_arms({"a": case, "b": case}, backend="reference", rounds=3, steps=2, warmup=1)
+    assert set(timing) == {"a", "b"}
+    for t in timing.values():
+        assert len(t.wall_s) == 3 and len(t.cpu_s) == 3 and min(t.wall_s) > 0
+        assert set(t.resolved.values()) == {"reference"}
+        assert t.to_dict()["median_wall_s"] > 0
+    assert {m.backend for m in case.model.modules() if hasattr(m, "backend")} == {"auto"}
+    with pytest.raises(ConfigError, match="rounds"):
+        time_arms({"a": case}, rounds=0)
+
+
+def test_tuning_keeps_the_best_validation_candidate_and_never_needs_the_test_set(tmp_path, capsys):
+    ctx = ExperimentContext(tmp_path, quick=True, seeds=[0])
+    base = replace(TINY, epochs=1, batch_size=32)
+    result = tune(ctx, "lif", base, [{"lr": 1e-6}, {"lr": 3e-2}])
+    assert result.best == {"lr": 3e-2}  # an lr of 1e-6 cannot learn in one epoch
+    vals = [t.val for t in result.trials]
+    assert vals[1] > vals[0]
+    assert [r[-1] for r in result.rows()] == ["", "kept"]
+    assert result.to_dict()["metric"] == "val_accuracy"
+    lines = capsys.readouterr().err.splitlines()  # one progress line per finished run
+    assert len(lines) == 2 and ctx.runs_done == 2
+    assert "run 2 done: tune-lif-" in lines[1] and "accuracy" in lines[1]
+    with pytest.raises(ConfigError, match="val_fraction"):
+        tune(ctx, "lif", replace(base, val_fraction=0.0), [{"lr": 1e-2}])
+
+
+def test_staged_sweep_tries_alpha_at_the_best_lr_and_trains_the_shared_point_once(tmp_path):
+    ctx = ExperimentContext(tmp_path, quick=True, seeds=[0])
+    base = replace(TINY, epochs=1, batch_size=32, surrogate="sigmoid", alpha=4.0)
+    result = sweep_lr_alpha(ctx, "lif", base, [1e-6, 3e-2], [2.0, 4.0])
+    grid = [t.overrides for t in result.trials]
+    assert grid == [
+        {"lr": 1e-6, "alpha": 4.0},
+        {"lr": 3e-2, "alpha": 4.0},
+        {"lr": 3e-2, "alpha": 2.0},
+    ]
+    assert result.best["lr"] == 3e-2
+
+
+@pytest.mark.parametrize(
+    ("interval", "status"),
+    [((-0.2, 0.3), HELD), ((0.6, 1.0), NOT_HELD), ((-0.2, 0.8), INCONCLUSIVE)],
+)
+def test_equivalence_needs_the_interval_inside_the_margin(interval, status):
+    assert decide_equivalence("same", 0.1, interval, "points", "t", 0.5, 5, 0.5).status == status
+
+
+def test_paired_part_scales_to_points_and_overall_ignores_nothing_it_is_given():
+    a, b = [0.95, 0.96, 0.955, 0.958, 0.952], [0.90, 0.91, 0.905, 0.907, 0.903]
+    part = paired_part("accuracy", a, b, "points", scale=100, n_test=1000)
+    assert part.status == HELD and part.estimate == pytest.approx(5.0)
+    assert overall([part]) is True
+    worse = paired_part("accuracy", b, a, "points", scale=100, n_test=1000)
+    assert worse.status == NOT_HELD and overall([part, worse]) is False
+    assert overall([]) is None
+
+
+def test_area_under_a_log_lr_curve_is_the_mean_over_log_lr():
+    assert area_under_log_curve([1e-3, 1e-2, 1e-1], [1.0, 1.0, 1.0]) == pytest.approx(1.0)
+    assert area_under_log_curve([1e-3, 1e-2, 1e-1], [0.0, 1.0, 0.0]) == pytest.approx(0.5)
+    # A curve that fails over a wider lr range has the larger area.
+    assert area_under_log_curve([1e-3, 1e-2, 1e-1, 1.0], [0.1, 0.1, 1.0, 1.0]) > (
+        area_under_log_curve([1e-3, 1e-2, 1e-1, 1.0], [0.1, 0.1, 0.1, 1.0])
+    )
+    with pytest.raises(ValueError):
+        area_under_log_curve([1e-2, 1e-3], [0.0, 1.0])
+    assert np.isfinite(area_under_log_curve([0.1], [0.3]))
