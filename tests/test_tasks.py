@@ -82,3 +82,10 @@ def test_reconstruction_task_trains_an_mlp_to_reproduce_digits(tmp_path):
     assert summary["task"] == "reconstruction" and math.isfinite(psnr[-1])
     assert psnr[-1] > psnr[0] and summary["best_test_psnr"] == max(psnr)
     assert {"test_mse", "test_psnr", "test_ssim"} <= set(summary)
+
+
+def test_improves_is_strict_and_follows_the_metric_direction():
+    cls, reg = TASKS.get("classification"), TASKS.get("regression")
+    assert cls.improves(0.5, None) and reg.improves(0.5, None)
+    assert cls.improves(0.6, 0.5) and not cls.improves(0.5, 0.5) and not cls.improves(0.4, 0.5)
+    assert reg.improves(0.4, 0.5) and not reg.improves(0.5, 0.5) and not reg.improves(0.6, 0.5)

@@ -94,6 +94,14 @@ class Task:
         self.spiking = spiking
         self.rate_scale = rate_scale
 
+    @classmethod
+    def improves(cls, value: float, best: float | None) -> bool:
+        """Is ``value`` of the headline metric strictly better than ``best`` (None: nothing
+        seen yet)? Ties keep the earlier epoch."""
+        if best is None:
+            return True
+        return value > best if cls.higher_is_better else value < best
+
     def target(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """What the loss compares the output with, from a batch ``(x, y)``."""
         return y

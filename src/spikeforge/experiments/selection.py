@@ -74,10 +74,8 @@ class BestValPredictions(Callback):
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
         m = trainer.task.metric
         value = row.get(f"val_{m}")
-        if value is not None and self._best is not None:
-            better = value > self._best if trainer.task.higher_is_better else value < self._best
-            if not better:
-                return
+        if value is not None and not trainer.task.improves(value, self._best):
+            return
         self._best = value
         self.correct = test_correct(trainer)
         self.epoch = epoch

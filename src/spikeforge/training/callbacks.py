@@ -69,10 +69,7 @@ class PlateauStop(Callback):
 
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
         value = row[f"val_{trainer.task.metric}"]
-        better = self.best is None or (
-            value > self.best if trainer.task.higher_is_better else value < self.best
-        )
-        if better:
+        if trainer.task.improves(value, self.best):
             self.best, self.best_epoch = value, epoch
         elif epoch - self.best_epoch >= self.patience:
             self.stopped_after = epoch
