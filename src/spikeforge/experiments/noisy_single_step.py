@@ -341,19 +341,16 @@ class _Part:
                 cfg,
                 st.lrs,
                 st.alphas if neuron == "lif" else (),
-                method=self._bptt(),
+                method=SurrogateBPTT(),
             )
         out[ANN] = tune(
             ctx,
             f"{st.tag}-ann",
             replace(self._ann_cfg(), epochs=st.tune_epochs),
             lrs,
-            method=self._bptt(),
+            method=SurrogateBPTT(),
         )
         return out  # fmt: skip
-
-    def _bptt(self) -> SurrogateBPTT:
-        return SurrogateBPTT()
 
     def _ann_cfg(self) -> TrainConfig:
         return replace(self.base, model="ann" if self.st.model == "convnet" else "ann-mlp",
@@ -372,12 +369,12 @@ class _Part:
                 reset = "soft" if neuron == "if" else "hard"
                 cfg = replace(self.base, neuron=neuron, reset=reset, steps=T,
                               **tuned[neuron].best)  # fmt: skip
-                method, name = self._bptt(), f"bptt-{neuron}-T{T}"
+                method, name = SurrogateBPTT(), f"bptt-{neuron}-T{T}"
                 jobs[f"BPTT {neuron.upper()} T={T}"] = lambda seed, c=cfg, m=method, a=name: (
                     self._train(a, c, seed, m)
                 )
         ann_cfg = replace(self._ann_cfg(), **tuned[ANN].best)
-        ann_method = self._bptt()
+        ann_method = SurrogateBPTT()
         jobs[ANN] = lambda seed: self._train("ann", ann_cfg, seed, ann_method)
         return jobs
 
