@@ -314,3 +314,13 @@ def test_fuzzed_cli_options_exit_0_or_2_without_traceback(tmp_path, no_fit, opti
 
 def test_torch_is_left_in_a_usable_state():
     assert torch.get_default_dtype() == torch.float32
+
+
+def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line_error(tmp_path):
+    code, _, err = run_main("experiment", "klif-vs-lif", "--quick", "--workers", "2",
+                            "--out-dir", str(tmp_path))  # fmt: skip
+    assert_one_line_error(code, err, "--workers is for: reset-dependency")
+    code, _, err = run_main("experiment", "reset-dependency", "--workers", "0",
+                            "--out-dir", str(tmp_path))  # fmt: skip
+    assert_one_line_error(code, err, "--workers must be at least 1")
+    assert not list(tmp_path.iterdir())  # refused before any folder was made

@@ -290,6 +290,9 @@ def experiment(
     ),
     out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
+    workers: int = typer.Option(
+        1, help="Processes for runs that return plain data (reset-dependency's toy sweep)."
+    ),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""
     from .experiments import EXPERIMENTS, run_experiment
@@ -299,7 +302,7 @@ def experiment(
             typer.echo(f"{key:24s} {EXPERIMENTS.get(key).title}")
         return
     report, folder = run_experiment(
-        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress
+        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress, workers=workers
     )
     held = {True: "held", False: "did not hold", None: "not decided"}[report.held]
     typer.echo(f"claim {held}: {report.verdict}")

@@ -59,6 +59,59 @@ def test_run_interleaved_runs_in_schedule_order_and_returns_results_by_seed():
     assert out == {"A": ["A0", "A1"], "B": ["B0", "B1"]}
 
 
+def _seeded_job(arm: str):
+    import os
+
+    import torch
+
+    def job(seed: int):
+        g = torch.Generator().manual_seed(seed * 7 + len(arm))
+        return {"value": torch.randn(5, generator=g).sum().item(), "pid": os.getpid()}
+
+    return job
+
+
+def test_forked_workers_return_what_one_process_returns_in_the_same_layout():
+    import os
+
+    jobs = {"A": _seeded_job("A"), "BB": _seeded_job("BB")}
+    one = run_interleaved(jobs, [0, 1, 2], workers=1)
+    two = run_interleaved(jobs, [0, 1, 2], workers=2)
+    strip = {a: [r["value"] for r in rs] for a, rs in one.items()}
+    assert {a: [r["value"] for r in rs] for a, rs in two.items()} == strip
+    assert all(r["pid"] == os.getpid() for rs in one.values() for r in rs)
+    assert all(r["pid"] != os.getpid() for rs in two.values() for r in rs)  # really forked
+    with pytest.raises(ConfigError, match="at least 1"):
+        run_interleaved(jobs, [0], workers=0)
+
+
+def test_soft_xor_runs_in_forked_workers_equal_the_runs_in_one_process(tmp_path):
+    from spikeforge.experiments.reset_dependency import SoftXorSettings, train_soft_xor
+
+    toy = SoftXorSettings(n_train=200, n_test=100, steps=4, epochs=2, batch_size=20)
+
+    def jobs(ctx):
+        return {
+            f"{keep}": (lambda seed, keep=keep: train_soft_xor(ctx, keep, 1e-2, seed, toy))
+            for keep in (True, False)
+        }
+
+    one = run_interleaved(jobs(ExperimentContext(tmp_path / "a", True, [0, 1])), [0, 1])
+    two = run_interleaved(jobs(ExperimentContext(tmp_path / "b", True, [0, 1])), [0, 1], workers=2)
+    for arm in one:
+        assert [r["curve"] for r in two[arm]] == [r["curve"] for r in one[arm]]
+    assert len(list((tmp_path / "b" / "runs").iterdir())) == 4  # the workers wrote their runs
+
+
+def test_workers_are_refused_for_experiments_that_hand_trainers_to_the_report(tmp_path):
+    from spikeforge.experiments import run_experiment
+
+    with pytest.raises(ConfigError, match="--workers is for: reset-dependency"):
+        run_experiment("klif-vs-lif", quick=True, out_dir=tmp_path, workers=2)
+    with pytest.raises(ConfigError, match="at least 1"):
+        run_experiment("reset-dependency", quick=True, out_dir=tmp_path, workers=0)
+
+
 def test_machine_state_records_threads_and_load():
     state = machine_state()
     assert state["torch_threads"] >= 1 and len(state["loadavg"]) == 3

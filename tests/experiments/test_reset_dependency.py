@@ -46,11 +46,14 @@ def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seed
 
 
 def test_quick_run_decides_on_per_seed_areas_and_paired_image_stats(tmp_path):
+    # two workers for the toy sweep: the forked path through the whole experiment
     report, folder = run_experiment(
-        "reset-dependency", quick=True, seeds=2, out_dir=tmp_path, progress=False
+        "reset-dependency", quick=True, seeds=2, out_dir=tmp_path, progress=False, workers=2
     )
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
+    assert data["setup"]["workers"] == 2
+    assert "--workers 2" in json.loads((folder / "command.json").read_text())["command"]
     res = data["results"]
     lrs = res["learning_rates"]
     assert len(lrs) >= 5 and max(lrs) >= 3 and min(lrs) <= 1e-3

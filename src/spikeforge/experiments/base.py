@@ -15,6 +15,10 @@ Machinery every experiment shares (issue 17):
   shows progress without per-run bars (``log=False`` silences it);
 - :func:`run_experiment` records the machine (threads, load averages) before and after the
   run in ``report.json`` (``setup.machine``);
+- ``workers`` (``--workers N``): experiments whose runs return plain data
+  (:attr:`Experiment.parallel_runs`) may run them in N forked processes, one torch thread
+  each; the count is recorded in ``setup.workers``, since runs that share the machine also
+  share its time;
 - interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend:
   :mod:`.timing`; validation selection and per-image test predictions: :mod:`.selection`;
   tuned baselines: :mod:`.tuning`; statistics and verdict parts: :mod:`.stats`.
@@ -23,6 +27,7 @@ Machinery every experiment shares (issue 17):
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -66,6 +71,9 @@ class ExperimentContext:
     log: bool = True
     runs_done: int = 0
     started: float = field(default_factory=time.perf_counter)
+    workers: int = 1
+    """Processes an experiment with :attr:`Experiment.parallel_runs` may run its runs in."""
+    pid: int = field(default_factory=os.getpid)
 
     def train(
         self,
@@ -93,8 +101,10 @@ class ExperimentContext:
             m = trainer.task.metric
             value = summary.get(f"test_{m}_at_best_val", summary.get(f"test_{m}"))
             shown = f"{m} {value:.4g}" if isinstance(value, float) else f"{m} n/a"
+            # a forked worker counts its own runs; say which worker it is
+            who = f" (worker {os.getpid()})" if os.getpid() != self.pid else ""
             print(
-                f"[{self.out_dir.name}] run {self.runs_done} done: {arm}-s{seed}, {shown}, "
+                f"[{self.out_dir.name}] run {self.runs_done}{who} done: {arm}-s{seed}, {shown}, "
                 f"{trainer.wall_time_s:.0f} s ({time.perf_counter() - self.started:.0f} s "
                 "since the start)",
                 file=sys.stderr,
@@ -109,6 +119,8 @@ class Experiment(ABC):
     name: str = ""
     title: str = ""
     claim: str = ""
+    parallel_runs: bool = False
+    """True where some runs return plain data and go through ``ctx.workers`` processes."""
 
     @abstractmethod
     def run(self, ctx: ExperimentContext) -> Report:
@@ -144,19 +156,29 @@ def run_experiment(
     seeds: int | None = None,
     out_dir: str | Path = "runs/experiments",
     progress: bool = True,
+    workers: int = 1,
 ) -> tuple[Report, Path]:
     """Run experiment ``name``; returns the report and the folder it was written to.
 
     ``seeds`` per arm default to :data:`DEFAULT_SEEDS` (full) or :data:`QUICK_SEEDS` (quick).
+    ``workers`` > 1 is for experiments with :attr:`Experiment.parallel_runs`.
     """
     cls = EXPERIMENTS.get(name)
     if seeds is None:
         seeds = QUICK_SEEDS if quick else DEFAULT_SEEDS
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    if workers > 1 and not cls.parallel_runs:
+        parallel = [n for n in EXPERIMENTS.names() if EXPERIMENTS.get(n).parallel_runs]
+        raise ConfigError(
+            f"experiment {name} runs in one process (its runs hand trainers to the report); "
+            f"--workers is for: {', '.join(parallel) or 'none'}"
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(out_dir) / f"{name}{'-quick' if quick else ''}-{stamp}"
-    ctx = ExperimentContext(folder, quick, list(range(seeds)), progress)
+    ctx = ExperimentContext(folder, quick, list(range(seeds)), progress, workers=workers)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError, PermissionError) as exc:
@@ -169,6 +191,7 @@ def run_experiment(
     report.setup.setdefault("seeds", ctx.seeds)
     report.setup["machine"] = {"before": before, "after": machine_state()}
     report.setup["quick"] = quick
+    report.setup["workers"] = workers
     report.setup["wall_time_s"] = round(time.perf_counter() - start, 1)
     report.setup["versions"] = versions()
     if quick:
@@ -180,6 +203,7 @@ def run_experiment(
             {
                 "command": f"spikeforge experiment {name}"
                 f"{' --quick' if quick else ''} --seeds {seeds}"
+                f"{f' --workers {workers}' if workers > 1 else ''}"
             },
             indent=2,
         )

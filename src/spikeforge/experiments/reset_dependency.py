@@ -183,6 +183,7 @@ class ResetDependency(Experiment):
     kept: per-seed area under the lr curve, paired tests, McNemar, step time apart."""
 
     name = "reset-dependency"
+    parallel_runs = True  # the toy sweep's runs return plain dicts
     title = "Reset-path temporal dependency in BPTT (detach_reset=False vs True)"
     claim = (
         "Keeping the reset path's derivative in BPTT makes training more robust to the learning "
@@ -200,7 +201,9 @@ class ResetDependency(Experiment):
 
         jobs = {(arm, lr): toy_job(arm, lr) for lr in lrs for arm in arms}
         keyed = {f"{a}@{lr:g}": j for (a, lr), j in jobs.items()}
-        done = run_interleaved(keyed, ctx.seeds)
+        done = run_interleaved(keyed, ctx.seeds, workers=ctx.workers)
+        if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
+            ctx.runs_done += len(keyed) * len(ctx.seeds)
         res = {a: [done[f"{a}@{lr:g}"] for lr in lrs] for a in arms}  # [arm][lr][seed]
         norm = {a: [[normalised_loss(r) for r in per] for per in res[a]] for a in arms}
         final = {a: [[float(r["final_loss"]) for r in per] for per in res[a]] for a in arms}
@@ -372,7 +375,9 @@ class ResetDependency(Experiment):
                         "arm",
                         "test accuracy (%)",
                         "step time in training (ms)",
-                        "toy step time (ms)",
+                        "toy step time (ms"
+                        + (f", {ctx.workers} runs at once" if ctx.workers > 1 else "")
+                        + ")",
                     ],
                     [
                         [a, fmt_pm(acc[a], 100), fmt_pm(step_ms[a]), fmt_pm(toy_step[a], 1000)]

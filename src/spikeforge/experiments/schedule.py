@@ -9,9 +9,13 @@ one that runs right after a cold start.
 API:
 
 - :func:`interleave(arms, seeds)` -> ``[(seed, arm), ...]`` in run order;
-- :func:`run_interleaved(jobs, seeds)` runs ``jobs[arm](seed)`` in that order and returns
-  ``{arm: [result per seed, in seed order]}`` (the order results come back in never depends
-  on the order they were run in).
+- :func:`run_interleaved(jobs, seeds, workers=1)` runs ``jobs[arm](seed)`` in that order and
+  returns ``{arm: [result per seed, in seed order]}`` (the order results come back in never
+  depends on the order they were run in). With ``workers > 1`` the runs go to that many forked
+  processes, started in the same order (so the interleaving still spreads load over the
+  arms); each job must return plain picklable data (numbers, lists, dicts), not a trainer,
+  and must not rely on side effects in the parent. A job seeds everything it uses, so its
+  result does not depend on the process it ran in (tested).
 
 >>> interleave(["A", "B"], [0, 1, 2])
 [(0, 'A'), (0, 'B'), (1, 'B'), (1, 'A'), (2, 'A'), (2, 'B')]
@@ -19,8 +23,9 @@ API:
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ..errors import ConfigError
 
@@ -44,11 +49,55 @@ def interleave(arms: Sequence[str], seeds: Sequence[int]) -> list[tuple[int, str
 
 
 def run_interleaved(
-    jobs: Mapping[str, Callable[[int], R]], seeds: Sequence[int]
+    jobs: Mapping[str, Callable[[int], R]], seeds: Sequence[int], workers: int = 1
 ) -> dict[str, list[R]]:
     """Run ``jobs[arm](seed)`` for every arm and seed in :func:`interleave` order; returns
-    ``{arm: [result for seeds[0], seeds[1], ...]}`` with arms in ``jobs``' order."""
+    ``{arm: [result for seeds[0], seeds[1], ...]}`` with arms in ``jobs``' order. ``workers``
+    > 1 runs them in that many forked processes (see the module doc)."""
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
+    order = interleave(list(jobs), seeds)
+    if workers == 1 or len(order) < 2:
+        results = [jobs[arm](seed) for seed, arm in order]
+    else:
+        results = _forked(jobs, order, workers)
     by_arm: dict[str, dict[int, R]] = {arm: {} for arm in jobs}
-    for seed, arm in interleave(list(jobs), seeds):
-        by_arm[arm][seed] = jobs[arm](seed)
-    return {arm: [results[s] for s in seeds] for arm, results in by_arm.items()}
+    for (seed, arm), result in zip(order, results, strict=True):
+        by_arm[arm][seed] = result
+    return {arm: [done[s] for s in seeds] for arm, done in by_arm.items()}
+
+
+# The jobs are closures, which cannot be pickled; a forked worker inherits them instead and
+# receives only the index of the run to do.
+_FORK_JOBS: tuple[Mapping[str, Callable[[int], Any]], list[tuple[int, str]]] | None = None
+
+
+def _forked_run(index: int) -> Any:
+    assert _FORK_JOBS is not None
+    jobs, order = _FORK_JOBS
+    seed, arm = order[index]
+    return jobs[arm](seed)
+
+
+def _forked_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the workers are the parallelism
+
+
+def _forked(
+    jobs: Mapping[str, Callable[[int], R]], order: list[tuple[int, str]], workers: int
+) -> list[R]:
+    global _FORK_JOBS
+    if "fork" not in multiprocessing.get_all_start_methods():
+        raise ConfigError("workers > 1 needs the 'fork' start method (Linux); use workers=1")
+    _FORK_JOBS = (jobs, order)
+    try:
+        pool = multiprocessing.get_context("fork").Pool(
+            min(workers, len(order)), initializer=_forked_init
+        )
+        with pool:
+            # chunksize 1 hands the runs out in run order, one at a time
+            return list(pool.imap(_forked_run, range(len(order)), chunksize=1))
+    finally:
+        _FORK_JOBS = None
