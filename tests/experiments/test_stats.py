@@ -24,8 +24,19 @@ def test_paired_difference_matches_scipy_and_widens_with_the_binomial_error():
     assert mean == pytest.approx(0.005)
     assert p == pytest.approx(sstats.ttest_rel(a, b).pvalue)
     assert "paired t-test" in test and lo < mean < hi
-    _, (lo2, hi2), _, _ = paired_difference(a, b, n_test=1000)
+    _, (lo2, hi2), p2, test2 = paired_difference(a, b, n_test=1000)
     assert lo2 < lo and hi2 > hi  # a 1,000-image test set adds uncertainty
+    assert p2 > p and "binomial" in test2
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.002, 0.004, 0.008, 0.02])
+def test_p_value_agrees_with_the_interval_when_the_binomial_error_is_added(shift):
+    rng = np.random.default_rng(0)
+    b = 0.95 + rng.normal(0, 0.003, 5)
+    a = b + shift + rng.normal(0, 0.002, 5)
+    mean, (lo, hi), p, _ = paired_difference(a, b, n_test=1000)
+    assert (p < 0.05) == (lo > 0 or hi < 0)
+    assert lo < mean < hi
 
 
 def test_mcnemar_counts_discordant_pairs_and_uses_an_exact_binomial_test():

@@ -78,9 +78,11 @@ def paired_difference(
 
     ``n_test``: when the values are accuracies on a test set of that size, the interval also
     carries the binomial error of each arm's accuracy (added in quadrature to the seed
-    spread), so a 1,000-image test set cannot make a 0.2-point gap look certain.
-    Returns ``(mean, (lo, hi), p, test name)``; the test is the paired t-test, or with fewer
-    than 2 seeds none (p None).
+    spread), so a 1,000-image test set cannot make a 0.2-point gap look certain. The p-value
+    then comes from the same statistic (mean over that widened standard error, Student's t
+    with seeds − 1 degrees of freedom), so p < 0.05 exactly when the interval excludes 0;
+    without ``n_test`` it is scipy's paired t-test.
+    Returns ``(mean, (lo, hi), p, test name)``; with fewer than 2 seeds no test (p None).
     """
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if x.shape != y.shape or x.size == 0:
@@ -95,7 +97,10 @@ def paired_difference(
             var += p * (1 - p) / (n_test * d.size)
     df = max(d.size - 1, 1)
     half = float(stats.t.ppf(0.975, df)) * math.sqrt(var)
-    if d.size > 1 and float(d.std(ddof=1)) > 0:
+    if d.size > 1 and n_test and var > 0:
+        p_value = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
+        test = "paired t-test over seeds, test-set binomial error added"
+    elif d.size > 1 and float(d.std(ddof=1)) > 0:
         p_value = float(stats.ttest_rel(x, y).pvalue)
         test = "paired t-test over seeds"
     else:
