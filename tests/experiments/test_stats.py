@@ -70,9 +70,7 @@ def test_decide_needs_the_whole_interval_on_one_side(interval, status):
         ((-1.2, 1.5), False, NOT_HELD),  # lower is claimed: a drop of 2 is excluded
     ],
 )
-def test_decide_rule_out_turns_an_excluded_worthwhile_gain_into_not_held(
-    interval, higher, status
-):
+def test_decide_rule_out_turns_an_excluded_worthwhile_gain_into_not_held(interval, higher, status):
     part = decide("gain", 0.0, interval, "points", "t", 0.5, 3, higher_is_claimed=higher,
                   rule_out=2.0)  # fmt: skip
     assert part.status == status
