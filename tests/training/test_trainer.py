@@ -103,6 +103,28 @@ def test_request_stop_ends_after_the_epoch_with_its_row_checkpoint_and_reason(tm
     assert saved["stopped_early"]["reason"] == "enough"
 
 
+def _subnormal_survives() -> bool:
+    return float(torch.tensor([1e-39]) * 1.0) != 0.0
+
+
+@pytest.mark.parametrize("flush", [True, False])
+def test_subnormals_are_flushed_while_fitting_only_when_configured(tmp_path, flush):
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+
+    class Probe(Callback):
+        seen: list[bool] = []
+
+        def on_epoch_end(self, trainer, epoch, row):
+            self.seen.append(_subnormal_survives())
+
+    probe = Probe()
+    Trainer(tiny(tmp_path, epochs=1, flush_denormal=flush), progress=False,
+            callbacks=[probe]).fit()  # fmt: skip
+    assert probe.seen == [not flush]
+    assert _subnormal_survives()  # the process is back to torch's default afterwards
+
+
 def test_plateau_stop_ends_a_run_patience_epochs_after_the_best_validation_epoch(tmp_path):
     class ScriptedVal(Callback):  # runs first and overwrites val_accuracy with a script
         values = [0.5, 0.7, 0.69, 0.7, 0.9, 0.95]

@@ -343,11 +343,12 @@ class Trainer:
         removed; later, it stays resumable. Across processes, only rank 0 writes files.
         """
         if not self.dist.is_main:
-            return self._fit()
+            with _flush_denormal(self.config.flush_denormal):
+                return self._fit()
         created = not self.rundir.path.exists()
         self.rundir.create()
         try:
-            with self.rundir.lock():
+            with self.rundir.lock(), _flush_denormal(self.config.flush_denormal):
                 return self._fit()
         except BaseException:
             if created and self.epoch == 0:
@@ -590,3 +591,17 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], p
     state = {k: v for k, v in tensors.items() if k.startswith("model/")}
     check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
     model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})
+
+
+@contextlib.contextmanager
+def _flush_denormal(on: bool) -> Iterator[None]:
+    """Subnormals flushed to zero inside (see ``TrainConfig.flush_denormal``); torch has no
+    getter for the mode, so it goes back to torch's default, off."""
+    if not on:
+        yield
+        return
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
