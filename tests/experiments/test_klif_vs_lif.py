@@ -77,10 +77,15 @@ def test_ablation_neurons_are_registered_and_report_learned_values():
     assert values == {"k/0": 1.0, "tau/1": pytest.approx(3.0), "width/2": 1.0}
 
 
-def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(tmp_path):
-    report, folder = run_experiment(
-        "klif-vs-lif", quick=True, seeds=2, out_dir=tmp_path, progress=False
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    return run_experiment(
+        "klif-vs-lif", quick=True, seeds=2, out_dir=tmp_path_factory.mktemp("k1"), progress=False
     )
+
+
+def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(quick_run):
+    report, folder = quick_run
     data = json.loads((folder / "report.json").read_text())
     results = data["results"]
     arms = set(results["test_accuracy_at_best_val"])
@@ -103,3 +108,26 @@ def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(t
     for png in ("test_accuracy.png", "k_trajectory.png", "step_time.png"):
         assert (folder / png).stat().st_size > 1000
     assert report.held is None  # a quick run never decides
+
+
+def test_two_workers_give_the_same_runs_tuning_and_verdict_parts_as_one_process(
+    quick_run, tmp_path
+):
+    _, one = quick_run
+    _, two = run_experiment(
+        "klif-vs-lif", quick=True, seeds=2, out_dir=tmp_path, progress=False, workers=2
+    )
+    a, b = (json.loads((f / "report.json").read_text()) for f in (one, two))
+    for key in ("test_accuracy_at_best_val", "best_epoch", "curves", "tuning", "chosen"):
+        assert b["results"][key] == a["results"][key], key
+    # learned k may differ in the last float bits (another process, other memory alignment)
+    for arm, values in a["results"]["learned_at_best_val"].items():
+        for name, v in values.items():
+            assert b["results"]["learned_at_best_val"][arm][name] == pytest.approx(v, rel=1e-5)
+    # every part but cost (a timing) comes from the runs alone
+    assert [p for p in b["parts"] if not p["name"].startswith("cost")] == [
+        p for p in a["parts"] if not p["name"].startswith("cost")
+    ]
+    assert b["setup"]["workers"] == 2 and "2 runs at once" in b["setup"]["order"]
+    # every evaluation run and every tuning run left its folder, written by the workers
+    assert len(list((two / "runs").iterdir())) == len(list((one / "runs").iterdir()))

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from ..training import EpochMetrics, TrainConfig
+from ..training import EpochMetrics, TrainConfig, load_run
 from . import ablation_neurons
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
@@ -43,8 +43,8 @@ from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
 from .selection import BestValPredictions, best_val_row
 from .stats import HELD, mcnemar, overall, paired_part
-from .timing import case_from_trainer, time_arms
-from .tuning import TuneResult, sweep_lr_alpha
+from .timing import case_from_run, time_arms
+from .tuning import TuneResult, sweep_lr_alpha_arms
 
 __all__ = ["KlifVsLif", "KlifSettings", "k_values", "settings_for"]
 
@@ -100,13 +100,27 @@ def settings_for(quick: bool) -> KlifSettings:
     return KlifSettings(base, lrs=(1e-3, 2e-3, 5e-3), alphas=(2.0, 4.0, 8.0))
 
 
-def _tune(ctx: ExperimentContext, s: KlifSettings, arm: str, neuron: str) -> TuneResult | None:
-    """The arm's sweep (None when its grid is a single point: nothing to choose)."""
-    alphas = s.alphas if arm == BASELINE else ()
-    if len(s.lrs) < 2 and len(alphas) < 2:
-        return None
-    slug = neuron.replace("-", "_")
-    return sweep_lr_alpha(ctx, slug, replace(s.base, neuron=neuron), s.lrs, alphas)
+def _tune(ctx: ExperimentContext, s: KlifSettings) -> dict[str, TuneResult | None]:
+    """Every arm's sweep, all arms' runs together (None where an arm's grid is a single
+    point: nothing to choose)."""
+    grids = {}
+    for arm, neuron in s.arms.items():
+        alphas = s.alphas if arm == BASELINE else ()
+        if len(s.lrs) >= 2 or len(alphas) >= 2:
+            grids[neuron.replace("-", "_")] = (replace(s.base, neuron=neuron), s.lrs, alphas)
+    done = sweep_lr_alpha_arms(ctx, grids)
+    return {arm: done.get(neuron.replace("-", "_")) for arm, neuron in s.arms.items()}
+
+
+def _run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
+    """What the report needs of one evaluation run, as plain data (a forked worker returns
+    it): history, per-image correctness at the best validation epoch, run folder."""
+    return {
+        "history": trainer.history,
+        "correct": pick.correct,
+        "n_test": len(trainer.test_set),
+        "run_dir": str(trainer.run_dir),
+    }
 
 
 @register
@@ -115,6 +129,7 @@ class KlifVsLif(Experiment):
     paired tests and McNemar, learned k and effective leak, step time on one backend."""
 
     name = "klif-vs-lif"
+    parallel_runs = True  # every run returns plain data (:func:`_run_record`)
     title = "KLIF vs LIF: same network, steps, epochs and seeds; tuned baseline and ablations"
     claim = (
         "KLIF (learnable k scaling the membrane before fire and reset) reaches at least LIF's "
@@ -126,44 +141,46 @@ class KlifVsLif(Experiment):
         base = replace(s.base, out_dir=str(ctx.out_dir / "runs"))
         s = replace(s, base=base)
 
-        tuned: dict[str, TuneResult | None] = {}
+        tuned = _tune(ctx, s)
         configs: dict[str, TrainConfig] = {}
         for arm, neuron in s.arms.items():
-            tuned[arm] = _tune(ctx, s, arm, neuron)
             best = tuned[arm].best if tuned[arm] is not None else {}
             configs[arm] = replace(base, neuron=neuron, **best)
 
-        picks: dict[tuple[str, int], BestValPredictions] = {}
-
         def job(arm: str):
-            def train(seed: int) -> Any:
-                pick = picks[arm, seed] = BestValPredictions()
-                slug = s.arms[arm]
+            def train(seed: int) -> dict[str, Any]:
+                pick = BestValPredictions()
                 callbacks = [pick, EpochMetrics(ablation_neurons.learned_values)]
-                return ctx.train(slug, configs[arm], seed, callbacks=callbacks)
+                trainer = ctx.train(s.arms[arm], configs[arm], seed, callbacks=callbacks)
+                return _run_record(trainer, pick)
 
             return train
 
-        trainers = run_interleaved({arm: job(arm) for arm in s.arms}, ctx.seeds)
+        records = run_interleaved({arm: job(arm) for arm in s.arms}, ctx.seeds, ctx.workers)
+        if ctx.workers > 1:  # forked runs counted themselves in their own process
+            ctx.runs_done += len(s.arms) * len(ctx.seeds)
 
         arms = list(s.arms)
-        rows = {a: [best_val_row(t.history, "accuracy", True) for t in trainers[a]] for a in arms}
+        histories = {a: [r["history"] for r in records[a]] for a in arms}
+        rows = {a: [best_val_row(h, "accuracy", True) for h in histories[a]] for a in arms}
         acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}
-        correct = {a: [picks[a, seed].correct for seed in ctx.seeds] for a in arms}
-        n_test = len(trainers[BASELINE][0].test_set)
-        curves = {a: [[r["test_accuracy"] for r in t.history] for t in trainers[a]] for a in arms}
+        correct = {a: [r["correct"] for r in records[a]] for a in arms}
+        n_test = records[BASELINE][0]["n_test"]
+        curves = {a: [[r["test_accuracy"] for r in h] for h in histories[a]] for a in arms}
         step_ms = {
-            a: [1000 * statistics.median(r["step_time_s"] for r in t.history) for t in trainers[a]]
+            a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in histories[a]]
             for a in arms
         }
-        epoch_s = {a: [r["epoch_time_s"] for t in trainers[a] for r in t.history[1:]] for a in arms}
+        epoch_s = {a: [r["epoch_time_s"] for h in histories[a] for r in h[1:]] for a in arms}
         learned = {
             a: {k: [float(r[k]) for r in rows[a]] for k in rows[a][0] if "/" in k} for a in arms
         }
 
-        # Step time on one fixed batch, interleaved rounds: as shipped, then every arm forced
-        # onto the fused PyTorch path (LIF otherwise runs the compiled C kernel, KLIF cannot).
-        cases = {a: case_from_trainer(trainers[a][0]) for a in arms}
+        # Step time on one fixed batch, interleaved rounds, in this process after every run
+        # (the first seed's model of each arm, rebuilt from its folder): as shipped, then every
+        # arm forced onto the fused PyTorch path (LIF otherwise runs the compiled C kernel,
+        # KLIF cannot).
+        cases = {a: case_from_run(load_run(records[a][0]["run_dir"])) for a in arms}
         timing = {
             "as shipped": time_arms(cases, None, s.timing_rounds, s.timing_steps),
             "torch (same backend)": time_arms(cases, "torch", s.timing_rounds, s.timing_steps),
@@ -247,9 +264,9 @@ class KlifVsLif(Experiment):
             ),
         ]
         k_traj: dict[str, list[list[float]]] = {}
-        for t in trainers[METHOD]:
-            for key in (k for k in t.history[0] if k.startswith("k/")):
-                k_traj.setdefault(key.removeprefix("k/"), []).append([r[key] for r in t.history])
+        for h in histories[METHOD]:
+            for key in (k for k in h[0] if k.startswith("k/")):
+                k_traj.setdefault(key.removeprefix("k/"), []).append([r[key] for r in h])
         if k_traj:
             figures.append(
                 str(
@@ -301,7 +318,8 @@ class KlifVsLif(Experiment):
                 "chosen settings": {
                     a: (tuned[a].best if tuned[a] is not None else {"lr": base.lr}) for a in arms
                 },
-                "order": "arms and seeds interleaved (seed-major round robin)",
+                "order": "arms and seeds interleaved (seed-major round robin)"
+                + (f", {ctx.workers} runs at once" if ctx.workers > 1 else ""),
                 "timing": f"{s.timing_rounds} interleaved rounds × {s.timing_steps} steps of "
                 "forward+backward on one training batch, per arm, as shipped and on the fused "
                 "PyTorch path",

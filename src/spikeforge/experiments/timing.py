@@ -48,6 +48,7 @@ __all__ = [
     "set_backend",
     "neuron_backends",
     "case_from_trainer",
+    "case_from_run",
     "time_arms",
 ]
 
@@ -173,6 +174,17 @@ def case_from_trainer(trainer: Any, batch_size: int | None = None) -> TimingCase
     return TimingCase(
         copy.deepcopy(trainer.model), trainer.encode(x), trainer.task.target(x, y), trainer.loss
     )
+
+
+def case_from_run(run: Any, batch_size: int | None = None) -> TimingCase:
+    """:func:`case_from_trainer` for a run rebuilt from its folder (:func:`~spikeforge.load_run`,
+    weights of its last checkpoint): the same first training batch, encoding and loss. This is
+    how runs trained in other processes are timed in the parent, on one machine state."""
+    from torch.utils.data import DataLoader
+
+    n = batch_size or run.config.batch_size
+    x, y = next(iter(DataLoader(run.dataset("train"), batch_size=n)))
+    return TimingCase(copy.deepcopy(run.model), run.encode(x), run.task.target(x, y), run.loss)
 
 
 def time_arms(

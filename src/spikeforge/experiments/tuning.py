@@ -13,6 +13,8 @@ API:
 - :func:`sweep_lr_alpha(ctx, arm, base, lrs, alphas)` — the usual staged sweep: learning rate
   first (at the base α), then the surrogate α at the best learning rate; ``len(lrs) +
   len(alphas) - 1`` runs (the shared point is trained once).
+- :func:`tune_arms` / :func:`sweep_lr_alpha_arms` — the same for several arms at once, so the
+  runs of all arms share ``ctx.workers`` processes (each trial returns plain data).
 - :meth:`TuneResult.rows` / :meth:`TuneResult.to_dict` for report tables and ``results``.
 
 Give every arm the same learning-rate grid (same budget); the surrogate-α sweep is for the
@@ -28,9 +30,18 @@ from typing import Any
 
 from ..errors import ConfigError, TrainingError
 from ..training import Callback, TrainConfig
+from .schedule import run_interleaved
 from .selection import best_val_row
 
-__all__ = ["TUNING_SEED", "Trial", "TuneResult", "tune", "sweep_lr_alpha"]
+__all__ = [
+    "TUNING_SEED",
+    "Trial",
+    "TuneResult",
+    "tune",
+    "tune_arms",
+    "sweep_lr_alpha",
+    "sweep_lr_alpha_arms",
+]
 
 TUNING_SEED = 10_000
 """Seed of tuning runs: apart from the evaluation seeds 0..N-1, so the setting is not chosen
@@ -99,6 +110,73 @@ def _label(overrides: Mapping[str, Any]) -> str:
                     for k, v in overrides.items()) or "base"  # fmt: skip
 
 
+def _trial(
+    ctx: Any,
+    name: str,
+    cfg: TrainConfig,
+    callbacks: Callable[[], Sequence[Callback]],
+    train_kwargs: Mapping[str, Any],
+) -> Callable[[int], tuple[str, bool, float | None, int] | None]:
+    """One candidate's run, returning plain data (so it may run in a forked worker):
+    ``(metric, higher is better, best val metric, its epoch)``, or None when it diverged."""
+
+    def run(seed: int) -> tuple[str, bool, float | None, int] | None:
+        try:
+            trainer = ctx.train(name, cfg, seed, callbacks=callbacks(), **train_kwargs)
+        except TrainingError:
+            return None
+        m, higher = trainer.task.metric, trainer.task.higher_is_better
+        row = best_val_row(trainer.history, m, higher)
+        val = row.get(f"val_{m}")
+        return m, higher, None if val is None else float(val), int(row["epoch"])
+
+    return run
+
+
+def tune_arms(
+    ctx: Any,
+    grids: Mapping[str, tuple[TrainConfig, Sequence[Mapping[str, Any]]]],
+    seed: int = TUNING_SEED,
+    callbacks: Callable[[], Sequence[Callback]] = lambda: (),
+    **train_kwargs: Any,
+) -> dict[str, TuneResult]:
+    """:func:`tune` for several arms at once, ``{arm: (base, candidates)}``: every candidate of
+    every arm is one run (``ctx.train``, run ``tune-<arm>-<setting>``), in ``ctx.workers``
+    processes where the experiment allows more than one. Returns ``{arm: TuneResult}``."""
+    jobs: dict[str, Callable[[int], Any]] = {}
+    keys: dict[str, list[str]] = {}
+    for arm, (base, candidates) in grids.items():
+        if base.val_fraction <= 0:
+            raise ConfigError(
+                "tuning selects on the validation split; set val_fraction > 0 in the base config"
+            )
+        if not candidates:
+            raise ConfigError(f"no tuning candidates given for {arm!r}")
+        keys[arm] = []
+        for i, overrides in enumerate(candidates):
+            key = f"{arm}#{i}"
+            name = f"tune-{arm}-{_label(overrides)}"
+            jobs[key] = _trial(ctx, name, replace(base, **overrides), callbacks, train_kwargs)
+            keys[arm].append(key)
+    workers = getattr(ctx, "workers", 1)
+    done = run_interleaved(jobs, [seed], workers=workers)
+    if workers > 1:  # forked runs counted themselves in their own process
+        ctx.runs_done += len(jobs)
+    out: dict[str, TuneResult] = {}
+    for arm, (base, candidates) in grids.items():
+        results = [done[key][0] for key in keys[arm]]
+        finished = [r for r in results if r is not None]
+        metric, higher = finished[0][:2] if finished else ("", True)
+        # everything diverged: still a result, whose .best raises
+        result = TuneResult(arm, metric, higher, base.epochs, seed)
+        result.trials = [
+            Trial(dict(overrides), None, 0) if r is None else Trial(dict(overrides), r[2], r[3])
+            for overrides, r in zip(candidates, results, strict=True)
+        ]
+        out[arm] = result
+    return out
+
+
 def tune(
     ctx: Any,
     arm: str,
@@ -110,33 +188,40 @@ def tune(
 ) -> TuneResult:
     """Train each candidate once (``ctx.train``, run ``tune-<arm>-<setting>``) and keep the
     best on validation. ``train_kwargs`` (``method``, ``datasets``) go to ``ctx.train``."""
-    if base.val_fraction <= 0:
-        raise ConfigError(
-            "tuning selects on the validation split; set val_fraction > 0 in the base config"
-        )
-    if not candidates:
-        raise ConfigError(f"no tuning candidates given for {arm!r}")
-    result: TuneResult | None = None
-    trials: list[Trial] = []
-    for overrides in candidates:
-        cfg = replace(base, **overrides)
-        try:
-            trainer = ctx.train(
-                f"tune-{arm}-{_label(overrides)}", cfg, seed, callbacks=callbacks(), **train_kwargs
-            )
-        except TrainingError:
-            trials.append(Trial(dict(overrides), None, 0))
+    return tune_arms(ctx, {arm: (base, candidates)}, seed, callbacks, **train_kwargs)[arm]
+
+
+def sweep_lr_alpha_arms(
+    ctx: Any,
+    grids: Mapping[str, tuple[TrainConfig, Sequence[float], Sequence[float]]],
+    seed: int = TUNING_SEED,
+    **kwargs: Any,
+) -> dict[str, TuneResult]:
+    """:func:`sweep_lr_alpha` for several arms, ``{arm: (base, lrs, alphas)}``: the learning-
+    rate stage of every arm in one batch of runs, then the α stage of the arms that have one
+    (so ``ctx.workers`` processes stay busy across arms)."""
+    first = tune_arms(
+        ctx, {a: (base, [{"lr": float(lr)} for lr in lrs]) for a, (base, lrs, _) in grids.items()},
+        seed, **kwargs,
+    )  # fmt: skip
+    rest: dict[str, tuple[TrainConfig, list[dict[str, Any]]]] = {}
+    for arm, (base, _, alphas) in grids.items():
+        if not alphas:
             continue
-        m, higher = trainer.task.metric, trainer.task.higher_is_better
-        row = best_val_row(trainer.history, m, higher)
-        val = row.get(f"val_{m}")
-        trials.append(Trial(dict(overrides), None if val is None else float(val), row["epoch"]))
-        if result is None:
-            result = TuneResult(arm, m, higher, base.epochs, seed)
-    if result is None:  # everything diverged: still a result, whose .best raises
-        result = TuneResult(arm, "", True, base.epochs, seed)
-    result.trials = trials
-    return result
+        lr = first[arm].best["lr"]
+        todo = [{"lr": lr, "alpha": float(a)} for a in alphas
+                if base.alpha is None or a != base.alpha]  # fmt: skip
+        if todo:
+            rest[arm] = (base, todo)
+    second = tune_arms(ctx, rest, seed, **kwargs) if rest else {}
+    for arm, result in second.items():
+        # The lr stage ran at the base α; label its points with it so the table reads as one grid.
+        base_alpha = grids[arm][0].alpha
+        if base_alpha is not None:
+            for t in first[arm].trials:
+                t.overrides.setdefault("alpha", float(base_alpha))
+        first[arm].trials += result.trials
+    return first
 
 
 def sweep_lr_alpha(
@@ -150,18 +235,4 @@ def sweep_lr_alpha(
 ) -> TuneResult:
     """Learning rate first (at ``base.alpha``), then surrogate α at the best learning rate;
     one :class:`TuneResult` holding both stages."""
-    first = tune(ctx, arm, base, [{"lr": float(lr)} for lr in lrs], seed, **kwargs)
-    if not alphas:
-        return first
-    lr = first.best["lr"]
-    base_alpha = base.alpha
-    rest = [{"lr": lr, "alpha": float(a)} for a in alphas if base_alpha is None or a != base_alpha]
-    if not rest:
-        return first
-    second = tune(ctx, arm, base, rest, seed, **kwargs)
-    # The lr stage ran at the base α; label its points with it so the table reads as one grid.
-    if base_alpha is not None:
-        for t in first.trials:
-            t.overrides.setdefault("alpha", float(base_alpha))
-    first.trials += second.trials
-    return first
+    return sweep_lr_alpha_arms(ctx, {arm: (base, lrs, alphas)}, seed, **kwargs)[arm]

@@ -69,30 +69,36 @@ class Run:
         """The task's prediction for a dataset batch (class indices for classification)."""
         return self.task.predict(self.forward(x))
 
+    def dataset(self, split: str = "test") -> Dataset:
+        """Split ``train``, ``val`` or ``test`` of the run's named dataset, carved exactly as
+        the trainer carved it (same validation split, same order)."""
+        if split not in SPLITS or (split == "val" and not self.config.val_fraction):
+            raise InputError(f"unknown split {split!r}; choose one of train, test (val "
+                             "when the run held out val_fraction)")  # fmt: skip
+        if not _named_data(self):
+            raise DataError(
+                f"{self.path} was trained on injected datasets; pass dataset= to evaluate"
+            )
+        options: dict[str, Any] = {"root": self.config.data_root or None}
+        if self.task.spec.temporal:
+            options["frames"] = self.config.steps
+        dataset = datasets.load(
+            self.config.dataset, "test" if split == "test" else "train", **options
+        )
+        if split != "test":
+            train, val = split_validation(
+                dataset, self.config.val_fraction, self.task.name == "classification"
+            )
+            dataset = val if split == "val" else train
+        return dataset
+
     def evaluate(self, split: str = "test", dataset: Dataset | None = None) -> dict[str, Any]:
         """``{"loss": ..., metric: ...}`` on ``split`` of the run's dataset, or on ``dataset``.
 
         The numbers equal those the trainer logged for the same checkpoint.
         """
         if dataset is None:
-            if split not in SPLITS or (split == "val" and not self.config.val_fraction):
-                raise InputError(f"unknown split {split!r}; choose one of train, test (val "
-                                 "when the run held out val_fraction)")  # fmt: skip
-            if not _named_data(self):
-                raise DataError(
-                    f"{self.path} was trained on injected datasets; pass dataset= to evaluate"
-                )
-            options: dict[str, Any] = {"root": self.config.data_root or None}
-            if self.task.spec.temporal:
-                options["frames"] = self.config.steps
-            dataset = datasets.load(
-                self.config.dataset, "test" if split == "test" else "train", **options
-            )
-            if split != "test":
-                train, val = split_validation(
-                    dataset, self.config.val_fraction, self.task.name == "classification"
-                )
-                dataset = val if split == "val" else train
+            dataset = self.dataset(split)
         return evaluate_model(self.model, self.task, self.loss, dataset, self.config)
 
 
