@@ -41,7 +41,7 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
-from .selection import BestValPredictions, best_val_row
+from .selection import BestValPredictions, best_val_row, run_record
 from .stats import HELD, mcnemar, overall, paired_part
 from .timing import case_from_run, time_arms
 from .tuning import TuneResult, sweep_lr_alpha_arms
@@ -112,24 +112,13 @@ def _tune(ctx: ExperimentContext, s: KlifSettings) -> dict[str, TuneResult | Non
     return {arm: done.get(neuron.replace("-", "_")) for arm, neuron in s.arms.items()}
 
 
-def _run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
-    """What the report needs of one evaluation run, as plain data (a forked worker returns
-    it): history, per-image correctness at the best validation epoch, run folder."""
-    return {
-        "history": trainer.history,
-        "correct": pick.correct,
-        "n_test": len(trainer.test_set),
-        "run_dir": str(trainer.run_dir),
-    }
-
-
 @register
 class KlifVsLif(Experiment):
     """KLIF vs tuned LIF and three ablations: accuracy at the best validation epoch with
     paired tests and McNemar, learned k and effective leak, step time on one backend."""
 
     name = "klif-vs-lif"
-    parallel_runs = True  # every run returns plain data (:func:`_run_record`)
+    parallel_runs = True  # every run returns plain data (:func:`.selection.run_record`)
     title = "KLIF vs LIF: same network, steps, epochs and seeds; tuned baseline and ablations"
     claim = (
         "KLIF (learnable k scaling the membrane before fire and reset) reaches at least LIF's "
@@ -152,7 +141,7 @@ class KlifVsLif(Experiment):
                 pick = BestValPredictions()
                 callbacks = [pick, EpochMetrics(ablation_neurons.learned_values)]
                 trainer = ctx.train(s.arms[arm], configs[arm], seed, callbacks=callbacks)
-                return _run_record(trainer, pick)
+                return run_record(trainer, pick)
 
             return train
 

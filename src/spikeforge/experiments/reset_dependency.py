@@ -40,14 +40,14 @@ import torch
 from torch.utils.data import TensorDataset
 
 from ..errors import TrainingError
-from ..training import TrainConfig
+from ..training import TrainConfig, load_run
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
-from .selection import BestValPredictions, best_val_row
+from .selection import BestValPredictions, best_val_row, run_record
 from .stats import area_under_log_curve, mcnemar, overall, paired_part
-from .timing import case_from_trainer, time_arms
+from .timing import case_from_run, time_arms
 
 __all__ = [
     "soft_xor_data",
@@ -183,7 +183,7 @@ class ResetDependency(Experiment):
     kept: per-seed area under the lr curve, paired tests, McNemar, step time apart."""
 
     name = "reset-dependency"
-    parallel_runs = True  # the toy sweep's runs return plain dicts
+    parallel_runs = True  # every run returns plain data
     title = "Reset-path temporal dependency in BPTT (detach_reset=False vs True)"
     claim = (
         "Keeping the reset path's derivative in BPTT makes training more robust to the learning "
@@ -231,32 +231,40 @@ class ResetDependency(Experiment):
 
         # -- image task --------------------------------------------------------------------
         cfg = replace(img.config, out_dir=str(ctx.out_dir / "runs"))
-        picks: dict[tuple[str, int], BestValPredictions] = {}
 
         def image_job(arm: str):
-            def train(seed: int) -> Any:
-                pick = picks[arm, seed] = BestValPredictions()
+            def train(seed: int) -> dict[str, Any]:
+                pick = BestValPredictions()
                 slug = f"image-{'detach' if ARMS[arm] else 'keep'}"
-                return ctx.train(slug, replace(cfg, detach_reset=ARMS[arm]), seed, callbacks=[pick])
+                trainer = ctx.train(
+                    slug, replace(cfg, detach_reset=ARMS[arm]), seed, callbacks=[pick]
+                )
+                return run_record(trainer, pick)
 
             return train
 
-        trainers = run_interleaved({a: image_job(a) for a in arms}, ctx.seeds)
-        rows = {a: [best_val_row(t.history, "accuracy", True) for t in trainers[a]] for a in arms}
+        records = run_interleaved({a: image_job(a) for a in arms}, ctx.seeds, ctx.workers)
+        if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
+            ctx.runs_done += len(arms) * len(ctx.seeds)
+        histories = {a: [r["history"] for r in records[a]] for a in arms}
+        rows = {a: [best_val_row(h, "accuracy", True) for h in histories[a]] for a in arms}
         acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}
-        n_test = len(trainers[DETACHED][0].test_set)
-        curves = {a: [[r["test_accuracy"] for r in t.history] for t in trainers[a]] for a in arms}
+        n_test = records[DETACHED][0]["n_test"]
+        curves = {a: [[r["test_accuracy"] for r in h] for h in histories[a]] for a in arms}
         step_ms = {
-            a: [1000 * statistics.median(r["step_time_s"] for r in t.history) for t in trainers[a]]
+            a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in histories[a]]
             for a in arms
         }
-        cases = {a: case_from_trainer(trainers[a][0]) for a in arms}
+        # timed here, after every run, on the first seed's models rebuilt from their folders
+        cases = {a: case_from_run(load_run(records[a][0]["run_dir"])) for a in arms}
         timing = {
             "as shipped": time_arms(cases, None, img.timing_rounds, img.timing_steps),
             "torch": time_arms(cases, "torch", img.timing_rounds, img.timing_steps),
         }
         shipped = timing["as shipped"]
         ratio = np.array(shipped[AWARE].cpu_s) / np.array(shipped[DETACHED].cpu_s) - 1.0
+
+        shared = f", {ctx.workers} runs at once" if ctx.workers > 1 else ""
 
         # -- parts -------------------------------------------------------------------------
         robust = paired_part(
@@ -278,8 +286,8 @@ class ResetDependency(Experiment):
         held = overall([robust, little])  # the cost part never flips the verdict
 
         mc = [mcnemar(a, b) for a, b in zip(
-            [picks[AWARE, s].correct for s in ctx.seeds],
-            [picks[DETACHED, s].correct for s in ctx.seeds], strict=True)]  # fmt: skip
+            [r["correct"] for r in records[AWARE]],
+            [r["correct"] for r in records[DETACHED]], strict=True)]  # fmt: skip
 
         figures = [
             str(
@@ -374,10 +382,8 @@ class ResetDependency(Experiment):
                     [
                         "arm",
                         "test accuracy (%)",
-                        "step time in training (ms)",
-                        "toy step time (ms"
-                        + (f", {ctx.workers} runs at once" if ctx.workers > 1 else "")
-                        + ")",
+                        f"step time in training (ms{shared})",
+                        f"toy step time (ms{shared})",
                     ],
                     [
                         [a, fmt_pm(acc[a], 100), fmt_pm(step_ms[a]), fmt_pm(toy_step[a], 1000)]

@@ -12,6 +12,8 @@ training data (``TrainConfig.val_fraction``), never on the test set.
   last epoch.
 - :func:`test_correct` — the same vector for a model now.
 - :func:`best_val_row` — the history row of the best validation epoch.
+- :func:`run_record` — what a report needs of a finished run, as plain data, so the run can
+  train in a forked worker (``--workers``) and hand only this back.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ..errors import ConfigError
 from ..training import Callback
 from ..training.evaluation import eval_seed
 
-__all__ = ["BestValPredictions", "test_correct", "best_val_row"]
+__all__ = ["BestValPredictions", "test_correct", "best_val_row", "run_record"]
 
 
 @torch.no_grad()
@@ -79,3 +81,15 @@ class BestValPredictions(Callback):
         self._best = value
         self.correct = test_correct(trainer)
         self.epoch = epoch
+
+
+def run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
+    """``{"history", "correct", "n_test", "run_dir"}`` of a finished run: its epoch rows, the
+    test images' correctness at the best validation epoch, the test set's size and its folder
+    (rebuild the model with :func:`~spikeforge.load_run`)."""
+    return {
+        "history": trainer.history,
+        "correct": pick.correct,
+        "n_test": len(trainer.test_set),
+        "run_dir": str(trainer.run_dir),
+    }
