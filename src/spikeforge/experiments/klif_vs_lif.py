@@ -20,7 +20,7 @@ Design (issue 17):
 - parts: accuracy (KLIF vs tuned LIF, non-inferiority within :attr:`KlifSettings.margin`
   points, paired t-test with the test set's binomial error; this part alone sets ``held``),
   step time on the same backend class (fused PyTorch path for both; the as-shipped timing,
-  where LIF runs the compiled C kernel, is reported beside it), and diagnostic parts KLIF vs
+  each arm on the compiled kernel it has, is reported beside it), and diagnostic parts KLIF vs
   each ablation;
 - learned values at the best validation epoch: k per layer and the effective leak
   k·(1 − 1/τ), PLIF's τ, the learned width.
@@ -167,8 +167,8 @@ class KlifVsLif(Experiment):
 
         # Step time on one fixed batch, interleaved rounds, in this process after every run
         # (the first seed's model of each arm, rebuilt from its folder): as shipped, then every
-        # arm forced onto the fused PyTorch path (LIF otherwise runs the compiled C kernel,
-        # KLIF cannot).
+        # arm forced onto the fused PyTorch path (as shipped, the learnable-width LIF has no
+        # compiled kernel; the cost part must not depend on which arm has one).
         cases = {a: case_from_run(load_run(records[a][0]["run_dir"])) for a in arms}
         timing = {
             "as shipped": time_arms(cases, None, s.timing_rounds, s.timing_steps),
