@@ -36,12 +36,19 @@ def test_full_settings_fit_the_issue():
     assert all(st.val_fraction > 0 for st in (mlp, conv))
 
 
-def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(tmp_path):
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
     before = set(METHODS.names())
-    report, folder = run_experiment(
-        "noisy-single-step", quick=True, seeds=2, out_dir=tmp_path, progress=False
-    )
+    out = run_experiment(
+        "noisy-single-step", quick=True, seeds=2, out_dir=tmp_path_factory.mktemp("n1"),
+        progress=False,
+    )  # fmt: skip
     assert set(METHODS.names()) == before
+    return out
+
+
+def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(quick_run):
+    report, folder = quick_run
     assert report.held is None
     data = json.loads((folder / "report.json").read_text())
     assert set(data["results"]) == {"digits-mlp", "digits-convnet-avgpool-poisson"}
@@ -90,3 +97,21 @@ def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(tmp_path
     assert pools == {"AvgPool2d"}  # the arm's run folder rebuilds by name
     text = (folder / "report.md").read_text()
     assert "after conversion vs T" in text and "training time" in text and "McNemar" in text
+
+
+def test_two_workers_train_the_same_runs_and_give_the_same_accuracies(quick_run, tmp_path):
+    _, one = quick_run
+    _, two = run_experiment(
+        "noisy-single-step", quick=True, seeds=2, out_dir=tmp_path, progress=False, workers=2
+    )
+    a, b = (json.loads((f / "report.json").read_text()) for f in (one, two))
+    assert b["setup"]["workers"] == 2
+    for tag, part in a["results"].items():
+        other = b["results"][tag]
+        assert other["tuning"] == part["tuning"]
+        for variant, v in part["variants"].items():  # trained in workers, converted here
+            assert other["variants"][variant]["accuracy_vs_T"] == v["accuracy_vs_T"]
+        assert other["conversions"] == part["conversions"]
+        assert other["bptt_chosen_on_val"] == part["bptt_chosen_on_val"]
+    accuracy = [p for p in a["parts"] if "accuracy cost" in p["name"] or "lossless" in p["name"]]
+    assert accuracy and all(p in b["parts"] for p in accuracy)

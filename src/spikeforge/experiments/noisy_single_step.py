@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import safetensors.torch
 import torch
 from scipy import stats as sps
 from torch import nn
@@ -48,7 +49,7 @@ from ..encoding import direct, encode
 from ..learning.conversion import accuracy_over_time, ann_to_snn, snn_config
 from ..learning.noisy import RESIDUAL_SIGMA, NoisySingleStep, set_noisy_mode, to_multistep
 from ..plots import _layer_color, _new_figure, _save, _style_axes
-from ..training import TrainConfig, Trainer, model_from_config
+from ..training import Run, TrainConfig, load_run, model_from_config
 from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
@@ -56,7 +57,7 @@ from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
 from .selection import BestValPredictions, best_val_row
 from .stats import Part, decide, mcnemar, overall, paired_part
-from .timing import case_from_trainer, time_arms
+from .timing import TimingCase, case_from_run, time_arms
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
 __all__ = [
@@ -215,9 +216,25 @@ class _BestValState(BestValPredictions):
 
 @dataclass
 class _Run:
-    trainer: Trainer
+    """One trained run, rebuilt in this process from what its (possibly forked) job returned:
+    the model at its best validation epoch, its history and per-image test correctness."""
+
+    source: Run
+    history: list[dict[str, Any]]
     correct: np.ndarray
     best_epoch: int
+
+    @property
+    def model(self) -> nn.Module:
+        return self.source.model
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.source.config
+
+    def case(self) -> TimingCase:
+        """The first training batch and a copy of the model, to time one step."""
+        return case_from_run(self.source)
 
     @property
     def test(self) -> float:
@@ -225,16 +242,16 @@ class _Run:
 
     @property
     def best_val(self) -> float:
-        return float(best_val_row(self.trainer.history, "accuracy", True)["val_accuracy"])
+        return float(best_val_row(self.history, "accuracy", True)["val_accuracy"])
 
     def curve(self, key: str) -> list[float]:
-        return [float(r[key]) for r in self.trainer.history]
+        return [float(r[key]) for r in self.history]
 
     def time_to(self, target: float) -> float:
         """Cumulative training seconds (evaluation excluded) until validation accuracy first
         reaches ``target``; inf if it never does."""
         total = 0.0
-        for row in self.trainer.history:
+        for row in self.history:
             total += float(row["train_time_s"])
             if row["val_accuracy"] >= target - 1e-12:
                 return total
@@ -303,15 +320,28 @@ class _Part:
         self.x_test, self.y_test = _stack(datasets.load(st.dataset, "test"))
         self.x_calib = _stack(datasets.load(st.dataset, "train"), st.calibration)[0]
 
-    def _train(self, arm: str, cfg: TrainConfig, seed: int, method: Any) -> _Run:
+    def _train(self, arm: str, cfg: TrainConfig, seed: int, method: Any) -> dict[str, Any]:
+        """Train one run; plain data back (a forked worker returns it): history, test
+        correctness and epoch of the best validation epoch, its weights as safetensors
+        bytes, and the run folder."""
         best = _BestValState()
         trainer = self.ctx.train(f"{self.st.tag}-{arm}", cfg, seed, method=method,
                                  callbacks=[best])  # fmt: skip
         assert best.correct is not None and best.state is not None
-        trainer.model.load_state_dict(best.state)
+        return {
+            "history": trainer.history, "correct": best.correct, "best_epoch": best.epoch,
+            "state": safetensors.torch.save({k: v.contiguous() for k, v in best.state.items()}),
+            "run_dir": str(trainer.run_dir),
+        }  # fmt: skip
+
+    def rebuild(self, record: dict[str, Any], method: Any) -> _Run:
+        """The run of ``record`` in this process: its model from the run folder, with the
+        weights of the best validation epoch."""
+        run = load_run(record["run_dir"], method=method)
+        run.model.load_state_dict(safetensors.torch.load(record["state"]))
         if self.x_val is None:
-            self.x_val, self.y_val = _stack(trainer.val_set)
-        return _Run(trainer, best.correct, best.epoch)
+            self.x_val, self.y_val = _stack(run.dataset("val"))
+        return _Run(run, record["history"], record["correct"], record["best_epoch"])
 
     def tune(self, main_label: str) -> dict[str, TuneResult]:
         """Learning rates chosen on validation from one grid for the noisy arm, each BPTT
@@ -356,12 +386,13 @@ class _Part:
         return replace(self.base, model="ann" if self.st.model == "convnet" else "ann-mlp",
                        neuron="relu", steps=1, encoder="direct")  # fmt: skip
 
-    def jobs(self, tuned: dict[str, TuneResult]) -> dict[str, Any]:
-        st, jobs = self.st, {}
+    def jobs(self, tuned: dict[str, TuneResult]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``({arm: job(seed) -> record}, {arm: training method})``."""
+        st, jobs, methods = self.st, {}, {}
         self.x_val: torch.Tensor | None = None
         for label, opts in st.variants:
             cfg = replace(self.base, neuron="if", steps=st.eval_steps, **tuned["noisy"].best)
-            method = NoisySingleStep(dict(opts))
+            method = methods[label] = NoisySingleStep(dict(opts))
             name = f"noisy-{_slug(label)}"
             jobs[label] = lambda seed, c=cfg, m=method, a=name: self._train(a, c, seed, m)
         for neuron in st.bptt_neurons:
@@ -369,21 +400,20 @@ class _Part:
                 reset = "soft" if neuron == "if" else "hard"
                 cfg = replace(self.base, neuron=neuron, reset=reset, steps=T,
                               **tuned[neuron].best)  # fmt: skip
-                method, name = SurrogateBPTT(), f"bptt-{neuron}-T{T}"
-                jobs[f"BPTT {neuron.upper()} T={T}"] = lambda seed, c=cfg, m=method, a=name: (
-                    self._train(a, c, seed, m)
-                )
+                arm, name = f"BPTT {neuron.upper()} T={T}", f"bptt-{neuron}-T{T}"
+                method = methods[arm] = SurrogateBPTT()
+                jobs[arm] = lambda seed, c=cfg, m=method, a=name: self._train(a, c, seed, m)
         ann_cfg = replace(self._ann_cfg(), **tuned[ANN].best)
-        ann_method = SurrogateBPTT()
+        ann_method = methods[ANN] = SurrogateBPTT()
         jobs[ANN] = lambda seed: self._train("ann", ann_cfg, seed, ann_method)
-        return jobs
+        return jobs, methods
 
     def conversions(self, ann: _Run, seed: int) -> dict[str, nn.Module]:
         """The ANN run converted three ways (:data:`CONVERSIONS`)."""
         out = {}
         for label, (pct, v0) in CONVERSIONS.items():
-            snn = model_from_config(snn_config(ann.trainer.config, v0))
-            out[label], _ = ann_to_snn(ann.trainer.model.eval(), snn, self.x_calib, pct)
+            snn = model_from_config(snn_config(ann.config, v0))
+            out[label], _ = ann_to_snn(ann.model.eval(), snn, self.x_calib, pct)
         return out
 
     def sweep(self, net: nn.Module, x, y, grid, seed: int) -> dict[int, float]:
@@ -395,6 +425,7 @@ class NoisySingleStepExperiment(Experiment):
     """Noisy single-step training + conversion vs multi-step BPTT and ANN-to-SNN conversion."""
 
     name = "noisy-single-step"
+    parallel_runs = True  # training runs return plain records; models are rebuilt here
     title = "Noise-based single-step training converted to a multi-step SNN"
     claim = (
         "A single-step SNN trained with Gaussian noise standing in for the membrane-potential "
@@ -500,7 +531,11 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     labels = [label for label, _ in st.variants]
     main_label = MAIN if MAIN in labels else labels[0]
     tuned = part.tune(main_label)
-    runs: dict[str, list[_Run]] = run_interleaved(part.jobs(tuned), seeds)
+    jobs, methods = part.jobs(tuned)
+    records = run_interleaved(jobs, seeds, ctx.workers)
+    if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
+        ctx.runs_done += len(jobs) * len(seeds)
+    runs = {a: [part.rebuild(r, methods[a]) for r in rs] for a, rs in records.items()}
     bptt_arms = [a for a in runs if a.startswith("BPTT")]
     x, y = part.x_test, part.y_test
     xv, yv = part.x_val, part.y_val
@@ -514,12 +549,12 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         v: dict[str, list[Any]] = {"acc_T": [], "val_T": [], "noisy1": [], "expected": [],
                                    "nets": []}  # fmt: skip
         for seed, r in zip(seeds, runs[label], strict=True):
-            net = to_multistep(r.trainer.model, max(grid))
+            net = to_multistep(r.model, max(grid))
             v["nets"].append(net)
             v["acc_T"].append(part.sweep(net, x, y, grid, seed))
             v["val_T"].append(part.sweep(net, xv, yv, grid, seed))
-            v["noisy1"].append(_single_step_accuracy(r.trainer.model, x, y, "noisy"))
-            v["expected"].append(_single_step_accuracy(r.trainer.model, x, y, "expected"))
+            v["noisy1"].append(_single_step_accuracy(r.model, x, y, "noisy"))
+            v["expected"].append(_single_step_accuracy(r.model, x, y, "expected"))
         variants[label] = v
     noisy = variants[main_label]
     conv: dict[str, dict[str, list[Any]]] = {
@@ -663,7 +698,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     # BPTT's neurons pick a compiled kernel where one exists. So BPTT is timed as shipped and
     # on the torch path, interleaved with the noisy arm, on the first seed's trained models.
     step_arms = [main_label, *bptt_arms]
-    cases = {a: case_from_trainer(runs[a][0].trainer) for a in step_arms}
+    cases = {a: runs[a][0].case() for a in step_arms}
     step_timing = {}
     for backend in (None, "torch"):
         timed = time_arms(cases, backend=backend, rounds=st.timing_repeats, steps=3, warmup=1)
