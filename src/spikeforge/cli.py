@@ -291,7 +291,9 @@ def experiment(
     out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
     workers: int = typer.Option(
-        1, help="Processes for runs that return plain data (reset-dependency's toy sweep)."
+        1,
+        help="Forked processes for the runs, one torch thread each (klif-vs-lif, "
+        "reset-dependency, noisy-single-step; others refuse).",
     ),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""
