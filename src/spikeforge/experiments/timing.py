@@ -38,7 +38,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..functional.fused import BACKENDS, select_backend
 from ..neurons import SpikingNeuron, _charge_only
-from ..training import Callback
+from ..training import Callback, flush_denormal
 
 __all__ = [
     "StepTimer",
@@ -220,18 +220,21 @@ def time_arms(
         model.zero_grad(set_to_none=True)
         case.loss(model(case.inputs), case.target).backward()
 
-    for arm in cases:
-        for _ in range(warmup):
-            one_step(arm)
-    names = list(cases)
-    for r in range(rounds):
-        for arm in names if r % 2 == 0 else names[::-1]:
-            walls, cpus = [], []
-            for _ in range(steps):
-                w0, c0 = time.perf_counter(), time.process_time()
+    # subnormals flushed, as the trainer does by default: a timed step computes what a
+    # training step computes
+    with flush_denormal():
+        for arm in cases:
+            for _ in range(warmup):
                 one_step(arm)
-                walls.append(time.perf_counter() - w0)
-                cpus.append(time.process_time() - c0)
-            result[arm].wall_s.append(statistics.median(walls))
-            result[arm].cpu_s.append(statistics.median(cpus))
+        names = list(cases)
+        for r in range(rounds):
+            for arm in names if r % 2 == 0 else names[::-1]:
+                walls, cpus = [], []
+                for _ in range(steps):
+                    w0, c0 = time.perf_counter(), time.process_time()
+                    one_step(arm)
+                    walls.append(time.perf_counter() - w0)
+                    cpus.append(time.process_time() - c0)
+                result[arm].wall_s.append(statistics.median(walls))
+                result[arm].cpu_s.append(statistics.median(cpus))
     return result

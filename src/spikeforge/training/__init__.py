@@ -10,6 +10,7 @@ from .build import (
 from .callbacks import Callback, EpochMetrics, PlateauStop
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
+from .denormal import flush_denormal
 from .methods import (
     METHODS,
     NoOptions,
@@ -39,6 +40,7 @@ __all__ = [
     "TrainingMethod",
     "default_model",
     "default_optimization",
+    "flush_denormal",
     "gradient_step",
     "load_checkpoint",
     "load_config",

@@ -47,6 +47,7 @@ from .checkpoint import (
     validate_training_meta,
 )
 from .config import TrainConfig, check_model_fields
+from .denormal import flush_denormal
 from .distributed import Distributed, from_environment
 from .evaluation import averages, encode_batch, evaluation_sums, split_validation
 from .methods import StepContext, TrainingMethod, make_method
@@ -343,12 +344,12 @@ class Trainer:
         removed; later, it stays resumable. Across processes, only rank 0 writes files.
         """
         if not self.dist.is_main:
-            with _flush_denormal(self.config.flush_denormal):
+            with flush_denormal(self.config.flush_denormal):
                 return self._fit()
         created = not self.rundir.path.exists()
         self.rundir.create()
         try:
-            with self.rundir.lock(), _flush_denormal(self.config.flush_denormal):
+            with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
                 return self._fit()
         except BaseException:
             if created and self.epoch == 0:
@@ -591,17 +592,3 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], p
     state = {k: v for k, v in tensors.items() if k.startswith("model/")}
     check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
     model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})
-
-
-@contextlib.contextmanager
-def _flush_denormal(on: bool) -> Iterator[None]:
-    """Subnormals flushed to zero inside (see ``TrainConfig.flush_denormal``); torch has no
-    getter for the mode, so it goes back to torch's default, off."""
-    if not on:
-        yield
-        return
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
