@@ -506,8 +506,9 @@ class NANetwork(nn.Sequential):
         pool_weight: weight of :class:`SumPool2d`.
         input_psc: pass the input through the synapse (:class:`InputSynapse`) first, as the
             authors do; False feeds the (encoded) input straight to the first layer.
-        input_mean, input_std: the input is normalised to ``(x - mean)/std`` first
+        input_mean: the input is normalised to ``(x - input_mean)/input_std`` first
             (:class:`InputNormalize`; the defaults leave it unchanged).
+        input_std: see ``input_mean``.
         init: ``"authors"`` (PyTorch's default for convolutions, kaiming-normal for linear
             layers) or ``"default"`` (PyTorch's default everywhere).
         bias: give conv and linear layers biases (authors: none).
