@@ -15,6 +15,7 @@ from spikeforge.experiments.stats import (
     decide,
     mcnemar,
     paired_difference,
+    paired_part,
 )
 
 
@@ -87,3 +88,10 @@ def test_report_stores_parts_in_json_markdown_and_html(tmp_path):
     assert data["parts"][0]["status"] == INCONCLUSIVE
     assert "inconclusive" in (tmp_path / "report.md").read_text()
     assert "inconclusive" in (tmp_path / "report.html").read_text()
+
+
+def test_a_part_paired_over_timing_rounds_says_so_in_its_test_name():
+    part = paired_part("cost", [1.02, 1.05, 1.01], [0.0, 0.0, 0.0], "%",
+                       pairs="interleaved timing rounds")  # fmt: skip
+    assert part.test == "paired t-test over interleaved timing rounds" and part.n == 3
+    assert paired_part("acc", [0.9, 0.8], [0.7, 0.75], "points").test.endswith("over seeds")

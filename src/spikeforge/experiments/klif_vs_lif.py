@@ -185,7 +185,7 @@ class KlifVsLif(Experiment):
             f"cost: {METHOD} step time within +{s.cost_margin:g}% of {BASELINE}, same backend "
             "(fused PyTorch path), process CPU time",
             list(ratio), [0.0] * len(ratio), "% extra", scale=100, margin=s.cost_margin,
-            higher_is_claimed=False,
+            higher_is_claimed=False, pairs="interleaved timing rounds",
         )  # fmt: skip
         diagnostics = [
             paired_part(

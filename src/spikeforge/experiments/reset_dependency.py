@@ -281,6 +281,7 @@ class ResetDependency(Experiment):
         cost = paired_part(
             "cost: reset-aware step slower than detached (same backend, process CPU time)",
             list(ratio), [0.0] * len(ratio), "% extra", scale=100,
+            pairs="interleaved timing rounds",
         )  # fmt: skip
         parts = [robust, little, cost]
         held = overall([robust, little])  # the cost part never flips the verdict

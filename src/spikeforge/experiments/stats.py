@@ -72,9 +72,10 @@ class Part:
 
 
 def paired_difference(
-    a: Sequence[float], b: Sequence[float], n_test: int | None = None
+    a: Sequence[float], b: Sequence[float], n_test: int | None = None, pairs: str = "seeds"
 ) -> tuple[float, tuple[float, float], float | None, str]:
-    """Mean of ``a - b`` over paired seeds with a 95% interval and a paired test.
+    """Mean of ``a - b`` over paired seeds with a 95% interval and a paired test; ``pairs``
+    names what the positions pair (the test's name says it: e.g. timing rounds).
 
     ``n_test``: when the values are accuracies on a test set of that size, the interval also
     carries the binomial error of each arm's accuracy (added in quadrature to the seed
@@ -99,10 +100,10 @@ def paired_difference(
     half = float(stats.t.ppf(0.975, df)) * math.sqrt(var)
     if d.size > 1 and n_test and var > 0:
         p_value = float(2 * stats.t.sf(abs(mean) / math.sqrt(var), df))
-        test = "paired t-test over seeds, test-set binomial error added"
+        test = f"paired t-test over {pairs}, test-set binomial error added"
     elif d.size > 1 and float(d.std(ddof=1)) > 0:
         p_value = float(stats.ttest_rel(x, y).pvalue)
-        test = "paired t-test over seeds"
+        test = f"paired t-test over {pairs}"
     else:
         p_value, test = None, "no test (one seed or no spread)"
     return mean, (mean - half, mean + half), p_value, test
@@ -195,11 +196,13 @@ def paired_part(
     higher_is_claimed: bool = True,
     equivalence: bool = False,
     rule_out: float | None = None,
+    pairs: str = "seeds",
 ) -> Part:
-    """:func:`paired_difference` of ``a - b`` (seeds paired by position), scaled by ``scale``
+    """:func:`paired_difference` of ``a - b`` (``pairs``, seeds by default, paired by
+    position), scaled by ``scale``
     (e.g. 100 for accuracy points; ``margin`` and ``rule_out`` are in the scaled unit), decided
     by :func:`decide` or, with ``equivalence``, :func:`decide_equivalence`."""
-    mean, (lo, hi), p, test = paired_difference(a, b, n_test)
+    mean, (lo, hi), p, test = paired_difference(a, b, n_test, pairs)
     args = (name, mean * scale, (lo * scale, hi * scale), unit, test, p, len(a))
     if equivalence:
         return decide_equivalence(*args, margin=margin)
