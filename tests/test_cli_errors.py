@@ -211,6 +211,9 @@ def _train_process(tmp_path: Path, epochs: int) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a suite started in the background inherits SIGINT ignored, and Python keeps an
+        # ignored SIGINT ignored; the child must see Ctrl-C as a terminal user's run would
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -317,9 +320,11 @@ def test_torch_is_left_in_a_usable_state():
 
 
 def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line_error(tmp_path):
-    code, _, err = run_main("experiment", "klif-vs-lif", "--quick", "--workers", "2",
+    code, _, err = run_main("experiment", "na-vs-bptt", "--quick", "--workers", "2",
                             "--out-dir", str(tmp_path))  # fmt: skip
-    assert_one_line_error(code, err, "--workers is for: reset-dependency")
+    assert_one_line_error(
+        code, err, "--workers is for: klif-vs-lif, reset-dependency, noisy-single-step"
+    )
     code, _, err = run_main("experiment", "reset-dependency", "--workers", "0",
                             "--out-dir", str(tmp_path))  # fmt: skip
     assert_one_line_error(code, err, "--workers must be at least 1")
