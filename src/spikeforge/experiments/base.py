@@ -171,7 +171,7 @@ def run_experiment(
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     if workers > 1 and not cls.parallel_runs:
-        parallel = [n for n in EXPERIMENTS.names() if EXPERIMENTS.get(n).parallel_runs]
+        parallel = sorted(n for n in EXPERIMENTS.names() if EXPERIMENTS.get(n).parallel_runs)
         raise ConfigError(
             f"experiment {name} runs in one process (its runs hand trainers to the report); "
             f"--workers is for: {', '.join(parallel) or 'none'}"
