@@ -115,3 +115,16 @@ def test_two_workers_train_the_same_runs_and_give_the_same_accuracies(quick_run,
         assert other["bptt_chosen_on_val"] == part["bptt_chosen_on_val"]
     accuracy = [p for p in a["parts"] if "accuracy cost" in p["name"] or "lossless" in p["name"]]
     assert accuracy and all(p in b["parts"] for p in accuracy)
+
+
+def test_a_run_rebuilt_from_its_record_scores_what_training_recorded(tmp_path):
+    from spikeforge.experiments.base import ExperimentContext
+
+    st = noisy_exp.NoisySingleStepExperiment().settings(True)[1]  # conv, avg pool, Poisson
+    part = noisy_exp._Part(ExperimentContext(tmp_path, True, [0], log=False), st)
+    jobs, methods = part.jobs(part.tune("gauss σ=0.3"))
+    for arm in ("gauss σ=0.3", "ANN"):
+        record = jobs[arm](0)
+        run = part.rebuild(record, methods[arm])
+        # the weights of the best validation epoch, in a model built from the run folder
+        assert run.source.evaluate("test")["accuracy"] == record["correct"].mean()
