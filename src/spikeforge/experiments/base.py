@@ -17,8 +17,8 @@ Machinery every experiment shares (issue 17):
   run in ``report.json`` (``setup.machine``);
 - ``workers`` (``--workers N``): experiments whose runs return plain data
   (:attr:`Experiment.parallel_runs`) may run them in N forked processes, one torch thread
-  each; the count is recorded in ``setup.workers``, since runs that share the machine also
-  share its time;
+  each, through :meth:`ExperimentContext.run_interleaved`; the count is recorded in
+  ``setup.workers``, since runs that share the machine also share its time;
 - interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend:
   :mod:`.timing`; validation selection and per-image test predictions: :mod:`.selection`;
   tuned baselines: :mod:`.tuning`; statistics and verdict parts: :mod:`.stats`.
@@ -31,10 +31,11 @@ import os
 import sys
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 from torch.utils.data import Dataset
 
@@ -42,7 +43,10 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
 from .report import Report
+from .schedule import run_interleaved
 from .timing import StepTimer, machine_state
+
+R = TypeVar("R")
 
 __all__ = [
     "DEFAULT_SEEDS",
@@ -111,6 +115,18 @@ class ExperimentContext:
                 flush=True,
             )
         return trainer
+
+    def run_interleaved(
+        self, jobs: Mapping[str, Callable[[int], R]], seeds: Sequence[int] | None = None
+    ) -> dict[str, list[R]]:
+        """:func:`~.schedule.run_interleaved` over ``seeds`` (default: the experiment's) in
+        :attr:`workers` processes; runs done in forked workers are added to
+        :attr:`runs_done` here, since each worker counted them in its own copy."""
+        seeds = self.seeds if seeds is None else seeds
+        done = run_interleaved(jobs, seeds, workers=self.workers)
+        if self.workers > 1:
+            self.runs_done += len(jobs) * len(seeds)
+        return done
 
 
 class Experiment(ABC):

@@ -40,7 +40,6 @@ from . import ablation_neurons
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
-from .schedule import run_interleaved
 from .selection import BestValPredictions, best_val_row, run_record
 from .stats import HELD, mcnemar, overall, paired_part
 from .timing import case_from_run, time_arms
@@ -145,9 +144,7 @@ class KlifVsLif(Experiment):
 
             return train
 
-        records = run_interleaved({arm: job(arm) for arm in s.arms}, ctx.seeds, ctx.workers)
-        if ctx.workers > 1:  # forked runs counted themselves in their own process
-            ctx.runs_done += len(s.arms) * len(ctx.seeds)
+        records = ctx.run_interleaved({arm: job(arm) for arm in s.arms})
 
         arms = list(s.arms)
         histories = {a: [r["history"] for r in records[a]] for a in arms}

@@ -54,7 +54,6 @@ from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
-from .schedule import run_interleaved
 from .selection import BestValPredictions, best_val_row
 from .stats import Part, decide, mcnemar, overall, paired_part
 from .timing import TimingCase, case_from_run, time_arms
@@ -532,9 +531,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     main_label = MAIN if MAIN in labels else labels[0]
     tuned = part.tune(main_label)
     jobs, methods = part.jobs(tuned)
-    records = run_interleaved(jobs, seeds, ctx.workers)
-    if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
-        ctx.runs_done += len(jobs) * len(seeds)
+    records = ctx.run_interleaved(jobs)
     runs = {a: [part.rebuild(r, methods[a]) for r in rs] for a, rs in records.items()}
     bptt_arms = [a for a in runs if a.startswith("BPTT")]
     x, y = part.x_test, part.y_test

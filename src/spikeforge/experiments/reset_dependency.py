@@ -44,7 +44,6 @@ from ..training import TrainConfig, load_run
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
-from .schedule import run_interleaved
 from .selection import BestValPredictions, best_val_row, run_record
 from .stats import area_under_log_curve, mcnemar, overall, paired_part
 from .timing import case_from_run, time_arms
@@ -201,9 +200,7 @@ class ResetDependency(Experiment):
 
         jobs = {(arm, lr): toy_job(arm, lr) for lr in lrs for arm in arms}
         keyed = {f"{a}@{lr:g}": j for (a, lr), j in jobs.items()}
-        done = run_interleaved(keyed, ctx.seeds, workers=ctx.workers)
-        if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
-            ctx.runs_done += len(keyed) * len(ctx.seeds)
+        done = ctx.run_interleaved(keyed)
         res = {a: [done[f"{a}@{lr:g}"] for lr in lrs] for a in arms}  # [arm][lr][seed]
         norm = {a: [[normalised_loss(r) for r in per] for per in res[a]] for a in arms}
         final = {a: [[float(r["final_loss"]) for r in per] for per in res[a]] for a in arms}
@@ -243,9 +240,7 @@ class ResetDependency(Experiment):
 
             return train
 
-        records = run_interleaved({a: image_job(a) for a in arms}, ctx.seeds, ctx.workers)
-        if ctx.workers > 1:  # the workers counted those runs in their own copies of ctx
-            ctx.runs_done += len(arms) * len(ctx.seeds)
+        records = ctx.run_interleaved({a: image_job(a) for a in arms})
         histories = {a: [r["history"] for r in records[a]] for a in arms}
         rows = {a: [best_val_row(h, "accuracy", True) for h in histories[a]] for a in arms}
         acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}

@@ -30,7 +30,6 @@ from typing import Any
 
 from ..errors import ConfigError, TrainingError
 from ..training import Callback, TrainConfig
-from .schedule import run_interleaved
 from .selection import best_val_row
 
 __all__ = [
@@ -158,10 +157,7 @@ def tune_arms(
             name = f"tune-{arm}-{_label(overrides)}"
             jobs[key] = _trial(ctx, name, replace(base, **overrides), callbacks, train_kwargs)
             keys[arm].append(key)
-    workers = getattr(ctx, "workers", 1)
-    done = run_interleaved(jobs, [seed], workers=workers)
-    if workers > 1:  # forked runs counted themselves in their own process
-        ctx.runs_done += len(jobs)
+    done = ctx.run_interleaved(jobs, [seed])
     out: dict[str, TuneResult] = {}
     for arm, (base, candidates) in grids.items():
         results = [done[key][0] for key in keys[arm]]
