@@ -281,8 +281,8 @@ class KlifVsLif(Experiment):
         ]
         if accuracy.status != HELD:
             notes.append(
-                f"Accuracy part not held: the interval of {METHOD} − {BASELINE} does not lie "
-                f"above −{s.margin:g} points."
+                f"Accuracy part {accuracy.status}: the interval of {METHOD} − {BASELINE} does "
+                f"not lie above −{s.margin:g} points."
             )
         return Report(
             name=self.name,
