@@ -198,10 +198,10 @@ def paired_part(
     rule_out: float | None = None,
     pairs: str = "seeds",
 ) -> Part:
-    """:func:`paired_difference` of ``a - b`` (``pairs``, seeds by default, paired by
-    position), scaled by ``scale``
-    (e.g. 100 for accuracy points; ``margin`` and ``rule_out`` are in the scaled unit), decided
-    by :func:`decide` or, with ``equivalence``, :func:`decide_equivalence`."""
+    """:func:`paired_difference` of ``a - b`` (paired by position over ``pairs``, seeds by
+    default), scaled by ``scale`` (e.g. 100 for accuracy points; ``margin`` and ``rule_out``
+    are in the scaled unit), decided by :func:`decide` or, with ``equivalence``,
+    :func:`decide_equivalence`."""
     mean, (lo, hi), p, test = paired_difference(a, b, n_test, pairs)
     args = (name, mean * scale, (lo * scale, hi * scale), unit, test, p, len(a))
     if equivalence:
