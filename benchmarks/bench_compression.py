@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeforge.compression import decode_events, encode_events, load_events
+from spikeweave.compression import decode_events, encode_events, load_events
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 

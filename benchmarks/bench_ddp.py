@@ -1,6 +1,6 @@
 """Training throughput with 1 vs N processes (torchrun, gloo) on this machine.
 
-Each round launches ``torchrun --standalone --nproc_per_node P spikeforge train ...`` for every
+Each round launches ``torchrun --standalone --nproc_per_node P spikeweave train ...`` for every
 P in ``--procs``, interleaved (round 1: 1, 2; round 2: 1, 2; ...), so machine load hits all
 arms alike. Throughput is training samples per second of the training part of each epoch
 (``train_time_s`` in metrics.jsonl, evaluation excluded), from epochs 2.. (epoch 1 includes
@@ -27,7 +27,7 @@ def run_once(procs: int, threads: int, args: argparse.Namespace) -> list[float]:
     with tempfile.TemporaryDirectory() as out:
         cmd = [
             sys.executable, "-m", "torch.distributed.run", "--standalone",
-            "--nproc_per_node", str(procs), "-m", "spikeforge.cli", "train",
+            "--nproc_per_node", str(procs), "-m", "spikeweave.cli", "train",
             "--dataset", args.dataset, "--model", args.model, "-T", str(args.steps),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--no-progress", "--out-dir", out,
@@ -41,7 +41,7 @@ def run_once(procs: int, threads: int, args: argparse.Namespace) -> list[float]:
 
 
 def _train_size(dataset: str) -> int:
-    from spikeforge import data
+    from spikeweave import data
 
     return len(data.load(dataset, "train"))
 

@@ -30,9 +30,9 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from spikeforge.experiments.reset_dependency import SoftXorSettings, soft_xor_config, soft_xor_data
-from spikeforge.experiments.timing import StepTimer
-from spikeforge.training import Trainer, versions
+from spikeweave.experiments.reset_dependency import SoftXorSettings, soft_xor_config, soft_xor_data
+from spikeweave.experiments.timing import StepTimer
+from spikeweave.training import Trainer, versions
 
 
 def one_run(lr: float, flush: bool, settings: SoftXorSettings, out: Path) -> tuple[float, float]:

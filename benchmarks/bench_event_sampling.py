@@ -1,4 +1,4 @@
-"""Sampled-mode report: what `spikeforge compress --rate R` keeps, per sampler, on real recordings.
+"""Sampled-mode report: what `spikeweave compress --rate R` keeps, per sampler, on real recordings.
 
 For rates 5, 10 and 25 % of pixels per 10 ms window and three samplers (the built-in trained
 ``spiking`` sampler, and the baselines ``random`` and ``activity``), on the real recordings in
@@ -6,7 +6,7 @@ For rates 5, 10 and 25 % of pixels per 10 ms window and three samplers (the buil
 recordings, it measures:
 
 - **event-frame reconstruction**: the 10 ms event frames (counts per polarity, clipped at 2,
-  scaled to [0, 1]) rebuilt from the kept events, i.e. what ``spikeforge decompress`` returns,
+  scaled to [0, 1]) rebuilt from the kept events, i.e. what ``spikeweave decompress`` returns,
   against those of the full recording: PSNR (from the MSE pooled over all windows of a set)
   and SSIM (torchmetrics, mean over windows); plus the share of events kept and the size of
   the sampled ``.sfev`` against the lossless one;
@@ -15,9 +15,9 @@ recordings, it measures:
   95 % intervals.
 
 There is no N-MNIST training set on this machine, so the classifier is a substitute, trained
-here: spikeforge's ``convnet`` (LIF, BPTT, T = 10 frames per recording, as the ``nmnist``
+here: spikeweave's ``convnet`` (LIF, BPTT, T = 10 frames per recording, as the ``nmnist``
 dataset bins them) on *simulated* saccade events of mnist5k training images
-(``spikeforge.compression.saccades``); it is tested on simulated events of the mnist5k test
+(``spikeweave.compression.saccades``); it is tested on simulated events of the mnist5k test
 images and on the 11 real labelled N-MNIST samples. Neither the classifier nor the samplers
 ever saw a real recording.
 
@@ -45,23 +45,23 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from spikeforge.atomic import atomic_write_bytes
-from spikeforge.compression import encode_events, load_events
-from spikeforge.compression.event_sampler import FRAME_CAP, EventFrameSampler, topk_by_score
-from spikeforge.compression.saccades import SENSOR_SIZE, simulate_saccades
-from spikeforge.compression.sampling import (
+from spikeweave.atomic import atomic_write_bytes
+from spikeweave.compression import encode_events, load_events
+from spikeweave.compression.event_sampler import FRAME_CAP, EventFrameSampler, topk_by_score
+from spikeweave.compression.saccades import SENSOR_SIZE, simulate_saccades
+from spikeweave.compression.sampling import (
     DEFAULT_WINDOW_US,
     activity_mask,
     random_mask,
     sample_events,
     window_frames,
 )
-from spikeforge.data.binning import to_frames
-from spikeforge.experiments.stats import accuracy_interval, mcnemar
+from spikeweave.data.binning import to_frames
+from spikeweave.experiments.stats import accuracy_interval, mcnemar
 
 REAL = Path(
     os.environ.get(
-        "SPIKEFORGE_REAL_DATA", Path(__file__).resolve().parents[1] / ".." / "shared/data/real"
+        "SPIKEWEAVE_REAL_DATA", Path(__file__).resolve().parents[1] / ".." / "shared/data/real"
     )
 )
 RATES = (0.05, 0.10, 0.25)
@@ -156,10 +156,10 @@ def bin_frames(ev: np.ndarray) -> np.ndarray:
 
 
 def classifier(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, args, runs):
-    """The substitute N-MNIST classifier: spikeforge convnet trained on simulated recordings
+    """The substitute N-MNIST classifier: spikeweave convnet trained on simulated recordings
     ``x`` [N, T, 2, 34, 34] (labels ``y``; ``xt``, ``yt`` its held-out test), or the run already
     trained in ``runs`` by an earlier call with the same settings. Returns the loaded run."""
-    from spikeforge.training import TrainConfig, Trainer, load_run
+    from spikeweave.training import TrainConfig, Trainer, load_run
 
     run_dir = runs / "nmnist-sim-classifier"
     if not (run_dir / "summary.json").is_file():
@@ -174,7 +174,7 @@ def classifier(x: np.ndarray, y: np.ndarray, xt: np.ndarray, yt: np.ndarray, arg
             out_dir=str(runs),
             notes={
                 "data": f"simulated saccade events of {len(x)} mnist5k train images "
-                "(spikeforge.compression.saccades)"
+                "(spikeweave.compression.saccades)"
             },
         )
         data = (
@@ -210,8 +210,8 @@ def main() -> None:
     args = parser.parse_args()
     from rich.progress import Progress, track
 
-    from spikeforge.data.embedded import load_mnist5k_arrays
-    from spikeforge.training import versions
+    from spikeweave.data.embedded import load_mnist5k_arrays
+    from spikeweave.training import versions
 
     start = time.time()
     torch.manual_seed(args.seed)
@@ -390,7 +390,7 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         "",
         "Sampled mode keeps, per 10 ms window, the events at `round(rate·H·W)` pixels chosen by "
         "the sampler. `spiking` = the built-in trained spiking sampler (the default of "
-        "`spikeforge compress --rate R`), trained on simulated event frames only; `random` and "
+        "`spikeweave compress --rate R`), trained on simulated event frames only; `random` and "
         "`activity` (the busiest pixels) are baselines. Weights used:",
         "",
     ]
@@ -404,7 +404,7 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         "## Event-frame reconstruction from the kept events",
         "",
         "Frames: counts per polarity per 10 ms window, clipped at 2, scaled to [0, 1]; kept = "
-        "exactly the events `spikeforge decompress` returns (no decoder fills the dropped "
+        "exactly the events `spikeweave decompress` returns (no decoder fills the dropped "
         "pixels). PSNR from the MSE pooled over every window of the set; SSIM mean over "
         "windows; events kept and `.sfev` size relative to the full recording / the lossless "
         "`.sfev`.",
@@ -429,7 +429,7 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
     L += [
         "## N-MNIST classifier on sampled vs full events",
         "",
-        "The classifier is a substitute (no N-MNIST training set here): spikeforge `convnet` "
+        "The classifier is a substitute (no N-MNIST training set here): spikeweave `convnet` "
         f"(LIF, BPTT, T = {T_FRAMES} frames) trained for {args.epochs} epochs on simulated "
         f"saccade events of {args.train_images} mnist5k training images. Accuracy and "
         "agreement (prediction on the sampled recording = prediction on the full one) with "
@@ -477,7 +477,7 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         "from visual inspection, SOURCES.md); the intervals are wide and a difference of one "
         "or two recordings is not evidence.",
         "- The classifier and the spiking samplers were trained on simulated events "
-        "(spikeforge.compression.saccades: a simple DVS pixel model of three saccades); the "
+        "(spikeweave.compression.saccades: a simple DVS pixel model of three saccades); the "
         "real recordings differ (sensor noise, timing, digit size), so real-data accuracy "
         "measures the transfer from simulation as much as the sampling.",
         "- The AEDAT4 sample (320×240 DVXplorer, not digits) is reconstruction-only; the "

@@ -1,4 +1,4 @@
-"""Training-step benchmark: spikeforge vs the T-folded ANN vs SpikingJelly, snnTorch and Norse.
+"""Training-step benchmark: spikeweave vs the T-folded ANN vs SpikingJelly, snnTorch and Norse.
 
 Builds the same two networks in every library from identical weights, checks that they produce
 identical spikes on identical inputs, then times forward + backward + Adam step, interleaving
@@ -8,7 +8,7 @@ library in a fresh subprocess. Peers are optional: a library that is not install
 
     python benchmarks/bench_step.py --out benchmarks/results/step_time
     python benchmarks/bench_step.py --device cuda --nets fc,conv,conv128,fcbig,nbound,on \
-        --libs ann,spikeforge,spikeforge-no-check,spikingjelly --no-memory
+        --libs ann,spikeweave,spikeweave-no-check,spikingjelly --no-memory
 
 Besides LIF, the CPU run times KLIF and the oscillating LIF (plain and with the fake-backward
 defense) on the compiled kernel, and LIF on the fused PyTorch path (what runs without a C
@@ -36,8 +36,8 @@ from datetime import datetime, timezone
 import torch
 from torch import nn
 
-import spikeforge as sf
-from spikeforge.layers import TimeFolded
+import spikeweave as sf
+from spikeweave.layers import TimeFolded
 
 TAU, THETA = 2.0, 1.0  # v = 0.5·v + I, spike when v >= 1, hard reset to 0
 
@@ -133,43 +133,43 @@ class _NorseBoxLoop(nn.Module):
 # library name -> (module it needs, neuron factory or None for the ReLU ANN)
 LIBS: dict[str, tuple[str | None, Callable[[], nn.Module] | None]] = {
     "ann": (None, None),
-    "spikeforge": (None, sf_neuron("auto")),
-    "spikeforge-torch": (None, sf_neuron("torch")),
-    "spikeforge-reference": (None, sf_neuron("reference")),
+    "spikeweave": (None, sf_neuron("auto")),
+    "spikeweave-torch": (None, sf_neuron("torch")),
+    "spikeweave-reference": (None, sf_neuron("reference")),
     "spikingjelly": ("spikingjelly", _SJ),
     "snntorch": ("snntorch", _SnnTorchLoop),
     "norse": ("norse", _NorseLIF),
     "norse-box": ("norse", _NorseBoxLoop),
 }
-LIBS["spikeforge-chunked"] = (None, sf_neuron("auto"))  # whole net under TimeChunked
+LIBS["spikeweave-chunked"] = (None, sf_neuron("auto"))  # whole net under TimeChunked
 # other neurons on the same nets (their dynamics differ: not in the spike-identity check)
-LIBS["spikeforge-klif"] = (None, lambda: sf.KLIF(tau=TAU, threshold=THETA))
-LIBS["spikeforge-osc"] = (
+LIBS["spikeweave-klif"] = (None, lambda: sf.KLIF(tau=TAU, threshold=THETA))
+LIBS["spikeweave-osc"] = (
     None,
     lambda: sf.OscillatingLIF(tau=TAU, threshold=THETA, decay_input=False),
 )
-LIBS["spikeforge-osc-defended"] = (
+LIBS["spikeweave-osc-defended"] = (
     None,
     lambda: sf.OscillatingLIF(tau=TAU, threshold=THETA, decay_input=False, fake_form="square"),
 )
-OTHER_DYNAMICS = {"spikeforge-klif", "spikeforge-osc", "spikeforge-osc-defended"}
+OTHER_DYNAMICS = {"spikeweave-klif", "spikeweave-osc", "spikeweave-osc-defended"}
 
 
 class _NoCheckLIF(nn.Module):
-    """spikeforge's LIF without the finite-input check (the issue's 'without the NaN check')."""
+    """spikeweave's LIF without the finite-input check (the issue's 'without the NaN check')."""
 
     def __init__(self) -> None:
         super().__init__()
         self.lif = sf.LIF(tau=TAU, threshold=THETA, decay_input=False)
 
     def forward(self, x):
-        from spikeforge.functional.fused import neuron_multistep
+        from spikeweave.functional.fused import neuron_multistep
 
         return neuron_multistep(x, None, self.lif.dynamics(x), self.lif.fire_reset())[0]
 
 
-LIBS["spikeforge-no-check"] = (None, _NoCheckLIF)
-CHUNK = 8  # steps per chunk for spikeforge-chunked
+LIBS["spikeweave-no-check"] = (None, _NoCheckLIF)
+CHUNK = 8  # steps per chunk for spikeweave-chunked
 PEERS = {
     "spikingjelly": ["spikingjelly"],
     "snntorch": ["snntorch"],
@@ -265,8 +265,8 @@ def build(lib: str, net: str, size: int | None, seed: int = 0) -> nn.Module:
         model = _WideOut(neuron, NETS[net][2][0])
     else:
         model = conv_net(neuron, size or 16)
-    if lib == "spikeforge-chunked":
-        from spikeforge.neurons import TimeChunked
+    if lib == "spikeweave-chunked":
+        from spikeweave.neurons import TimeChunked
 
         model = nn.Sequential(*[TimeChunked(model, CHUNK)])
     return model.to(device=DEVICE, dtype=DTYPE)
@@ -301,7 +301,7 @@ def check_dynamics(libs: list[str], net: str, T: int) -> dict:
             for m in model.modules():  # stronger weights so every layer fires
                 if isinstance(m, nn.Linear | nn.Conv2d):
                     m.weight.mul_(3.0)
-        layers = model[0].block if lib == "spikeforge-chunked" else model
+        layers = model[0].block if lib == "spikeweave-chunked" else model
         if isinstance(layers, _WideOut):
             layers = layers.net
         neurons = [m for m in layers if not isinstance(m, TimeFolded)]
@@ -478,15 +478,15 @@ def first_step_report(libs: list[str], net: str, threads: int) -> dict:
 
     out = {}
     with tempfile.TemporaryDirectory() as cache:
-        env = {"SPIKEFORGE_CACHE": cache}
-        out["spikeforge (cold kernel cache)"] = _probe(
-            ["--first-step-probe", "spikeforge", net], threads, env
+        env = {"SPIKEWEAVE_CACHE": cache}
+        out["spikeweave (cold kernel cache)"] = _probe(
+            ["--first-step-probe", "spikeweave", net], threads, env
         )
-        out["spikeforge (warm kernel cache)"] = _probe(
-            ["--first-step-probe", "spikeforge", net], threads, env
+        out["spikeweave (warm kernel cache)"] = _probe(
+            ["--first-step-probe", "spikeweave", net], threads, env
         )
     for lib in libs:
-        if lib != "spikeforge":
+        if lib != "spikeweave":
             out[lib] = _probe(["--first-step-probe", lib, net], threads)
     return out
 
@@ -535,7 +535,7 @@ def markdown(report: dict) -> str:
     for nres in report["networks"].values():
         res = nres["timing"]
         ann = res["ann"]["median_ms"]
-        sfm = res["spikeforge"]["median_ms"]
+        sfm = res["spikeweave"]["median_ms"]
         lines += [f"## {nres['title']}", ""]
         load = nres["summary"].get("load_average_during_timing")
         if load:
@@ -545,10 +545,10 @@ def markdown(report: dict) -> str:
                 f"{report.get('cpu_count', '?')} cores).",
                 "",
             ]
-        other = nres["summary"].get("x_spikeforge_lif")
+        other = nres["summary"].get("x_spikeweave_lif")
         if other:
             lines += [
-                "Ratios to spikeforge's LIF (compiled kernel) in the same run: "
+                "Ratios to spikeweave's LIF (compiled kernel) in the same run: "
                 + ", ".join(f"{k} {v:.2f}×" for k, v in other.items())
                 + ".",
                 "",
@@ -559,7 +559,7 @@ def markdown(report: dict) -> str:
             else "GPU step peak MiB (above the resident models)"
         )
         lines += [
-            f"| library | median ms (p25–p75) | × ANN | spikeforge ÷ this | {peak_head} | "
+            f"| library | median ms (p25–p75) | × ANN | spikeweave ÷ this | {peak_head} | "
             "growth MiB | live growth MiB | first step ms |",
             "|---|---|---|---|---|---|---|---|",
         ]
@@ -599,12 +599,12 @@ def markdown(report: dict) -> str:
             + sweep["param"]
             + " | "
             + " | ".join(f"{lib} ms" for lib in libs)
-            + " | spikeforge × ANN |",
+            + " | spikeweave × ANN |",
             "|" + "---|" * (len(libs) + 2),
         ]
         for p, res in sweep["points"].items():
             cells = " | ".join(f"{res[lib]['median_ms']:.1f}" for lib in libs)
-            ratio = res["spikeforge"]["median_ms"] / res["ann"]["median_ms"]
+            ratio = res["spikeweave"]["median_ms"] / res["ann"]["median_ms"]
             lines.append(f"| {p} | {cells} | {ratio:.2f} |")
         lines.append("")
     if report.get("memory_vs_T"):
@@ -615,7 +615,7 @@ def markdown(report: dict) -> str:
             ("peak_minus_before_mib", "RSS growth, default malloc"),
         ):
             lines += [
-                f"## FC net, {what} during training vs T (MiB; spikeforge-chunked = "
+                f"## FC net, {what} during training vs T (MiB; spikeweave-chunked = "
                 f"TimeChunked, {CHUNK} steps per chunk)",
                 "",
                 "| T | " + " | ".join(libs) + " |",
@@ -653,7 +653,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--per-round", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sweeps", default="T,width", help="comma list of T,width or ''")
-    ap.add_argument("--sweep-libs", default="ann,spikeforge,spikeforge-reference,spikingjelly")
+    ap.add_argument("--sweep-libs", default="ann,spikeweave,spikeweave-reference,spikingjelly")
     ap.add_argument("--sweep-rounds", type=int, default=10)
     ap.add_argument("--no-memory", action="store_true")
     ap.add_argument(
@@ -669,9 +669,27 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", default=None, help="path prefix for .json and .md")
     ap.add_argument("--memory-T", default="25,100,200", help="FC memory-vs-T points ('' = none)")
+    ap.add_argument(
+        "--from-json",
+        default=None,
+        help="re-render the .md of an earlier run from its .json (measures nothing)",
+    )
     ap.add_argument("--memory-probe", nargs=3, metavar=("LIB", "NET", "T"), help=argparse.SUPPRESS)
     ap.add_argument("--first-step-probe", nargs=2, metavar=("LIB", "NET"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            text = markdown(json.load(f))
+        note = (
+            f"\n_Re-rendered from `{os.path.basename(args.from_json)}` on "
+            f"{datetime.now(timezone.utc):%Y-%m-%d} (`bench_step.py --from-json`); every figure "
+            "is as measured on the date above._"
+        )
+        print(text)
+        if args.out:
+            with open(args.out + ".md", "w") as f:
+                f.write(text + "\n" + note + "\n")
+        return
     torch.set_num_threads(args.threads)
     global CLOCK, DEVICE, DTYPE
     DTYPE = getattr(torch, args.dtype)
@@ -731,15 +749,15 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"[{net}] memory {lib}", file=sys.stderr)
                 memory[lib] = memory_in_subprocess(lib, net, T, args.threads)
         ann = timing["ann"]["median_ms"]
-        lif = timing["spikeforge"]["median_ms"]
+        lif = timing["spikeweave"]["median_ms"]
         summary = {
-            "spikeforge_x_ann": lif / ann,
+            "spikeweave_x_ann": lif / ann,
             "peers_x_ann": {},
-            "spikeforge_speedup_vs_peer": {},
-            "x_spikeforge_lif": {
+            "spikeweave_speedup_vs_peer": {},
+            "x_spikeweave_lif": {
                 lib: timing[lib]["median_ms"] / lif
                 for lib in timing
-                if lib in OTHER_DYNAMICS or lib == "spikeforge-torch"
+                if lib in OTHER_DYNAMICS or lib == "spikeweave-torch"
             },
             "load_average_during_timing": timing.pop("_load"),
         }
@@ -747,8 +765,8 @@ def main(argv: list[str] | None = None) -> None:
             b = best_variant(timing, peer)
             if b:
                 summary["peers_x_ann"][b] = timing[b]["median_ms"] / ann
-                summary["spikeforge_speedup_vs_peer"][b] = (
-                    timing[b]["median_ms"] / timing["spikeforge"]["median_ms"]
+                summary["spikeweave_speedup_vs_peer"][b] = (
+                    timing[b]["median_ms"] / timing["spikeweave"]["median_ms"]
                 )
         report["networks"][net] = {
             "title": titles[net],
@@ -775,7 +793,7 @@ def main(argv: list[str] | None = None) -> None:
         report["sweeps"][sweep] = {"title": title, "param": sweep, "points": points}
 
     if not args.no_memory and args.memory_T:
-        mem_libs = [lib for lib in libs if lib not in ("spikeforge-torch",)]
+        mem_libs = [lib for lib in libs if lib not in ("spikeweave-torch",)]
         points = {}
         for T in [int(v) for v in args.memory_T.split(",")]:
             print(f"[memory vs T={T}]", file=sys.stderr)
@@ -787,7 +805,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.device == "cuda"
         else {
             net: first_step_report(
-                [lib for lib in ("ann", "spikeforge-reference") if lib in libs], net, args.threads
+                [lib for lib in ("ann", "spikeweave-reference") if lib in libs], net, args.threads
             )
             for net in args.nets.split(",")
         }

@@ -5,7 +5,7 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from spikeforge.cli import app
+from spikeweave.cli import app
 
 runner = CliRunner()
 TINY = [
@@ -25,7 +25,7 @@ TINY = [
 
 def run_cli(*args):
     return subprocess.run(
-        [sys.executable, "-m", "spikeforge.cli", *args], capture_output=True, text=True
+        [sys.executable, "-m", "spikeweave.cli", *args], capture_output=True, text=True
     )
 
 

@@ -18,18 +18,18 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeforge import cli
-from spikeforge.errors import ConfigError, TrainingError
-from spikeforge.training import SurrogateBPTT, TrainConfig, Trainer
+from spikeweave import cli
+from spikeweave.errors import ConfigError, TrainingError
+from spikeweave.training import SurrogateBPTT, TrainConfig, Trainer
 
 TINY = ["--dataset", "digits", "--model", "mlp", "-T", "2", "--batch-size", "64"]
 
 
 def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeforge ARGS`` in this process, as the console script runs it."""
+    """``spikeweave ARGS`` in this process, as the console script runs it."""
     out, err = io.StringIO(), io.StringIO()
     argv = sys.argv
-    sys.argv = ["spikeforge", *args]
+    sys.argv = ["spikeweave", *args]
     code = 0
     try:
         with redirect_stdout(out), redirect_stderr(err):
@@ -157,7 +157,7 @@ def test_progress_without_a_terminal_prints_one_plain_line_per_epoch(tmp_path):
         [
             sys.executable,
             "-m",
-            "spikeforge.cli",
+            "spikeweave.cli",
             "train",
             *TINY,
             "--epochs",
@@ -177,7 +177,7 @@ def test_progress_without_a_terminal_prints_one_plain_line_per_epoch(tmp_path):
 def test_data_list_shows_full_paths_in_a_narrow_pipe(tmp_path):
     root = tmp_path / ("a-long-folder-name-" * 6)
     proc = subprocess.run(
-        [sys.executable, "-m", "spikeforge.cli", "data", "list", "--data-root", str(root)],
+        [sys.executable, "-m", "spikeweave.cli", "data", "list", "--data-root", str(root)],
         capture_output=True,
         text=True,
         env={**os.environ, "COLUMNS": "40"},
@@ -192,7 +192,7 @@ def _train_process(tmp_path: Path, epochs: int) -> subprocess.Popen:
         [
             sys.executable,
             "-m",
-            "spikeforge.cli",
+            "spikeweave.cli",
             "train",
             "--dataset",
             "digits",
@@ -226,7 +226,7 @@ def test_ctrl_c_after_a_checkpoint_prints_how_to_resume(tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
     run = next(tmp_path.iterdir())
-    assert err.strip().splitlines()[-1].endswith(f"spikeforge train --resume {run}")
+    assert err.strip().splitlines()[-1].endswith(f"spikeweave train --resume {run}")
     assert "Traceback" not in err
 
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from spikeforge import encoding
-from spikeforge.errors import ConfigError, InputError
+from spikeweave import encoding
+from spikeweave.errors import ConfigError, InputError
 
 
 def test_direct_repeats_input_over_time():

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError, InputError
+import spikeweave as sf
+from spikeweave.errors import ConfigError, InputError
 
 
 def reference(x, k, tau, theta, v_reset, reset, detach_reset, alpha=4.0):

@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError, InputError
+import spikeweave as sf
+from spikeweave.errors import ConfigError, InputError
 
 
 def test_time_folded_equals_running_each_step_separately():
@@ -47,7 +47,7 @@ def test_static_batch_that_was_never_encoded_is_refused_with_encode_hint(module,
     with pytest.raises(InputError, match=layout) as info:
         sf.TimeFolded(module)(x)
     msg = str(info.value)
-    assert "encode first" in msg and "spikeforge.encoding.direct(x, T)" in msg and "\n" not in msg
+    assert "encode first" in msg and "spikeweave.encoding.direct(x, T)" in msg and "\n" not in msg
 
 
 @pytest.mark.parametrize(

@@ -7,10 +7,10 @@ import stat
 
 import torch
 
-from spikeforge.learning.na import na_network
-from spikeforge.models import MLP
-from spikeforge.monitor import Activity, load_activity, record_spikes, save_activity
-from spikeforge.neurons import LIF
+from spikeweave.learning.na import na_network
+from spikeweave.models import MLP
+from spikeweave.monitor import Activity, load_activity, record_spikes, save_activity
+from spikeweave.neurons import LIF
 
 
 def test_records_each_spiking_layer_in_network_order():

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError, InputError
+import spikeweave as sf
+from spikeweave.errors import ConfigError, InputError
 
 
 class _AtanSpike(torch.autograd.Function):

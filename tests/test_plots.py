@@ -1,4 +1,4 @@
-"""Tests for spikeforge.plots: every plot writes a valid PNG, and bad run dirs fail clearly."""
+"""Tests for spikeweave.plots: every plot writes a valid PNG, and bad run dirs fail clearly."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from spikeforge.errors import DataError
-from spikeforge.plots import (
+from spikeweave.errors import DataError
+from spikeweave.plots import (
     firing_rates,
     plot_firing_rates,
     plot_run,
@@ -141,13 +141,13 @@ def test_plot_run_without_activity_writes_only_curves(tmp_path: Path) -> None:
 
 def test_plot_run_missing_dir_raises_data_error_naming_path(tmp_path: Path) -> None:
     missing = tmp_path / "nope"
-    with pytest.raises(DataError, match="spikeforge train") as info:
+    with pytest.raises(DataError, match="spikeweave train") as info:
         plot_run(missing)
     assert str(missing) in str(info.value)
 
 
 def test_plot_run_missing_metrics_raises_data_error_naming_path(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="spikeforge train") as info:
+    with pytest.raises(DataError, match="spikeweave train") as info:
         plot_run(tmp_path)
     assert str(tmp_path / "metrics.jsonl") in str(info.value)
 
@@ -171,7 +171,7 @@ def test_plot_run_corrupt_activity_raises_data_error(tmp_path: Path) -> None:
 
 
 def test_plot_run_keeps_layer_order_from_metadata(tmp_path: Path) -> None:
-    from spikeforge.plots import _read_activity
+    from spikeweave.plots import _read_activity
 
     path = tmp_path / "activity.safetensors"
     tensors = {"zeta": torch.zeros(2, 1, 3, dtype=torch.uint8)}
@@ -189,7 +189,7 @@ def test_raster_shows_only_neurons_that_fired_and_names_label_and_prediction(
     spikes = torch.zeros(4, 2, 25088, dtype=torch.uint8)
     active = torch.tensor([5, 700, 20000])
     spikes[1, 0, active] = 1
-    from spikeforge import plots
+    from spikeweave import plots
 
     captured = {}
     original = plots._save

@@ -6,15 +6,15 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from spikeforge.encoding import ENCODERS
-from spikeforge.errors import ConfigError
-from spikeforge.experiments import EXPERIMENTS
-from spikeforge.models import MODELS
-from spikeforge.neurons import NEURONS
-from spikeforge.registry import Registry
-from spikeforge.surrogate import SURROGATES
-from spikeforge.tasks import TASKS
-from spikeforge.training import METHODS
+from spikeweave.encoding import ENCODERS
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import EXPERIMENTS
+from spikeweave.models import MODELS
+from spikeweave.neurons import NEURONS
+from spikeweave.registry import Registry
+from spikeweave.surrogate import SURROGATES
+from spikeweave.tasks import TASKS
+from spikeweave.training import METHODS
 
 ALL = {
     "neuron": NEURONS,
@@ -50,7 +50,7 @@ def test_a_name_cannot_be_registered_twice_for_different_objects():
 
 
 def test_train_help_shows_every_registered_choice_and_the_defaults():
-    from spikeforge.cli import app
+    from spikeweave.cli import app
 
     result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
     text = " ".join(result.output.split())
@@ -60,8 +60,8 @@ def test_train_help_shows_every_registered_choice_and_the_defaults():
 
 
 def test_version_flag_prints_the_version():
-    from spikeforge import __version__
-    from spikeforge.cli import app
+    from spikeweave import __version__
+    from spikeweave.cli import app
 
     result = CliRunner().invoke(app, ["--version"])
-    assert result.exit_code == 0 and result.output.strip() == f"spikeforge {__version__}"
+    assert result.exit_code == 0 and result.output.strip() == f"spikeweave {__version__}"

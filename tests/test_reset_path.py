@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-import spikeforge as sf
+import spikeweave as sf
 
 
 def hand_gradient(x, w, tau, theta, alpha, keep_reset_term):

@@ -1,4 +1,4 @@
-"""Package structure: no import cycles among spikeforge's modules.
+"""Package structure: no import cycles among spikeweave's modules.
 
 Edges are the module-level imports of each module (imports inside functions and under
 ``TYPE_CHECKING`` run later or never, so they cannot form a cycle at import time); importing a
@@ -10,9 +10,9 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-import spikeforge
+import spikeweave
 
-ROOT = Path(spikeforge.__file__).parent
+ROOT = Path(spikeweave.__file__).parent
 
 
 def _module_name(path: Path) -> str:

@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from spikeforge import surrogate as sg
-from spikeforge.errors import ConfigError
+from spikeweave import surrogate as sg
+from spikeweave.errors import ConfigError
 
 ALL = [sg.Sigmoid, sg.Atan, sg.FastSigmoid, sg.Rectangular, sg.Triangle]
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from spikeforge.errors import ConfigError, InputError
-from spikeforge.tasks import TASKS, DataSpec, make_task
-from spikeforge.training import TrainConfig, Trainer
+from spikeweave.errors import ConfigError, InputError
+from spikeweave.tasks import TASKS, DataSpec, make_task
+from spikeweave.training import TrainConfig, Trainer
 
 
 def test_classification_predicts_the_most_active_class_and_counts_accuracy():

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikeforge.data.events import EVENT_DTYPE
+from spikeweave.data.events import EVENT_DTYPE
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 NMNIST_FILES = sorted((REAL / "nmnist").glob("*/*.bs2")) + sorted((REAL / "nmnist").glob("*/*.bin"))

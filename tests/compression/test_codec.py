@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
 
-from spikeforge.compression import MAGIC, decode_events, encode_events, load_events, read_header
-from spikeforge.data.events import EVENT_DTYPE
-from spikeforge.errors import ConfigError, DataError
+from spikeweave.compression import MAGIC, decode_events, encode_events, load_events, read_header
+from spikeweave.data.events import EVENT_DTYPE
+from spikeweave.errors import ConfigError, DataError
 
 TARGET = 0.75  # the bound: at most 0.75x the size of `xz -9e` of the original file
 
@@ -122,7 +122,7 @@ def _with_header(data: bytes, **changes: int) -> bytes:
 
 
 def test_newer_version_is_refused():
-    with pytest.raises(DataError, match="version 2 is newer.*upgrade spikeforge"):
+    with pytest.raises(DataError, match="version 2 is newer.*upgrade spikeweave"):
         decode_events(_with_header(GOOD, version=2))
 
 

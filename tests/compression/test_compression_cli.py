@@ -1,4 +1,4 @@
-"""`spikeforge compress` / `decompress` as typer commands (wired here as the main CLI does)."""
+"""`spikeweave compress` / `decompress` as typer commands (wired here as the main CLI does)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import typer
 from sfev_helpers import synthetic_events
 from typer.testing import CliRunner
 
-from spikeforge.compression.cli import compress_command, decompress_command
-from spikeforge.compression.files import write_nmnist
-from spikeforge.errors import DataError
+from spikeweave.compression.cli import compress_command, decompress_command
+from spikeweave.compression.files import write_nmnist
+from spikeweave.errors import DataError
 
 app = typer.Typer()
 app.command("compress")(compress_command)
@@ -53,7 +53,7 @@ def test_sampled_mode_from_the_command_line(tmp_path, recording):
         assert 0 < z["t"].size < 4000
 
 
-def test_corrupt_input_is_a_spikeforge_error(tmp_path):
+def test_corrupt_input_is_a_spikeweave_error(tmp_path):
     (tmp_path / "bad.sfev").write_bytes(b"\x89SFEV\r\n\x1a\x02\x00" + bytes(50))
     out = runner.invoke(app, ["decompress", str(tmp_path / "bad.sfev"), str(tmp_path / "o.npz")])
     assert isinstance(out.exception, DataError)
@@ -63,7 +63,7 @@ def test_corrupt_input_is_a_spikeforge_error(tmp_path):
 def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
     import sys
 
-    from spikeforge.compression import cli
+    from spikeweave.compression import cli
 
     monkeypatch.setattr(cli, "PROGRESS_MIN_BYTES", 0)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)

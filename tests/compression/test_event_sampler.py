@@ -11,18 +11,18 @@ from sfev_helpers import synthetic_events
 from torch.utils.data import Subset
 from typer.testing import CliRunner
 
-from spikeforge.compression.cli import compress_command
-from spikeforge.compression.event_sampler import (
+from spikeweave.compression.cli import compress_command
+from spikeweave.compression.event_sampler import (
     BUILTIN_RATES,
     EventFrameSampler,
     builtin_path,
     save_sampler,
 )
-from spikeforge.compression.files import read_sfev, write_nmnist
-from spikeforge.compression.saccades import SaccadeModel, simulate_saccades
-from spikeforge.compression.sampler import SamplerMethod, SpikingSampler
-from spikeforge.compression.sampling import sample_events
-from spikeforge.errors import ConfigError, DataError
+from spikeweave.compression.files import read_sfev, write_nmnist
+from spikeweave.compression.saccades import SaccadeModel, simulate_saccades
+from spikeweave.compression.sampler import SamplerMethod, SpikingSampler
+from spikeweave.compression.sampling import sample_events
+from spikeweave.errors import ConfigError, DataError
 
 app = typer.Typer()
 app.command("compress")(compress_command)
@@ -35,8 +35,8 @@ def test_builtin_samplers_are_shipped_with_their_command_and_seed(rate):
     path = builtin_path(rate)
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
-    assert meta["format"] == "spikeforge-event-sampler"
-    assert meta["command"].startswith("python -m spikeforge.compression.pretrain")
+    assert meta["format"] == "spikeweave-event-sampler"
+    assert meta["command"].startswith("python -m spikeweave.compression.pretrain")
     assert meta["seed"] == "0" and float(meta["rate"]) == rate
     assert "simulated" in meta["training_data"]
     s = EventFrameSampler.builtin(rate)
@@ -47,7 +47,7 @@ def test_every_rate_uses_a_shipped_sampler(monkeypatch):
     for rate in (0.01, 0.07, 0.5, 1.0):
         assert EventFrameSampler.builtin(rate).info["sampler_trained_rate"] in BUILTIN_RATES
     # with several shipped rates, the nearest one in log scale is used
-    from spikeforge.compression import event_sampler
+    from spikeweave.compression import event_sampler
 
     monkeypatch.setattr(event_sampler, "BUILTIN_RATES", (0.05, 0.10, 0.25))
     monkeypatch.setattr(
@@ -78,7 +78,7 @@ def test_bad_sampler_files_are_refused(tmp_path):
     with pytest.raises(DataError, match="not a readable safetensors"):
         EventFrameSampler.from_file(tmp_path / "junk.safetensors")
     save_file({"w": torch.zeros(1)}, tmp_path / "e.safetensors")  # no sampler metadata
-    with pytest.raises(DataError, match="not a spikeforge event sampler"):
+    with pytest.raises(DataError, match="not a spikeweave event sampler"):
         EventFrameSampler.from_file(tmp_path / "e.safetensors")
 
 
@@ -107,8 +107,8 @@ def test_simulated_saccades_are_deterministic_ordered_and_on_the_edges():
 
 
 def _sampler_run(tmp_path, arm: str):
-    from spikeforge import data
-    from spikeforge.training import TrainConfig, Trainer
+    from spikeweave import data
+    from spikeweave.training import TrainConfig, Trainer
 
     train, test = data.load("mnist5k", "train"), data.load("mnist5k", "test")
     cfg = TrainConfig(

@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
 
-from spikeforge.compression import (
+from spikeweave.compression import (
     compress_file,
     decompress_file,
     encode_events,
     read_sfev,
     write_nmnist,
 )
-from spikeforge.data.events import read_events, read_nmnist
-from spikeforge.errors import ConfigError, DataError
+from spikeweave.data.events import read_events, read_nmnist
+from spikeweave.errors import ConfigError, DataError
 
 
 @needs_real

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
 
-from spikeforge.compression import compress_file, decompress_file, sample_events
-from spikeforge.compression.event_sampler import EventFrameSampler
-from spikeforge.compression.sampling import (
+from spikeweave.compression import compress_file, decompress_file, sample_events
+from spikeweave.compression.event_sampler import EventFrameSampler
+from spikeweave.compression.sampling import (
     activity_mask,
     random_mask,
     window_frames,
     window_index,
 )
-from spikeforge.data.events import read_events
-from spikeforge.errors import ConfigError
+from spikeweave.data.events import read_events
+from spikeweave.errors import ConfigError
 
 
 def _is_ordered_subset(kept: np.ndarray, full: np.ndarray) -> bool:

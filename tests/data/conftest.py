@@ -1,4 +1,4 @@
-"""Keep every data test's caches out of the user's ``~/.cache/spikeforge``."""
+"""Keep every data test's caches out of the user's ``~/.cache/spikeweave``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 
 # Module scope, not function scope: hypothesis refuses function-scoped fixtures in @given tests.
-# Tests that count cache entries point SPIKEFORGE_CACHE at their own folder with monkeypatch.
+# Tests that count cache entries point SPIKEWEAVE_CACHE at their own folder with monkeypatch.
 @pytest.fixture(scope="module", autouse=True)
 def _private_cache_root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("spikeforge-cache")
+    root = tmp_path_factory.mktemp("spikeweave-cache")
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SPIKEFORGE_CACHE", str(root))
+        mp.setenv("SPIKEWEAVE_CACHE", str(root))
         yield root

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from spikeforge_format_writers import make_events, random_events
+from spikeweave_format_writers import make_events, random_events
 
-from spikeforge.data import Denoise, ToFrames, denoise, to_frames
-from spikeforge.errors import ConfigError, InputError
+from spikeweave.data import Denoise, ToFrames, denoise, to_frames
+from spikeweave.errors import ConfigError, InputError
 
 SENSOR = (9, 7)  # width, height
 

@@ -1,4 +1,4 @@
-"""One cache root: $SPIKEFORGE_CACHE (default ~/.cache/spikeforge) holds frames/ and kernels/."""
+"""One cache root: $SPIKEWEAVE_CACHE (default ~/.cache/spikeweave) holds frames/ and kernels/."""
 
 from __future__ import annotations
 
@@ -6,22 +6,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spikeforge_format_writers import nmnist_bytes, random_events, write
+from spikeweave_format_writers import nmnist_bytes, random_events, write
 
-from spikeforge import data
-from spikeforge.data import cache_root, default_cache_dir
-from spikeforge.functional import cpu_kernel
+from spikeweave import data
+from spikeweave.data import cache_root, default_cache_dir
+from spikeweave.functional import cpu_kernel
 
 
 @pytest.fixture
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    for name in ("SPIKEFORGE_CACHE", "SPIKEFORGE_CACHE_DIR", "XDG_CACHE_HOME"):
+    for name in ("SPIKEWEAVE_CACHE", "SPIKEWEAVE_CACHE_DIR", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
 
 
-def test_both_caches_live_under_spikeforge_cache(tmp_path: Path, clean_env) -> None:
-    clean_env.setenv("SPIKEFORGE_CACHE", str(tmp_path / "root"))
+def test_both_caches_live_under_spikeweave_cache(tmp_path: Path, clean_env) -> None:
+    clean_env.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "root"))
     assert cache_root() == cpu_kernel.cache_root() == tmp_path / "root"
     assert default_cache_dir() == tmp_path / "root" / "frames"
     assert cpu_kernel.cache_dir() == tmp_path / "root" / "kernels"
@@ -29,25 +29,25 @@ def test_both_caches_live_under_spikeforge_cache(tmp_path: Path, clean_env) -> N
 
 def test_default_root_is_home_cache_or_xdg(tmp_path: Path, clean_env) -> None:
     clean_env.setenv("HOME", str(tmp_path / "home"))
-    assert cache_root() == tmp_path / "home" / ".cache" / "spikeforge"
-    assert default_cache_dir() == tmp_path / "home" / ".cache" / "spikeforge" / "frames"
-    assert cpu_kernel.cache_dir() == tmp_path / "home" / ".cache" / "spikeforge" / "kernels"
+    assert cache_root() == tmp_path / "home" / ".cache" / "spikeweave"
+    assert default_cache_dir() == tmp_path / "home" / ".cache" / "spikeweave" / "frames"
+    assert cpu_kernel.cache_dir() == tmp_path / "home" / ".cache" / "spikeweave" / "kernels"
     clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "spikeforge" / "frames"
-    assert cpu_kernel.cache_dir() == tmp_path / "xdg" / "spikeforge" / "kernels"
-    clean_env.setenv("SPIKEFORGE_CACHE", "")  # empty means unset
-    assert cache_root() == tmp_path / "xdg" / "spikeforge"
+    assert default_cache_dir() == tmp_path / "xdg" / "spikeweave" / "frames"
+    assert cpu_kernel.cache_dir() == tmp_path / "xdg" / "spikeweave" / "kernels"
+    clean_env.setenv("SPIKEWEAVE_CACHE", "")  # empty means unset
+    assert cache_root() == tmp_path / "xdg" / "spikeweave"
 
 
 def test_old_kernel_variable_is_gone(tmp_path: Path, clean_env) -> None:
-    clean_env.setenv("SPIKEFORGE_CACHE", str(tmp_path / "root"))
-    clean_env.setenv("SPIKEFORGE_CACHE_DIR", str(tmp_path / "old"))
+    clean_env.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "root"))
+    clean_env.setenv("SPIKEWEAVE_CACHE_DIR", str(tmp_path / "old"))
     assert cpu_kernel.cache_dir() == tmp_path / "root" / "kernels"
 
 
 def test_a_dataset_and_the_kernel_write_into_the_one_root(tmp_path: Path, clean_env) -> None:
     root = tmp_path / "root"
-    clean_env.setenv("SPIKEFORGE_CACHE", str(root))
+    clean_env.setenv("SPIKEWEAVE_CACHE", str(root))
     ev = random_events(np.random.default_rng(0), 50, 34, 34, 300_000)
     write(tmp_path / "data" / "nmnist" / "Train" / "0" / "0.bin", nmnist_bytes(ev))
     (tmp_path / "data" / "nmnist" / "Test").mkdir()

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from spikeforge import data
-from spikeforge.training import TrainConfig
-from spikeforge.training.config import load_config
+from spikeweave import data
+from spikeweave.training import TrainConfig
+from spikeweave.training.config import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 FILE_DATASETS = ["mnist", "fashion-mnist", "cifar10", "nmnist", "dvs-gesture", "cifar10-dvs"]
@@ -20,7 +20,7 @@ def test_each_paper_dataset_has_a_valid_config(name):
     cfg = TrainConfig.from_dict(values, source=name).validate()
     assert cfg.dataset == name and name in data.DATASETS
     notes = cfg.notes
-    assert notes["chosen_by_spikeforge"], "say which values are ours"
+    assert notes["chosen_by_spikeweave"], "say which values are ours"
     methods = [v for k, v in notes.items() if isinstance(v, dict) and k != "binning"]
     assert methods and all("source" in m for m in methods)
     if data.info(name).temporal:

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from spikeforge import data
-from spikeforge.errors import ConfigError
+from spikeweave import data
+from spikeweave.errors import ConfigError
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spikeforge_format_writers import (
+from spikeweave_format_writers import (
     AEDAT2_HEADER,
     AEDAT31_HEADER,
     aedat2_bytes,
@@ -23,11 +23,11 @@ from spikeforge_format_writers import (
     write,
 )
 
-from spikeforge import data
-from spikeforge.data import read_events
-from spikeforge.data.events import read_aedat2, read_aedat3, read_aedat4, read_nmnist
-from spikeforge.data.tonic_interop import TonicFrames
-from spikeforge.errors import DataError
+from spikeweave import data
+from spikeweave.data import read_events
+from spikeweave.data.events import read_aedat2, read_aedat3, read_aedat4, read_nmnist
+from spikeweave.data.tonic_interop import TonicFrames
+from spikeweave.errors import DataError
 
 REAL_AEDAT4 = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "aedat4"

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from spikeforge_format_writers import (
+from spikeweave_format_writers import (
     aedat2_bytes,
     aedat31_bytes,
     make_events,
@@ -18,11 +18,11 @@ from spikeforge_format_writers import (
     write,
 )
 
-from spikeforge import data
-from spikeforge.data.event_datasets import read_gesture_labels
-from spikeforge.data.layouts import CIFAR10_CLASSES
-from spikeforge.data.tonic_interop import TonicFrames, from_tonic_events
-from spikeforge.errors import ConfigError, DataError
+from spikeweave import data
+from spikeweave.data.event_datasets import read_gesture_labels
+from spikeweave.data.layouts import CIFAR10_CLASSES
+from spikeweave.data.tonic_interop import TonicFrames, from_tonic_events
+from spikeweave.errors import ConfigError, DataError
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 NMNIST_SMALL = REAL / "nmnist" / "slayerPytorch_NMNISTsmall"
@@ -76,9 +76,9 @@ def test_nmnist_dataset_from_real_samples(tmp_path):
 
 @needs_real
 def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path, monkeypatch):
-    from spikeforge.training import TrainConfig, Trainer
+    from spikeweave.training import TrainConfig, Trainer
 
-    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "cache"))
     build_nmnist_root(tmp_path / "data")
     cfg = TrainConfig(
         dataset="nmnist",
@@ -98,7 +98,7 @@ def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path, monkeypatch):
 @needs_real
 def test_cli_trains_nmnist_and_lists_datasets(tmp_path):
     testing = pytest.importorskip("typer.testing")
-    from spikeforge.cli import app
+    from spikeweave.cli import app
 
     build_nmnist_root(tmp_path / "data")
     runner = testing.CliRunner()
@@ -239,7 +239,7 @@ def test_dvs_gesture_missing_pieces(tmp_path):
 
 
 def test_cifar10_dvs_split_labels_and_counts(tmp_path, monkeypatch):
-    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "cache"))
     rng = np.random.default_rng(4)
     counts = {}
     for cls in CIFAR10_CLASSES:
@@ -276,7 +276,7 @@ def test_catalog_reports_every_dataset(tmp_path, monkeypatch):
     for name in ("mnist", "fashion-mnist", "cifar10", "nmnist", "dvs-gesture", "cifar10-dvs"):
         assert not rows[name]["found"] and str(tmp_path) in rows[name]["where"]
     assert rows["nmnist"]["kind"] == "events" and rows["mnist"]["kind"] == "images"
-    monkeypatch.setenv("SPIKEFORGE_DATA", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("SPIKEWEAVE_DATA", str(tmp_path / "elsewhere"))
     assert data.default_root() == tmp_path / "elsewhere"
     assert str(tmp_path / "elsewhere") in {r["name"]: r for r in data.catalog()}["mnist"]["where"]
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spikeforge_format_writers import aedat2_bytes, aedat31_bytes, nmnist_bytes, random_events
+from spikeweave_format_writers import aedat2_bytes, aedat31_bytes, nmnist_bytes, random_events
 
-from spikeforge.data import EVENT_DTYPE, read_events
-from spikeforge.errors import DataError
+from spikeweave.data import EVENT_DTYPE, read_events
+from spikeweave.errors import DataError
 
 REAL_AEDAT4 = (
     Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from spikeforge_format_writers import (
+from spikeweave_format_writers import (
     AEDAT31_HEADER,
     PACKET,
     aedat2_bytes,
@@ -20,8 +20,8 @@ from spikeforge_format_writers import (
     write,
 )
 
-from spikeforge.data import EVENT_DTYPE, detect_format, read_events
-from spikeforge.errors import DataError
+from spikeweave.data import EVENT_DTYPE, detect_format, read_events
+from spikeweave.errors import DataError
 
 REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")

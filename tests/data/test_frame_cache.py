@@ -6,11 +6,11 @@ import os
 
 import numpy as np
 import pytest
-from spikeforge_format_writers import nmnist_bytes, random_events, write
+from spikeweave_format_writers import nmnist_bytes, random_events, write
 
-from spikeforge import data
-from spikeforge.data import FrameCache, default_cache_dir
-from spikeforge.data import event_datasets as ed
+from spikeweave import data
+from spikeweave.data import FrameCache, default_cache_dir
+from spikeweave.data import event_datasets as ed
 
 
 def _root(tmp_path, n=3, seed=0):
@@ -27,8 +27,8 @@ def _root(tmp_path, n=3, seed=0):
 @pytest.fixture(autouse=True)
 def own_cache(tmp_path, monkeypatch):
     """A cache root per test, so entry counts see only this test's entries."""
-    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "spikeforge-cache"))
-    return tmp_path / "spikeforge-cache"
+    monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "spikeweave-cache"))
+    return tmp_path / "spikeweave-cache"
 
 
 def _entries():
@@ -117,6 +117,6 @@ def test_frame_cache_stores_counts_compactly(tmp_path):
 
 def test_default_cache_dir_is_frames_under_the_cache_root(tmp_path, monkeypatch, own_cache):
     assert default_cache_dir() == own_cache / "frames"
-    monkeypatch.delenv("SPIKEFORGE_CACHE")
+    monkeypatch.delenv("SPIKEWEAVE_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert default_cache_dir() == tmp_path / "xdg" / "spikeforge" / "frames"
+    assert default_cache_dir() == tmp_path / "xdg" / "spikeweave" / "frames"

@@ -10,11 +10,11 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from spikeforge_format_writers import cifar_batch_bytes, idx_bytes, write
+from spikeweave_format_writers import cifar_batch_bytes, idx_bytes, write
 
-from spikeforge import data
-from spikeforge.data.static import read_cifar_batch, read_idx, write_idx
-from spikeforge.errors import DataError
+from spikeweave import data
+from spikeweave.data.static import read_cifar_batch, read_idx, write_idx
+from spikeweave.errors import DataError
 
 RNG = np.random.default_rng(0)
 

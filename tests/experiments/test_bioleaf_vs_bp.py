@@ -3,8 +3,8 @@ import math
 
 import pytest
 
-from spikeforge.experiments import EXPERIMENTS, run_experiment
-from spikeforge.training import METHODS
+from spikeweave.experiments import EXPERIMENTS, run_experiment
+from spikeweave.training import METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

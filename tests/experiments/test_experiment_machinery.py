@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from spikeforge.errors import ConfigError
-from spikeforge.experiments import Report, Table, fmt_pm, mean_std, run_experiment
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import Report, Table, fmt_pm, mean_std, run_experiment
 
 
 def test_mean_std_and_formatting():

@@ -9,11 +9,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from spikeforge.errors import ConfigError
-from spikeforge.experiments import ExperimentContext
-from spikeforge.experiments.schedule import interleave, run_interleaved
-from spikeforge.experiments.selection import BestValPredictions, best_val_row
-from spikeforge.experiments.stats import (
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import ExperimentContext
+from spikeweave.experiments.schedule import interleave, run_interleaved
+from spikeweave.experiments.selection import BestValPredictions, best_val_row
+from spikeweave.experiments.stats import (
     HELD,
     INCONCLUSIVE,
     NOT_HELD,
@@ -22,15 +22,15 @@ from spikeforge.experiments.stats import (
     overall,
     paired_part,
 )
-from spikeforge.experiments.timing import (
+from spikeweave.experiments.timing import (
     case_from_trainer,
     machine_state,
     neuron_backends,
     set_backend,
     time_arms,
 )
-from spikeforge.experiments.tuning import sweep_lr_alpha, tune
-from spikeforge.training import TrainConfig
+from spikeweave.experiments.tuning import sweep_lr_alpha, tune
+from spikeweave.training import TrainConfig
 
 TINY = TrainConfig(
     dataset="digits", model="mlp", hidden=[16], steps=2, epochs=2, batch_size=128,
@@ -86,7 +86,7 @@ def test_forked_workers_return_what_one_process_returns_in_the_same_layout():
 
 
 def test_soft_xor_runs_in_forked_workers_equal_the_runs_in_one_process(tmp_path):
-    from spikeforge.experiments.reset_dependency import SoftXorSettings, train_soft_xor
+    from spikeweave.experiments.reset_dependency import SoftXorSettings, train_soft_xor
 
     toy = SoftXorSettings(n_train=200, n_test=100, steps=4, epochs=2, batch_size=20)
 
@@ -104,7 +104,7 @@ def test_soft_xor_runs_in_forked_workers_equal_the_runs_in_one_process(tmp_path)
 
 
 def test_workers_are_refused_for_experiments_that_hand_trainers_to_the_report(tmp_path):
-    from spikeforge.experiments import run_experiment
+    from spikeweave.experiments import run_experiment
 
     with pytest.raises(ConfigError, match="--workers is for: .*klif-vs-lif"):
         run_experiment("na-vs-bptt", quick=True, out_dir=tmp_path, workers=2)

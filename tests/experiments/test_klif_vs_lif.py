@@ -8,16 +8,16 @@ import json
 import pytest
 import torch
 
-from spikeforge.errors import ConfigError
-from spikeforge.experiments import run_experiment
-from spikeforge.experiments.ablation_neurons import (
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import run_experiment
+from spikeweave.experiments.ablation_neurons import (
     PLIF,
     FlooredLIF,
     LearnableWidthLIF,
     learned_values,
 )
-from spikeforge.neurons import KLIF, LIF, NEURONS
-from spikeforge.surrogate import Sigmoid
+from spikeweave.neurons import KLIF, LIF, NEURONS
+from spikeweave.surrogate import Sigmoid
 
 
 @pytest.fixture

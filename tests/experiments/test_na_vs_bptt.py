@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-import spikeforge.experiments.na_vs_bptt as na_vs_bptt  # registers the experiment
-from spikeforge.experiments import EXPERIMENTS, run_experiment
-from spikeforge.training import METHODS
+import spikeweave.experiments.na_vs_bptt as na_vs_bptt  # registers the experiment
+from spikeweave.experiments import EXPERIMENTS, run_experiment
+from spikeweave.training import METHODS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

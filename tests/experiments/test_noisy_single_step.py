@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-import spikeforge.experiments.noisy_single_step as noisy_exp  # registers the experiment
-from spikeforge.experiments import EXPERIMENTS, run_experiment
-from spikeforge.training import METHODS, load_run
+import spikeweave.experiments.noisy_single_step as noisy_exp  # registers the experiment
+from spikeweave.experiments import EXPERIMENTS, run_experiment
+from spikeweave.training import METHODS, load_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,7 +118,7 @@ def test_two_workers_train_the_same_runs_and_give_the_same_accuracies(quick_run,
 
 
 def test_a_run_rebuilt_from_its_record_scores_what_training_recorded(tmp_path):
-    from spikeforge.experiments.base import ExperimentContext
+    from spikeweave.experiments.base import ExperimentContext
 
     st = noisy_exp.NoisySingleStepExperiment().settings(True)[1]  # conv, avg pool, Poisson
     part = noisy_exp._Part(ExperimentContext(tmp_path, True, [0], log=False), st)

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from spikeforge.experiments import oscillation_defense as od
-from spikeforge.experiments import run_experiment
-from spikeforge.training import TrainConfig
+from spikeweave.experiments import oscillation_defense as od
+from spikeweave.experiments import run_experiment
+from spikeweave.training import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -68,7 +68,7 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
 
 
 def test_options_are_checked():
-    from spikeforge.errors import ConfigError
+    from spikeweave.errors import ConfigError
 
     with pytest.raises(ConfigError, match="form must be one of"):
         od.OscillationOptions(form="cosine")

@@ -11,8 +11,8 @@ from pathlib import Path
 import matplotlib.image as mpimg
 import pytest
 
-from spikeforge.experiments.figures import plot_bars
-from spikeforge.experiments.report import Report, Table
+from spikeweave.experiments.figures import plot_bars
+from spikeweave.experiments.report import Report, Table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 needs_chromium = pytest.mark.skipif(

@@ -3,8 +3,8 @@ import math
 
 import torch
 
-from spikeforge.experiments import ExperimentContext, run_experiment
-from spikeforge.experiments.reset_dependency import (
+from spikeweave.experiments import ExperimentContext, run_experiment
+from spikeweave.experiments.reset_dependency import (
     SoftXorSettings,
     normalised_loss,
     soft_xor_data,

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from spikeforge.compression.sampler import SamplerMethod, SamplingAutoencoder, topk_mask
-from spikeforge.errors import ConfigError
-from spikeforge.experiments import run_experiment
-from spikeforge.training import TrainConfig, Trainer, load_run
+from spikeweave.compression.sampler import SamplerMethod, SamplingAutoencoder, topk_mask
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import run_experiment
+from spikeweave.training import TrainConfig, Trainer, load_run
 
 
 @pytest.mark.parametrize("rate", [0.05, 0.1, 0.25])

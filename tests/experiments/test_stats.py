@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats as sstats
 
-from spikeforge.experiments.report import Report
-from spikeforge.experiments.stats import (
+from spikeweave.experiments.report import Report
+from spikeweave.experiments.stats import (
     HELD,
     INCONCLUSIVE,
     NOT_HELD,

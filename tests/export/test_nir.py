@@ -18,13 +18,13 @@ import typer
 from torch import nn
 from typer.testing import CliRunner
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError, DataError
-from spikeforge.export import SumPool2d, from_nir, load_nir, save_nir, to_nir
-from spikeforge.export.cli import export_command, import_command
-from spikeforge.layers import TimeFolded
-from spikeforge.models import MLP, ConvNet
-from spikeforge.training import TrainConfig, Trainer, load_run
+import spikeweave as sf
+from spikeweave.errors import ConfigError, DataError
+from spikeweave.export import SumPool2d, from_nir, load_nir, save_nir, to_nir
+from spikeweave.export.cli import export_command, import_command
+from spikeweave.layers import TimeFolded
+from spikeweave.models import MLP, ConvNet
+from spikeweave.training import TrainConfig, Trainer, load_run
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,13 +77,13 @@ def trained(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def digits_batch():
-    from spikeforge import data
+    from spikeweave import data
 
     test = data.load("digits", "test")
     return torch.stack([torch.as_tensor(test[i][0]) for i in range(64)])
 
 
-# -- spikeforge -> NIR -> spikeforge ----------------------------------------------------------
+# -- spikeweave -> NIR -> spikeweave ----------------------------------------------------------
 
 
 def test_round_trip_through_a_nir_file_gives_identical_spikes_on_a_trained_model(
@@ -189,7 +189,7 @@ def test_units_of_if_and_the_recorded_dt_survive_a_file(tmp_path):
 
 
 def test_the_exported_lif_is_nirs_ode_under_forward_euler():
-    """Simulate NIR's equations from the exported numbers alone and compare with spikeforge."""
+    """Simulate NIR's equations from the exported numbers alone and compare with spikeweave."""
     tau, dt = 5.0, 1e-3
     for decay_input in (True, False):
         lif = sf.LIF(
@@ -206,7 +206,7 @@ def test_the_exported_lif_is_nirs_ode_under_forward_euler():
         for t in range(x.shape[0]):
             # tau·dv/dt = (v_leak − v) + R·I, one Euler step of dt
             v = v + dt / node.tau * ((node.v_leak - v) + node.r * x[t, 0].numpy())
-            s = v >= node.v_threshold  # spikeforge's H(0) = 1 convention
+            s = v >= node.v_threshold  # spikeweave's H(0) = 1 convention
             v = np.where(s, node.v_reset, v)
             spikes.append(s)
         ours = lif(x)[:, 0].numpy().astype(bool)
@@ -332,15 +332,15 @@ def test_a_file_that_is_not_nir_is_a_one_line_data_error(tmp_path):
 
 
 def _cli() -> typer.Typer:
-    """The two commands wired as the lead wires them into spikeforge/cli.py."""
+    """The two commands wired as the lead wires them into spikeweave/cli.py."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command("export")(export_command)
     app.command("import")(import_command)
     return app
 
 
-def test_spikeforge_import_writes_a_run_that_eval_accepts(trained, tmp_path):
-    from spikeforge.cli import app as main_app
+def test_spikeweave_import_writes_a_run_that_eval_accepts(trained, tmp_path):
+    from spikeweave.cli import app as main_app
 
     runner = CliRunner()
     path = tmp_path / "model.nir"
@@ -366,7 +366,7 @@ def test_import_of_a_graph_no_trainconfig_describes_says_what_to_use(tmp_path):
         sf.IF(),
     ).eval()
     path = save_nir(model, tmp_path / "conv.nir", dt=1e-3, input_shape=(1, 8, 8))
-    from spikeforge.export import import_run
+    from spikeweave.export import import_run
 
     with pytest.raises(ConfigError) as excinfo:
         import_run(path, tmp_path / "out", dataset="digits", steps=4)
@@ -404,7 +404,7 @@ def _x() -> torch.Tensor:
     return torch.rand(12, 8, 20) * 1.5
 
 
-def test_norse_imports_a_spikeforge_export_with_the_same_spikes():
+def test_norse_imports_a_spikeweave_export_with_the_same_spikes():
     norse = _peer("norse.torch")
     model = _peer_mlp(decay_input=True)  # Norse's LIFBox: dv = dt/τ·(I + v_leak − v), R = 1
     dt = 1e-3
@@ -421,7 +421,7 @@ def test_norse_imports_a_spikeforge_export_with_the_same_spikes():
     assert torch.equal(theirs, ours)
 
 
-def test_snntorch_imports_a_spikeforge_export_with_the_same_spikes():
+def test_snntorch_imports_a_spikeweave_export_with_the_same_spikes():
     _peer("snntorch")
     from snntorch.import_nir import import_from_nir
 
@@ -439,7 +439,7 @@ def test_snntorch_imports_a_spikeforge_export_with_the_same_spikes():
     assert torch.equal(theirs, ours)
 
 
-def test_a_nir_file_written_by_snntorch_imports_into_spikeforge(tmp_path):
+def test_a_nir_file_written_by_snntorch_imports_into_spikeweave(tmp_path):
     _peer("snntorch")
     import make_snntorch_fixture as fx  # beside this file: the same network as the data/ file
 
@@ -455,7 +455,7 @@ def test_a_nir_file_written_by_snntorch_imports_into_spikeforge(tmp_path):
     assert torch.equal(spikes, theirs)
 
 
-def test_a_nir_file_written_by_norse_imports_into_spikeforge(tmp_path):
+def test_a_nir_file_written_by_norse_imports_into_spikeweave(tmp_path):
     norse = _peer("norse.torch")
     from norse.torch.module.lif_box import LIFBoxCell, LIFBoxParameters
 
@@ -493,7 +493,7 @@ def test_a_nir_file_written_by_norse_imports_into_spikeforge(tmp_path):
     assert torch.equal(spikes, torch.stack(outs))
 
 
-def test_a_nir_file_written_by_snntorch_committed_in_the_repo_imports_into_spikeforge():
+def test_a_nir_file_written_by_snntorch_committed_in_the_repo_imports_into_spikeweave():
     """Runs without snnTorch: a file snnTorch wrote, and the spikes snnTorch gave for it."""
     path = DATA / "snntorch_leaky.nir"
     expected = np.load(DATA / "snntorch_leaky_spikes.npz")

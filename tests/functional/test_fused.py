@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError, InputError
-from spikeforge.functional import cpu_kernel
-from spikeforge.functional.dynamics import Dynamics, FireReset, KLIFDynamics, LIFDynamics
-from spikeforge.functional.fused import neuron_multistep, reference_multistep, select_backend
-from spikeforge.neurons import TimeChunked
-from spikeforge.surrogate import SURROGATES, Surrogate
+import spikeweave as sf
+from spikeweave.errors import ConfigError, InputError
+from spikeweave.functional import cpu_kernel
+from spikeweave.functional.dynamics import Dynamics, FireReset, KLIFDynamics, LIFDynamics
+from spikeweave.functional.fused import neuron_multistep, reference_multistep, select_backend
+from spikeweave.neurons import TimeChunked
+from spikeweave.surrogate import SURROGATES, Surrogate
 
 
 class Erf(Surrogate):
@@ -316,7 +316,7 @@ def test_a_new_neuron_module_plugs_in_through_dynamics():
 @pytest.fixture
 def fresh_kernel(tmp_path, monkeypatch):
     """A cold cache: the next use compiles (or fails to) from scratch."""
-    monkeypatch.setenv("SPIKEFORGE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "cache"))
     cpu_kernel.reset()
     yield tmp_path / "cache" / "kernels"
     cpu_kernel.reset()
@@ -342,7 +342,7 @@ def test_without_compiler_falls_back_to_torch_with_same_numbers(fresh_kernel, mo
     if how == "no-compiler":
         monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
     elif how == "disabled":
-        monkeypatch.setenv("SPIKEFORGE_CPU_KERNEL", "0")
+        monkeypatch.setenv("SPIKEWEAVE_CPU_KERNEL", "0")
     else:
         monkeypatch.setenv("CC", "false")
         monkeypatch.setattr(cpu_kernel, "_compiler", lambda: "false")

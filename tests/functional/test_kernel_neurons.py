@@ -10,12 +10,12 @@ import math
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.functional import cpu_kernel
-from spikeforge.functional.dynamics import FireReset, KLIFDynamics
-from spikeforge.functional.fused import neuron_multistep, reference_multistep, select_backend
-from spikeforge.neurons import OscillatingLIF
-from spikeforge.surrogate import SURROGATES, Surrogate
+import spikeweave as sf
+from spikeweave.functional import cpu_kernel
+from spikeweave.functional.dynamics import FireReset, KLIFDynamics
+from spikeweave.functional.fused import neuron_multistep, reference_multistep, select_backend
+from spikeweave.neurons import OscillatingLIF
+from spikeweave.surrogate import SURROGATES, Surrogate
 
 pytestmark = pytest.mark.skipif(
     not cpu_kernel.available(), reason=f"no compiled CPU kernel: {cpu_kernel.unavailable_reason()}"

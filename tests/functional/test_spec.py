@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeforge.functional import cpu_kernel, spec, triton_lif
-from spikeforge.functional.dynamics import IFDynamics, KLIFDynamics, LIFDynamics
-from spikeforge.surrogate import SURROGATES
+from spikeweave.functional import cpu_kernel, spec, triton_lif
+from spikeweave.functional.dynamics import IFDynamics, KLIFDynamics, LIFDynamics
+from spikeweave.surrogate import SURROGATES
 
 
 @pytest.mark.parametrize("cls", list(SURROGATES.values()), ids=lambda c: c.__name__)

@@ -17,9 +17,9 @@ import math
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.functional import finite, triton_lif
-from spikeforge.functional.dynamics import (
+import spikeweave as sf
+from spikeweave.functional import finite, triton_lif
+from spikeweave.functional.dynamics import (
     FireReset,
     IFDynamics,
     KLIFDynamics,
@@ -27,8 +27,8 @@ from spikeforge.functional.dynamics import (
     OscillatingLIFDynamics,
     oscillation_drive,
 )
-from spikeforge.functional.neuron import reference_multistep
-from spikeforge.surrogate import SURROGATES, Surrogate
+from spikeweave.functional.neuron import reference_multistep
+from spikeweave.surrogate import SURROGATES, Surrogate
 
 cuda = pytest.mark.skipif(
     not (torch.cuda.is_available() and triton_lif.available()),
@@ -260,7 +260,7 @@ def test_triton_equals_reference_on_cuda(kind, reset, detach, surrogate, dtype):
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 def test_half_precision_on_cuda_runs_the_kernel(dtype):
-    from spikeforge.functional.fused import select_backend
+    from spikeweave.functional.fused import select_backend
 
     x = torch.rand(6, 4, 8, device="cuda", dtype=dtype) * 2
     fr = sf.LIF().fire_reset()

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn.functional import cosine_similarity
 
-from spikeforge.errors import ConfigError
-from spikeforge.learning.bioleaf import (
+from spikeweave.errors import ConfigError
+from spikeweave.learning.bioleaf import (
     ApicalMismatch,
     BioLeaF,
     BioLeaFOptions,
@@ -15,9 +15,9 @@ from spikeforge.learning.bioleaf import (
     phi,
     rate_network_gradients,
 )
-from spikeforge.losses import Loss
-from spikeforge.tasks import DataSpec, make_task
-from spikeforge.training import (
+from spikeweave.losses import Loss
+from spikeweave.tasks import DataSpec, make_task
+from spikeweave.training import (
     METHODS,
     Callback,
     TrainConfig,
@@ -25,13 +25,13 @@ from spikeforge.training import (
     load_run,
     make_method,
 )
-from spikeforge.training.methods import StepContext
+from spikeweave.training.methods import StepContext
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _digits(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from spikeforge import data
+    from spikeweave import data
 
     ds = data.load("digits", "train")
     x = torch.stack([ds[i][0] for i in range(n)]).flatten(1)

@@ -2,9 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.encoding import direct
-from spikeforge.errors import ConfigError
-from spikeforge.learning.conversion import (
+from spikeweave.encoding import direct
+from spikeweave.errors import ConfigError
+from spikeweave.learning.conversion import (
     accuracy_over_time,
     activation_percentiles,
     ann_to_snn,
@@ -14,9 +14,9 @@ from spikeforge.learning.conversion import (
     normalize_weights,
     snn_config,
 )
-from spikeforge.models import MLP, ConvNet
-from spikeforge.neurons import IF, LIF
-from spikeforge.training import TrainConfig, model_from_config
+from spikeweave.models import MLP, ConvNet
+from spikeweave.neurons import IF, LIF
+from spikeweave.training import TrainConfig, model_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

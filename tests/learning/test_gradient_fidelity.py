@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from spikeforge.errors import ConfigError
-from spikeforge.learning.gradient_fidelity import (
+from spikeweave.errors import ConfigError
+from spikeweave.learning.gradient_fidelity import (
     ESTIMATOR_ARMS,
     batched_kernel_loss,
     cosine,
@@ -12,7 +12,7 @@ from spikeforge.learning.gradient_fidelity import (
     na_mlp_fd_gradient,
     smoothed_fd_gradient,
 )
-from spikeforge.learning.na import NANetwork, kernel_loss
+from spikeweave.learning.na import NANetwork, kernel_loss
 
 
 def test_fd_of_a_smoothed_quadratic_is_its_exact_gradient():

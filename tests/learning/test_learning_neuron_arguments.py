@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from spikeforge.errors import ConfigError
-from spikeforge.learning.na import NANeuron
-from spikeforge.learning.noisy import NoisyIF
+from spikeweave.errors import ConfigError
+from spikeweave.learning.na import NANeuron
+from spikeweave.learning.noisy import NoisyIF
 
 
 @pytest.mark.parametrize(

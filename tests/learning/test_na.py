@@ -7,9 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.errors import ConfigError
-from spikeforge.layers import TimeFolded
-from spikeforge.learning.na import (
+from spikeweave.errors import ConfigError
+from spikeweave.layers import TimeFolded
+from spikeweave.learning.na import (
     InputNormalize,
     InputSynapse,
     NANetwork,
@@ -22,8 +22,8 @@ from spikeforge.learning.na import (
     na_network,
     psc,
 )
-from spikeforge.monitor import load_activity
-from spikeforge.training import TrainConfig, Trainer, make_method
+from spikeweave.monitor import load_activity
+from spikeweave.training import TrainConfig, Trainer, make_method
 
 TAU_M, TAU_S, THETA = 5.0, 2.0, 1.0
 
@@ -311,7 +311,7 @@ def test_paper_networks_have_the_paper_shapes():
 
 def test_convert_to_na_replaces_trainer_neurons():
     cfg = TrainConfig(dataset="digits", model="mlp", population=2)
-    from spikeforge.training import model_from_config
+    from spikeweave.training import model_from_config
 
     model = convert_to_na(model_from_config(cfg))
     neurons = [m for m in model.modules() if isinstance(m, NANeuron)]
@@ -377,7 +377,7 @@ def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path
 def test_cli_trains_with_method_na(tmp_path):
     from typer.testing import CliRunner
 
-    from spikeforge.cli import app
+    from spikeweave.cli import app
 
     args = ["train", "--method", "na", "--dataset", "digits", "--model", "mlp", "-T", "2"]
     args += ["--epochs", "1", "--tau", "5", "--no-progress", "--out-dir", str(tmp_path)]

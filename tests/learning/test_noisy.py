@@ -4,9 +4,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from spikeforge.encoding import direct, poisson
-from spikeforge.errors import ConfigError, InputError
-from spikeforge.learning.noisy import (
+from spikeweave.encoding import direct, poisson
+from spikeweave.errors import ConfigError, InputError
+from spikeweave.learning.noisy import (
     RESIDUAL_SIGMA,
     NoisyIF,
     NoisySingleStep,
@@ -20,11 +20,11 @@ from spikeforge.learning.noisy import (
     set_noisy_mode,
     to_multistep,
 )
-from spikeforge.models import MLP
-from spikeforge.neurons import IF, LIF
-from spikeforge.surrogate import Atan
-from spikeforge.training import TrainConfig, Trainer, make_method, model_from_config
-from spikeforge.training.checkpoint import load_checkpoint, save_checkpoint
+from spikeweave.models import MLP
+from spikeweave.neurons import IF, LIF
+from spikeweave.surrogate import Atan
+from spikeweave.training import TrainConfig, Trainer, make_method, model_from_config
+from spikeweave.training.checkpoint import load_checkpoint, save_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -281,7 +281,7 @@ def test_method_options_are_typed_and_unknown_ones_refused():
 
 
 def test_cli_method_noisy(tmp_path):
-    from spikeforge.cli import app
+    from spikeweave.cli import app
 
     args = ["train", "--dataset", "digits", "--model", "mlp", "--neuron", "if"]
     args += ["--method", "noisy", "-T", "4", "--epochs", "1", "--no-progress"]
@@ -293,7 +293,7 @@ def test_cli_method_noisy(tmp_path):
 def test_shipped_config_loads_and_configures_the_method():
     from pathlib import Path
 
-    from spikeforge.training import load_config
+    from spikeweave.training import load_config
 
     path = Path(__file__).parents[2] / "configs" / "methods" / "noisy-mnist5k.toml"
     cfg = TrainConfig.from_dict(load_config(path))

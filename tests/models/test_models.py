@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-import spikeforge as sf
-from spikeforge.errors import ConfigError
-from spikeforge.neurons import SpikingNeuron
+import spikeweave as sf
+from spikeweave.errors import ConfigError
+from spikeweave.neurons import SpikingNeuron
 
 
 @pytest.mark.parametrize("name", ["mlp", "convnet"])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeforge.errors import ConfigError
-from spikeforge.security.adv_train import AdversarialTraining, AdvTrainOptions
-from spikeforge.training import TrainConfig, Trainer, load_run
-from spikeforge.training.methods import METHODS, make_method
+from spikeweave.errors import ConfigError
+from spikeweave.security.adv_train import AdversarialTraining, AdvTrainOptions
+from spikeweave.training import TrainConfig, Trainer, load_run
+from spikeweave.training.methods import METHODS, make_method
 
 
 @pytest.fixture(autouse=True)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge import data
-from spikeforge.errors import ConfigError, DataError
-from spikeforge.layers import TimeFolded
-from spikeforge.neurons import OscillatingLIF
-from spikeforge.security.attacks import (
+from spikeweave import data
+from spikeweave.errors import ConfigError, DataError
+from spikeweave.layers import TimeFolded
+from spikeweave.neurons import OscillatingLIF
+from spikeweave.security.attacks import (
     ATTACKS,
     adaptive_pgd,
     fgsm,
@@ -166,7 +166,7 @@ def test_square_attack_is_gradient_free(nets, test_batch):
 
 
 def test_bad_input_gives_one_line_errors(nets, test_batch, tmp_path):
-    from spikeforge.security.cli import attack_command
+    from spikeweave.security.cli import attack_command
 
     net, _ = nets
     x, y = test_batch
@@ -188,8 +188,8 @@ def test_bad_input_gives_one_line_errors(nets, test_batch, tmp_path):
 
 
 def test_attack_command_on_a_trained_run(tmp_path):
-    from spikeforge.security.cli import attack_command
-    from spikeforge.training import TrainConfig, Trainer
+    from spikeweave.security.cli import attack_command
+    from spikeweave.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
         dataset="digits", model="mlp", steps=2, epochs=3, lr=1e-2, out_dir=str(tmp_path)
@@ -207,9 +207,9 @@ def test_attack_command_on_a_trained_run(tmp_path):
 def test_an_oscillating_run_trains_saves_loads_and_is_attacked(tmp_path):
     """--neuron oscillating through the ordinary trainer: the phase seed is in the checkpoint
     and load_run rebuilds the same phases; the adaptive attack works on the Run."""
-    from spikeforge.neurons import OscillatingLIF
-    from spikeforge.security import oscillating_neurons
-    from spikeforge.training import TrainConfig, Trainer, load_run
+    from spikeweave.neurons import OscillatingLIF
+    from spikeweave.security import oscillating_neurons
+    from spikeweave.training import TrainConfig, Trainer, load_run
 
     cfg = TrainConfig(
         dataset="digits",

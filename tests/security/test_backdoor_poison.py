@@ -10,9 +10,9 @@ from contextlib import redirect_stderr, redirect_stdout
 import pytest
 import torch
 
-from spikeforge import cli
-from spikeforge.errors import ConfigError
-from spikeforge.security.backdoor import (
+from spikeweave import cli
+from spikeweave.errors import ConfigError
+from spikeweave.security.backdoor import (
     PoisonedDataset,
     attack_success_rate,
     heldout_triggers,
@@ -20,7 +20,7 @@ from spikeforge.security.backdoor import (
     paste,
     poison,
 )
-from spikeforge.training import TrainConfig, Trainer
+from spikeweave.training import TrainConfig, Trainer
 
 
 def _batch(n: int = 200, c: int = 1, hw: int = 12, seed: int = 0):
@@ -126,7 +126,7 @@ def test_bad_input_one_line_errors(kwargs, words):
 
 def _main(*args: str) -> tuple[int, str]:
     err, argv = io.StringIO(), sys.argv
-    sys.argv = ["spikeforge", *args]
+    sys.argv = ["spikeweave", *args]
     try:
         with redirect_stdout(io.StringIO()), redirect_stderr(err):
             cli.main()

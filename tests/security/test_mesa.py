@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge import cli, data, load_run
-from spikeforge.security.backdoor import attack_success_rate, make_trigger, poison
-from spikeforge.security.mesa import (
+from spikeweave import cli, data, load_run
+from spikeweave.security.backdoor import attack_success_rate, make_trigger, poison
+from spikeweave.security.mesa import (
     FinetuneOptions,
     MesaOptions,
     detect_target,
@@ -22,7 +22,7 @@ from spikeforge.security.mesa import (
     finetune,
     train_mesa,
 )
-from spikeforge.training import TrainConfig, Trainer
+from spikeweave.training import TrainConfig, Trainer
 
 TARGET = 0
 
@@ -88,7 +88,7 @@ def test_detection_finds_the_attacked_class(backdoored):
 
 def _main(*args: str) -> tuple[int, str, str]:
     out, err, argv = io.StringIO(), io.StringIO(), sys.argv
-    sys.argv = ["spikeforge", *args]
+    sys.argv = ["spikeweave", *args]
     try:
         with redirect_stdout(out), redirect_stderr(err):
             cli.main()
@@ -134,8 +134,8 @@ def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
 def test_cifar10_config_refuses_clearly_without_files(tmp_path):
     from pathlib import Path
 
-    from spikeforge.errors import DataError
-    from spikeforge.training import load_config
+    from spikeweave.errors import DataError
+    from spikeweave.training import load_config
 
     path = Path(__file__).resolve().parents[2] / "configs" / "mesa-cifar10.toml"
     cfg = TrainConfig.from_dict({**load_config(path), "data_root": str(tmp_path)})
@@ -146,7 +146,7 @@ def test_cifar10_config_refuses_clearly_without_files(tmp_path):
 
 
 def test_experiment_is_registered_with_both_models():
-    from spikeforge.experiments.mesa import MesaExperiment, _settings
+    from spikeweave.experiments.mesa import MesaExperiment, _settings
 
     assert MesaExperiment.name == "mesa"
     (quick,) = _settings(True)

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from spikeforge.errors import InputError
-from spikeforge.security.mine import MINE, dv_bound, estimate_mutual_information
+from spikeweave.errors import InputError
+from spikeweave.security.mine import MINE, dv_bound, estimate_mutual_information
 
 
 @pytest.mark.parametrize("rho", [0.8, 0.9])

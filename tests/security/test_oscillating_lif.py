@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from spikeforge.errors import ConfigError
-from spikeforge.functional.dynamics import OSC_FORMS, oscillation
-from spikeforge.layers import TimeFolded
-from spikeforge.neurons import NEURONS, OscillatingLIF
-from spikeforge.security import true_gradients
+from spikeweave.errors import ConfigError
+from spikeweave.functional.dynamics import OSC_FORMS, oscillation
+from spikeweave.layers import TimeFolded
+from spikeweave.neurons import NEURONS, OscillatingLIF
+from spikeweave.security import true_gradients
 
 
 def _hand_loop(x, tau, A, f, form, phi, threshold=1.0, v_reset=0.0):
@@ -59,7 +59,7 @@ def test_oscillation_enters_the_charge_as_documented(form, backend):
 
 
 def test_zero_amplitude_is_lif():
-    from spikeforge.neurons import LIF
+    from spikeweave.neurons import LIF
 
     x = 2 * torch.rand(8, 4, 6)
     assert torch.equal(OscillatingLIF(amplitude=0.0)(x), LIF()(x))
@@ -158,7 +158,7 @@ def test_registry_and_options():
     with pytest.raises(ConfigError, match="fake_form"):
         OscillatingLIF(fake_form="noise")
     # the compiled CPU kernel runs it (where a C compiler is present), same spikes as "torch"
-    from spikeforge.functional import cpu_kernel
+    from spikeweave.functional import cpu_kernel
 
     if cpu_kernel.available():
         x = 2 * torch.rand(5, 3, 4)

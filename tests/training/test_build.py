@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from spikeforge.errors import ConfigError
-from spikeforge.neurons import OscillatingLIF
-from spikeforge.training import TrainConfig
-from spikeforge.training.build import neuron_factory
+from spikeweave.errors import ConfigError
+from spikeweave.neurons import OscillatingLIF
+from spikeweave.training import TrainConfig
+from spikeweave.training.build import neuron_factory
 
 
 def test_oscillation_options_reach_the_oscillating_neuron():
@@ -29,8 +29,8 @@ def test_an_option_the_neuron_lacks_is_refused():
 def test_pool_avg_builds_the_conv_net_with_average_pooling_and_rebuilds_by_name(tmp_path):
     from torch import nn
 
-    from spikeforge.training import Trainer, load_run
-    from spikeforge.training.build import model_from_config
+    from spikeweave.training import Trainer, load_run
+    from spikeweave.training.build import model_from_config
 
     def pools(model):
         return {type(m) for m in model.modules() if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)}
@@ -51,7 +51,7 @@ def test_pool_avg_builds_the_conv_net_with_average_pooling_and_rebuilds_by_name(
     ],
 )
 def test_an_unknown_pool_or_a_pool_for_the_mlp_is_refused(values, words):
-    from spikeforge.training.build import model_from_config
+    from spikeweave.training.build import model_from_config
 
     with pytest.raises(ConfigError, match=words):
         model_from_config(TrainConfig(**values).validate())

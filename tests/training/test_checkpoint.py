@@ -1,4 +1,4 @@
-"""Tests for spikeforge.training.checkpoint: round trips, atomic writes and refusals."""
+"""Tests for spikeweave.training.checkpoint: round trips, atomic writes and refusals."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from spikeforge.errors import CheckpointError
-from spikeforge.training import checkpoint as ckpt
-from spikeforge.training.checkpoint import (
+from spikeweave.errors import CheckpointError
+from spikeweave.training import checkpoint as ckpt
+from spikeweave.training.checkpoint import (
     check_state_dtypes,
     flatten_state,
     load_checkpoint,
@@ -89,8 +89,8 @@ def test_saved_file_is_plain_safetensors_with_marker_version_and_digest(tmp_path
 
     path = save_checkpoint(tmp_path / "c.safetensors", {"w": torch.ones(2)}, {"k": 1})
     with safe_open(path, framework="pt") as f:
-        envelope = json.loads(f.metadata()["spikeforge"])
-    assert envelope["format"] == "spikeforge-checkpoint"
+        envelope = json.loads(f.metadata()["spikeweave"])
+    assert envelope["format"] == "spikeweave-checkpoint"
     assert envelope["format_version"] == 1
     assert len(envelope["sha256"]) == 64
     assert envelope["metadata"] == {"k": 1}
@@ -399,7 +399,7 @@ def test_malicious_pickles_are_refused_without_running_code(tmp_path: Path) -> N
 def test_foreign_safetensors_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "hf.safetensors"
     save_file({"w": torch.ones(2)}, str(path), metadata={"format": "pt"})
-    _assert_refused(path, "not written by spikeforge")
+    _assert_refused(path, "not written by spikeweave")
 
 
 def _rewrite_envelope(src: Path, dst: Path, **changes) -> None:
@@ -407,9 +407,9 @@ def _rewrite_envelope(src: Path, dst: Path, **changes) -> None:
 
     with safe_open(src, framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        envelope = json.loads(f.metadata()["spikeforge"])
+        envelope = json.loads(f.metadata()["spikeweave"])
     envelope.update(changes)
-    save_file(tensors, str(dst), metadata={"spikeforge": json.dumps(envelope)})
+    save_file(tensors, str(dst), metadata={"spikeweave": json.dumps(envelope)})
 
 
 @pytest.mark.parametrize("low_byte", [0x80, 0x50])
@@ -433,7 +433,7 @@ def test_newer_format_version_is_refused(tmp_path: Path) -> None:
     good = save_checkpoint(tmp_path / "good", {"w": torch.ones(2)}, {})
     path = tmp_path / "future.safetensors"
     _rewrite_envelope(good, path, format_version=2)
-    _assert_refused(path, "upgrade spikeforge")
+    _assert_refused(path, "upgrade spikeweave")
 
 
 def test_edited_metadata_fails_digest(tmp_path: Path) -> None:
@@ -517,14 +517,14 @@ def _training_state(epoch: int = 2) -> tuple[dict[str, torch.Tensor], dict]:
     tensors.update(opt_tensors)
     tensors.update(sched_tensors)
     meta = {
-        "kind": "spikeforge-training-state",
+        "kind": "spikeweave-training-state",
         "epoch": epoch,
         "config": {"epochs": 5, "lr": 1e-2},
         "history": [{"epoch": i + 1, "test_accuracy": 0.5} for i in range(epoch)],
         "wall_time_s": 3.25,
         "optimizer": opt_struct,
         "scheduler": sched_struct,
-        "versions": {"spikeforge": "0.1", "torch": torch.__version__},
+        "versions": {"spikeweave": "0.1", "torch": torch.__version__},
     }
     return tensors, meta
 
@@ -549,14 +549,14 @@ def test_optional_and_unknown_keys_are_accepted(tmp_path: Path) -> None:
     _, meta = _training_state()
     meta.update(task="classification", method="bptt", method_state={"k": [1, 2]})
     meta["data_spec"] = {"input_shape": [1, 28, 28], "num_classes": 10}
-    meta["written_by_a_newer_spikeforge"] = {"anything": True}  # forward compatibility
+    meta["written_by_a_newer_spikeweave"] = {"anything": True}  # forward compatibility
     _, _, loaded_meta = _saved_and_loaded(tmp_path, meta)
     assert validate_training_meta(loaded_meta, "c.safetensors") is loaded_meta
 
 
 _NAN = float("nan")
 _BAD_FIELDS = [
-    ("kind", "spikeforge-model", "'kind' is 'spikeforge-model'"),
+    ("kind", "spikeweave-model", "'kind' is 'spikeweave-model'"),
     ("kind", None, "'kind' is None"),
     ("config", [1], "'config' is \\[1\\] \\(list\\), expected an object"),
     ("config", {"lr": 1}, "'config' has no 'epochs'"),

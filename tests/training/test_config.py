@@ -1,7 +1,7 @@
 import pytest
 
-from spikeforge.errors import ConfigError
-from spikeforge.training import TrainConfig, load_config
+from spikeweave.errors import ConfigError
+from spikeweave.training import TrainConfig, load_config
 
 
 def test_defaults_are_valid_and_round_trip_through_a_dict():

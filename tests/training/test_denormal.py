@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from spikeforge.training import flush_denormal
+from spikeweave.training import flush_denormal
 
 
 def _subnormal_survives() -> bool:

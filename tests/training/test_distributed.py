@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from spikeforge.training.distributed import Distributed, from_environment
+from spikeweave.training.distributed import Distributed, from_environment
 
 
 def _free_port() -> int:
@@ -38,7 +38,7 @@ def _train(rank: int, world: int, port: int, out: str, split_run: bool = False) 
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
     )
     torch.set_num_threads(1)
-    from spikeforge.training import TrainConfig, Trainer
+    from spikeweave.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
         dataset="toy",
@@ -55,7 +55,7 @@ def _train(rank: int, world: int, port: int, out: str, split_run: bool = False) 
     dist = from_environment(timeout_s=60)
     run_dir = Path(out) / "run"
     if split_run:  # stopped after the first epoch, as by a crash, then resumed
-        from spikeforge.training import Callback
+        from spikeweave.training import Callback
 
         class Stop(Callback):
             def on_epoch_start(self, trainer, epoch):
@@ -123,7 +123,7 @@ def test_a_killed_process_ends_the_job_with_a_one_line_error_not_a_hang(tmp_path
                 [
                     sys.executable,
                     "-m",
-                    "spikeforge.cli",
+                    "spikeweave.cli",
                     "train",
                     "--dataset",
                     "digits",
@@ -169,7 +169,7 @@ def test_torchrun_launches_the_cli_and_one_process_writes_the_run(tmp_path):
             "--nproc_per_node",
             "2",
             "-m",
-            "spikeforge.cli",
+            "spikeweave.cli",
             "train",
             "--dataset",
             "digits",
@@ -200,7 +200,7 @@ def test_outside_torchrun_training_is_one_process(monkeypatch):
     assert from_environment() == Distributed()
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("MASTER_PORT", raising=False)
-    from spikeforge.errors import ConfigError
+    from spikeweave.errors import ConfigError
 
     with pytest.raises(ConfigError, match="launch with torchrun"):
         from_environment()

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-from spikeforge import data
-from spikeforge.errors import ConfigError
-from spikeforge.losses import Loss
-from spikeforge.training import (
+from spikeweave import data
+from spikeweave.errors import ConfigError
+from spikeweave.losses import Loss
+from spikeweave.training import (
     METHODS,
     Callback,
     TrainConfig,
@@ -185,7 +185,7 @@ def test_a_method_names_its_own_loss_for_train_and_test(tmp_path):
             return Loss(f"half {base.name}", lambda out, y: 0.5 * base(out, y))
 
         def train_step(self, ctx, x, y):
-            from spikeforge.training import gradient_step
+            from spikeweave.training import gradient_step
 
             out = ctx.forward(x)
             loss = ctx.loss(out, y)
@@ -210,7 +210,7 @@ def test_a_method_names_its_own_loss_for_train_and_test(tmp_path):
 def test_a_network_field_a_method_does_not_read_is_refused_not_ignored(
     tmp_path, method, values, field
 ):
-    from spikeforge.training import make_method
+    from spikeweave.training import make_method
 
     options = {"network": "4C3-P2-8"} if method == "na" else {}
     task = "reconstruction" if method == "sampler" else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from spikeforge.training.progress import EpochProgress
+from spikeweave.training.progress import EpochProgress
 
 
 class FakeTTY(io.StringIO):

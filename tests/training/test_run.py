@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.utils.data import Subset
 
-import spikeforge as sf
-from spikeforge import data
-from spikeforge.errors import CheckpointError, DataError
-from spikeforge.training import TrainConfig, Trainer, load_checkpoint, save_checkpoint
+import spikeweave as sf
+from spikeweave import data
+from spikeweave.errors import CheckpointError, DataError
+from spikeweave.training import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 
 
 def tiny(tmp_path, **kw):
@@ -88,7 +88,7 @@ def test_load_run_refuses_missing_and_mismatched_checkpoints(tmp_path):
 def test_eval_command_uses_load_run_and_matches_the_summary(tmp_path):
     from typer.testing import CliRunner
 
-    from spikeforge.cli import app
+    from spikeweave.cli import app
 
     summary = Trainer(tiny(tmp_path, epochs=1), progress=False).fit()
     result = CliRunner().invoke(app, ["eval", summary["run_dir"]])

@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from spikeforge.errors import ConfigError
-from spikeforge.training import Callback, RunDir, TrainConfig, Trainer
+from spikeweave.errors import ConfigError
+from spikeweave.training import Callback, RunDir, TrainConfig, Trainer
 
 
 def tiny(tmp_path, **kw):

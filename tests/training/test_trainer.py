@@ -9,8 +9,8 @@ import matplotlib.image
 import pytest
 import torch
 
-from spikeforge.errors import CheckpointError
-from spikeforge.training import (
+from spikeweave.errors import CheckpointError
+from spikeweave.training import (
     Callback,
     PlateauStop,
     SurrogateBPTT,
@@ -181,7 +181,7 @@ def test_cli_run_killed_with_sigkill_and_resumed_matches_uninterrupted(tmp_path)
         "32",
         "--no-progress",
     ]
-    cli = [sys.executable, "-m", "spikeforge.cli", "train"]
+    cli = [sys.executable, "-m", "spikeweave.cli", "train"]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     subprocess.run(
         cli + args + ["--out-dir", str(tmp_path / "a")], check=True, env=env, capture_output=True

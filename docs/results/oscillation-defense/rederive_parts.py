@@ -2,8 +2,8 @@
 import json, math, shutil, sys
 from dataclasses import replace
 from pathlib import Path
-from spikeforge.experiments.base import ExperimentContext
-from spikeforge.experiments import oscillation_defense as od
+from spikeweave.experiments.base import ExperimentContext
+from spikeweave.experiments import oscillation_defense as od
 
 src = Path(sys.argv[1]); out = Path(sys.argv[2]); commit = sys.argv[3]
 old = json.loads((src / "report.json").read_text())
@@ -26,7 +26,7 @@ report.notes = [
 report.notes.append(
     f"The verdict parts were re-derived on 2026-12-01 from this run's stored per-seed results "
     f"(report.json, results.per_seed) with the paired rule of commit {commit} "
-    "(spikeforge.experiments.stats.paired_part, rule_out = 2 points); every measurement is the "
+    "(spikeweave.experiments.stats.paired_part, rule_out = 2 points); every measurement is the "
     "original run's. The original verdict used a 2-point threshold on seed means."
 )
 report.write(out)

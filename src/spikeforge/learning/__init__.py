@@ -1,5 +1,0 @@
-"""Training methods beyond surrogate BPTT: NA gradients, noisy single-step training, local rules.
-
-Each module registers its method with the trainer lazily (``training.methods.METHODS``), so
-importing spikeforge does not import them.
-"""

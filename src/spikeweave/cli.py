@@ -1,0 +1,496 @@
+"""The ``spikeweave`` command: train, evaluate, plot, run experiments and inspect datasets.
+
+Choices and defaults in the help come from the registries and from :class:`TrainConfig`, so
+they never drift from what the library accepts. Every spikeweave error becomes one line
+``error: ...`` on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from .encoding import ENCODERS
+from .errors import ConfigError, SpikeweaveError
+from .models import MODELS
+from .neurons import NEURONS
+from .surrogate import SURROGATES
+from .tasks import TASKS
+from .training.config import ANN_MODELS, TrainConfig
+from .training.methods import METHODS
+
+app = typer.Typer(
+    help="spikeweave: train spiking neural networks on PyTorch.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: what is available and where files go.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_DEFAULTS = TrainConfig()
+
+
+def _help(text: str, field: str | None = None, choices: str | None = None) -> str:
+    parts = [text]
+    if choices:
+        parts.append(f"One of: {choices}.")
+    if field is not None:
+        default = getattr(_DEFAULTS, field)
+        parts.append(f"(default: {default if default not in ('', None) else 'auto'})")
+    return " ".join(parts)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"spikeweave {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """spikeweave: train spiking neural networks on PyTorch."""
+
+
+@app.command()
+def train(
+    dataset: str = typer.Option(
+        None, help=_help("Dataset (see `spikeweave data list`).", "dataset")
+    ),
+    task: str = typer.Option(
+        None, help=_help("Task; auto = from the dataset.", "task", TASKS.choices())
+    ),
+    model: str = typer.Option(
+        None,
+        help=_help(
+            "Architecture; ann / ann-mlp = convnet / mlp with ReLU.",
+            "model",
+            " | ".join([*MODELS.names(), *ANN_MODELS]),
+        ),
+    ),
+    neuron: str = typer.Option(None, help=_help("Neuron.", "neuron", NEURONS.choices())),
+    method: str = typer.Option(None, help=_help("Training method.", "method", METHODS.choices())),
+    steps: int = typer.Option(
+        None, "--steps", "-T", help=_help("Time steps T per sample.", "steps")
+    ),
+    epochs: int = typer.Option(
+        None, help=_help("Training epochs; with --resume, extends the run.", "epochs")
+    ),
+    batch_size: int = typer.Option(None, help=_help("Training batch size.", "batch_size")),
+    lr: float = typer.Option(None, help=_help("Peak learning rate (AdamW).", "lr")),
+    seed: int = typer.Option(
+        None, help=_help("Seed for initialisation, data order and noise (0 to 2^63-1).", "seed")
+    ),
+    surrogate: str = typer.Option(
+        None, help=_help("Surrogate gradient.", "surrogate", SURROGATES.choices())
+    ),
+    alpha: float = typer.Option(None, help=_help("Surrogate sharpness α.", "alpha")),
+    reset: str = typer.Option(None, help=_help("Reset after a spike.", "reset", "hard | soft")),
+    tau: float = typer.Option(None, help=_help("Membrane time constant in steps.", "tau")),
+    threshold: float = typer.Option(None, help=_help("Firing threshold.", "threshold")),
+    pool: str = typer.Option(None, help=_help("Conv net pooling.", "pool", "max | avg")),
+    detach_reset: bool = typer.Option(
+        None,
+        "--detach-reset/--keep-reset-grad",
+        help="Detach the reset path in backward (default) or keep it.",
+    ),
+    encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", ENCODERS.choices())),
+    val_fraction: float = typer.Option(
+        None, help=_help("Share of the training data held out for validation.", "val_fraction")
+    ),
+    loss: str = typer.Option(
+        None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
+    ),
+    poison_fraction: float = typer.Option(
+        None,
+        help=_help("Backdoor: share of training images given the trigger.", "poison_fraction"),
+    ),
+    poison_target: int = typer.Option(
+        None, help=_help("Backdoor: the class poisoned images are relabelled to.", "poison_target")
+    ),
+    poison_trigger: str = typer.Option(
+        None, help=_help("Backdoor trigger pattern.", "poison_trigger", "binary | grey")
+    ),
+    poison_trigger_size: int = typer.Option(
+        None, help=_help("Backdoor trigger side in pixels.", "poison_trigger_size")
+    ),
+    poison_seed: int = typer.Option(
+        None, help=_help("Seed of the trigger, the poisoned images and positions.", "poison_seed")
+    ),
+    out_dir: Path = typer.Option(
+        None,
+        help=_help("Folder under which the run directory is created.", "out_dir"),  # noqa: B008
+    ),
+    data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
+    config: Path = typer.Option(None, "--config", help="TOML file with any of these settings."),
+    resume: Path = typer.Option(
+        None, help="Continue the run in this directory from its checkpoint."
+    ),
+    progress: bool = typer.Option(
+        True, "--progress/--no-progress", help="Show progress (a bar on a terminal)."
+    ),
+) -> None:
+    """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
+    from .training import Trainer, load_config
+
+    given = dict(
+        dataset=dataset,
+        task=task,
+        model=model,
+        neuron=neuron,
+        method=method,
+        steps=steps,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        surrogate=surrogate,
+        alpha=alpha,
+        reset=reset,
+        tau=tau,
+        threshold=threshold,
+        detach_reset=detach_reset,
+        pool=pool,
+        encoder=encoder,
+        loss=loss,
+        val_fraction=val_fraction,
+        poison_fraction=poison_fraction,
+        poison_target=poison_target,
+        poison_trigger=poison_trigger,
+        poison_trigger_size=poison_trigger_size,
+        poison_seed=poison_seed,
+        out_dir=str(out_dir) if out_dir is not None else None,
+        data_root=str(data_root) if data_root is not None else None,
+    )
+    given = {k: v for k, v in given.items() if v is not None}
+    if resume is not None:
+        if config is not None:
+            raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
+        trainer = Trainer.resume(
+            resume,
+            progress=progress,
+            epochs=given.pop("epochs", None),
+            data_root=given.pop("data_root", None),
+        )
+        _refuse_conflicts(given, trainer.config)
+        if trainer.epoch >= trainer.config.epochs:
+            raise ConfigError(
+                f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
+                "--epochs to extend it"
+            )
+        _say(trainer, f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}")
+    else:
+        values: dict[str, Any] = load_config(config) if config is not None else {}
+        if "method" in given and given["method"] != values.get("method", given["method"]):
+            values.pop("method_options", None)  # options of the config's method, not this one
+        values.update(given)
+        cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
+        trainer = Trainer(cfg, progress=progress)
+        cfg = trainer.config
+        _say(
+            trainer,
+            f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
+            f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed} -> {trainer.run_dir}"
+            + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
+        )
+    try:
+        summary = trainer.fit()
+    except KeyboardInterrupt:
+        if trainer.epoch > 0:
+            typer.echo(
+                f"interrupted after epoch {trainer.epoch}; continue with: spikeweave train "
+                f"--resume {trainer.run_dir}",
+                err=True,
+            )
+        else:
+            typer.echo("interrupted before the first epoch finished; nothing to resume", err=True)
+        raise typer.Exit(130) from None
+    metric = trainer.task.metric
+    fmt = (lambda v: f"{v:.2%}") if metric == "accuracy" else (lambda v: f"{v:.4g}")
+    _say(
+        trainer,
+        f"test {metric} {fmt(summary[f'test_{metric}'])} "
+        f"(best {fmt(summary[f'best_test_{metric}'])}), train {metric} "
+        f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s",
+    )
+    _say(trainer, f"run written to {trainer.run_dir}")
+    trainer.dist.close()  # leave the process group cleanly (torchrun); a no-op in one process
+
+
+def _say(trainer: Any, line: str) -> None:
+    """Print on the main process only (torchrun starts several)."""
+    if trainer.dist.is_main:
+        typer.echo(line)
+
+
+def _refuse_conflicts(given: dict[str, Any], saved: TrainConfig) -> None:
+    """Options that would change a resumed run are refused, not ignored."""
+    for key, value in given.items():
+        current = getattr(saved, key)
+        if value != current:
+            flag = "--" + key.replace("_", "-")
+            raise ConfigError(
+                f"{flag} {value} conflicts with the resumed run's {key} = {current!r}; a resumed "
+                "run keeps its settings (only --epochs may extend it)"
+            )
+
+
+@app.command("eval")
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    split: str = typer.Option(
+        "test", help="Which split to evaluate. One of: test | train | val (if held out)."
+    ),
+) -> None:
+    """Evaluate a run's latest checkpoint; writes eval.json into the run."""
+    from .training import RunDir, load_run
+
+    if split not in ("test", "train", "val"):
+        raise ConfigError(f"unknown split {split!r}; choose one of test, train, val")
+    run = load_run(run_dir)
+    result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
+    result["epoch"] = run.epoch
+    result["loss_name"] = run.loss.name
+    RunDir(run_dir).write_json(RunDir.EVAL, result)
+    metric = run.task.metric
+    value = result[f"{split}_{metric}"]
+    shown = f"{value:.2%}" if metric == "accuracy" else f"{value:.4g}"
+    typer.echo(
+        f"{split} {metric} {shown}  loss {result[f'{split}_loss']:.4f} ({run.loss.name}), "
+        f"epoch {run.epoch}"
+    )
+
+
+@app.command()
+def plot(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+) -> None:
+    """Redraw a run's PNG plots from its metrics and recorded activity."""
+    from .plots import plot_run
+
+    for path in plot_run(run_dir):
+        typer.echo(str(path))
+
+
+@app.command()
+def experiment(
+    name: str = typer.Argument(None, help="Experiment to run; leave out to list them."),
+    quick: bool = typer.Option(False, "--quick", help="A small version for tests and CI."),
+    seeds: int = typer.Option(
+        None, help="Seeds per arm (0, 1, ..., N-1); default 5, or 2 with --quick."
+    ),
+    out_dir: Path = typer.Option(Path("runs/experiments"), help="Folder for the report folder."),
+    progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
+    workers: int = typer.Option(
+        1,
+        help="Forked processes for the runs, one torch thread each (klif-vs-lif, "
+        "reset-dependency, noisy-single-step; others refuse).",
+    ),
+) -> None:
+    """Run both arms of a method comparison and write report.md, report.json and plots."""
+    from .experiments import EXPERIMENTS, run_experiment
+
+    if name is None:
+        for key in EXPERIMENTS.names():
+            typer.echo(f"{key:24s} {EXPERIMENTS.get(key).title}")
+        return
+    report, folder = run_experiment(
+        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress, workers=workers
+    )
+    held = {True: "held", False: "did not hold", None: "not decided"}[report.held]
+    typer.echo(f"claim {held}: {report.verdict}")
+    typer.echo(f"report written to {folder / 'report.md'}")
+
+
+def _export_commands() -> None:
+    from .export.cli import export_command, import_command
+
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+
+
+_export_commands()
+
+
+def _compression_commands() -> None:
+    from .compression.cli import compress_command, decompress_command
+
+    app.command("compress")(compress_command)
+    app.command("decompress")(decompress_command)
+
+
+_compression_commands()
+
+
+@app.command()
+def attack(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    attack: str = typer.Option(
+        ..., help="Attack. One of: fgsm | pgd | adaptive | transfer | square."
+    ),
+    eps: str = typer.Option(..., help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3."),
+    steps: int = typer.Option(20, help="PGD steps (pgd, adaptive, transfer)."),
+    norm: str = typer.Option("linf", help="PGD norm. One of: linf | l2."),
+    samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
+    source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
+    out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),
+) -> None:
+    """Attack a trained run; writes attack.json (robust accuracy per ε) and an accuracy-vs-ε
+    PNG."""
+    from .security.cli import attack_command, parse_eps
+
+    result = attack_command(
+        run_dir, attack, parse_eps(eps), steps, norm, samples=samples, source=source,
+        out_dir=out_dir,
+    )  # fmt: skip
+    for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
+        typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")
+
+
+backdoor_app = typer.Typer(
+    help="Backdoors: find a run's attacked class and remove its backdoor (MESA).",
+    no_args_is_help=True,
+)
+app.add_typer(backdoor_app, name="backdoor")
+
+
+@backdoor_app.command("scan")
+def backdoor_scan(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    steps: int = typer.Option(50, help="Trigger-generator steps per class."),
+    samples: int = typer.Option(1000, help="Clean images if the run held out no validation."),
+    seed: int = typer.Option(0, help="Seed of the search."),
+    out_dir: Path = typer.Option(None, help="Where backdoor_scan.json goes (default: run)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Search triggers for every class; the attacked class is the one whose triggers succeed."""
+    from .security.backdoor_cli import scan_command
+
+    r = scan_command(
+        run_dir, steps=steps, samples=samples, seed=seed, out_dir=out_dir, progress=progress
+    )
+    for k, score in enumerate(r["scores"]):
+        typer.echo(f"class {k}: trigger success {score:.2%}")
+    typer.echo(f"suspected target: class {r['target']} (anomaly index {r['anomaly_index']:.1f})")
+
+
+@backdoor_app.command("defend")
+def backdoor_defend(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    target: str = typer.Option("auto", help="The attacked class, or auto to detect it."),
+    defense: str = typer.Option("mesa", help="One of: mesa | single | true | clean."),
+    betas: str = typer.Option("0.9,0.8,0.5", help="MESA thresholds β, one generator each."),
+    alpha: float = typer.Option(0.1, help="MESA weight α of the entropy (MINE) term."),
+    mesa_steps: int = typer.Option(0, help="Generator steps per β (0: 10 epochs of data)."),
+    scan_steps: int = typer.Option(50, help="With --target auto: search steps per class."),
+    finetune_epochs: int = typer.Option(10, help="Fine-tuning epochs."),
+    finetune_lr: float = typer.Option(1e-2, help="Fine-tuning SGD learning rate."),
+    trigger_fraction: float = typer.Option(0.2, help="Share of each batch given a trigger."),
+    samples: int = typer.Option(1000, help="Clean images if the run held out no validation."),
+    seed: int = typer.Option(0, help="Seed of the search and the fine-tuning."),
+    out_dir: Path = typer.Option(None, help="Where results go (default: the run, and beside it)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+) -> None:
+    """Remove a backdoor: model its triggers (MESA) or a baseline's, fine-tune with correct
+    labels; writes backdoor_defend.json, trigger grids and a defended run."""
+    from .security.backdoor_cli import defend_command, parse_betas
+    from .security.mesa import FinetuneOptions
+
+    ft = FinetuneOptions(lr=finetune_lr, epochs=finetune_epochs, trigger_fraction=trigger_fraction)
+    r = defend_command(
+        run_dir, target, defense=defense, betas=parse_betas(betas), alpha=alpha,
+        mesa_steps=mesa_steps, scan_steps=scan_steps, finetune_options=ft, samples=samples,
+        seed=seed, out_dir=out_dir, progress=progress,
+    )  # fmt: skip
+    for when in ("before", "after"):
+        m = r[when]
+        asr = "n/a" if m["asr"] is None else f"{m['asr']:.2%}"
+        typer.echo(f"{when}: clean accuracy {m['clean_accuracy']:.2%}, attack success {asr}")
+    typer.echo(f"target class {r['target']}; defended run written to {r['defended_run']}")
+
+
+@data_app.command("list")
+def data_list(
+    data_root: Path = typer.Option(None, help="Folder holding file-based datasets."),
+) -> None:
+    """Show each dataset, whether its files are found, and where they go (full paths)."""
+    from . import data
+
+    if data_root is not None and data_root.exists() and not data_root.is_dir():
+        raise ConfigError(f"--data-root {data_root} is a file; pass the folder holding datasets")
+    rows = data.catalog(str(data_root) if data_root else None)
+    width = max(len(r["name"]) for r in rows)
+    for row in rows:
+        found = "found    " if row["found"] else "not found"
+        typer.echo(f"{row['name']:<{width}}  {row['kind']:<8}  {found}  {row['where']}")
+
+
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """Usage-error classes: typer >= 0.2x vendors click; older typer uses click itself."""
+    classes: list[type[Exception]] = []
+    vendored = getattr(typer.exceptions, "TyperException", None)
+    if vendored is not None:
+        classes.append(vendored)
+    try:
+        import click
+
+        classes.append(click.ClickException)
+    except ImportError:
+        pass
+    return tuple(classes)
+
+
+def main() -> None:
+    """Entry point: spikeweave errors and usage errors become one ``error:`` line, exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except SpikeweaveError as exc:
+        _fail(str(exc))
+    except _usage_errors() as exc:
+        message = getattr(exc, "format_message", None)
+        _fail(message() if callable(message) else str(exc))
+    except typer.Abort:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - only a peer's failure is reported, not swallowed
+        if not _peer_failure(exc):
+            raise
+        typer.echo(
+            "error: another training process failed or was killed, so this one stopped "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
+            err=True,
+        )
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def _peer_failure(exc: Exception) -> bool:
+    """A torch.distributed error in a torchrun job (a dead or timed-out peer)."""
+    import os
+
+    if "WORLD_SIZE" not in os.environ:
+        return False
+    import torch.distributed as dist
+
+    dist_error = getattr(dist, "DistError", ())
+    return isinstance(exc, dist_error) or any(
+        key in str(exc) for key in ("Connection closed by peer", "Connection reset", "timed out")
+    )
+
+
+def _fail(message: str) -> None:
+    typer.echo("error: " + " ".join(message.split()), err=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,143 @@
+"""``spikeweave compress`` and ``spikeweave decompress``: plain functions with typer parameters.
+
+Wire them into the main app (``spikeweave/cli.py``) with::
+
+    from .compression.cli import compress_command, decompress_command
+    app.command("compress")(compress_command)
+    app.command("decompress")(decompress_command)
+
+Errors are spikeweave errors, which the main entry point prints as one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+
+from ..errors import ConfigError
+
+__all__ = ["compress_command", "decompress_command", "PROGRESS_MIN_BYTES"]
+
+PROGRESS_MIN_BYTES = 16 << 20
+"""Files of at least 16 MiB get a progress bar (on a terminal); smaller ones finish in < 1 s."""
+
+
+@contextmanager
+def _progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A rich progress bar over the raw stream bytes when ``enabled`` and stderr is a TTY."""
+    if not enabled or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+        console=Console(file=sys.stderr),
+    ) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def compress_command(
+    in_path: Path = typer.Argument(..., help="Event file: N-MNIST .bin/.bs2, AEDAT 2/3.1/4."),
+    out_path: Path = typer.Argument(
+        None, help="The .sfev file to write (optional with --stats: then nothing is written)."
+    ),
+    rate: float = typer.Option(
+        None,
+        "--rate",
+        help="Sampled mode: keep events at this fraction of pixels per window (e.g. 0.1).",
+    ),
+    stats: bool = typer.Option(
+        False, "--stats", help="Print sizes: bytes/event, per stream, ratio vs xz -9e."
+    ),
+    window_us: int = typer.Option(
+        None, "--window-us", help="Sampled mode: window length in µs (default 10000)."
+    ),
+    sampler: str = typer.Option(
+        "spiking",
+        "--sampler",
+        help="Sampled mode: 'spiking' (the built-in trained spiking sampler), a --method "
+        "sampler RUN_DIR or sampler .safetensors file, or the baselines 'activity' (busiest "
+        "pixels) and 'random'.",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Sampled mode: seed of --sampler random."),
+    codec: str = typer.Option("zstd", help="Stream codec: zstd (default, fast) or lzma."),
+) -> None:
+    """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
+    from .files import compress_file, xz_size
+
+    if rate is None and (sampler != "spiking" or seed != 0):
+        raise ConfigError("--sampler and --seed choose how sampled mode samples: add --rate R")
+    if out_path is None and not stats:
+        raise ConfigError("give an output path (OUT.sfev), or --stats to only print sizes")
+    in_size = in_path.stat().st_size if in_path.is_file() else 0
+    with _progress("compress", in_size >= PROGRESS_MIN_BYTES) as progress:
+        result = compress_file(
+            in_path,
+            out_path,
+            rate=rate,
+            window_us=window_us,
+            sampler=sampler,
+            seed=seed,
+            codec=codec,
+            progress=progress,
+        )
+    if result.out_path is not None:
+        typer.echo(
+            f"wrote {result.out_path}: {result.n_kept} events, {result.compressed_bytes} bytes "
+            f"({result.bytes_per_event:.3f} bytes/event, "
+            f"{result.compressed_bytes / result.original_bytes:.3f}x the original)"
+        )
+    if stats:
+        xz = xz_size(in_path.read_bytes())
+        w, h = result.sensor_size
+        typer.echo(f"file             {in_path} ({result.format}, {w}x{h} sensor)")
+        typer.echo(f"events           {result.n_events}")
+        if result.meta is not None:
+            m = result.meta
+            which = m["sampler"]
+            if "sampler_source" in m:
+                which += f" ({m['sampler_source']}, weights {m['sampler_sha256']})"
+            typer.echo(
+                f"sampled          rate {m['rate']:.3f} (achieved {m['achieved_rate']:.4f}), "
+                f"window {m['window_us']} us, sampler {which}; kept {result.n_kept} events "
+                f"({100 * m['event_fraction']:.1f} %)"
+            )
+        typer.echo(f"original         {result.original_bytes} bytes")
+        typer.echo(f"xz -9e           {xz} bytes")
+        typer.echo(
+            f"sfev ({codec})     {result.compressed_bytes} bytes, "
+            f"{result.bytes_per_event:.3f} bytes/event, {result.compressed_bytes / xz:.3f}x xz -9e"
+        )
+        typer.echo("streams          " + ", ".join(f"{k} {v}" for k, v in result.streams.items()))
+
+
+def decompress_command(
+    in_path: Path = typer.Argument(..., help="A .sfev file written by `spikeweave compress`."),
+    out_path: Path = typer.Argument(
+        ..., help="Output: .npz (arrays x, y, p, t) or .bin (N-MNIST 5-byte events)."
+    ),
+) -> None:
+    """Decompress a .sfev file into N-MNIST .bin or a numpy .npz."""
+    from .files import decompress_file
+
+    in_size = in_path.stat().st_size if in_path.is_file() else 0
+    # a .sfev file is ~4x smaller than the recording, so its bar starts at a quarter the size
+    with _progress("decompress", in_size >= PROGRESS_MIN_BYTES // 4) as progress:
+        events, header = decompress_file(in_path, out_path, progress=progress)
+    kind = "lossless"
+    if header.sampled:
+        m = header.meta
+        kind = f"sampled: rate {m.get('rate')}, sampler {m.get('sampler')}"
+        if "sampler_source" in m:
+            kind += f" {m['sampler_source']}"
+    typer.echo(f"wrote {out_path}: {events.size} events ({kind}, {header.width}x{header.height})")

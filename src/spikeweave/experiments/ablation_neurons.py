@@ -1,0 +1,200 @@
+"""Neurons for the klif-vs-lif ablations: which of KLIF's ingredients does the work?
+
+KLIF (methods.md §3) changes LIF in three ways at once: the membrane is floored at zero
+(``ReLU``), a learnable ``k`` rescales it (which changes the effective leak ``k·(1 - 1/τ)``)
+and, through ``ds/dh ≈ k·g'(k·h - θ)``, ``k`` also tunes the surrogate's width per layer.
+Each neuron here isolates one ingredient:
+
+- :class:`PLIF` (``"plif"``): LIF with a learnable time constant, ``1/τ = sigmoid(w)`` per
+  layer (Fang et al., 2021) — a learnable leak without the floor or the surrogate change.
+  Its charge is a :class:`~spikeweave.functional.dynamics.Dynamics` with a hand-written
+  derivative, so it runs on the fused PyTorch path like KLIF.
+- :class:`FlooredLIF` (``"lif-floor"``): KLIF with ``k`` fixed at 1, i.e. LIF with a
+  ReLU-floored membrane and nothing learnable.
+- :class:`LearnableWidthLIF` (``"lif-width"``): LIF whose spike is ``H(a·(h - θ))`` with a
+  learnable ``a > 0`` per layer. The forward is exactly LIF's (``a`` never changes the sign);
+  backward gives ``∂s/∂h = a·g'(a·(h - θ))`` and ``∂s/∂a = (h - θ)·g'(a·(h - θ))``, so the
+  surrogate's width is learned and nothing else. For the sigmoid surrogate this is the sigmoid
+  surrogate with ``α_eff = a·α``. It runs its own per-step loop under autograd
+  (``custom_forward``), so its step time is not comparable with the fused arms.
+
+They live here, not in :mod:`spikeweave.neurons`, because they exist for this experiment;
+``NEURONS`` imports this module on its first lookup, so ``TrainConfig(neuron="plif")``,
+``--neuron plif`` and reloading a run that used one work without importing the experiment.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..functional.dynamics import Dynamics, LIFDynamics
+from ..neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major
+from ..surrogate import Surrogate, heaviside
+
+__all__ = ["PLIFDynamics", "PLIF", "FlooredLIF", "LearnableWidthLIF", "learned_values"]
+
+
+class PLIFDynamics(Dynamics):
+    """``h = u + (x - (u - v_reset))·r`` with ``r = sigmoid(w) = 1/τ``; ``w`` gets a gradient."""
+
+    def __init__(self, w: torch.Tensor, v_reset: float) -> None:
+        self.w = w
+        self.v_reset = float(v_reset)
+
+    def params(self):  # noqa: D102
+        return (self.w,)
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        (w,) = params
+        drive = x - (u - self.v_reset)
+        return u + drive * torch.sigmoid(w), drive
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        (w,) = params
+        r = torch.sigmoid(w)
+        # ∂h/∂u = 1 - r, ∂h/∂x = r, ∂h/∂w = drive·r·(1 - r) with drive saved as aux.
+        return gh * (1 - r), gh * r, (gh * aux * (r * (1 - r)),)
+
+
+class PLIF(SpikingNeuron):
+    """LIF with a learnable time constant per layer (``tau`` is its initial value, > 1)."""
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        v_reset: float = 0.0,
+        reset: str = "hard",
+        surrogate: Surrogate | str | None = None,
+        detach_reset: bool = True,
+        backend: str = "auto",
+        steps: int | None = None,
+    ) -> None:
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        tau = _check_tau(tau, "PLIF")
+        if tau <= 1:
+            raise ConfigError(f"PLIF: tau must be above 1 (1/tau = sigmoid(w)), got {tau}")
+        self.w = nn.Parameter(torch.tensor(-math.log(tau - 1.0)))
+
+    @property
+    def tau(self) -> float:
+        """The current time constant in steps, ``1/sigmoid(w)``."""
+        return float(1.0 / torch.sigmoid(self.w.detach()))
+
+    def dynamics(self, x: torch.Tensor) -> Dynamics:  # noqa: D102
+        return PLIFDynamics(self.w, self.v_reset)
+
+    def extra_repr(self) -> str:
+        return f"tau={self.tau:.3g} (learnable), " + super().extra_repr()
+
+
+class FlooredLIF(KLIF):
+    """KLIF with ``k`` fixed at 1 (a buffer): LIF with a ReLU-floored membrane."""
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        v_reset: float = 0.0,
+        reset: str = "hard",
+        surrogate: Surrogate | str | None = None,
+        detach_reset: bool = True,
+        backend: str = "auto",
+        steps: int | None = None,
+    ) -> None:
+        super().__init__(
+            tau, threshold, v_reset, reset, 1.0, None, surrogate, detach_reset, backend, steps
+        )
+        k = self.k.detach().clone()
+        del self.k
+        self.register_buffer("k", k)
+
+    def extra_repr(self) -> str:
+        return "k=1 (fixed), " + super().extra_repr()
+
+
+class LearnableWidthLIF(LIF):
+    """LIF with a learnable surrogate width ``a`` per layer (``a = exp(log_width)``, from 1)."""
+
+    custom_forward = True  # its own per-step loop; see neuron_backends in .timing
+
+    def __init__(
+        self,
+        tau: float = 2.0,
+        threshold: float = 1.0,
+        v_reset: float = 0.0,
+        reset: str = "hard",
+        decay_input: bool = True,
+        surrogate: Surrogate | str | None = None,
+        detach_reset: bool = True,
+        backend: str = "auto",
+        steps: int | None = None,
+    ) -> None:
+        super().__init__(
+            tau, threshold, v_reset, reset, decay_input, surrogate, detach_reset, backend, steps
+        )
+        self.log_width = nn.Parameter(torch.zeros(()))
+
+    @property
+    def width(self) -> float:
+        """The current ``a`` (multiplies the surrogate's α for the sigmoid surrogate)."""
+        return float(self.log_width.detach().exp())
+
+    def forward(self, x, state=None, return_state=False, return_membrane=False):
+        """As :meth:`SpikingNeuron.forward`, on a per-step loop under autograd."""
+        who = type(self).__name__
+        check_time_major(x, who)
+        self._check_steps(x)
+        u = self._checked_state(state, x) if state is not None else self.initial_state(x)
+        dyn = LIFDynamics(self.tau, self.v_reset, self.decay_input)
+        a = self.log_width.exp()
+        spikes, hs = [], []
+        for t in range(x.shape[0]):
+            h, _ = dyn.charge(u, x[t], t, ())
+            z = h - self.threshold
+            q = self.surrogate(a * z)  # carries the gradient: a·g'(a·z) for z, z·g'(a·z) for a
+            s = heaviside(z).detach() + (q - q.detach())  # forward exactly LIF's H(h - θ)
+            sr = s.detach() if self.detach_reset else s
+            u = (
+                h * (1.0 - sr) + self.v_reset * sr
+                if self.reset == "hard"
+                else h - self.threshold * sr
+            )
+            spikes.append(s)
+            hs.append(h)
+        out: list[torch.Tensor] = [torch.stack(spikes)]
+        if return_state:
+            out.append(u)
+        if return_membrane:
+            out.append(torch.stack(hs))
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width:.3g} (learnable), " + super().extra_repr()
+
+
+def learned_values(model: nn.Module) -> dict[str, float]:
+    """Learned neuron parameters per layer: ``k/<layer>`` (KLIF), ``tau/<layer>`` (PLIF),
+    ``width/<layer>`` (learnable-width LIF); for :class:`~spikeweave.experiments.EpochMetrics`."""
+    out: dict[str, float] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, KLIF) and not isinstance(m, FlooredLIF):
+            out[f"k/{name}"] = float(m.k.detach().mean())
+        elif isinstance(m, PLIF):
+            out[f"tau/{name}"] = m.tau
+        elif isinstance(m, LearnableWidthLIF):
+            out[f"width/{name}"] = m.width
+    return out
+
+
+for _name, _cls, _help in (
+    ("plif", PLIF, "LIF with a learnable time constant (klif-vs-lif ablation)"),
+    ("lif-floor", FlooredLIF, "LIF with a ReLU-floored membrane (KLIF with k = 1)"),
+    ("lif-width", LearnableWidthLIF, "LIF with a learnable surrogate width"),
+):
+    if _name not in NEURONS.names():
+        NEURONS.register(_name, _cls, help=_help)

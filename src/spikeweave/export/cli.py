@@ -1,0 +1,51 @@
+"""``spikeweave export`` and ``spikeweave import``: plain functions with typer parameters.
+
+Wire them into the main app (``spikeweave/cli.py``) with::
+
+    from .export.cli import export_command, import_command
+    app.command("export")(export_command)
+    app.command("import")(import_command)
+
+Errors are spikeweave errors, which the main entry point prints as one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+__all__ = ["export_command", "import_command"]
+
+
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    path: Path = typer.Argument(..., help="The NIR file to write, e.g. model.nir."),
+    dt: float = typer.Option(
+        ..., "--dt", help="Seconds per simulation step; tau (steps) is written as tau·dt seconds."
+    ),
+) -> None:
+    """Write a run's model as a NIR graph (IF/LIF with hard reset, Linear, Conv2d, pooling)."""
+    from .runs import export_run
+
+    out = export_run(run_dir, path, dt)
+    typer.echo(f"wrote {out} (dt = {dt:g} s per step)")
+
+
+def import_command(
+    path: Path = typer.Argument(..., help="A NIR file (nir.write), e.g. from snnTorch or Norse."),
+    out_dir: Path = typer.Argument(..., help="The run directory to create (new or empty)."),
+    dataset: str = typer.Option(
+        None, help="Dataset the graph was trained on (default: recorded in the file)."
+    ),
+    steps: int = typer.Option(None, "--steps", "-T", help="Time steps T (default: recorded)."),
+    encoder: str = typer.Option(None, help="Input encoder (default: recorded, else direct)."),
+    dt: float = typer.Option(
+        None, "--dt", help="Seconds per step (default: recorded in the file; snnTorch: 1e-4)."
+    ),
+) -> None:
+    """Turn an MLP NIR graph into a run directory that `spikeweave eval` accepts."""
+    from .runs import import_run
+
+    out = import_run(path, out_dir, dataset=dataset, steps=steps, encoder=encoder, dt=dt)
+    typer.echo(f"run written to {out}; evaluate it with `spikeweave eval {out}`")

@@ -1,0 +1,439 @@
+"""Each built-in charge and surrogate derivative written once, as data; every backend follows.
+
+A :class:`ChargeSpec` is a few assignments in a tiny expression language (``+ - * /``, unary
+``-``, parentheses, float literals, names, and the functions ``relu``, ``pos``, ``exp``,
+``abs``, ``lt``, ``max0``). From it come:
+
+- the PyTorch charge the reference loop and the fused PyTorch loop run (:func:`torch_charge`,
+  used by :class:`~spikeweave.functional.dynamics.LIFDynamics` and the others), evaluated with
+  exactly the operations written, in the order written;
+- the C source of the compiled CPU kernel (:func:`c_expr`, :mod:`.cpu_kernel`);
+- the Triton source of the GPU kernel (:func:`triton_expr`, :mod:`.triton_lif`), where every
+  ``/`` becomes the IEEE-rounded ``tl.math.div_rn`` (float32) and FMA contraction is off;
+- the constant local derivatives ``∂h/∂u``, ``∂h/∂x`` where they are constants (``derived``).
+
+Names a charge may read: ``u`` (membrane before the step), ``x`` (the step's input), its
+``scalars`` (Python floats, e.g. ``tau`` in steps and ``vr`` = v_reset), its ``derived``
+constants (computed once in double from the scalars), its ``tables`` (per-neuron values that
+broadcast over the batch, e.g. KLIF's ``k``) and ``drives`` (per-step, per-neuron values, e.g.
+the oscillation ``A·osc(2π·f·t + φ)``). The forward must assign ``h`` (the potential fire and
+reset see); ``save`` names the one value kept per element and step for backward (the statements
+after it recompute ``h`` from it). The vector-Jacobian product ``vjp`` reads ``g = ∂L/∂h`` and
+assigns ``gu = ∂L/∂u``, ``gx = ∂L/∂x`` and ``g_<table>`` for each table in ``grads``
+(elementwise; the kernels sum over time and reduce to the parameter's shape).
+
+Surrogate derivatives (:data:`SURROGATE_SPECS`) are written the same way in ``d = h - θ`` and
+the constant ``a`` (alpha), mirroring the operations of :mod:`spikeweave.surrogate` (a Python
+number divided by a tensor is ``reciprocal() * number`` there, so it is written that way here).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+
+import torch
+
+from ..surrogate import Atan, FastSigmoid, Rectangular, Sigmoid, Surrogate, Triangle
+
+__all__ = [
+    "CHARGES",
+    "ChargeSpec",
+    "SURROGATE_SPECS",
+    "SurrogateSpec",
+    "c_expr",
+    "derived_values",
+    "surrogate_spec",
+    "torch_charge",
+    "torch_recompute",
+    "torch_surrogate",
+    "torch_vjp",
+    "triton_expr",
+]
+
+Stmts = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class ChargeSpec:
+    """One neuron charge: forward statements, what backward keeps, and the local VJP."""
+
+    name: str
+    forward: Stmts
+    vjp: Stmts
+    scalars: tuple[str, ...] = ()
+    derived: Stmts = ()
+    tables: tuple[str, ...] = ()
+    drives: tuple[str, ...] = ()
+    grads: tuple[str, ...] = ()
+    save: str = "h"
+    pow2: tuple[str, ...] = ()
+    """Scalars that, when a power of two, a C kernel may divide by as a multiplication by the
+    exact reciprocal (rounds identically, much cheaper)."""
+
+    @property
+    def recompute(self) -> Stmts:
+        """Statements that rebuild ``h`` from the saved value (empty when ``save == "h"``)."""
+        names = [v for v, _ in self.forward]
+        return self.forward[names.index(self.save) + 1 :]
+
+    def constant_derivatives(self, scalars: Mapping[str, float]) -> tuple[float, float] | None:
+        """``(∂h/∂u, ∂h/∂x)`` as Python floats where the VJP is ``gu = g*du, gx = g*dx``."""
+        if dict(self.vjp) != {"gu": "g * du", "gx": "g * dx"}:
+            return None
+        d = derived_values(self, scalars)
+        return d["du"], d["dx"]
+
+
+_LIF_D = (("du", "1.0 - 1.0 / tau"), ("dx", "1.0 / tau"))
+_LIF_ND_D = (("du", "1.0 - 1.0 / tau"), ("dx", "1.0"))
+_CONST_VJP = (("gu", "g * du"), ("gx", "g * dx"))
+_LIF = "u + (x - (u - vr)) / tau"
+_LIF_ND = "u - (u - vr) / tau + x"
+
+CHARGES: dict[str, ChargeSpec] = {
+    s.name: s
+    for s in (
+        ChargeSpec("if", (("h", "u + x"),), _CONST_VJP, derived=(("du", "1.0"), ("dx", "1.0"))),
+        ChargeSpec("lif", (("h", _LIF),), _CONST_VJP, ("tau", "vr"), _LIF_D, pow2=("tau",)),
+        ChargeSpec(
+            "lif_nodecay", (("h", _LIF_ND),), _CONST_VJP, ("tau", "vr"), _LIF_ND_D, pow2=("tau",)
+        ),
+        ChargeSpec(
+            "klif",
+            (("hl", _LIF), ("h", "relu(k * hl)")),
+            (
+                ("gf", "g * pos(h)"),  # ReLU'(k·hl): h > 0 exactly where k·hl > 0
+                ("ghl", "gf * k"),
+                ("gu", "ghl * du"),
+                ("gx", "ghl * dx"),
+                ("g_k", "gf * hl"),
+            ),
+            ("tau", "vr"),
+            _LIF_D,
+            tables=("k",),
+            grads=("k",),
+            save="hl",
+            pow2=("tau",),
+        ),
+        ChargeSpec(
+            "osc_lif",
+            (("h", _LIF + " + drive"),),
+            _CONST_VJP,
+            ("tau", "vr"),
+            _LIF_D,
+            drives=("drive",),
+            pow2=("tau",),
+        ),
+        ChargeSpec(
+            "osc_lif_nodecay",
+            (("h", _LIF_ND + " + drive"),),
+            _CONST_VJP,
+            ("tau", "vr"),
+            _LIF_ND_D,
+            drives=("drive",),
+            pow2=("tau",),
+        ),
+    )
+}
+"""The charges the compiled kernels implement, by name (``KernelSpec.kind``)."""
+
+
+@dataclass(frozen=True)
+class SurrogateSpec:
+    """A surrogate derivative ``sg`` of ``d = h - θ``; constants derived in double from ``a``."""
+
+    code: int
+    stmts: Stmts
+    derived: Stmts = field(default=())
+
+
+SURROGATE_SPECS: dict[type, SurrogateSpec] = {
+    # sigmoid(a·d) = 1/(1 + exp(-(a·d))); then a·σ·(1 - σ)
+    Sigmoid: SurrogateSpec(0, (("e", "1.0 / (1.0 + exp(-(a * d)))"), ("sg", "a * e * (1.0 - e)"))),
+    # (a/2) / (1 + (π/2·a·d)²): a number over a tensor is reciprocal()·number in PyTorch
+    Atan: SurrogateSpec(
+        1,
+        (("z", "c * d"), ("sg", "1.0 / (z * z + 1.0) * half")),
+        (("c", "pi / 2 * a"), ("half", "a / 2")),
+    ),
+    FastSigmoid: SurrogateSpec(
+        2,
+        (("q", "a * abs(d) + 1.0"), ("sg", "1.0 / (q * q) * half")),
+        (("half", "a / 2"),),
+    ),
+    Rectangular: SurrogateSpec(3, (("sg", "lt(abs(d), c) * a"),), (("c", "0.5 / a"),)),
+    Triangle: SurrogateSpec(4, (("sg", "a * max0(1.0 - a * abs(d))"),)),
+}
+"""Built-in surrogates the kernels evaluate natively; any other is tabulated by PyTorch."""
+
+
+def surrogate_spec(surrogate: Surrogate) -> SurrogateSpec | None:
+    """The native spec of ``surrogate``'s exact type, or None (then a table is used)."""
+    return SURROGATE_SPECS.get(type(surrogate))
+
+
+def surrogate_constants(surrogate: Surrogate) -> dict[str, float]:
+    """``a`` and the derived constants of a built-in surrogate, in double."""
+    return dict(_surrogate_constants(type(surrogate), surrogate.alpha))
+
+
+@cache
+def _surrogate_constants(cls: type, alpha: float) -> tuple[tuple[str, float], ...]:
+    spec = SURROGATE_SPECS[cls]
+    env: dict[str, float] = {"a": alpha, "pi": math.pi}
+    for name, expr in spec.derived:
+        env[name] = float(eval(_code(expr), {"__builtins__": {}}, env))  # noqa: S307
+    env.pop("pi")
+    return tuple(env.items())
+
+
+def derived_values(spec: ChargeSpec, scalars: Mapping[str, float]) -> dict[str, float]:
+    """The spec's derived constants, computed in double from its scalars."""
+    return dict(_derived(spec, tuple(float(scalars[k]) for k in spec.scalars)))
+
+
+@cache
+def _derived(spec: ChargeSpec, values: tuple[float, ...]) -> tuple[tuple[str, float], ...]:
+    env = dict(zip(spec.scalars, values, strict=True))
+    out = []
+    for name, expr in spec.derived:
+        env[name] = float(eval(_code(expr), {"__builtins__": {}}, env))  # noqa: S307
+        out.append((name, env[name]))
+    return tuple(out)
+
+
+# ------------------------------------------------------------------------------- parsing
+
+_FUNCS = ("relu", "pos", "exp", "abs", "lt", "max0")
+
+
+@cache
+def _parse(expr: str) -> ast.expr:
+    node = ast.parse(expr, mode="eval").body
+    for n in ast.walk(node):
+        ok = isinstance(
+            n,
+            ast.BinOp
+            | ast.UnaryOp
+            | ast.Constant
+            | ast.Name
+            | ast.Call
+            | ast.Load
+            | ast.Add
+            | ast.Sub
+            | ast.Mult
+            | ast.Div
+            | ast.USub,
+        )
+        if isinstance(n, ast.Call):
+            ok = isinstance(n.func, ast.Name) and n.func.id in _FUNCS and not n.keywords
+        if isinstance(n, ast.Constant):
+            ok = isinstance(n.value, int | float) and not isinstance(n.value, bool)
+        if not ok:
+            raise ValueError(f"spec expression {expr!r}: {ast.dump(n)} is not allowed")
+    return node
+
+
+@cache
+def _code(expr: str):
+    _parse(expr)
+    return compile(expr, "<spec>", "eval")
+
+
+_OPS = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/"}
+
+
+def _emit(node: ast.expr, lang: str, names: Callable[[str], str], inv: Mapping[str, str]) -> str:
+    def rec(n: ast.expr) -> str:
+        if isinstance(n, ast.Constant):
+            v = float(n.value)
+            return f"((REAL){v!r})" if lang == "c" else repr(v)
+        if isinstance(n, ast.Name):
+            return names(n.id)
+        if isinstance(n, ast.UnaryOp):
+            return f"(-{rec(n.operand)})"
+        if isinstance(n, ast.BinOp):
+            a, b = rec(n.left), rec(n.right)
+            if isinstance(n.op, ast.Div):
+                if isinstance(n.right, ast.Name) and n.right.id in inv:
+                    return f"({a} * {inv[n.right.id]})"  # exact reciprocal: same rounding
+                if lang == "triton":  # a number on the left is widened to b's type first
+                    fn = "_rdiv" if isinstance(n.left, ast.Constant) else "_div"
+                    return f"{fn}({a}, {b})"
+            return f"({a} {_OPS[type(n.op)]} {b})"
+        assert isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        args = ", ".join(rec(a) for a in n.args)
+        if lang == "c":
+            return {"exp": "EXP", "abs": "FABS"}.get(n.func.id, "SF_" + n.func.id.upper()) + (
+                f"({args})"
+            )
+        return f"_{n.func.id}({args})"
+
+    return rec(node)
+
+
+def c_expr(expr: str, names: Callable[[str], str], inv: Mapping[str, str] | None = None) -> str:
+    """``expr`` as C (``REAL`` arithmetic); divisions by a name in ``inv`` multiply by it."""
+    return _emit(_parse(expr), "c", names, inv or {})
+
+
+def triton_expr(
+    expr: str, names: Callable[[str], str], inv: Mapping[str, str] | None = None
+) -> str:
+    """``expr`` as Triton: ``/`` is ``_div``/``_rdiv`` (IEEE ``div_rn`` in float32), functions
+    ``_fn``; divisions by a name in ``inv`` multiply by it (PyTorch on CUDA divides a tensor
+    by a Python number that way: ``x * (1/tau)``)."""
+    return _emit(_parse(expr), "triton", names, inv or {})
+
+
+# ------------------------------------------------------------------------- torch evaluation
+
+
+def _pos(a: torch.Tensor) -> torch.Tensor:
+    return a > 0
+
+
+def _lt(a: torch.Tensor, b: float) -> torch.Tensor:
+    return torch.lt(a, b, out=torch.empty_like(a))  # 0/1 in a's dtype
+
+
+def _max0(a: torch.Tensor) -> torch.Tensor:
+    return a.clamp_min(0)
+
+
+_TORCH_FUNCS = {
+    "relu": torch.relu,
+    "pos": _pos,
+    "exp": torch.exp,
+    "abs": torch.abs,
+    "lt": _lt,
+    "max0": _max0,
+}
+
+
+def _run(stmts: Stmts, env: dict) -> dict:
+    g = {"__builtins__": {}, **_TORCH_FUNCS}
+    for name, expr in stmts:
+        env[name] = eval(_code(expr), g, env)  # noqa: S307  (parsed and restricted above)
+    return env
+
+
+def torch_charge(
+    spec: ChargeSpec,
+    u: torch.Tensor,
+    x: torch.Tensor,
+    scalars: Mapping[str, float],
+    tables: Mapping[str, torch.Tensor] | None = None,
+    drives: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(h, saved or None)`` for one step, with PyTorch ops exactly as written.
+
+    ``drives`` hold the values of this step (``drive[t]``). ``saved`` is None when it is ``h``.
+    """
+    env = {"u": u, "x": x, **{k: scalars[k] for k in spec.scalars}}
+    env.update(tables or {})
+    env.update(drives or {})
+    _run(spec.forward, env)
+    return env["h"], (None if spec.save == "h" else env[spec.save])
+
+
+_TORCH_BINOPS = {ast.Add: torch.add, ast.Sub: torch.sub, ast.Mult: torch.mul, ast.Div: torch.div}
+_PY_BINOPS = {
+    ast.Add: lambda a, b: a + b,
+    ast.Sub: lambda a, b: a - b,
+    ast.Mult: lambda a, b: a * b,
+    ast.Div: lambda a, b: a / b,
+}
+
+
+@cache
+def _into(expr: str) -> Callable[[dict, torch.Tensor], None]:
+    """``expr`` evaluated with its outermost operation writing into ``out`` (same operations,
+    same rounding as :func:`_run`; saves the copy of every step's result into a buffer)."""
+    node = _parse(expr)
+    code = {}
+    if isinstance(node, ast.BinOp):
+        code = {"a": _code(ast.unparse(node.left)), "b": _code(ast.unparse(node.right))}
+        op, py = _TORCH_BINOPS[type(node.op)], _PY_BINOPS[type(node.op)]
+    whole = _code(expr)
+    g = {"__builtins__": {}, **_TORCH_FUNCS}
+
+    def run(env: dict, out: torch.Tensor) -> None:
+        if not code:
+            out.copy_(eval(whole, g, env))  # noqa: S307
+            return
+        a, b = eval(code["a"], g, env), eval(code["b"], g, env)  # noqa: S307
+        if isinstance(a, torch.Tensor) and a.shape == out.shape and a.dtype == out.dtype:
+            op(a, b, out=out)
+        else:  # broadcasting or a Python number on the left: as the operator does, then copy
+            out.copy_(py(a, b))
+
+    return run
+
+
+def torch_charge_into(
+    spec: ChargeSpec,
+    out: torch.Tensor,
+    u: torch.Tensor,
+    x: torch.Tensor,
+    scalars: Mapping[str, float],
+    tables: Mapping[str, torch.Tensor] | None = None,
+    drives: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor | None:
+    """:func:`torch_charge` writing ``h`` into ``out``; returns the saved value or None."""
+    env = {"u": u, "x": x, **{k: scalars[k] for k in spec.scalars}}
+    env.update(tables or {})
+    env.update(drives or {})
+    _run(spec.forward[:-1], env)
+    name, expr = spec.forward[-1]
+    assert name == "h", "a charge's last statement assigns h"
+    _into(expr)(env, out)
+    return None if spec.save == "h" else env[spec.save]
+
+
+def torch_surrogate(surrogate: Surrogate, d: torch.Tensor) -> torch.Tensor:
+    """``surrogate.derivative(d)``; a built-in one evaluated from its spec (same values to
+    rounding, cheaper: no ``pow``, no bool masks), any other by its own ``derivative``."""
+    spec = SURROGATE_SPECS.get(type(surrogate))
+    if spec is None:
+        return surrogate.derivative(d)
+    env: dict = {"d": d, **surrogate_constants(surrogate)}
+    g = {"__builtins__": {}, **_TORCH_FUNCS}
+    for name, expr in spec.stmts:
+        env[name] = eval(_code(expr), g, env)  # noqa: S307
+    return env["sg"]
+
+
+def torch_recompute(
+    spec: ChargeSpec,
+    saved: torch.Tensor,
+    scalars: Mapping[str, float],
+    tables: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``h`` from the saved value (``saved`` itself when the spec saves ``h``); any shape whose
+    trailing axes the tables broadcast against. Not for charges whose recompute reads a drive."""
+    if spec.save == "h":
+        return saved
+    env = {spec.save: saved, **{k: scalars[k] for k in spec.scalars}}
+    env.update({k: v.detach() for k, v in (tables or {}).items()})
+    return _run(spec.recompute, env)["h"]
+
+
+def torch_vjp(
+    spec: ChargeSpec,
+    g: torch.Tensor,
+    h: torch.Tensor,
+    saved: torch.Tensor | None,
+    scalars: Mapping[str, float],
+    tables: Mapping[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """``(∂L/∂u, ∂L/∂x, elementwise ∂L/∂table for each of grads)`` given ``g = ∂L/∂h``."""
+    env = {"g": g, "h": h, **derived_values(spec, scalars), **(tables or {})}
+    if saved is not None:
+        env[spec.save] = saved
+    _run(spec.vjp, env)
+    return env["gu"], env["gx"], tuple(env["g_" + p] for p in spec.grads)

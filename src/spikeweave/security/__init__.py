@@ -1,0 +1,18 @@
+"""Adversarial robustness: the oscillation defense's switch and attacks that test it honestly.
+
+- :func:`true_gradients` -- every :class:`~spikeweave.neurons.OscillatingLIF` backpropagates
+  its true oscillation inside the block (for adaptive attackers and tests).
+- :mod:`spikeweave.security.attacks` -- FGSM, PGD (L∞/L2), adaptive PGD (true gradients +
+  EOT), transfer and Square Attack, on a :func:`~spikeweave.load_run` run or any ``nn.Module``
+  classifier of images in ``[0, 1]``.
+- :mod:`spikeweave.security.adv_train` -- PGD-k adversarial training, ``--method adv-train``.
+- :mod:`spikeweave.security.backdoor` -- BadNets poisoning (``poison``, ``PoisonedDataset``,
+  ``TrainConfig.poison_*``), attack success rate, the 51 held-out triggers.
+- :mod:`spikeweave.security.mine` -- MINE (Donsker–Varadhan) mutual-information estimator.
+- :mod:`spikeweave.security.mesa` -- MESA: trigger generators per β, target detection, the
+  single-trigger baseline and the fine-tuning defense (``spikeweave backdoor scan|defend``).
+"""
+
+from .defense import defended_copy, oscillating_neurons, set_oscillation, true_gradients
+
+__all__ = ["defended_copy", "oscillating_neurons", "set_oscillation", "true_gradients"]

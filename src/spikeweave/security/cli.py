@@ -1,0 +1,163 @@
+"""``spikeweave attack``: robust accuracy of a trained run against one attack over several ε.
+
+Plain functions; ``spikeweave/cli.py`` wires them to the command line. ``attack_command``
+writes ``attack.json`` (robust accuracy per ε) and ``attack.png`` (accuracy vs ε) into the run
+directory (or ``out_dir``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ConfigError, DataError
+from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_accuracy
+
+__all__ = ["attack_command", "evaluation_subset", "parse_eps", "plot_accuracy_vs_eps"]
+
+
+def parse_eps(text: str) -> list[float]:
+    """``"0,0.05,0.1"`` (commas or spaces) as a list of budgets; one-line ConfigError."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise ConfigError(
+            f"--eps must be numbers separated by commas (e.g. 0,0.05,0.1), got {text!r}"
+        ) from None
+    if not values:
+        raise ConfigError("give at least one --eps value")
+    return [_check_eps(v) for v in values]
+
+
+def evaluation_subset(
+    dataset: Any, samples: int, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``samples`` items of ``dataset`` drawn without replacement with ``seed``: ``(x, y)``."""
+    n = len(dataset)
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: min(samples, n)]
+    xs, ys = zip(*(dataset[int(i)] for i in idx), strict=True)
+    return torch.stack(xs), torch.as_tensor(ys, dtype=torch.long)
+
+
+def plot_accuracy_vs_eps(
+    curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str
+):
+    """Draw ``{label: (eps list, accuracy list in [0, 1])}`` as accuracy (%) vs ε to ``path``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for label, (eps, acc) in curves.items():
+        ax.plot(eps, [100 * a for a in acc], marker="o", label=label)
+    ax.set_xlabel("ε (input units, [0, 1] pixels)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def attack_command(
+    run_dir: str | Path,
+    attack: str,
+    eps: Sequence[float],
+    steps: int = 20,
+    norm: str = "linf",
+    *,
+    step_size: float | None = None,
+    samples: int = 1000,
+    batch_size: int = 250,
+    queries: int = 1000,
+    eot: int = 1,
+    source: str | Path | None = None,
+    split: str = "test",
+    seed: int = 0,
+    out_dir: str | Path | None = None,
+) -> dict[str, Any]:
+    """Attack the run in ``run_dir`` with ``attack`` at every ``eps``; write the results.
+
+    Args:
+        run_dir: a directory written by ``spikeweave train``.
+        attack: ``fgsm``, ``pgd``, ``adaptive``, ``transfer`` or ``square``.
+        eps: budgets in input units (``[0, 1]`` pixels), each ``>= 0``.
+        steps / norm / step_size / eot: PGD's settings (``adaptive`` and ``transfer`` too).
+        samples: how many images of ``split`` to attack (a seeded random subset).
+        queries: the square attack's query budget per image.
+        source: the transfer attack's source run directory (a separately trained model).
+        out_dir: where ``attack.json`` and ``attack.png`` go (default: ``run_dir``).
+
+    Returns the dict written to ``attack.json``.
+    """
+    from .. import data as datasets
+    from ..training import load_run
+
+    fn = ATTACKS.get(attack)  # an unknown name fails before any loading
+    del fn
+    eps = [_check_eps(e) for e in eps]
+    if not eps:
+        raise ConfigError("give at least one --eps value")
+    if norm not in NORMS:
+        raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if attack == "transfer" and source is None:
+        raise ConfigError("the transfer attack needs --source RUN_DIR (a separately trained model)")
+    run = load_run(run_dir)  # DataError for a missing directory or checkpoint
+    target = as_classifier(run)
+    options: dict[str, Any] = {}
+    if attack in ("pgd", "adaptive", "transfer"):
+        options.update(steps=steps, norm=norm, step_size=step_size, eot=eot)
+        if attack == "pgd":
+            options.pop("eot")
+    elif attack == "square":
+        options.update(queries=queries, norm=norm)
+    if attack == "transfer":
+        options["source"] = as_classifier(load_run(source))
+    if split not in ("train", "test"):
+        raise ConfigError(f"unknown split {split!r}; choose one of test, train")
+    try:
+        dataset = datasets.load(run.config.dataset, split, root=run.config.data_root or None)
+    except KeyError as exc:  # pragma: no cover - registry errors are ConfigErrors already
+        raise DataError(str(exc)) from None
+    x, y = evaluation_subset(dataset, samples, seed)
+    start = time.perf_counter()
+    clean = robust_accuracy("fgsm", target, x, y, 0.0, batch_size=batch_size, seed=seed)
+    acc = [
+        robust_accuracy(attack, target, x, y, e, batch_size=batch_size, seed=seed, **options)
+        for e in eps
+    ]
+    result = {
+        "run": str(run.path),
+        "attack": attack,
+        "norm": "linf" if attack in ("fgsm", "square") else norm,
+        "steps": steps if attack in ("pgd", "adaptive", "transfer") else None,
+        "step_size": step_size,
+        "queries": queries if attack == "square" else None,
+        "eot": eot if attack in ("adaptive", "transfer") else None,
+        "source": None if source is None else str(source),
+        "split": split,
+        "samples": len(x),
+        "seed": seed,
+        "clean_accuracy": clean,
+        "eps": eps,
+        "robust_accuracy": acc,
+        "time_s": round(time.perf_counter() - start, 2),
+    }
+    out = Path(out_dir) if out_dir is not None else Path(run.path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "attack.json").write_text(json.dumps(result, indent=2))
+    plot_accuracy_vs_eps(
+        {f"{attack} ({result['norm']})": (eps, acc)},
+        out / "attack.png",
+        f"{Path(run.path).name}: robust accuracy vs ε",
+    )
+    return result

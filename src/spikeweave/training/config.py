@@ -1,0 +1,290 @@
+"""Training configuration: one flat dataclass, validated, loadable from TOML.
+
+Every field can be set from ``spikeweave train --config FILE.toml`` (top-level keys with the
+field names below) and overridden by command-line options. Unknown keys and values of the wrong
+type are refused with a one-line error. A method's options go in a ``[method.NAME]`` table::
+
+    [method]
+    name = "na"
+    [method.na]
+    form = "code"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..options import check_value, json_ready
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["TrainConfig", "load_config", "SCHEDULES", "MODEL_FIELDS", "check_model_fields"]
+
+SCHEDULES = ("cosine", "exponential", "constant")
+MODEL_FIELDS = ("model", "hidden", "pool", "dropout", "population", "batch_norm", "readout")
+"""The fields that shape the config's network (:func:`~.build.default_model`)."""
+ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
+"""Model names that mean "this architecture with ReLU": the ANN baselines."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Times are in steps, rates in spikes/step.
+
+    ``method_options`` holds the chosen method's typed options (a ``[method.NAME]`` TOML
+    table); ``notes`` is a free-form table recorded with the run and never read.
+
+    ``poison_*`` build a backdoored run (:mod:`spikeweave.security.backdoor`): with
+    ``poison_fraction`` > 0, that share of the training split (after the validation split is
+    held out, so validation stays clean) carries a ``poison_trigger_size``² ``poison_trigger``
+    patch (``binary`` or ``grey``, drawn from ``poison_seed``) at ``poison_position`` ([row,
+    col]; empty: random) and is relabelled ``poison_target``.
+
+    ``pool`` is the conv net's pooling: ``max`` (default) or ``avg`` (linear in spike rates,
+    so it suits noisy single-step training and conversion, and exports to NIR).
+
+    ``flush_denormal`` (default on) flushes subnormal floats (|x| < 1.2e-38) to zero on the
+    CPU while the run trains and evaluates: gradients that decay through many time steps, or
+    surrogates far from threshold, fall into that range, where x86 arithmetic is 10–30×
+    slower (a soft-XOR LIF net at lr 0.1 took 78 ms per step instead of 3.4 ms, with the same
+    losses). It changes only values below 1.2e-38. It applies to the training thread (and
+    threads started from it afterwards); the trainer turns it off again when ``fit`` ends.
+    """
+
+    dataset: str = "mnist5k"
+    data_root: str = ""
+    task: str = ""
+    model: str = "convnet"
+    neuron: str = "lif"
+    method: str = "bptt"
+    method_options: dict[str, Any] = field(default_factory=dict)
+    steps: int = 4
+    encoder: str = "direct"
+    epochs: int = 12
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    schedule: str = "cosine"
+    gamma: float = 0.9
+    grad_clip: float = 1.0
+    loss: str = ""
+    rate_scale: float = 8.0
+    population: int = 10
+    hidden: list[int] = field(default_factory=list)
+    batch_norm: bool = True
+    pool: str = "max"
+    readout: str = ""
+    tau: float = 2.0
+    threshold: float = 1.0
+    v_reset: float = 0.0
+    reset: str = "hard"
+    decay_input: bool = True
+    surrogate: str = "atan"
+    alpha: float | None = None
+    detach_reset: bool = True
+    osc_amplitude: float = 0.2
+    osc_frequency: float = 0.25
+    osc_form: str = "sine"
+    osc_phase: float | None = None
+    osc_fake_form: str = ""
+    osc_fake_phase: float = 0.0
+    dropout: float = 0.0
+    seed: int = 0
+    flush_denormal: bool = True
+    eval_batch_size: int = 500
+    val_fraction: float = 0.0
+    poison_fraction: float = 0.0
+    poison_target: int = 0
+    poison_trigger: str = "binary"
+    poison_trigger_size: int = 3
+    poison_position: list[int] = field(default_factory=list)
+    poison_seed: int = 0
+    out_dir: str = "runs"
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spiking(self) -> bool:
+        """False for the ANN baselines (ReLU, no time dimension needed)."""
+        return self.neuron != "relu" and self.model not in ANN_MODELS
+
+    @property
+    def architecture(self) -> str:
+        """The layer layout: ``convnet`` or ``mlp``, whatever the neuron."""
+        return ANN_MODELS.get(self.model, self.model)
+
+    @property
+    def effective_steps(self) -> int:
+        """Steps actually simulated: an ANN needs only one."""
+        return self.steps if self.spiking else 1
+
+    @property
+    def neuron_label(self) -> str:
+        """The neuron the network really has (``relu`` for the ANN baselines)."""
+        return self.neuron if self.spiking else "relu"
+
+    def validate(self, check_method: bool = True, check_dataset: bool = True) -> TrainConfig:
+        """Raise :class:`ConfigError` with a one-line fix for the first invalid field.
+
+        ``check_method=False`` skips the method-name lookup (a method instance was given);
+        ``check_dataset=False`` accepts any dataset label (the datasets were injected).
+        """
+        from .. import data, encoding, surrogate
+        from ..models import MODELS
+        from ..neurons import NEURONS
+        from ..tasks import TASKS
+        from .methods import METHODS
+
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, check_value(hints[f.name], getattr(self, f.name), f.name))
+        if check_dataset and data.info(self.dataset).kind == "embedded" and self.data_root:
+            raise ConfigError(
+                f"data_root does not apply to the embedded dataset {self.dataset!r} (it ships "
+                "inside a package); leave it out"
+            )
+        if self.task:
+            TASKS.check(self.task)
+        if self.architecture not in MODELS:
+            MODELS.check(self.model)
+        NEURONS.check(self.neuron)
+        if check_method:
+            METHODS.check(self.method)
+        encoding.ENCODERS.check(self.encoder)
+        _choice("schedule", self.schedule, SCHEDULES)
+        _choice("reset", self.reset, ("hard", "soft"))
+        _choice("readout", self.readout, ("", "spikes", "linear"))
+        _choice("pool", self.pool, ("max", "avg"))
+        surrogate.get_surrogate(self.surrogate, self.alpha)
+        for name in ("steps", "epochs", "batch_size", "population", "eval_batch_size"):
+            value = getattr(self, name)
+            if value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if any(h < 1 for h in self.hidden):
+            raise ConfigError(f"hidden sizes must be positive integers, got {self.hidden}")
+        for name in ("lr", "rate_scale", "tau"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be a positive number, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "grad_clip", "dropout"):
+            if getattr(self, name) < 0:
+                raise ConfigError(
+                    f"{name} must be a non-negative number (0 disables), got "
+                    f"{getattr(self, name)!r}"
+                )
+        if not 0 <= self.val_fraction < 1:
+            raise ConfigError(
+                f"val_fraction (share of the training data held out for validation) must be in "
+                f"[0, 1), got {self.val_fraction}"
+            )
+        if self.dropout >= 1:
+            raise ConfigError(f"dropout must be below 1, got {self.dropout}")
+        if not 0 < self.gamma <= 1:
+            raise ConfigError(
+                f"gamma (exponential lr decay per epoch) must be in (0, 1], got {self.gamma!r}"
+            )
+        if self.tau < 1:
+            raise ConfigError(f"tau is in steps and must be >= 1, got {self.tau}")
+        from ..security.backdoor import check_poison_config
+
+        check_poison_config(self)  # also with fraction 0: a mistyped option is never ignored
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable copy of every field."""
+        return json_ready(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a mapping; unknown keys or wrongly typed values raise
+        :class:`ConfigError` naming ``source``.
+
+        ``method`` may be a name or a table ``{name = "na", na = {...options...}}`` (TOML:
+        ``[method]`` with ``name``, and ``[method.na]``).
+        """
+        values = dict(values)
+        method = values.get("method")
+        if isinstance(method, dict):
+            values.update(_method_table(method, source))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) {', '.join(map(repr, unknown))}; valid keys are "
+                f"{', '.join(sorted(known))}"
+            )
+        hints = typing.get_type_hints(cls)
+        checked = {k: check_value(hints[k], v, f"{source}: {k}") for k, v in values.items()}
+        return cls(**checked)
+
+
+def _method_table(table: dict[str, Any], source: str) -> dict[str, Any]:
+    """``{name, NAME: {...}}`` -> ``{"method": name, "method_options": {...}}``."""
+    name = table.get("name", "bptt")
+    if not isinstance(name, str):
+        raise ConfigError(f"{source}: method.name must be a string, got {name!r}")
+    others = {k: v for k, v in table.items() if k != "name"}
+    wrong = sorted(k for k in others if k != name)
+    if wrong:
+        raise ConfigError(
+            f"{source}: options given for method {wrong[0]!r} but the method is {name!r}; "
+            f"put them under [method.{name}] or set method.name"
+        )
+    options = others.get(name, {})
+    if not isinstance(options, dict):
+        raise ConfigError(f"{source}: method.{name} must be a table of options")
+    return {"method": name, "method_options": options}
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        shown = ", ".join(repr(c) if not c else c for c in choices)
+        raise ConfigError(f"unknown {name} {value!r}; choose one of {shown}")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    """Read a TOML config file into a dict of overrides (checked here, validated later); a
+    ``[method]`` table becomes the ``method`` and ``method_options`` keys."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            values = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (IsADirectoryError, PermissionError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    if isinstance(values.get("method"), dict):
+        values.update(_method_table(values["method"], str(path)))
+    TrainConfig.from_dict(values, source=str(path))
+    return values
+
+
+def check_model_fields(config: TrainConfig, used: frozenset[str] | None, method: str) -> None:
+    """Refuse network fields a method that builds its own network does not read.
+
+    ``used`` is what :meth:`~.methods.TrainingMethod.model_fields` returns: None means the
+    config's network is built (every field applies); otherwise a field of
+    :data:`MODEL_FIELDS` outside ``used`` that is set away from its default raises a one-line
+    :class:`ConfigError` instead of being ignored.
+    """
+    if used is None:
+        return
+    default = TrainConfig()
+    for name in MODEL_FIELDS:
+        value = getattr(config, name)
+        if name not in used and value != getattr(default, name):
+            raise ConfigError(
+                f"{name} = {value!r} does not apply to method {method!r}: it builds its own "
+                "network; leave it out"
+            )

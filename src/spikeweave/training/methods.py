@@ -1,0 +1,165 @@
+"""The seam where a training method plugs into the trainer.
+
+A :class:`TrainingMethod` owns exactly what it changes and nothing else:
+
+- ``Options``: a dataclass of its typed options, read from a ``[method.NAME]`` TOML table
+  (unknown keys and wrong types are refused);
+- ``build_model(config, task)``: its network (default: the config's model);
+- ``configure_optimizers(model, config, steps_per_epoch)``: an optimizer and schedule, or
+  ``None`` for a local rule that updates weights itself under ``torch.no_grad()``;
+- ``loss(task)``: a named loss when it trains on something other than the task's loss;
+- ``callbacks()``: callbacks it brings to every run (e.g. BioLeaF's apical mismatch);
+- ``train_step(ctx, x, y) -> (output, loss)``: how one batch changes the model.
+
+The trainer owns the rest (data order, evaluation, checkpoints, run records). Methods register
+in ``METHODS`` beside their definition; ``make_method(name, options)`` builds one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..losses import Loss
+from ..options import build_options, options_dict
+from ..registry import Registry
+from ..tasks import Task
+from .build import Optimization, default_model, default_optimization
+from .callbacks import Callback
+from .config import TrainConfig
+
+__all__ = [
+    "METHODS",
+    "NoOptions",
+    "Optimization",
+    "StepContext",
+    "SurrogateBPTT",
+    "TrainingMethod",
+    "make_method",
+]
+
+METHODS: Registry[type[TrainingMethod]] = Registry(
+    "training method",
+    providers=(
+        "spikeweave.learning.na",
+        "spikeweave.learning.noisy",
+        "spikeweave.learning.bioleaf",
+        "spikeweave.security.adv_train",
+        "spikeweave.compression.sampler",
+    ),
+)
+
+
+@dataclass
+class StepContext:
+    """What a method may use for one step.
+
+    Attributes:
+        model: the network, ``[T, B, ...] -> [T, B, outputs]``.
+        optimizer: the optimizer from ``configure_optimizers`` (None for a local rule).
+        forward: encodes a dataset batch ``[B, ...]`` and runs the model -> ``[T, B, ...]``.
+        loss: the run's named loss, ``(output [T, B, ...], target) -> scalar``.
+        grad_clip: max global gradient norm (0 disables).
+        task: the run's task (readout, metrics).
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    loss: Loss
+    grad_clip: float
+    task: Task
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A method without options."""
+
+
+class TrainingMethod:
+    """How one batch updates the model. Subclasses set ``name`` and override
+    :meth:`train_step` (and, where they own it, the other hooks).
+
+    Args:
+        options: an instance of ``Options``, or a mapping of its fields (checked: unknown keys
+            and wrong types raise ``ConfigError``), or None for the defaults.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+
+    def __init__(self, options: Any = None) -> None:
+        self.options = build_options(self.Options, options, f"[method.{self.name or 'custom'}]")
+
+    def options_dict(self) -> dict[str, Any]:
+        """The options as a JSON-able dict (recorded in the run's config)."""
+        return options_dict(self.options)
+
+    def build_model(self, config: TrainConfig, task: Task) -> nn.Module:
+        """The network to train (default: the config's model for the task's data)."""
+        return default_model(config, task)
+
+    def model_fields(self) -> frozenset[str] | None:
+        """Which network fields of the config (:data:`~.config.MODEL_FIELDS`) the network
+        :meth:`build_model` returns depends on: None (default) for all, i.e. the config's model
+        is built. A method that builds its own network returns the ones it reads, and the
+        trainer refuses the others when they are set, rather than ignoring them."""
+        return None
+
+    def configure_optimizers(
+        self, model: nn.Module, config: TrainConfig, steps_per_epoch: int
+    ) -> Optimization | None:
+        """Optimizer and schedule (default AdamW + the config's schedule); None: no optimizer."""
+        return default_optimization(model, config, steps_per_epoch)
+
+    def loss(self, task: Task) -> Loss:
+        """The loss this method trains on and the run reports (default: the task's)."""
+        return task.loss()
+
+    def callbacks(self) -> list[Callback]:
+        """Callbacks the method brings to every run it trains (e.g. a monitor of its own
+        state); the trainer adds them after the ones it was given."""
+        return []
+
+    def train_step(
+        self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the model on one batch; return ``(output [T, B, ...], loss)``, detached."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())
+        return f"{type(self).__name__}({opts})"
+
+
+def gradient_step(ctx: StepContext, loss: torch.Tensor) -> None:
+    """Backward, clip, optimizer step: the update shared by gradient-based methods."""
+    if ctx.optimizer is None:
+        raise RuntimeError("gradient_step needs an optimizer; configure_optimizers returned None")
+    ctx.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if ctx.grad_clip > 0:
+        nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
+    ctx.optimizer.step()
+
+
+@METHODS.register("bptt")
+class SurrogateBPTT(TrainingMethod):
+    """Backpropagation through time with the neurons' surrogate derivatives."""
+
+    name = "bptt"
+
+    def train_step(self, ctx, x, y):  # noqa: D102
+        out = ctx.forward(x)
+        loss = ctx.loss(out, y)
+        gradient_step(ctx, loss)
+        return out.detach(), loss.detach()
+
+
+def make_method(name: str, options: Mapping[str, Any] | None = None) -> TrainingMethod:
+    """A fresh instance of the method registered as ``name`` with ``options``."""
+    return METHODS.get(name)(options)

@@ -1,0 +1,594 @@
+"""The training engine: data order, the method's steps, evaluation, checkpoints and run records.
+
+``Trainer(config, method=None, datasets=None, callbacks=(), run_dir=None)`` reads top to
+bottom as the whole training path:
+
+1. the **task** (classification, regression, reconstruction) is chosen from the config or the
+   dataset; the data come from the config's dataset or are injected as ``(train, test)``;
+2. the **method** builds the model (``build_model``), its optimizer and schedule
+   (``configure_optimizers``, or none for a local rule) and names its loss;
+3. each epoch, batches in a seeded order go through ``method.train_step``; the test split is
+   evaluated; callbacks may add to the epoch's row;
+4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
+   the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots.
+
+Determinism: the model is initialised from ``seed``; every epoch reseeds torch's global RNG
+and the shuffling generator from ``(seed, epoch)``, so a resumed run replays exactly what an
+uninterrupted run would have done. Evaluation draws from its own seeded stream.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import platform
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from .. import data as datasets
+from ..errors import CheckpointError, ConfigError, InputError, TrainingError
+from ..monitor import Activity, record_spikes, save_activity
+from ..tasks import DataSpec, Task, make_task
+from .callbacks import Callback
+from .checkpoint import (
+    check_state_dtypes,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+    validate_training_meta,
+)
+from .config import TrainConfig, check_model_fields
+from .denormal import flush_denormal
+from .distributed import Distributed, from_environment
+from .evaluation import averages, encode_batch, evaluation_sums, split_validation
+from .methods import StepContext, TrainingMethod, make_method
+from .progress import EpochProgress
+from .rundir import RunDir
+
+__all__ = ["Trainer", "versions", "data_spec"]
+
+ACTIVITY_SAMPLES = 64
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a run's numbers."""
+    from .. import __version__
+
+    return {
+        "spikeweave": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def data_spec(config: TrainConfig, task_name: str, train_set: Dataset, injected: bool) -> DataSpec:
+    """Input shape and number of outputs for ``task_name``: shapes from the dataset catalog for
+    a named dataset, else (injected data) from the first training sample; outputs are the
+    classes (classification), the target's size (regression) or the pixels (reconstruction)."""
+    info = datasets.DATASETS.get(config.dataset)
+    if len(train_set) == 0:  # type: ignore[arg-type]
+        raise InputError("the training dataset is empty")
+    temporal = bool(info is not None and info.temporal)
+    if info is not None and not injected:
+        shape = tuple(info.input_shape)
+    else:
+        x0 = torch.as_tensor(train_set[0][0])
+        shape = tuple(x0.shape[1:] if temporal else x0.shape)
+    if task_name == "reconstruction":
+        outputs = math.prod(shape)
+    elif task_name == "regression":
+        outputs = max(1, torch.as_tensor(train_set[0][1]).numel())
+    elif info is not None and tuple(info.input_shape) == shape:
+        outputs = info.num_classes
+    else:
+        labels = [int(train_set[i][1]) for i in range(len(train_set))]  # type: ignore[arg-type]
+        outputs = max(labels) + 1
+    return DataSpec(shape, outputs, temporal)
+
+
+class Trainer:
+    """Trains one configuration and records it in a run directory.
+
+    Args:
+        config: the run's settings (validated here).
+        method: None (the config's ``method`` and ``method_options``), a registered name, or a
+            :class:`TrainingMethod` instance (its name and options are recorded in the config).
+        datasets: None (the config's dataset) or ``(train, test)`` map-style datasets yielding
+            ``(x, y)`` pairs: poisoned, transformed or your own.
+        callbacks: :class:`~spikeweave.training.callbacks.Callback` objects.
+        run_dir: where to write; default a new folder under ``config.out_dir``.
+        progress: show progress (a bar on a terminal, one line per epoch otherwise).
+        distributed: this process's place in a torchrun job (default: read from the
+            environment; one process when there is none).
+
+    >>> summary = Trainer(TrainConfig(dataset="digits", epochs=3)).fit()
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        method: TrainingMethod | str | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        callbacks: Sequence[Callback] = (),
+        run_dir: str | Path | None = None,
+        progress: bool = True,
+        distributed: Distributed | None = None,
+    ) -> None:
+        self.dist = distributed if distributed is not None else from_environment()
+        config = dataclasses.replace(config)
+        if isinstance(method, TrainingMethod):
+            config.method, config.method_options = method.name, method.options_dict()
+        elif method is not None:
+            config.method, config.method_options = method, {}
+        self.config = config.validate(
+            check_method=not isinstance(method, TrainingMethod), check_dataset=datasets is None
+        )
+        self.method = (
+            method
+            if isinstance(method, TrainingMethod)
+            else make_method(config.method, config.method_options)
+        )
+        # Every option is recorded, defaults included, so the run rebuilds the same method.
+        self.config.method_options = self.method.options_dict()
+        self.callbacks = [*callbacks, *self.method.callbacks()]
+        self.progress = progress
+        self.train_set, self.test_set = self._datasets(datasets)
+        self.injected = datasets is not None
+        task_name = config.task or "classification"
+        self.train_set, self.val_set = split_validation(
+            self.train_set, config.val_fraction, stratify=task_name == "classification"
+        )
+        self.task: Task = make_task(
+            task_name,
+            data_spec(config, task_name, self.train_set, self.injected),
+            loss=config.loss,
+            spiking=config.spiking,
+            rate_scale=config.rate_scale,
+        )
+        if config.poison_fraction > 0:  # a backdoored run: only the training part is poisoned
+            from ..security.backdoor import poison_from_config
+
+            num_classes = self.task.spec.num_outputs if task_name == "classification" else None
+            self.train_set = poison_from_config(config, self.train_set, num_classes)
+        check_model_fields(config, self.method.model_fields(), self.method.name or "custom")
+        torch.manual_seed(config.seed)
+        self.model = self.method.build_model(self.config, self.task)
+        self.steps_per_epoch = self._steps_per_epoch()
+        opt = self.method.configure_optimizers(self.model, self.config, self.steps_per_epoch)
+        self.optimizer = opt.optimizer if opt is not None else None
+        self.scheduler = opt.scheduler if opt is not None else None
+        self._net = self._parallel(self.model)
+        self.loss = self.method.loss(self.task)
+        self.epoch = 0
+        self.history: list[dict[str, Any]] = []
+        self.wall_time_s = 0.0
+        self.stop_reason: str | None = None
+        if run_dir is None:  # every process writes (rank 0) or reads the same directory
+            run_dir = self.dist.broadcast(str(self._new_run_dir().path))
+        self.rundir = RunDir(run_dir)
+
+    def _steps_per_epoch(self) -> int:
+        n, batch, world = len(self.train_set), self.config.batch_size, self.dist.world
+        if batch % world:
+            raise ConfigError(
+                f"batch_size {batch} must split evenly over {world} processes (it is the "
+                "global batch); choose a multiple of the process count"
+            )
+        if len(self.test_set) < world:
+            raise ConfigError(f"the test set has fewer samples than the {world} processes")
+        return math.ceil(math.ceil(n / world) / (batch // world))
+
+    def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model as the training forward sees it: wrapped in DDP across processes."""
+        if not self.dist.active:
+            return model
+        if self.optimizer is None:
+            raise ConfigError(
+                f"method {self.config.method!r} updates weights itself, so processes would "
+                "drift apart; train it in one process"
+            )
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model)
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory's path."""
+        return self.rundir.path
+
+    def _datasets(self, given: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
+        if given is not None:
+            if not (isinstance(given, tuple | list) and len(given) == 2):
+                raise InputError("datasets must be a pair (train, test) of map-style datasets")
+            return given[0], given[1]
+        cfg = self.config
+        info = datasets.info(cfg.dataset)
+        options: dict[str, Any] = {"root": cfg.data_root or None}
+        if info.temporal:
+            options["frames"] = cfg.steps  # event recordings are binned into T frames
+        return (
+            datasets.load(cfg.dataset, "train", **options),
+            datasets.load(cfg.dataset, "test", **options),
+        )
+
+    def _new_run_dir(self) -> RunDir:
+        cfg = self.config
+        name = (
+            f"{cfg.dataset}-{cfg.model}-{cfg.neuron_label}-{cfg.method}"
+            f"-T{cfg.effective_steps}-s{cfg.seed}"
+        )
+        return RunDir.new(cfg.out_dir, name)
+
+    # -- one epoch ----------------------------------------------------------------------
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's time-major input ``[T, B, ...]`` for a batch from the dataset."""
+        return encode_batch(self.config, self.task.spec, x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Encode a dataset batch and run the model (through DDP when distributed):
+        ``[T, B, ...]`` output."""
+        return self._net(self.encode(x))
+
+    def _epoch_seed(self, epoch: int) -> int:
+        return (self.config.seed * 1_000_003 + epoch) % 2**63
+
+    def train_epoch(self, epoch: int, bar: EpochProgress | None = None) -> dict[str, float]:
+        """Train one epoch (1-based ``epoch``); returns the running loss and metrics."""
+        seed = self._epoch_seed(epoch)
+        torch.manual_seed(seed)
+        if self.dist.active:
+            sampler = DistributedSampler(
+                self.train_set, self.dist.world, self.dist.rank, shuffle=True, seed=seed
+            )
+            sampler.set_epoch(epoch)
+            loader = DataLoader(
+                self.train_set, batch_size=self.config.batch_size // self.dist.world,
+                sampler=sampler,
+            )  # fmt: skip
+        else:
+            gen = torch.Generator().manual_seed(seed)
+            loader = DataLoader(
+                self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen
+            )
+        ctx = StepContext(
+            self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip, self.task
+        )
+        self.model.train()
+        loss_sum, seen = 0.0, 0
+        totals: dict[str, list[float]] = {}
+        for i, (x, y) in enumerate(loader):
+            target = self.task.target(x, y)
+            out, loss = self._step(ctx, x, target, epoch, i)
+            if self.scheduler is not None:
+                self.scheduler.step()
+            loss_sum += float(loss) * len(x)
+            seen += len(x)
+            for key, (total, count) in self.task.batch_metrics(out, target).items():
+                acc = totals.setdefault(key, [0.0, 0])
+                acc[0] += total
+                acc[1] += count
+            running = {k: t / c for k, (t, c) in totals.items()}
+            if bar is not None:
+                bar.update(i + 1, loss_sum / seen, self.task.describe(running))
+            for cb in self.callbacks:
+                cb.on_batch_end(self, epoch, i, float(loss))
+        keys = sorted(totals)
+        flat = self.dist.all_sum(
+            [loss_sum, seen, *(v for k in keys for v in totals[k])]
+        )  # fmt: skip
+        row = {"train_loss": flat[0] / flat[1]}
+        row.update({f"train_{k}": flat[2 + 2 * i] / flat[3 + 2 * i] for i, k in enumerate(keys)})
+        return row
+
+    def _step(
+        self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor, epoch: int, batch: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One method step; a non-finite loss or activation is reported as the data's fault
+        only when the batch itself holds NaN/inf, else as the training's."""
+        where = f"at epoch {epoch}, batch {batch}"
+        advice = f"lower the lr (now {self.config.lr:g})" + (
+            " or enable grad_clip" if self.config.grad_clip == 0 else ""
+        )
+        try:
+            with _out_of_memory_advice(self.config, where):
+                out, loss = self.method.train_step(ctx, x, y)
+        except InputError as exc:
+            if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+                raise InputError(
+                    f"the training batch {where} contains NaN or inf; check the data"
+                ) from None
+            if "NaN or inf" not in str(exc):
+                raise
+            raise TrainingError(
+                f"training diverged {where}: NaN or inf inside the network (weights or "
+                f"activations); {advice}"
+            ) from None
+        if not math.isfinite(float(loss)):
+            raise TrainingError(f"loss became {float(loss)} {where}; {advice}")
+        return out, loss
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """``{split}_loss`` and the task's metrics on ``split`` ("train" or "test")."""
+        sets = {"train": self.train_set, "val": self.val_set, "test": self.test_set}
+        if sets.get(split) is None:
+            have = ", ".join(k for k, v in sets.items() if v is not None)
+            raise InputError(f"unknown split {split!r}; choose one of {have}")
+        dataset = sets[split]
+        if self.dist.active:  # each process evaluates its share; the sums are added
+            dataset = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world))
+        with _out_of_memory_advice(self.config, f"evaluating the {split} split"):
+            sums = evaluation_sums(self.model, self.task, self.loss, dataset, self.config)
+        keys = sorted(sums)
+        flat = self.dist.all_sum([v for k in keys for v in sums[k]])
+        result = averages({k: flat[2 * i : 2 * i + 2] for i, k in enumerate(keys)})
+        return {f"{split}_{k}": v for k, v in result.items()}
+
+    # -- the whole run --------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train the remaining epochs, writing metrics, checkpoints, summary and plots.
+
+        The run directory is locked against a second process for the duration. If the run
+        fails or is interrupted before its first checkpoint, the directory it created is
+        removed; later, it stays resumable. Across processes, only rank 0 writes files.
+        """
+        if not self.dist.is_main:
+            with flush_denormal(self.config.flush_denormal):
+                return self._fit()
+        created = not self.rundir.path.exists()
+        self.rundir.create()
+        try:
+            with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
+                return self._fit()
+        except BaseException:
+            if created and self.epoch == 0:
+                self.rundir.remove()
+            raise
+
+    def _fit(self) -> dict[str, Any]:
+        main = self.dist.is_main
+        if main:
+            self.rundir.write_json(RunDir.CONFIG, self.config.to_dict())
+            self.rundir.write_metrics(self.history)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        total = self.config.epochs
+        with EpochProgress(self.progress and main, total, self.steps_per_epoch) as bar:
+            for epoch in range(self.epoch + 1, total + 1):
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, epoch)
+                bar.start_epoch(epoch)
+                start = time.perf_counter()
+                row: dict[str, Any] = {"epoch": epoch}
+                row.update(self.train_epoch(epoch, bar))
+                row["train_time_s"] = time.perf_counter() - start
+                mid = time.perf_counter()
+                if self.val_set is not None:
+                    row.update(self.evaluate("val"))
+                row.update(self.evaluate("test"))
+                row["eval_time_s"] = time.perf_counter() - mid
+                row["lr"] = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
+                row["loss_name"] = self.loss.name
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, epoch, row)
+                row["epoch_time_s"] = time.perf_counter() - start
+                self.wall_time_s += row["epoch_time_s"]
+                self.epoch = epoch
+                self.history.append(row)
+                if main:
+                    self.save_checkpoint()
+                    self.rundir.write_metrics(self.history)
+                self.dist.barrier()  # every process sees the epoch's checkpoint before going on
+                bar.end_epoch(self._epoch_line(row))
+                if self.stop_reason is not None:
+                    break
+        summary = self.dist.broadcast(self.finish() if main else None)
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        return summary
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch (call from ``on_epoch_end``, e.g. early
+        stopping). The epoch's row and checkpoint are written first; ``summary.json`` records
+        ``stopped_early`` (the last epoch and ``reason``). Every process of a distributed run
+        must ask alike (callbacks see the same reduced metrics, so they do)."""
+        self.stop_reason = reason
+
+    def _epoch_line(self, row: dict[str, Any]) -> str:
+        m = self.task.metric
+        fmt = (lambda v: f"{v:.2%}") if m == "accuracy" else (lambda v: f"{v:.4g}")
+        return (
+            f"epoch {row['epoch']:3d}/{self.config.epochs}  train loss {row['train_loss']:.4f} "
+            f"{m} {fmt(row[f'train_{m}'])}  test {m} {fmt(row[f'test_{m}'])}  "
+            f"({row['epoch_time_s']:.1f} s)"
+        )
+
+    def record_activity(self) -> Activity:
+        """Spikes of every spiking layer for the first test samples, with labels and
+        predictions (classification)."""
+        loader = DataLoader(self.test_set, batch_size=ACTIVITY_SAMPLES)
+        x, y = next(iter(loader))
+        self.model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            xt = self.encode(x)
+            spikes = record_spikes(self.model, xt)
+            labels = predictions = None
+            if self.task.name == "classification":
+                with torch.no_grad():
+                    predictions = self.task.predict(self.model(xt)).tolist()
+                labels = [int(v) for v in y]
+        return Activity(spikes, labels, predictions)
+
+    def finish(self) -> dict[str, Any]:
+        """Write ``summary.json``, the activity record and the plots; return the summary."""
+        from ..plots import firing_rates, plot_run
+
+        activity = self.record_activity()
+        if activity.spikes:
+            save_activity(self.rundir / RunDir.ACTIVITY, activity)
+        last = self.history[-1] if self.history else {}
+        m = self.task.metric
+        pick = max if self.task.higher_is_better else min
+        summary: dict[str, Any] = {
+            "task": self.task.name,
+            "method": self.config.method,
+            "loss_name": self.loss.name,
+        }
+        summary.update({k: v for k, v in last.items() if k.startswith("test_")})
+        summary[f"best_test_{m}"] = pick((r[f"test_{m}"] for r in self.history), default=None)
+        summary[f"train_{m}"] = last.get(f"train_{m}")
+        if self.val_set is not None and self.history:
+            # Selection on the validation split: the test metric of the best validation epoch.
+            best = pick(self.history, key=lambda r: r[f"val_{m}"])
+            summary["best_epoch_by_val"] = best["epoch"]
+            summary[f"best_val_{m}"] = best[f"val_{m}"]
+            summary[f"test_{m}_at_best_val"] = best[f"test_{m}"]
+        summary["train_loss"] = last.get("train_loss")
+        summary.update(
+            {
+                "epochs": self.epoch,
+                "wall_time_s": self.wall_time_s,
+                "seed": self.config.seed,
+                "spiking": self.config.spiking,
+                "steps": self.config.effective_steps,
+                "num_parameters": sum(p.numel() for p in self.model.parameters()),
+                "firing_rates": firing_rates(activity.spikes) if activity.spikes else {},
+                "data_spec": self.task.spec.to_dict(),
+                "config": self.config.to_dict(),
+                "versions": versions(),
+                "run_dir": str(self.rundir),
+            }
+        )
+        if self.stop_reason is not None:
+            summary["stopped_early"] = {"after_epoch": self.epoch, "reason": self.stop_reason}
+        self.rundir.write_json(RunDir.SUMMARY, summary)
+        plot_run(self.rundir.path)
+        return summary
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def save_checkpoint(self, path: str | Path | None = None) -> Path:
+        """Write model, optimizer and scheduler state atomically (default: the run's latest)."""
+        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
+        meta: dict[str, Any] = {
+            "kind": "spikeweave-training-state",
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "history": self.history,
+            "wall_time_s": self.wall_time_s,
+            "optimizer": None,
+            "scheduler": None,
+            "task": self.task.name,
+            "method": self.config.method,
+            "data_spec": self.task.spec.to_dict(),
+            "versions": versions(),
+        }
+        for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+            if obj is not None:
+                obj_tensors, meta[key] = flatten_state(key, obj.state_dict())
+                tensors.update(obj_tensors)
+        return save_checkpoint(
+            Path(path) if path else self.rundir / RunDir.CHECKPOINT, tensors, meta
+        )
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: str | Path,
+        progress: bool = True,
+        method: TrainingMethod | None = None,
+        datasets: tuple[Dataset, Dataset] | None = None,
+        callbacks: Sequence[Callback] = (),
+        epochs: int | None = None,
+        data_root: str | None = None,
+    ) -> Trainer:
+        """Continue the run in ``run_dir`` from its latest checkpoint.
+
+        ``datasets`` and ``method`` must be given again when the run was trained on injected
+        data or with an unregistered method instance. ``epochs`` extends the run (its schedule
+        is stretched to the new length); ``data_root`` says where the dataset's files are now.
+        """
+        rundir = RunDir(run_dir).require()
+        tensors, meta = read_training_checkpoint(rundir.path / RunDir.CHECKPOINT)
+        config = TrainConfig.from_dict(meta["config"], source=str(rundir / RunDir.CHECKPOINT))
+        if epochs is not None:
+            if epochs < len(meta["history"]):
+                raise ConfigError(
+                    f"--epochs {epochs} is below the {len(meta['history'])} epochs already "
+                    "trained; pass a larger value to extend the run"
+                )
+            config.epochs = epochs
+        if data_root is not None:
+            config.data_root = data_root
+        trainer = cls(
+            config,
+            method=method,
+            datasets=datasets,
+            callbacks=callbacks,
+            run_dir=rundir.path,
+            progress=progress,
+        )
+        trainer.load_state(tensors, meta)
+        return trainer
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+        """Restore model, optimizer, scheduler and history from a loaded checkpoint."""
+        load_model_state(self.model, tensors, self.rundir / RunDir.CHECKPOINT)
+        try:
+            for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
+                if obj is not None:
+                    obj.load_state_dict(unflatten_state(tensors, meta[key]))
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            msg = str(exc).splitlines()[0]
+            raise CheckpointError(
+                f"checkpoint's optimizer state does not match the configured run: {msg}"
+            ) from None
+        self.epoch = int(meta["epoch"])
+        self.history = list(meta["history"])
+        self.wall_time_s = float(meta["wall_time_s"])
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            # A run extended with more epochs decays to zero at its new last epoch.
+            self.scheduler.T_max = self.config.epochs * self.steps_per_epoch
+
+
+@contextlib.contextmanager
+def _out_of_memory_advice(config: TrainConfig, where: str) -> Iterator[None]:
+    """Turn an allocator failure into a one-line error that says which options to lower."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as exc:
+        text = str(exc)
+        if not isinstance(exc, MemoryError) and not any(
+            key in text for key in ("out of memory", "can't allocate memory", "not enough memory")
+        ):
+            raise
+        raise TrainingError(
+            f"out of memory {where} (T={config.steps}, batch size {config.batch_size}, eval "
+            f"batch size {config.eval_batch_size}); lower --steps, --batch-size or "
+            "eval_batch_size"
+        ) from None
+
+
+def read_training_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a training checkpoint, the metadata checked against its schema."""
+    tensors, meta = load_checkpoint(path)
+    return tensors, validate_training_meta(meta, path, tensors=tensors)
+
+
+def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load the checkpoint's ``model/`` tensors into ``model``; refuse missing, extra, reshaped
+    or re-typed weights (an int64 or float16 weight is never silently cast)."""
+    state = {k: v for k, v in tensors.items() if k.startswith("model/")}
+    check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
+    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})
