@@ -501,3 +501,24 @@ def test_a_nir_file_written_by_snntorch_committed_in_the_repo_imports_into_spike
     with torch.no_grad():
         spikes = net(torch.from_numpy(expected["x"]))
     np.testing.assert_array_equal(spikes.numpy(), expected["spikes"])
+
+
+def test_a_nir_file_written_before_the_rename_imports_with_the_same_spikes(
+    trained, digits_batch, tmp_path
+):
+    # Files from before the rename differ only in producer strings (the graph's generator and
+    # the neurons' metadata key); import reads neither, so they load unchanged.
+    graph = nir.read(save_nir(trained, tmp_path / "new.nir", dt=1e-3))
+    graph.metadata = {**graph.metadata, "generator": "formername"}
+    renamed = 0
+    for node in graph.nodes.values():
+        if isinstance(node.metadata, dict) and "spikeweave_neuron" in node.metadata:
+            node.metadata["formername_neuron"] = node.metadata.pop("spikeweave_neuron")
+            renamed += 1
+    assert renamed, "the export should mark its neurons"
+    path = tmp_path / "old.nir"
+    nir.write(path, graph)
+    net = load_nir(path)
+    x = trained.encode(digits_batch)
+    for a, b in zip(_layer_outputs(trained.model, x), _layer_outputs(net, x), strict=True):
+        assert torch.equal(a, b)

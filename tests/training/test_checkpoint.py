@@ -759,3 +759,25 @@ def test_missing_unexpected_and_non_tensor_entries_are_refused() -> None:
         check_state_dtypes(expected, extra, "c.st")
     with pytest.raises(CheckpointError, match=r"model/fc1\.bias is 0 \(int\), not a tensor"):
         check_state_dtypes(expected, {**expected, "model/fc1.bias": 0}, "c.st")
+
+
+def test_a_checkpoint_written_under_the_former_package_name_is_refused_saying_so(
+    tmp_path: Path,
+) -> None:
+    # Before 0.2.0 the marker key, format and digest domain carried the package's former name;
+    # any producer name other than "spikeweave" stands in for it here.
+    from safetensors import safe_open
+
+    path = save_checkpoint(tmp_path / "c.safetensors", {"w": torch.ones(2)}, {"k": 1})
+    with safe_open(path, framework="pt") as f:
+        envelope = json.loads(f.metadata()["spikeweave"])
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    envelope["format"] = "formername-checkpoint"
+    old = tmp_path / "old.safetensors"
+    save_file(tensors, old, metadata={"formername": json.dumps(envelope)})
+    with pytest.raises(CheckpointError) as excinfo:
+        load_checkpoint(old)
+    msg = str(excinfo.value)
+    assert "\n" not in msg
+    assert "not written by spikeweave" in msg
+    assert "before the project's rename in 0.2.0 are not read" in msg
