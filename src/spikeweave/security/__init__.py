@@ -5,6 +5,9 @@
 - :mod:`spikeweave.security.attacks` -- FGSM, PGD (L∞/L2), adaptive PGD (true gradients +
   EOT), transfer and Square Attack, on a :func:`~spikeweave.load_run` run or any ``nn.Module``
   classifier of images in ``[0, 1]``.
+- :mod:`spikeweave.security.reference` -- the Adversarial Robustness Toolbox beside ours: its
+  PGD for cross-checks and an AutoAttack-style ensemble with a per-image worst case
+  (``pip install 'spikeweave[attacks]'``).
 - :mod:`spikeweave.security.adv_train` -- PGD-k adversarial training, ``--method adv-train``.
 - :mod:`spikeweave.security.backdoor` -- BadNets poisoning (``poison``, ``PoisonedDataset``,
   ``TrainConfig.poison_*``), attack success rate, the 51 held-out triggers.
