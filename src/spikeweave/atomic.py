@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-__all__ = ["atomic_write_bytes"]
+__all__ = ["atomic_write_bytes", "atomic_writer"]
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = 0o644) -> Path:
@@ -49,3 +51,29 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A binary file to write in pieces that replaces ``path`` atomically when the ``with``
+    block ends without an error (then fsync'ed, as :func:`atomic_write_bytes`); on an error the
+    temporary file is removed and ``path`` is unchanged. For outputs too large to hold."""
+    path = Path(path)
+    tmp: Path | None = None
+    try:
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(candidate, flags, mode)
+        tmp = candidate
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        tmp = None
+        _fsync_dir(path.parent)
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)

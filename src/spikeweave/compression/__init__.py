@@ -3,7 +3,8 @@
 - :func:`encode_events` / :func:`decode_events`: events (``spikeweave.data.events.EVENT_DTYPE``)
   to ``.sfev`` bytes and back, exactly.
 - :func:`compress_file` / :func:`decompress_file`: any file ``read_events`` reads to ``.sfev``;
-  ``.sfev`` to N-MNIST ``.bin`` or ``.npz``. Writes are atomic.
+  ``.sfev`` to N-MNIST ``.bin`` or ``.npz``; :func:`decompress_to_file` (the CLI's) does it in
+  bounded memory, piece by piece (:func:`iter_events`). Writes are atomic.
 - :func:`sample_events`: sampled mode (keep events at sampled pixels per time window), by
   default with the built-in trained spiking sampler (:mod:`.event_sampler`, trained by
   :mod:`.pretrain` on simulated saccade events, :mod:`.saccades`).
@@ -11,11 +12,21 @@
 ``docs/compression.md`` documents the file format and the measured sizes and speeds.
 """
 
-from .codec import CODECS, MAGIC, VERSION, Header, decode_events, encode_events, read_header
+from .codec import (
+    CODECS,
+    MAGIC,
+    VERSION,
+    Header,
+    decode_events,
+    encode_events,
+    iter_events,
+    read_header,
+)
 from .files import (
     CompressResult,
     compress_file,
     decompress_file,
+    decompress_to_file,
     load_events,
     read_sfev,
     write_nmnist,
@@ -30,10 +41,12 @@ __all__ = [
     "Header",
     "CompressResult",
     "decode_events",
+    "iter_events",
     "encode_events",
     "read_header",
     "compress_file",
     "decompress_file",
+    "decompress_to_file",
     "load_events",
     "read_sfev",
     "write_nmnist",

@@ -128,16 +128,18 @@ def decompress_command(
     ),
 ) -> None:
     """Decompress a .sfev file into N-MNIST .bin or a numpy .npz."""
-    from .files import decompress_file
+    from .files import decompress_to_file
 
     in_size = in_path.stat().st_size if in_path.is_file() else 0
     # a .sfev file is ~4x smaller than the recording, so its bar starts at a quarter the size
     with _progress("decompress", in_size >= PROGRESS_MIN_BYTES // 4) as progress:
-        events, header = decompress_file(in_path, out_path, progress=progress)
+        header = decompress_to_file(in_path, out_path, progress=progress)
     kind = "lossless"
     if header.sampled:
         m = header.meta
         kind = f"sampled: rate {m.get('rate')}, sampler {m.get('sampler')}"
         if "sampler_source" in m:
             kind += f" {m['sampler_source']}"
-    typer.echo(f"wrote {out_path}: {events.size} events ({kind}, {header.width}x{header.height})")
+    typer.echo(
+        f"wrote {out_path}: {header.n_events} events ({kind}, {header.width}x{header.height})"
+    )

@@ -38,7 +38,7 @@ import lzma
 import struct
 import threading
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,8 @@ __all__ = [
     "encode_events",
     "decode_events",
     "read_header",
+    "iter_events",
+    "MAX_RATIO",
 ]
 
 MAGIC = b"\x89SFEV\r\n\x1a"
@@ -81,6 +83,20 @@ _ZSTD_LEVEL = 15
 
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` in raw (uncompressed) stream bytes."""
+
+MAX_RATIO = {"raw": 1, "lzma": 8192, "zstd": 32768}
+"""The most raw bytes one compressed byte can decode to, per codec: a stream declaring more is
+refused before anything is allocated. zstd: a block holds at most 128 KiB and the smallest
+block (RLE) is 4 bytes (RFC 8878, 3.1.1.2), so 32768. LZMA: a match is at most 273 bytes and
+costs at least 14 binary decisions, each at least log2(2048/2017) bits with 11-bit
+probabilities and shift-5 updates, so < 7100 (7068 measured on zeros); 8192 leaves margin."""
+MAX_META_BYTES = 1 << 20
+"""The ``M`` stream (JSON metadata) is at most 1 MiB; ours are ~300 bytes."""
+_WHOLE_STREAM = 8 << 20
+"""Streams up to 8 MiB (raw) are decoded in one piece; longer ones in pieces, so decoding a
+large file never holds a whole stream."""
+CHUNK_EVENTS = 1 << 19
+"""Events per piece when a file is decoded in pieces (:func:`iter_events`): ~7 MB of events."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +180,7 @@ def _compress(raw: bytes, codec: str, param: int, tick: Callable[[int], None]) -
     return b"".join(parts)
 
 
-def _decompress(comp: bytes, info: StreamInfo) -> bytes:
+def _decompress(comp: bytes | memoryview, info: StreamInfo) -> bytes | memoryview:
     """Decompress one stream, never producing more than ``info.raw_len`` bytes."""
     where = f"stream {info.tag!r}"
     if info.codec == "raw":
@@ -188,7 +204,21 @@ def _decompress(comp: bytes, info: StreamInfo) -> bytes:
     else:
         zstd = _zstd()
         try:
-            out = _zstd_decompressor().decompress(comp, max_output_size=info.raw_len)
+            # decompress() allocates the size the frame declares and ignores max_output_size,
+            # so a frame claiming more than the (ratio-checked) raw_len is refused first.
+            size = zstd.frame_content_size(comp)
+            if size not in (-1, info.raw_len):
+                raise DataError(
+                    f"{where}: the zstd frame declares {size} bytes, the header {info.raw_len} "
+                    "(corrupt file)"
+                )
+            if size == info.raw_len:
+                out = _zstd_decompressor().decompress(comp)
+            else:  # no declared size: read at most one byte more than the header says
+                try:
+                    out = _ZstdPiece(comp, 0).read(info.raw_len + 1)
+                except DataError as exc:
+                    raise DataError(f"{where}: {exc}") from None
         except zstd.ZstdError as exc:
             raise DataError(f"{where}: corrupt zstd data ({exc})") from None
         width = info.param & 0x7F
@@ -199,6 +229,148 @@ def _decompress(comp: bytes, info: StreamInfo) -> bytes:
     if zlib.crc32(out) != info.crc32:
         raise DataError(f"{where}: checksum mismatch (the file is corrupt)")
     return out
+
+
+class _ZstdPiece:
+    """The decoded bytes of a zstd frame, read front to back from byte ``skip`` on, in pieces
+    of bounded size (never the whole frame at once)."""
+
+    def __init__(self, comp: bytes | memoryview, skip: int) -> None:
+        self._zstd = _zstd()
+        # A reader of its own: several read one frame at once (one per byte plane).
+        self._reader = self._zstd.ZstdDecompressor().stream_reader(comp, read_across_frames=False)
+        while skip > 0:
+            got = len(self.read(min(skip, _CHUNK)))
+            if not got:
+                break
+            skip -= got
+
+    def read(self, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            try:
+                part = self._reader.read(n - got)
+            except self._zstd.ZstdError as exc:
+                raise DataError(f"corrupt zstd data ({exc})") from None
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+
+class _LzmaPiece:
+    """The decoded bytes of an LZMA1 raw stream, read front to back in bounded pieces."""
+
+    def __init__(self, comp: bytes | memoryview, info: StreamInfo) -> None:
+        self._dec = lzma.LZMADecompressor(
+            format=lzma.FORMAT_RAW, filters=_lzma_filters(info.param, info.raw_len)
+        )
+        self._input = bytes(comp)  # handed over on the first read; the decoder keeps the rest
+
+    def read(self, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n and not self._dec.eof:
+            data, self._input = self._input, b""
+            if not data and self._dec.needs_input:
+                break  # out of input before the end marker: truncated
+            try:
+                part = self._dec.decompress(data, max_length=n - got)
+            except lzma.LZMAError as exc:
+                raise DataError(f"corrupt LZMA data ({exc})") from None
+            if not part and not data:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+
+    @property
+    def eof(self) -> bool:
+        return self._dec.eof
+
+
+class _Stream:
+    """One stream's decoded bytes, read front to back: never more than ``raw_len`` bytes are
+    produced, and :meth:`close` checks that all of them were used, none more exist, and the
+    CRC-32. Streams up to ``_WHOLE_STREAM`` bytes are decoded in one piece; longer ones in
+    pieces (a zstd stream of ``w``-byte words through ``w`` readers, one per byte plane)."""
+
+    def __init__(
+        self, data: memoryview, offset: int, info: StreamInfo, tick: Callable[[int], None]
+    ) -> None:
+        self.info = info
+        self._tick = tick
+        self._pos = 0
+        self._crc = 0
+        self._whole: bytes | memoryview | None = None
+        self._pieces: list[Any] = []
+        comp = data[offset : offset + info.comp_len]
+        if info.codec == "raw" or info.raw_len <= _WHOLE_STREAM:
+            self._whole = _decompress(comp, info)
+        elif info.codec == "lzma":
+            self._pieces = [_LzmaPiece(comp, info)]
+        else:
+            width = max(info.param & 0x7F, 1)
+            if info.raw_len % width:
+                raise DataError(
+                    f"stream {info.tag!r}: {info.raw_len} bytes is not a whole number of "
+                    f"{width}-byte words (corrupt file)"
+                )
+            plane = info.raw_len // width
+            try:
+                self._pieces = [_ZstdPiece(comp, k * plane) for k in range(width)]
+            except DataError as exc:
+                raise DataError(f"stream {info.tag!r}: {exc}") from None
+
+    def read(self, n: int) -> bytes | memoryview:
+        """The next ``n`` decoded bytes (a multiple of the word width)."""
+        info = self.info
+        if self._pos + n > info.raw_len:
+            raise DataError(
+                f"stream {info.tag!r}: holds {info.raw_len} bytes, more are needed (corrupt file)"
+            )
+        if self._whole is not None:
+            out = self._whole[self._pos : self._pos + n]
+        else:
+            w = len(self._pieces)
+            try:
+                parts = [piece.read(n // w) for piece in self._pieces]
+            except DataError as exc:
+                raise DataError(f"stream {info.tag!r}: {exc}") from None
+            if any(len(part) != n // w for part in parts):
+                raise DataError(f"stream {info.tag!r}: truncated or corrupt data")
+            if w == 1:
+                out = parts[0]
+            else:  # byte planes back to words: word i is byte i of every plane
+                planes = [np.frombuffer(part, np.uint8) for part in parts]
+                out = np.stack(planes, axis=1).tobytes()
+            self._crc = zlib.crc32(out, self._crc)
+        self._pos += n
+        self._tick(n)
+        return out
+
+    def close(self) -> None:
+        """Check that every declared byte was used, that no more follow, and the CRC-32."""
+        info = self.info
+        where = f"stream {info.tag!r}"
+        if self._pos != info.raw_len:
+            raise DataError(
+                f"{where}: {info.raw_len - self._pos} of its {info.raw_len} bytes are left over "
+                "(corrupt file)"
+            )
+        if self._whole is not None:
+            return
+        last = self._pieces[-1]
+        try:
+            extra = last.read(1)
+        except DataError as exc:
+            raise DataError(f"{where}: {exc}") from None
+        if extra:
+            raise DataError(f"{where}: decodes to more than the {info.raw_len} bytes declared")
+        if isinstance(last, _LzmaPiece) and not last.eof:
+            raise DataError(f"{where}: truncated or corrupt LZMA data")
+        if self._crc != info.crc32:
+            raise DataError(f"{where}: checksum mismatch (the file is corrupt)")
 
 
 _LOCAL = threading.local()
@@ -449,7 +621,18 @@ def read_header(data: bytes) -> Header:
         )
         if codec not in _CODEC_NAMES:
             raise DataError(f"stream {i}: unknown codec id {codec}")
-        streams.append(StreamInfo(chr(tag), _CODEC_NAMES[codec], param, raw_len, comp_len, scrc))
+        info = StreamInfo(chr(tag), _CODEC_NAMES[codec], param, raw_len, comp_len, scrc)
+        # Checked before anything is allocated: a stream cannot decode to more than its codec's
+        # best ratio allows, so the file's own size bounds every size it declares.
+        if raw_len > MAX_RATIO[info.codec] * comp_len:
+            raise DataError(
+                f"stream {info.tag!r} declares {raw_len} bytes from {comp_len} compressed, more "
+                f"than {info.codec} can expand ({MAX_RATIO[info.codec]}x at most): corrupt or "
+                "crafted file"
+            )
+        streams.append(info)
+    if not (0 < width < 1 << 16 and 0 < height < 1 << 16):
+        raise DataError(f"sensor size {width}x{height} out of range (corrupt file)")
     header = Header(version, flags, width, height, n, t0, tuple(streams), header_len)
     if len(data) < header.file_len:
         raise DataError(f"truncated: {len(data)} bytes of {header.file_len}")
@@ -473,13 +656,9 @@ def _expect(header: Header, tag: str, length: int | None, params: tuple[int, ...
     return info
 
 
-def decode_events(data: bytes, progress: Progress | None = None) -> tuple[np.ndarray, Header]:
-    """Decode ``.sfev`` bytes into ``(events [N] of EVENT_DTYPE, header)``.
-
-    Every failure (wrong magic, newer version, truncation, checksum, inconsistent streams) is a
-    :class:`DataError` with a one-line message.
-    """
-    data = bytes(data)
+def _layout(data: bytes | memoryview) -> tuple[Header, dict[str, StreamInfo], dict[str, int]]:
+    """The checked header, the streams by tag (lengths checked against ``n_events``) and the
+    offset of each stream's payload."""
     header = read_header(data)
     n = header.n_events
     offsets = {}
@@ -500,59 +679,191 @@ def decode_events(data: bytes, progress: Progress | None = None) -> tuple[np.nda
     unknown = [s.tag for s in header.streams if s.tag not in known]
     if unknown:
         raise DataError(f"unknown stream(s) {unknown} (corrupt file)")
-
-    total = sum(s.raw_len for s in header.streams)
-    done = 0
-
-    def raw(tag: str) -> bytes:
-        nonlocal done
-        info = infos[tag] if tag in infos else _expect(header, tag, None, (1, 8))
-        out = _decompress(data[offsets[tag] : offsets[tag] + info.comp_len], info)
-        done += len(out)
-        if progress is not None:
-            progress(done, total)
-        return out
-
-    z = np.frombuffer(raw("T"), dtype=_WORD[w]).astype(np.uint64)
-    esc = z == (1 << (8 * w)) - 1
-    n_esc = int(np.count_nonzero(esc))
-    has_e = any(s.tag == "E" for s in header.streams)
-    if n_esc or has_e:
-        if not has_e:
-            raise DataError(f"{n_esc} escaped timestamp deltas but no 'E' stream (corrupt file)")
-        ew = _expect(header, "E", None, (1, 2, 4, 8)).param
-        infos["E"] = _expect(header, "E", n_esc * ew, (ew,))
-        z[esc] = np.frombuffer(raw("E"), dtype=_WORD[ew])
-    d = _unzigzag(z) if tw.param & ZIGZAG else z.view(np.int64)
-    events = make_events(n)
-    if n:
-        if d[0] != 0:
-            raise DataError("the first timestamp delta is not 0 (corrupt file)")
-        np.cumsum(d, out=events["t"])
-        events["t"] += header.t0
-    for tag, size in (("X", header.width), ("Y", header.height)):
-        v = np.frombuffer(raw(tag), dtype="u1" if size <= 256 else ">u2")
-        if n and int(v.max()) >= size:
-            raise DataError(f"stream {tag!r}: coordinate {int(v.max())} outside {size} (corrupt)")
-        events[tag.lower()] = v
-    err = np.unpackbits(np.frombuffer(raw("P"), dtype=np.uint8), count=n)
-    events["p"] = _polarity_from_errors(events["x"], events["y"], err, header.width, header.height)
-    meta: dict[str, Any] = {}
+    if any(s.tag == "E" for s in header.streams):
+        infos["E"] = _expect(header, "E", None, (1, 2, 4, 8))
+        if infos["E"].raw_len % infos["E"].param:
+            raise DataError("stream 'E': not a whole number of words (corrupt file)")
     if any(s.tag == "M" for s in header.streams):
-        try:
-            meta = json.loads(raw("M").decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            raise DataError("stream 'M': metadata is not valid JSON (corrupt file)") from None
-        if not isinstance(meta, dict):
-            raise DataError("stream 'M': metadata is not a JSON object (corrupt file)")
-    return events, Header(
+        infos["M"] = _expect(header, "M", None, (1, 8))
+    return header, infos, offsets
+
+
+def _read_meta(data: memoryview, infos: dict[str, StreamInfo], offsets: dict[str, int]) -> dict:
+    if "M" not in infos:
+        return {}
+    info = infos["M"]
+    if info.raw_len > MAX_META_BYTES:
+        raise DataError(
+            f"stream 'M': {info.raw_len} bytes of metadata, at most {MAX_META_BYTES} allowed"
+        )
+    raw = bytes(_decompress(data[offsets["M"] : offsets["M"] + info.comp_len], info))
+    try:
+        meta = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise DataError("stream 'M': metadata is not valid JSON (corrupt file)") from None
+    except RecursionError:
+        raise DataError("stream 'M': metadata is nested too deeply (corrupt file)") from None
+    if not isinstance(meta, dict):
+        raise DataError("stream 'M': metadata is not a JSON object (corrupt file)")
+    return meta
+
+
+class _PixelParity:
+    """The last polarity of every pixel seen so far (sorted pixel keys), carried from one piece
+    of events to the next. Sparse, so a large declared sensor costs nothing."""
+
+    def __init__(self) -> None:
+        self.keys = np.zeros(0, dtype=np.int64)
+        self.vals = np.zeros(0, dtype=np.uint8)
+
+    def _find(self, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        i = np.searchsorted(self.keys, key)
+        if not self.keys.size:
+            return i, np.zeros(key.size, dtype=bool)
+        return i, self.keys[np.minimum(i, self.keys.size - 1)] == key
+
+    def apply(self, x: np.ndarray, y: np.ndarray, p_local: np.ndarray, width: int) -> np.ndarray:
+        """Polarity of a piece whose ``p_local`` assumed 0 before each pixel's first event in
+        the piece: a pixel's polarity is the running parity of its errors, so the carried
+        polarity XORs in. Then remembers each pixel's last polarity."""
+        key = y.astype(np.int64) * width + x
+        i, found = self._find(key)
+        p = p_local.copy()
+        p[found] ^= self.vals[i[found]]
+        uk, first_rev = np.unique(key[::-1], return_index=True)
+        last = p[::-1][first_rev]
+        i, found = self._find(uk)
+        self.vals[i[found]] = last[found]
+        self.keys = np.insert(self.keys, i[~found], uk[~found])
+        self.vals = np.insert(self.vals, i[~found], last[~found])
+        return p
+
+
+_NEEDS = {"t": ("T", "E"), "x": ("X",), "y": ("Y",), "p": ("X", "Y", "P")}
+
+
+def iter_events(
+    data: bytes | memoryview,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+    columns: str = "txyp",
+    progress: Progress | None = None,
+) -> tuple[Header, Iterator[np.ndarray]]:
+    """``(header with meta, pieces)``: the events of ``.sfev`` bytes decoded in pieces of at
+    most ``chunk_events`` events (EVENT_DTYPE, in file order), so memory stays bounded however
+    many events the file holds. Only ``columns`` (of ``"txyp"``) are decoded; the others are
+    0. Every stream needed is fully checked (length, CRC-32) once the last piece is taken; a
+    file with no events gives one empty piece. Failures are :class:`DataError`."""
+    view = memoryview(bytes(data) if not isinstance(data, bytes | memoryview) else data)
+    header, infos, offsets = _layout(view)
+    meta = _read_meta(view, infos, offsets)
+    header = Header(
         header.version,
         header.flags,
         header.width,
         header.height,
-        n,
+        header.n_events,
         header.t0,
         header.streams,
         header.header_len,
         meta,
     )
+    if not set(columns) <= set(_NEEDS):
+        raise ConfigError(f"columns must be some of 'txyp', got {columns!r}")
+    tags = sorted({t for c in columns for t in _NEEDS[c] if t in infos})
+    total = sum(infos[t].raw_len for t in tags)
+    chunk = max(8, -(-int(chunk_events) // 8) * 8)  # whole bytes of the packed P stream
+    return header, _pieces(view, header, infos, offsets, tags, columns, chunk, total, progress)
+
+
+def _pieces(
+    view: memoryview,
+    header: Header,
+    infos: dict[str, StreamInfo],
+    offsets: dict[str, int],
+    tags: list[str],
+    columns: str,
+    chunk: int,
+    total: int,
+    progress: Progress | None,
+) -> Iterator[np.ndarray]:
+    done = 0
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    n = header.n_events
+    streams = {t: _Stream(view, offsets[t], infos[t], tick) for t in tags}
+    tp = infos["T"].param
+    w = tp & 0x7F
+    esc_word = (1 << (8 * w)) - 1
+    ew = infos["E"].param if "E" in infos else 0
+    sizes = {"X": header.width, "Y": header.height}
+    parity = _PixelParity() if n > chunk and "p" in columns else None
+    t_prev = header.t0
+    start = 0
+    while True:
+        c = min(chunk, n - start)
+        events = make_events(c)
+        if "t" in columns:
+            z = np.frombuffer(streams["T"].read(c * w), dtype=_WORD[w]).astype(np.uint64)
+            esc = z == esc_word
+            n_esc = int(np.count_nonzero(esc))
+            if n_esc:
+                if "E" not in streams:
+                    raise DataError(
+                        f"{n_esc} escaped timestamp deltas but no 'E' stream (corrupt file)"
+                    )
+                z[esc] = np.frombuffer(streams["E"].read(n_esc * ew), dtype=_WORD[ew])
+            d = _unzigzag(z) if tp & ZIGZAG else z.view(np.int64)
+            if c:
+                if start == 0 and d[0] != 0:
+                    raise DataError("the first timestamp delta is not 0 (corrupt file)")
+                np.cumsum(d, out=events["t"])
+                events["t"] += np.int64(t_prev)
+                t_prev = int(events["t"][-1])
+        for tag in ("X", "Y"):
+            if tag in streams:
+                size = sizes[tag]
+                v = np.frombuffer(
+                    streams[tag].read(c * (1 if size <= 256 else 2)),
+                    dtype="u1" if size <= 256 else ">u2",
+                )
+                if c and int(v.max()) >= size:
+                    raise DataError(
+                        f"stream {tag!r}: coordinate {int(v.max())} outside {size} (corrupt)"
+                    )
+                events[tag.lower()] = v
+        if "p" in columns:
+            packed = np.frombuffer(streams["P"].read((c + 7) // 8), dtype=np.uint8)
+            err = np.unpackbits(packed, count=c)
+            x, y = events["x"], events["y"]
+            p = _polarity_from_errors(x, y, err, header.width, header.height)
+            events["p"] = parity.apply(x, y, p, header.width) if parity is not None else p
+        for col in "xy":
+            if col not in columns:
+                events[col] = 0
+        start += c
+        if start >= n:
+            for stream in streams.values():
+                stream.close()
+            yield events
+            return
+        yield events
+
+
+def decode_events(data: bytes, progress: Progress | None = None) -> tuple[np.ndarray, Header]:
+    """Decode ``.sfev`` bytes into ``(events [N] of EVENT_DTYPE, header)``, all in memory
+    (:func:`iter_events` decodes in bounded pieces).
+
+    Every failure (wrong magic, newer version, truncation, checksum, inconsistent streams,
+    sizes no codec can produce) is a :class:`DataError` with a one-line message.
+    """
+    data = bytes(data)
+    n = read_header(data).n_events
+    header, pieces = iter_events(data, chunk_events=max(n, 1), progress=progress)
+    (events,) = list(pieces)
+    return events, header

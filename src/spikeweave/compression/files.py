@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import lzma
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, atomic_writer
 from ..data.events import (
     _SOURCE_RE,
     NMNIST_OVERFLOW_US,
@@ -28,7 +29,7 @@ from ..data.events import (
     read_events,
 )
 from ..errors import ConfigError, DataError
-from .codec import Header, decode_events, encode_events, read_header
+from .codec import CHUNK_EVENTS, Header, decode_events, encode_events, iter_events, read_header
 
 __all__ = [
     "SUFFIX",
@@ -37,6 +38,7 @@ __all__ = [
     "sensor_size_of",
     "compress_file",
     "decompress_file",
+    "decompress_to_file",
     "read_sfev",
     "write_nmnist",
     "write_npz",
@@ -145,8 +147,7 @@ def compress_file(
     header = read_header(data)
     if out_path is not None:
         out_path = Path(out_path)
-        if out_path.resolve() == in_path.resolve():
-            raise ConfigError(f"{out_path}: the output would overwrite the input")
+        _check_paths(in_path, out_path)
         atomic_write_bytes(out_path, data)
     return CompressResult(
         in_path=in_path,
@@ -166,32 +167,38 @@ def read_sfev(path: str | Path, progress: Progress | None = None) -> tuple[np.nd
     """Decode a ``.sfev`` file: ``(events [N], header)``; any problem is a one-line
     :class:`DataError` naming the file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    data = _sfev_bytes(path)
     try:
         return decode_events(data, progress=progress)
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
 
 
-def write_nmnist(path: str | Path, events: np.ndarray) -> Path:
-    """Write ``events`` as an N-MNIST ``.bin`` (5 bytes per event), atomically.
+_MAX_EXTRA_MARKERS = 1 << 20
+"""Overflow markers beyond one per event: each stands for 2**23 µs (8.4 s) of silence, so more
+than a million (97 days) in a .bin means crafted timestamps, not a recording."""
 
-    Timestamps of 2**23 µs and more are written as the format does it: one overflow marker
-    (``y = 240``) per 2**23 µs crossed. Needs time-ordered events with ``t >= 0``,
-    ``x < 256`` and ``y < 240``.
-    """
+
+def _nmnist_records(
+    events: np.ndarray, high_before: int, markers_left: int, t_before: int = 0
+) -> tuple[bytes, int]:
+    """The 5-byte records of ``events`` (time-ordered, none before ``t_before`` µs, after
+    ``high_before`` overflow markers already written) with the markers they need;
+    ``(bytes, markers written)``."""
     t = events["t"]
-    if events.size and (int(t.min()) < 0 or (np.diff(t) < 0).any()):
+    if not events.size:
+        return b"", 0
+    if int(t[0]) < max(t_before, 0) or (np.diff(t) < 0).any():
         raise ConfigError("N-MNIST .bin needs non-negative, time-ordered timestamps; write .npz")
-    if events.size and (int(events["x"].max()) > 255 or int(events["y"].max()) >= 240):
+    if int(events["x"].max()) > 255 or int(events["y"].max()) >= 240:
         raise ConfigError("N-MNIST .bin holds x < 256 and y < 240 only; write .npz instead")
-    high = t >> 23
-    n_markers = int(high[-1]) if events.size else 0
+    high = (t >> 23) - high_before
+    n_markers = int(high[-1])
+    if n_markers > markers_left:
+        raise ConfigError(
+            f"timestamps up to {int(t[-1])} us need more than {markers_left} N-MNIST overflow "
+            "markers; write .npz instead"
+        )
     rec = np.zeros((events.size + n_markers, 5), dtype=np.uint8)
     # event i goes after the high[i] markers that precede it
     pos = np.arange(events.size) + high
@@ -205,7 +212,18 @@ def write_nmnist(path: str | Path, events: np.ndarray) -> Path:
         # marker k (0-based) sits before the first event with high > k
         first = np.searchsorted(high, np.arange(1, n_markers + 1), side="left")
         rec[first + np.arange(n_markers), 1] = NMNIST_OVERFLOW_Y
-    return atomic_write_bytes(path, rec.tobytes())
+    return rec.tobytes(), n_markers
+
+
+def write_nmnist(path: str | Path, events: np.ndarray) -> Path:
+    """Write ``events`` as an N-MNIST ``.bin`` (5 bytes per event), atomically.
+
+    Timestamps of 2**23 µs and more are written as the format does it: one overflow marker
+    (``y = 240``) per 2**23 µs crossed. Needs time-ordered events with ``t >= 0``,
+    ``x < 256`` and ``y < 240``.
+    """
+    data, _ = _nmnist_records(events, 0, int(events.size) + _MAX_EXTRA_MARKERS)
+    return atomic_write_bytes(path, data)
 
 
 def write_npz(path: str | Path, events: np.ndarray) -> Path:
@@ -222,15 +240,113 @@ def write_npz(path: str | Path, events: np.ndarray) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def _check_paths(in_path: Path, out_path: Path) -> None:
+    """Refuse an output that is the input: the same name, or another name (hard or symbolic
+    link) for the same file."""
+    same = out_path.resolve() == in_path.resolve()
+    if not same and out_path.exists() and in_path.exists():
+        try:
+            same = os.path.samefile(in_path, out_path)
+        except OSError:
+            same = False
+    if same:
+        raise ConfigError(f"{out_path}: the output would overwrite the input")
+
+
+def _sfev_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def decompress_to_file(
+    in_path: str | Path,
+    out_path: str | Path,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    chunk_events: int = CHUNK_EVENTS,
+) -> Header:
+    """Decode ``in_path`` (``.sfev``) into ``out_path`` (``.npz``, or N-MNIST ``.bin``/``.bs2``)
+    in pieces of ``chunk_events`` events, so memory stays bounded by the input and a piece
+    whatever the file holds; the output is written atomically (nothing on an error). Returns
+    the header (``n_events``, sensor, ``meta``). Problems are one-line errors naming the file."""
+    in_path, out_path = Path(in_path), Path(out_path)
+    suffix = out_path.suffix.lower()
+    if suffix not in (".npz", ".bin", ".bs2"):
+        raise ConfigError(f"{out_path}: write .npz (x, y, p, t arrays) or .bin (N-MNIST)")
+    _check_paths(in_path, out_path)
+    data = _sfev_bytes(in_path)
+    try:
+        if suffix == ".npz":
+            return _decode_to_npz(data, out_path, chunk_events, progress)
+        return _decode_to_nmnist(data, out_path, chunk_events, progress)
+    except DataError as exc:
+        raise DataError(f"{in_path}: {exc}") from None
+
+
+def _decode_to_nmnist(
+    data: bytes, out_path: Path, chunk: int, progress: Callable[[int, int], None] | None
+) -> Header:
+    header, pieces = iter_events(data, chunk_events=chunk, progress=progress)
+    high = t_last = 0
+    markers_left = header.n_events + _MAX_EXTRA_MARKERS
+    with atomic_writer(out_path) as fh:
+        for events in pieces:
+            records, markers = _nmnist_records(events, high, markers_left, t_last)
+            high += markers
+            markers_left -= markers
+            t_last = int(events["t"][-1]) if events.size else t_last
+            fh.write(records)
+    return header
+
+
+_NPZ_COLUMNS = (
+    ("x", np.dtype("<u2")),
+    ("y", np.dtype("<u2")),
+    ("p", np.dtype("u1")),
+    ("t", np.dtype("<i8")),
+)
+
+
+def _decode_to_npz(
+    data: bytes, out_path: Path, chunk: int, progress: Callable[[int, int], None] | None
+) -> Header:
+    """One pass over the file per array (x, y, p, t, as ``np.savez`` stores them), each
+    written into its ``.npy`` member piece by piece."""
+    import zipfile
+
+    header = read_header(data)
+    with atomic_writer(out_path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
+        for name, dtype in _NPZ_COLUMNS:
+            header, pieces = iter_events(data, chunk_events=chunk, columns=name, progress=progress)
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array_header_1_0(
+                    member,
+                    {
+                        "descr": np.lib.format.dtype_to_descr(dtype),
+                        "fortran_order": False,
+                        "shape": (header.n_events,),
+                    },
+                )
+                for events in pieces:
+                    member.write(np.ascontiguousarray(events[name], dtype=dtype).tobytes())
+    return header
+
+
 def decompress_file(
     in_path: str | Path, out_path: str | Path, progress: Progress | None = None
 ) -> tuple[np.ndarray, Header]:
     """Decode ``in_path`` (``.sfev``) and write ``out_path``: ``.npz``, or N-MNIST ``.bin``
-    (also ``.bs2``). Returns ``(events, header)``."""
+    (also ``.bs2``). Returns ``(events, header)``, so it holds every event in memory;
+    :func:`decompress_to_file` writes the same output in bounded memory."""
     out_path = Path(out_path)
     suffix = out_path.suffix.lower()
     if suffix not in (".npz", ".bin", ".bs2"):
         raise ConfigError(f"{out_path}: write .npz (x, y, p, t arrays) or .bin (N-MNIST)")
+    _check_paths(Path(in_path), out_path)
     events, header = read_sfev(in_path, progress=progress)
     if suffix == ".npz":
         write_npz(out_path, events)
