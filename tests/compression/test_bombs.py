@@ -12,7 +12,7 @@ import pytest
 from cli_memory import assert_one_line_error, linux_only, run_spikeweave
 from sfev_helpers import synthetic_events
 
-from spikeweave.compression import codec
+from spikeweave.compression import codec, sampling
 from spikeweave.compression.codec import (
     CODECS,
     MAGIC,
@@ -22,6 +22,7 @@ from spikeweave.compression.codec import (
     read_header,
 )
 from spikeweave.compression.files import decompress_file, decompress_to_file, write_nmnist
+from spikeweave.compression.sampling import sample_events
 from spikeweave.errors import ConfigError, DataError
 
 zstandard = pytest.importorskip("zstandard")
@@ -273,3 +274,48 @@ def test_a_4_kb_file_of_200_mb_of_events_decompresses_in_bounded_memory(tmp_path
     assert (tmp_path / "zeros.bin").stat().st_size == 5 * n
     with np.load(tmp_path / "zeros.npz") as z:
         assert z["p"].shape == (n,) and not z["p"].any()
+
+
+# -- compress --rate: windows in pieces ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler", ["activity", "random"])
+def test_sampling_in_pieces_keeps_exactly_what_one_piece_keeps(monkeypatch, sampler):
+    events = synthetic_events(20_000, mean_gap=100.0)  # 2 s: 200 windows of 10 ms
+    whole = sample_events(events, (34, 34), 0.2, sampler=sampler, seed=4)
+    monkeypatch.setattr(sampling, "_WINDOW_PIXELS", 3 * 34 * 34)  # 3 windows per piece
+    pieces = sample_events(events, (34, 34), 0.2, sampler=sampler, seed=4)
+    np.testing.assert_array_equal(pieces[0], whole[0])
+    assert pieces[1] == whole[1] and whole[1]["n_windows"] > 150
+
+
+def test_sampling_refuses_a_duration_or_sensor_beyond_the_limits():
+    events = synthetic_events(2)
+    events["t"][1] = 1 << 50  # two events 36 years apart: 10**11 windows
+    with pytest.raises(ConfigError, match="pixel-windows.*longer --window-us"):
+        sample_events(events, (34, 34), 0.1, sampler="activity")
+    with pytest.raises(ConfigError, match="sensors of up to"):
+        sample_events(synthetic_events(5), (4096, 4096), 0.1, sampler="activity")
+
+
+@linux_only
+@pytest.mark.slow
+def test_compress_rate_of_a_25_byte_recording_of_17_s_takes_bounded_memory(tmp_path):
+    # x = 200 makes it a 304x240 ATIS recording; two overflow markers make it 17 s long:
+    # 1678 windows of 10 ms, whose frames took 2 GB at once
+    events = np.zeros(3, dtype=synthetic_events(1).dtype)
+    events["t"] = [0, 5, 2 * (1 << 23) + 5]
+    events["x"] = 200
+    rec = tmp_path / "long.bin"
+    write_nmnist(rec, events)
+    assert rec.stat().st_size == 25
+    short = tmp_path / "short.bin"
+    write_nmnist(short, events[:2])
+    args = ("--rate", "0.1", "--sampler", "activity")
+    base = run_spikeweave("compress", short, tmp_path / "short.sfev", *args)
+    assert base.code == 0, base.err
+    run = run_spikeweave("compress", rec, tmp_path / "long.sfev", *args)
+    assert run.code == 0, run.err
+    assert run.peak_mb - base.peak_mb < 300, (run.peak_mb, base.peak_mb)
+    header = read_header((tmp_path / "long.sfev").read_bytes())
+    assert header.n_events == 3 and header.width == 304

@@ -53,6 +53,14 @@ Sampler = Callable[[np.ndarray, int], np.ndarray]
 """``(frames [n_windows, 2, H, W] counts, k) -> mask [n_windows, H, W] bool, k set per window``."""
 
 _CHUNK_PIXELS = 1 << 22  # windows are processed in chunks of ~4 M pixels to bound memory
+_WINDOW_PIXELS = 1 << 21
+"""Pixels (windows × sensor pixels) per piece in :func:`sample_events`: frames of one piece
+take 2 × 2 M × 8 bytes = 32 MB however long the recording is."""
+MAX_SENSOR_PIXELS = 1 << 22
+"""Largest sensor sampled mode takes (4 M pixels, e.g. 2048×2048; the largest DVS is 1 Mpx)."""
+MAX_PIXEL_WINDOWS = 1 << 32
+"""Most windows × sensor pixels sampled mode processes (e.g. 304×240 for 16 minutes in 10 ms
+windows); the time is proportional to it, so more is refused with a hint."""
 
 
 def window_index(t: np.ndarray, window_us: int) -> np.ndarray:
@@ -73,10 +81,17 @@ def window_frames(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(frames [n_windows, 2, H, W] int64 counts per polarity, cell [N])`` where ``cell`` is
     each event's flat ``window · H · W + pixel`` index into a ``[n_windows, H, W]`` mask."""
-    width, height = sensor_size
-    hw = width * height
     win = window_index(events["t"], window_us)
     n_win = int(win[-1]) + 1 if win.size else 0
+    return _frames(events, win, n_win, sensor_size)
+
+
+def _frames(
+    events: np.ndarray, win: np.ndarray, n_win: int, sensor_size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_frames` for events whose windows ``win`` (0 .. n_win - 1) are known."""
+    width, height = sensor_size
+    hw = width * height
     pix = events["y"].astype(np.int64) * width + events["x"]
     flat = (win * 2 + events["p"]) * hw + pix
     frames = np.bincount(flat, minlength=n_win * 2 * hw).reshape(n_win, 2, height, width)
@@ -106,13 +121,16 @@ def activity_mask(frames: np.ndarray, k: int) -> np.ndarray:
     return mask.reshape(counts.shape)
 
 
-def random_mask(frames: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
-    """Baseline ``random``: ``k`` uniformly random pixels per window (seeded);
+def random_mask(
+    frames: np.ndarray, k: int, seed: int = 0, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """Baseline ``random``: ``k`` uniformly random pixels per window (seeded, or drawn from
+    ``rng``: windows given in pieces to one generator get what one call would give them);
     ``frames`` [n, 2, H, W] -> bool [n, H, W]."""
     n_win = frames.shape[0]
     shape = (n_win, *frames.shape[2:])
     hw = int(np.prod(shape[1:]))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed) if rng is None else rng
     order = np.argsort(rng.random((n_win, hw)), axis=1)[:, : max(0, min(k, hw))]
     mask = np.zeros((n_win, hw), dtype=bool)
     np.put_along_axis(mask, order, True, axis=1)
@@ -130,7 +148,11 @@ def resolve_sampler(
     if spec == "activity":
         return activity_mask, {"sampler": "activity"}
     if spec == "random":
-        return (lambda frames, k: random_mask(frames, k, seed)), {"sampler": "random", "seed": seed}
+        rng = np.random.default_rng(seed)  # one stream over all windows, however they are cut
+        return (lambda frames, k: random_mask(frames, k, rng=rng)), {
+            "sampler": "random",
+            "seed": seed,
+        }
     from .event_sampler import EventFrameSampler
 
     if spec == "spiking":
@@ -179,21 +201,43 @@ def sample_events(
         about = dict(getattr(mask_fn, "info", {}))
         about.setdefault("sampler", str(sampler))
     width, height = sensor_size
-    k = int(round(rate * width * height))
-    frames, cell = window_frames(events, sensor_size, window_us)
-    n_win = frames.shape[0]
-    mask = mask_fn(frames, k) if n_win else np.zeros((0, height, width), dtype=bool)
-    if mask.shape != (n_win, height, width) or (n_win and bool((mask.sum((1, 2)) != k).any())):
+    hw = width * height
+    k = int(round(rate * hw))
+    win = window_index(events["t"], window_us)
+    n_win = int(win[-1]) + 1 if win.size else 0
+    if hw > MAX_SENSOR_PIXELS:
         raise ConfigError(
-            f"the sampler must set exactly {k} pixels of each {width}x{height} window"
+            f"sampled mode takes sensors of up to {MAX_SENSOR_PIXELS} pixels; this one is "
+            f"{width}x{height}"
         )
-    kept = events[mask.reshape(-1)[cell]]
+    if n_win * hw > MAX_PIXEL_WINDOWS:
+        raise ConfigError(
+            f"the recording spans {n_win} windows of {window_us} us on a {width}x{height} "
+            f"sensor ({n_win * hw} pixel-windows, at most {MAX_PIXEL_WINDOWS}): give a longer "
+            "--window-us"
+        )
+    # Windows go to the sampler in pieces, so memory does not grow with the duration.
+    keep = np.zeros(events.size, dtype=bool)
+    n_set = 0
+    step = max(1, _WINDOW_PIXELS // hw)
+    for w0 in range(0, n_win, step):
+        w1 = min(w0 + step, n_win)
+        lo, hi = np.searchsorted(win, [w0, w1])
+        frames, cell = _frames(events[lo:hi], win[lo:hi] - w0, w1 - w0, sensor_size)
+        mask = mask_fn(frames, k)
+        if mask.shape != (w1 - w0, height, width) or bool((mask.sum((1, 2)) != k).any()):
+            raise ConfigError(
+                f"the sampler must set exactly {k} pixels of each {width}x{height} window"
+            )
+        keep[lo:hi] = mask.reshape(-1)[cell]
+        n_set += int(np.count_nonzero(mask))
+    kept = events[keep]
     meta = {
         **about,
         "rate": float(rate),
         "window_us": window_us,
         "pixels_per_window": k,
-        "achieved_rate": float(mask.mean()) if n_win else 0.0,
+        "achieved_rate": n_set / (n_win * hw) if n_win else 0.0,
         "n_windows": n_win,
         "original_events": int(events.size),
         "kept_events": int(kept.size),
