@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
 
+import pytest
 import torch
+from cli_memory import assert_one_line_error, linux_only, run_spikeweave
 
+from spikeweave.errors import DataError
 from spikeweave.learning.na import na_network
 from spikeweave.models import MLP
 from spikeweave.monitor import Activity, load_activity, record_spikes, save_activity
@@ -47,3 +52,37 @@ def test_activity_round_trips_bit_packed_with_labels_and_mode_0644(tmp_path):
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
     raw_bytes = sum(s.numel() for s in spikes.values())
     assert path.stat().st_size < raw_bytes  # 1 bit per spike plus a header
+
+
+def _bomb_run(run: Path, shape: list[int]) -> Path:
+    """A run directory whose ``activity.safetensors`` holds 8 bytes of packed spikes but
+    declares ``shape`` in its metadata."""
+    from safetensors.torch import save
+
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"epoch": 1, "train_loss": 1.0}\n', encoding="utf-8")
+    meta = {"layers": '["l"]', "shapes": json.dumps({"l": shape}), "packed": "bits"}
+    blob = save({"l": torch.zeros(8, dtype=torch.uint8)}, metadata=meta)
+    (run / "activity.safetensors").write_bytes(blob)
+    return run / "activity.safetensors"
+
+
+def test_a_declared_shape_larger_than_the_packed_spikes_is_refused(tmp_path):
+    path = _bomb_run(tmp_path / "run", [100_000, 540, 100])  # 5.4 G bits: 5.4 GB unpacked
+    assert path.stat().st_size < 300
+    with pytest.raises(
+        DataError, match=r"needs 675000000 bytes of packed spikes, the file holds 8"
+    ):
+        load_activity(path)
+    ok = _bomb_run(tmp_path / "ok", [2, 4, 8])  # 64 bits: exactly the 8 bytes stored
+    assert load_activity(ok).spikes["l"].shape == (2, 4, 8)
+    with pytest.raises(DataError, match="invalid packed spikes"):
+        load_activity(_bomb_run(tmp_path / "neg", [-8, -8]))
+
+
+@linux_only
+def test_plot_refuses_the_200_byte_activity_bomb_in_one_line(tmp_path):
+    path = _bomb_run(tmp_path / "run", [100_000, 540, 100])
+    run = run_spikeweave("plot", path.parent)
+    assert_one_line_error(run, "activity.safetensors", "packed spikes")
+    assert run.peak_mb < 1500  # the CLI alone takes ~350 MB; unpacking took 5.4 GB

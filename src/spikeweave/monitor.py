@@ -129,7 +129,18 @@ def load_activity(path: str | Path) -> Activity:
             spikes = {}
             for name in order:
                 shape = [int(v) for v in shapes[name]]
-                bits = np.unpackbits(tensors[name].numpy(), count=int(np.prod(shape)))
+                packed = tensors[name].numpy()
+                count = int(np.prod(shape, dtype=object))
+                # The shape is declared in the metadata: it must match the stored bits, or a
+                # 200-byte file could unpack into gigabytes of zeros.
+                if min(shape, default=0) < 0 or packed.dtype != np.uint8 or packed.ndim != 1:
+                    raise ValueError(f"layer {name!r}: invalid packed spikes")
+                if (count + 7) // 8 != packed.size:
+                    raise ValueError(
+                        f"layer {name!r}: shape {shape} needs {(count + 7) // 8} bytes of "
+                        f"packed spikes, the file holds {packed.size}"
+                    )
+                bits = np.unpackbits(packed, count=count)
                 spikes[name] = torch.from_numpy(bits.reshape(shape).copy())
         else:
             spikes = {name: tensors[name] for name in order}

@@ -319,3 +319,20 @@ def test_tonic_dataset_as_a_source():
     bad = np.zeros(3, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8")])
     with pytest.raises(DataError, match="lack field"):
         from_tonic_events(bad)
+
+
+@pytest.mark.parametrize("how", ["dot-dot", "absolute", "symlink out"])
+def test_dvs_gesture_listing_cannot_reach_outside_the_dataset_folder(tmp_path, how):
+    folder = tmp_path / "DvsGesture"
+    secret = tmp_path / "secret.aedat"  # a readable recording outside the dataset folder
+    write(secret, aedat31_bytes(make_events([1], [1], [1], [1])))
+    write(tmp_path / "secret_labels.csv", b"class,startTime_usec,endTime_usec\n1,0,10\n")
+    entry = {"dot-dot": "../secret.aedat", "absolute": str(secret), "symlink out": "in.aedat"}
+    if how == "symlink out":
+        folder.mkdir()
+        (folder / "in.aedat").symlink_to(secret)
+        (folder / "in_labels.csv").symlink_to(tmp_path / "secret_labels.csv")
+    write(folder / "trials_to_train.txt", entry[how].encode() + b"\n")
+    write(folder / "trials_to_test.txt", entry[how].encode() + b"\n")
+    with pytest.raises(DataError, match="which is outside"):
+        data.load("dvs-gesture", "train", root=tmp_path)

@@ -304,6 +304,17 @@ def dvs_gesture(
     if not listing.is_file():
         raise DataError(f"dvs-gesture: {listing} is missing; it lists the {split} recordings")
     names = [ln.strip() for ln in listing.read_text(errors="replace").splitlines() if ln.strip()]
+    inside = folder.resolve()
+    for n in names:
+        # A listing is data, not a path to follow: resolved (links too), every recording
+        # and its label file must lie inside the dataset folder.
+        rec = folder / n
+        for target in (rec, rec.with_name(rec.stem + "_labels.csv")):
+            resolved = target.resolve()
+            if resolved != inside and inside not in resolved.parents:
+                raise DataError(
+                    f"dvs-gesture: {listing.name} lists {n!r}, which is outside {folder}"
+                )
     missing = [n for n in names if not (folder / n).is_file()]
     if missing:
         raise DataError(
