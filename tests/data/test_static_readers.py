@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import io
 import pickle
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -214,3 +216,85 @@ def test_damaged_files_fail_or_stay_well_formed(fuzz_dir, kind, where, bit, trun
         else:
             assert not truncate or pos == len(blob)
             assert out.size <= images.size
+
+
+# -- files that declare more than they hold ----------------------------------------------------
+
+
+def _gz_of_zeros_after(head: bytes, n_zeros: int) -> bytes:
+    """gzip of ``head`` followed by ``n_zeros`` zero bytes, compressed piece by piece."""
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9) as gz:
+        gz.write(head)
+        block = bytes(1 << 20)
+        for start in range(0, n_zeros, len(block)):
+            gz.write(block[: min(len(block), n_zeros - start)])
+    return buf.getvalue()
+
+
+def _peak_mb(fn) -> float:
+    """Peak traced memory (MB, numpy arrays included) while ``fn()`` runs."""
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak / 1e6
+
+
+def test_idx_gz_header_beyond_what_the_file_can_hold_is_refused_before_inflating(tmp_path):
+    head = bytes([0, 0, 0x08, 3]) + np.array([1_000_000, 28, 28], ">u4").tobytes()
+    path = write(tmp_path / "big.gz", _gz_of_zeros_after(head, 1000))
+    with pytest.raises(DataError, match=r"declares 784000000 bytes of data, more than this"):
+        read_idx(path)
+    huge = bytes([0, 0, 0x0E, 2]) + np.array([1 << 16, 1 << 16], ">u4").tobytes()
+    with pytest.raises(DataError, match=r"declares 34359738368 bytes .*at most 2147483648"):
+        read_idx(write(tmp_path / "huge", huge + bytes(64)))
+
+
+def test_idx_gz_with_50_mb_after_its_data_stops_inflating_after_one_byte(tmp_path):
+    head = bytes([0, 0, 0x08, 3]) + np.array([2, 28, 28], ">u4").tobytes() + bytes(1568)
+    path = write(tmp_path / "tail.gz", _gz_of_zeros_after(head, 50 << 20))
+    assert path.stat().st_size < 200_000
+
+    def read():
+        with pytest.raises(DataError, match=r"unexpected byte\(s\) after the data, from byte"):
+            read_idx(path)
+
+    assert _peak_mb(read) < 10  # gzip.decompress held all 50 MB
+
+
+class _Alloc:
+    """Pickles as ``numpy.ndarray(shape, "u1")``: an array allocated from a declared shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __reduce__(self):
+        return (np.ndarray, (self.shape, "u1"))
+
+
+class _Reconstruct:
+    """Pickles as numpy's ``_reconstruct(ndarray, shape, "B")`` with a large shape."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.shape = shape
+
+    def __reduce__(self):
+        from numpy.core.multiarray import _reconstruct
+
+        return (_reconstruct, (np.ndarray, self.shape, b"B"))
+
+
+@pytest.mark.parametrize("maker", [_Alloc, _Reconstruct], ids=["ndarray", "_reconstruct"])
+def test_cifar_batch_cannot_allocate_arrays_from_declared_shapes(tmp_path, maker):
+    blob = pickle.dumps({b"data": maker((500_000, 3072)), b"labels": maker((500_000,))}, 2)
+    assert len(blob) < 300
+    path = write(tmp_path / "data_batch_1", blob)
+
+    def read():
+        with pytest.raises(DataError, match="not a readable CIFAR-10 python batch"):
+            read_cifar_batch(path)
+
+    assert _peak_mb(read) < 10  # 500,000 images are 1.5 GB

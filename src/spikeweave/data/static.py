@@ -26,6 +26,7 @@ from ..errors import DataError
 
 __all__ = [
     "IDX_TYPES",
+    "MAX_IDX_BYTES",
     "read_idx",
     "write_idx",
     "read_cifar_batch",
@@ -69,49 +70,85 @@ def _read(path: Path) -> bytes:
 # -- IDX --------------------------------------------------------------------------------------
 
 
+MAX_IDX_BYTES = 1 << 31
+"""Most data bytes an IDX file may declare (2 GiB; MNIST's training images are 47 MB)."""
+_DEFLATE_MAX_RATIO = 1032
+"""Deflate (gzip) expands a byte to at most 1032 (zlib's documented limit: a 258-byte match
+costs at least 2 bits), so a .gz file cannot hold more than 1032 times its size."""
+
+
 def read_idx(path: str | Path) -> np.ndarray:
-    """The array stored in the IDX file ``path`` (gzip-compressed or not), in native byte order."""
+    """The array stored in the IDX file ``path`` (gzip-compressed or not), in native byte order.
+
+    The header is read first (from the gzip stream, without inflating the rest); its shape is
+    checked against :data:`MAX_IDX_BYTES` and against what the file's size can hold before
+    the data is read, and at most one byte past the declared data is inflated."""
     path = Path(path)
     data = _read(path)
     where = ""
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+    gz = data[:2] == b"\x1f\x8b"
+    if gz:
         where = " of the decompressed data"
-    if len(data) < 4:
-        raise DataError(f"{path}: truncated: {len(data)} bytes, an IDX header needs at least 4")
-    if data[0] != 0 or data[1] != 0:
+        stream = gzip.GzipFile(fileobj=io.BytesIO(data))
+
+        def take(n: int) -> bytes:
+            try:
+                return stream.read(n)
+            except (OSError, EOFError, zlib.error) as exc:
+                raise DataError(f"{path}: corrupt or truncated gzip file ({exc})") from None
+
+    else:
+        pos = 0
+
+        def take(n: int) -> bytes:
+            nonlocal pos
+            out = data[pos : pos + n]
+            pos += len(out)
+            return out
+
+    head = take(4)
+    if len(head) < 4:
+        raise DataError(f"{path}: truncated: {len(head)} bytes, an IDX header needs at least 4")
+    if head[0] != 0 or head[1] != 0:
         raise DataError(
-            f"{path}: not an IDX file: bytes 0-1{where} are {data[:2].hex()}, expected 0000"
+            f"{path}: not an IDX file: bytes 0-1{where} are {head[:2].hex()}, expected 0000"
         )
-    code, ndim = data[2], data[3]
+    code, ndim = head[2], head[3]
     if code not in IDX_TYPES:
         raise DataError(f"{path}: unknown IDX element type 0x{code:02x} at byte offset 2{where}")
     if ndim == 0:
         raise DataError(f"{path}: IDX header at byte offset 3{where} declares 0 dimensions")
     header = 4 + 4 * ndim
-    if len(data) < header:
+    raw_dims = take(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise DataError(
             f"{path}: truncated header: {ndim} dimensions need {header} bytes, the file{where} "
-            f"has {len(data)}"
+            f"has {4 + len(raw_dims)}"
         )
-    dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
     dtype = IDX_TYPES[code]
     expected = int(np.prod(dims, dtype=object)) * dtype.itemsize
-    present = len(data) - header
+    room = _DEFLATE_MAX_RATIO * len(data) if gz else len(data) - header
+    if expected > MAX_IDX_BYTES or (gz and expected > room):
+        raise DataError(
+            f"{path}: the header's shape {dims} declares {expected} bytes of data, more than "
+            f"{'this ' + str(len(data)) + '-byte file can hold' if gz else 'allowed'} "
+            f"(at most {MAX_IDX_BYTES})"
+        )
+    body = take(expected + 1)  # one byte more shows whether anything follows the data
+    present = len(body)
     if present < expected:
         raise DataError(
             f"{path}: truncated: shape {dims} needs {expected} bytes of data from byte offset "
-            f"{header}{where}, only {present} are there (cut at byte offset {len(data)})"
+            f"{header}{where}, only {present} are there (cut at byte offset {header + present})"
         )
     if present > expected:
+        extra = f"{len(data) - header - expected} " if not gz else ""
         raise DataError(
-            f"{path}: {present - expected} unexpected byte(s) after the data, from byte offset "
+            f"{path}: {extra}unexpected byte(s) after the data, from byte offset "
             f"{header + expected}{where}: the header's shape {dims} does not match the file"
         )
-    arr = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    arr = np.frombuffer(body, dtype=dtype).reshape(dims)
     return arr.astype(dtype.newbyteorder("="))
 
 
@@ -143,8 +180,24 @@ def _numpy_reconstruct():
     return _reconstruct
 
 
+class _NdarrayName:
+    """What ``numpy.ndarray`` unpickles to: only a name for :func:`_checked_reconstruct`.
+    Calling it (``ndarray(shape)``) is refused, since it allocates whatever shape it is told."""
+
+
+def _checked_reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """numpy's ``_reconstruct`` as numpy pickles arrays: an empty ndarray that ``__setstate__``
+    then fills, and which numpy checks against the pickled bytes. Any other shape would be
+    allocated from the file's say-so, so it is refused."""
+    if subtype is not _NdarrayName or shape not in ((0,), [0]):
+        raise pickle.UnpicklingError("refusing an array not rebuilt from its own data")
+    return _numpy_reconstruct()(np.ndarray, (0,), dtype)
+
+
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, bytes and numpy arrays; refuses every other global."""
+    """Unpickles dicts, lists, bytes and numpy arrays; refuses every other global. Arrays are
+    only built from the bytes they carry (numpy checks them against the shape), never
+    allocated from a declared shape."""
 
     _ALLOWED = {
         ("numpy.core.multiarray", "_reconstruct"),
@@ -160,7 +213,9 @@ class _ArrayUnpickler(pickle.Unpickler):
                 f"refusing to load {module}.{name}: a CIFAR-10 batch holds only numpy arrays"
             )
         if name == "_reconstruct":
-            return _numpy_reconstruct()
+            return _checked_reconstruct
+        if name == "ndarray":
+            return _NdarrayName
         if module == "_codecs":
             import codecs
 
