@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_memory import assert_one_line_error, run_spikeweave
 from spikeweave_format_writers import (
     AEDAT31_HEADER,
     PACKET,
@@ -217,3 +219,23 @@ def test_unknown_and_missing_files_are_clear_errors(tmp_path):
         read_events(write(tmp_path / "old.aedat", b"#!AER-DAT3.0\r\n"))
     with pytest.raises(DataError, match="declares no event stream|AEDAT 4"):
         read_events(write(tmp_path / "v4.aedat4", b"#!AER-DAT4.0\r\n" + b"\0" * 40))
+
+
+@needs_real
+@pytest.mark.parametrize("where", ["header", "packet"])
+def test_aedat4_lengths_beyond_the_file_are_refused_before_decoding(tmp_path, where):
+    good = (REAL / "aedat4" / "tonic_sample.aedat4").read_bytes()
+    bad = bytearray(good)
+    if where == "header":  # the decoder allocated 4 GiB for this and aborted the process
+        bad[14:18] = struct.pack("<I", 0xFFFFFFFF)
+        match = r"header declares 4294967295 bytes at byte offset 18"
+    else:
+        (header_len,) = struct.unpack_from("<I", good, 14)
+        bad[18 + header_len + 4 : 18 + header_len + 8] = struct.pack("<I", 0xFFFFFFF0)
+        match = rf"packet at byte offset {18 + header_len} declares 4294967280 bytes"
+    path = write(tmp_path / "bad.aedat4", bytes(bad))
+    with pytest.raises(DataError, match=match):
+        read_events(path)
+    if where == "header":  # and through the CLI
+        run = run_spikeweave("compress", path, tmp_path / "bad.sfev")
+        assert_one_line_error(run, "bad.aedat4", "4294967295")

@@ -430,6 +430,62 @@ def read_aedat3(
 # -- AEDAT 4.0 (through the `aedat` package) -------------------------------------------------
 
 
+_AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
+
+
+def _aedat4_data_table(header: bytes) -> int:
+    """``dataTablePosition`` of the IOHeader flatbuffer (field 1, int64), or -1 when the
+    flatbuffer does not say (or is malformed: the decoder then reports it)."""
+    try:
+        (root,) = struct.unpack_from("<I", header, 0)
+        (back,) = struct.unpack_from("<i", header, root)
+        vtable = root - back
+        vsize, _ = struct.unpack_from("<HH", header, vtable)
+        if vsize < 8:
+            return -1
+        (field,) = struct.unpack_from("<H", header, vtable + 6)
+        return struct.unpack_from("<q", header, root + field)[0] if field else -1
+    except struct.error:
+        return -1
+
+
+def _check_aedat4_lengths(path: Path) -> None:
+    """Check every length an AEDAT 4 file declares (the header's, each packet's) against the
+    bytes left in the file, before the ``aedat`` decoder allocates them: it allocates what the
+    file declares (4 GiB for a header length of 0xFFFFFFFF) and aborts the process."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(len(_AEDAT4_MAGIC) + 4)
+            if not head.startswith(_AEDAT4_MAGIC):
+                return  # not AEDAT 4: the decoder says so
+            if len(head) < len(_AEDAT4_MAGIC) + 4:
+                raise _err(path, "truncated AEDAT 4 header")
+            (header_len,) = struct.unpack_from("<I", head, len(_AEDAT4_MAGIC))
+            pos = len(head)
+            if header_len > size - pos:
+                raise _err(
+                    path,
+                    f"the AEDAT 4 header declares {header_len} bytes at byte offset {pos}, "
+                    f"the file has {size - pos} left",
+                )
+            table = _aedat4_data_table(fh.read(header_len))
+            end = table if pos + header_len <= table <= size else size
+            pos += header_len
+            while pos + 8 <= end:
+                fh.seek(pos)
+                _, length = struct.unpack("<iI", fh.read(8))
+                if length > end - pos - 8:
+                    raise _err(
+                        path,
+                        f"the packet at byte offset {pos} declares {length} bytes, the file has "
+                        f"{end - pos - 8} left",
+                    )
+                pos += 8 + length
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
 def read_aedat4(
     path: str | Path,
     *,
@@ -454,6 +510,7 @@ def read_aedat4(
         raise DataError(f"{path}: no such event file")
     if path.stat().st_size == 0:
         raise _empty(path, "the file is 0 bytes")
+    _check_aedat4_lengths(path)
     chunks: list[np.ndarray] = []
     try:
         decoder = aedat.Decoder(str(path))
