@@ -11,7 +11,7 @@ import torch
 
 import spikeweave as sf
 from spikeweave.errors import ConfigError, InputError
-from spikeweave.functional import cpu_kernel
+from spikeweave.functional import cpu_kernel, kernel_build
 from spikeweave.functional.dynamics import Dynamics, FireReset, KLIFDynamics, LIFDynamics
 from spikeweave.functional.fused import neuron_multistep, reference_multistep, select_backend
 from spikeweave.neurons import TimeChunked
@@ -333,19 +333,19 @@ def test_kernel_compiles_into_cache_and_is_reused(fresh_kernel, monkeypatch):
     def no_build(*a, **k):
         raise AssertionError("recompiled although the cache holds the kernel")
 
-    monkeypatch.setattr(cpu_kernel, "_build", no_build)
+    monkeypatch.setattr(kernel_build, "_build", no_build)
     assert cpu_kernel.available()
 
 
 @pytest.mark.parametrize("how", ["no-compiler", "disabled", "broken-compiler"])
 def test_without_compiler_falls_back_to_torch_with_same_numbers(fresh_kernel, monkeypatch, how):
     if how == "no-compiler":
-        monkeypatch.setattr(cpu_kernel, "_compiler", lambda: None)
+        monkeypatch.setattr(kernel_build, "_compiler", lambda: None)
     elif how == "disabled":
         monkeypatch.setenv("SPIKEWEAVE_CPU_KERNEL", "0")
     else:
         monkeypatch.setenv("CC", "false")
-        monkeypatch.setattr(cpu_kernel, "_compiler", lambda: "false")
+        monkeypatch.setattr(kernel_build, "_compiler", lambda: "false")
     torch.manual_seed(5)
     x = (torch.rand(12, 3, 8, dtype=torch.float64) * 2).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()

@@ -45,9 +45,14 @@ import torch
 from ..surrogate import Surrogate
 from .spec import (
     CHARGES,
+    FIRE_RESET,
     ChargeSpec,
     torch_charge,
     torch_charge_into,
+    torch_dreset,
+    torch_eval,
+    torch_fire,
+    torch_reset,
     torch_surrogate,
     torch_vjp,
 )
@@ -85,35 +90,27 @@ class FireReset:
     detach_reset: bool
 
     def reset_value(self, h: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-        """Membrane after the step (no autograd), as the reference reset computes it.
+        """Membrane after the step (no autograd): :data:`~.spec.FIRE_RESET`'s reset.
 
         ``s`` holds the spikes as 0/1 in ``h``'s dtype (float masks: PyTorch's bool kernels
         are several times slower than its float ones on the CPU). Hard:
         ``h·(1 - s) + v_reset·s`` (the last term left out when ``v_reset`` is 0, which changes
         at most the sign of a zero); soft: ``h - θ·s`` (``θ·s`` is exact).
         """
-        if self.reset == "hard":
-            u = h * (1.0 - s)
-            return u.add_(s * self.v_reset) if self.v_reset != 0.0 else u
-        return torch.sub(h, s, alpha=self.threshold)
+        return torch_reset(h, s, self.threshold, self.v_reset, self.reset, zero_shortcut=True)
 
     def dreset_dh(self, h: torch.Tensor, s: torch.Tensor, sg: torch.Tensor | None) -> torch.Tensor:
-        """``∂u/∂h`` of the reset, given 0/1 spikes ``s`` (``h``'s dtype) and the surrogate
-        derivative ``sg``."""
-        if self.reset == "hard":
-            d = 1.0 - s
-            if not self.detach_reset:
-                d = d.add_((self.v_reset - h) * sg)
-            return d
-        if self.detach_reset:
-            return torch.ones_like(h)
-        return 1.0 - self.threshold * sg
+        """``∂u/∂h`` of the reset (:data:`~.spec.FIRE_RESET`), given 0/1 spikes ``s``
+        (``h``'s dtype) and the surrogate derivative ``sg``."""
+        return torch_dreset(h, s, sg, self.threshold, self.v_reset, self.reset, self.detach_reset)
 
     def spikes(self, h: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
         """``H(h - θ)`` as 0/1 in ``h``'s dtype (``h >= θ``; written into ``out`` if given)."""
-        if out is None:
-            out = torch.empty_like(h)
-        return torch.ge(h, self.threshold, out=out)
+        return torch_fire(h, self.threshold, out)
+
+    def distance(self, h: torch.Tensor) -> torch.Tensor:
+        """The surrogate's argument ``d = h - θ`` (:data:`~.spec.FIRE_RESET`'s ``distance``)."""
+        return torch_eval(FIRE_RESET.distance, h=h, theta=self.threshold)
 
     def surrogate_derivative(self, d: torch.Tensor) -> torch.Tensor:
         """``g'(d)`` for ``d = h - θ``: a built-in surrogate's spec evaluated with PyTorch ops

@@ -24,25 +24,35 @@ and the built-in dynamics all come from one spec per charge (:mod:`.spec`).
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from ..errors import ConfigError
 from . import cpu_kernel, finite
+from .backend import Forward, NeuronBackend
 from .dynamics import Dynamics, FireReset
 from .finite import nonfinite_error
 from .neuron import reference_multistep
 
-__all__ = ["BACKENDS", "neuron_multistep", "reference_multistep", "select_backend"]
+__all__ = [
+    "BACKENDS",
+    "TORCH",
+    "TorchBackend",
+    "neuron_multistep",
+    "reference_multistep",
+    "select_backend",
+]
 
 BACKENDS = ("auto", "torch", "cpu", "triton", "reference")
 
 
-def _triton():
+def _triton() -> NeuronBackend:
     from . import triton_lif  # imported lazily: triton is optional and heavy
 
-    return triton_lif
+    return triton_lif.BACKEND
+
+
+def _backend(kind: str) -> NeuronBackend:
+    return {"cpu": cpu_kernel.BACKEND, "torch": TORCH}[kind] if kind != "triton" else _triton()
 
 
 def select_backend(x: torch.Tensor, dynamics: Dynamics, fr: FireReset, backend: str) -> str:
@@ -53,43 +63,19 @@ def select_backend(x: torch.Tensor, dynamics: Dynamics, fr: FireReset, backend: 
         return "reference"
     if backend == "torch":
         return backend
-    spec = dynamics.kernel_spec()
-    if spec is not None and not cpu_kernel.supports_spec(spec, x):
-        spec = None  # e.g. a per-neuron table that also varies over the batch
-    if backend == "cpu":
-        why = None
-        if spec is None:
-            why = f"{type(dynamics).__name__} has no native kernel"
-        elif not cpu_kernel.supports(x):
-            why = f"needs a float32/float64 CPU tensor, got {x.dtype} on {x.device}"
-        elif not cpu_kernel.available(x.dtype):
-            why = cpu_kernel.unavailable_reason(x.dtype)
+    if backend in ("cpu", "triton"):
+        why = _backend(backend).why_not(x, dynamics)
         if why:
-            raise ConfigError(f"backend='cpu' cannot run: {why}; use backend='auto' or 'torch'")
-        return "cpu"
-    if backend == "triton":
-        why = None
-        if spec is None:
-            why = f"{type(dynamics).__name__} has no native kernel"
-        elif x.device.type != "cuda":
-            why = f"needs a CUDA tensor, got one on {x.device}"
-        else:
-            tl = _triton()
-            if not tl.available():
-                why = tl.unavailable_reason()
-            elif not tl.supports(x):
-                why = f"unsupported dtype {x.dtype}"
-        if why:
-            raise ConfigError(f"backend='triton' cannot run: {why}; use backend='auto' or 'torch'")
-        return "triton"
-    # auto
-    if spec is not None:
-        if x.device.type == "cpu" and cpu_kernel.supports(x) and cpu_kernel.available(x.dtype):
+            raise ConfigError(
+                f"backend={backend!r} cannot run: {why}; use backend='auto' or 'torch'"
+            )
+        return backend
+    # auto: the compiled kernel of the input's device where it can run
+    if dynamics.kernel_spec() is not None:
+        if x.device.type == "cpu" and cpu_kernel.BACKEND.why_not(x, dynamics) is None:
             return "cpu"
-        if x.device.type == "cuda":
-            tl = _triton()
-            if tl.available() and tl.supports(x):
-                return "triton"
+        if x.device.type == "cuda" and _triton().why_not(x, dynamics) is None:
+            return "triton"
     return "torch"
 
 
@@ -167,7 +153,7 @@ def _forward_torch(x, v0, dynamics: Dynamics, fr: FireReset, params):
 # ---------------------------------------------------------------------------- backward
 
 
-def _backward_const(ctx, H, gS, gH, gV, du: float, dx: float, fr: FireReset, destroy_h: bool):
+def _backward_const(needs, H, gS, gH, gV, du: float, dx: float, fr: FireReset, destroy_h: bool):
     """Backward for constant ∂h/∂u, ∂h/∂x: one step at a time, newest first.
 
     Per step a handful of float operations on one step's neurons, which stay in cache between
@@ -176,14 +162,14 @@ def _backward_const(ctx, H, gS, gH, gV, du: float, dx: float, fr: FireReset, des
     ``destroy_h`` the input gradient of step t is written over ``h[t]`` once it is read.
     """
     T = H.shape[0]
-    need_x = ctx.needs_input_grad[0]
+    need_x = needs[0]
     GX = (H if destroy_h else torch.empty_like(H)) if need_x else None
     gu = gV
     for t in range(T - 1, -1, -1):
         h = H[t]
-        d = h - fr.threshold
+        d = fr.distance(h)
         sg = fr.surrogate_derivative(d)
-        D = fr.dreset_dh(h, torch.ge(d, 0.0, out=d), sg) if gu is not None else None
+        D = fr.dreset_dh(h, fr.spikes(h, out=d), sg) if gu is not None else None
         g = sg.mul_(gS[t]) if gS is not None else torch.zeros_like(h)
         if gH is not None:
             g.add_(gH[t])
@@ -195,26 +181,26 @@ def _backward_const(ctx, H, gS, gH, gV, du: float, dx: float, fr: FireReset, des
                 torch.mul(g, dx, out=GX[t])
             else:
                 GX[t].copy_(g)
-    g_v0 = gu if ctx.needs_input_grad[1] else None
+    g_v0 = gu if needs[1] else None
     return GX, g_v0
 
 
-def _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, params):
+def _backward_generic(needs, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, params):
     """Backward for any dynamics: per step, fire/reset derivatives then ``charge_vjp``."""
     T = H.shape[0]
-    need_x = ctx.needs_input_grad[0]
+    need_x = needs[0]
     GX = torch.empty_like(H) if need_x else None
     acc: list[torch.Tensor | None] = [None] * len(params)
     gu = gV
     for t in range(T - 1, -1, -1):
         h = H[t]
-        d = h - fr.threshold
+        d = fr.distance(h)
         sg = fr.surrogate_derivative(d)
         g = sg * gS[t] if gS is not None else torch.zeros_like(h)
         if gH is not None:
             g = g + gH[t]
         if gu is not None:
-            g = g + gu * fr.dreset_dh(h, torch.ge(d, 0.0, out=d), sg)
+            g = g + gu * fr.dreset_dh(h, fr.spikes(h, out=d), sg)
         u = None
         if dynamics.needs_u:
             if t == 0:
@@ -227,14 +213,41 @@ def _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, pa
         if GX is not None:
             GX[t] = gx
         for i, gp in enumerate(gps):
-            if gp is not None and ctx.needs_input_grad[_N_ARGS + i]:
+            if gp is not None and needs[2 + i]:
                 acc[i] = gp if acc[i] is None else acc[i] + gp
     g_params = []
     for p, a in zip(params, acc, strict=True):
         g_params.append(None if a is None else a.sum_to_size(p.shape).to(p.dtype))
-    g_v0 = gu if ctx.needs_input_grad[1] else None
+    g_v0 = gu if needs[1] else None
     return GX, g_v0, g_params
 
+
+class TorchBackend:
+    """The fused loops in PyTorch ops: a :class:`~.backend.NeuronBackend` for any dynamics
+    with a ``charge_vjp`` (the constant-derivative backward where it applies)."""
+
+    name = "torch"
+
+    def why_not(self, x: torch.Tensor, dynamics: Dynamics) -> str | None:  # noqa: D102
+        return "no hand-written derivative" if dynamics.reference_only else None
+
+    def forward(self, x, v0, dynamics, fr, params, want_h, graph) -> Forward:  # noqa: D102
+        with torch.no_grad():
+            S, v_last, H, AUX = _forward_torch(x, v0, dynamics, fr, params)
+        X = x if dynamics.needs_x else None
+        return Forward(S, v_last, H, (H, X, AUX, v0 if dynamics.needs_u else None), None)
+
+    def backward(self, saved, grads, dynamics, fr, params, needs, destroy, x_dtype):  # noqa: D102
+        H, X, AUX, v0 = saved
+        gS, gH, gV = grads
+        const = dynamics.constant_derivatives()
+        if const is not None and not any(needs[2:]):
+            g_x, g_v0 = _backward_const(needs, H, gS, gH, gV, const[0], const[1], fr, destroy)
+            return g_x, g_v0, [None] * len(params)
+        return _backward_generic(needs, H, X, AUX, v0, gS, gH, gV, dynamics, fr, params)
+
+
+TORCH = TorchBackend()
 
 REUSE_SAVED = True  # write the input gradient into the saved potentials (no new buffer)
 _N_ARGS = 8  # x, v0, dynamics, fr, kind, want_h, check_finite, graph; then the parameters
@@ -243,32 +256,24 @@ _N_ARGS = 8  # x, v0, dynamics, fr, kind, want_h, check_finite, graph; then the 
 class _FusedNeuron(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, v0, dynamics, fr, kind, want_h, check_finite, graph, *params):  # noqa: D102
-        spec = dynamics.kernel_spec()
-        AUX = None
-        if kind == "cpu":
-            S, v_last, H, Hout, nonfinite = cpu_kernel.forward(x, v0, spec, fr, want_h, graph)
-            if nonfinite and check_finite and not bool(torch.isfinite(x).all()):
-                raise nonfinite_error(check_finite)
-        elif kind == "triton":
-            S, v_last, H, Hout, flag = _triton().forward(x, v0, spec, fr, want_h)
+        out = _backend(kind).forward(x, v0, dynamics, fr, params, want_h, graph)
+        if isinstance(out.nonfinite, torch.Tensor):  # a device flag: raised later, no sync
             if check_finite:
-                finite.defer(flag, check_finite)
-        else:
-            with torch.no_grad():
-                S, v_last, H, AUX = _forward_torch(x, v0, dynamics, fr, params)
-            Hout = H
-        X = x if dynamics.needs_x else None
+                finite.defer(out.nonfinite, check_finite)
+        elif out.nonfinite and check_finite and not bool(torch.isfinite(x).all()):
+            raise nonfinite_error(check_finite)
         ctx.set_materialize_grads(False)  # unused outputs (v_last, h) cost nothing in backward
         ctx.dynamics, ctx.fr, ctx.kind, ctx.want_h = dynamics, fr, kind, want_h
-        ctx.has_v0 = v0 is not None
         ctx.x_dtype = x.dtype
         ctx.consumed = False
-        ctx.save_for_backward(H, X, AUX, v0 if dynamics.needs_u else None, *params)
+        ctx.n_saved = len(out.saved)
+        ctx.save_for_backward(*out.saved, *params)
+        Hout = out.h
         if Hout is None:  # h not asked for: the kernel may have saved something else, or nothing
-            Hout = H if H is not None else x.new_empty(0)
+            Hout = out.saved[0] if out.saved[0] is not None else x.new_empty(0)
         if not want_h:
             ctx.mark_non_differentiable(Hout)
-        return S, v_last, Hout
+        return out.spikes, out.v_last, Hout
 
     @staticmethod
     def backward(ctx, gS, gV, gH):  # noqa: D102
@@ -277,34 +282,19 @@ class _FusedNeuron(torch.autograd.Function):
                 "spikeweave: backward through a fused neuron a second time; its saved potentials "
                 "were reused to hold gradients. Use backend='reference' for retain_graph=True."
             )
-        H, X, AUX, v0, *params = ctx.saved_tensors
-        dynamics, fr, kind = ctx.dynamics, ctx.fr, ctx.kind
+        tensors = ctx.saved_tensors
+        saved, params = tensors[: ctx.n_saved], tensors[ctx.n_saved :]
         n_params = len(params)
-        need_x, need_v0 = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        needs = tuple(ctx.needs_input_grad[:2]) + tuple(ctx.needs_input_grad[_N_ARGS:])
         if not ctx.want_h:
             gH = None
-        need_p = tuple(ctx.needs_input_grad[_N_ARGS:])
-        if not (need_x or need_v0 or any(need_p)):
+        if not any(needs):
             return (None,) * (_N_ARGS + n_params)
         # H is ours alone (not returned): its buffer can take the input gradient in place
         destroy = REUSE_SAVED and not ctx.want_h and not torch.is_grad_enabled()
-        if kind in ("cpu", "triton"):
-            mod = cpu_kernel if kind == "cpu" else _triton()
-            spec = dynamics.kernel_spec()
-            if params:  # the tensors saved at forward time, not whatever the module holds now
-                spec = replace(spec, tables=(*params, *spec.tables[len(params) :]))
-            out = H if destroy and need_x else None
-            if destroy:
-                ctx.consumed = True
-            g_x, g_v0, g_tabs = mod.backward(
-                H, gS, gH, gV, spec, fr, want_v0=need_v0, want_tables=need_p, out=out,
-                x_dtype=ctx.x_dtype,
-            )  # fmt: skip
-            g_params = [g_tabs[i] if i < len(g_tabs) else None for i in range(n_params)]
-            return (g_x if need_x else None, g_v0, *([None] * (_N_ARGS - 2)), *g_params)
-        const = dynamics.constant_derivatives()
-        if const is not None and not any(need_p):
-            g_x, g_v0 = _backward_const(ctx, H, gS, gH, gV, const[0], const[1], fr, destroy)
-            return (g_x, g_v0, *([None] * (_N_ARGS - 2 + n_params)))
-        GX, g_v0, g_params = _backward_generic(ctx, H, X, AUX, v0, gS, gH, gV, dynamics, fr, params)
-        return (GX, g_v0, *([None] * (_N_ARGS - 2)), *g_params)
+        if destroy and ctx.kind != "torch":
+            ctx.consumed = True
+        g_x, g_v0, g_params = _backend(ctx.kind).backward(
+            saved, (gS, gH, gV), ctx.dynamics, ctx.fr, params, needs, destroy, ctx.x_dtype
+        )
+        return (g_x, g_v0, *([None] * (_N_ARGS - 2)), *g_params)

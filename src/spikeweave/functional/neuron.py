@@ -19,13 +19,15 @@ import torch
 
 from ..surrogate import Surrogate
 from .dynamics import Dynamics, FireReset, ResetMode
+from .spec import FIRE_RESET, torch_eval, torch_reset
 
 __all__ = ["fire", "reset", "reference_multistep"]
 
 
 def fire(h: torch.Tensor, threshold: float, surrogate: Surrogate) -> torch.Tensor:
-    """Spikes ``H(h - threshold)`` with the surrogate's derivative in backward."""
-    return surrogate(h - threshold)
+    """Spikes ``H(h - threshold)`` with the surrogate's derivative in backward (the surrogate's
+    argument is :data:`~.spec.FIRE_RESET`'s ``distance``)."""
+    return surrogate(torch_eval(FIRE_RESET.distance, h=h, theta=threshold))
 
 
 def reset(
@@ -36,12 +38,11 @@ def reset(
     mode: ResetMode,
     detach_reset: bool,
 ) -> torch.Tensor:
-    """Membrane after the spike ``s``: hard reset to ``v_reset`` or soft (subtract threshold)."""
+    """Membrane after the spike ``s``: hard reset to ``v_reset`` or soft (subtract threshold),
+    :data:`~.spec.FIRE_RESET`'s ``reset[mode]`` under autograd."""
     if detach_reset:
         s = s.detach()
-    if mode == "hard":
-        return h * (1.0 - s) + v_reset * s
-    return h - threshold * s
+    return torch_reset(h, s, threshold, v_reset, mode)
 
 
 def reference_multistep(

@@ -22,6 +22,12 @@ after it recompute ``h`` from it). The vector-Jacobian product ``vjp`` reads ``g
 assigns ``gu = ∂L/∂u``, ``gx = ∂L/∂x`` and ``g_<table>`` for each table in ``grads``
 (elementwise; the kernels sum over time and reduce to the parameter's shape).
 
+Fire and reset (:data:`FIRE_RESET`, a :class:`FireResetSpec`) are written beside the charges
+in the same language, once for every neuron and every backend: the spike ``s`` (0/1) from ``h``
+and ``theta``; the membrane after the step for each reset mode from ``h``, ``s``, ``theta`` and
+``vreset``; the surrogate's argument ``d``; and ``∂u/∂h`` of the reset for each mode, with the
+reset path detached or not, from ``h``, ``s`` and ``sg`` (the surrogate derivative at ``d``).
+
 Surrogate derivatives (:data:`SURROGATE_SPECS`) are written the same way in ``d = h - θ`` and
 the constant ``a`` (alpha), mirroring the operations of :mod:`spikeweave.surrogate` (a Python
 number divided by a tensor is ``reciprocal() * number`` there, so it is written that way here).
@@ -42,12 +48,18 @@ from ..surrogate import Atan, FastSigmoid, Rectangular, Sigmoid, Surrogate, Tria
 __all__ = [
     "CHARGES",
     "ChargeSpec",
+    "FIRE_RESET",
+    "FireResetSpec",
     "SURROGATE_SPECS",
     "SurrogateSpec",
     "c_expr",
     "derived_values",
     "surrogate_spec",
     "torch_charge",
+    "torch_dreset",
+    "torch_eval",
+    "torch_fire",
+    "torch_reset",
     "torch_recompute",
     "torch_surrogate",
     "torch_vjp",
@@ -143,6 +155,43 @@ CHARGES: dict[str, ChargeSpec] = {
 
 
 @dataclass(frozen=True)
+class FireResetSpec:
+    """Fire and reset, shared by every charge: written here once, evaluated by every backend.
+
+    ``fire`` gives the spike ``s`` as 0/1 in ``h``'s type; ``distance`` the surrogate's
+    argument; ``reset[mode]`` the membrane after the step; ``dreset[(mode, detach)]`` its
+    derivative ``∂u/∂h`` (``s`` inside the reset treated as a constant when ``detach``).
+    ``reset_zero`` is the hard reset when ``vreset`` is 0 (the PyTorch loop's shortcut: it
+    leaves out ``+ 0·s``, which changes at most the sign of a zero membrane).
+    """
+
+    fire: str
+    distance: str
+    reset: Mapping[str, str]
+    reset_zero: str
+    dreset: Mapping[tuple[str, bool], str]
+
+
+FIRE_RESET = FireResetSpec(
+    # h >= θ is H(h - θ) of the reference for a finite θ: h - θ is 0 exactly when h == θ
+    fire="ge(h, theta)",
+    distance="h - theta",
+    # after a spike: hard h·0 + v_reset (an inf h becomes NaN, never finite), soft h - θ
+    # (θ·s is exact for s in {0, 1})
+    reset={"hard": "h * (1.0 - s) + vreset * s", "soft": "h - theta * s"},
+    reset_zero="h * (1.0 - s)",
+    dreset={
+        ("hard", False): "1.0 - s + (vreset - h) * sg",
+        ("hard", True): "1.0 - s",
+        ("soft", False): "1.0 - theta * sg",
+        ("soft", True): "1.0",
+    },
+)
+"""Fire and reset of every neuron (:class:`~spikeweave.functional.dynamics.FireReset` holds
+the values; the reference loop, the fused PyTorch loop and both kernels evaluate these)."""
+
+
+@dataclass(frozen=True)
 class SurrogateSpec:
     """A surrogate derivative ``sg`` of ``d = h - θ``; constants derived in double from ``a``."""
 
@@ -208,7 +257,7 @@ def _derived(spec: ChargeSpec, values: tuple[float, ...]) -> tuple[tuple[str, fl
 
 # ------------------------------------------------------------------------------- parsing
 
-_FUNCS = ("relu", "pos", "exp", "abs", "lt", "max0")
+_FUNCS = ("relu", "pos", "exp", "abs", "lt", "ge", "max0")
 
 
 @cache
@@ -297,8 +346,12 @@ def _pos(a: torch.Tensor) -> torch.Tensor:
     return a > 0
 
 
-def _lt(a: torch.Tensor, b: float) -> torch.Tensor:
-    return torch.lt(a, b, out=torch.empty_like(a))  # 0/1 in a's dtype
+def _lt(a: torch.Tensor, b: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.lt(a, b, out=torch.empty_like(a) if out is None else out)  # 0/1 in a's dtype
+
+
+def _ge(a: torch.Tensor, b: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    return torch.ge(a, b, out=torch.empty_like(a) if out is None else out)  # 0/1 in a's dtype
 
 
 def _max0(a: torch.Tensor) -> torch.Tensor:
@@ -311,6 +364,7 @@ _TORCH_FUNCS = {
     "exp": torch.exp,
     "abs": torch.abs,
     "lt": _lt,
+    "ge": _ge,
     "max0": _max0,
 }
 
@@ -356,6 +410,15 @@ def _into(expr: str) -> Callable[[dict, torch.Tensor], None]:
     same rounding as :func:`_run`; saves the copy of every step's result into a buffer)."""
     node = _parse(expr)
     code = {}
+    if isinstance(node, ast.Call) and node.func.id in ("lt", "ge"):  # type: ignore[attr-defined]
+        args = [_code(ast.unparse(a)) for a in node.args]
+        fn = _TORCH_FUNCS[node.func.id]  # type: ignore[attr-defined]
+        g0 = {"__builtins__": {}, **_TORCH_FUNCS}
+
+        def run_cmp(env: dict, out: torch.Tensor) -> None:
+            fn(*(eval(a, g0, env) for a in args), out=out)  # noqa: S307
+
+        return run_cmp
     if isinstance(node, ast.BinOp):
         code = {"a": _code(ast.unparse(node.left)), "b": _code(ast.unparse(node.right))}
         op, py = _TORCH_BINOPS[type(node.op)], _PY_BINOPS[type(node.op)]
@@ -437,3 +500,51 @@ def torch_vjp(
         env[spec.save] = saved
     _run(spec.vjp, env)
     return env["gu"], env["gx"], tuple(env["g_" + p] for p in spec.grads)
+
+
+# ------------------------------------------------------------------------- fire and reset
+
+
+def torch_eval(expr: str, **env):
+    """``expr`` of the spec language evaluated with PyTorch ops, exactly as written (under
+    autograd where its inputs need gradients)."""
+    return eval(_code(expr), {"__builtins__": {}, **_TORCH_FUNCS}, env)  # noqa: S307
+
+
+def torch_fire(h: torch.Tensor, theta: float, out: torch.Tensor | None = None) -> torch.Tensor:
+    """The spikes of :data:`FIRE_RESET` as 0/1 in ``h``'s dtype (written into ``out``)."""
+    if out is None:
+        out = torch.empty_like(h)
+    _into(FIRE_RESET.fire)({"h": h, "theta": theta}, out)
+    return out
+
+
+def torch_reset(
+    h: torch.Tensor,
+    s: torch.Tensor,
+    theta: float,
+    vreset: float,
+    mode: str,
+    zero_shortcut: bool = False,
+) -> torch.Tensor:
+    """The membrane after the step, :data:`FIRE_RESET` ``reset[mode]`` (autograd as written).
+
+    ``zero_shortcut``: a hard reset to 0 leaves out ``+ 0·s`` (``reset_zero``; the fused loop's
+    saving, the reference keeps the whole expression)."""
+    short = zero_shortcut and mode == "hard" and vreset == 0.0
+    expr = FIRE_RESET.reset_zero if short else FIRE_RESET.reset[mode]
+    return torch_eval(expr, h=h, s=s, theta=theta, vreset=vreset)
+
+
+def torch_dreset(
+    h: torch.Tensor,
+    s: torch.Tensor,
+    sg: torch.Tensor | None,
+    theta: float,
+    vreset: float,
+    mode: str,
+    detach: bool,
+) -> torch.Tensor:
+    """``∂u/∂h`` of the reset, :data:`FIRE_RESET` ``dreset[(mode, detach)]``, as a tensor."""
+    d = torch_eval(FIRE_RESET.dreset[(mode, detach)], h=h, s=s, sg=sg, theta=theta, vreset=vreset)
+    return d if isinstance(d, torch.Tensor) else torch.full_like(h, d)

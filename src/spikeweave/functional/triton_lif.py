@@ -38,31 +38,42 @@ import threading
 
 import torch
 
-from .cpu_kernel import (
+from .backend import (
     SG_TABLE,
-    _step_contiguous,
-    cache_dir,
+    CompiledBackend,
+    backward_inputs,
     neuron_shape_tables,
     reduce_table_grad,
+    step_contiguous,
     surrogate_code,
 )
 from .dynamics import FireReset, KernelSpec
+from .kernel_build import cache_dir
 from .spec import (
     CHARGES,
+    FIRE_RESET,
     SURROGATE_SPECS,
     ChargeSpec,
     derived_values,
     surrogate_constants,
-    torch_recompute,
     triton_expr,
 )
+from .template import render
 
-__all__ = ["available", "backward", "forward", "source", "supports", "unavailable_reason"]
+__all__ = [
+    "BACKEND",
+    "available",
+    "backward",
+    "forward",
+    "source",
+    "supports",
+    "unavailable_reason",
+]
 
 _reason: str | None = None
 _kernels = None
 _lock = threading.Lock()
-_VERSION = 2
+_VERSION = 3
 # neurons per program: 512 where there are enough neurons to fill the GPU with such blocks
 # (on an H200, 512 ran the 16k-neuron T=500 net 3% faster than 256, 128 slower), else 256 so
 # that small layers still spread over every multiprocessor; SPIKEWEAVE_TRITON_BLOCK forces one
@@ -114,61 +125,6 @@ def _charge_kernels(cs: ChargeSpec) -> str:
     drv_args = "".join(f"drv{i}_ptr, " for i in range(len(cs.drives)))
     gp_args = "".join(f"gp{i}_ptr, " for i in range(len(cs.tables)))
     p = "\n    "
-    fwd = f"""
-@triton.jit
-def fwd_{n}(
-    x_ptr, v0_ptr, s_ptr, sv_ptr, ho_ptr, vT_ptr, prm_ptr, {tab_args}{drv_args}flag_ptr,
-    T, N, M, x_ts,
-    HAS_V0: tl.constexpr, HAS_HO: tl.constexpr, SOFT: tl.constexpr,
-    BLOCK: tl.constexpr, CT: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    mi = offs % M
-    th = tl.load(prm_ptr + {_P_TH}).to(CT)
-    vr_ = tl.load(prm_ptr + {_P_VR}).to(CT)
-    maxv = tl.load(prm_ptr + {_P_MAX}).to(CT)
-    {p.join(loads)}
-    {p.join(tabs)}
-    {p.join(drv_ptrs)}
-    if SOFT:
-        rs = 1.0
-        rc = -th
-    else:
-        rs = 0.0
-        rc = vr_
-    if HAS_V0:
-        u = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(CT)
-    else:
-        u = tl.zeros([BLOCK], dtype=CT) + vr_
-    bad = tl.zeros([BLOCK], dtype=tl.int32)
-    xp = x_ptr + offs  # 64-bit pointers advance by whole steps: no int32 overflow
-    sp = s_ptr + offs
-    svp = sv_ptr + offs
-    hop = ho_ptr + offs
-    for _ in range(T):
-        v_u = u
-        v_x = tl.load(xp, mask=mask, other=0.0).to(CT)
-        {nl.join(drv_loads)}
-        {stmts(cs.forward)}
-        spike = (v_h - th) >= 0
-        tl.store(sp, tl.where(spike, 1.0, 0.0).to(s_ptr.dtype.element_ty), mask=mask)
-        tl.store(svp, v_{cs.save}.to(sv_ptr.dtype.element_ty), mask=mask)
-        if HAS_HO:
-            tl.store(hop, v_h.to(ho_ptr.dtype.element_ty), mask=mask)
-        bad = bad | tl.where(tl.abs(v_{cs.save}) <= maxv, 0, 1)
-        # hard: h*0 + v_reset, soft: h*1 - theta, as the C kernel (inf never becomes finite)
-        u = tl.where(spike, v_h * rs + rc, v_h)
-        xp += x_ts
-        sp += N
-        svp += N
-        hop += N
-        {nl.join(drv_step_f)}
-    tl.store(vT_ptr + offs, u.to(vT_ptr.dtype.element_ty), mask=mask)
-    bad = bad | tl.where(tl.abs(u) <= maxv, 0, 1)
-    tl.atomic_max(flag_ptr, tl.max(tl.where(mask, bad, 0), axis=0))
-"""
     rec = stmts(cs.recompute) if cs.recompute else f"v_h = v_{cs.save}"
     grads = [cs.tables.index(g) for g in cs.grads]
     ga_init = nl.join(f"ga{i} = tl.zeros([BLOCK], dtype=CT)" for i in grads)
@@ -178,79 +134,45 @@ def fwd_{n}(
         "mask=mask)"
         for i in grads
     )
-    bwd = f"""
-@triton.jit
-def bwd_{n}(
-    sv_ptr, gs_ptr, ghe_ptr, gvT_ptr, tab_ptr, gx_ptr, gv0_ptr, prm_ptr,
-    {tab_args}{drv_args}{gp_args}T, N, M, g_ts,
-    HAS_GS: tl.constexpr, HAS_GHE: tl.constexpr, HAS_GVT: tl.constexpr, HAS_TAB: tl.constexpr,
-    HAS_GV0: tl.constexpr, HAS_GP: tl.constexpr, SOFT: tl.constexpr, DETACH: tl.constexpr,
-    SG: tl.constexpr, BLOCK: tl.constexpr, CT: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    offs = pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < N
-    mi = offs % M
-    th = tl.load(prm_ptr + {_P_TH}).to(CT)
-    vr_ = tl.load(prm_ptr + {_P_VR}).to(CT)
-    sa = tl.load(prm_ptr + {_P_SC}).to(CT)
-    s1 = tl.load(prm_ptr + {_P_SC + 1}).to(CT)
-    s2 = tl.load(prm_ptr + {_P_SC + 2}).to(CT)
-    {p.join(loads)}
-    {p.join(tabs)}
-    {p.join(drv_ptrs)}
-    if HAS_GVT:
-        gu = tl.load(gvT_ptr + offs, mask=mask, other=0.0).to(CT)
-    else:
-        gu = tl.zeros([BLOCK], dtype=CT)
-    {ga_init}
-    # the *_ptr of sv, gs, ghe, tab, gx and the drives point at step T-1; walk back
-    svp = sv_ptr + offs
-    gsp = gs_ptr + offs
-    ghp = ghe_ptr + offs
-    tp = tab_ptr + offs
-    gxp = gx_ptr + offs
-    for _ in range(T):
-        v_{cs.save} = tl.load(svp, mask=mask, other=0.0).to(CT)
-        {nl.join(drv_loads)}
-        {rec}
-        d = v_h - th
-        if HAS_TAB:
-            sg = tl.load(tp, mask=mask, other=0.0).to(CT)
-        else:
-            sg = _surrogate(d, sa, s1, s2, SG)
-        spk = tl.where(d >= 0, 1.0, 0.0).to(CT)
-        if SOFT:
-            if DETACH:
-                dudh = tl.zeros_like(d) + 1.0
-            else:
-                dudh = 1.0 - th * sg
-        else:
-            if DETACH:
-                dudh = 1.0 - spk
-            else:
-                dudh = (1.0 - spk) + (vr_ - v_h) * sg
-        g = gu * dudh
-        if HAS_GS:
-            g = tl.load(gsp, mask=mask, other=0.0).to(CT) * sg + g
-        if HAS_GHE:
-            g = g + tl.load(ghp, mask=mask, other=0.0).to(CT)
-        v_g = g
-        {stmts(cs.vjp)}
-        gu = v_gu
-        tl.store(gxp, v_gx.to(gx_ptr.dtype.element_ty), mask=mask)
-        {ga_acc}
-        svp -= N
-        gsp -= g_ts
-        ghp -= N
-        tp -= N
-        gxp -= N
-        {nl.join(drv_step_b)}
-    if HAS_GV0:
-        tl.store(gv0_ptr + offs, gu.to(gv0_ptr.dtype.element_ty), mask=mask)
-    {ga_store}
-"""
-    return fwd + bwd
+
+    def fr(expr: str) -> str:  # fire/reset: a constant still becomes a tensor of d's shape
+        out = triton_expr(expr, _v)
+        return out if any(c.isalpha() for c in out) else f"tl.zeros_like(d) + {out}"
+
+    return render(
+        "triton_charge.py.tmpl",
+        name=n,
+        tab_args=tab_args,
+        drv_args=drv_args,
+        gp_args=gp_args,
+        p_th=_P_TH,
+        p_vr=_P_VR,
+        p_max=_P_MAX,
+        p_sc=_P_SC,
+        p_sc1=_P_SC + 1,
+        p_sc2=_P_SC + 2,
+        loads=p.join(loads),
+        tabs=p.join(tabs),
+        drv_ptrs=p.join(drv_ptrs),
+        drv_loads=nl.join(drv_loads),
+        drv_step_f=nl.join(drv_step_f),
+        drv_step_b=nl.join(drv_step_b),
+        charge=stmts(cs.forward),
+        fire=triton_expr(FIRE_RESET.fire, _v),
+        save=cs.save,
+        reset_soft=triton_expr(FIRE_RESET.reset["soft"], _v),
+        reset_hard=triton_expr(FIRE_RESET.reset["hard"], _v),
+        ga_init=ga_init,
+        rec=rec,
+        distance=triton_expr(FIRE_RESET.distance, _v),
+        dreset_soft_detach=fr(FIRE_RESET.dreset[("soft", True)]),
+        dreset_soft=fr(FIRE_RESET.dreset[("soft", False)]),
+        dreset_hard_detach=fr(FIRE_RESET.dreset[("hard", True)]),
+        dreset_hard=fr(FIRE_RESET.dreset[("hard", False)]),
+        vjp=stmts(cs.vjp),
+        ga_acc=ga_acc,
+        ga_store=ga_store,
+    )
 
 
 def _surrogate_helper() -> str:
@@ -272,62 +194,12 @@ def source(interpret: bool | None = None) -> str:
     """The generated Triton module (every charge's kernels, the surrogates, the helpers)."""
     interpret = _interpreting() if interpret is None else interpret
     exp = "tl.exp(a)" if interpret else "libdevice.exp(a)"
-    head = f'''"""Generated by spikeweave.functional.triton_lif from spec.py; do not edit."""
-import triton
-import triton.language as tl
-
-try:
-    from triton.language.extra import libdevice
-except ImportError:  # older Triton
-    from triton.language.extra.cuda import libdevice
-
-
-@triton.jit
-def _div(a, b):
-    if b.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.math.div_rn(a, b)
-
-
-@triton.jit
-def _rdiv(a, b):  # a is a number: a + 0 is exactly a, as a tensor of b's type and shape
-    if b.dtype == tl.float64:
-        return a / b
-    else:
-        return tl.math.div_rn(a + tl.zeros_like(b), b)
-
-
-@triton.jit
-def _relu(a):
-    return tl.where(a < 0, 0.0, a).to(a.dtype)
-
-
-@triton.jit
-def _pos(a):
-    return tl.where(a > 0, 1.0, 0.0).to(a.dtype)
-
-
-@triton.jit
-def _lt(a, b):
-    return tl.where(a < b, 1.0, 0.0).to(a.dtype)
-
-
-@triton.jit
-def _max0(a):
-    return tl.where(a > 0, a, 0.0).to(a.dtype)
-
-
-@triton.jit
-def _abs(a):
-    return tl.abs(a)
-
-
-@triton.jit
-def _exp(a):
-    return {exp}
-'''
-    return head + _surrogate_helper() + "".join(_charge_kernels(cs) for cs in CHARGES.values())
+    return render(
+        "triton_module.py.tmpl",
+        exp=exp,
+        surrogate=_surrogate_helper(),
+        kernels="".join(_charge_kernels(cs) for cs in CHARGES.values()),
+    )
 
 
 def _build():
@@ -428,12 +300,15 @@ def forward(
     spec: KernelSpec,
     fr: FireReset,
     want_h: bool = False,
+    save: bool = True,
 ):
     """``(spikes, v_last, saved, h or None, flag)`` for ``x [T, B, ...]``; ``flag`` is a 0-dim
-    int32 device tensor, nonzero if a saved value or the final membrane is not finite."""
+    int32 device tensor, nonzero if a saved value or the final membrane is not finite.
+    ``save`` is accepted for the backends' common signature (the saved values are always
+    written here)."""
     mod = _get()
     cs = spec.charge
-    x = _step_contiguous(x)
+    x = step_contiguous(x)
     T, N = x.shape[0], x[0].numel()
     ct = _compute_dtype(x.dtype)
     s = torch.empty(x.shape, dtype=x.dtype, device=x.device)
@@ -477,17 +352,7 @@ def backward(
     cs = spec.charge
     T, N = saved.shape[0], saved[0].numel()
     x_dtype = x_dtype or saved.dtype
-    table = None
-    if surrogate_code(fr.surrogate) == SG_TABLE:
-        tabs_named = dict(zip(cs.tables, spec.tables, strict=True))
-        h = torch_recompute(cs, saved, spec.scalars, tabs_named)
-        table = fr.surrogate.derivative(h - fr.threshold).contiguous()
-    if g_spikes is not None:
-        g_spikes = _step_contiguous(g_spikes)
-    if g_h is not None:
-        g_h = g_h.contiguous()
-    if g_vlast is not None:
-        g_vlast = g_vlast.contiguous()
+    table, g_spikes, g_h, g_vlast = backward_inputs(saved, spec, fr, g_spikes, g_h, g_vlast)
     if out is not None and out.dtype != x_dtype:
         out = None
     gx = torch.empty(saved.shape, dtype=x_dtype, device=saved.device) if out is None else out
@@ -530,3 +395,17 @@ def backward(
         wanted = gps[j] is not None and (not want_tables or want_tables[i])
         g_tabs.append(reduce_table_grad(gps[j], spec.tables[j], saved.shape) if wanted else None)
     return gx, gv0, tuple(g_tabs)
+
+
+def _why_not(x: torch.Tensor) -> str | None:
+    if x.device.type != "cuda":
+        return f"needs a CUDA tensor, got one on {x.device}"
+    if not available():
+        return unavailable_reason()
+    if not supports(x):
+        return f"unsupported dtype {x.dtype}"
+    return None
+
+
+BACKEND = CompiledBackend("triton", forward, backward, _why_not)
+"""This kernel as a :class:`~spikeweave.functional.backend.NeuronBackend`."""
