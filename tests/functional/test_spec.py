@@ -6,9 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spikeweave.functional import c_codegen, spec, triton_lif
-from spikeweave.functional.dynamics import IFDynamics, KLIFDynamics, LIFDynamics
-from spikeweave.surrogate import SURROGATES
+from spikeweave.functional import c_codegen, cpu_kernel, fused, spec, template, triton_lif
+from spikeweave.functional.backend import NeuronBackend
+from spikeweave.functional.dynamics import FireReset, IFDynamics, KLIFDynamics, LIFDynamics
+from spikeweave.functional.neuron import reset
+from spikeweave.surrogate import SURROGATES, Atan
 
 
 @pytest.mark.parametrize("cls", list(SURROGATES.values()), ids=lambda c: c.__name__)
@@ -49,3 +51,38 @@ def test_generated_sources_carry_each_charge():
 def test_spec_language_is_closed(bad):
     with pytest.raises(ValueError, match="not allowed"):
         spec._parse(bad)
+
+
+def test_generated_sources_fire_and_reset_from_the_one_spec():
+    c_src = c_codegen.source(torch.float64)
+    t_src = triton_lif.source(interpret=False)
+    fr = spec.FIRE_RESET
+    v = lambda n: "v_" + n  # noqa: E731
+    for expr in (fr.fire, *fr.reset.values(), *fr.dreset.values()):
+        if expr != "1.0":  # soft, detached: a constant
+            assert spec.c_expr(expr, v) in c_src
+            assert spec.triton_expr(expr, v) in t_src
+    for src in (c_src, t_src):  # no kernel writes its own comparison with the threshold
+        assert "- th) >=" not in src and "v_h >= th" not in src
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+@pytest.mark.parametrize("v_reset", [0.0, -0.3])
+def test_fused_reset_equals_reference_reset(mode, v_reset):
+    h = torch.tensor([-1.0, 0.0, 0.5, 0.8, 0.81, 3.0, float("inf")], dtype=torch.float64)
+    fr = FireReset(0.8, v_reset, mode, Atan(), True)
+    s = fr.spikes(h)
+    assert torch.equal(s, (h - 0.8 >= 0).to(h.dtype))
+    got = fr.reset_value(h, s)
+    want = reset(h, s, 0.8, v_reset, mode, True)
+    assert torch.equal(got.nan_to_num(7.0), want.nan_to_num(7.0))
+
+
+def test_every_backend_implements_the_protocol():
+    for b in (cpu_kernel.BACKEND, triton_lif.BACKEND, fused.TORCH):
+        assert isinstance(b, NeuronBackend), b
+
+
+def test_templates_refuse_an_unfilled_field():
+    with pytest.raises(KeyError):
+        template.render("fwd_loop.c.tmpl", cond="")

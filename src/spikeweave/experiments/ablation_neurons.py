@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..functional.dynamics import Dynamics, LIFDynamics
+from ..functional.neuron import reset
 from ..neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major
 from ..surrogate import Surrogate, heaviside
 
@@ -158,12 +159,9 @@ class LearnableWidthLIF(LIF):
             z = h - self.threshold
             q = self.surrogate(a * z)  # carries the gradient: a·g'(a·z) for z, z·g'(a·z) for a
             s = heaviside(z).detach() + (q - q.detach())  # forward exactly LIF's H(h - θ)
-            sr = s.detach() if self.detach_reset else s
-            u = (
-                h * (1.0 - sr) + self.v_reset * sr
-                if self.reset == "hard"
-                else h - self.threshold * sr
-            )
+            # the fire differs from the shared one on purpose (the learnable width a); the
+            # reset is the shared one
+            u = reset(h, s, self.threshold, self.v_reset, self.reset, self.detach_reset)
             spikes.append(s)
             hs.append(h)
         out: list[torch.Tensor] = [torch.stack(spikes)]

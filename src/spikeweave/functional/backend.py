@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import replace
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 
@@ -49,6 +49,7 @@ class Forward(NamedTuple):
     nonfinite: bool | torch.Tensor | None
 
 
+@runtime_checkable
 class NeuronBackend(Protocol):
     """A way to run a :class:`Dynamics` with :class:`FireReset` over ``x [T, B, ...]``."""
 

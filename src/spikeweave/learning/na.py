@@ -50,6 +50,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from ..functional.neuron import fire, reset
+from ..functional.spec import torch_fire, torch_reset
 from ..layers import TimeFolded
 from ..losses import Loss
 from ..neurons import IF, LIF, SpikingNeuron, check_number, check_time_major
@@ -135,11 +137,12 @@ def na_dynamics(
     membrane = torch.empty_like(current)
     carry = torch.zeros_like(current[0])
     for t in range(current.shape[0]):
+        # the charge is NA's own (λ·u + I, not LIF's u + (x - u)/τ); fire and the
+        # multiplicative reset (a hard reset to 0) are the shared ones of functional.spec
         u = torch.add(current[t], carry, alpha=lam)
-        fired = u >= threshold
         membrane[t] = u
-        spikes[t] = fired
-        carry = u.masked_fill_(fired, 0.0)
+        fired = torch_fire(u, threshold, out=spikes[t])
+        carry = torch_reset(u, fired, threshold, 0.0, "hard", zero_shortcut=True)
     return spikes, membrane
 
 
@@ -196,9 +199,9 @@ def na_numerator(
     carry = threshold * s  # carry[k]: neighbour k's membrane after its flip at step k
     for t in range(1, current.shape[0]):
         u = torch.add(current[t], carry[:t], alpha=lam)  # neighbours 0..t-1 at step t
-        fired = u >= threshold
-        numer[:t].addcmul_(grad_spikes[t], fired.to(u.dtype) - s[t])
-        carry[:t] = u.masked_fill_(fired, 0.0)
+        fired = torch_fire(u, threshold)
+        numer[:t].addcmul_(grad_spikes[t], fired - s[t])
+        carry[:t] = torch_reset(u, fired, threshold, 0.0, "hard", zero_shortcut=True)
     return numer
 
 
@@ -333,8 +336,8 @@ def _surrogate_spikes(
     out = []
     for t in range(current.shape[0]):
         u = lam * carry + current[t]
-        s = surrogate(u - threshold)
-        carry = u * (1 - s.detach())
+        s = fire(u, threshold, surrogate)
+        carry = reset(u, s, threshold, 0.0, "hard", detach_reset=True)
         out.append(s)
     return torch.stack(out)
 

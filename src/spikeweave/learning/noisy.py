@@ -45,6 +45,8 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..functional.neuron import fire, reset
+from ..functional.spec import torch_fire
 from ..neurons import IF, SpikingNeuron, check_number, check_time_major
 from ..surrogate import Surrogate
 from ..training.build import default_model
@@ -121,6 +123,7 @@ def expected_spike(
     gives the step ``H(u + μ − θ)`` (zero gradient).
     """
     _check_noise(noise, sigma)
+    # not the shared fire on purpose: this is the expectation over the noise (σ = 0: its step)
     z = u + (mean - threshold)
     if sigma == 0:
         return (z >= 0).to(u.dtype)
@@ -149,10 +152,10 @@ def noisy_spike(
         raise ConfigError(f"grad must be one of {', '.join(GRADS)}, got {grad!r}")
     eps = sample_noise(u, noise, sigma, mean, generator)
     if grad == "surrogate":
-        return surrogate(u + eps - threshold)
+        return fire(u + eps, threshold, surrogate)
     if sigma == 0:
         raise ConfigError("grad='expected' needs sigma > 0 (the expectation of a step is flat)")
-    s = (u + eps - threshold >= 0).to(u.dtype)
+    s = torch_fire(u + eps, threshold)
     p = expected_spike(u, threshold, sigma, noise, mean)
     return s + (p - p.detach())
 
@@ -271,7 +274,7 @@ class NoisyIF(IF):
             s = expected_spike(u, self.threshold, self.sigma, self.noise, self.noise_mean)
         out: list[torch.Tensor] = [s]
         if return_state:
-            out.append((u - self.threshold * s.detach())[-1])
+            out.append(reset(u, s, self.threshold, self.v_reset, "soft", True)[-1])
         if return_membrane:
             out.append(u)
         return out[0] if len(out) == 1 else tuple(out)
