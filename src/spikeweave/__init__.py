@@ -1,7 +1,5 @@
 """spikeweave: spiking neural networks on PyTorch, time-major ``[T, B, ...]`` throughout."""
 
-__version__ = "0.2.0"
-
 from . import encoding, functional, surrogate  # noqa: E402
 from .errors import (  # noqa: E402
     CheckpointError,
@@ -23,6 +21,7 @@ from .training import (  # noqa: E402
     TrainingMethod,
     load_run,
 )
+from .version import __version__  # noqa: E402
 
 __all__ = [
     "IF",

@@ -46,7 +46,7 @@ def _help(text: str, field: str | None = None, choices: str | None = None) -> st
 
 def _version(value: bool) -> None:
     if value:
-        from . import __version__
+        from .version import __version__
 
         typer.echo(f"spikeweave {__version__}")
         raise typer.Exit()

@@ -480,7 +480,7 @@ class TimeChunked(nn.Module):
 # Names for configs and the CLI. "relu" is the ANN twin's activation, not a spiking neuron.
 # The klif-vs-lif ablation neurons register themselves where they live; loading them on first
 # lookup lets a saved run that used one be reloaded without importing the experiment.
-NEURONS: Registry = Registry("neuron", providers=("spikeweave.experiments.ablation_neurons",))
+NEURONS: Registry = Registry("neuron", providers=("spikeweave.ablation_neurons",))
 NEURONS.register("lif", LIF, help="leaky integrate-and-fire")
 NEURONS.register("klif", KLIF, help="LIF with a learnable k scaling the potential")
 NEURONS.register("if", IF, help="integrate-and-fire, no leak")

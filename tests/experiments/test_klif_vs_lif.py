@@ -10,7 +10,7 @@ import torch
 
 from spikeweave.errors import ConfigError
 from spikeweave.experiments import run_experiment
-from spikeweave.experiments.ablation_neurons import (
+from spikeweave.ablation_neurons import (
     PLIF,
     FlooredLIF,
     LearnableWidthLIF,

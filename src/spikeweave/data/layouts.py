@@ -14,7 +14,16 @@ from pathlib import Path
 
 from ..errors import DataError
 
-__all__ = ["default_root", "resolve_root", "FileLayout", "LAYOUTS", "CIFAR10_CLASSES"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "CIFAR10_FILES",
+    "IDX_FILES",
+    "LAYOUTS",
+    "FileLayout",
+    "default_root",
+    "find_idx_file",
+    "resolve_root",
+]
 
 CIFAR10_CLASSES = (
     "airplane",
@@ -43,29 +52,47 @@ def resolve_root(root: str | Path | None) -> Path:
     return Path(root).expanduser()
 
 
-def _idx_complete(folder: Path) -> bool:
-    from .static import IDX_FILES, _find_idx_file
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+"""File names of the IDX datasets per split (each may also end in ``.gz``)."""
 
+CIFAR10_FILES = {
+    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+    "test": ("test_batch",),
+}
+
+
+def find_idx_file(folder: Path, stem: str) -> Path | None:
+    """The IDX file ``stem`` in ``folder``: raw or ``.gz``, ``-idx`` or ``.idx`` spelling."""
+    for name in (
+        stem,
+        stem + ".gz",
+        stem.replace("-idx", ".idx"),
+        stem.replace("-idx", ".idx") + ".gz",
+    ):
+        path = folder / name
+        if path.is_file():
+            return path
+    return None
+
+
+def _idx_complete(folder: Path) -> bool:
     stems = IDX_FILES["train"] + IDX_FILES["test"]
-    return all(_find_idx_file(folder, s) is not None for s in stems)
+    return all(find_idx_file(folder, s) is not None for s in stems)
 
 
 def _idx_any(folder: Path) -> bool:
-    from .static import IDX_FILES, _find_idx_file
-
     stems = IDX_FILES["train"] + IDX_FILES["test"]
-    return any(_find_idx_file(folder, s) is not None for s in stems)
+    return any(find_idx_file(folder, s) is not None for s in stems)
 
 
 def _cifar_complete(folder: Path) -> bool:
-    from .static import CIFAR10_FILES
-
     return all((folder / n).is_file() for n in CIFAR10_FILES["train"] + CIFAR10_FILES["test"])
 
 
 def _cifar_any(folder: Path) -> bool:
-    from .static import CIFAR10_FILES
-
     return any((folder / n).is_file() for n in CIFAR10_FILES["train"] + CIFAR10_FILES["test"])
 
 

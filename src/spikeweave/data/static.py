@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..errors import DataError
+from .layouts import CIFAR10_FILES, IDX_FILES, LAYOUTS, find_idx_file
 
 __all__ = [
     "IDX_TYPES",
@@ -44,17 +45,6 @@ IDX_TYPES: dict[int, np.dtype] = {
     0x0C: np.dtype(">i4"),
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
-}
-
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-"""File names of the IDX datasets per split (each may also end in ``.gz``)."""
-
-CIFAR10_FILES = {
-    "train": tuple(f"data_batch_{i}" for i in range(1, 6)),
-    "test": ("test_batch",),
 }
 
 
@@ -277,23 +267,10 @@ class ImageDataset(Dataset):
         return self.images[i].float() / 255.0, self.labels[i]
 
 
-def _find_idx_file(folder: Path, stem: str) -> Path | None:
-    for name in (
-        stem,
-        stem + ".gz",
-        stem.replace("-idx", ".idx"),
-        stem.replace("-idx", ".idx") + ".gz",
-    ):
-        path = folder / name
-        if path.is_file():
-            return path
-    return None
-
-
 def load_idx_dataset(name: str, folder: Path, split: str) -> ImageDataset:
     """MNIST-style IDX images (``[N, 28, 28]`` uint8) and labels (0-9) from ``folder``."""
     img_stem, lbl_stem = IDX_FILES[split]
-    paths = [_find_idx_file(folder, s) for s in (img_stem, lbl_stem)]
+    paths = [find_idx_file(folder, s) for s in (img_stem, lbl_stem)]
     missing = [s for s, p in zip((img_stem, lbl_stem), paths, strict=True) if p is None]
     if missing:
         raise DataError(
@@ -333,21 +310,15 @@ def load_cifar10(folder: Path, split: str) -> ImageDataset:
 
 def mnist(root: Path, split: str) -> ImageDataset:
     """MNIST from ``<root>/mnist/`` (IDX files, raw or .gz)."""
-    from .layouts import LAYOUTS
-
     return load_idx_dataset("mnist", LAYOUTS["mnist"].require("mnist", root), split)
 
 
 def fashion_mnist(root: Path, split: str) -> ImageDataset:
     """Fashion-MNIST from ``<root>/fashion-mnist/`` (IDX files, raw or .gz)."""
-    from .layouts import LAYOUTS
-
     name = "fashion-mnist"
     return load_idx_dataset(name, LAYOUTS[name].require(name, root), split)
 
 
 def cifar10(root: Path, split: str) -> ImageDataset:
     """CIFAR-10 from ``<root>/cifar-10-batches-py/`` (python batches)."""
-    from .layouts import LAYOUTS
-
     return load_cifar10(LAYOUTS["cifar10"].require("cifar10", root), split)

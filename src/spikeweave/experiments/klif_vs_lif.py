@@ -9,7 +9,7 @@ reset, the reset path detached (``detach_reset=True``, recorded in the report; S
 Design (issue 17):
 
 - arms: LIF (the baseline), KLIF, and three ablations that isolate one KLIF ingredient each
-  (:mod:`.ablation_neurons`): PLIF (learnable τ), LIF with a ReLU-floored membrane, LIF with
+  (:mod:`..ablation_neurons`): PLIF (learnable τ), LIF with a ReLU-floored membrane, LIF with
   a learnable surrogate width;
 - tuning on validation (``val_fraction``), on a tuning seed apart from the evaluation seeds:
   every arm gets the same learning-rate grid; LIF also gets a surrogate-α sweep (KLIF learns
@@ -35,8 +35,8 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from .. import ablation_neurons
 from ..training import EpochMetrics, TrainConfig, load_run
-from . import ablation_neurons
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std

@@ -37,6 +37,7 @@ from .. import data as datasets
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, record_spikes, save_activity
 from ..tasks import DataSpec, Task, make_task
+from ..version import __version__
 from .callbacks import Callback
 from .checkpoint import (
     check_state_dtypes,
@@ -61,8 +62,6 @@ ACTIVITY_SAMPLES = 64
 
 def versions() -> dict[str, str]:
     """Versions of everything that can change a run's numbers."""
-    from .. import __version__
-
     return {
         "spikeweave": __version__,
         "python": sys.version.split()[0],

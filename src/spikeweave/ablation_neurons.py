@@ -18,9 +18,10 @@ Each neuron here isolates one ingredient:
   surrogate with ``α_eff = a·α``. It runs its own per-step loop under autograd
   (``custom_forward``), so its step time is not comparable with the fused arms.
 
-They live here, not in :mod:`spikeweave.neurons`, because they exist for this experiment;
-``NEURONS`` imports this module on its first lookup, so ``TrainConfig(neuron="plif")``,
-``--neuron plif`` and reloading a run that used one work without importing the experiment.
+They sit beside :mod:`spikeweave.neurons` (same floor), not in it, because they exist for the
+klif-vs-lif experiment; ``NEURONS`` imports this module on its first lookup, so
+``TrainConfig(neuron="plif")``, ``--neuron plif`` and reloading a run that used one work
+without importing any experiment.
 """
 
 from __future__ import annotations
@@ -30,11 +31,11 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
-from ..functional.dynamics import Dynamics, LIFDynamics
-from ..functional.neuron import reset
-from ..neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major
-from ..surrogate import Surrogate, heaviside
+from .errors import ConfigError
+from .functional.dynamics import Dynamics, LIFDynamics
+from .functional.neuron import reset
+from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major
+from .surrogate import Surrogate, heaviside
 
 __all__ = ["PLIFDynamics", "PLIF", "FlooredLIF", "LearnableWidthLIF", "learned_values"]
 
