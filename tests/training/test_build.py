@@ -30,7 +30,7 @@ def test_pool_avg_builds_the_conv_net_with_average_pooling_and_rebuilds_by_name(
     from torch import nn
 
     from spikeweave.training import Trainer, load_run
-    from spikeweave.training.build import model_from_config
+    from spikeweave.training.assembly import model_from_config
 
     def pools(model):
         return {type(m) for m in model.modules() if isinstance(m, nn.MaxPool2d | nn.AvgPool2d)}
@@ -51,7 +51,7 @@ def test_pool_avg_builds_the_conv_net_with_average_pooling_and_rebuilds_by_name(
     ],
 )
 def test_an_unknown_pool_or_a_pool_for_the_mlp_is_refused(values, words):
-    from spikeweave.training.build import model_from_config
+    from spikeweave.training.assembly import model_from_config
 
     with pytest.raises(ConfigError, match=words):
         model_from_config(TrainConfig(**values).validate())

@@ -2,6 +2,7 @@ import pytest
 
 from spikeweave.errors import ConfigError
 from spikeweave.training import TrainConfig, load_config
+from spikeweave.training.assembly import check_config
 
 
 def test_defaults_are_valid_and_round_trip_through_a_dict():
@@ -47,8 +48,23 @@ def test_missing_and_malformed_config_files_are_refused(tmp_path):
     ],
 )
 def test_invalid_values_give_a_clear_error(values, match):
+    # Values are TrainConfig.validate's; names are checked against the registries by the
+    # assembly's check_config (which validates first).
     with pytest.raises(ConfigError, match=match):
-        TrainConfig.from_dict(values).validate()
+        check_config(TrainConfig.from_dict(values))
+
+
+def test_the_config_module_is_a_leaf_that_imports_no_registry():
+    import ast
+
+    import spikeweave.training.config as module
+
+    tree = ast.parse(open(module.__file__).read())
+    imported = {
+        node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level
+    }
+    assert imported == {"errors", "options"}
+    TrainConfig(neuron="no-such-neuron", method="no-such-method").validate()  # names: not here
 
 
 def test_wrong_type_is_refused():

@@ -5,15 +5,15 @@ and steps in the graph's metadata. ``import_run("model.nir", OUT_DIR)`` writes a
 that :func:`~spikeweave.training.load_run` and ``spikeweave eval`` accept: the graph must be an
 MLP that a :class:`~spikeweave.training.TrainConfig` can describe (``model = "mlp"``,
 ``batch_norm = false``, one neuron type with one set of parameters), because ``load_run``
-rebuilds the network from the config. Its checkpoint is written by the trainer's own
-``save_checkpoint`` at epoch 0 (no epoch trained here), so ``spikeweave train --resume OUT_DIR
---epochs N`` fine-tunes it as well.
+rebuilds the network from the config. The run's parts come from
+:func:`~spikeweave.training.assemble` and the directory is written by
+:func:`~spikeweave.training.save_run` at epoch 0 (no epoch trained here), so ``spikeweave train
+--resume OUT_DIR --epochs N`` fine-tunes it as well.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -125,7 +125,7 @@ def import_run(
     the same outputs as :func:`~spikeweave.export.from_nir` of the graph (checked here).
     """
     from .. import data
-    from ..training import RunDir, TrainConfig, Trainer
+    from ..training import RunDir, TrainConfig, assemble, save_run
 
     graph = read_graph(path)
     step = _graph_dt(graph, dt)
@@ -166,10 +166,10 @@ def import_run(
         notes={"imported_from": str(path), "dt_s": step},
         **fields,
     )
-    trainer = Trainer(config, run_dir=rundir.path, progress=False)
+    parts = assemble(config)
     targets = [
         m.module
-        for m in trainer.model.children()
+        for m in parts.model.children()
         if isinstance(m, TimeFolded) and isinstance(m.module, nn.Linear)
     ]
     with torch.no_grad():
@@ -177,21 +177,18 @@ def import_run(
             dst.weight.copy_(src.weight)
             # A NIR Linear has no bias: zero is exact (x + 0 == x).
             dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
-    trainer.model.eval()
-    _check_same(from_nir(graph, dt=step), trainer.model, tuple(info.input_shape), int(steps))
+    parts.model.eval()
+    _check_same(from_nir(graph, dt=step), parts.model, tuple(info.input_shape), int(steps))
     rundir.create()
     with rundir.lock():
-        rundir.write_json(RunDir.CONFIG, trainer.config.to_dict())
-        rundir.write_metrics([])
-        trainer.save_checkpoint()
-        shutil.copyfile(path, rundir / "model.nir")
         record = {
             "source": str(path),
             "dt_s": step,
             "nodes": {k: type(n).__name__ for k, n in graph.nodes.items()},
             "epochs_trained_here": 0,
         }
-        rundir.write_json(IMPORT_RECORD, json.loads(json.dumps(record)))
+        records = {IMPORT_RECORD: json.loads(json.dumps(record))}
+        save_run(rundir, parts, records=records, files={"model.nir": path})
     return rundir.path
 
 

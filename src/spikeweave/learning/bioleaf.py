@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -528,6 +528,9 @@ class BioLeaF(TrainingMethod):
     def __init__(self, options: Any = None) -> None:
         super().__init__(options)
         check_options(self.options)
+        # (schedule, gamma, epochs, batches per epoch) of the run being trained: method state,
+        # saved in the checkpoint's method_state (state_dict) and restored on resume.
+        self.schedule: tuple[str, float, int, int] | None = None
 
     def model_fields(self) -> frozenset[str] | None:
         """The microcircuit reads the model (which must be ``mlp``) and its hidden sizes."""
@@ -549,14 +552,31 @@ class BioLeaF(TrainingMethod):
 
     def configure_optimizers(self, model, config, steps_per_epoch):
         """No optimizer; remembers the run's length for the learning-rate schedule."""
-        self._schedule = (config.schedule, config.gamma, config.epochs, steps_per_epoch)
+        self.schedule = (config.schedule, config.gamma, config.epochs, steps_per_epoch)
         return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The local rules' learning-rate schedule (empty before ``configure_optimizers``)."""
+        return {} if self.schedule is None else {"schedule": list(self.schedule)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the schedule; a run resumed with more epochs keeps its new length (as the
+        trainer stretches a cosine optimizer schedule)."""
+        unknown = sorted(set(state) - {"schedule"})
+        if unknown:
+            raise ValueError(f"unexpected method state {unknown}")
+        if "schedule" not in state:
+            return
+        kind, gamma, epochs, per_epoch = state["schedule"]
+        if self.schedule is not None:
+            epochs = max(int(epochs), self.schedule[2])
+        self.schedule = (str(kind), float(gamma), int(epochs), int(per_epoch))
 
     def lr_scale(self, batches_seen: int) -> float:
         """The config's schedule applied to the local rules' learning rates, over the learning
         phase: ``cosine`` decays to 0 at the last batch, ``exponential`` multiplies by
         ``gamma`` per epoch, ``constant`` keeps 1."""
-        schedule = getattr(self, "_schedule", None)
+        schedule = self.schedule
         if schedule is None:
             return 1.0
         kind, gamma, epochs, per_epoch = schedule

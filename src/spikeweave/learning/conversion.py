@@ -202,7 +202,7 @@ def convert_from_config(
     Returns ``(snn, snn_config, λ per layer)``; ``model_from_config(snn_config)`` +
     ``load_state_dict(snn.state_dict())`` rebuilds the converted network.
     """
-    from ..training.build import model_from_config
+    from ..training.assembly import model_from_config
 
     if ann_config.spiking:
         raise ConfigError("convert_from_config needs the ANN's config (model 'ann' / 'ann-mlp')")

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, InputError
+from ..training.assembly import TRAIN_TRANSFORMS
 
 __all__ = [
     "TRIGGER_KINDS",
@@ -357,3 +358,17 @@ def heldout_triggers(trigger: torch.Tensor, count: int = 51, seed: int = 0) -> t
                           f"{len(out)} black-and-white variants; ask for fewer")  # fmt: skip
     c, s = trigger.shape[0], trigger.shape[-1]
     return torch.stack(out).view(count, 1, s, s).expand(count, c, s, s).contiguous()
+
+
+class _Poisoning:
+    """The ``poison_*`` config fields as a training-split transform of the assembly."""
+
+    check = staticmethod(check_poison_config)  # also with fraction 0: never ignore a typo
+    apply = staticmethod(poison_from_config)
+
+    @staticmethod
+    def applies(cfg: Any) -> bool:
+        return cfg.poison_fraction > 0
+
+
+TRAIN_TRANSFORMS.register("backdoor", _Poisoning(), help="BadNets poisoning (poison_* fields)")

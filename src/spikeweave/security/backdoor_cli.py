@@ -16,8 +16,8 @@ Plain functions; ``spikeweave/cli.py`` wires them to the command line.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -243,20 +243,16 @@ def scan_command(
 
 def _save_defended(run: Any, model: nn.Module, path: Path, note: dict[str, Any]) -> Path:
     """A copy of ``run``'s directory files with ``model``'s weights in its checkpoint."""
-    from ..training.checkpoint import save_checkpoint
+    from ..training.run import read_training_checkpoint, save_run
     from ..training.rundir import RunDir
-    from ..training.trainer import read_training_checkpoint
 
     tensors, meta = read_training_checkpoint(Path(run.path) / RunDir.CHECKPOINT)
     inner = getattr(model, "model", model)
-    tensors = {k: v for k, v in tensors.items() if not k.startswith("model/")}
-    tensors.update({f"model/{k}": v for k, v in inner.state_dict().items()})
-    path.mkdir(parents=True, exist_ok=True)
-    for name in (RunDir.CONFIG, RunDir.METRICS):
-        if (Path(run.path) / name).is_file():
-            shutil.copyfile(Path(run.path) / name, path / name)
-    save_checkpoint(path / RunDir.CHECKPOINT, tensors, meta)
-    atomic_write_bytes(path / "defense.json", json.dumps(note, indent=2).encode())
+    defended = replace(run, model=inner)
+    history, wall = meta["history"], meta["wall_time_s"]
+    save_run(
+        path, defended, run.epoch, history, wall, {"defense.json": note}, carry=(tensors, meta)
+    )
     return path
 
 

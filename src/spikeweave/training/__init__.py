@@ -1,10 +1,10 @@
 """Training: configuration, the trainer, the method seam, run directories and checkpoints."""
 
+from .assembly import Assembly, assemble, model_from_config
 from .build import (
     Optimization,
     default_model,
     default_optimization,
-    model_from_config,
     neuron_factory,
 )
 from .callbacks import Callback, EpochMetrics, PlateauStop
@@ -20,12 +20,13 @@ from .methods import (
     gradient_step,
     make_method,
 )
-from .run import Run, load_run
+from .run import Run, load_run, save_run, versions
 from .rundir import RunDir
-from .trainer import Trainer, versions
+from .trainer import Trainer
 
 __all__ = [
     "METHODS",
+    "Assembly",
     "Callback",
     "EpochMetrics",
     "NoOptions",
@@ -38,6 +39,7 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "TrainingMethod",
+    "assemble",
     "default_model",
     "default_optimization",
     "flush_denormal",
@@ -49,5 +51,6 @@ __all__ = [
     "model_from_config",
     "neuron_factory",
     "save_checkpoint",
+    "save_run",
     "versions",
 ]

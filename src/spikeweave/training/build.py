@@ -1,7 +1,7 @@
 """A run's parts from its config: neurons, the default model, the optimizer and its schedule.
 
 Methods call these from their hooks (``build_model``, ``configure_optimizers``) to start from
-the defaults and change only what they own.
+the defaults and change only what they own; :mod:`.assembly` puts a run together from them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ __all__ = [
     "neuron_factory",
     "default_model",
     "default_optimization",
-    "model_from_config",
 ]
 
 # Config fields a neuron constructor may take -> the constructor's parameter name.
@@ -134,19 +133,3 @@ def default_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: in
     else:
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return Optimization(optimizer, scheduler)
-
-
-def model_from_config(cfg: TrainConfig) -> nn.Module:
-    """The config's default model for its named dataset, initialised from ``cfg.seed``.
-
-    For a method's own network or injected data use the method's ``build_model`` (as the
-    trainer and :func:`~spikeweave.training.load_run` do).
-    """
-    from .. import data
-    from ..tasks import DataSpec, make_task
-
-    info = data.info(cfg.dataset)
-    spec = DataSpec(tuple(info.input_shape), info.num_classes, info.temporal)
-    task = make_task(cfg.task or "classification", spec, cfg.loss, cfg.spiking, cfg.rate_scale)
-    torch.manual_seed(cfg.seed)
-    return default_model(cfg, task)

@@ -9,7 +9,9 @@ A :class:`TrainingMethod` owns exactly what it changes and nothing else:
   ``None`` for a local rule that updates weights itself under ``torch.no_grad()``;
 - ``loss(task)``: a named loss when it trains on something other than the task's loss;
 - ``callbacks()``: callbacks it brings to every run (e.g. BioLeaF's apical mismatch);
-- ``train_step(ctx, x, y) -> (output, loss)``: how one batch changes the model.
+- ``train_step(ctx, x, y) -> (output, loss)``: how one batch changes the model;
+- ``state_dict()`` / ``load_state_dict(state)``: what the method itself carries from batch to
+  batch (default: nothing), saved in the checkpoint's ``method_state`` and restored on resume.
 
 The trainer owns the rest (data order, evaluation, checkpoints, run records). Methods register
 in ``METHODS`` beside their definition; ``make_method(name, options)`` builds one.
@@ -130,6 +132,19 @@ class TrainingMethod:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Update the model on one batch; return ``(output [T, B, ...], loss)``, detached."""
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The method's own state between batches (nested dicts/lists of tensors, numbers,
+        strings), saved in every checkpoint. Default: none. Options are not state: they are
+        in the config."""
+        return {}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned. Called on resume after
+        :meth:`configure_optimizers`, so a method may keep what the (possibly extended) run
+        set there. Default: accepts only the empty state."""
+        if state:
+            raise ValueError(f"method {self.name!r} has no state, got keys {sorted(state)}")
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self.options_dict().items())

@@ -1,33 +1,182 @@
-"""``load_run``: a trained model back from its run directory, without datasets or optimizers.
+"""Runs saved and loaded in one place: ``save_run`` writes a run directory, ``load_run`` reads
+one back as a trained model, without datasets or optimizers.
 
 >>> run = spikeweave.load_run("runs/mnist5k-convnet-lif-bptt-T4-s0-20261130-120000")
 >>> run.predict(images)                  # [B, 1, 28, 28] -> class indices [B]
 >>> run.evaluate("test")["accuracy"]     # equals summary.json's test_accuracy
 
-Used by ``spikeweave eval``, attacks, export and anything else that needs a trained model.
+The trainer (every epoch), NIR import and the backdoor defense write with :func:`save_run`;
+``spikeweave eval``, attacks, export and anything else that needs a trained model read with
+:func:`load_run`. Both rebuild parts only through :func:`~.assembly.assemble`.
 """
 
 from __future__ import annotations
 
+import platform
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from .. import data as datasets
-from ..errors import DataError, InputError
+from ..errors import CheckpointError, DataError, InputError
 from ..losses import Loss
-from ..tasks import DataSpec, Task, make_task
+from ..tasks import DataSpec, Task
+from ..version import __version__
+from .assembly import Assembly, assemble
+from .checkpoint import (
+    check_state_dtypes,
+    flatten_state,
+    load_checkpoint,
+    save_checkpoint,
+    unflatten_state,
+    validate_training_meta,
+)
 from .config import TrainConfig
 from .evaluation import SPLITS, encode_batch, evaluate_model, split_validation
-from .methods import TrainingMethod, make_method
+from .methods import TrainingMethod
 from .rundir import RunDir
-from .trainer import load_model_state, read_training_checkpoint
 
-__all__ = ["Run", "load_run"]
+__all__ = [
+    "Run",
+    "load_run",
+    "save_run",
+    "write_checkpoint",
+    "read_training_checkpoint",
+    "load_model_state",
+    "load_method_state",
+    "versions",
+]
+
+
+def versions() -> dict[str, str]:
+    """Versions of everything that can change a run's numbers."""
+    return {
+        "spikeweave": __version__,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "torch_threads": str(torch.get_num_threads()),
+    }
+
+
+def write_checkpoint(
+    path: str | Path,
+    parts: Assembly | Run,
+    epoch: int = 0,
+    history: Sequence[dict[str, Any]] = (),
+    wall_time_s: float = 0.0,
+    carry: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+) -> Path:
+    """Write the training checkpoint of ``parts`` at ``epoch`` atomically to ``path``.
+
+    It holds the model's weights, the optimizer's and scheduler's state (``None`` where the
+    parts have none) and the method's :meth:`~.methods.TrainingMethod.state_dict` in
+    ``method_state``. ``carry`` (a checkpoint read by :func:`read_training_checkpoint`) keeps
+    that checkpoint's optimizer, scheduler and method state instead: for weights changed
+    outside training (a defense), so the run still resumes where it was.
+    """
+    config, task, method = parts.config, parts.task, parts.method
+    tensors = {f"model/{k}": v for k, v in parts.model.state_dict().items()}
+    meta: dict[str, Any] = {
+        "kind": "spikeweave-training-state",
+        "epoch": epoch,
+        "config": config.to_dict(),
+        "history": list(history),
+        "wall_time_s": wall_time_s,
+        "optimizer": None,
+        "scheduler": None,
+        "method_state": None,
+        "task": task.name,
+        "method": config.method,
+        "data_spec": task.spec.to_dict(),
+        "versions": versions(),
+    }
+    if carry is not None:
+        old_tensors, old_meta = carry
+        for key in ("optimizer", "scheduler", "method_state"):
+            meta[key] = old_meta.get(key)
+        prefixes = ("optimizer/", "scheduler/", "method/")
+        tensors.update({k: v for k, v in old_tensors.items() if k.startswith(prefixes)})
+    else:
+        states = {
+            "optimizer": getattr(parts, "optimizer", None),
+            "scheduler": getattr(parts, "scheduler", None),
+        }
+        for key, obj in states.items():
+            if obj is not None:
+                obj_tensors, meta[key] = flatten_state(key, obj.state_dict())
+                tensors.update(obj_tensors)
+        method_tensors, meta["method_state"] = flatten_state("method", method.state_dict())
+        tensors.update(method_tensors)
+    return save_checkpoint(Path(path), tensors, meta)
+
+
+def save_run(
+    run_dir: str | Path | RunDir,
+    parts: Assembly | Run,
+    epoch: int = 0,
+    history: Sequence[dict[str, Any]] = (),
+    wall_time_s: float = 0.0,
+    records: Mapping[str, Any] | None = None,
+    files: Mapping[str, str | Path] | None = None,
+    carry: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None,
+) -> Path:
+    """Write the run directory ``run_dir`` (created if needed) for ``parts`` at ``epoch``:
+    ``config.json``, ``metrics.jsonl`` (``history``) and the checkpoint
+    (:func:`write_checkpoint`, which ``carry`` is passed to), then each of ``records``
+    (file name -> JSON value) and a copy of each of ``files`` (file name -> source path).
+    Every file is written atomically; returns the directory's path. The caller holds the
+    directory's lock when another process could train it.
+    """
+    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    rundir.create()
+    rundir.write_json(RunDir.CONFIG, parts.config.to_dict())
+    write_checkpoint(rundir / RunDir.CHECKPOINT, parts, epoch, history, wall_time_s, carry)
+    rundir.write_metrics(history)
+    for name, value in (records or {}).items():
+        rundir.write_json(name, value)
+    for name, source in (files or {}).items():
+        rundir.copy_in(name, source)
+    return rundir.path
+
+
+def read_training_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a training checkpoint, the metadata checked against its schema."""
+    tensors, meta = load_checkpoint(path)
+    return tensors, validate_training_meta(meta, path, tensors=tensors)
+
+
+def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load the checkpoint's ``model/`` tensors into ``model``; refuse missing, extra, reshaped
+    or re-typed weights (an int64 or float16 weight is never silently cast)."""
+    state = {k: v for k, v in tensors.items() if k.startswith("model/")}
+    check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
+    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})
+
+
+def load_method_state(
+    method: TrainingMethod, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path
+) -> None:
+    """Restore the method's state from the checkpoint's ``method_state``; a checkpoint written
+    before methods had state (no ``method_state``, or ``None``) leaves the method as built."""
+    structure = meta.get("method_state")
+    if structure is None:
+        return
+    try:
+        method.load_state_dict(unflatten_state(tensors, structure))
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"{path}: the method state does not match method {method.name!r}: {msg}"
+        ) from None
 
 
 @dataclass
@@ -118,26 +267,13 @@ def load_run(run_dir: str | Path, method: TrainingMethod | None = None) -> Run:
     path = rundir / RunDir.CHECKPOINT
     tensors, meta = read_training_checkpoint(path)
     config = TrainConfig.from_dict(meta["config"], source=str(path))
-    config.validate(
-        check_method=method is None, check_dataset=not isinstance(meta.get("data_spec"), dict)
-    )
-    if method is None:
-        method = make_method(config.method, config.method_options)
     spec_dict = meta.get("data_spec")
     spec = DataSpec.from_dict(spec_dict) if isinstance(spec_dict, dict) else None
-    if spec is None:
-        info = datasets.info(config.dataset)
-        spec = DataSpec(tuple(info.input_shape), info.num_classes, info.temporal)
-    task = make_task(
-        meta.get("task") or config.task or "classification",
-        spec,
-        loss=config.loss,
-        spiking=config.spiking,
-        rate_scale=config.rate_scale,
-    )
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = method.build_model(config, task)
-    load_model_state(model, tensors, path)
-    model.eval()
-    return Run(rundir.path, config, model, task, method, int(meta["epoch"]))
+        parts = assemble(
+            config, None, method, with_data=False, spec=spec, task_name=meta.get("task")
+        )
+    load_model_state(parts.model, tensors, path)
+    load_method_state(parts.method, tensors, meta, path)
+    parts.model.eval()
+    return Run(rundir.path, parts.config, parts.model, parts.task, parts.method, int(meta["epoch"]))

@@ -118,6 +118,14 @@ class RunDir:
         atomic_write_bytes(path, text.encode())
         return path
 
+    def copy_in(self, name: str, source: str | Path) -> Path:
+        """A copy of the file ``source`` as ``name`` in the run, written atomically."""
+        try:
+            content = Path(source).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read {source}: {exc.strerror or exc}") from None
+        return atomic_write_bytes(self.path / name, content)
+
     # -- reading ------------------------------------------------------------------------------
     def read_json(self, name: str) -> dict[str, Any]:
         """A JSON object file of the run; ``DataError`` naming it if missing or malformed."""

@@ -20,81 +20,42 @@ uninterrupted run would have done. Evaluation draws from its own seeded stream.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import platform
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from .. import data as datasets
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, record_spikes, save_activity
-from ..tasks import DataSpec, Task, make_task
-from ..version import __version__
+from .assembly import assemble, data_spec
 from .callbacks import Callback
-from .checkpoint import (
-    check_state_dtypes,
-    flatten_state,
-    load_checkpoint,
-    save_checkpoint,
-    unflatten_state,
-    validate_training_meta,
-)
-from .config import TrainConfig, check_model_fields
+from .checkpoint import unflatten_state
+from .config import TrainConfig
 from .denormal import flush_denormal
 from .distributed import Distributed, from_environment
-from .evaluation import averages, encode_batch, evaluation_sums, split_validation
-from .methods import StepContext, TrainingMethod, make_method
+from .evaluation import averages, encode_batch, evaluation_sums
+from .methods import StepContext, TrainingMethod
 from .progress import EpochProgress
+from .run import (
+    load_method_state,
+    load_model_state,
+    read_training_checkpoint,
+    save_run,
+    versions,
+    write_checkpoint,
+)
 from .rundir import RunDir
 
 __all__ = ["Trainer", "versions", "data_spec"]
+# versions, data_spec, read_training_checkpoint and load_model_state are re-exported here for
+# code that imported them from the trainer before they moved to .run and .assembly.
+_MOVED = (data_spec, versions, read_training_checkpoint, load_model_state)
 
 ACTIVITY_SAMPLES = 64
-
-
-def versions() -> dict[str, str]:
-    """Versions of everything that can change a run's numbers."""
-    return {
-        "spikeweave": __version__,
-        "python": sys.version.split()[0],
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "platform": platform.platform(),
-        "torch_threads": str(torch.get_num_threads()),
-    }
-
-
-def data_spec(config: TrainConfig, task_name: str, train_set: Dataset, injected: bool) -> DataSpec:
-    """Input shape and number of outputs for ``task_name``: shapes from the dataset catalog for
-    a named dataset, else (injected data) from the first training sample; outputs are the
-    classes (classification), the target's size (regression) or the pixels (reconstruction)."""
-    info = datasets.DATASETS.get(config.dataset)
-    if len(train_set) == 0:  # type: ignore[arg-type]
-        raise InputError("the training dataset is empty")
-    temporal = bool(info is not None and info.temporal)
-    if info is not None and not injected:
-        shape = tuple(info.input_shape)
-    else:
-        x0 = torch.as_tensor(train_set[0][0])
-        shape = tuple(x0.shape[1:] if temporal else x0.shape)
-    if task_name == "reconstruction":
-        outputs = math.prod(shape)
-    elif task_name == "regression":
-        outputs = max(1, torch.as_tensor(train_set[0][1]).numel())
-    elif info is not None and tuple(info.input_shape) == shape:
-        outputs = info.num_classes
-    else:
-        labels = [int(train_set[i][1]) for i in range(len(train_set))]  # type: ignore[arg-type]
-        outputs = max(labels) + 1
-    return DataSpec(shape, outputs, temporal)
 
 
 class Trainer:
@@ -126,48 +87,17 @@ class Trainer:
         distributed: Distributed | None = None,
     ) -> None:
         self.dist = distributed if distributed is not None else from_environment()
-        config = dataclasses.replace(config)
-        if isinstance(method, TrainingMethod):
-            config.method, config.method_options = method.name, method.options_dict()
-        elif method is not None:
-            config.method, config.method_options = method, {}
-        self.config = config.validate(
-            check_method=not isinstance(method, TrainingMethod), check_dataset=datasets is None
-        )
-        self.method = (
-            method
-            if isinstance(method, TrainingMethod)
-            else make_method(config.method, config.method_options)
-        )
-        # Every option is recorded, defaults included, so the run rebuilds the same method.
-        self.config.method_options = self.method.options_dict()
+        parts = assemble(config, datasets, method, world=self.dist.world)
+        self.parts = parts
+        self.config, self.method, self.task, self.model = (
+            parts.config, parts.method, parts.task, parts.model
+        )  # fmt: skip
+        self.train_set, self.val_set, self.test_set = parts.train_set, parts.val_set, parts.test_set
+        self.injected = parts.injected
+        self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
+        self.steps_per_epoch = parts.steps_per_epoch
         self.callbacks = [*callbacks, *self.method.callbacks()]
         self.progress = progress
-        self.train_set, self.test_set = self._datasets(datasets)
-        self.injected = datasets is not None
-        task_name = config.task or "classification"
-        self.train_set, self.val_set = split_validation(
-            self.train_set, config.val_fraction, stratify=task_name == "classification"
-        )
-        self.task: Task = make_task(
-            task_name,
-            data_spec(config, task_name, self.train_set, self.injected),
-            loss=config.loss,
-            spiking=config.spiking,
-            rate_scale=config.rate_scale,
-        )
-        if config.poison_fraction > 0:  # a backdoored run: only the training part is poisoned
-            from ..security.backdoor import poison_from_config
-
-            num_classes = self.task.spec.num_outputs if task_name == "classification" else None
-            self.train_set = poison_from_config(config, self.train_set, num_classes)
-        check_model_fields(config, self.method.model_fields(), self.method.name or "custom")
-        torch.manual_seed(config.seed)
-        self.model = self.method.build_model(self.config, self.task)
-        self.steps_per_epoch = self._steps_per_epoch()
-        opt = self.method.configure_optimizers(self.model, self.config, self.steps_per_epoch)
-        self.optimizer = opt.optimizer if opt is not None else None
-        self.scheduler = opt.scheduler if opt is not None else None
         self._net = self._parallel(self.model)
         self.loss = self.method.loss(self.task)
         self.epoch = 0
@@ -177,17 +107,6 @@ class Trainer:
         if run_dir is None:  # every process writes (rank 0) or reads the same directory
             run_dir = self.dist.broadcast(str(self._new_run_dir().path))
         self.rundir = RunDir(run_dir)
-
-    def _steps_per_epoch(self) -> int:
-        n, batch, world = len(self.train_set), self.config.batch_size, self.dist.world
-        if batch % world:
-            raise ConfigError(
-                f"batch_size {batch} must split evenly over {world} processes (it is the "
-                "global batch); choose a multiple of the process count"
-            )
-        if len(self.test_set) < world:
-            raise ConfigError(f"the test set has fewer samples than the {world} processes")
-        return math.ceil(math.ceil(n / world) / (batch // world))
 
     def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model as the training forward sees it: wrapped in DDP across processes."""
@@ -206,21 +125,6 @@ class Trainer:
     def run_dir(self) -> Path:
         """The run directory's path."""
         return self.rundir.path
-
-    def _datasets(self, given: tuple[Dataset, Dataset] | None) -> tuple[Dataset, Dataset]:
-        if given is not None:
-            if not (isinstance(given, tuple | list) and len(given) == 2):
-                raise InputError("datasets must be a pair (train, test) of map-style datasets")
-            return given[0], given[1]
-        cfg = self.config
-        info = datasets.info(cfg.dataset)
-        options: dict[str, Any] = {"root": cfg.data_root or None}
-        if info.temporal:
-            options["frames"] = cfg.steps  # event recordings are binned into T frames
-        return (
-            datasets.load(cfg.dataset, "train", **options),
-            datasets.load(cfg.dataset, "test", **options),
-        )
 
     def _new_run_dir(self) -> RunDir:
         cfg = self.config
@@ -386,8 +290,7 @@ class Trainer:
                 self.epoch = epoch
                 self.history.append(row)
                 if main:
-                    self.save_checkpoint()
-                    self.rundir.write_metrics(self.history)
+                    save_run(self.rundir, self, epoch, self.history, self.wall_time_s)
                 self.dist.barrier()  # every process sees the epoch's checkpoint before going on
                 bar.end_epoch(self._epoch_line(row))
                 if self.stop_reason is not None:
@@ -478,28 +381,10 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
-        """Write model, optimizer and scheduler state atomically (default: the run's latest)."""
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items()}
-        meta: dict[str, Any] = {
-            "kind": "spikeweave-training-state",
-            "epoch": self.epoch,
-            "config": self.config.to_dict(),
-            "history": self.history,
-            "wall_time_s": self.wall_time_s,
-            "optimizer": None,
-            "scheduler": None,
-            "task": self.task.name,
-            "method": self.config.method,
-            "data_spec": self.task.spec.to_dict(),
-            "versions": versions(),
-        }
-        for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
-            if obj is not None:
-                obj_tensors, meta[key] = flatten_state(key, obj.state_dict())
-                tensors.update(obj_tensors)
-        return save_checkpoint(
-            Path(path) if path else self.rundir / RunDir.CHECKPOINT, tensors, meta
-        )
+        """Write model, optimizer, scheduler and method state atomically (default: the run's
+        latest checkpoint)."""
+        target = Path(path) if path else self.rundir / RunDir.CHECKPOINT
+        return write_checkpoint(target, self, self.epoch, self.history, self.wall_time_s)
 
     @classmethod
     def resume(
@@ -542,8 +427,11 @@ class Trainer:
         return trainer
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore model, optimizer, scheduler and history from a loaded checkpoint."""
-        load_model_state(self.model, tensors, self.rundir / RunDir.CHECKPOINT)
+        """Restore model, optimizer, scheduler, method state and history from a loaded
+        checkpoint (one without ``method_state``, written before methods had state, leaves the
+        method as built)."""
+        path = self.rundir / RunDir.CHECKPOINT
+        load_model_state(self.model, tensors, path)
         try:
             for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
                 if obj is not None:
@@ -553,6 +441,7 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint's optimizer state does not match the configured run: {msg}"
             ) from None
+        load_method_state(self.method, tensors, meta, path)
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
         self.wall_time_s = float(meta["wall_time_s"])
@@ -577,17 +466,3 @@ def _out_of_memory_advice(config: TrainConfig, where: str) -> Iterator[None]:
             f"batch size {config.eval_batch_size}); lower --steps, --batch-size or "
             "eval_batch_size"
         ) from None
-
-
-def read_training_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Tensors and metadata of a training checkpoint, the metadata checked against its schema."""
-    tensors, meta = load_checkpoint(path)
-    return tensors, validate_training_meta(meta, path, tensors=tensors)
-
-
-def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Load the checkpoint's ``model/`` tensors into ``model``; refuse missing, extra, reshaped
-    or re-typed weights (an int64 or float16 weight is never silently cast)."""
-    state = {k: v for k, v in tensors.items() if k.startswith("model/")}
-    check_state_dtypes({f"model/{k}": v for k, v in model.state_dict().items()}, state, path)
-    model.load_state_dict({k[len("model/") :]: v for k, v in state.items()})
