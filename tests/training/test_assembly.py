@@ -10,6 +10,7 @@ import torch
 
 from spikeweave.errors import CheckpointError, ConfigError
 from spikeweave.training import (
+    Callback,
     SurrogateBPTT,
     TrainConfig,
     Trainer,
@@ -89,18 +90,30 @@ def test_method_state_is_saved_in_the_checkpoint_and_restored_on_resume(tmp_path
     assert resumed.method.steps_taken == 2 * taken
 
 
+class _StopError(Exception):
+    pass
+
+
+class StopAfterOne(Callback):
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == 2:
+            raise _StopError
+
+
 def test_a_checkpoint_written_without_method_state_still_resumes_to_the_same_weights(tmp_path):
     cfg = tiny(tmp_path, epochs=2)
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
     full.fit()
-    old = Trainer(tiny(tmp_path, epochs=1), run_dir=tmp_path / "old", progress=False)
-    old.fit()
+    old = Trainer(cfg, run_dir=tmp_path / "old", progress=False, callbacks=[StopAfterOne()])
+    with pytest.raises(_StopError):
+        old.fit()
     path = tmp_path / "old" / "checkpoint.safetensors"
     tensors, meta = load_checkpoint(path)
     del meta["method_state"]  # as every checkpoint written before methods had state
     tensors = {k: v for k, v in tensors.items() if not k.startswith("method/")}
     save_checkpoint(path, tensors, meta)
-    resumed = Trainer.resume(tmp_path / "old", progress=False, epochs=2)
+    resumed = Trainer.resume(tmp_path / "old", progress=False)
+    assert resumed.epoch == 1
     resumed.fit()
     for k, v in full.model.state_dict().items():
         assert torch.equal(v, resumed.model.state_dict()[k]), k
