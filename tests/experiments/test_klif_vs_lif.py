@@ -8,14 +8,14 @@ import json
 import pytest
 import torch
 
-from spikeweave.errors import ConfigError
-from spikeweave.experiments import run_experiment
 from spikeweave.ablation_neurons import (
     PLIF,
     FlooredLIF,
     LearnableWidthLIF,
     learned_values,
 )
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import run_experiment
 from spikeweave.neurons import KLIF, LIF, NEURONS
 from spikeweave.surrogate import Sigmoid
 
