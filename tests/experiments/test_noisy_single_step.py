@@ -16,15 +16,6 @@ def test_steps_within_picks_the_smallest_steps():
     assert noisy_exp.steps_within(acc, 0.95) is None
 
 
-def test_threshold_part_holds_only_when_the_interval_clears_the_threshold():
-    held = noisy_exp.threshold_part("t", [0.80, 0.82, 0.79, 0.81], 0.65, "%", scale=100)
-    assert held.status == "held" and held.interval[0] > 65 and held.p_value < 0.05
-    below = noisy_exp.threshold_part("t", [0.1, 0.2, 0.15, 0.12], 0.65, "%", scale=100)
-    assert below.status == "not held"
-    mixed = noisy_exp.threshold_part("t", [0.3, 0.9, 0.6, math.inf], 0.65, "%", scale=100)
-    assert mixed.status == "inconclusive" and mixed.n == 3 and "left out" in mixed.test
-
-
 def test_full_settings_fit_the_issue():
     exp = EXPERIMENTS.get("noisy-single-step")()
     mlp, conv = exp.settings(quick=False)

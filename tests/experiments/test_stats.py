@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats as sstats
@@ -16,6 +18,7 @@ from spikeweave.experiments.stats import (
     mcnemar,
     paired_difference,
     paired_part,
+    threshold_part,
 )
 
 
@@ -95,3 +98,12 @@ def test_a_part_paired_over_timing_rounds_says_so_in_its_test_name():
                        pairs="interleaved timing rounds")  # fmt: skip
     assert part.test == "paired t-test over interleaved timing rounds" and part.n == 3
     assert paired_part("acc", [0.9, 0.8], [0.7, 0.75], "points").test.endswith("over seeds")
+
+
+def test_threshold_part_holds_only_when_the_interval_clears_the_threshold():
+    held = threshold_part("t", [0.80, 0.82, 0.79, 0.81], 0.65, "%", scale=100)
+    assert held.status == "held" and held.interval[0] > 65 and held.p_value < 0.05
+    below = threshold_part("t", [0.1, 0.2, 0.15, 0.12], 0.65, "%", scale=100)
+    assert below.status == "not held"
+    mixed = threshold_part("t", [0.3, 0.9, 0.6, math.inf], 0.65, "%", scale=100)
+    assert mixed.status == "inconclusive" and mixed.n == 3 and "left out" in mixed.test

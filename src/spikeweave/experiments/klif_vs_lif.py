@@ -28,21 +28,26 @@ Design (issue 17):
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from .. import ablation_neurons
-from ..training import EpochMetrics, TrainConfig, load_run
+from ..training import EpochMetrics, TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
-from .selection import BestValPredictions, best_val_row, run_record
+from .selection import BestValPredictions, read_records, run_record
 from .stats import HELD, mcnemar, overall, paired_part
-from .timing import case_from_run, time_arms
+from .timing import (
+    TIMING_COLUMNS,
+    cases_from_records,
+    cpu_overhead,
+    time_backends,
+    timing_results,
+    timing_rows,
+)
 from .tuning import TuneResult, sweep_lr_alpha_arms
 
 __all__ = ["KlifVsLif", "KlifSettings", "k_values", "settings_for"]
@@ -147,16 +152,9 @@ class KlifVsLif(Experiment):
         records = ctx.run_interleaved({arm: job(arm) for arm in s.arms})
 
         arms = list(s.arms)
-        histories = {a: [r["history"] for r in records[a]] for a in arms}
-        rows = {a: [best_val_row(h, "accuracy", True) for h in histories[a]] for a in arms}
-        acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}
-        correct = {a: [r["correct"] for r in records[a]] for a in arms}
-        n_test = records[BASELINE][0]["n_test"]
-        curves = {a: [[r["test_accuracy"] for r in h] for h in histories[a]] for a in arms}
-        step_ms = {
-            a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in histories[a]]
-            for a in arms
-        }
+        read = read_records(records)
+        histories, rows, acc, correct = read.histories, read.rows, read.accuracy, read.correct
+        curves, step_ms, n_test = read.curves, read.step_ms, read.n_test
         epoch_s = {a: [r["epoch_time_s"] for h in histories[a] for r in h[1:]] for a in arms}
         learned = {
             a: {k: [float(r[k]) for r in rows[a]] for k in rows[a][0] if "/" in k} for a in arms
@@ -166,13 +164,12 @@ class KlifVsLif(Experiment):
         # (the first seed's model of each arm, rebuilt from its folder): as shipped, then every
         # arm forced onto the fused PyTorch path (as shipped, the learnable-width LIF has no
         # compiled kernel; the cost part must not depend on which arm has one).
-        cases = {a: case_from_run(load_run(records[a][0]["run_dir"])) for a in arms}
-        timing = {
-            "as shipped": time_arms(cases, None, s.timing_rounds, s.timing_steps),
-            "torch (same backend)": time_arms(cases, "torch", s.timing_rounds, s.timing_steps),
-        }
+        timing = time_backends(
+            cases_from_records(records), {"as shipped": None, "torch (same backend)": "torch"},
+            s.timing_rounds, s.timing_steps,
+        )  # fmt: skip
         same = timing["torch (same backend)"]
-        ratio = np.array(same[METHOD].cpu_s) / np.array(same[BASELINE].cpu_s) - 1.0
+        ratio = cpu_overhead(same, METHOD, BASELINE)
 
         accuracy = paired_part(
             f"accuracy: {METHOD} ≥ tuned {BASELINE} (non-inferiority, margin {s.margin:g} points)",
@@ -181,7 +178,7 @@ class KlifVsLif(Experiment):
         cost = paired_part(
             f"cost: {METHOD} step time within +{s.cost_margin:g}% of {BASELINE}, same backend "
             "(fused PyTorch path), process CPU time",
-            list(ratio), [0.0] * len(ratio), "% extra", scale=100, margin=s.cost_margin,
+            ratio, [0.0] * len(ratio), "% extra", scale=100, margin=s.cost_margin,
             higher_is_claimed=False, pairs="interleaved timing rounds",
         )  # fmt: skip
         diagnostics = [
@@ -223,13 +220,6 @@ class KlifVsLif(Experiment):
                 learned_rows.append([a, layer, kind, fmt_pm(vals, digits=3), extra])
 
         tune_rows = [row for t in tuned.values() if t is not None for row in t.rows()]
-        timing_rows = [
-            [mode, a, ", ".join(sorted(set(t.resolved.values()))),
-             f"{1000 * statistics.median(t.wall_s):.2f}",
-             f"{1000 * statistics.median(t.cpu_s):.2f}"]
-            for mode, per in timing.items()
-            for a, t in per.items()
-        ]  # fmt: skip
 
         figures = [
             str(
@@ -349,8 +339,8 @@ class KlifVsLif(Experiment):
                 ),
                 Table(
                     "Step time on one training batch (median over interleaved rounds)",
-                    ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"],
-                    timing_rows,
+                    TIMING_COLUMNS,
+                    timing_rows(timing),
                 ),
             ],
             figures=figures,
@@ -372,9 +362,7 @@ class KlifVsLif(Experiment):
                 },
                 "tuning": {a: t.to_dict() for a, t in tuned.items() if t is not None},
                 "chosen": {a: configs[a].lr for a in arms},
-                "step_timing": {
-                    m: {a: t.to_dict() for a, t in per.items()} for m, per in timing.items()
-                },
+                "step_timing": timing_results(timing),
                 "detach_reset": base.detach_reset,
                 "n_test": n_test,
             },  # fmt: skip

@@ -29,17 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from .. import data as datasets
 from ..learning.gradient_fidelity import ESTIMATOR_ARMS, gradient_fidelity
 from ..learning.na import NAMethod, kernel_loss, na_network
-from ..training import Callback, PlateauStop, TrainConfig, Trainer
-from ..training.evaluation import eval_seed
+from ..training import PlateauStop, TrainConfig, Trainer
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
+from .selection import BestValPredictions, per_image
 from .stats import mcnemar, overall, paired_part
 from .timing import TimingCase, time_arms
 from .tuning import TuneResult, sweep_lr_alpha, tune
@@ -107,46 +106,23 @@ class Setting:
     """Epochs of each tuning run (seed :data:`~.tuning.TUNING_SEED`, best validation epoch)."""
 
 
-@torch.no_grad()
 def output_ties(trainer: Trainer) -> tuple[np.ndarray, np.ndarray]:
     """``(correct, tied)`` per test image for ``trainer.model`` now: the prediction is right,
     and the largest output spike count is shared by two or more classes (including no output
-    spikes at all) — the trainer's argmax then picks the lowest such class."""
-    model, cfg = trainer.model, trainer.config
-    was_training = model.training
-    model.eval()
-    correct, tied = [], []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(eval_seed(cfg))
-        for x, y in DataLoader(trainer.test_set, batch_size=cfg.eval_batch_size):
-            out = model(trainer.encode(x))
-            counts = out.sum(0)  # [B, classes]
-            top = counts.max(-1, keepdim=True).values
-            tied.append(((counts == top).sum(-1) > 1).numpy())
-            pred = trainer.task.predict(out)
-            correct.append((pred.cpu() == torch.as_tensor(y)).numpy())
-    model.train(was_training)
-    return np.concatenate(correct), np.concatenate(tied)
+    spikes at all) — the trainer's argmax then picks the lowest such class
+    (:func:`~.selection.per_image`)."""
+    found = per_image(trainer.model, trainer.task, trainer.test_set, trainer.config, ties=True)
+    assert found.tied is not None
+    return found.correct, found.tied
 
 
-class BestValOutputs(Callback):
+class BestValOutputs(BestValPredictions):
     """Per-image test correctness and output ties at the best validation epoch (the earliest
-    on ties), for McNemar's test and the tie rate. Like the machinery's
-    :class:`~spikeweave.experiments.selection.BestValPredictions`, plus the ties."""
+    on ties), for McNemar's test and the tie rate: the machinery's
+    :class:`~spikeweave.experiments.selection.BestValPredictions` with ``ties``."""
 
     def __init__(self) -> None:
-        self.correct: np.ndarray | None = None
-        self.tied: np.ndarray | None = None
-        self.epoch = 0
-        self._best: float | None = None
-
-    def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
-        value = row.get(f"val_{trainer.task.metric}")
-        if value is not None and self._best is not None and not value > self._best:
-            return
-        self._best = value
-        self.correct, self.tied = output_ties(trainer)
-        self.epoch = epoch
+        super().__init__(ties=True)
 
 
 @dataclass

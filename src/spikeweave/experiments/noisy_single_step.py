@@ -41,7 +41,6 @@ from typing import Any
 import numpy as np
 import safetensors.torch
 import torch
-from scipy import stats as sps
 from torch import nn
 
 from .. import data as datasets
@@ -55,7 +54,7 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, best_val_row
-from .stats import Part, decide, mcnemar, overall, paired_part
+from .stats import mcnemar, overall, paired_part, threshold_part
 from .timing import TimingCase, case_from_run, time_arms
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
@@ -63,7 +62,6 @@ __all__ = [
     "NoisySettings",
     "NoisySingleStepExperiment",
     "steps_within",
-    "threshold_part",
     "plot_accuracy_vs_time",
     "run_part",
     "CONVERSIONS",
@@ -141,36 +139,6 @@ def steps_within(accuracy: dict[int, float], target: float) -> int | None:
         if accuracy[T] >= target - 1e-12:
             return T
     return None
-
-
-def threshold_part(
-    name: str,
-    values: list[float],
-    threshold: float,
-    unit: str,
-    scale: float = 1.0,
-    claim_note: str = "",
-) -> Part:
-    """A part claiming the seeds' mean of ``values`` exceeds ``threshold``: mean with a 95%
-    t interval over seeds, one-sample t-test against the threshold (scipy); ``held`` when the
-    whole interval lies above it. Non-finite values (an arm that never got there) are left
-    out and counted in the test's name."""
-    vals = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
-    dropped = len(values) - vals.size
-    if vals.size == 0:
-        return Part(name, "inconclusive", math.nan, (math.nan, math.nan), unit,
-                    "no seed produced a value", None, 0)  # fmt: skip
-    m = float(vals.mean())
-    if vals.size > 1 and float(vals.std(ddof=1)) > 0:
-        half = float(sps.t.ppf(0.975, vals.size - 1)) * float(vals.std(ddof=1)) / vals.size**0.5
-        p = float(sps.ttest_1samp(vals, threshold).pvalue)
-        test = f"one-sample t-test over seeds against {threshold * scale:g}{claim_note}"
-    else:
-        half, p, test = 0.0, None, "no test (one seed or no spread)"
-    if dropped:
-        test += f"; {dropped} seed(s) without a value left out"
-    return decide(name, m * scale, ((m - half) * scale, (m + half) * scale), unit, test, p,
-                  int(vals.size), margin=-threshold * scale)  # fmt: skip
 
 
 def plot_accuracy_vs_time(

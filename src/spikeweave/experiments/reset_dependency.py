@@ -35,18 +35,24 @@ import statistics
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
 from ..errors import TrainingError
-from ..training import TrainConfig, load_run
+from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
-from .selection import BestValPredictions, best_val_row, run_record
+from .selection import BestValPredictions, read_records, run_record
 from .stats import area_under_log_curve, mcnemar, overall, paired_part
-from .timing import case_from_run, time_arms
+from .timing import (
+    TIMING_COLUMNS,
+    cases_from_records,
+    cpu_overhead,
+    time_backends,
+    timing_results,
+    timing_rows,
+)
 
 __all__ = [
     "soft_xor_data",
@@ -241,23 +247,16 @@ class ResetDependency(Experiment):
             return train
 
         records = ctx.run_interleaved({a: image_job(a) for a in arms})
-        histories = {a: [r["history"] for r in records[a]] for a in arms}
-        rows = {a: [best_val_row(h, "accuracy", True) for h in histories[a]] for a in arms}
-        acc = {a: [float(r["test_accuracy"]) for r in rows[a]] for a in arms}
-        n_test = records[DETACHED][0]["n_test"]
-        curves = {a: [[r["test_accuracy"] for r in h] for h in histories[a]] for a in arms}
-        step_ms = {
-            a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in histories[a]]
-            for a in arms
-        }
+        read = read_records(records)
+        rows, acc, curves, step_ms = read.rows, read.accuracy, read.curves, read.step_ms
+        n_test = read.n_test
         # timed here, after every run, on the first seed's models rebuilt from their folders
-        cases = {a: case_from_run(load_run(records[a][0]["run_dir"])) for a in arms}
-        timing = {
-            "as shipped": time_arms(cases, None, img.timing_rounds, img.timing_steps),
-            "torch": time_arms(cases, "torch", img.timing_rounds, img.timing_steps),
-        }
+        timing = time_backends(
+            cases_from_records(records), {"as shipped": None, "torch": "torch"},
+            img.timing_rounds, img.timing_steps,
+        )  # fmt: skip
         shipped = timing["as shipped"]
-        ratio = np.array(shipped[AWARE].cpu_s) / np.array(shipped[DETACHED].cpu_s) - 1.0
+        ratio = cpu_overhead(shipped, AWARE, DETACHED)
 
         shared = f", {ctx.workers} runs at once" if ctx.workers > 1 else ""
 
@@ -275,15 +274,14 @@ class ResetDependency(Experiment):
         )  # fmt: skip
         cost = paired_part(
             "cost: reset-aware step slower than detached (same backend, process CPU time)",
-            list(ratio), [0.0] * len(ratio), "% extra", scale=100,
+            ratio, [0.0] * len(ratio), "% extra", scale=100,
             pairs="interleaved timing rounds",
         )  # fmt: skip
         parts = [robust, little, cost]
         held = overall([robust, little])  # the cost part never flips the verdict
 
-        mc = [mcnemar(a, b) for a, b in zip(
-            [r["correct"] for r in records[AWARE]],
-            [r["correct"] for r in records[DETACHED]], strict=True)]  # fmt: skip
+        mc = [mcnemar(a, b) for a, b in zip(read.correct[AWARE], read.correct[DETACHED],
+                                            strict=True)]  # fmt: skip
 
         figures = [
             str(
@@ -394,19 +392,9 @@ class ResetDependency(Experiment):
                 ),
                 Table(
                     "Step time on one training batch (median over interleaved rounds)",
-                    ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"],
-                    [
-                        [
-                            m,
-                            a,
-                            ", ".join(sorted(set(t.resolved.values()))),
-                            f"{1000 * statistics.median(t.wall_s):.2f}",
-                            f"{1000 * statistics.median(t.cpu_s):.2f}",
-                        ]
-                        for m, per in timing.items()
-                        for a, t in per.items()
-                    ],
-                ),  # fmt: skip
+                    TIMING_COLUMNS,
+                    timing_rows(timing),
+                ),
             ],
             figures=figures,
             verdict=verdict,
@@ -424,9 +412,7 @@ class ResetDependency(Experiment):
                 "image_best_epoch": {a: [r["epoch"] for r in rows[a]] for a in arms},
                 "image_train_step_time_ms": step_ms,
                 "mcnemar": [list(m) for m in mc],
-                "step_timing": {
-                    m: {a: t.to_dict() for a, t in per.items()} for m, per in timing.items()
-                },
+                "step_timing": timing_results(timing),
                 "n_test": n_test,
             },  # fmt: skip
         )

@@ -10,47 +10,88 @@ training data (``TrainConfig.val_fraction``), never on the test set.
   accuracy is ``correct.mean()``, and two arms' vectors go to
   :func:`~spikeweave.experiments.stats.mcnemar`. Without a validation split it follows the
   last epoch.
-- :func:`test_correct` — the same vector for a model now.
+- :func:`per_image` — the one per-image evaluation every experiment uses: correctness (and,
+  on request, output ties) of a model on a dataset, encoded and with its randomness drawn
+  exactly as the trainer's evaluation (:mod:`spikeweave.training.evaluation`) draws them;
+  :func:`test_correct` is it on a trainer's test set now.
 - :func:`best_val_row` — the history row of the best validation epoch.
 - :func:`run_record` — what a report needs of a finished run, as plain data, so the run can
-  train in a forked worker (``--workers``) and hand only this back.
+  train in a forked worker (``--workers``) and hand only this back; :func:`read_records` —
+  the arms' records read at their best validation epochs.
 """
 
 from __future__ import annotations
 
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
 
 from ..errors import ConfigError
-from ..training import Callback
-from ..training.evaluation import eval_seed
+from ..tasks import Task
+from ..training import Callback, TrainConfig
+from ..training.evaluation import encode_batch, eval_seed
 
-__all__ = ["BestValPredictions", "test_correct", "best_val_row", "run_record"]
+__all__ = [
+    "PerImage",
+    "per_image",
+    "BestValPredictions",
+    "test_correct",
+    "best_val_row",
+    "run_record",
+    "ArmRecords",
+    "read_records",
+]
+
+
+@dataclass
+class PerImage:
+    """Per image of a dataset: ``correct`` (bool ``[N]``) and, when asked for, ``tied`` (bool
+    ``[N]``: the largest output spike count is shared by two or more classes, all-silent
+    outputs included — the argmax then picks the lowest such class)."""
+
+    correct: np.ndarray
+    tied: np.ndarray | None = None
 
 
 @torch.no_grad()
-def test_correct(trainer: Any) -> np.ndarray:
-    """Bool per test image: does ``trainer.model`` classify it correctly? Randomness
-    (e.g. Poisson encoding) is drawn exactly as the trainer's evaluation draws it, so the mean
-    equals the run's ``test_accuracy``."""
-    if trainer.task.name != "classification":
-        raise ConfigError(
-            f"per-image correctness needs a classification task, not {trainer.task.name!r}"
-        )
-    model, cfg = trainer.model, trainer.config
+def per_image(
+    model: nn.Module, task: Task, dataset: Dataset, config: TrainConfig, ties: bool = False
+) -> PerImage:
+    """:class:`PerImage` of ``model`` (output ``[T, B, classes]``) on ``dataset``, in batches of
+    ``config.eval_batch_size``, each encoded as in training (``config.encoder``, steps). The
+    randomness (e.g. Poisson encoding) is drawn as the trainer's evaluation draws it, inside a
+    forked RNG, so the mean of ``correct`` equals the run's logged accuracy on that split and
+    the caller's random stream is untouched. The model's train/eval mode is restored."""
+    if task.name != "classification":
+        raise ConfigError(f"per-image correctness needs a classification task, not {task.name!r}")
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
+    correct: list[np.ndarray] = []
+    tied: list[np.ndarray] = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(eval_seed(cfg))
-        for x, y in DataLoader(trainer.test_set, batch_size=cfg.eval_batch_size):
-            pred = trainer.task.predict(model(trainer.encode(x)))
-            out.append((pred.cpu() == torch.as_tensor(y)).numpy())
+        torch.manual_seed(eval_seed(config))
+        for x, y in DataLoader(dataset, batch_size=config.eval_batch_size):
+            out = model(encode_batch(config, task.spec, x))
+            if ties:
+                counts = out.sum(0)  # [B, classes]
+                top = counts.max(-1, keepdim=True).values
+                tied.append(((counts == top).sum(-1) > 1).numpy())
+            pred = task.predict(out)
+            correct.append((pred.cpu() == torch.as_tensor(y)).numpy())
     model.train(was_training)
-    return np.concatenate(out)
+    return PerImage(np.concatenate(correct), np.concatenate(tied) if ties else None)
+
+
+def test_correct(trainer: Any) -> np.ndarray:
+    """Bool per test image: does ``trainer.model`` classify it correctly now?
+    (:func:`per_image` on the trainer's test set; its mean is the run's ``test_accuracy``.)"""
+    return per_image(trainer.model, trainer.task, trainer.test_set, trainer.config).correct
 
 
 def best_val_row(history: list[dict[str, Any]], metric: str, higher: bool) -> dict[str, Any]:
@@ -66,10 +107,13 @@ def best_val_row(history: list[dict[str, Any]], metric: str, higher: bool) -> di
 
 
 class BestValPredictions(Callback):
-    """Keeps the test images' correctness at the best validation epoch (see module doc)."""
+    """Keeps the test images' correctness at the best validation epoch (see module doc);
+    with ``ties``, also which of them had a tied top output count (``tied``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ties: bool = False) -> None:
+        self.ties = ties
         self.correct: np.ndarray | None = None
+        self.tied: np.ndarray | None = None
         self.epoch = 0
         self._best: float | None = None
 
@@ -79,7 +123,8 @@ class BestValPredictions(Callback):
         if value is not None and not trainer.task.improves(value, self._best):
             return
         self._best = value
-        self.correct = test_correct(trainer)
+        found = per_image(trainer.model, trainer.task, trainer.test_set, trainer.config, self.ties)
+        self.correct, self.tied = found.correct, found.tied
         self.epoch = epoch
 
 
@@ -93,3 +138,36 @@ def run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
         "n_test": len(trainer.test_set),
         "run_dir": str(trainer.run_dir),
     }
+
+
+@dataclass
+class ArmRecords:
+    """Every arm's :func:`run_record` s read at their best validation epochs (seed order):
+    epoch rows, the best rows, test accuracy and per-image correctness there, test-accuracy
+    curves, median training step time (ms) per run, and the test set's size."""
+
+    histories: dict[str, list[list[dict[str, Any]]]]
+    rows: dict[str, list[dict[str, Any]]]
+    accuracy: dict[str, list[float]]
+    correct: dict[str, list[np.ndarray]]
+    curves: dict[str, list[list[float]]]
+    step_ms: dict[str, list[float]]
+    n_test: int
+
+
+def read_records(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> ArmRecords:
+    """:class:`ArmRecords` of classification runs, ``{arm: [record per seed]}``."""
+    histories = {a: [r["history"] for r in recs] for a, recs in records.items()}
+    rows = {a: [best_val_row(h, "accuracy", True) for h in hs] for a, hs in histories.items()}
+    return ArmRecords(
+        histories=histories,
+        rows=rows,
+        accuracy={a: [float(r["test_accuracy"]) for r in rs] for a, rs in rows.items()},
+        correct={a: [r["correct"] for r in recs] for a, recs in records.items()},
+        curves={a: [[r["test_accuracy"] for r in h] for h in hs] for a, hs in histories.items()},
+        step_ms={
+            a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in hs]
+            for a, hs in histories.items()
+        },
+        n_test=next(iter(records.values()))[0]["n_test"],
+    )

@@ -8,6 +8,7 @@ and the interval that decided it.
 API: :func:`paired_difference`, :func:`mcnemar`, :func:`accuracy_interval` (Wilson);
 :func:`decide` (superiority / non-inferiority), :func:`decide_equivalence` ("brings little":
 the interval inside ±margin); :func:`paired_part` (paired difference → part in one call);
+:func:`threshold_part` (the seeds' mean against a fixed threshold, one-sample t);
 :func:`overall` (a report's ``held`` from the parts that make the claim — cost parts are kept
 out of it, so an implementation's speed never flips an accuracy verdict);
 :func:`area_under_log_curve` (one number per seed from a learning-rate sweep).
@@ -30,6 +31,7 @@ __all__ = [
     "decide",
     "decide_equivalence",
     "paired_part",
+    "threshold_part",
     "overall",
     "area_under_log_curve",
     "HELD",
@@ -207,6 +209,36 @@ def paired_part(
     if equivalence:
         return decide_equivalence(*args, margin=margin)
     return decide(*args, margin=margin, higher_is_claimed=higher_is_claimed, rule_out=rule_out)
+
+
+def threshold_part(
+    name: str,
+    values: list[float],
+    threshold: float,
+    unit: str,
+    scale: float = 1.0,
+    claim_note: str = "",
+) -> Part:
+    """A part claiming the seeds' mean of ``values`` exceeds ``threshold``: mean with a 95%
+    t interval over seeds, one-sample t-test against the threshold (scipy); ``held`` when the
+    whole interval lies above it. Non-finite values (an arm that never got there) are left
+    out and counted in the test's name."""
+    vals = np.asarray([v for v in values if math.isfinite(v)], dtype=float)
+    dropped = len(values) - vals.size
+    if vals.size == 0:
+        return Part(name, INCONCLUSIVE, math.nan, (math.nan, math.nan), unit,
+                    "no seed produced a value", None, 0)  # fmt: skip
+    m = float(vals.mean())
+    if vals.size > 1 and float(vals.std(ddof=1)) > 0:
+        half = float(stats.t.ppf(0.975, vals.size - 1)) * float(vals.std(ddof=1)) / vals.size**0.5
+        p = float(stats.ttest_1samp(vals, threshold).pvalue)
+        test = f"one-sample t-test over seeds against {threshold * scale:g}{claim_note}"
+    else:
+        half, p, test = 0.0, None, "no test (one seed or no spread)"
+    if dropped:
+        test += f"; {dropped} seed(s) without a value left out"
+    return decide(name, m * scale, ((m - half) * scale, (m + half) * scale), unit, test, p,
+                  int(vals.size), margin=-threshold * scale)  # fmt: skip
 
 
 def overall(parts: Sequence[Part]) -> bool | None:

@@ -15,8 +15,14 @@ machine was doing. This module separates them:
   a parameter, never an assumption: when a compiled kernel is added for an arm, the as-shipped
   timing changes and the report says which backend each arm resolved to
   (:func:`neuron_backends`).
+- :func:`time_backends` — :func:`time_arms` once per backend (as shipped, then e.g. every arm
+  on the torch path), the one timing block every experiment uses; :func:`timing_rows` and
+  :func:`timing_results` give its report table rows and ``results`` entry, and
+  :func:`cpu_overhead` the per-round extra CPU time of one arm over another;
+  :func:`cases_from_records` the timing cases of runs trained in (possibly forked) jobs.
 - :func:`machine_state` — thread counts, CPU count and ``os.getloadavg()``;
-  :func:`~.base.run_experiment` records it before and after every experiment.
+  :func:`~.base.run_experiment` records it before and after every experiment, and every
+  timing round records the 1-minute load it ran under (``ArmTiming.load``).
 
 Wall-clock and process CPU time are both kept: on a shared machine the CPU time of a
 single-threaded run is the steadier of the two.
@@ -28,7 +34,7 @@ import copy
 import os
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +44,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..functional.fused import BACKENDS, select_backend
 from ..neurons import SpikingNeuron, _charge_only
-from ..training import Callback, flush_denormal
+from ..training import Callback, flush_denormal, load_run
 
 __all__ = [
     "StepTimer",
@@ -50,6 +56,11 @@ __all__ = [
     "case_from_trainer",
     "case_from_run",
     "time_arms",
+    "time_backends",
+    "timing_rows",
+    "timing_results",
+    "cpu_overhead",
+    "cases_from_records",
 ]
 
 
@@ -146,12 +157,14 @@ class TimingCase:
 
 @dataclass
 class ArmTiming:
-    """Per-step seconds of one arm: one median per round (wall-clock and process CPU)."""
+    """Per-step seconds of one arm: one median per round (wall-clock and process CPU), and the
+    machine's 1-minute load average when each round started."""
 
     backend: str
     resolved: dict[str, str]
     wall_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
+    load: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:  # noqa: D102
         return {
@@ -159,6 +172,7 @@ class ArmTiming:
             "resolved": self.resolved,
             "wall_s": self.wall_s,
             "cpu_s": self.cpu_s,
+            "load": self.load,
             "median_wall_s": statistics.median(self.wall_s) if self.wall_s else None,
             "median_cpu_s": statistics.median(self.cpu_s) if self.cpu_s else None,
         }
@@ -229,6 +243,7 @@ def time_arms(
         names = list(cases)
         for r in range(rounds):
             for arm in names if r % 2 == 0 else names[::-1]:
+                result[arm].load.append(round(os.getloadavg()[0], 2))
                 walls, cpus = [], []
                 for _ in range(steps):
                     w0, c0 = time.perf_counter(), time.process_time()
@@ -238,3 +253,50 @@ def time_arms(
                 result[arm].wall_s.append(statistics.median(walls))
                 result[arm].cpu_s.append(statistics.median(cpus))
     return result
+
+
+def time_backends(
+    cases: Mapping[str, TimingCase],
+    backends: Mapping[str, str | None],
+    rounds: int = 5,
+    steps: int = 5,
+    warmup: int = 2,
+) -> dict[str, dict[str, ArmTiming]]:
+    """``{label: {arm: ArmTiming}}``: :func:`time_arms` of every arm once per entry of
+    ``backends`` (``{label: backend}``; None = as shipped), in the order given."""
+    return {
+        label: time_arms(cases, backend, rounds, steps, warmup)
+        for label, backend in backends.items()
+    }
+
+
+def timing_rows(timing: Mapping[str, Mapping[str, ArmTiming]]) -> list[list[str]]:
+    """Report rows ``[backend label, arm, resolved backends, wall ms, CPU ms]`` (medians over
+    rounds) of a :func:`time_backends` result."""
+    return [
+        [label, arm, ", ".join(sorted(set(t.resolved.values()))),
+         f"{1000 * statistics.median(t.wall_s):.2f}", f"{1000 * statistics.median(t.cpu_s):.2f}"]
+        for label, per in timing.items()
+        for arm, t in per.items()
+    ]  # fmt: skip
+
+
+TIMING_COLUMNS = ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"]
+"""Column names of :func:`timing_rows`."""
+
+
+def timing_results(timing: Mapping[str, Mapping[str, ArmTiming]]) -> dict[str, Any]:
+    """JSON-able ``{label: {arm: ArmTiming.to_dict()}}`` (``results["step_timing"]``)."""
+    return {label: {arm: t.to_dict() for arm, t in per.items()} for label, per in timing.items()}
+
+
+def cpu_overhead(timed: Mapping[str, ArmTiming], arm: str, baseline: str) -> list[float]:
+    """Per interleaved round, ``arm``'s process CPU time over ``baseline``'s, minus 1 (0.1 =
+    10% extra); pair it with zeros over timing rounds in a cost part."""
+    return [a / b - 1.0 for a, b in zip(timed[arm].cpu_s, timed[baseline].cpu_s, strict=True)]
+
+
+def cases_from_records(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, TimingCase]:
+    """``{arm: TimingCase}`` of each arm's first run, rebuilt in this process from the run
+    folder its record names (``record["run_dir"]``, as :func:`~.selection.run_record` gives)."""
+    return {arm: case_from_run(load_run(recs[0]["run_dir"])) for arm, recs in records.items()}
