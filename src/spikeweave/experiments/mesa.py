@@ -30,7 +30,7 @@ import torch
 from .. import data as datasets
 from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
-from .report import Report, Table, fmt_pm, mean_std
+from .report import Report, Table, fmt_pm, mean_std, merge_parts
 from .stats import INCONCLUSIVE, NOT_HELD, decide, paired_difference
 
 __all__ = ["MesaExperiment", "MesaSettings", "PAPER"]
@@ -143,22 +143,9 @@ class MesaExperiment(Experiment):
                 "CIFAR-10 part skipped: its files were not found (spikeweave data list says "
                 "where they go); configs/mesa-cifar10.toml trains a backdoored CIFAR-10 run."
             )
-        all_parts = [p for r in results for p in r["parts"]]
-        statuses = {p.status for p in all_parts}
-        held = None if INCONCLUSIVE in statuses or not all_parts else NOT_HELD not in statuses
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
-            setup={f"part {i + 1}": r["setup"] for i, r in enumerate(results)},
-            tables=[t for r in results for t in r["tables"]],
-            figures=[f for r in results for f in r["figures"]],
-            verdict=" ".join(r["verdict"] for r in results),
-            held=held,
-            results={r["tag"]: r["results"] for r in results},
-            notes=notes,
-            parts=all_parts,
-        )
+        statuses = {p.status for r in results for p in r["parts"]}
+        held = None if INCONCLUSIVE in statuses or not statuses else NOT_HELD not in statuses
+        return merge_parts(self, results, held, notes)
 
     # ------------------------------------------------------------------------------------
     def _part(self, ctx: ExperimentContext, st: MesaSettings) -> dict[str, Any]:

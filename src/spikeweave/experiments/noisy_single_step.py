@@ -52,10 +52,10 @@ from ..training import Run, TrainConfig, load_run, model_from_config
 from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
-from .report import Report, Table, fmt_pm, mean_std
+from .report import Report, Table, fmt_pm, mean_std, merge_parts
 from .selection import BestValPredictions, best_val_row
-from .stats import mcnemar, overall, paired_part, threshold_part
-from .timing import TimingCase, case_from_run, time_arms
+from .stats import Part, mcnemar, overall, paired_part, threshold_part
+from .timing import TimingCase, case_from_run, time_backends, timing_results
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
 __all__ = [
@@ -477,43 +477,74 @@ def _report(exp: Experiment, results: list[dict[str, Any]], threads: int) -> Rep
         "accuracies; McNemar's exact test per seed on the shared test images.",
     ]
     claim_parts = [p for r in results for p in r["parts"] if "(claim)" in p.name]
-    return Report(
-        name=exp.name,
-        title=exp.title,
-        claim=exp.claim,
-        setup={f"part {i + 1}": r["setup"] for i, r in enumerate(results)},
-        tables=[t for r in results for t in r["tables"]],
-        figures=[f for r in results for f in r["figures"]],
-        verdict=" ".join(f"[{r['tag']}] {r['verdict']}" for r in results),
-        held=overall(claim_parts),
-        parts=[p for r in results for p in r["parts"]],
-        results={r["tag"]: r["results"] for r in results},
-        notes=notes + [n for r in results for n in r["notes"]],
-    )
+    return merge_parts(exp, results, overall(claim_parts), notes, tag_verdicts=True)
 
 
-def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
+@dataclass
+class _Trained:
+    """One workload after training: every arm's runs rebuilt in this process, the tuning that
+    chose their settings, and the test and validation images the later steps score on."""
+
+    st: NoisySettings
+    part: _Part
+    seeds: list[int]
+    tuned: dict[str, TuneResult]
+    runs: dict[str, list[_Run]]
+    main_label: str
+
+    @property
+    def tag(self) -> str:
+        return self.st.tag
+
+    @property
+    def labels(self) -> list[str]:
+        return [label for label, _ in self.st.variants]
+
+    @property
+    def bptt_arms(self) -> list[str]:
+        return [a for a in self.runs if a.startswith("BPTT")]
+
+    @property
+    def n_test(self) -> int:
+        return len(self.part.y_test)
+
+    @property
+    def full_grid(self) -> list[int]:
+        return sorted(set(self.st.steps_grid) | set(self.st.inference_grid))
+
+
+def _at(accs: list[dict[int, float]], T: int) -> list[float]:
+    return [a[T] for a in accs]
+
+
+def _train_every_arm(ctx: ExperimentContext, st: NoisySettings) -> _Trained:
+    """Tune on validation, train every arm for every seed (interleaved, possibly in forked
+    workers) and rebuild each run here at its best validation epoch."""
     part = _Part(ctx, st)
-    tag, seeds = st.tag, ctx.seeds
     labels = [label for label, _ in st.variants]
     main_label = MAIN if MAIN in labels else labels[0]
     tuned = part.tune(main_label)
     jobs, methods = part.jobs(tuned)
     records = ctx.run_interleaved(jobs)
     runs = {a: [part.rebuild(r, methods[a]) for r in rs] for a, rs in records.items()}
-    bptt_arms = [a for a in runs if a.startswith("BPTT")]
-    x, y = part.x_test, part.y_test
-    xv, yv = part.x_val, part.y_val
-    n_test = len(y)
-    full_grid = sorted(set(st.steps_grid) | set(st.inference_grid))
+    return _Trained(st, part, ctx.seeds, tuned, runs, main_label)
 
-    # -- converted accuracy vs T (validation and test), single-step accuracies ----------------
+
+def _convert_and_sweep_steps(
+    tr: _Trained,
+) -> tuple[dict[str, dict[str, list[Any]]], dict[str, dict[str, list[Any]]]]:
+    """``(variants, conversions)``: every noisy variant converted to IF and every ANN
+    conversion, each network's accuracy vs T on the test and validation images (``acc_T``,
+    ``val_T``) and the networks (``nets``); the variants also their single-step accuracies
+    (one noise draw ``noisy1``, mean-field ``expected``)."""
+    st, part = tr.st, tr.part
+    x, y, xv, yv = part.x_test, part.y_test, part.x_val, part.y_val
     variants: dict[str, dict[str, list[Any]]] = {}
-    for label in labels:
-        grid = full_grid if label == main_label else sorted(st.steps_grid)
+    for label in tr.labels:
+        grid = tr.full_grid if label == tr.main_label else sorted(st.steps_grid)
         v: dict[str, list[Any]] = {"acc_T": [], "val_T": [], "noisy1": [], "expected": [],
                                    "nets": []}  # fmt: skip
-        for seed, r in zip(seeds, runs[label], strict=True):
+        for seed, r in zip(tr.seeds, tr.runs[label], strict=True):
             net = to_multistep(r.model, max(grid))
             v["nets"].append(net)
             v["acc_T"].append(part.sweep(net, x, y, grid, seed))
@@ -521,26 +552,34 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
             v["noisy1"].append(_single_step_accuracy(r.model, x, y, "noisy"))
             v["expected"].append(_single_step_accuracy(r.model, x, y, "expected"))
         variants[label] = v
-    noisy = variants[main_label]
     conv: dict[str, dict[str, list[Any]]] = {
         c: {"acc_T": [], "val_T": [], "nets": []} for c in CONVERSIONS
     }
-    for seed, ann in zip(seeds, runs[ANN], strict=True):
+    for seed, ann in zip(tr.seeds, tr.runs[ANN], strict=True):
         for c, net in part.conversions(ann, seed).items():
             conv[c]["nets"].append(net)
-            conv[c]["acc_T"].append(part.sweep(net, x, y, full_grid, seed))
-            conv[c]["val_T"].append(part.sweep(net, xv, yv, full_grid, seed))
+            conv[c]["acc_T"].append(part.sweep(net, x, y, tr.full_grid, seed))
+            conv[c]["val_T"].append(part.sweep(net, xv, yv, tr.full_grid, seed))
+    return variants, conv
 
-    def at(accs: list[dict[int, float]], T: int) -> list[float]:
-        return [a[T] for a in accs]
 
-    t_max = max(st.steps_grid)
+def _sigma_sweep_steps(st: NoisySettings) -> list[int]:
+    """The T of the σ-sweep table and figure."""
+    return [T for T in (1, 4, 8, 32) if T in st.steps_grid]
+
+
+def _conversion_tables(
+    tr: _Trained, variants: dict[str, dict[str, list[Any]]], conv: dict[str, dict[str, list[Any]]]
+) -> tuple[Table, Table]:
+    """Test accuracy after conversion vs T (main noisy arm and every conversion), and the
+    noise variants' single-step and converted accuracies."""
+    st, tag, main_label, noisy = tr.st, tr.tag, tr.main_label, variants[tr.main_label]
     rows = [
-        [T, _pct(at(noisy["acc_T"], T)), *(_pct(at(conv[c]["acc_T"], T)) for c in CONVERSIONS)]
+        [T, _pct(_at(noisy["acc_T"], T)), *(_pct(_at(conv[c]["acc_T"], T)) for c in CONVERSIONS)]
         for T in st.steps_grid
     ]
     rows.append(["ANN (noise-free reference, best val epoch)", "",
-                 _pct([r.test for r in runs[ANN]]), "", ""])  # fmt: skip
+                 _pct([r.test for r in tr.runs[ANN]]), "", ""])  # fmt: skip
     rows.append(["single step, expected / one noise draw",
                  f"{_pct(noisy['expected'])} / {_pct(noisy['noisy1'])}", "", "", ""])  # fmt: skip
     t_acc = Table(
@@ -549,7 +588,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         ["T", NOISY_NET, *CONVERSIONS],
         rows,
     )
-    sweep_T = [T for T in (1, 4, 8, 32) if T in st.steps_grid]
+    sweep_T = _sigma_sweep_steps(st)
     t_sweep = Table(
         f"{tag}: noise variants — test accuracy (%) of the single-step net and after "
         f"conversion (best validation epoch of {st.epochs})",
@@ -557,12 +596,32 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         + [f"converted T={T}" for T in sweep_T],
         [
             [label, _pct(v["noisy1"]), _pct(v["expected"])]
-            + [_pct(at(v["acc_T"], T)) for T in sweep_T]
+            + [_pct(_at(v["acc_T"], T)) for T in sweep_T]
             for label, v in variants.items()
         ],
     )
+    return t_acc, t_sweep
 
-    # -- training time to a common validation target -------------------------------------------
+
+@dataclass
+class _TrainingTime:
+    """Training time of the noisy arm against each BPTT arm to a common validation target."""
+
+    table: Table
+    savings: dict[str, list[float]]
+    """Per BPTT arm, per seed: share of BPTT's time to the target the noisy arm saved."""
+    fastest: str
+    """The BPTT arm that reaches its target soonest (mean over seeds)."""
+    chosen: str
+    """The BPTT arm with the best validation accuracy (the one compared for accuracy)."""
+    needs_steps: dict[str, int]
+    """BPTT arms within 0.5 point of the chosen arm's validation accuracy, with their T."""
+
+
+def _training_time_to_target(tr: _Trained) -> _TrainingTime:
+    """Per BPTT arm: the common validation target (the lower of both arms' best, minus 0.5
+    point), each arm's cumulative training time to it and the share the noisy arm saves."""
+    st, runs, bptt_arms, main_label = tr.st, tr.runs, tr.bptt_arms, tr.main_label
     noisy_runs = runs[main_label]
     noisy_best = min(r.best_val for r in noisy_runs)
     time_rows, savings, reach = [], {}, {}
@@ -588,7 +647,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         fmt_pm([t for r in noisy_runs for t in r.curve("train_time_s")]), "", "", "", "",
     ])  # fmt: skip
     t_time = Table(
-        f"{tag}: training time against multi-step BPTT, {st.epochs} epochs each",
+        f"{tr.tag}: training time against multi-step BPTT, {st.epochs} epochs each",
         ["arm", "best val acc (%)", "test acc at best val (%)", "step time (ms)",
          "train time per epoch (s)", "val target (%)", "BPTT time to target (s)",
          "noisy time to target (s)", "time saved by noisy"],
@@ -596,14 +655,36 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     )  # fmt: skip
     fastest = min(bptt_arms, key=lambda a: reach[a])
     chosen = max(bptt_arms, key=lambda a: _mean([r.best_val for r in runs[a]]))
-    needs_T = {
+    needs_steps = {
         a: int(a.split("T=")[1]) for a in bptt_arms
         if _mean([r.best_val for r in runs[a]])
         >= _mean([r.best_val for r in runs[chosen]]) - 0.005
     }  # fmt: skip
+    return _TrainingTime(t_time, savings, fastest, chosen, needs_steps)
 
-    # -- inference: T chosen on validation, time measured at that T -----------------------------
-    arms_inf = {NOISY_NET: noisy, **conv}
+
+@dataclass
+class _Inference:
+    """Inference of the converted noisy net and each conversion at T chosen on validation."""
+
+    table: Table
+    per_arm: dict[str, dict[str, list[Any]]]
+    """``{arm: {"T", "s", "test_acc"}}`` per seed."""
+    speedup: dict[str, list[float]]
+    """``{conversion: log10(its time / the noisy net's time)}`` per seed."""
+    common: dict[str, dict[str, Any]]
+    """``{conversion: the common validation target and the T each side needs for it}``."""
+
+
+def _inference_at_chosen_steps(
+    tr: _Trained, arms_inf: dict[str, dict[str, list[Any]]]
+) -> _Inference:
+    """Per arm and seed, the smallest T within 1 point of the arm's best validation accuracy
+    over T, the test accuracy there and the time to run the test images at that T; the
+    speed-up of the noisy net over each conversion, and the T both need for a common target."""
+    st = tr.st
+    x = tr.part.x_test
+    noisy = arms_inf[NOISY_NET]
     best_val_T = {a: min(max(v.values()) for v in d["val_T"]) for a, d in arms_inf.items()}
     inference: dict[str, dict[str, list[Any]]] = {}
     for arm, d in arms_inf.items():
@@ -623,7 +704,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         common[c] = {
             "target": target,
             "noisy_T": [steps_within(a, target) for a in noisy["val_T"]],
-            "conv_T": [steps_within(a, target) for a in conv[c]["val_T"]],
+            "conv_T": [steps_within(a, target) for a in arms_inf[c]["val_T"]],
         }
     inf_rows = [
         [arm, _pct([max(a.values()) for a in arms_inf[arm]["val_T"]]),
@@ -636,40 +717,48 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         for arm in arms_inf
     ]  # fmt: skip
     t_inf = Table(
-        f"{tag}: inference on the {n_test} test images ({st.encoder} input) — T chosen on "
+        f"{tr.tag}: inference on the {tr.n_test} test images ({st.encoder} input) — T chosen on "
         "validation (within 1 point of the arm's best over T "
-        f"{', '.join(map(str, full_grid))})",
+        f"{', '.join(map(str, tr.full_grid))})",
         ["arm", "best val acc over T (%)", "T per seed", "test acc at that T (%)",
          "time at that T (s)", "noisy → IF speed-up", "common val target (%): T needed"],
         inf_rows,
     )  # fmt: skip
+    return _Inference(t_inf, inference, speedup, common)
 
-    # -- accuracy cost of single-step training: paired over seeds, McNemar per seed -------------
-    noisy_correct = [r.correct for r in noisy_runs]
+
+def _mcnemar_table(tr: _Trained, chosen: str) -> Table:
+    """McNemar's exact test per seed: the noisy arm against the chosen BPTT arm and the ANN."""
+    noisy_correct = [r.correct for r in tr.runs[tr.main_label]]
     mc_rows = []
     for other in (chosen, ANN):
-        for seed, a, b in zip(seeds, noisy_correct, runs[other], strict=True):
+        for seed, a, b in zip(tr.seeds, noisy_correct, tr.runs[other], strict=True):
             only_n, only_o, p = mcnemar(a, b.correct)
             mc_rows.append([other, seed, only_n, only_o, f"{p:.3g}"])
-    t_cost = Table(
-        f"{tag}: McNemar's exact test per seed — noisy single-step ({main_label}, converted at "
-        f"T={st.eval_steps}) against the BPTT arm chosen on validation ({chosen}) and the ANN",
+    return Table(
+        f"{tr.tag}: McNemar's exact test per seed — noisy single-step ({tr.main_label}, "
+        f"converted at T={tr.st.eval_steps}) against the BPTT arm chosen on validation "
+        f"({chosen}) and the ANN",
         ["against", "seed", "right only with noisy", "right only with the other", "p"],
         mc_rows,
     )
 
-    # -- per-step compute, apart from epoch wall-clock, on the same backend class ------------
-    # The noisy arm runs its own single-step forward (no fused loop to pick a kernel for);
-    # BPTT's neurons pick a compiled kernel where one exists. So BPTT is timed as shipped and
-    # on the torch path, interleaved with the noisy arm, on the first seed's trained models.
-    step_arms = [main_label, *bptt_arms]
-    cases = {a: runs[a][0].case() for a in step_arms}
-    step_timing = {}
-    for backend in (None, "torch"):
-        timed = time_arms(cases, backend=backend, rounds=st.timing_repeats, steps=3, warmup=1)
-        step_timing[backend or "as shipped"] = {a: t.to_dict() for a, t in timed.items()}
+
+def _time_training_steps(tr: _Trained) -> tuple[Table, dict[str, Any]]:
+    """Forward + backward of one training batch, the noisy arm interleaved with every BPTT
+    arm (first seed's trained models), as shipped and on the torch path: the table and
+    ``results["step_timing"]``.
+
+    The noisy arm runs its own single-step forward (no fused loop to pick a kernel for);
+    BPTT's neurons pick a compiled kernel where one exists, so BPTT is timed both ways."""
+    st, main_label = tr.st, tr.main_label
+    step_arms = [main_label, *tr.bptt_arms]
+    cases = {a: tr.runs[a][0].case() for a in step_arms}
+    timing = time_backends(cases, {"as shipped": None, "torch": "torch"},
+                           rounds=st.timing_repeats, steps=3, warmup=1)  # fmt: skip
+    step_timing = timing_results(timing)
     t_step = Table(
-        f"{tag}: forward + backward of one training batch ({st.batch_size}), median over "
+        f"{tr.tag}: forward + backward of one training batch ({st.batch_size}), median over "
         f"{st.timing_repeats} interleaved rounds (ms; wall / process CPU)",
         ["arm", "as shipped", "resolved backend", "torch path"],
         [
@@ -682,18 +771,30 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
             for a in step_arms
         ],
     )  # fmt: skip
+    return t_step, step_timing
 
-    # -- verdict parts ----------------------------------------------------------------------------
-    noisy_test = [r.test for r in noisy_runs]
-    parts = [
+
+def _verdict_parts(
+    tr: _Trained,
+    noisy: dict[str, list[Any]],
+    train_time: _TrainingTime,
+    speedup: dict[str, list[float]],
+) -> list[Part]:
+    """The claim parts (lossless conversion, training time, inference against the p99.9
+    conversion) and the parts reported beside them (accuracy cost, other conversions)."""
+    tag, n_test, runs, t_max = tr.tag, tr.n_test, tr.runs, max(tr.st.steps_grid)
+    noisy_test = [r.test for r in runs[tr.main_label]]
+    fastest, chosen = train_time.fastest, train_time.chosen
+    return [
         paired_part(
             f"[{tag}] lossless conversion (claim): converted at T={t_max} − single-step expected",
-            at(noisy["acc_T"], t_max), noisy["expected"], "accuracy points", scale=100,
+            _at(noisy["acc_T"], t_max), noisy["expected"], "accuracy points", scale=100,
             n_test=n_test, margin=0.5, equivalence=True,
         ),
         threshold_part(
-            f"[{tag}] training time (claim): share of {fastest}'s time to the common validation "
-            "target saved", savings[fastest], 0.65, "% of BPTT's time", scale=100,
+            f"[{tag}] training time (claim): share of {fastest}'s time to the common "
+            "validation target saved", train_time.savings[fastest], 0.65, "% of BPTT's time",
+            scale=100,
         ),
         threshold_part(
             f"[{tag}] inference (claim): log10 speed-up over {CLAIM_BASELINE}",
@@ -713,14 +814,22 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         for c in CONVERSIONS if c != CLAIM_BASELINE
     ]  # fmt: skip
 
-    # -- figures ----------------------------------------------------------------------------------
-    out = ctx.out_dir
+
+def _draw_figures(
+    tr: _Trained,
+    variants: dict[str, dict[str, list[Any]]],
+    arms_inf: dict[str, dict[str, list[Any]]],
+    out: Path,
+) -> list[str]:
+    """Validation accuracy vs training time, test accuracy vs T after conversion, accuracy
+    per noise variant and, with two or more Gaussian σ, the σ sweep."""
+    st, tag, full_grid = tr.st, tr.tag, tr.full_grid
     time_curves = {
         arm: [
             (list(np.cumsum(r.curve("train_time_s"))), [100 * v for v in r.curve("val_accuracy")])
             for r in rs
         ]
-        for arm, rs in runs.items()
+        for arm, rs in tr.runs.items()
     }
     figures = [
         str(plot_accuracy_vs_time(time_curves, out / f"{tag}_accuracy_vs_time.png",
@@ -733,7 +842,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
             "T (steps)", "test accuracy (%)",
         )),
         str(plot_bars(
-            {label: [100 * v for v in at(v["acc_T"], st.eval_steps)]
+            {label: [100 * v for v in _at(v["acc_T"], st.eval_steps)]
              for label, v in variants.items()},
             out / f"{tag}_variants.png",
             f"{tag}: converted accuracy at T={st.eval_steps} per noise variant",
@@ -744,24 +853,35 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     if len(gauss) >= 2:
         figures.append(str(plot_sweep(
             [max(s, 1e-2) for s, _ in gauss],
-            {f"converted T={T}": [[100 * a for a in at(variants[lab]["acc_T"], T)]
-                                  for _, lab in gauss] for T in sweep_T},
+            {f"converted T={T}": [[100 * a for a in _at(variants[lab]["acc_T"], T)]
+                                  for _, lab in gauss] for T in _sigma_sweep_steps(st)},
             out / f"{tag}_sigma_sweep.png",
             f"{tag}: σ sweep (Gaussian, μ=θ/2; σ=0 drawn at 0.01)", "σ", "test accuracy (%)",
         )))  # fmt: skip
+    return figures
 
+
+def _verdict_text(tr: _Trained, parts: list[Part], train_time: _TrainingTime) -> str:
+    """The workload's verdict: accuracies at the best validation epoch and the claim parts."""
+    runs, chosen = tr.runs, train_time.chosen
+    from_steps = min(train_time.needs_steps.values())
     m = {k: 100 * mean_std(v)[0] for k, v in (
-        ("noisy", noisy_test), ("bptt", [r.test for r in runs[chosen]]),
+        ("noisy", [r.test for r in runs[tr.main_label]]), ("bptt", [r.test for r in runs[chosen]]),
         ("ann", [r.test for r in runs[ANN]]))}  # fmt: skip
-    verdict = (
+    return (
         f"Accuracy at the best validation epoch: noisy single-step {m['noisy']:.2f}%, "
         f"{chosen} {m['bptt']:.2f}% (the BPTT arm best on validation; BPTT's validation "
-        f"accuracy is within 0.5 point of its best from T={min(needs_T.values())}), ANN "
+        f"accuracy is within 0.5 point of its best from T={from_steps}), ANN "
         f"{m['ann']:.2f}% — single-step training costs {m['bptt'] - m['noisy']:+.2f} points "
         f"against BPTT and {m['ann'] - m['noisy']:+.2f} against the ANN. "
         + " ".join(p.sentence() + "." for p in parts[:3])
     )
-    setup = (
+
+
+def _setup_text(tr: _Trained) -> str:
+    """The workload's set-up in one line: data, model, training, arms and the tuning kept."""
+    st, tuned = tr.st, tr.tuned
+    return (
         f"{st.dataset}, {st.model}{' with average pooling' if st.pool == 'avg' else ''}, "
         f"{st.encoder} input, {st.epochs} epochs, batch {st.batch_size}, AdamW lr {st.lr} "
         f"cosine, val_fraction {st.val_fraction}; noisy arm evaluated at T={st.eval_steps} per "
@@ -774,62 +894,99 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         + ", ".join(f"BPTT {n.upper()}: {tuned[n].best}" for n in st.bptt_neurons)
         + f", ANN: {tuned[ANN].best}), α from {[2.0, *st.alphas]} for BPTT LIF"
     )
+
+
+def _tuning_table(tr: _Trained) -> Table:
+    """Every tuning candidate of every arm family and the one kept."""
+    st, tuned = tr.st, tr.tuned
+    return Table(
+        f"{tr.tag}: tuning on validation ({st.tune_epochs} epochs per candidate, seed "
+        f"{tuned['noisy'].seed}; BPTT at T={st.tune_steps}); the kept setting trains every "
+        "evaluation seed",
+        ["arm", "setting", "best val accuracy", "best epoch", "kept"],
+        [row for res in tuned.values() for row in res.rows()],
+    )
+
+
+def _json_by_steps(accs: list[dict[int, float]]) -> list[dict[str, float]]:
+    """Accuracy-vs-T dicts with string keys (JSON)."""
+    return [{str(k): a for k, a in d.items()} for d in accs]
+
+
+def _part_results(
+    tr: _Trained,
+    variants: dict[str, dict[str, list[Any]]],
+    conv: dict[str, dict[str, list[Any]]],
+    train_time: _TrainingTime,
+    inf: _Inference,
+    step_timing: dict[str, Any],
+) -> dict[str, Any]:
+    """The workload's ``results`` entry of ``report.json`` (plain data)."""
+    st, runs = tr.st, tr.runs
     return {
-        "tag": tag,
-        "setup": setup,
-        "tables": [t_acc, t_sweep, t_time, t_step, t_inf, t_cost, Table(
-            f"{tag}: tuning on validation ({st.tune_epochs} epochs per candidate, seed "
-            f"{tuned['noisy'].seed}; BPTT at T={st.tune_steps}); the kept setting trains every "
-            "evaluation seed",
-            ["arm", "setting", "best val accuracy", "best epoch", "kept"],
-            [row for res in tuned.values() for row in res.rows()],
-        )],
+        "settings": {k: v for k, v in asdict(st).items() if k != "variants"},
+        "variants": {
+            label: {
+                "options": dict(opts),
+                "accuracy_vs_T": _json_by_steps(variants[label]["acc_T"]),
+                "val_accuracy_vs_T": _json_by_steps(variants[label]["val_T"]),
+                "single_step_noisy": variants[label]["noisy1"],
+                "single_step_expected": variants[label]["expected"],
+                "test_accuracy_at_best_val": [r.test for r in runs[label]],
+                "best_epoch": [r.best_epoch for r in runs[label]],
+            }
+            for label, opts in st.variants
+        },
+        "runs": {
+            arm: {
+                "val_accuracy_curves": [r.curve("val_accuracy") for r in rs],
+                "test_accuracy_curves": [r.curve("test_accuracy") for r in rs],
+                "train_time_s": [r.curve("train_time_s") for r in rs],
+                "step_time_s": [r.curve("step_time_s") for r in rs],
+                "test_accuracy_at_best_val": [r.test for r in rs],
+                "best_epoch": [r.best_epoch for r in rs],
+            }
+            for arm, rs in runs.items()
+        },
+        "conversions": {
+            c: {"accuracy_vs_T": _json_by_steps(conv[c]["acc_T"]),
+                "val_accuracy_vs_T": _json_by_steps(conv[c]["val_T"])}
+            for c in CONVERSIONS
+        },
+        "bptt_chosen_on_val": train_time.chosen,
+        "step_timing": step_timing,
+        "tuning": {k: v.to_dict() for k, v in tr.tuned.items()},
+        "bptt_within_half_point_of_best_from_T": min(train_time.needs_steps.values()),
+        "training_time_saving": train_time.savings,
+        "inference": inf.per_arm,
+        "inference_log10_speedup": inf.speedup,
+        "common_inference_target": inf.common,
+    }  # fmt: skip
+
+
+def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
+    """One workload, step by step: train, convert and sweep T, tabulate accuracy, training
+    time, inference, McNemar and step time, decide the parts, draw the figures."""
+    tr = _train_every_arm(ctx, st)
+    variants, conv = _convert_and_sweep_steps(tr)
+    noisy = variants[tr.main_label]
+    t_acc, t_sweep = _conversion_tables(tr, variants, conv)
+    train_time = _training_time_to_target(tr)
+    arms_inf = {NOISY_NET: noisy, **conv}
+    inf = _inference_at_chosen_steps(tr, arms_inf)
+    t_cost = _mcnemar_table(tr, train_time.chosen)
+    t_step, step_timing = _time_training_steps(tr)
+    parts = _verdict_parts(tr, noisy, train_time, inf.speedup)
+    figures = _draw_figures(tr, variants, arms_inf, ctx.out_dir)
+    return {
+        "tag": tr.tag,
+        "setup": _setup_text(tr),
+        "tables": [t_acc, t_sweep, train_time.table, t_step, inf.table, t_cost, _tuning_table(tr)],
         "figures": figures,
-        "verdict": verdict,
+        "verdict": _verdict_text(tr, parts, train_time),
         "parts": parts,
         "notes": [],
-        "results": {
-            "settings": {k: v for k, v in asdict(st).items() if k != "variants"},
-            "variants": {
-                label: {
-                    "options": dict(opts),
-                    "accuracy_vs_T": [{str(k): a for k, a in d.items()}
-                                      for d in variants[label]["acc_T"]],
-                    "val_accuracy_vs_T": [{str(k): a for k, a in d.items()}
-                                          for d in variants[label]["val_T"]],
-                    "single_step_noisy": variants[label]["noisy1"],
-                    "single_step_expected": variants[label]["expected"],
-                    "test_accuracy_at_best_val": [r.test for r in runs[label]],
-                    "best_epoch": [r.best_epoch for r in runs[label]],
-                }
-                for label, opts in st.variants
-            },
-            "runs": {
-                arm: {
-                    "val_accuracy_curves": [r.curve("val_accuracy") for r in rs],
-                    "test_accuracy_curves": [r.curve("test_accuracy") for r in rs],
-                    "train_time_s": [r.curve("train_time_s") for r in rs],
-                    "step_time_s": [r.curve("step_time_s") for r in rs],
-                    "test_accuracy_at_best_val": [r.test for r in rs],
-                    "best_epoch": [r.best_epoch for r in rs],
-                }
-                for arm, rs in runs.items()
-            },
-            "conversions": {
-                c: {"accuracy_vs_T": [{str(k): a for k, a in d.items()} for d in conv[c]["acc_T"]],
-                    "val_accuracy_vs_T": [{str(k): a for k, a in d.items()}
-                                          for d in conv[c]["val_T"]]}
-                for c in CONVERSIONS
-            },
-            "bptt_chosen_on_val": chosen,
-            "step_timing": step_timing,
-            "tuning": {k: v.to_dict() for k, v in tuned.items()},
-            "bptt_within_half_point_of_best_from_T": min(needs_T.values()),
-            "training_time_saving": savings,
-            "inference": inference,
-            "inference_log10_speedup": speedup,
-            "common_inference_target": common,
-        },
+        "results": _part_results(tr, variants, conv, train_time, inf, step_timing),
     }  # fmt: skip
 
 

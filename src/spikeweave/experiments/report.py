@@ -14,7 +14,7 @@ from typing import Any
 
 from .stats import Part
 
-__all__ = ["Table", "Report", "mean_std", "fmt_pm"]
+__all__ = ["Table", "Report", "mean_std", "fmt_pm", "merge_parts"]
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -179,6 +179,36 @@ class Report:
             parts.append("</ul>")
         parts.append("</main></body></html>")
         return "\n".join(parts) + "\n"
+
+
+def merge_parts(
+    experiment: Any,
+    parts: Sequence[dict[str, Any]],
+    held: bool | None,
+    notes: Sequence[str] = (),
+    tag_verdicts: bool = False,
+) -> Report:
+    """One report of an experiment run as several parts (workloads, datasets), each a dict
+    with ``tag``, ``setup``, ``tables``, ``figures``, ``verdict``, ``parts``, ``results`` and
+    optionally ``notes``: setups become ``part 1``, ``part 2``, ...; tables, figures, verdict
+    parts and notes are concatenated in order (``notes`` first); results are keyed by tag;
+    verdicts are joined, each prefixed ``[tag]`` with ``tag_verdicts``. ``experiment`` gives
+    ``name``, ``title`` and ``claim``; ``held`` is decided by the caller."""
+    return Report(
+        name=experiment.name,
+        title=experiment.title,
+        claim=experiment.claim,
+        setup={f"part {i + 1}": r["setup"] for i, r in enumerate(parts)},
+        tables=[t for r in parts for t in r["tables"]],
+        figures=[f for r in parts for f in r["figures"]],
+        verdict=" ".join(
+            f"[{r['tag']}] {r['verdict']}" if tag_verdicts else r["verdict"] for r in parts
+        ),
+        held=held,
+        results={r["tag"]: r["results"] for r in parts},
+        notes=[*notes, *(n for r in parts for n in r.get("notes", ()))],
+        parts=[p for r in parts for p in r["parts"]],
+    )
 
 
 _CSS = (
