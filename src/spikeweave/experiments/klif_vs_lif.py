@@ -39,14 +39,13 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, read_records, run_record
-from .stats import HELD, mcnemar, overall, paired_part
+from .stats import HELD, accuracy_part, mcnemar, overall, paired_part
 from .timing import (
-    TIMING_COLUMNS,
     cases_from_records,
     cpu_overhead,
     time_backends,
     timing_results,
-    timing_rows,
+    timing_table,
 )
 from .tuning import TuneResult, sweep_lr_alpha_arms
 
@@ -171,9 +170,9 @@ class KlifVsLif(Experiment):
         same = timing["torch (same backend)"]
         ratio = cpu_overhead(same, METHOD, BASELINE)
 
-        accuracy = paired_part(
+        accuracy = accuracy_part(
             f"accuracy: {METHOD} ≥ tuned {BASELINE} (non-inferiority, margin {s.margin:g} points)",
-            acc[METHOD], acc[BASELINE], "points", scale=100, n_test=n_test, margin=s.margin,
+            acc[METHOD], acc[BASELINE], n_test, "points", margin=s.margin,
         )  # fmt: skip
         cost = paired_part(
             f"cost: {METHOD} step time within +{s.cost_margin:g}% of {BASELINE}, same backend "
@@ -182,17 +181,11 @@ class KlifVsLif(Experiment):
             higher_is_claimed=False, pairs="interleaved timing rounds",
         )  # fmt: skip
         diagnostics = [
-            paired_part(
-                f"diagnostic: {METHOD} more accurate than {a}",
-                acc[METHOD],
-                acc[a],
-                "points",
-                scale=100,
-                n_test=n_test,
-            )  # fmt: skip
+            accuracy_part(f"diagnostic: {METHOD} more accurate than {a}", acc[METHOD], acc[a],
+                          n_test, "points")
             for a in arms
             if a not in (METHOD, BASELINE)
-        ]
+        ]  # fmt: skip
         parts = [accuracy, cost, *diagnostics]
         held = overall([accuracy])  # speed never flips the accuracy verdict
 
@@ -200,7 +193,7 @@ class KlifVsLif(Experiment):
         for a in arms:
             if a == BASELINE:
                 continue
-            p = paired_part("", acc[a], acc[BASELINE], "points", scale=100, n_test=n_test)
+            p = accuracy_part("", acc[a], acc[BASELINE], n_test, "points")
             mc = [mcnemar(ca, cb) for ca, cb in zip(correct[a], correct[BASELINE], strict=True)]
             vs_rows.append([
                 a, f"{p.estimate:+.2f}", f"{p.interval[0]:+.2f} to {p.interval[1]:+.2f}",
@@ -337,11 +330,7 @@ class KlifVsLif(Experiment):
                     ["arm", "setting", "best val accuracy", "epoch", ""],
                     tune_rows,
                 ),
-                Table(
-                    "Step time on one training batch (median over interleaved rounds)",
-                    TIMING_COLUMNS,
-                    timing_rows(timing),
-                ),
+                timing_table(timing),
             ],
             figures=figures,
             verdict=verdict,

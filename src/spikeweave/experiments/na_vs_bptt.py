@@ -39,7 +39,7 @@ from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .schedule import run_interleaved
 from .selection import BestValPredictions, per_image
-from .stats import mcnemar, overall, paired_part
+from .stats import accuracy_part, mcnemar, overall, paired_part
 from .timing import TimingCase, time_arms
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
@@ -267,14 +267,7 @@ class NAvsBPTT(Experiment):
         for arm in (NA_ARM, CODE_ARM, LATER_ARM):
             label = "accuracy" + (" (the claim)" if arm == NA_ARM else "")
             parts.append(
-                paired_part(
-                    f"{label}: {arm} − surrogate BPTT",
-                    acc[arm],
-                    acc[BPTT_ARM],
-                    "accuracy points",
-                    scale=100,
-                    n_test=n_test,
-                )  # fmt: skip
+                accuracy_part(f"{label}: {arm} − surrogate BPTT", acc[arm], acc[BPTT_ARM], n_test)
             )
         mc_rows: list[list[Any]] = []
         mc: dict[str, list[tuple[int, int, float]]] = {}

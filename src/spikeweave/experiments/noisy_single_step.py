@@ -54,7 +54,7 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std, merge_parts
 from .selection import BestValPredictions, best_val_row
-from .stats import Part, mcnemar, overall, paired_part, threshold_part
+from .stats import Part, accuracy_part, mcnemar, overall, threshold_part
 from .timing import TimingCase, case_from_run, time_backends, timing_results
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
@@ -786,10 +786,9 @@ def _verdict_parts(
     noisy_test = [r.test for r in runs[tr.main_label]]
     fastest, chosen = train_time.fastest, train_time.chosen
     return [
-        paired_part(
+        accuracy_part(
             f"[{tag}] lossless conversion (claim): converted at T={t_max} − single-step expected",
-            _at(noisy["acc_T"], t_max), noisy["expected"], "accuracy points", scale=100,
-            n_test=n_test, margin=0.5, equivalence=True,
+            _at(noisy["acc_T"], t_max), noisy["expected"], n_test, margin=0.5, equivalence=True,
         ),
         threshold_part(
             f"[{tag}] training time (claim): share of {fastest}'s time to the common "
@@ -800,14 +799,13 @@ def _verdict_parts(
             f"[{tag}] inference (claim): log10 speed-up over {CLAIM_BASELINE}",
             speedup[CLAIM_BASELINE], 2.0, "log10 ×",
         ),
-        paired_part(
+        accuracy_part(
             f"[{tag}] accuracy cost vs BPTT (chosen on validation: {chosen}): noisy − BPTT",
-            noisy_test, [r.test for r in runs[chosen]], "accuracy points", scale=100,
-            n_test=n_test, margin=1.0,
+            noisy_test, [r.test for r in runs[chosen]], n_test, margin=1.0,
         ),
-        paired_part(
+        accuracy_part(
             f"[{tag}] accuracy cost vs the ANN: noisy − ANN", noisy_test,
-            [r.test for r in runs[ANN]], "accuracy points", scale=100, n_test=n_test, margin=1.0,
+            [r.test for r in runs[ANN]], n_test, margin=1.0,
         ),
     ] + [
         threshold_part(f"[{tag}] inference vs {c}: log10 speed-up", speedup[c], 2.0, "log10 ×")

@@ -44,14 +44,13 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, read_records, run_record
-from .stats import area_under_log_curve, mcnemar, overall, paired_part
+from .stats import accuracy_part, area_under_log_curve, mcnemar, overall, paired_part
 from .timing import (
-    TIMING_COLUMNS,
     cases_from_records,
     cpu_overhead,
     time_backends,
     timing_results,
-    timing_rows,
+    timing_table,
 )
 
 __all__ = [
@@ -267,10 +266,9 @@ class ResetDependency(Experiment):
             area[AWARE], area[DETACHED], "area (0 = perfect, 1 = fails everywhere)",
             higher_is_claimed=False,
         )  # fmt: skip
-        little = paired_part(
+        little = accuracy_part(
             f"image: reset-aware accuracy within ±{img.margin:g} points of detached",
-            acc[AWARE], acc[DETACHED], "points", scale=100, n_test=n_test, margin=img.margin,
-            equivalence=True,
+            acc[AWARE], acc[DETACHED], n_test, "points", margin=img.margin, equivalence=True,
         )  # fmt: skip
         cost = paired_part(
             "cost: reset-aware step slower than detached (same backend, process CPU time)",
@@ -390,11 +388,7 @@ class ResetDependency(Experiment):
                     ["seed", "reset-aware only", "detached only", "p (exact)"],
                     [[s, x, y, f"{q:.3g}"] for s, (x, y, q) in zip(ctx.seeds, mc, strict=True)],
                 ),
-                Table(
-                    "Step time on one training batch (median over interleaved rounds)",
-                    TIMING_COLUMNS,
-                    timing_rows(timing),
-                ),
+                timing_table(timing),
             ],
             figures=figures,
             verdict=verdict,

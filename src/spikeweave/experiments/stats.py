@@ -7,7 +7,8 @@ and the interval that decided it.
 
 API: :func:`paired_difference`, :func:`mcnemar`, :func:`accuracy_interval` (Wilson);
 :func:`decide` (superiority / non-inferiority), :func:`decide_equivalence` ("brings little":
-the interval inside ±margin); :func:`paired_part` (paired difference → part in one call);
+the interval inside ±margin); :func:`paired_part` (paired difference → part in one call)
+and :func:`accuracy_part` (of two arms' test accuracies, in points);
 :func:`threshold_part` (the seeds' mean against a fixed threshold, one-sample t);
 :func:`overall` (a report's ``held`` from the parts that make the claim — cost parts are kept
 out of it, so an implementation's speed never flips an accuracy verdict);
@@ -19,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -31,6 +33,7 @@ __all__ = [
     "decide",
     "decide_equivalence",
     "paired_part",
+    "accuracy_part",
     "threshold_part",
     "overall",
     "area_under_log_curve",
@@ -209,6 +212,20 @@ def paired_part(
     if equivalence:
         return decide_equivalence(*args, margin=margin)
     return decide(*args, margin=margin, higher_is_claimed=higher_is_claimed, rule_out=rule_out)
+
+
+def accuracy_part(
+    name: str,
+    a: Sequence[float],
+    b: Sequence[float],
+    n_test: int,
+    unit: str = "accuracy points",
+    **decision: Any,
+) -> Part:
+    """:func:`paired_part` of two arms' test accuracies (fractions, paired over seeds) in
+    points (× 100), with the binomial error of the ``n_test``-image test set; ``decision``
+    (``margin``, ``equivalence``, ...) as :func:`paired_part` takes it, in points."""
+    return paired_part(name, a, b, unit, scale=100, n_test=n_test, **decision)
 
 
 def threshold_part(

@@ -16,8 +16,8 @@ machine was doing. This module separates them:
   timing changes and the report says which backend each arm resolved to
   (:func:`neuron_backends`).
 - :func:`time_backends` — :func:`time_arms` once per backend (as shipped, then e.g. every arm
-  on the torch path), the one timing block every experiment uses; :func:`timing_rows` and
-  :func:`timing_results` give its report table rows and ``results`` entry, and
+  on the torch path), the one timing block every experiment uses; :func:`timing_table` and
+  :func:`timing_results` give its report table and ``results`` entry, and
   :func:`cpu_overhead` the per-round extra CPU time of one arm over another;
   :func:`cases_from_records` the timing cases of runs trained in (possibly forked) jobs.
 - :func:`machine_state` — thread counts, CPU count and ``os.getloadavg()``;
@@ -45,6 +45,7 @@ from ..errors import ConfigError
 from ..functional.fused import BACKENDS, select_backend
 from ..neurons import SpikingNeuron, _charge_only
 from ..training import Callback, flush_denormal, load_run
+from .report import Table
 
 __all__ = [
     "StepTimer",
@@ -57,7 +58,7 @@ __all__ = [
     "case_from_run",
     "time_arms",
     "time_backends",
-    "timing_rows",
+    "timing_table",
     "timing_results",
     "cpu_overhead",
     "cases_from_records",
@@ -270,19 +271,19 @@ def time_backends(
     }
 
 
-def timing_rows(timing: Mapping[str, Mapping[str, ArmTiming]]) -> list[list[str]]:
-    """Report rows ``[backend label, arm, resolved backends, wall ms, CPU ms]`` (medians over
-    rounds) of a :func:`time_backends` result."""
-    return [
+def timing_table(
+    timing: Mapping[str, Mapping[str, ArmTiming]],
+    title: str = "Step time on one training batch (median over interleaved rounds)",
+) -> Table:
+    """The report table of a :func:`time_backends` result: per backend label and arm, the
+    backends the arm's neurons resolved to and the median wall and CPU ms over rounds."""
+    rows = [
         [label, arm, ", ".join(sorted(set(t.resolved.values()))),
          f"{1000 * statistics.median(t.wall_s):.2f}", f"{1000 * statistics.median(t.cpu_s):.2f}"]
         for label, per in timing.items()
         for arm, t in per.items()
     ]  # fmt: skip
-
-
-TIMING_COLUMNS = ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"]
-"""Column names of :func:`timing_rows`."""
+    return Table(title, ["backend", "arm", "resolved backend", "wall (ms)", "CPU (ms)"], rows)
 
 
 def timing_results(timing: Mapping[str, Mapping[str, ArmTiming]]) -> dict[str, Any]:
