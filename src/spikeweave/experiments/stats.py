@@ -8,7 +8,8 @@ and the interval that decided it.
 API: :func:`paired_difference`, :func:`mcnemar`, :func:`accuracy_interval` (Wilson);
 :func:`decide` (superiority / non-inferiority), :func:`decide_equivalence` ("brings little":
 the interval inside ±margin); :func:`paired_part` (paired difference → part in one call)
-and :func:`accuracy_part` (of two arms' test accuracies, in points);
+and :func:`accuracy_part` (of two arms' test accuracies, in points), :func:`overhead_part`
+(an arm's extra cost per timing round, in percent);
 :func:`threshold_part` (the seeds' mean against a fixed threshold, one-sample t);
 :func:`overall` (a report's ``held`` from the parts that make the claim — cost parts are kept
 out of it, so an implementation's speed never flips an accuracy verdict);
@@ -34,6 +35,7 @@ __all__ = [
     "decide_equivalence",
     "paired_part",
     "accuracy_part",
+    "overhead_part",
     "threshold_part",
     "overall",
     "area_under_log_curve",
@@ -226,6 +228,14 @@ def accuracy_part(
     points (× 100), with the binomial error of the ``n_test``-image test set; ``decision``
     (``margin``, ``equivalence``, ...) as :func:`paired_part` takes it, in points."""
     return paired_part(name, a, b, unit, scale=100, n_test=n_test, **decision)
+
+
+def overhead_part(name: str, overhead: Sequence[float], **decision: Any) -> Part:
+    """:func:`paired_part` of an arm's extra cost per interleaved timing round (0.1 = 10%
+    more; :func:`~.timing.cpu_overhead`) against none, in percent; ``decision`` (``margin``,
+    ``higher_is_claimed``, ...) as :func:`paired_part` takes it, in percent."""
+    return paired_part(name, overhead, [0.0] * len(overhead), "% extra", scale=100,
+                       pairs="interleaved timing rounds", **decision)  # fmt: skip
 
 
 def threshold_part(
