@@ -33,3 +33,29 @@ def test_unknown_experiment_and_bad_seed_count_are_refused(tmp_path):
         run_experiment("nope", out_dir=tmp_path)
     with pytest.raises(ConfigError, match="--seeds must be at least 1"):
         run_experiment("reset-dependency", seeds=0, out_dir=tmp_path)
+
+
+def test_merge_parts_keeps_every_part_in_order_and_keys_results_by_tag():
+    from types import SimpleNamespace
+
+    from spikeweave.experiments.report import merge_parts
+    from spikeweave.experiments.stats import Part
+
+    def part(tag: str, notes: list[str]) -> dict:
+        return {
+            "tag": tag, "setup": f"setup {tag}", "tables": [Table(tag, ["c"], [[1]])],
+            "figures": [f"{tag}.png"], "verdict": f"verdict {tag}", "results": {"r": tag},
+            "parts": [Part(f"p {tag}", "held", 1.0, (0.5, 1.5), "points", "t")], "notes": notes,
+        }  # fmt: skip
+
+    exp = SimpleNamespace(name="x", title="T", claim="C")
+    merged = merge_parts(exp, [part("a", ["na"]), part("b", [])], False, ["first"], True)
+    assert (merged.name, merged.title, merged.claim, merged.held) == ("x", "T", "C", False)
+    assert merged.setup == {"part 1": "setup a", "part 2": "setup b"}
+    assert [t.title for t in merged.tables] == ["a", "b"]
+    assert merged.figures == ["a.png", "b.png"] and merged.notes == ["first", "na"]
+    assert merged.verdict == "[a] verdict a [b] verdict b"
+    assert [p.name for p in merged.parts] == ["p a", "p b"]
+    assert merged.results == {"a": {"r": "a"}, "b": {"r": "b"}}
+    untagged = merge_parts(exp, [part("a", [])], None)
+    assert untagged.verdict == "verdict a" and untagged.notes == []

@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from spikeweave.errors import ConfigError
 from spikeweave.experiments import ExperimentContext
 from spikeweave.experiments.schedule import interleave, run_interleaved
-from spikeweave.experiments.selection import BestValPredictions, best_val_row
+from spikeweave.experiments.selection import (
+    BestValPredictions,
+    best_val_row,
+    per_image,
+    read_records,
+    run_record,
+)
 from spikeweave.experiments.stats import (
     HELD,
     INCONCLUSIVE,
@@ -24,10 +32,15 @@ from spikeweave.experiments.stats import (
 )
 from spikeweave.experiments.timing import (
     case_from_trainer,
+    cases_from_records,
+    cpu_overhead,
     machine_state,
     neuron_backends,
     set_backend,
     time_arms,
+    time_backends,
+    timing_results,
+    timing_table,
 )
 from spikeweave.experiments.tuning import sweep_lr_alpha, tune
 from spikeweave.training import TrainConfig
@@ -165,6 +178,62 @@ def test_time_arms_interleaves_rounds_on_the_chosen_backend_without_changing_the
     assert {m.backend for m in case.model.modules() if hasattr(m, "backend")} == {"auto"}
     with pytest.raises(ConfigError, match="rounds"):
         time_arms({"a": case}, rounds=0)
+
+
+def test_per_image_scores_what_the_trainer_logged_and_leaves_the_random_stream_alone(trained):
+    _, trainer, _ = trained
+    poisson = replace(trainer.config, encoder="poisson")
+    torch.manual_seed(123)
+    expected_next = torch.rand(3)
+    torch.manual_seed(123)
+    first = per_image(trainer.model, trainer.task, trainer.test_set, poisson, ties=True)
+    assert torch.equal(torch.rand(3), expected_next)  # the evaluation forked its RNG
+    again = per_image(trainer.model, trainer.task, trainer.test_set, poisson, ties=True)
+    assert np.array_equal(first.correct, again.correct)  # seeded per run, not per call
+    assert first.tied is not None and first.tied.dtype == bool
+    assert len(first.tied) == len(first.correct) == len(trainer.test_set)
+    assert per_image(trainer.model, trainer.task, trainer.test_set, trainer.config).tied is None
+    # the same images, encoding and seed as the trainer's own evaluation
+    now = per_image(trainer.model, trainer.task, trainer.test_set, trainer.config).correct
+    assert now.mean() == pytest.approx(trainer.evaluate("test")["test_accuracy"])
+    trainer.model.train()
+    per_image(trainer.model, trainer.task, trainer.test_set, trainer.config)
+    assert trainer.model.training  # its mode is given back
+
+
+def test_per_image_refuses_a_task_without_classes(trained):
+    _, trainer, _ = trained
+    task = SimpleNamespace(name="regression")
+    with pytest.raises(ConfigError, match="classification"):
+        per_image(trainer.model, task, trainer.test_set, trainer.config)
+
+
+def test_read_records_reads_every_arm_at_its_best_validation_epoch(trained):
+    _, trainer, picks = trained
+    record = run_record(trainer, picks)
+    read = read_records({"A": [record], "B": [record, record]})
+    best = best_val_row(trainer.history, "accuracy", True)
+    assert read.accuracy == {"A": [best["test_accuracy"]], "B": [best["test_accuracy"]] * 2}
+    assert read.n_test == len(trainer.test_set)
+    assert read.curves["A"] == [[r["test_accuracy"] for r in trainer.history]]
+    assert read.step_ms["A"][0] > 0 and read.correct["B"][1] is picks.correct
+
+
+def test_time_backends_times_every_arm_per_backend_with_cpu_time_and_load(trained):
+    _, trainer, picks = trained
+    cases = cases_from_records({"a": [run_record(trainer, picks)]})
+    cases["b"] = case_from_trainer(trainer, batch_size=8)
+    timing = time_backends(cases, {"shipped": None, "ref": "reference"}, rounds=2, steps=1,
+                           warmup=0)  # fmt: skip
+    assert list(timing) == ["shipped", "ref"] and set(timing["ref"]) == {"a", "b"}
+    ref = timing["ref"]["a"]
+    assert set(ref.resolved.values()) == {"reference"} and len(ref.load) == len(ref.cpu_s) == 2
+    assert timing_results(timing)["ref"]["b"]["load"] == timing["ref"]["b"].load
+    table = timing_table(timing)
+    assert [r[:2] for r in table.rows] == [[m, a] for m in timing for a in ("a", "b")]
+    a, b = timing["ref"]["a"].cpu_s, timing["ref"]["b"].cpu_s
+    expected = [x / y - 1 for x, y in zip(a, b, strict=True)]
+    assert cpu_overhead(timing["ref"], "a", "b") == pytest.approx(expected)
 
 
 def test_tuning_keeps_the_best_validation_candidate_and_never_needs_the_test_set(tmp_path, capsys):

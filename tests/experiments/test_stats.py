@@ -14,8 +14,10 @@ from spikeweave.experiments.stats import (
     INCONCLUSIVE,
     NOT_HELD,
     accuracy_interval,
+    accuracy_part,
     decide,
     mcnemar,
+    overhead_part,
     paired_difference,
     paired_part,
     threshold_part,
@@ -107,3 +109,23 @@ def test_threshold_part_holds_only_when_the_interval_clears_the_threshold():
     assert below.status == "not held"
     mixed = threshold_part("t", [0.3, 0.9, 0.6, math.inf], 0.65, "%", scale=100)
     assert mixed.status == "inconclusive" and mixed.n == 3 and "left out" in mixed.test
+
+
+def test_accuracy_and_overhead_parts_are_the_paired_part_they_name():
+    a, b = [0.81, 0.83, 0.80], [0.80, 0.80, 0.79]
+    assert accuracy_part("x", a, b, 500, margin=0.5) == paired_part(
+        "x", a, b, "accuracy points", scale=100, n_test=500, margin=0.5
+    )
+    extra = [0.05, 0.12, 0.08]
+    part = overhead_part("c", extra, margin=10.0, higher_is_claimed=False)
+    assert part == paired_part(
+        "c",
+        extra,
+        [0.0] * 3,
+        "% extra",
+        scale=100,
+        margin=10.0,
+        higher_is_claimed=False,
+        pairs="interleaved timing rounds",
+    )
+    assert "timing rounds" in part.test and part.estimate == pytest.approx(25 / 3)

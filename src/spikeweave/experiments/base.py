@@ -19,9 +19,11 @@ Machinery every experiment shares (issue 17):
   (:attr:`Experiment.parallel_runs`) may run them in N forked processes, one torch thread
   each, through :meth:`ExperimentContext.run_interleaved`; the count is recorded in
   ``setup.workers``, since runs that share the machine also share its time;
-- interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend:
-  :mod:`.timing`; validation selection and per-image test predictions: :mod:`.selection`;
-  tuned baselines: :mod:`.tuning`; statistics and verdict parts: :mod:`.stats`.
+- interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend (the
+  one timing block, :func:`~.timing.time_backends`): :mod:`.timing`; validation selection and
+  the one per-image evaluation (:func:`~.selection.per_image`): :mod:`.selection`; tuned
+  baselines: :mod:`.tuning`; every statistical test and verdict part: :mod:`.stats`; report
+  writing and merging a report's parts (:func:`~.report.merge_parts`): :mod:`.report`.
 """
 
 from __future__ import annotations
