@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..atomic import atomic_write_bytes
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, SpikeweaveError
 from ..layers import TimeFolded
 from ..models.readout import PopulationReadout
 from ..neurons import IF, LIF, SpikingNeuron
@@ -480,6 +480,215 @@ def to_nir(
 
 
 # --------------------------------------------------------------------------------------------
+# reading a NIR file we did not write
+# --------------------------------------------------------------------------------------------
+# Limits on what a NIR file may declare, checked before anything is read or allocated. They are
+# module constants so code can raise them (``spikeweave.export.nir.MAX_NIR_TOTAL_BYTES = ...``);
+# nothing in a file can. Compressed datasets inflate by up to ~1000x, so the limits bound the
+# decoded sizes the file declares, not the file's own size.
+
+MAX_NIR_ARRAY_BYTES = 128 * 2**20
+"""Largest decoded size of one dataset (its shape times its item size), in bytes."""
+
+MAX_NIR_TOTAL_BYTES = 256 * 2**20
+"""Largest decoded size of all datasets together (weights and neuron parameters), in bytes."""
+
+MAX_NIR_OBJECTS = 20_000
+"""Most groups and datasets in one file."""
+
+MAX_NIR_DEPTH = 32
+"""Deepest nesting of groups (a graph inside a graph adds two levels)."""
+
+MAX_NIR_STRINGS = 100_000
+"""Most variable-length strings (node types, edge names, metadata) in one file."""
+
+MAX_NIR_STRING_BYTES = 16 * 2**20
+"""Largest size of all variable-length strings together, in bytes."""
+
+MAX_NIR_STEPS = 100_000
+"""Largest number of time steps ``T`` taken from a file's metadata (``--steps`` overrides)."""
+
+# HDF5 filters that decode inside the library (no plugin is ever loaded): gzip, shuffle,
+# fletcher32 checksums and h5py's own LZF.
+_FILTERS = {1: "gzip", 2: "shuffle", 3: "fletcher32", 32000: "lzf"}
+# Fixed-length byte strings and variable-length strings count this many bytes per element
+# against the size limits (their text is counted separately as it is read).
+_STRING_SLOT = 64
+# Neuron parameters nir broadcasts against each other when it builds the node (w_in·ones(v_leak)):
+# different shapes would multiply, so they must agree before nir sees them.
+_NEURON_TYPES = {"LIF", "IF", "LI", "I", "CubaLIF", "CubaLI", "Threshold"}
+_NEURON_PARAMS = ("tau", "r", "v_leak", "v_threshold", "v_reset", "tau_mem", "tau_syn", "w_in")
+
+
+class _Hdf5Reader:
+    """Checks an open HDF5 file's links and datasets (no data read), then reads it as nested
+    dicts of numpy arrays and ``str`` like ``nir.serialization.hdf2dict`` does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.objects = 0
+        self.total = 0
+        self.strings = 0
+        self.string_bytes = 0
+        self.seen: set[Any] = set()
+
+    def refuse(self, where: str, problem: str) -> DataError:
+        return DataError(f"{self.path}: '{where}' {problem}; spikeweave reads only NIR files")
+
+    def read(self, f: Any) -> dict[str, Any]:
+        plan = self.check_group(f, "", 0)
+        return self.load(plan)
+
+    def check_group(self, group: Any, where: str, depth: int) -> dict[str, Any]:
+        """``{name: sub-plan or dataset}`` for ``group``; a DataError for anything but hard
+        links to groups and plain in-file datasets. Reads no data."""
+        import h5py
+
+        if depth > MAX_NIR_DEPTH:
+            raise self.refuse(where, f"is nested deeper than {MAX_NIR_DEPTH} groups")
+        plan: dict[str, Any] = {}
+        for name in group:
+            here = f"{where}/{name}"
+            link = group.get(name, getlink=True)
+            if isinstance(link, h5py.ExternalLink):
+                raise self.refuse(here, "is an external link (to an object in another file)")
+            if isinstance(link, h5py.SoftLink):
+                raise self.refuse(here, "is a soft link; a NIR file holds plain groups and data")
+            if not isinstance(link, h5py.HardLink):
+                raise self.refuse(here, f"is a {type(link).__name__} link")
+            obj = group.get(name)
+            # The same object under two names would be read twice (or forever, for a group
+            # linked into itself): nir.write never writes one.
+            if obj.id in self.seen:
+                raise self.refuse(here, "is a second link to an object already read")
+            self.seen.add(obj.id)
+            self.objects += 1
+            if self.objects > MAX_NIR_OBJECTS:
+                raise self.refuse(here, f"is beyond the limit of {MAX_NIR_OBJECTS} objects")
+            if isinstance(obj, h5py.Group):
+                plan[name] = self.check_group(obj, here, depth + 1)
+            elif isinstance(obj, h5py.Dataset):
+                self.check_dataset(obj, here)
+                plan[name] = obj
+            else:
+                raise self.refuse(here, f"is a {type(obj).__name__}, not a group or dataset")
+        return plan
+
+    def check_dataset(self, dset: Any, where: str) -> None:
+        """Storage, filters, type and declared size of one dataset, before any data is read."""
+        import h5py
+
+        plist = dset.id.get_create_plist()
+        # External storage and virtual datasets take their bytes from other files.
+        if plist.get_external_count() > 0:
+            raise self.refuse(where, "keeps its data in an outside file (HDF5 external storage)")
+        layout = plist.get_layout()
+        if layout == h5py.h5d.VIRTUAL:
+            raise self.refuse(where, "is a virtual dataset (its data lives in other files)")
+        if layout not in (h5py.h5d.COMPACT, h5py.h5d.CONTIGUOUS, h5py.h5d.CHUNKED):
+            raise self.refuse(where, f"has HDF5 storage layout {layout}")
+        for i in range(plist.get_nfilters()):
+            code = plist.get_filter(i)[0]
+            if code not in _FILTERS:
+                raise self.refuse(
+                    where, f"uses HDF5 filter {code}; only {', '.join(_FILTERS.values())} are read"
+                )
+        dtype = dset.dtype
+        string = h5py.check_string_dtype(dtype)
+        if dtype.kind == "c":
+            raise self.refuse(where, f"holds complex numbers ({dtype}); NIR values are real")
+        if string is None and (dtype.kind not in "biuf" or dtype.shape or dtype.names):
+            raise self.refuse(where, f"holds HDF5 type {dtype}, not numbers or text")
+        shape = () if dset.shape is None else tuple(int(n) for n in dset.shape)
+        count = math.prod(shape)
+        item = _STRING_SLOT if string is not None and string.length is None else dtype.itemsize
+        size = count * item
+        if layout == h5py.h5d.CHUNKED:
+            # a chunk is decoded whole, so it must fit the same limit as the dataset
+            chunk = plist.get_chunk()
+            if math.prod(int(n) for n in chunk) * item > MAX_NIR_ARRAY_BYTES:
+                raise self.refuse(where, f"has chunks of {tuple(chunk)} x {item} bytes, over "
+                                  f"MAX_NIR_ARRAY_BYTES ({MAX_NIR_ARRAY_BYTES})")  # fmt: skip
+        if size > MAX_NIR_ARRAY_BYTES:
+            raise self.refuse(
+                where,
+                f"declares shape {shape} of {dtype} ({size} bytes), over "
+                f"MAX_NIR_ARRAY_BYTES ({MAX_NIR_ARRAY_BYTES})",
+            )
+        self.total += size
+        if self.total > MAX_NIR_TOTAL_BYTES:
+            raise self.refuse(
+                where,
+                f"brings the declared data to {self.total} bytes, over "
+                f"MAX_NIR_TOTAL_BYTES ({MAX_NIR_TOTAL_BYTES})",
+            )
+        if string is not None and string.length is None:
+            self.strings += count
+            if self.strings > MAX_NIR_STRINGS:
+                raise self.refuse(
+                    where, f"brings the strings over MAX_NIR_STRINGS ({MAX_NIR_STRINGS})"
+                )
+
+    def load(self, plan: dict[str, Any], where: str = "") -> dict[str, Any]:
+        """The data of a checked plan, as nested dicts like ``nir.serialization.hdf2dict``."""
+        import h5py
+
+        out: dict[str, Any] = {}
+        for name, item in plan.items():
+            here = f"{where}/{name}"
+            if isinstance(item, dict):
+                out[name] = self.load(item, here)
+                continue
+            string = h5py.check_string_dtype(item.dtype)
+            value = self.load_strings(item, here) if string and not string.length else item[()]
+            if isinstance(value, bytes):
+                try:
+                    value = value.decode("utf8")
+                except UnicodeDecodeError:
+                    raise self.refuse(here, "holds text that is not UTF-8") from None
+            out[name] = value
+        return out
+
+    def load_strings(self, dset: Any, where: str) -> Any:
+        """A variable-length string dataset, one element at a time: each element may point at
+        any string in the file, so their sizes are counted as they are read."""
+        if dset.shape is None or dset.shape == ():
+            value = dset[()]
+            self.count_string(value, where)
+            return value
+        values = np.empty(dset.shape, dtype=object)
+        for idx in np.ndindex(*dset.shape):
+            values[idx] = dset[idx]
+            self.count_string(values[idx], where)
+        return values
+
+    def count_string(self, value: Any, where: str) -> None:
+        self.string_bytes += len(value) if isinstance(value, bytes | str) else 0
+        if self.string_bytes > MAX_NIR_STRING_BYTES:
+            raise self.refuse(
+                where, f"brings the text over MAX_NIR_STRING_BYTES ({MAX_NIR_STRING_BYTES})"
+            )
+
+
+def _check_neuron_shapes(path: Path, node: dict[str, Any], where: str) -> None:
+    """Refuse neuron parameters of different shapes before nir broadcasts them together."""
+    if node.get("type") in _NEURON_TYPES:
+        shapes = {
+            key: np.shape(node[key])
+            for key in _NEURON_PARAMS
+            if key in node and np.size(node[key]) != 1
+        }
+        if len(set(shapes.values())) > 1:
+            raise DataError(
+                f"{path}: neuron '{where}' has parameters of different shapes {shapes}; each "
+                "must have one value per neuron"
+            )
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _check_neuron_shapes(path, value, f"{where}/{key}" if where != "node" else key)
+
+
+# --------------------------------------------------------------------------------------------
 # import
 # --------------------------------------------------------------------------------------------
 
@@ -605,7 +814,7 @@ def _neuron_tau_steps(name: str, node: Any, dt: float, taus: Any = None) -> floa
     tau_steps = _simplest_steps(tau_s, dt, taus)
     stored = node.metadata.get("tau_steps") if isinstance(node.metadata, dict) else None
     if stored is not None:
-        stored = float(np.asarray(stored))
+        stored = meta_number(f"metadata 'tau_steps' of node '{name}'", stored)
         # the exporter's exact value, unless the file was changed since
         if math.isclose(stored * dt, tau_s, rel_tol=_REL_TOL):
             tau_steps = stored
@@ -656,8 +865,10 @@ def _import_neuron(
         # Input coefficient of the Euler step: (dt/tau_nir)·R = R/tau_steps.
         stored = node.metadata.get("decay_input") if isinstance(node.metadata, dict) else None
         tol = max(_tol(node.r), _tol(taus))
+        if stored is not None:
+            stored = meta_bool(f"metadata 'decay_input' of node '{name}'", stored)
         if np.allclose(r, 1.0, rtol=tol, atol=0.0) and not (
-            tau == 1.0 and stored is not None and not bool(stored)
+            tau == 1.0 and stored is not None and not stored
         ):
             decay_input = True
         else:
@@ -695,87 +906,139 @@ def _import_layers(
     layers: list[tuple[str, _Imported]] = []
     for idx, (key, node) in enumerate(order[1:-1], start=1):
         kind = type(node).__name__
-        is_last = idx == len(order) - 2
-        if isinstance(node, nir.Affine | nir.Linear):
-            w = np.asarray(node.weight)
-            if w.ndim != 2:
-                raise ConfigError(
-                    f"NIR import: node '{key}' ({kind}) has a {w.ndim}-D weight; spikeweave "
-                    "imports 2-D (matrix) weights only"
-                )
-            bias = isinstance(node, nir.Affine) and node.bias is not None
-            pop = _is_population_readout(node) if bias and is_last else None
-            if pop is not None:
-                module: nn.Module = PopulationReadout(w.shape[0], pop)
-                layers.append((key, _Imported("readout", module, node)))
-            else:
-                linear = nn.Linear(w.shape[1], w.shape[0], bias=bias)
-                with torch.no_grad():
-                    linear.weight.copy_(_tensor(w))
-                    if bias:
-                        linear.bias.copy_(_tensor(node.bias).reshape(-1))
-                layers.append((key, _Imported("affine", TimeFolded(linear), node)))
-            shape = (int(w.shape[0]),)
-        elif isinstance(node, nir.Conv2d):
-            w = np.asarray(node.weight)
-            padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
-            conv = nn.Conv2d(
-                w.shape[1] * int(node.groups),
-                w.shape[0],
-                tuple(w.shape[2:]),
-                stride=_pair(node.stride),
-                padding=padding,
-                dilation=_pair(node.dilation),
-                groups=int(node.groups),
-                bias=True,
+        try:
+            shape, first_flatten = _import_node(
+                nir, key, node, dt, shape, first_flatten, idx == len(order) - 2, layers
             )
-            with torch.no_grad():
-                conv.weight.copy_(_tensor(w))
-                conv.bias.copy_(_tensor(node.bias).reshape(-1))
-            layers.append((key, _Imported("conv", TimeFolded(conv), node)))
-            out = _shape_of(node, "output")
-            shape = out if out else ()
-        elif isinstance(node, nir.Flatten):
-            # NIR dims have no batch axis; torch's count the folded T·B axis first
-            start = int(node.start_dim) + 1
-            end = int(node.end_dim) + 1 if int(node.end_dim) >= 0 else int(node.end_dim)
-            flat = nn.Flatten(start, end)
-            rank = len(shape) if (first_flatten and shape) else None
-            layers.append((key, _Imported("flatten", TimeFolded(flat, sample_rank=rank), node)))
-            first_flatten = False
-            out = _shape_of(node, "output")
-            shape = out if out else ()
-        elif isinstance(node, nir.SumPool2d | nir.AvgPool2d):
-            k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
-            pool: nn.Module = (
-                SumPool2d(k, s, p) if isinstance(node, nir.SumPool2d) else nn.AvgPool2d(k, s, p)
-            )
-            layers.append((key, _Imported("pool", TimeFolded(pool), node)))
-            if len(shape) == 3:
-                c, h, w_ = shape
-                shape = (c, (h + 2 * p[0] - k[0]) // s[0] + 1, (w_ + 2 * p[1] - k[1]) // s[1] + 1)
-        elif isinstance(node, nir.LIF | nir.IF | nir.CubaLIF):
-            nshape = tuple(np.asarray(node.v_threshold).shape)
-            for item in _import_neuron(key, node, dt, nshape):
-                layers.append((key, item))
-            shape = nshape
-        else:
+        except SpikeweaveError:
+            raise
+        except (TypeError, ValueError, OverflowError, RuntimeError, IndexError, KeyError) as exc:
+            # a field of the wrong type or shape (a string stride, a 2-element groups, ...)
+            msg = " ".join(str(exc).split())[:120] or type(exc).__name__
             raise ConfigError(
-                f"NIR import: node '{key}' ({kind}) is not supported; spikeweave imports Input, "
-                "Output, Affine, Linear, Conv2d, Flatten, SumPool2d, AvgPool2d, IF, LIF and "
-                "CubaLIF with tau_syn = dt"
-            )
+                f"NIR import: node '{key}' ({kind}) has a malformed field ({msg})"
+            ) from None
     return in_shape, layers
 
 
+def _import_node(
+    nir: Any,
+    key: str,
+    node: Any,
+    dt: float | None,
+    shape: tuple[int, ...],
+    first_flatten: bool,
+    is_last: bool,
+    layers: list[tuple[str, _Imported]],
+) -> tuple[tuple[int, ...], bool]:
+    """Append the layers of one NIR node to ``layers``; the shape after it and whether the
+    first Flatten is still to come."""
+    kind = type(node).__name__
+    for field, value in vars(node).items():
+        # a float cast would drop the imaginary part without a word
+        if np.iscomplexobj(value):
+            raise ConfigError(
+                f"NIR import: node '{key}' ({kind}) has complex values in '{field}'; "
+                "spikeweave imports real numbers only"
+            )
+    if isinstance(node, nir.Affine | nir.Linear):
+        w = np.asarray(node.weight)
+        if w.ndim != 2:
+            raise ConfigError(
+                f"NIR import: node '{key}' ({kind}) has a {w.ndim}-D weight; spikeweave "
+                "imports 2-D (matrix) weights only"
+            )
+        bias = isinstance(node, nir.Affine) and node.bias is not None
+        pop = _is_population_readout(node) if bias and is_last else None
+        if pop is not None:
+            module: nn.Module = PopulationReadout(w.shape[0], pop)
+            layers.append((key, _Imported("readout", module, node)))
+        else:
+            linear = nn.Linear(w.shape[1], w.shape[0], bias=bias)
+            with torch.no_grad():
+                linear.weight.copy_(_tensor(w))
+                if bias:
+                    linear.bias.copy_(_tensor(node.bias).reshape(-1))
+            layers.append((key, _Imported("affine", TimeFolded(linear), node)))
+        shape = (int(w.shape[0]),)
+    elif isinstance(node, nir.Conv2d):
+        w = np.asarray(node.weight)
+        padding = node.padding if isinstance(node.padding, str) else _pair(node.padding)
+        conv = nn.Conv2d(
+            w.shape[1] * int(node.groups),
+            w.shape[0],
+            tuple(w.shape[2:]),
+            stride=_pair(node.stride),
+            padding=padding,
+            dilation=_pair(node.dilation),
+            groups=int(node.groups),
+            bias=True,
+        )
+        with torch.no_grad():
+            conv.weight.copy_(_tensor(w))
+            conv.bias.copy_(_tensor(node.bias).reshape(-1))
+        layers.append((key, _Imported("conv", TimeFolded(conv), node)))
+        out = _shape_of(node, "output")
+        shape = out if out else ()
+    elif isinstance(node, nir.Flatten):
+        # NIR dims have no batch axis; torch's count the folded T·B axis first
+        start = int(node.start_dim) + 1
+        end = int(node.end_dim) + 1 if int(node.end_dim) >= 0 else int(node.end_dim)
+        flat = nn.Flatten(start, end)
+        rank = len(shape) if (first_flatten and shape) else None
+        layers.append((key, _Imported("flatten", TimeFolded(flat, sample_rank=rank), node)))
+        first_flatten = False
+        out = _shape_of(node, "output")
+        shape = out if out else ()
+    elif isinstance(node, nir.SumPool2d | nir.AvgPool2d):
+        k, s, p = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        pool: nn.Module = (
+            SumPool2d(k, s, p) if isinstance(node, nir.SumPool2d) else nn.AvgPool2d(k, s, p)
+        )
+        layers.append((key, _Imported("pool", TimeFolded(pool), node)))
+        if len(shape) == 3:
+            c, h, w_ = shape
+            shape = (c, (h + 2 * p[0] - k[0]) // s[0] + 1, (w_ + 2 * p[1] - k[1]) // s[1] + 1)
+    elif isinstance(node, nir.LIF | nir.IF | nir.CubaLIF):
+        nshape = tuple(np.asarray(node.v_threshold).shape)
+        for item in _import_neuron(key, node, dt, nshape):
+            layers.append((key, item))
+        shape = nshape
+    else:
+        raise ConfigError(
+            f"NIR import: node '{key}' ({kind}) is not supported; spikeweave imports Input, "
+            "Output, Affine, Linear, Conv2d, Flatten, SumPool2d, AvgPool2d, IF, LIF and "
+            "CubaLIF with tau_syn = dt"
+        )
+    return shape, first_flatten
+
+
 def read_graph(path: str | Path) -> Any:
-    """``nir.read(path)``, with a one-line ``DataError`` for a missing or unreadable file."""
+    """The ``nir.NIRGraph`` in the NIR (HDF5) file ``path``, read as a file we did not write.
+
+    Before any data is read, every link and dataset is checked (see :data:`MAX_NIR_ARRAY_BYTES`
+    and the other limits above): only hard links, datasets stored inside the file (compact,
+    contiguous or chunked with gzip/shuffle/lzf/fletcher32), real numbers or strings, and
+    declared sizes within the limits. Then the data is read through the same open handle and
+    given to ``nir``'s own node constructors. Any problem is a one-line ``DataError``.
+    """
     nir = _nir()
     p = Path(path)
     if not p.is_file():
         raise DataError(f"NIR file {p} does not exist; pass a .nir file written by nir.write")
+    import h5py
+
     try:
-        return nir.read(p)
+        with h5py.File(p, "r") as f:
+            tree = _Hdf5Reader(p).read(f)
+        node = tree.get("node")
+        if not isinstance(node, dict):
+            raise DataError(f"{p} is not a NIR file (it has no 'node' group)")
+        _check_neuron_shapes(p, node, "node")
+        node["type_check"] = True
+        return nir.dict2NIRNode(node)
+    except DataError:
+        raise
     except Exception as exc:  # h5py, KeyError or nir's own asserts: all mean "not a NIR file"
         msg = " ".join(str(exc).split())[:160] or type(exc).__name__
         raise DataError(f"{p} is not a readable NIR file ({msg})") from None
@@ -785,7 +1048,91 @@ def _graph_dt(graph: Any, dt: float | None) -> float | None:
     if dt is not None:
         return _check_dt(dt)
     stored = graph.metadata.get("dt") if isinstance(graph.metadata, dict) else None
-    return None if stored is None else _check_dt(float(np.asarray(stored)))
+    return None if stored is None else _check_dt(meta_number("metadata 'dt'", stored))
+
+
+# Metadata comes from the file as whatever HDF5 type its writer chose (a 0-d array, bytes, a
+# string where a number belongs): each value is checked for the type its reader needs.
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return (
+        f"{text[:60]}... ({type(value).__name__})"
+        if len(text) > 60
+        else f"{text} ({type(value).__name__})"
+    )
+
+
+def meta_scalar(what: str, value: Any) -> Any:
+    """A metadata value as a plain Python value: one-element arrays unwrapped, numpy scalars
+    made Python scalars, bytes decoded as UTF-8; a one-line ``ConfigError`` otherwise."""
+    if isinstance(value, np.ndarray):
+        if value.size != 1:
+            raise ConfigError(
+                f"NIR import: {what} is an array of shape {value.shape}; expected one value"
+            )
+        value = value.reshape(-1)[0]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("utf8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"NIR import: {what} is bytes that are not UTF-8 text") from None
+    return value
+
+
+def meta_number(what: str, value: Any) -> float:
+    """A finite real number from metadata (not a bool, not text), else a ``ConfigError``."""
+    value = meta_scalar(what, value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+    ):
+        raise ConfigError(f"NIR import: {what} is {_shown(value)}; expected a finite number")
+    return float(value)
+
+
+def meta_steps(what: str, value: Any, limit: int | None = None) -> int:
+    """A number of time steps: a positive whole number (``3`` or ``3.0``, never ``2.7``), at
+    most ``limit`` when given; else a ``ConfigError``."""
+    value = meta_scalar(what, value)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(float(value))
+        or float(value) != math.floor(value)
+        or value < 1
+    ):
+        raise ConfigError(
+            f"NIR import: {what} is {_shown(value)}; the number of time steps must be a "
+            "positive integer"
+        )
+    steps = int(value)
+    if limit is not None and steps > limit:
+        raise ConfigError(
+            f"NIR import: {what} is {steps}, over MAX_NIR_STEPS ({limit}); pass --steps to "
+            "choose T yourself"
+        )
+    return steps
+
+
+def meta_str(what: str, value: Any) -> str:
+    """A text value from metadata, else a ``ConfigError``."""
+    value = meta_scalar(what, value)
+    if not isinstance(value, str):
+        raise ConfigError(f"NIR import: {what} is {_shown(value)}; expected text")
+    return value
+
+
+def meta_bool(what: str, value: Any) -> bool:
+    """A boolean from metadata (``True``/``False`` or ``1``/``0``), else a ``ConfigError``."""
+    value = meta_scalar(what, value)
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise ConfigError(f"NIR import: {what} is {_shown(value)}; expected true or false")
 
 
 def from_nir(graph: Any, dt: float | None = None) -> nn.Sequential:

@@ -14,6 +14,7 @@ rebuilds the network from the config. The run's parts come from
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,17 @@ from torch import nn
 from ..errors import ConfigError
 from ..layers import TimeFolded
 from ..neurons import IF, LIF
-from .nir import _graph_dt, _import_layers, _Imported, from_nir, read_graph, save_nir
+from . import nir as _nir_module
+from .nir import (
+    _graph_dt,
+    _import_layers,
+    _Imported,
+    from_nir,
+    meta_steps,
+    meta_str,
+    read_graph,
+    save_nir,
+)
 
 __all__ = ["export_run", "import_run", "IMPORT_RECORD"]
 
@@ -40,11 +51,14 @@ def export_run(run_dir: str | Path, path: str | Path, dt: float) -> Path:
 
 
 def _meta(graph: Any, key: str) -> Any:
+    """The graph's metadata ``key`` as stored (checked by the caller for its type), or None."""
     meta = graph.metadata if isinstance(graph.metadata, dict) else {}
-    value = meta.get(key)
-    if isinstance(value, np.ndarray | np.generic):
-        value = value.item()
-    return value.decode() if isinstance(value, bytes) else value
+    return meta.get(key)
+
+
+def _meta_text(graph: Any, key: str) -> str | None:
+    value = _meta(graph, key)
+    return None if value is None else meta_str(f"metadata {key!r}", value)
 
 
 def _not_mlp(why: str) -> ConfigError:
@@ -129,14 +143,18 @@ def import_run(
 
     graph = read_graph(path)
     step = _graph_dt(graph, dt)
-    _, layers = _import_layers(graph, step)
+    in_shape, layers = _import_layers(graph, step)
     fields, linears = _mlp_fields(layers)
-    task = _meta(graph, "task") or "classification"
+    task = _meta_text(graph, "task") or "classification"
     if task != "classification":
         raise _not_mlp(f"its task is {task!r} and import builds classification runs")
-    dataset = dataset or _meta(graph, "dataset")
-    steps = steps if steps is not None else _meta(graph, "steps")
-    encoder = encoder or _meta(graph, "encoder") or "direct"
+    dataset = dataset or _meta_text(graph, "dataset")
+    if steps is not None:
+        steps = meta_steps("steps", steps)
+    elif _meta(graph, "steps") is not None:
+        # the limit applies to the file's value only: --steps is the user's own choice
+        steps = meta_steps("metadata 'steps'", _meta(graph, "steps"), _nir_module.MAX_NIR_STEPS)
+    encoder = encoder or _meta_text(graph, "encoder") or "direct"
     if not dataset or steps is None:
         missing = "dataset" if not dataset else "steps"
         raise ConfigError(
@@ -152,6 +170,11 @@ def import_run(
             f"{info.num_classes} classes; pass the --dataset it was trained on"
         )
     fields.pop("num_classes")
+    if in_shape and math.prod(in_shape) != n_in:
+        raise ConfigError(
+            f"NIR import: the graph's Input has shape {in_shape}, which does not hold the "
+            f"{n_in} inputs its first layer takes; the file is inconsistent"
+        )
     rundir = RunDir(out_dir)
     if rundir.path.exists() and any(rundir.path.iterdir()):
         raise ConfigError(f"{rundir.path} exists and is not empty; choose a new OUT_DIR")
@@ -178,7 +201,9 @@ def import_run(
             # A NIR Linear has no bias: zero is exact (x + 0 == x).
             dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
     parts.model.eval()
-    _check_same(from_nir(graph, dt=step), parts.model, tuple(info.input_shape), int(steps))
+    _check_same(
+        from_nir(graph, dt=step), parts.model, tuple(info.input_shape), in_shape, int(steps)
+    )
     rundir.create()
     with rundir.lock():
         record = {
@@ -192,11 +217,22 @@ def import_run(
     return rundir.path
 
 
-def _check_same(imported: nn.Module, run_model: nn.Module, shape: tuple[int, ...], T: int) -> None:
-    """Refuse to write a run whose model would not compute what the graph computes."""
+def _check_same(
+    imported: nn.Module,
+    run_model: nn.Module,
+    shape: tuple[int, ...],
+    graph_shape: tuple[int, ...],
+    T: int,
+) -> None:
+    """Refuse to write a run whose model would not compute what the graph computes.
+
+    ``shape`` is the dataset's sample shape (the run's MLP flattens it), ``graph_shape`` the
+    graph's Input shape (the same numbers, e.g. ``(64,)`` for ``(1, 8, 8)``; empty if unknown).
+    """
     gen = torch.Generator().manual_seed(0)
     x = 2.0 * torch.rand((T, 8, *shape), generator=gen)
+    x_graph = x.reshape(T, 8, *graph_shape) if graph_shape else x
     with torch.no_grad():
-        same = torch.equal(imported(x), run_model(x))
+        same = torch.equal(imported(x_graph), run_model(x))
     if not same:  # pragma: no cover - a mapping bug, not a user error
         raise ConfigError("NIR import: the rebuilt MLP differs from the graph; please report it")
