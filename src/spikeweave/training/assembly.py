@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +36,7 @@ from ..models import MODELS
 from ..neurons import NEURONS
 from ..registry import Registry
 from ..tasks import TASKS, DataSpec, Task, make_task
+from .checkpoint import check_model_fits
 from .config import TrainConfig, check_model_fields
 from .evaluation import split_validation
 from .methods import METHODS, SurrogateBPTT, TrainingMethod, make_method
@@ -220,6 +223,7 @@ def assemble(
     spec: DataSpec | None = None,
     task_name: str | None = None,
     world: int = 1,
+    weights: tuple[Mapping[str, torch.Tensor], Path] | None = None,
 ) -> Assembly:
     """Every part of the run ``config`` describes (steps in the module docstring).
 
@@ -232,6 +236,10 @@ def assemble(
         spec: the data's :class:`DataSpec` without data (default: the dataset catalog's).
         task_name: the task when the config leaves it empty (default ``classification``).
         world: processes of a distributed run (the batch is split over them).
+        weights: ``(tensors, path)`` of a checkpoint the model must fit (a reloaded or resumed
+            run): the config is the file's, so its model is first built on the meta device
+            and checked against the weights (:func:`~.checkpoint.check_model_fits`) before
+            it is allocated.
     """
     # A spec without data comes from a run trained on injected data: any dataset label goes.
     given = datasets is not None or spec is not None
@@ -252,6 +260,8 @@ def assemble(
             if entry.applies(config):
                 train = entry.apply(config, train, classes)
     check_model_fields(config, instance.model_fields(), instance.name or "custom")
+    if weights is not None:
+        check_model_fits(lambda: instance.build_model(config, task), weights[0], weights[1])
     torch.manual_seed(config.seed)
     model = place(instance.build_model(config, task), config)
     parts = Assembly(config, instance, task, model, train, val, test, injected=datasets is not None)

@@ -43,6 +43,7 @@ __all__ = [
     "TRAINING_KIND",
     "TRAINING_META_SCHEMA",
     "MetaField",
+    "check_model_fits",
     "check_state_dtypes",
     "flatten_state",
     "load_checkpoint",
@@ -868,3 +869,35 @@ def check_state_dtypes(
             raise refuse(f"{key} is {_dtype_name(have.dtype)}, expected {_dtype_name(want.dtype)}")
         if have.shape != want.shape:
             raise refuse(f"{key} has shape {list(have.shape)}, expected {list(want.shape)}")
+
+
+def check_model_fits(
+    build: Callable[[], torch.nn.Module],
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    prefix: str = "model/",
+) -> None:
+    """Refuse a checkpoint whose config describes another model, before that model is allocated.
+
+    ``build`` makes the model the checkpoint's config describes (e.g.
+    ``lambda: method.build_model(config, task)``); it runs on PyTorch's ``meta`` device, where
+    parameters have shapes but no memory, so a config that asks for a 10^9-wide layer costs
+    nothing here. The model's state must then match the checkpoint's ``prefix`` tensors
+    exactly (:func:`check_state_dtypes`): since those tensors were read from the file, the real
+    model built afterwards is no bigger than the file.
+
+    A model that cannot be built on the meta device (a custom method computing on its
+    parameters at construction) skips this early check; the loader's own
+    :func:`check_state_dtypes` after the real build still refuses a mismatch.
+
+    Raises:
+        CheckpointError: one line naming the file and the first tensor that does not fit.
+    """
+    state = {k: v for k, v in tensors.items() if k.startswith(prefix)}
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = build()
+    except (NotImplementedError, RuntimeError):
+        return
+    expected = {f"{prefix}{k}": v for k, v in model.state_dict().items()}
+    check_state_dtypes(expected, state, path)

@@ -271,8 +271,9 @@ def load_run(run_dir: str | Path, method: TrainingMethod | None = None) -> Run:
     spec = DataSpec.from_dict(spec_dict) if isinstance(spec_dict, dict) else None
     with torch.random.fork_rng(devices=[]):
         parts = assemble(
-            config, None, method, with_data=False, spec=spec, task_name=meta.get("task")
-        )
+            config, None, method, with_data=False, spec=spec, task_name=meta.get("task"),
+            weights=(tensors, path),
+        )  # fmt: skip
     load_model_state(parts.model, tensors, path)
     load_method_state(parts.method, tensors, meta, path)
     parts.model.eval()

@@ -72,6 +72,8 @@ class Trainer:
         progress: show progress (a bar on a terminal, one line per epoch otherwise).
         distributed: this process's place in a torchrun job (default: read from the
             environment; one process when there is none).
+        fit_weights: ``(tensors, path)`` of a checkpoint the model must fit (:meth:`resume`):
+            checked on the meta device before the model is allocated.
 
     >>> summary = Trainer(TrainConfig(dataset="digits", epochs=3)).fit()
     """
@@ -85,9 +87,10 @@ class Trainer:
         run_dir: str | Path | None = None,
         progress: bool = True,
         distributed: Distributed | None = None,
+        fit_weights: tuple[dict[str, torch.Tensor], Path] | None = None,
     ) -> None:
         self.dist = distributed if distributed is not None else from_environment()
-        parts = assemble(config, datasets, method, world=self.dist.world)
+        parts = assemble(config, datasets, method, world=self.dist.world, weights=fit_weights)
         self.parts = parts
         self.config, self.method, self.task, self.model = (
             parts.config, parts.method, parts.task, parts.model
@@ -422,6 +425,7 @@ class Trainer:
             callbacks=callbacks,
             run_dir=rundir.path,
             progress=progress,
+            fit_weights=(tensors, rundir.path / RunDir.CHECKPOINT),
         )
         trainer.load_state(tensors, meta)
         return trainer
