@@ -20,8 +20,8 @@ and NIR import all call it. In order:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
 from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
