@@ -6,6 +6,7 @@ import gzip
 import io
 import pickle
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -298,3 +299,43 @@ def test_cifar_batch_cannot_allocate_arrays_from_declared_shapes(tmp_path, maker
             read_cifar_batch(path)
 
     assert _peak_mb(read) < 10  # 500,000 images are 1.5 GB
+
+
+def test_fashion_mnist_is_found_in_the_system_dataset_folder_after_the_data_root(
+    tmp_path, monkeypatch
+):
+    from spikeweave.data import layouts
+
+    system = tmp_path / "system"
+    _write_idx_set(system / "fashion-mnist", gz=True)
+    monkeypatch.setattr(layouts, "SYSTEM_DATA", system)
+    root = tmp_path / "root"
+    train = data.load("fashion-mnist", "train", root=root)
+    assert len(train) == 12
+    row = {r["name"]: r for r in data.catalog(root)}["fashion-mnist"]
+    assert row["found"] and row["where"] == str(system / "fashion-mnist")
+    _write_idx_set(root / "fashion-mnist", gz=False)  # the user's own files win
+    row = {r["name"]: r for r in data.catalog(root)}["fashion-mnist"]
+    assert row["where"] == str(root / "fashion-mnist")
+
+
+def test_a_missing_fashion_mnist_names_the_system_package(tmp_path):
+    with pytest.raises(DataError) as excinfo:
+        data.load("fashion-mnist", "train", root=tmp_path)
+    msg = str(excinfo.value)
+    assert "apt-get install dataset-fashion-mnist" in msg and "\n" not in msg
+
+
+@pytest.mark.skipif(
+    not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+    reason="Debian's dataset-fashion-mnist is missing (apt-get install dataset-fashion-mnist)",
+)
+def test_the_real_fashion_mnist_reads_60000_and_10000_images(monkeypatch, tmp_path):
+    from spikeweave.data import layouts
+
+    monkeypatch.setattr(layouts, "SYSTEM_DATA", Path("/usr/share/datasets"))
+    train = data.load("fashion-mnist", "train", root=tmp_path)
+    test = data.load("fashion-mnist", "test", root=tmp_path)
+    assert (len(train), len(test)) == (60000, 10000)
+    x, y = test[0]
+    assert x.shape == (1, 28, 28) and 0 <= int(y) <= 9

@@ -2,7 +2,9 @@
 
 The data root is ``root`` when given (``--data-root``), else ``$SPIKEWEAVE_DATA``, else
 ``~/.spikeweave/data``. Each dataset has one canonical folder under it (listed first) and
-accepts a few common alternative names (torchvision's, the archives' own).
+accepts a few common alternative names (torchvision's, the archives' own). A dataset that a
+system package installs (Fashion-MNIST: ``apt-get install dataset-fashion-mnist``) is also found
+in that package's folder under :data:`SYSTEM_DATA`, after the data root.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ __all__ = [
     "CIFAR10_FILES",
     "IDX_FILES",
     "LAYOUTS",
+    "SYSTEM_DATA",
     "FileLayout",
     "default_root",
     "find_idx_file",
@@ -131,20 +134,35 @@ def _c10dvs_any(folder: Path) -> bool:
     return any((folder / c).is_dir() for c in CIFAR10_CLASSES)
 
 
+SYSTEM_DATA = Path("/usr/share/datasets")
+"""Debian's shared dataset folder, searched after the data root for the layouts that name a
+folder in it (``apt-get install dataset-fashion-mnist`` puts Fashion-MNIST's four IDX files in
+``fashion-mnist/`` there). Files in the user's data root always win."""
+
+
 @dataclass(frozen=True)
 class FileLayout:
-    """Candidate folders (relative to the data root, canonical first) and what goes inside."""
+    """Candidate folders (relative to the data root, canonical first) and what goes inside.
+
+    ``system`` names folders under :data:`SYSTEM_DATA` searched after the data root, and
+    ``install`` says how to put the files there (a system package), for the error message.
+    """
 
     dirs: tuple[str, ...]
     contents: str
     """What to put in the canonical folder, in words."""
     complete: Callable[[Path], bool]
     partial: Callable[[Path], bool]
+    system: tuple[str, ...] = ()
+    install: str = ""
+
+    def candidates(self, root: Path) -> list[Path]:
+        """Every folder searched, in order: under the data root, then the system folders."""
+        return [root / d for d in self.dirs] + [SYSTEM_DATA / d for d in self.system]
 
     def locate(self, root: Path) -> Path | None:
         """The first candidate folder holding any of the dataset's files."""
-        for d in self.dirs:
-            folder = root / d
+        for folder in self.candidates(root):
             if folder.is_dir() and self.partial(folder):
                 return folder
         return None
@@ -154,19 +172,22 @@ class FileLayout:
         return folder is not None and self.complete(folder)
 
     def where(self, root: Path) -> str:
-        """One line: the canonical folder and what goes in it."""
-        return f"{root / self.dirs[0]}/  {self.contents}"
+        """One line: the canonical folder and what goes in it (and the system package)."""
+        also = f" (or: {self.install})" if self.install else ""
+        return f"{root / self.dirs[0]}/  {self.contents}{also}"
 
     def require(self, name: str, root: Path) -> Path:
         """The dataset's folder, or a :class:`DataError` saying exactly what to put where."""
         folder = self.locate(root)
         if folder is not None:
             return folder
-        looked = ", ".join(str(root / d) for d in self.dirs)
+        looked = ", ".join(str(p) for p in self.candidates(root))
+        also = f", or {self.install}" if self.install else ""
         raise DataError(
             f"{name}: files not found under the data root {root}. Put them here: "
-            f"{root / self.dirs[0]}/  {self.contents}. (Looked in: {looked}. Choose the data "
-            "root with --data-root or the SPIKEWEAVE_DATA environment variable; see docs/data.md.)"
+            f"{root / self.dirs[0]}/  {self.contents}{also}. (Looked in: {looked}. Choose the "
+            "data root with --data-root or the SPIKEWEAVE_DATA environment variable; see "
+            "docs/data.md.)"
         )
 
 
@@ -182,6 +203,8 @@ LAYOUTS: dict[str, FileLayout] = {
         _IDX_CONTENTS,
         _idx_complete,
         _idx_any,
+        system=("fashion-mnist",),
+        install="apt-get install dataset-fashion-mnist",
     ),
     "cifar10": FileLayout(
         ("cifar-10-batches-py", "cifar10/cifar-10-batches-py", "cifar10"),
