@@ -65,6 +65,27 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     assert "Sanity checks (Carlini et al. 2019)" in md and "Did the claim hold?" in md
     assert (folder / "robust_accuracy.png").stat().st_size > 1000
     assert report.held is None  # quick runs decide nothing
+    _every_run_loads_and_is_attacked_without_a_hand_made_method(tmp_path)
+
+
+def _every_run_loads_and_is_attacked_without_a_hand_made_method(out_dir):
+    from typer.testing import CliRunner
+
+    from spikeweave.cli import app
+    from spikeweave.training import load_run
+
+    runs = sorted(p.parent for p in out_dir.rglob("checkpoint.safetensors"))
+    methods = set()
+    for run_dir in runs:
+        run = load_run(run_dir)
+        methods.add(run.config.method)
+        assert 0.0 <= run.evaluate()["accuracy"] <= 1.0
+    assert {"bptt", "oscillation-bptt", "adv-train"} <= methods, methods
+    osc = next(r for r in runs if load_run(r).config.method == "oscillation-bptt")
+    attack = ["attack", str(osc), "--attack", "pgd", "--eps", "0.1", "--samples", "20"]
+    for args in (["eval", str(osc)], attack):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
 
 
 def test_options_are_checked():

@@ -20,16 +20,15 @@ checks of Carlini et al. 2019 and says, per attack, whether each of the paper's 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 
+from ..security.oscillation_bptt import OscillationBPTT, OscillationOptions
 from ..training import TrainConfig
-from ..training.build import default_model
-from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
 from .report import Report, Table, fmt_pm, mean_std
 from .stats import HELD, INCONCLUSIVE, NOT_HELD, overall, paired_part
@@ -44,44 +43,6 @@ TOL = 0.02  # two points of accuracy: the sanity checks' allowance for sampling 
 WORTHWHILE = 2.0
 """Smallest gain in robust accuracy (points, averaged over ε > 0) that would matter: a claim
 part whose interval excludes it is ``not held``."""
-
-
-@dataclass(frozen=True)
-class OscillationOptions:
-    """Options of the oscillation arms' method: the neurons' oscillation and its fake form.
-
-    ``amplitude`` in membrane units (θ = 1), ``frequency`` in cycles per step, phases in
-    radians; ``fake_form``/``fake_phase`` None: no defense.
-    """
-
-    amplitude: float = 0.3
-    frequency: float = 0.25
-    form: str = "sine"
-    fake_form: str | None = None
-    fake_phase: float | None = None
-
-    def __post_init__(self) -> None:
-        from ..neurons import OscillatingLIF
-
-        with torch.random.fork_rng(devices=[]):
-            OscillatingLIF(**vars(self))  # the neuron's own checks, one-line ConfigErrors
-
-
-class OscillationBPTT(SurrogateBPTT):
-    """Surrogate BPTT on the config's model with every neuron an :class:`OscillatingLIF`.
-
-    Until ``TrainConfig`` has oscillation fields this method carries them as typed options;
-    it is passed to the trainer as an instance (``load_run(run_dir, method=...)`` to reload).
-    """
-
-    name = "oscillation-bptt"
-    Options = OscillationOptions
-
-    def build_model(self, config: TrainConfig, task):  # noqa: D102
-        from ..security import set_oscillation
-
-        model = default_model(replace(config, neuron="oscillating"), task)
-        return set_oscillation(model, **vars(self.options))
 
 
 def _settings(quick: bool) -> dict[str, Any]:

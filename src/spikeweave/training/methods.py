@@ -51,6 +51,7 @@ METHODS: Registry[type[TrainingMethod]] = Registry(
         "spikeweave.learning.noisy",
         "spikeweave.learning.bioleaf",
         "spikeweave.security.adv_train",
+        "spikeweave.security.oscillation_bptt",
         "spikeweave.compression.sampler",
     ),
 )
