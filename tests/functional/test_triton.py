@@ -124,17 +124,38 @@ def _check(got, ref, dtype):
 # --------------------------------------------------------- Triton's interpreter, on the CPU
 
 
-@pytest.fixture
-def interpreted(monkeypatch):
+def _interpret(mp: pytest.MonkeyPatch) -> None:
+    """Build the kernels for Triton's interpreter, everything undone when ``mp`` is.
+
+    Triton reads ``TRITON_INTERPRET`` when a kernel is decorated (``triton.jit``), i.e. when
+    the generated module is executed: set before that, whether or not triton was imported
+    already, and only for this build (the variable and the module cache are restored after).
+    """
     if torch.cuda.is_available():
         pytest.skip("CUDA present: the compiled kernels are tested instead")
-    monkeypatch.setenv("TRITON_INTERPRET", "1")  # read when triton is first imported
+    mp.setenv("TRITON_INTERPRET", "1")
     pytest.importorskip("triton")
-    monkeypatch.setattr(triton_lif, "_kernels", None)
-    monkeypatch.setattr(triton_lif, "_reason", None)
+    mp.setattr(triton_lif, "_kernels", None)
+    mp.setattr(triton_lif, "_reason", None)
     if triton_lif._get() is None:
         pytest.skip(f"Triton interpreter unavailable: {triton_lif._reason}")
+
+
+@pytest.fixture
+def interpreted(monkeypatch):
+    _interpret(monkeypatch)
     yield
+
+
+def test_interpreter_is_scoped_to_the_tests_that_ask_for_it():
+    import os
+
+    before_env, before_mod = os.environ.get("TRITON_INTERPRET"), triton_lif._kernels
+    with pytest.MonkeyPatch.context() as mp:
+        _interpret(mp)
+        assert type(triton_lif._kernels.fwd_lif).__name__ == "InterpretedFunction"
+    assert os.environ.get("TRITON_INTERPRET") == before_env
+    assert triton_lif._kernels is before_mod
 
 
 OPTIONS = list(itertools.product(["hard", "soft"], [True, False]))
