@@ -35,6 +35,7 @@ from .functional.dynamics import (
     LIFDynamics,
 )
 from .functional.fused import BACKENDS, neuron_multistep
+from .functional.memory import check_mode as check_memory
 from .registry import Registry
 from .surrogate import Atan, Sigmoid, Surrogate, get_surrogate
 
@@ -159,6 +160,11 @@ class SpikingNeuron(nn.Module):
             any. Set it to turn a batch-major ``[B, T, ...]`` input into an ``InputError``
             instead of a silently wrong result (streaming in shorter chunks, or
             :class:`TimeChunked`, then needs ``steps=None``).
+        memory: what backward keeps (:mod:`spikeweave.functional.memory`): ``"save"`` the
+            potentials ``h`` (one value per element and step), ``"recompute"`` only the input
+            (the kernel's forward runs again in backward; same spikes and gradients), or
+            ``"auto"`` (default: recompute where the input is stored in less than half of
+            ``h``'s bytes, e.g. broadcast over time).
     """
 
     def __init__(
@@ -170,6 +176,7 @@ class SpikingNeuron(nn.Module):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
         super().__init__()
         who = type(self).__name__
@@ -178,6 +185,7 @@ class SpikingNeuron(nn.Module):
                 f"{who}: backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
             )
         self.backend = backend
+        self.memory = check_memory(memory, f"{who}: memory")
         if not isinstance(reset, str) or reset not in ("hard", "soft"):
             raise ConfigError(f"{who}: reset must be 'hard' or 'soft', got {reset!r}")
         threshold = check_number(threshold, f"{who}: threshold")
@@ -253,6 +261,7 @@ class SpikingNeuron(nn.Module):
             backend=self.backend,
             return_membrane=return_membrane,
             check_finite=who,
+            memory=getattr(self, "memory", "auto"),  # modules pickled before the option
         )
         out: list[torch.Tensor] = [spikes]
         if return_state:
@@ -311,6 +320,7 @@ class SpikingNeuron(nn.Module):
             f"surrogate={self.surrogate!r}, detach_reset={self.detach_reset}"
             + ("" if self.backend == "auto" else f", backend={self.backend!r}")
             + ("" if self.steps is None else f", steps={self.steps}")
+            + ("" if getattr(self, "memory", "auto") == "auto" else f", memory={self.memory!r}")
         )
 
 
@@ -336,8 +346,9 @@ class LIF(SpikingNeuron):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps, memory)
         self.tau = _check_tau(tau, type(self).__name__)
         self.decay_input = check_flag(decay_input, f"{type(self).__name__}: decay_input")
 
@@ -386,9 +397,10 @@ class KLIF(SpikingNeuron):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
         surrogate = Sigmoid(4.0) if surrogate is None else surrogate
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps, memory)
         who = type(self).__name__
         self.tau = _check_tau(tau, who)
         k = check_number(k_init, f"{who}: k_init")
@@ -585,8 +597,9 @@ class OscillatingLIF(SpikingNeuron):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps, memory)
         who = type(self).__name__
         self.tau = _check_tau(tau, who)
         self.decay_input = check_flag(decay_input, f"{who}: decay_input")

@@ -17,6 +17,11 @@ Backends (``backend=``):
   (:func:`~spikeweave.functional.neuron.reference_multistep`, re-exported here). A dynamics
   with ``reference_only`` (a charge with no hand-written derivative) always runs there.
 
+What backward keeps (``memory=``, :mod:`.memory`): ``"save"`` the potentials ``h``,
+``"recompute"`` only a reference to ``x`` (the kernel's forward runs again in backward, bit for
+bit), ``"auto"`` (default) recompute where ``x`` is stored in less than half of ``h``'s bytes
+(an input broadcast over time). Spike outputs are marked for :func:`.memory.pack_spikes`.
+
 Every backend computes the same floating-point operations in forward, so spikes and
 potentials are identical across backends; gradients agree to rounding. The compiled kernels
 and the built-in dynamics all come from one spec per charge (:mod:`.spec`).
@@ -28,6 +33,7 @@ import torch
 
 from ..errors import ConfigError
 from . import cpu_kernel, finite
+from . import memory as _memory
 from .backend import Forward, NeuronBackend
 from .dynamics import Dynamics, FireReset
 from .finite import nonfinite_error
@@ -88,15 +94,24 @@ def neuron_multistep(
     backend: str = "auto",
     return_membrane: bool = False,
     check_finite: str | None = None,
+    memory: str = "auto",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Run ``dynamics`` over ``x [T, B, ...]`` from ``v0 [B, ...]`` (None: at ``v_reset``).
 
     Returns ``(spikes [T, B, ...] in x's dtype, v_last [B, ...], h [T, B, ...] or None)``.
     With ``check_finite="Name"``, an input holding NaN or inf raises ``InputError`` naming the
     caller: on the CPU in this call (the compiled kernel checks in its own pass, the PyTorch
-    path beforehand), on CUDA later and without a host sync (:mod:`.finite`).
+    path beforehand), on CUDA later and without a host sync (:mod:`.finite`). ``memory``:
+    ``"auto"``, ``"save"`` or ``"recompute"`` (what backward keeps, :mod:`.memory`; the
+    reference loop keeps its autograd graph, so it refuses ``"recompute"``).
     """
+    _memory.check_mode(memory)
     kind = select_backend(x, dynamics, fr, backend)
+    if kind == "reference" and memory == "recompute":
+        raise ConfigError(
+            "memory='recompute' needs a fused backend; the reference loop (backend='reference', "
+            "or a charge without a hand-written derivative) keeps its autograd graph"
+        )
     if x.shape[0] == 0:  # no steps: no spikes, the state is unchanged
         v = (
             torch.full(x.shape[1:], fr.v_reset, dtype=x.dtype, device=x.device)
@@ -121,9 +136,12 @@ def neuron_multistep(
         or (v0 is not None and v0.requires_grad)
         or any(p.requires_grad for p in params)
     )
+    # h returned anyway: keeping it costs nothing more than recomputing it
+    mode = "save" if return_membrane or not graph else _memory.choose(x, memory)
     spikes, v_last, h = _FusedNeuron.apply(
-        x, v0, dynamics, fr, kind, return_membrane, check_finite, graph, *params
+        x, v0, dynamics, fr, kind, return_membrane, check_finite, graph, mode, *params
     )
+    _memory.mark_spikes(spikes)
     return spikes, v_last, (h if return_membrane else None)
 
 
@@ -250,13 +268,15 @@ class TorchBackend:
 TORCH = TorchBackend()
 
 REUSE_SAVED = True  # write the input gradient into the saved potentials (no new buffer)
-_N_ARGS = 8  # x, v0, dynamics, fr, kind, want_h, check_finite, graph; then the parameters
+_N_ARGS = 9  # x, v0, dynamics, fr, kind, want_h, check_finite, graph, mode; then parameters
 
 
 class _FusedNeuron(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, v0, dynamics, fr, kind, want_h, check_finite, graph, *params):  # noqa: D102
-        out = _backend(kind).forward(x, v0, dynamics, fr, params, want_h, graph)
+    def forward(ctx, x, v0, dynamics, fr, kind, want_h, check_finite, graph, mode, *params):  # noqa: D102
+        recompute = mode == "recompute"
+        # recompute: the kernel need not write what backward reads; it runs again there
+        out = _backend(kind).forward(x, v0, dynamics, fr, params, want_h, graph and not recompute)
         if isinstance(out.nonfinite, torch.Tensor):  # a device flag: raised later, no sync
             if check_finite:
                 finite.defer(out.nonfinite, check_finite)
@@ -266,8 +286,10 @@ class _FusedNeuron(torch.autograd.Function):
         ctx.dynamics, ctx.fr, ctx.kind, ctx.want_h = dynamics, fr, kind, want_h
         ctx.x_dtype = x.dtype
         ctx.consumed = False
-        ctx.n_saved = len(out.saved)
-        ctx.save_for_backward(*out.saved, *params)
+        ctx.recompute = recompute
+        kept = (x, v0) if recompute else out.saved
+        ctx.n_saved = len(kept)
+        ctx.save_for_backward(*kept, *params)
         Hout = out.h
         if Hout is None:  # h not asked for: the kernel may have saved something else, or nothing
             Hout = out.saved[0] if out.saved[0] is not None else x.new_empty(0)
@@ -284,6 +306,10 @@ class _FusedNeuron(torch.autograd.Function):
             )
         tensors = ctx.saved_tensors
         saved, params = tensors[: ctx.n_saved], tensors[ctx.n_saved :]
+        backend = _backend(ctx.kind)
+        if ctx.recompute:  # the same forward again: the very h the "save" mode keeps
+            with torch.no_grad():
+                saved = backend.forward(*saved, ctx.dynamics, ctx.fr, params, False, True).saved
         n_params = len(params)
         needs = tuple(ctx.needs_input_grad[:2]) + tuple(ctx.needs_input_grad[_N_ARGS:])
         if not ctx.want_h:
@@ -291,10 +317,11 @@ class _FusedNeuron(torch.autograd.Function):
         if not any(needs):
             return (None,) * (_N_ARGS + n_params)
         # H is ours alone (not returned): its buffer can take the input gradient in place
-        destroy = REUSE_SAVED and not ctx.want_h and not torch.is_grad_enabled()
-        if destroy and ctx.kind != "torch":
+        # (recomputed, it is this call's alone: a second backward recomputes it again)
+        destroy = REUSE_SAVED and not ctx.want_h and (ctx.recompute or not torch.is_grad_enabled())
+        if destroy and ctx.kind != "torch" and not ctx.recompute:
             ctx.consumed = True
-        g_x, g_v0, g_params = _backend(ctx.kind).backward(
+        g_x, g_v0, g_params = backend.backward(
             saved, (gS, gH, gV), ctx.dynamics, ctx.fr, params, needs, destroy, ctx.x_dtype
         )
         return (g_x, g_v0, *([None] * (_N_ARGS - 2)), *g_params)
