@@ -48,31 +48,45 @@ def _dynamics(kind: str, dtype=torch.float64):
     return OscillatingLIFDynamics(2.0, -0.2, kind == "osc_lif", drive), []
 
 
-def _grads(kind, fr, backend, memory_mode, dtype=torch.float64, T=9):
+def _grads(kind, fr, backend, memory_mode, dtype=torch.float64, T=9, device="cpu"):
     """Spikes, v_last and the gradients of a loss reading spikes and v_last."""
     g = torch.Generator().manual_seed(1)
-    x = (torch.randn((T, *SHAPE), generator=g) * 1.2 + 0.6).to(dtype).requires_grad_()
-    v0 = (torch.rand(SHAPE, generator=g) * 0.5).to(dtype).requires_grad_()
-    ws = torch.randn((T, *SHAPE), generator=g).to(dtype)
-    wv = torch.randn(SHAPE, generator=g).to(dtype)
+    x = (torch.randn((T, *SHAPE), generator=g) * 1.2 + 0.6).to(dtype).to(device)
+    v0 = (torch.rand(SHAPE, generator=g) * 0.5).to(dtype).to(device)
+    x.requires_grad_(), v0.requires_grad_()
+    ws = torch.randn((T, *SHAPE), generator=g).to(dtype).to(device)
+    wv = torch.randn(SHAPE, generator=g).to(dtype).to(device)
     dyn, params = _dynamics(kind, dtype)
+    if device != "cpu":
+        dyn, params = _to(dyn, params, device)
     s, v, _ = neuron_multistep(x, v0, dyn, fr, backend=backend, memory=memory_mode)
     ((s * ws).sum() + (v * wv).sum()).backward()
     return [s.detach(), v.detach(), x.grad, v0.grad, *[p.grad for p in params]]
 
 
-def _check_modes(kind, i, backend, dtype=torch.float64):
+def _to(dyn, params, device):
+    """The same dynamics with its tables and drive on ``device`` (leaf parameters again)."""
+    if isinstance(dyn, KLIFDynamics):
+        k = params[0].detach().to(device).requires_grad_()
+        return KLIFDynamics(k, 2.0, -0.2), [k]
+    if isinstance(dyn, OscillatingLIFDynamics):
+        dyn.drive = dyn.drive.to(device)
+    return dyn, params
+
+
+def _check_modes(kind, i, backend, dtype=torch.float64, device="cpu"):
     reset, detach, surrogate = OPTIONS[i % len(OPTIONS)]
     fr = FireReset(0.8, -0.2, reset, surrogate, detach)
-    saved = _grads(kind, fr, backend, "save", dtype)
-    recomputed = _grads(kind, fr, backend, "recompute", dtype)
+    saved = _grads(kind, fr, backend, "save", dtype, device=device)
+    recomputed = _grads(kind, fr, backend, "recompute", dtype, device=device)
     for a, b in zip(saved, recomputed, strict=True):
         assert torch.equal(a, b)
     assert 0 < float(saved[0].mean()) < 1
-    ref = _grads(kind, fr, "reference", "auto", dtype)
+    ref = _grads(kind, fr, "reference", "auto", dtype, device=device)
     assert torch.equal(saved[0], ref[0]) and torch.equal(saved[1], ref[1])
     for a, b in zip(saved[2:], ref[2:], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+        tol = (1e-10, 1e-12) if dtype == torch.float64 else (1e-4, 1e-5)
+        torch.testing.assert_close(a, b, rtol=tol[0], atol=tol[1])
 
 
 @pytest.mark.parametrize("backend", ["torch", "cpu"])
@@ -100,6 +114,16 @@ def triton_on_cpu(monkeypatch):
 @pytest.mark.parametrize("kind", KINDS)
 def test_recompute_on_triton_interpreted_equals_saving(triton_on_cpu, kind):
     _check_modes(kind, KINDS.index(kind) + 1, "triton")
+
+
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and triton_lif.available()),
+    reason="needs a CUDA GPU with Triton",
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("kind", KINDS)
+def test_recompute_on_cuda_triton_equals_saving(kind, dtype):
+    _check_modes(kind, KINDS.index(kind) + 2, "triton", dtype, "cuda")
 
 
 def _saved_bytes(fn, pack: bool = False):
