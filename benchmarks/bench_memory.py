@@ -13,12 +13,12 @@ Arms: ``save`` (``memory="save"``), ``recompute`` (``memory="recompute"``), ``au
 ``spikingjelly`` (its LIF, Triton/CuPy backend on CUDA; rows skipped with the reason where it
 does not import).
 
-Per (workload, arm, T), in a fresh subprocess: the bytes autograd keeps for backward (distinct
-storages through ``saved_tensors_hooks``, with ``pack_spikes``' hook where it is on; not
-available for ``chunked``, whose checkpoint keeps its own) and the step's peak RSS above the
-RSS before it (``ru_maxrss``; Linux reports KiB). Then the step time, interleaved over the arms
-(``--reps`` rounds, median), in one process. CPU only; ``--device cuda`` measures
-``torch.cuda.max_memory_allocated`` and CUDA-synchronised times instead (benchmarks/gpu_check.sh).
+Per (workload, arm, T): the bytes autograd keeps for backward (distinct storages through
+``saved_tensors_hooks``, with ``pack_spikes``' hook where it is on; not available for
+``chunked``, whose checkpoint keeps its own) and, with ``--peak``, in a fresh subprocess, the
+step's peak memory above the memory before it (CPU: ``ru_maxrss``; CUDA: max allocated). Then
+the step time, interleaved over the arms (``--reps`` rounds, median), in one process; on CUDA
+synchronised (``--device cuda``, run by benchmarks/gpu_check.sh).
 
     python benchmarks/bench_memory.py --n 1024 --steps 100 500 1000 --threads 1 \
         --out benchmarks/results/memory_issue31_cpu
@@ -119,8 +119,8 @@ def _rss_kib() -> int:
         return int(f.read().split()[1]) * resource.getpagesize() // 1024
 
 
-def measure_one(workload: str, arm: str, n: int, T: int, device: str) -> dict:
-    """Saved bytes and peak memory of one step (run in a fresh process)."""
+def measure_one(workload: str, arm: str, n: int, T: int, device: str, peak: bool = True) -> dict:
+    """Saved bytes and (``peak``) the step's peak memory (then run in a fresh process)."""
     net, x, step = build(workload, arm, n, T, device)
     saved: dict[int, int] = {}
 
@@ -132,7 +132,10 @@ def measure_one(workload: str, arm: str, n: int, T: int, device: str) -> dict:
 
     build(workload, arm, n, 2, device)[2]()  # warm: lazy imports, kernel library loaded
     out: dict = {"workload": workload, "arm": arm, "n": n, "T": T}
-    if device == "cuda":
+    if not peak:
+        step(None if arm == "chunked" else count)
+        out["peak_MiB"] = None
+    elif device == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
@@ -174,6 +177,7 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--out", default=None, help="write OUT.json and OUT.md")
+    p.add_argument("--peak", action="store_true", help="also peak memory (a process per row)")
     p.add_argument("--one", nargs=3, metavar=("WORKLOAD", "ARM", "T"), help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.threads:
@@ -188,6 +192,12 @@ def main(argv=None) -> None:
         arms = [x for x in arms if not (wl == "static" and x == "chunked")]
         for T in a.steps:
             for arm in arms:
+                if not a.peak:  # saved bytes only: exact in this process
+                    try:
+                        rows.append(measure_one(wl, arm, a.n, T, a.device, peak=False))
+                    except Exception as e:  # e.g. a peer that is not installed
+                        print(f"skipped {wl}/{arm}/T={T}: {e}", file=sys.stderr)
+                    continue
                 cmd = [sys.executable, __file__, "--n", str(a.n), "--device", a.device]
                 cmd += ["--threads", str(a.threads), "--one", wl, arm, str(T)]
                 res = subprocess.run(cmd, capture_output=True, text=True)
@@ -237,8 +247,9 @@ def _markdown(meta: dict, rows: list[dict]) -> str:
     ]
     for r in rows:
         saved = "–" if r["saved_MiB"] is None else f"{r['saved_MiB']:.1f}"
+        peak = "–" if r["peak_MiB"] is None else f"{r['peak_MiB']:.1f}"
         lines.append(
-            f"| {r['workload']} | {r['T']} | {r['arm']} | {saved} | {r['peak_MiB']:.1f} | "
+            f"| {r['workload']} | {r['T']} | {r['arm']} | {saved} | {peak} | "
             f"{r.get('step_s', float('nan')):.3f} |"
         )
     return "\n".join(lines) + "\n"

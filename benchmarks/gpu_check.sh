@@ -50,7 +50,7 @@ if [ $DRY = 1 ]; then
     stage step 120 "$PY" benchmarks/bench_step.py --device cpu --nets fc --libs ann,spikeweave,spikingjelly \
         --rounds 1 --per-round 1 --sweeps "" --no-memory --threads 1 --out "$OUT/step_dry"
     stage memory 180 "$PY" benchmarks/bench_memory.py --device cpu --n 64 --steps 4 16 \
-        --workloads on --arms save recompute spikingjelly --reps 1 --threads 1 \
+        --workloads on --arms save recompute spikingjelly --reps 1 --threads 1 --peak \
         --out "$OUT/memory_dry"
 else
     DEV=cuda
@@ -64,7 +64,7 @@ else
     # 3. peak memory per step over T (the Open Neuromorphic shape)
     stage memory 150 "$PY" benchmarks/bench_memory.py --device cuda --n 16384 \
         --steps 4 100 500 1000 --workloads on --arms save recompute chunked spikingjelly \
-        --reps 3 --out "$OUT/memory_issue31_cuda"
+        --reps 3 --peak --out "$OUT/memory_issue31_cuda"
 fi
 echo "device: $DEV; results in $OUT"
 cat "$OUT/status.txt"
