@@ -47,7 +47,7 @@ if [ $DRY = 1 ]; then
     DEV=cpu
     stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/functional/test_memory.py \
         -k "cuda or bits" -rs
-    stage step 120 "$PY" benchmarks/bench_step.py --device cpu --nets fc --libs ann,spikeweave,spikingjelly \
+    stage step 300 "$PY" benchmarks/bench_step.py --device cpu --nets fc --libs ann,spikeweave,spikingjelly \
         --rounds 1 --per-round 1 --sweeps "" --no-memory --threads 1 --out "$OUT/step_dry"
     stage memory 180 "$PY" benchmarks/bench_memory.py --device cpu --n 64 --steps 4 16 \
         --workloads on --arms save recompute spikingjelly --reps 1 --threads 1 --peak \
