@@ -122,8 +122,8 @@ def _with_header(data: bytes, **changes: int) -> bytes:
 
 
 def test_newer_version_is_refused():
-    with pytest.raises(DataError, match="version 2 is newer.*upgrade spikeweave"):
-        decode_events(_with_header(GOOD, version=2))
+    with pytest.raises(DataError, match="version 3 is newer.*upgrade spikeweave"):
+        decode_events(_with_header(GOOD, version=3))
 
 
 def test_wrong_magic_truncated_and_trailing_bytes_are_refused():

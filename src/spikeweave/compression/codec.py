@@ -23,6 +23,14 @@ Streams (``tag``):
   pixel's polarity is the running parity of its errors.
 - ``M``: UTF-8 JSON metadata (sampled files: rate, window, sampler, original event count).
 
+Format version 2 (written by ``codec="ctx"`` only; the other codecs still write version 1, which
+version-2 readers read as before) replaces the column streams by two: ``B``, the block index
+(raw; one :data:`spikeweave.compression.ctxcode.BLOCK` record per block of at most 65536
+events: count, first/min/max timestamp, payload length, CRC-32 of the decoded columns, flags)
+and ``A``, the blocks' context-model range-coded payloads in order (its table CRC-32 covers the
+payload bytes; see :mod:`spikeweave.compression.ctxcode`). Blocks decode on their own, which is
+what random access by time (``from_us``/``to_us``) uses.
+
 Why these choices (measured on the N-MNIST and AEDAT4 samples): coding x and y apart beats a
 joint pixel index by 7 %; one-byte deltas with escapes are as small as two-byte words and
 decode faster; zigzag on ordered timestamps would cost 5 % of ``T``. zstd (default) gets
@@ -46,6 +54,7 @@ import numpy as np
 
 from ..data.events import EVENT_DTYPE, make_events
 from ..errors import ConfigError, DataError
+from . import ctxcode
 
 __all__ = [
     "MAGIC",
@@ -58,16 +67,17 @@ __all__ = [
     "read_header",
     "iter_events",
     "MAX_RATIO",
+    "select_time",
 ]
 
 MAGIC = b"\x89SFEV\r\n\x1a"
 """8 bytes: a non-ASCII first byte and CR LF / Ctrl-Z catch text-mode transfers (as PNG does)."""
-VERSION = 1
+VERSION = 2
 FLAG_SAMPLED = 1
 ZIGZAG = 0x80
 """Bit of the ``T`` stream's param: deltas are zigzag-coded (some are negative)."""
 
-CODECS = {"raw": 0, "lzma": 1, "zstd": 2}
+CODECS = {"raw": 0, "lzma": 1, "zstd": 2, "ctx": 3}
 _CODEC_NAMES = {v: k for k, v in CODECS.items()}
 
 _FIXED = struct.Struct("<8sHHIIQqB")
@@ -84,12 +94,21 @@ _ZSTD_LEVEL = 15
 Progress = Callable[[int, int], None]
 """Called as ``progress(done, total)`` in raw (uncompressed) stream bytes."""
 
-MAX_RATIO = {"raw": 1, "lzma": 8192, "zstd": 32768}
+_CTX_RAW = 13
+"""Raw bytes per event of a ``ctx`` stream's declared size (t 8, x 2, y 2, p 1)."""
+MAX_RATIO = {
+    "raw": 1,
+    "lzma": 8192,
+    "zstd": 32768,
+    "ctx": _CTX_RAW * ctxcode.MAX_EVENTS_PER_BYTE,
+}
 """The most raw bytes one compressed byte can decode to, per codec: a stream declaring more is
 refused before anything is allocated. zstd: a block holds at most 128 KiB and the smallest
 block (RLE) is 4 bytes (RFC 8878, 3.1.1.2), so 32768. LZMA: a match is at most 273 bytes and
 costs at least 14 binary decisions, each at least log2(2048/2017) bits with 11-bit
-probabilities and shift-5 updates, so < 7100 (7068 measured on zeros); 8192 leaves margin."""
+probabilities and shift-5 updates, so < 7100 (7068 measured on zeros); 8192 leaves margin.
+ctx: at most :data:`~spikeweave.compression.ctxcode.MAX_EVENTS_PER_BYTE` events (13 raw bytes
+each) per compressed byte, since every model caps its likeliest symbol at 4095/4096."""
 MAX_META_BYTES = 1 << 20
 """The ``M`` stream (JSON metadata) is at most 1 MiB; ours are ~300 bytes."""
 _WHOLE_STREAM = 8 << 20
@@ -513,7 +532,9 @@ def encode_events(
 
     ``sensor_size`` is ``(width, height)`` in pixels; every event must lie inside it.
     ``codec`` is ``"zstd"`` (default: decodes 2-3x faster than lzma), ``"lzma"`` (2-3 %
-    smaller) or ``"raw"`` (no compression, for debugging). ``meta``
+    smaller), ``"ctx"`` (context-model range coding, format version 2: the smallest files
+    and random access by time, but ~30x slower) or ``"raw"`` (no compression, for
+    debugging). ``meta``
     (JSON-serialisable) is stored in an ``M`` stream and marks the file as sampled.
     """
     if codec not in CODECS:
@@ -533,6 +554,8 @@ def encode_events(
         raise ConfigError(f"events fall outside the {width}x{height} sensor")
     if n and int(p.max()) > 1:
         raise ConfigError("polarity must be 0 or 1")
+    if codec == "ctx":
+        return _encode_ctx(events, width, height, meta, progress)
     t0 = int(t[0]) if n else 0
     d = np.empty(n, dtype=np.int64)
     if n:
@@ -584,10 +607,42 @@ def encode_events(
         )
         payloads.append(comp)
     flags = FLAG_SAMPLED if meta is not None else 0
-    head = _FIXED.pack(MAGIC, VERSION, flags, width, height, n, t0, len(entries)) + b"".join(
-        entries
-    )
+    head = _FIXED.pack(MAGIC, 1, flags, width, height, n, t0, len(entries)) + b"".join(entries)
     return head + _CRC.pack(zlib.crc32(head)) + b"".join(payloads)
+
+
+def _encode_ctx(
+    events: np.ndarray,
+    width: int,
+    height: int,
+    meta: dict[str, Any] | None,
+    progress: Progress | None,
+) -> bytes:
+    """Version-2 bytes: block index ``B``, range-coded blocks ``A``, optional metadata ``M``."""
+    n = events.size
+    records, payloads = [], []
+    for start in range(0, n, ctxcode.BLOCK_EVENTS):
+        info, payload = ctxcode.encode_block(
+            events[start : start + ctxcode.BLOCK_EVENTS], width, height
+        )
+        records.append(info.pack())
+        payloads.append(payload)
+        if progress is not None:
+            progress(min(start + ctxcode.BLOCK_EVENTS, n) * _CTX_RAW, n * _CTX_RAW)
+    index, body = b"".join(records), b"".join(payloads)
+    table = [
+        _ENTRY.pack(ord("B"), CODECS["raw"], 1, len(index), len(index), zlib.crc32(index)),
+        _ENTRY.pack(ord("A"), CODECS["ctx"], 1, n * _CTX_RAW, len(body), zlib.crc32(body)),
+    ]
+    parts = [index, body]
+    if meta is not None:
+        m = json.dumps(meta, sort_keys=True).encode()
+        table.append(_ENTRY.pack(ord("M"), CODECS["raw"], 1, len(m), len(m), zlib.crc32(m)))
+        parts.append(m)
+    t0 = int(events["t"][0]) if n else 0
+    flags = FLAG_SAMPLED if meta is not None else 0
+    head = _FIXED.pack(MAGIC, 2, flags, width, height, n, t0, len(table)) + b"".join(table)
+    return head + _CRC.pack(zlib.crc32(head)) + b"".join(parts)
 
 
 def read_header(data: bytes) -> Header:
@@ -666,6 +721,23 @@ def _layout(data: bytes | memoryview) -> tuple[Header, dict[str, StreamInfo], di
     for s in header.streams:
         offsets[s.tag] = pos
         pos += s.comp_len
+    if header.version >= 2:
+        unknown = [s.tag for s in header.streams if s.tag not in ("B", "A", "M")]
+        if unknown:
+            raise DataError(f"unknown stream(s) {unknown} (corrupt file)")
+        infos = {
+            "B": _expect(header, "B", None, (1,)),
+            "A": _expect(header, "A", n * _CTX_RAW, (1,)),
+        }
+        if infos["B"].codec != "raw" or infos["A"].codec != "ctx":
+            raise DataError("version 2: the block index must be raw, the blocks ctx-coded")
+        if infos["B"].raw_len % ctxcode.BLOCK.size:
+            raise DataError("stream 'B': not a whole number of block records (corrupt file)")
+        if any(s.tag == "M" for s in header.streams):
+            infos["M"] = _expect(header, "M", None, (1, 8))
+        return header, infos, offsets
+    if any(s.codec == "ctx" for s in header.streams):
+        raise DataError("version 1 files hold no ctx-coded streams (corrupt file)")
     widths = (1, 2, 4, 1 | ZIGZAG, 2 | ZIGZAG, 4 | ZIGZAG)
     tw = _expect(header, "T", None, widths)
     w = tw.param & 0x7F
@@ -696,6 +768,8 @@ def _read_meta(data: memoryview, infos: dict[str, StreamInfo], offsets: dict[str
         raise DataError(
             f"stream 'M': {info.raw_len} bytes of metadata, at most {MAX_META_BYTES} allowed"
         )
+    if info.codec == "ctx":
+        raise DataError("stream 'M': metadata cannot be ctx-coded (corrupt file)")
     raw = bytes(_decompress(data[offsets["M"] : offsets["M"] + info.comp_len], info))
     try:
         meta = json.loads(raw.decode())
@@ -748,12 +822,20 @@ def iter_events(
     chunk_events: int = CHUNK_EVENTS,
     columns: str = "txyp",
     progress: Progress | None = None,
+    from_us: int | None = None,
+    to_us: int | None = None,
 ) -> tuple[Header, Iterator[np.ndarray]]:
     """``(header with meta, pieces)``: the events of ``.sfev`` bytes decoded in pieces of at
     most ``chunk_events`` events (EVENT_DTYPE, in file order), so memory stays bounded however
     many events the file holds. Only ``columns`` (of ``"txyp"``) are decoded; the others are
     0. Every stream needed is fully checked (length, CRC-32) once the last piece is taken; a
-    file with no events gives one empty piece. Failures are :class:`DataError`."""
+    file with no events gives one empty piece. Failures are :class:`DataError`.
+
+    ``from_us``/``to_us`` keep only events with ``from_us <= t < to_us`` (µs; None: no bound),
+    the same events as :func:`select_time` of the full decode. Version-2 (``ctx``) files are
+    decoded only in the blocks whose time span meets the range, one piece per block (at most
+    65536 events, whatever ``chunk_events`` says); version-1 files are decoded whole, in
+    pieces, and filtered."""
     view = memoryview(bytes(data) if not isinstance(data, bytes | memoryview) else data)
     header, infos, offsets = _layout(view)
     meta = _read_meta(view, infos, offsets)
@@ -770,10 +852,104 @@ def iter_events(
     )
     if not set(columns) <= set(_NEEDS):
         raise ConfigError(f"columns must be some of 'txyp', got {columns!r}")
-    tags = sorted({t for c in columns for t in _NEEDS[c] if t in infos})
+    ranged = from_us is not None or to_us is not None
+    if from_us is not None and to_us is not None and to_us < from_us:
+        raise ConfigError(f"the time range ends ({to_us} us) before it starts ({from_us} us)")
+    if header.version >= 2:
+        blocks = _ctx_blocks(view, header, infos, offsets)
+        return header, _ctx_pieces(view, header, blocks, columns, from_us, to_us, progress)
+    decode = columns + ("t" if ranged and "t" not in columns else "")
+    tags = sorted({t for c in decode for t in _NEEDS[c] if t in infos})
     total = sum(infos[t].raw_len for t in tags)
     chunk = max(8, -(-int(chunk_events) // 8) * 8)  # whole bytes of the packed P stream
-    return header, _pieces(view, header, infos, offsets, tags, columns, chunk, total, progress)
+    pieces = _pieces(view, header, infos, offsets, tags, decode, chunk, total, progress)
+    if ranged:
+        pieces = _filtered(pieces, columns, from_us, to_us)
+    return header, pieces
+
+
+def select_time(events: np.ndarray, from_us: int | None, to_us: int | None) -> np.ndarray:
+    """The events with ``from_us <= t < to_us`` (µs; None: no bound), in their order."""
+    keep = np.ones(events.size, dtype=bool)
+    if from_us is not None:
+        keep &= events["t"] >= from_us
+    if to_us is not None:
+        keep &= events["t"] < to_us
+    return events[keep]
+
+
+def _filtered(
+    pieces: Iterator[np.ndarray], columns: str, from_us: int | None, to_us: int | None
+) -> Iterator[np.ndarray]:
+    for events in pieces:
+        events = select_time(events, from_us, to_us)
+        if "t" not in columns:
+            events["t"] = 0
+        yield events
+
+
+def _ctx_blocks(
+    view: memoryview, header: Header, infos: dict[str, StreamInfo], offsets: dict[str, int]
+) -> list[tuple[ctxcode.BlockInfo, int]]:
+    """The checked block index of a version-2 file: ``[(record, payload offset)]``."""
+    b, a = infos["B"], infos["A"]
+    index = view[offsets["B"] : offsets["B"] + b.comp_len]
+    if zlib.crc32(index) != b.crc32:
+        raise DataError("stream 'B': checksum mismatch (the file is corrupt)")
+    if zlib.crc32(view[offsets["A"] : offsets["A"] + a.comp_len]) != a.crc32:
+        raise DataError("stream 'A': checksum mismatch (the file is corrupt)")
+    blocks, pos, total = [], offsets["A"], 0
+    for i in range(b.raw_len // ctxcode.BLOCK.size):
+        info = ctxcode.BlockInfo.unpack(index, i * ctxcode.BLOCK.size)
+        ctxcode.check_block(info, f"block {i}")
+        blocks.append((info, pos))
+        pos += info.comp_len
+        total += info.n
+    if total != header.n_events or pos != offsets["A"] + a.comp_len:
+        raise DataError(
+            f"the block index holds {total} events in {pos - offsets['A']} bytes, the header "
+            f"says {header.n_events} in {a.comp_len} (corrupt file)"
+        )
+    if blocks and blocks[0][0].t_first != header.t0:
+        raise DataError("the first block does not start at the header's t0 (corrupt file)")
+    return blocks
+
+
+def _ctx_pieces(
+    view: memoryview,
+    header: Header,
+    blocks: list[tuple[ctxcode.BlockInfo, int]],
+    columns: str,
+    from_us: int | None,
+    to_us: int | None,
+    progress: Progress | None,
+) -> Iterator[np.ndarray]:
+    lo = -(1 << 63) if from_us is None else from_us
+    hi = (1 << 63) - 1 if to_us is None else to_us
+    chosen = [(info, pos) for info, pos in blocks if info.t_max >= lo and info.t_min < hi]
+    total = sum(info.n for info, _ in chosen) * _CTX_RAW
+    done = 0
+    yielded = False
+    for info, pos in chosen:
+        events = make_events(info.n)
+        try:
+            ctxcode.decode_block(
+                view[pos : pos + info.comp_len], info, header.width, header.height, events
+            )
+        except DataError as exc:
+            raise DataError(f"block at t={info.t_first} us: {exc}") from None
+        if from_us is not None or to_us is not None:
+            events = select_time(events, from_us, to_us)
+        for col in "txyp":
+            if col not in columns:
+                events[col] = 0
+        done += info.n * _CTX_RAW
+        if progress is not None:
+            progress(done, total)
+        yielded = True
+        yield events
+    if not yielded:
+        yield make_events(0)
 
 
 def _pieces(
@@ -855,15 +1031,25 @@ def _pieces(
         yield events
 
 
-def decode_events(data: bytes, progress: Progress | None = None) -> tuple[np.ndarray, Header]:
+def decode_events(
+    data: bytes,
+    progress: Progress | None = None,
+    *,
+    from_us: int | None = None,
+    to_us: int | None = None,
+) -> tuple[np.ndarray, Header]:
     """Decode ``.sfev`` bytes into ``(events [N] of EVENT_DTYPE, header)``, all in memory
-    (:func:`iter_events` decodes in bounded pieces).
+    (:func:`iter_events` decodes in bounded pieces). ``from_us``/``to_us``: only the events
+    with ``from_us <= t < to_us`` (version-2 files decode only the blocks covering it).
 
     Every failure (wrong magic, newer version, truncation, checksum, inconsistent streams,
     sizes no codec can produce) is a :class:`DataError` with a one-line message.
     """
     data = bytes(data)
     n = read_header(data).n_events
-    header, pieces = iter_events(data, chunk_events=max(n, 1), progress=progress)
-    (events,) = list(pieces)
+    header, pieces = iter_events(
+        data, chunk_events=max(n, 1), progress=progress, from_us=from_us, to_us=to_us
+    )
+    parts = list(pieces)
+    events = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return events, header
