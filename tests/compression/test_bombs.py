@@ -180,7 +180,7 @@ def test_pieces_decode_exactly_what_the_whole_file_decodes(small_pieces, which, 
         np.testing.assert_array_equal(np.concatenate(list(pieces))[col], events[col])
 
 
-@pytest.mark.parametrize("which", ["zstd", "lzma"])
+@pytest.mark.parametrize("which", ["zstd", "lzma", "ctx"])
 def test_damage_in_pieces_is_refused_or_harmless(small_pieces, which):
     events = synthetic_events(2000, 300, 300, mean_gap=400.0)
     good = encode_events(events, (300, 300), codec=which)

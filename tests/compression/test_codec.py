@@ -24,7 +24,7 @@ def _xz(path) -> int:
 
 
 @needs_real
-@pytest.mark.parametrize("codec", ["zstd", "lzma"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx"])
 @pytest.mark.parametrize("path", NMNIST_FILES + [AEDAT4_FILE], ids=lambda p: p.name)
 def test_real_recordings_round_trip_and_beat_xz(path, codec):
     events, sensor, _ = load_events(path)
@@ -48,7 +48,7 @@ def test_real_recordings_round_trip_and_beat_xz(path, codec):
     ],
     ids=["empty", "one", "dense", "sparse", "very-sparse", "wide-sensor"],
 )
-@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw", "ctx"])
 def test_synthetic_round_trip(events, codec):
     width = 640 if events.size and events["x"].max() >= 34 else 34
     height = 480 if width == 640 else 34
@@ -56,11 +56,12 @@ def test_synthetic_round_trip(events, codec):
     np.testing.assert_array_equal(back, events)
 
 
-def test_unordered_and_extreme_timestamps_round_trip():
+@pytest.mark.parametrize("codec", ["zstd", "ctx"])
+def test_unordered_and_extreme_timestamps_round_trip(codec):
     ev = synthetic_events(1000)
     ev["t"] = np.random.default_rng(1).integers(-(2**62), 2**62, ev.size)  # not time-ordered
     ev["t"][:2] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max]  # deltas wrap around
-    back, _ = decode_events(encode_events(ev, (34, 34)))
+    back, _ = decode_events(encode_events(ev, (34, 34), codec=codec))
     np.testing.assert_array_equal(back, ev)
 
 
@@ -71,7 +72,7 @@ def test_unordered_and_extreme_timestamps_round_trip():
     width=st.sampled_from([1, 34, 300]),
     height=st.sampled_from([1, 34, 260]),
     gap=st.sampled_from([0.5, 50.0, 1e5]),
-    codec=st.sampled_from(["zstd", "lzma"]),
+    codec=st.sampled_from(["zstd", "lzma", "ctx"]),
 )
 def test_random_events_round_trip(n, seed, width, height, gap, codec):
     ev = synthetic_events(n, width, height, seed, gap)

@@ -268,11 +268,15 @@ def decompress_to_file(
     progress: Callable[[int, int], None] | None = None,
     *,
     chunk_events: int = CHUNK_EVENTS,
+    from_us: int | None = None,
+    to_us: int | None = None,
 ) -> Header:
     """Decode ``in_path`` (``.sfev``) into ``out_path`` (``.npz``, or N-MNIST ``.bin``/``.bs2``)
     in pieces of ``chunk_events`` events, so memory stays bounded by the input and a piece
     whatever the file holds; the output is written atomically (nothing on an error). Returns
-    the header (``n_events``, sensor, ``meta``). Problems are one-line errors naming the file."""
+    the header (``n_events``, sensor, ``meta``). Problems are one-line errors naming the file.
+    ``from_us``/``to_us``: write only the events with ``from_us <= t < to_us`` (µs); in a
+    version-2 (``ctx``) file only the blocks covering that range are decoded."""
     in_path, out_path = Path(in_path), Path(out_path)
     suffix = out_path.suffix.lower()
     if suffix not in (".npz", ".bin", ".bs2"):
@@ -280,17 +284,22 @@ def decompress_to_file(
     _check_paths(in_path, out_path)
     data = _sfev_bytes(in_path)
     try:
+        span = {"from_us": from_us, "to_us": to_us}
         if suffix == ".npz":
-            return _decode_to_npz(data, out_path, chunk_events, progress)
-        return _decode_to_nmnist(data, out_path, chunk_events, progress)
+            return _decode_to_npz(data, out_path, chunk_events, progress, span)
+        return _decode_to_nmnist(data, out_path, chunk_events, progress, span)
     except DataError as exc:
         raise DataError(f"{in_path}: {exc}") from None
 
 
 def _decode_to_nmnist(
-    data: bytes, out_path: Path, chunk: int, progress: Callable[[int, int], None] | None
+    data: bytes,
+    out_path: Path,
+    chunk: int,
+    progress: Callable[[int, int], None] | None,
+    span: dict[str, int | None],
 ) -> Header:
-    header, pieces = iter_events(data, chunk_events=chunk, progress=progress)
+    header, pieces = iter_events(data, chunk_events=chunk, progress=progress, **span)
     high = t_last = 0
     markers_left = header.n_events + _MAX_EXTRA_MARKERS
     with atomic_writer(out_path) as fh:
@@ -312,23 +321,34 @@ _NPZ_COLUMNS = (
 
 
 def _decode_to_npz(
-    data: bytes, out_path: Path, chunk: int, progress: Callable[[int, int], None] | None
+    data: bytes,
+    out_path: Path,
+    chunk: int,
+    progress: Callable[[int, int], None] | None,
+    span: dict[str, int | None],
 ) -> Header:
     """One pass over the file per array (x, y, p, t, as ``np.savez`` stores them), each
-    written into its ``.npy`` member piece by piece."""
+    written into its ``.npy`` member piece by piece (with a time range, a first pass over
+    ``t`` counts the events, since each ``.npy`` header states its length)."""
     import zipfile
 
     header = read_header(data)
+    count = header.n_events
+    if span["from_us"] is not None or span["to_us"] is not None:
+        _, pieces = iter_events(data, chunk_events=chunk, columns="t", **span)
+        count = sum(piece.size for piece in pieces)
     with atomic_writer(out_path) as fh, zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         for name, dtype in _NPZ_COLUMNS:
-            header, pieces = iter_events(data, chunk_events=chunk, columns=name, progress=progress)
+            header, pieces = iter_events(
+                data, chunk_events=chunk, columns=name, progress=progress, **span
+            )
             with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array_header_1_0(
                     member,
                     {
                         "descr": np.lib.format.dtype_to_descr(dtype),
                         "fortran_order": False,
-                        "shape": (header.n_events,),
+                        "shape": (count,),
                     },
                 )
                 for events in pieces:
