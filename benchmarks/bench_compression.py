@@ -1,4 +1,4 @@
-"""Event-codec benchmark: .sfev (zstd and lzma streams) beside the `xz -9e` and `zstd -19` tools.
+"""Event-codec benchmark: .sfev (ctx, zstd, lzma) beside `xz -9e`, `zstd -19`, brotli and EVT 3.0.
 
 For every recording (default: the N-MNIST samples and the AEDAT4 sample in
 ../shared/data/real) it measures sizes (bytes, bytes per event, ratio to `xz -9e` of the
@@ -9,6 +9,12 @@ original file) and speeds in million events per second, one core:
 - xz / zstd: the command-line tools on the original file, `-T1`, output to a pipe; their time
   includes starting a process (~1 ms), which dominates on the 5 kB N-MNIST files, so the table
   also gives the AEDAT4 file and the N-MNIST total separately.
+- brotli: quality 11 (default window) of the original file, in process (the ``brotli``
+  package: a benchmark-only dependency, ``pip install brotli``).
+- EVT 3.0: the size of the events in Prophesee's 16-bit vectorised words, from the simple
+  encoder in ``benchmarks/evt3.py`` (size only; see there what it approximates).
+
+Sizes are also given in bits per event.
 
 Methods are interleaved round by round (every file and method once per round, the order
 shuffled per round) so load on the shared machine hits all of them alike; the medians over
@@ -39,6 +45,11 @@ import numpy as np
 
 from spikeweave.compression import decode_events, encode_events, load_events
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from evt3 import evt3_words  # noqa: E402  (a benchmark helper next to this script)
+
+CODECS = ("ctx", "zstd", "lzma")
+
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
 
@@ -64,6 +75,10 @@ def main() -> None:
     missing = [k for k, v in tools.items() if v is None]
     if missing:
         sys.exit(f"install {' and '.join(missing)} (apt-get install -y xz-utils zstd)")
+    try:
+        import brotli
+    except ImportError:
+        sys.exit("install brotli (pip install brotli; benchmark only)")
 
     recs = []
     for path in files:
@@ -71,9 +86,11 @@ def main() -> None:
         raw = path.read_bytes()
         rec = {"file": path.name, "format": fmt, "events": int(events.size), "bytes": len(raw)}
         rec["_events"], rec["_sensor"], rec["_raw"] = events, sensor, raw
-        rec["_sfev"] = {c: encode_events(events, sensor, codec=c) for c in ("zstd", "lzma")}
+        rec["_sfev"] = {c: encode_events(events, sensor, codec=c) for c in CODECS}
         rec["_xz"] = _tool(["xz", "-9e", "-T1", "-c"], raw)[0]
         rec["_zst"] = _tool(["zstd", "-19", "-T1", "-c", "-q"], raw)[0]
+        rec["_br"] = brotli.compress(raw, quality=11)
+        rec["_evt3"] = 2 * evt3_words(events)
         recs.append(rec)
 
     def job(rec: dict, method: str) -> Callable[[], float]:
@@ -93,6 +110,13 @@ def main() -> None:
                 if not np.array_equal(back, events):
                     raise SystemExit(f"{rec['file']}: {codec} round trip differs")
                 return took
+            if method in ("brotli/c", "brotli/d"):
+                start = time.perf_counter()
+                if method == "brotli/c":
+                    brotli.compress(rec["_raw"], quality=11)
+                elif brotli.decompress(rec["_br"]) != rec["_raw"]:
+                    raise SystemExit(f"{rec['file']}: brotli round trip differs")
+                return time.perf_counter() - start
             if method == "xz/c":
                 return _tool(["xz", "-9e", "-T1", "-c"], rec["_raw"])[1]
             if method == "xz/d":
@@ -103,8 +127,8 @@ def main() -> None:
 
         return run
 
-    methods = ["sfev-zstd/c", "sfev-zstd/d", "sfev-lzma/c", "sfev-lzma/d"]
-    methods += ["xz/c", "xz/d", "zstd/c", "zstd/d"]
+    methods = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
+    methods += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
     times: dict[tuple[str, str], list[float]] = {}
     jobs = [(rec, m) for rec in recs for m in methods]
     load_before = os.getloadavg()
@@ -120,12 +144,16 @@ def main() -> None:
         n = rec["events"]
         xz = len(rec["_xz"])
         row = {k: v for k, v in rec.items() if not k.startswith("_")}
-        row["sizes"] = {
-            "sfev-zstd": len(rec["_sfev"]["zstd"]),
-            "sfev-lzma": len(rec["_sfev"]["lzma"]),
-            "xz -9e": xz,
-            "zstd -19": len(rec["_zst"]),
-        }
+        row["sizes"] = {f"sfev-{c}": len(rec["_sfev"][c]) for c in CODECS}
+        row["sizes"].update(
+            {
+                "xz -9e": xz,
+                "zstd -19": len(rec["_zst"]),
+                "brotli 11": len(rec["_br"]),
+                "EVT 3.0": rec["_evt3"],
+            }
+        )
+        row["bits_per_event"] = {k: 8 * v / n for k, v in row["sizes"].items()}
         row["median_s"] = {m: statistics.median(times[(rec["file"], m)]) for m in methods}
         row["mev_s"] = {m: n / t / 1e6 for m, t in row["median_s"].items()}
         row["ratio_vs_xz"] = {k: v / xz for k, v in row["sizes"].items()}
@@ -140,6 +168,7 @@ def main() -> None:
             "sizes": {k: sum(r["sizes"][k] for r in sel) for k in sel[0]["sizes"]},
             "mev_s": {m: n / sum(r["median_s"][m] for r in sel) / 1e6 for m in methods},
             "max_ratio_vs_xz": {k: max(r["ratio_vs_xz"][k] for r in sel) for k in sel[0]["sizes"]},
+            "bits_per_event": {k: 8 * sum(r["sizes"][k] for r in sel) / n for k in sel[0]["sizes"]},
         }
 
     nm = [r for r in rows if r["format"] == "nmnist"]
@@ -161,6 +190,7 @@ def main() -> None:
         "zstd": subprocess.run(
             ["zstd", "--version"], capture_output=True, text=True
         ).stdout.strip(),
+        "brotli": getattr(brotli, "__version__", "?"),
     }
     md = render(rows, groups, meta)
     print(md)
@@ -170,6 +200,10 @@ def main() -> None:
         args.out.with_suffix(".json").write_text(
             json.dumps({"meta": meta, "files": rows, "groups": groups}, indent=1) + "\n"
         )
+
+
+ORDER = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
+ORDER += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
 
 
 def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
@@ -184,42 +218,38 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         f", after {tuple(round(v, 2) for v in meta['load_avg_after'])} (shared 2-core machine).",
         f"Medians over {meta['repeats']} interleaved rounds.",
         "",
-        "## Size (bytes; ratio to `xz -9e` of the original file)",
+        "## Size: bits per event (ratio to `xz -9e` of the original file)",
         "",
-        "| file | events | original | xz -9e | zstd -19 | sfev zstd | sfev lzma | "
-        "sfev zstd B/event |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| file | events | original | sfev ctx | sfev zstd | sfev lzma | xz -9e | zstd -19 | "
+        "brotli 11 | EVT 3.0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        s, q = r["sizes"], r["ratio_vs_xz"]
+    keys = ["sfev-ctx", "sfev-zstd", "sfev-lzma", "xz -9e", "zstd -19", "brotli 11", "EVT 3.0"]
+    for r in rows + groups:
+        q = r["ratio_vs_xz"] if r in rows else r["max_ratio_vs_xz"]
+        name = f"**{r['file']}** (worst file's ratio)" if r in groups else r["file"]
+        cells = [
+            f"{r['bits_per_event'][k]:.2f}" + ("" if k == "xz -9e" else f" ({q[k]:.3f})")
+            for k in keys
+        ]
         lines.append(
-            f"| {r['file']} | {r['events']} | {r['bytes']} | {s['xz -9e']} | {s['zstd -19']} "
-            f"({q['zstd -19']:.3f}) | {s['sfev-zstd']} ({q['sfev-zstd']:.3f}) | "
-            f"{s['sfev-lzma']} ({q['sfev-lzma']:.3f}) | {s['sfev-zstd'] / r['events']:.3f} |"
-        )
-    for g in groups:
-        s, q = g["sizes"], g["max_ratio_vs_xz"]
-        lines.append(
-            f"| **{g['file']}** (worst file's ratio) | {g['events']} | {g['bytes']} | "
-            f"{s['xz -9e']} | {s['zstd -19']} ({q['zstd -19']:.3f}) | {s['sfev-zstd']} "
-            f"({q['sfev-zstd']:.3f}) | {s['sfev-lzma']} ({q['sfev-lzma']:.3f}) | "
-            f"{s['sfev-zstd'] / g['events']:.3f} |"
+            f"| {name} | {r['events']} | {8 * r['bytes'] / r['events']:.1f} | "
+            + " | ".join(cells)
+            + " |"
         )
     lines += [
         "",
         "## Speed (million events per second, one core; c = compress, d = decompress)",
         "",
-        "sfev times the codec on events in memory; the tools' times include starting a process.",
+        "sfev times the codec on events in memory, brotli the library in process; the xz and "
+        "zstd tools' times include starting a process.",
         "",
-        "| file | sfev zstd c | sfev zstd d | sfev lzma c | sfev lzma d | xz -9e c | xz d | "
-        "zstd -19 c | zstd d |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| file | " + " | ".join(m.replace("/", " ") for m in ORDER) + " |",
+        "|---|" + "---:|" * len(ORDER),
     ]
-    order = ["sfev-zstd/c", "sfev-zstd/d", "sfev-lzma/c", "sfev-lzma/d"]
-    order += ["xz/c", "xz/d", "zstd/c", "zstd/d"]
     for r in rows + groups:
         name = f"**{r['file']}**" if r in groups else r["file"]
-        lines.append(f"| {name} | " + " | ".join(f"{r['mev_s'][m]:.2f}" for m in order) + " |")
+        lines.append(f"| {name} | " + " | ".join(f"{r['mev_s'][m]:.2f}" for m in ORDER) + " |")
     return "\n".join(lines) + "\n"
 
 
