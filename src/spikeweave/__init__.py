@@ -1,7 +1,11 @@
-"""spikeweave: spiking neural networks on PyTorch, time-major ``[T, B, ...]`` throughout."""
+"""spikeweave: spiking neural networks on PyTorch, time-major ``[T, B, ...]`` throughout.
 
-from . import encoding, functional, surrogate  # noqa: E402
-from .errors import (  # noqa: E402
+The public names below are imported on first use (``spikeweave.LIF``, ``from spikeweave import
+Trainer``), so ``import spikeweave`` loads neither torch's training stack nor scikit-learn,
+scipy or matplotlib until something needs them.
+"""
+
+from .errors import (
     CheckpointError,
     ConfigError,
     DataError,
@@ -9,49 +13,44 @@ from .errors import (  # noqa: E402
     SpikeweaveError,
     TrainingError,
 )
-from .layers import SpikingConv2d, SpikingLinear, TimeFolded  # noqa: E402
-from .models import MLP, ConvNet, build_model  # noqa: E402
-from .neurons import IF, KLIF, LIF, OscillatingLIF, SpikingNeuron, TimeChunked  # noqa: E402
-from .tasks import DataSpec, Task  # noqa: E402
-from .training import (  # noqa: E402
-    Callback,
-    Run,
-    TrainConfig,
-    Trainer,
-    TrainingMethod,
-    load_run,
-)
-from .version import __version__  # noqa: E402
+from .lazy import lazy_exports
+from .version import __version__
+
+_EXPORTS = {
+    "encoding": ".encoding",
+    "functional": ".functional",
+    "surrogate": ".surrogate",
+    "SpikingConv2d": ".layers",
+    "SpikingLinear": ".layers",
+    "TimeFolded": ".layers",
+    "MLP": ".models",
+    "ConvNet": ".models",
+    "build_model": ".models",
+    "IF": ".neurons",
+    "KLIF": ".neurons",
+    "LIF": ".neurons",
+    "OscillatingLIF": ".neurons",
+    "SpikingNeuron": ".neurons",
+    "TimeChunked": ".neurons",
+    "DataSpec": ".tasks",
+    "Task": ".tasks",
+    "Callback": ".training",
+    "Run": ".training",
+    "TrainConfig": ".training",
+    "Trainer": ".training",
+    "TrainingMethod": ".training",
+    "load_run": ".training",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
-    "IF",
-    "KLIF",
-    "LIF",
-    "MLP",
-    "OscillatingLIF",
-    "Callback",
+    "__version__",
     "CheckpointError",
     "ConfigError",
-    "ConvNet",
     "DataError",
-    "DataSpec",
     "InputError",
     "SpikeweaveError",
-    "SpikingConv2d",
-    "SpikingLinear",
-    "SpikingNeuron",
-    "Run",
-    "Task",
-    "TimeChunked",
-    "TimeFolded",
-    "TrainConfig",
-    "Trainer",
     "TrainingError",
-    "TrainingMethod",
-    "__version__",
-    "build_model",
-    "encoding",
-    "functional",
-    "load_run",
-    "surrogate",
+    *_EXPORTS,
 ]

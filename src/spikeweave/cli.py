@@ -1,26 +1,25 @@
 """The ``spikeweave`` command: train, evaluate, plot, run experiments and inspect datasets.
 
 Choices and defaults in the help come from the registries and from :class:`TrainConfig`, so
-they never drift from what the library accepts. Every spikeweave error becomes one line
-``error: ...`` on stderr and exit status 2.
+they never drift from what the library accepts; they are read when a command's help is shown,
+and every library module is imported inside the command that needs it, so that ``--help`` and
+``data list`` start without torch. Every spikeweave error becomes one line ``error: ...`` on
+stderr and exit status 2.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+from typer.core import TyperCommand
 
-from .encoding import ENCODERS
 from .errors import ConfigError, SpikeweaveError
-from .models import MODELS
-from .neurons import NEURONS
-from .surrogate import SURROGATES
-from .tasks import TASKS
-from .training.config import ANN_MODELS, TrainConfig
-from .training.methods import METHODS
+
+if TYPE_CHECKING:
+    from .training.config import TrainConfig
 
 app = typer.Typer(
     help="spikeweave: train spiking neural networks on PyTorch.",
@@ -31,17 +30,65 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: what is available and where files go.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-_DEFAULTS = TrainConfig()
 
-
-def _help(text: str, field: str | None = None, choices: str | None = None) -> str:
-    parts = [text]
+def _help(
+    text: str, field: str | None = None, choices: str | None = None, registry: str | None = None
+) -> str:
+    """An option's help: ``text``, the choices (literal, or those of ``registry``) and the
+    :class:`TrainConfig` default of ``field``. The last two are placeholders that
+    :class:`_LibraryHelp` fills in when the help is shown."""
+    parts = [text.replace("{", "{{").replace("}", "}}")]
     if choices:
-        parts.append(f"One of: {choices}.")
+        parts.append(f"One of: {choices.replace('{', '{{').replace('}', '}}')}.")
+    if registry:
+        parts.append(f"One of: {{choices[{registry}]}}.")
     if field is not None:
-        default = getattr(_DEFAULTS, field)
-        parts.append(f"(default: {default if default not in ('', None) else 'auto'})")
+        parts.append(f"(default: {{default[{field}]}})")
     return " ".join(parts)
+
+
+class _Defaults:
+    """``TrainConfig()``'s field values as the help shows them (empty or None: auto)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+
+    def __getitem__(self, field: str) -> Any:
+        value = getattr(self.config, field)
+        return value if value not in ("", None) else "auto"
+
+
+class _LibraryHelp(TyperCommand):
+    """A command whose option help names registry choices and ``TrainConfig`` defaults.
+
+    They are read only when the help is shown: the registries' modules import torch, which
+    ``spikeweave --help`` and the other commands must not wait for.
+    """
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from .encoding import ENCODERS
+        from .models import MODELS
+        from .neurons import NEURONS
+        from .surrogate import SURROGATES
+        from .tasks import TASKS
+        from .training.config import ANN_MODELS, TrainConfig
+        from .training.methods import METHODS
+
+        values = {
+            "choices": {
+                "task": TASKS.choices(),
+                "model": " | ".join([*MODELS.names(), *ANN_MODELS]),
+                "neuron": NEURONS.choices(),
+                "method": METHODS.choices(),
+                "surrogate": SURROGATES.choices(),
+                "encoder": ENCODERS.choices(),
+            },
+            "default": _Defaults(TrainConfig()),
+        }
+        for param in self.params:
+            if param.help and "{" in param.help:  # a _help template not yet filled in
+                param.help = param.help.format_map(values)
+        super().format_help(ctx, formatter)
 
 
 def _version(value: bool) -> None:
@@ -61,24 +108,22 @@ def _main(
     """spikeweave: train spiking neural networks on PyTorch."""
 
 
-@app.command()
+@app.command(cls=_LibraryHelp)
 def train(
     dataset: str = typer.Option(
         None, help=_help("Dataset (see `spikeweave data list`).", "dataset")
     ),
     task: str = typer.Option(
-        None, help=_help("Task; auto = from the dataset.", "task", TASKS.choices())
+        None, help=_help("Task; auto = from the dataset.", "task", registry="task")
     ),
     model: str = typer.Option(
         None,
         help=_help(
-            "Architecture; ann / ann-mlp = convnet / mlp with ReLU.",
-            "model",
-            " | ".join([*MODELS.names(), *ANN_MODELS]),
+            "Architecture; ann / ann-mlp = convnet / mlp with ReLU.", "model", registry="model"
         ),
     ),
-    neuron: str = typer.Option(None, help=_help("Neuron.", "neuron", NEURONS.choices())),
-    method: str = typer.Option(None, help=_help("Training method.", "method", METHODS.choices())),
+    neuron: str = typer.Option(None, help=_help("Neuron.", "neuron", registry="neuron")),
+    method: str = typer.Option(None, help=_help("Training method.", "method", registry="method")),
     steps: int = typer.Option(
         None, "--steps", "-T", help=_help("Time steps T per sample.", "steps")
     ),
@@ -91,7 +136,7 @@ def train(
         None, help=_help("Seed for initialisation, data order and noise (0 to 2^63-1).", "seed")
     ),
     surrogate: str = typer.Option(
-        None, help=_help("Surrogate gradient.", "surrogate", SURROGATES.choices())
+        None, help=_help("Surrogate gradient.", "surrogate", registry="surrogate")
     ),
     alpha: float = typer.Option(None, help=_help("Surrogate sharpness α.", "alpha")),
     reset: str = typer.Option(None, help=_help("Reset after a spike.", "reset", "hard | soft")),
@@ -103,7 +148,7 @@ def train(
         "--detach-reset/--keep-reset-grad",
         help="Detach the reset path in backward (default) or keep it.",
     ),
-    encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", ENCODERS.choices())),
+    encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", registry="encoder")),
     val_fraction: float = typer.Option(
         None, help=_help("Share of the training data held out for validation.", "val_fraction")
     ),
@@ -141,6 +186,7 @@ def train(
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
     from .training import Trainer, load_config
+    from .training.config import TrainConfig
 
     given = dict(
         dataset=dataset,

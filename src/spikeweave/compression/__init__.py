@@ -12,44 +12,27 @@
 ``docs/compression.md`` documents the file format and the measured sizes and speeds.
 """
 
-from .codec import (
-    CODECS,
-    MAGIC,
-    VERSION,
-    Header,
-    decode_events,
-    encode_events,
-    iter_events,
-    read_header,
-)
-from .files import (
-    CompressResult,
-    compress_file,
-    decompress_file,
-    decompress_to_file,
-    load_events,
-    read_sfev,
-    write_nmnist,
-    write_npz,
-)
-from .sampling import sample_events
+from ..lazy import lazy_exports
 
-__all__ = [
-    "CODECS",
-    "MAGIC",
-    "VERSION",
-    "Header",
-    "CompressResult",
-    "decode_events",
-    "iter_events",
-    "encode_events",
-    "read_header",
-    "compress_file",
-    "decompress_file",
-    "decompress_to_file",
-    "load_events",
-    "read_sfev",
-    "write_nmnist",
-    "write_npz",
-    "sample_events",
-]
+# imported on first use: the CLI registers `compress`/`decompress` without loading torch
+_EXPORTS = {
+    "CODECS": ".codec",
+    "MAGIC": ".codec",
+    "VERSION": ".codec",
+    "Header": ".codec",
+    "decode_events": ".codec",
+    "iter_events": ".codec",
+    "encode_events": ".codec",
+    "read_header": ".codec",
+    "CompressResult": ".files",
+    "compress_file": ".files",
+    "decompress_file": ".files",
+    "decompress_to_file": ".files",
+    "load_events": ".files",
+    "read_sfev": ".files",
+    "write_nmnist": ".files",
+    "write_npz": ".files",
+    "sample_events": ".sampling",
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = list(_EXPORTS)

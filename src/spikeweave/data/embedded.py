@@ -15,7 +15,6 @@ import functools
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 
@@ -26,6 +25,10 @@ TEST_FRACTION = 0.2
 
 
 def _split(x: np.ndarray, y: np.ndarray, split: str) -> tuple[np.ndarray, np.ndarray]:
+    # imported here: scikit-learn takes seconds to import, and `spikeweave data list` (which
+    # only asks where mnist5k's file is) must not pay for it
+    from sklearn.model_selection import train_test_split
+
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=TEST_FRACTION, stratify=y, random_state=SPLIT_SEED
     )
