@@ -1,3 +1,17 @@
+"""Shared test set-up.
+
+- Real recordings: tests that read the shared recordings (``../shared/data/real`` from the
+  repository root) import their location and the ``needs_real`` / ``needs_aedat4`` marks from
+  ``tests/real_data.py`` (importable by name because pytest puts this folder on ``sys.path``
+  for the conftest). ``SPIKEWEAVE_REAL_DATA=/some/folder`` points them elsewhere; a path that
+  does not exist makes every such test skip with the reason, as on a fresh clone::
+
+      SPIKEWEAVE_REAL_DATA=/nonexistent python -m pytest -q tests/data tests/compression
+
+- Tiers: ``@pytest.mark.slow`` marks the long end-to-end runs; ``pytest -m "not slow"`` is the
+  fast inner loop, plain ``pytest`` (what CI runs) runs everything.
+"""
+
 import pytest
 import torch
 

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
-import pytest
+from real_data import AEDAT4_FILE, REAL, needs_real
 
 from spikeweave.data.events import EVENT_DTYPE
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
+# empty without the shared recordings: index it inside tests marked needs_real, never at import
 NMNIST_FILES = sorted((REAL / "nmnist").glob("*/*.bs2")) + sorted((REAL / "nmnist").glob("*/*.bin"))
-AEDAT4_FILE = REAL / "aedat4" / "tonic_sample.aedat4"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
+__all__ = ["AEDAT4_FILE", "NMNIST_FILES", "REAL", "needs_real", "synthetic_events"]
 
 
 def synthetic_events(

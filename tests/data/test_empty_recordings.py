@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data import AEDAT4_FILE as REAL_AEDAT4
+from real_data import needs_aedat4
 from spikeweave_format_writers import (
     AEDAT2_HEADER,
     AEDAT31_HEADER,
@@ -28,10 +30,6 @@ from spikeweave.data import read_events
 from spikeweave.data.events import read_aedat2, read_aedat3, read_aedat4, read_nmnist
 from spikeweave.data.tonic_interop import TonicFrames
 from spikeweave.errors import DataError
-
-REAL_AEDAT4 = (
-    Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real" / "aedat4"
-) / "tonic_sample.aedat4"
 
 ONE = make_events([10], [1], [2], [1])
 
@@ -147,7 +145,7 @@ def _aedat4_without_event_packets(blob: bytes) -> bytes:
     return head + body + blob[pos:]
 
 
-@pytest.mark.skipif(not REAL_AEDAT4.is_file(), reason="../shared/data/real is not present")
+@needs_aedat4
 def test_real_aedat4_without_its_event_packets_is_refused(tmp_path):
     pytest.importorskip("aedat")
     path = write(

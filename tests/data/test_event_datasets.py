@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from real_data import REAL, needs_real
 from spikeweave_format_writers import (
     aedat2_bytes,
     aedat31_bytes,
@@ -24,10 +25,8 @@ from spikeweave.data.layouts import CIFAR10_CLASSES
 from spikeweave.data.tonic_interop import TonicFrames, from_tonic_events
 from spikeweave.errors import ConfigError, DataError
 
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
 NMNIST_SMALL = REAL / "nmnist" / "slayerPytorch_NMNISTsmall"
 GESTURE_LABELS = REAL / "dvsgesture_labels_only" / "user01_natural_labels.csv"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
 
 # events per shared N-MNIST sample (SOURCES.md)
 NMNIST_COUNTS = {

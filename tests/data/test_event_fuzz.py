@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from real_data import AEDAT4_FILE as REAL_AEDAT4
+from real_data import needs_aedat4
 from spikeweave_format_writers import aedat2_bytes, aedat31_bytes, nmnist_bytes, random_events
 
 from spikeweave.data import EVENT_DTYPE, read_events
 from spikeweave.errors import DataError
-
-REAL_AEDAT4 = (
-    Path(__file__).resolve().parents[2]
-    / ".."
-    / "shared"
-    / "data"
-    / "real"
-    / "aedat4"
-    / "tonic_sample.aedat4"
-)
 
 FUZZ = settings(
     max_examples=150,
@@ -141,7 +133,7 @@ def test_bit_flipped_files_fail_or_stay_valid(fuzz_dir, fmt, seed, n, where, bit
             assert (out != ev).sum() <= 1
 
 
-@pytest.mark.skipif(not REAL_AEDAT4.is_file(), reason="../shared/data/real is not present")
+@needs_aedat4
 @settings(
     max_examples=60,
     deadline=None,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import shutil
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 from cli_memory import assert_one_line_error, run_spikeweave
+from real_data import REAL, needs_real
 from spikeweave_format_writers import (
     AEDAT31_HEADER,
     PACKET,
@@ -24,9 +24,6 @@ from spikeweave_format_writers import (
 
 from spikeweave.data import EVENT_DTYPE, detect_format, read_events
 from spikeweave.errors import DataError
-
-REAL = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "real"
-needs_real = pytest.mark.skipif(not REAL.is_dir(), reason="../shared/data/real is not present")
 
 # From ../shared/data/real/SOURCES.md: file, class, events, OFF/ON counts, first/last t (µs).
 NMNIST_SMALL = [
