@@ -56,6 +56,7 @@ def finished_run(tmp_path: Path, *extra: str) -> Path:
     return Path(out.strip().splitlines()[-1].removeprefix("run written to "))
 
 
+@pytest.mark.slow
 def test_resume_with_more_epochs_extends_the_run_and_conflicting_options_are_refused(tmp_path):
     run = finished_run(tmp_path)
     code, _, err = run_main("train", "--resume", str(run), "--no-progress")
@@ -152,6 +153,7 @@ def test_a_diverging_snn_is_reported_as_training_not_data(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_progress_without_a_terminal_prints_one_plain_line_per_epoch(tmp_path):
     proc = subprocess.run(
         [
@@ -217,6 +219,7 @@ def _train_process(tmp_path: Path, epochs: int) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_after_a_checkpoint_prints_how_to_resume(tmp_path):
     proc = _train_process(tmp_path, 200)
     deadline = time.monotonic() + 120
@@ -230,6 +233,7 @@ def test_ctrl_c_after_a_checkpoint_prints_how_to_resume(tmp_path):
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_ctrl_c_before_the_first_checkpoint_leaves_nothing_to_resume(tmp_path):
     proc = _train_process(tmp_path, 1)
     deadline = time.monotonic() + 60

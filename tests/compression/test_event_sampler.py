@@ -130,6 +130,7 @@ def _sampler_run(tmp_path, arm: str):
     return tmp_path / f"run-{arm}"
 
 
+@pytest.mark.slow
 def test_a_users_sampler_run_from_the_command_line(tmp_path):
     rec = tmp_path / "rec.bin"
     write_nmnist(rec, synthetic_events(3000))
