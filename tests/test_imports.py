@@ -32,6 +32,11 @@ def test_import_spikeweave_loads_no_trainer_sklearn_scipy_matplotlib_or_torch():
     assert _modules_after("import spikeweave") == set()
 
 
+def test_a_submodule_is_an_attribute_without_importing_it_first_and_the_catalog_is_light():
+    code = "import spikeweave\nassert spikeweave.data.catalog()[0]['name'] == 'digits'"
+    assert _modules_after(code) == set()
+
+
 @pytest.mark.parametrize("args", [["--help"], ["data", "list"], ["--version"]])
 def test_cli_help_and_data_list_start_without_torch_or_the_trainer(args):
     run = f"""

@@ -6,6 +6,7 @@ before something needs them.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -20,16 +21,20 @@ def lazy_exports(
 
     ``exports`` maps each public name to the submodule that defines it, relative to
     ``package`` (``{"LIF": ".neurons"}``); a name equal to its submodule's last part
-    (``{"encoding": ".encoding"}``) is the submodule itself. The first access imports the
-    submodule and stores the value in the package, so later accesses cost nothing.
+    (``{"encoding": ".encoding"}``) is the submodule itself, and so is any other submodule's
+    name. The first access imports the submodule and stores the value in the package, so later
+    accesses cost nothing.
     """
     module = sys.modules[package]
 
     def getattr_(name: str) -> Any:
-        try:
-            source = exports[name]
-        except KeyError:
-            raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+        source = exports.get(name)
+        if source is None and not name.startswith("__"):
+            # any submodule too (``spikeweave.data``), as when the package imported it eagerly
+            if importlib.util.find_spec(f"{package}.{name}") is not None:
+                source = f".{name}"
+        if source is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
         target = importlib.import_module(source, package)
         value = target if source.rpartition(".")[2] == name else getattr(target, name)
         setattr(module, name, value)
