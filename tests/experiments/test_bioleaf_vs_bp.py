@@ -16,6 +16,7 @@ def test_full_settings_fit_the_issue():
     assert all(p.hidden == (500,) for p in parts)
 
 
+@pytest.mark.slow
 def test_quick_run_writes_tables_figures_and_the_self_predicting_state(tmp_path):
     before = set(METHODS.names())
     report, folder = run_experiment(

@@ -110,6 +110,7 @@ def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(q
     assert report.held is None  # a quick run never decides
 
 
+@pytest.mark.slow
 def test_two_workers_give_the_same_runs_tuning_and_verdict_parts_as_one_process(
     quick_run, tmp_path
 ):

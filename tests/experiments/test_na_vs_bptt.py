@@ -21,6 +21,7 @@ def test_backward_cost_reports_forward_and_backward():
         assert cost["forward_s"] > 0 and cost["backward_s"] > 0
 
 
+@pytest.mark.slow
 def test_quick_run_stops_on_plateau_and_reports_parts_ties_and_fidelity(tmp_path):
     before = set(METHODS.names())
     report, folder = run_experiment(

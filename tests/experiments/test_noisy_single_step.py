@@ -89,6 +89,7 @@ def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(quick_ru
     assert "after conversion vs T" in text and "training time" in text and "McNemar" in text
 
 
+@pytest.mark.slow
 def test_two_workers_train_the_same_runs_and_give_the_same_accuracies(quick_run, tmp_path):
     _, one = quick_run
     _, two = run_experiment(

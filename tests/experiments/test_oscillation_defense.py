@@ -17,6 +17,7 @@ def _one_thread(one_thread):
     """One torch thread (see conftest): the shared CPU is oversubscribed."""
 
 
+@pytest.mark.slow
 def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     def tiny(quick: bool):
         return {

@@ -1,6 +1,7 @@
 import json
 import math
 
+import pytest
 import torch
 
 from spikeweave.experiments import ExperimentContext, run_experiment
@@ -45,6 +46,7 @@ def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seed
     assert summary["data_spec"] == {"input_shape": [2], "num_outputs": 1, "temporal": False}
 
 
+@pytest.mark.slow
 def test_quick_run_decides_on_per_seed_areas_and_paired_image_stats(tmp_path):
     # two workers for the toy sweep: the forked path through the whole experiment
     report, folder = run_experiment(

@@ -65,6 +65,7 @@ def test_refuses_other_tasks(tmp_path):
         Trainer(cfg, method=SamplerMethod(), datasets=(_data(16), _data(16)))
 
 
+@pytest.mark.slow
 def test_quick_run_reports_psnr_ssim_and_grid(tmp_path, one_thread):
     report, folder = run_experiment(
         "sampling-vs-random", quick=True, seeds=1, out_dir=tmp_path, progress=False

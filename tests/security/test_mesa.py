@@ -100,6 +100,7 @@ def _main(*args: str) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
     cfg = TrainConfig(dataset="digits", model="ann-mlp", hidden=[64], epochs=3, lr=1e-2,
                       val_fraction=0.2, poison_fraction=0.1, poison_target=2,

@@ -90,6 +90,7 @@ def _spawn(world: int, out: Path, split_run: bool = False) -> None:
     )
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_the_weights_of_one_process_on_the_combined_batch(tmp_path):
     _spawn(2, tmp_path / "two")
     _spawn(1, tmp_path / "one")
@@ -112,6 +113,7 @@ def test_two_processes_end_with_the_weights_of_one_process_on_the_combined_batch
         assert torch.equal(resumed[key], straight[key]), key
 
 
+@pytest.mark.slow
 def test_a_killed_process_ends_the_job_with_a_one_line_error_not_a_hang(tmp_path):
     port = _free_port()
     procs = []
@@ -159,6 +161,7 @@ def test_a_killed_process_ends_the_job_with_a_one_line_error_not_a_hang(tmp_path
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_torchrun_launches_the_cli_and_one_process_writes_the_run(tmp_path):
     proc = subprocess.run(
         [
