@@ -167,6 +167,7 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_cli_run_killed_with_sigkill_and_resumed_matches_uninterrupted(tmp_path):
     args = [
         "--dataset",
