@@ -98,6 +98,7 @@ def test_forked_workers_return_what_one_process_returns_in_the_same_layout():
         run_interleaved(jobs, [0], workers=0)
 
 
+@pytest.mark.slow
 def test_soft_xor_runs_in_forked_workers_equal_the_runs_in_one_process(tmp_path):
     from spikeweave.experiments.reset_dependency import SoftXorSettings, train_soft_xor
 
@@ -236,6 +237,7 @@ def test_time_backends_times_every_arm_per_backend_with_cpu_time_and_load(traine
     assert cpu_overhead(timing["ref"], "a", "b") == pytest.approx(expected)
 
 
+@pytest.mark.slow
 def test_tuning_keeps_the_best_validation_candidate_and_never_needs_the_test_set(tmp_path, capsys):
     ctx = ExperimentContext(tmp_path, quick=True, seeds=[0])
     base = replace(TINY, epochs=1, batch_size=32)
@@ -252,6 +254,7 @@ def test_tuning_keeps_the_best_validation_candidate_and_never_needs_the_test_set
         tune(ctx, "lif", replace(base, val_fraction=0.0), [{"lr": 1e-2}])
 
 
+@pytest.mark.slow
 def test_staged_sweep_tries_alpha_at_the_best_lr_and_trains_the_shared_point_once(tmp_path):
     ctx = ExperimentContext(tmp_path, quick=True, seeds=[0])
     base = replace(TINY, epochs=1, batch_size=32, surrogate="sigmoid", alpha=4.0)

@@ -84,6 +84,7 @@ def quick_run(tmp_path_factory):
     )
 
 
+@pytest.mark.slow
 def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(quick_run):
     report, folder = quick_run
     data = json.loads((folder / "report.json").read_text())

@@ -37,6 +37,7 @@ def quick_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(quick_run):
     report, folder = quick_run
     assert report.held is None
@@ -108,6 +109,7 @@ def test_two_workers_train_the_same_runs_and_give_the_same_accuracies(quick_run,
     assert accuracy and all(p in b["parts"] for p in accuracy)
 
 
+@pytest.mark.slow
 def test_a_run_rebuilt_from_its_record_scores_what_training_recorded(tmp_path):
     from spikeweave.experiments.base import ExperimentContext
 

@@ -31,6 +31,7 @@ def test_normalised_loss_is_capped_and_counts_divergence_as_failure():
     assert normalised_loss({"final_loss": math.inf, "variance": 0.4}) == 1.0
 
 
+@pytest.mark.slow
 def test_regression_task_trains_the_soft_xor_toy_through_the_trainer_and_is_seeded(tmp_path):
     settings = SoftXorSettings(n_train=400, n_test=200, steps=6, epochs=3, batch_size=20)
     ctx_a = ExperimentContext(tmp_path / "a", quick=True, seeds=[0])
