@@ -157,19 +157,20 @@ def train(
     ),
     poison_fraction: float = typer.Option(
         None,
-        help=_help("Backdoor: share of training images given the trigger.", "poison_fraction"),
+        help="Backdoor: share of training images given the trigger (default: none, no "
+        "poisoning). Sets [train_transforms.backdoor].",
     ),
     poison_target: int = typer.Option(
-        None, help=_help("Backdoor: the class poisoned images are relabelled to.", "poison_target")
+        None, help="Backdoor: the class poisoned images are relabelled to. (default: 0)"
     ),
     poison_trigger: str = typer.Option(
-        None, help=_help("Backdoor trigger pattern.", "poison_trigger", "binary | grey")
+        None, help="Backdoor trigger pattern. One of: binary | grey. (default: binary)"
     ),
     poison_trigger_size: int = typer.Option(
-        None, help=_help("Backdoor trigger side in pixels.", "poison_trigger_size")
+        None, help="Backdoor trigger side in pixels. (default: 3)"
     ),
     poison_seed: int = typer.Option(
-        None, help=_help("Seed of the trigger, the poisoned images and positions.", "poison_seed")
+        None, help="Seed of the trigger, the poisoned images and positions. (default: 0)"
     ),
     out_dir: Path = typer.Option(
         None,
@@ -186,7 +187,7 @@ def train(
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
     from .training import Trainer, load_config
-    from .training.config import TrainConfig
+    from .training.config import TrainConfig, fold_legacy
 
     given = dict(
         dataset=dataset,
@@ -209,15 +210,18 @@ def train(
         encoder=encoder,
         loss=loss,
         val_fraction=val_fraction,
-        poison_fraction=poison_fraction,
-        poison_target=poison_target,
-        poison_trigger=poison_trigger,
-        poison_trigger_size=poison_trigger_size,
-        poison_seed=poison_seed,
         out_dir=str(out_dir) if out_dir is not None else None,
         data_root=str(data_root) if data_root is not None else None,
     )
     given = {k: v for k, v in given.items() if v is not None}
+    poison = dict(
+        fraction=poison_fraction,
+        target=poison_target,
+        trigger=poison_trigger,
+        trigger_size=poison_trigger_size,
+        seed=poison_seed,
+    )
+    poison = {k: v for k, v in poison.items() if v is not None}
     if resume is not None:
         if config is not None:
             raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
@@ -228,6 +232,7 @@ def train(
             data_root=given.pop("data_root", None),
         )
         _refuse_conflicts(given, trainer.config)
+        _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
         if trainer.epoch >= trainer.config.epochs:
             raise ConfigError(
                 f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
@@ -239,6 +244,8 @@ def train(
         if "method" in given and given["method"] != values.get("method", given["method"]):
             values.pop("method_options", None)  # options of the config's method, not this one
         values.update(given)
+        if poison:
+            values = _with_poison(fold_legacy(values), poison)
         cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
         trainer = Trainer(cfg, progress=progress)
         cfg = trainer.config
@@ -278,11 +285,26 @@ def _say(trainer: Any, line: str) -> None:
         typer.echo(line)
 
 
-def _refuse_conflicts(given: dict[str, Any], saved: TrainConfig) -> None:
-    """Options that would change a resumed run are refused, not ignored."""
+def _with_poison(values: dict[str, Any], poison: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with the ``--poison-*`` options in ``train_transforms.backdoor`` (over a
+    config file's table); the other options without a fraction are refused, not ignored."""
+    tables = dict(values.get("train_transforms") or {})
+    table = {**tables.get("backdoor", {}), **poison}
+    if "fraction" not in table:
+        flag = "--poison-" + next(iter(poison)).replace("_", "-")
+        raise ConfigError(
+            f"{flag} needs --poison-fraction (the share of training images to poison)"
+        )
+    return {**values, "train_transforms": {**tables, "backdoor": table}}
+
+
+def _refuse_conflicts(given: dict[str, Any], saved: Any, prefix: str = "") -> None:
+    """Options that would change a resumed run are refused, not ignored (``saved``: the
+    config, or a mapping of options whose flags start with ``prefix``)."""
     for key, value in given.items():
-        current = getattr(saved, key)
+        current = saved.get(key) if isinstance(saved, dict) else getattr(saved, key)
         if value != current:
+            key = prefix + key
             flag = "--" + key.replace("_", "-")
             raise ConfigError(
                 f"{flag} {value} conflicts with the resumed run's {key} = {current!r}; a resumed "

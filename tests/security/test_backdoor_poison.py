@@ -3,7 +3,9 @@ the dataset wrapper and the trainer agree with poison(), and bad input fails in 
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import json
 import sys
 from contextlib import redirect_stderr, redirect_stdout
 
@@ -20,7 +22,9 @@ from spikeweave.security.backdoor import (
     paste,
     poison,
 )
-from spikeweave.training import TrainConfig, Trainer
+from spikeweave.training import RunDir, TrainConfig, Trainer, load_run
+from spikeweave.training.checkpoint import save_checkpoint
+from spikeweave.training.run import read_training_checkpoint
 
 
 def _batch(n: int = 200, c: int = 1, hw: int = 12, seed: int = 0):
@@ -71,12 +75,80 @@ def test_poisoned_dataset_matches_poison():
 
 def test_trainer_poisons_the_training_split_only(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", steps=1, epochs=1, val_fraction=0.2,
-                      poison_fraction=0.1, poison_target=3, out_dir=str(tmp_path))  # fmt: skip
+                      train_transforms={"backdoor": {"fraction": 0.1, "target": 3}},
+                      out_dir=str(tmp_path))  # fmt: skip
     tr = Trainer(cfg, progress=False)
     assert isinstance(tr.train_set, PoisonedDataset)
     assert int(tr.train_set.mask.sum()) == int(0.1 * len(tr.train_set) + 0.5)
     assert not isinstance(tr.val_set, PoisonedDataset)
-    assert TrainConfig.from_dict(tr.config.to_dict()).poison_target == 3
+    again = TrainConfig.from_dict(tr.config.to_dict()).train_transforms["backdoor"]
+    assert again == {
+        "fraction": 0.1,
+        "target": 3,
+        "trigger": "binary",
+        "trigger_size": 3,
+        "position": [],
+        "seed": 0,
+    }  # every option recorded, defaults included
+
+
+def test_core_config_has_no_poisoning_fields():
+    assert not [f for f in dataclasses.fields(TrainConfig) if "poison" in f.name]
+
+
+def _legacy(config: dict) -> dict:
+    """A config dict as spikeweave wrote it before ``train_transforms`` (flat poison_* keys)."""
+    old = dict(config)
+    table = old.pop("train_transforms").get("backdoor", {"fraction": 0.0})
+    defaults = {"fraction": 0.0, "target": 0, "trigger": "binary", "trigger_size": 3,
+                "position": [], "seed": 0}  # fmt: skip
+    old.update({f"poison_{k}": table.get(k, v) for k, v in defaults.items()})
+    return old
+
+
+def test_run_written_with_legacy_poison_keys_loads_and_evaluates_the_same(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[32], steps=1, epochs=1,
+                      train_transforms={"backdoor": {"fraction": 0.2, "target": 3, "seed": 4}},
+                      out_dir=str(tmp_path))  # fmt: skip
+    tr = Trainer(cfg, run_dir=tmp_path / "run", progress=False)
+    tr.fit()
+    new = load_run(tmp_path / "run")
+    want = {s: new.evaluate(s) for s in ("train", "test")}
+    assert torch.equal(new.dataset("train").mask, tr.train_set.mask)  # the same poisoned split
+    # rewrite the run as an older spikeweave wrote it: config.json and checkpoint with poison_*
+    path = tmp_path / "run" / RunDir.CHECKPOINT
+    tensors, meta = read_training_checkpoint(path)
+    meta["config"] = _legacy(meta["config"])
+    save_checkpoint(path, tensors, meta)
+    conf = tmp_path / "run" / RunDir.CONFIG
+    conf.write_text(json.dumps(_legacy(json.loads(conf.read_text()))))
+    old = load_run(tmp_path / "run")
+    assert old.config.train_transforms == new.config.train_transforms
+    assert {s: old.evaluate(s) for s in ("train", "test")} == want
+    assert TrainConfig.from_dict(json.loads(conf.read_text())) == new.config
+
+
+def test_legacy_poison_keys_with_fraction_zero_were_off_and_are_dropped():
+    old = _legacy(TrainConfig().to_dict())
+    assert old["poison_fraction"] == 0.0
+    assert TrainConfig.from_dict(old).train_transforms == {}
+
+
+@pytest.mark.parametrize(
+    ("transforms", "words"),
+    [
+        ({"blur": {}}, "unknown training-data transform 'blur'"),
+        ({"backdoor": {"fraction": 0.1, "colour": 1}}, "unknown option(s) 'colour'"),
+        ({"backdoor": {"target": 3}}, "needs a fraction"),
+        ({"backdoor": 0.1}, "must be a table of options"),
+    ],
+)
+def test_bad_train_transforms_are_refused_in_one_line(tmp_path, transforms, words):
+    cfg = TrainConfig(dataset="digits", model="mlp", epochs=1, train_transforms=transforms,
+                      out_dir=str(tmp_path))  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        Trainer(cfg, progress=False)
+    assert words in str(err.value) and "\n" not in str(err.value)
 
 
 def test_paste_is_differentiable_and_asr_counts_non_target_images():
@@ -145,6 +217,8 @@ def _main(*args: str) -> tuple[int, str]:
         (["--poison-fraction", "0.1", "--poison-trigger-size", "9"], "larger than the 8x8"),
         (["--poison-fraction", "0.1", "--poison-target", "10"], "out of range"),
         (["--poison-fraction", "0.1", "--poison-trigger", "plaid"], "unknown trigger kind"),
+        (["--poison-target", "3"], "--poison-target needs --poison-fraction"),
+        (["--poison-seed", "3"], "--poison-seed needs --poison-fraction"),
     ],
 )
 def test_train_cli_refuses_bad_poison_options(tmp_path, args, words):

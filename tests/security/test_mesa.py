@@ -103,7 +103,8 @@ def _main(*args: str) -> tuple[int, str, str]:
 @pytest.mark.slow
 def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
     cfg = TrainConfig(dataset="digits", model="ann-mlp", hidden=[64], epochs=3, lr=1e-2,
-                      val_fraction=0.2, poison_fraction=0.1, poison_target=2,
+                      val_fraction=0.2,
+                      train_transforms={"backdoor": {"fraction": 0.1, "target": 2}},
                       out_dir=str(tmp_path))  # fmt: skip
     run_dir = Trainer(cfg, run_dir=tmp_path / "run", progress=False).fit()["run_dir"]
     code, out, err = _main("backdoor", "defend", run_dir, "--target", "2", "--mesa-steps", "10",
@@ -115,7 +116,7 @@ def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
     assert "heldout_worst_asr" in result["after"]
     assert (tmp_path / "out" / "triggers_beta0.9.png").stat().st_size > 0
     defended = load_run(result["defended_run"])
-    assert defended.config.poison_target == 2
+    assert defended.config.train_transforms["backdoor"]["target"] == 2
     code, out, err = _main("backdoor", "scan", run_dir, "--steps", "3", "--out-dir",
                            str(tmp_path / "out"))  # fmt: skip
     assert code == 0, err
@@ -140,7 +141,7 @@ def test_cifar10_config_refuses_clearly_without_files(tmp_path):
 
     path = Path(__file__).resolve().parents[2] / "configs" / "mesa-cifar10.toml"
     cfg = TrainConfig.from_dict({**load_config(path), "data_root": str(tmp_path)})
-    assert cfg.poison_fraction > 0 and cfg.val_fraction > 0
+    assert cfg.train_transforms["backdoor"]["fraction"] > 0 and cfg.val_fraction > 0
     with pytest.raises(DataError) as err:
         Trainer(cfg, progress=False)
     assert "cifar10" in str(err.value) and "\n" not in str(err.value)

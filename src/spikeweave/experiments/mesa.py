@@ -7,7 +7,8 @@ layout, ``model="ann"``):
 
 1. train on data of which ``poison_fraction`` carry a BadNets trigger (a black-and-white 3×3
    pattern drawn from the seed; target class ``3·seed mod 10``) through the ordinary trainer
-   (``TrainConfig.poison_*``); ``val_fraction`` is held out clean: the defender's data;
+   (the ``backdoor`` training-split transform); ``val_fraction`` is held out clean: the
+   defender's data;
 2. find the target class (a short MESA search per class; :func:`~spikeweave.security.mesa.
    detect_target`) and model its triggers with one generator per β;
 3. fine-tune copies of the model, each on the defender's images of which a share carry
@@ -163,7 +164,8 @@ class MesaExperiment(Experiment):
                 cfg = TrainConfig(
                     dataset=st.dataset, model=model, steps=st.steps, epochs=st.epochs,
                     batch_size=st.batch_size, lr=st.lr, val_fraction=st.val_fraction,
-                    poison_fraction=st.poison_fraction, poison_target=target, poison_seed=seed,
+                    train_transforms={"backdoor": {
+                        "fraction": st.poison_fraction, "target": target, "seed": seed}},
                 )  # fmt: skip
                 tag = f"{st.dataset}-{label.lower()}-backdoored"
                 trainer = ctx.train(tag, cfg, seed)

@@ -10,7 +10,7 @@
   (``pip install 'spikeweave[attacks]'``).
 - :mod:`spikeweave.security.adv_train` -- PGD-k adversarial training, ``--method adv-train``.
 - :mod:`spikeweave.security.backdoor` -- BadNets poisoning (``poison``, ``PoisonedDataset``,
-  ``TrainConfig.poison_*``), attack success rate, the 51 held-out triggers.
+  the ``backdoor`` training-split transform), attack success rate, the 51 held-out triggers.
 - :mod:`spikeweave.security.mine` -- MINE (Donsker–Varadhan) mutual-information estimator.
 - :mod:`spikeweave.security.mesa` -- MESA: trigger generators per β, target detection, the
   single-trigger baseline and the fine-tuning defense (``spikeweave backdoor scan|defend``).

@@ -7,8 +7,9 @@ pasted on every channel) in ``[0, 1]``, pasted with its top-left corner at ``(ro
 - :func:`paste` -- differentiable in the triggers; one trigger or one per image.
 - :func:`poison` -- exactly ``round(fraction·N)`` images (nearest integer, halves up) get the
   trigger and the label ``target``; every other image and label is returned byte-identical.
-- :class:`PoisonedDataset` -- the same on a map-style dataset, item by item, for the trainer
-  (``TrainConfig.poison_*``, ``spikeweave train --poison-fraction ...``).
+- :class:`PoisonedDataset` -- the same on a map-style dataset, item by item, for the trainer:
+  the ``backdoor`` training-split transform (:class:`BackdoorOptions` in a config's
+  ``[train_transforms.backdoor]`` table, ``spikeweave train --poison-fraction ...``).
 - :func:`attack_success_rate` -- the share of non-target images a classifier sends to
   ``target`` once they carry a trigger.
 - :func:`heldout_triggers` -- the 51 black-and-white evaluation patterns (spikeweave's reading
@@ -23,6 +24,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -30,10 +32,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..errors import ConfigError, InputError
+from ..options import build_options, options_dict
 from ..training.assembly import TRAIN_TRANSFORMS
 
 __all__ = [
     "TRIGGER_KINDS",
+    "BackdoorOptions",
     "PoisonedDataset",
     "attack_success_rate",
     "check_fraction",
@@ -43,8 +47,9 @@ __all__ = [
     "heldout_triggers",
     "make_trigger",
     "paste",
+    "backdoor_options",
     "poison",
-    "poison_from_config",
+    "poison_dataset",
     "random_positions",
     "trigger_from_config",
 ]
@@ -263,40 +268,79 @@ class PoisonedDataset(Dataset):
         return x, y
 
 
+@dataclass(frozen=True)
+class BackdoorOptions:
+    """The ``backdoor`` training-split transform's options (``[train_transforms.backdoor]``;
+    ``spikeweave train --poison-fraction ...``).
+
+    Attributes:
+        fraction: share of the training split poisoned, in ``[0, 1]`` (required).
+        target: the class poisoned images are relabelled to.
+        trigger: ``binary`` or ``grey`` pattern, drawn from ``seed``.
+        trigger_size: the patch's side ``s`` in pixels.
+        position: ``[row, col]`` of the patch's top-left corner; empty: random per image.
+        seed: seed of the trigger, the poisoned images and their positions.
+    """
+
+    fraction: float | None = None
+    target: int = 0
+    trigger: str = "binary"
+    trigger_size: int = 3
+    position: tuple[int, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fraction is None:
+            raise ConfigError(
+                "backdoor poisoning needs a fraction (share of training images to poison; "
+                "--poison-fraction)"
+            )
+        check_fraction(self.fraction)
+        make_trigger(self.trigger_size, 1, self.trigger, 0)
+        check_target(self.target, None)
+        if self.position and (len(self.position) != 2 or min(self.position) < 0):
+            raise ConfigError(
+                f"backdoor position is [row, col] (>= 0) or empty for random, got "
+                f"{list(self.position)}"
+            )
+        if not 0 <= self.seed < 2**63 - 1:
+            raise ConfigError(f"backdoor seed must be in [0, 2**63 - 2], got {self.seed}")
+
+    def make_trigger(self, channels: int) -> torch.Tensor:
+        """The trigger ``[channels, s, s]`` these options describe."""
+        return make_trigger(self.trigger_size, channels, self.trigger, self.seed)
+
+
+def backdoor_options(cfg: Any) -> BackdoorOptions | None:
+    """The backdoor options of a TrainConfig (its ``train_transforms.backdoor``), or None for
+    a run trained without poisoning."""
+    options = cfg.train_transforms.get("backdoor")
+    return None if options is None else build_options(BackdoorOptions, options, "backdoor")
+
+
 def trigger_from_config(cfg: Any, channels: int) -> torch.Tensor:
-    """The trigger a config's ``poison_*`` fields describe, for images with ``channels``."""
-    return make_trigger(cfg.poison_trigger_size, channels, cfg.poison_trigger, cfg.poison_seed)
+    """The trigger of a poisoned run's config, for images with ``channels``."""
+    options = backdoor_options(cfg)
+    if options is None:
+        raise ConfigError("the run was trained without backdoor poisoning: it has no trigger")
+    return options.make_trigger(channels)
 
 
-def check_poison_config(cfg: Any) -> None:
-    """One-line ConfigErrors for the ``poison_*`` fields of a TrainConfig (image size and
-    class range are checked when the data are known)."""
-    check_fraction(cfg.poison_fraction)
-    make_trigger(cfg.poison_trigger_size, 1, cfg.poison_trigger, 0)
-    check_target(cfg.poison_target, None)
-    if cfg.poison_position and (len(cfg.poison_position) != 2 or min(cfg.poison_position) < 0):
-        raise ConfigError(
-            f"poison_position is [row, col] (>= 0) or empty for random, got {cfg.poison_position}"
-        )
-    if not 0 <= cfg.poison_seed < 2**63 - 1:
-        raise ConfigError(f"poison_seed must be in [0, 2**63 - 2], got {cfg.poison_seed}")
-
-
-def poison_from_config(cfg: Any, dataset: Dataset, num_classes: int | None) -> Dataset:
-    """``dataset`` wrapped in a :class:`PoisonedDataset` as the config says (unchanged when
-    ``poison_fraction`` is 0). Images and positions are drawn from ``poison_seed``."""
-    if cfg.poison_fraction <= 0:
+def poison_dataset(options: BackdoorOptions, dataset: Dataset, num_classes: int | None) -> Dataset:
+    """``dataset`` wrapped in a :class:`PoisonedDataset` as ``options`` say (unchanged when
+    ``fraction`` is 0). Images and positions are drawn from ``options.seed``."""
+    if options.fraction is None or options.fraction <= 0:
         return dataset
     shape = tuple(torch.as_tensor(dataset[0][0]).shape)
     if len(shape) != 3:
         raise ConfigError(f"poisoning needs image samples (C, H, W), got {shape}")
     return PoisonedDataset(
         dataset,
-        trigger_from_config(cfg, shape[0]),
-        cfg.poison_target,
-        cfg.poison_fraction,
-        cfg.poison_seed,
-        position=cfg.poison_position or None,
+        options.make_trigger(shape[0]),
+        options.target,
+        options.fraction,
+        options.seed,
+        position=options.position or None,
         num_classes=num_classes,
     )
 
@@ -360,15 +404,19 @@ def heldout_triggers(trigger: torch.Tensor, count: int = 51, seed: int = 0) -> t
     return torch.stack(out).view(count, 1, s, s).expand(count, c, s, s).contiguous()
 
 
-class _Poisoning:
-    """The ``poison_*`` config fields as a training-split transform of the assembly."""
-
-    check = staticmethod(check_poison_config)  # also with fraction 0: never ignore a typo
-    apply = staticmethod(poison_from_config)
+class _BackdoorTransform:
+    """BadNets poisoning as the assembly's ``backdoor`` training-split transform."""
 
     @staticmethod
-    def applies(cfg: Any) -> bool:
-        return cfg.poison_fraction > 0
+    def check(options: Any, where: str) -> dict[str, Any]:
+        return options_dict(build_options(BackdoorOptions, options, where))
+
+    @staticmethod
+    def apply(options: Any, dataset: Dataset, num_classes: int | None) -> Dataset:
+        return poison_dataset(build_options(BackdoorOptions, options, "backdoor"), dataset,
+                              num_classes)  # fmt: skip
 
 
-TRAIN_TRANSFORMS.register("backdoor", _Poisoning(), help="BadNets poisoning (poison_* fields)")
+TRAIN_TRANSFORMS.register(
+    "backdoor", _BackdoorTransform(), help="BadNets poisoning ([train_transforms.backdoor])"
+)

@@ -5,9 +5,9 @@ Plain functions; ``spikeweave/cli.py`` wires them to the command line.
 - The **defender's clean data** are the run's validation split when it held one out
   (``val_fraction``; never poisoned), else a seeded ``samples`` subset of the clean training
   split (loaded without the run's poisoning). Metrics use the test split.
-- A run trained with ``poison_*`` knows its trigger: ASR (attack success rate) and the 51
-  held-out patterns are measured with it; for any other run, ASR is that of the triggers
-  MESA itself found.
+- A run trained with backdoor poisoning (``[train_transforms.backdoor]``) knows its trigger:
+  ASR (attack success rate) and the 51 held-out patterns are measured with it; for any other
+  run, ASR is that of the triggers MESA itself found.
 - ``defend`` writes ``backdoor_defend.json``, ``triggers_beta<β>.png`` (a grid of sampled
   triggers per β) and a defended copy of the run (``<run>-defended-<defense>``) that
   :func:`~spikeweave.load_run` and ``spikeweave eval`` read like any run.
@@ -26,7 +26,7 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DataError
-from .backdoor import attack_success_rate, check_target, heldout_triggers, trigger_from_config
+from .backdoor import attack_success_rate, backdoor_options, check_target, heldout_triggers
 from .mesa import (
     FinetuneOptions,
     MesaOptions,
@@ -206,9 +206,10 @@ def _load(run_dir: str | Path, samples: int, seed: int):
         xd, yd = tensors_of(rest, samples, seed)
         source = f"{len(xd)} clean training images (seeded subset; the run held out no validation)"
     xt, yt = tensors_of(test)
+    options = backdoor_options(run.config)
     trigger = None
-    if run.config.poison_fraction > 0:
-        trigger = trigger_from_config(run.config, run.task.spec.input_shape[0])
+    if options is not None and options.fraction:
+        trigger = options.make_trigger(run.task.spec.input_shape[0])
     return run, clf, (xd, yd, source), (xt, yt), trigger
 
 
@@ -233,7 +234,7 @@ def scan_command(
         "steps_per_class": steps,
         "seed": seed,
         **det.to_dict(),
-        "true_target": run.config.poison_target if trigger is not None else None,
+        "true_target": backdoor_options(run.config).target if trigger is not None else None,
     }
     out = Path(out_dir) if out_dir is not None else Path(run.path)
     out.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,9 @@ and NIR import all call it. In order:
 3. the **data** (the config's dataset or injected ``(train, test)``), the validation split,
    the :class:`~spikeweave.tasks.DataSpec` and the **task**; without data, the spec comes from
    the caller (a checkpoint's) or the dataset catalog;
-4. training-split transforms the config asks for (backdoor poisoning, owned by
-   :mod:`spikeweave.security`, found through :data:`TRAIN_TRANSFORMS`);
+4. the training-split transforms the config's ``train_transforms`` table names (e.g.
+   ``backdoor``: poisoning, owned by :mod:`spikeweave.security`), found through
+   :data:`TRAIN_TRANSFORMS` (:func:`transform_train`);
 5. the **model**, seeded from ``config.seed``, then :func:`place` (device and precision: the
    one spot to add them), then the **optimizer and schedule** over the placed parameters.
 """
@@ -52,14 +53,17 @@ __all__ = [
     "model_from_config",
     "place",
     "resolve_method",
+    "transform_train",
 ]
 
 TRAIN_TRANSFORMS: Registry[Any] = Registry(
     "training-data transform", providers=("spikeweave.security.backdoor",)
 )
-"""Transforms of the training split a config can ask for. An entry has ``check(config)``
-(one-line ConfigErrors, run for every config so a mistyped option is never ignored),
-``applies(config) -> bool`` and ``apply(config, dataset, num_classes) -> Dataset``."""
+"""Transforms of the training split a config can name in ``train_transforms``. An entry has
+``check(options, where) -> dict`` (the options checked, one-line ConfigErrors naming ``where``,
+every default filled in so the run records them) and ``apply(options, dataset, num_classes)
+-> Dataset`` (``num_classes`` None outside classification). The config knows no entry; the
+providers register theirs when a name is first looked up."""
 
 
 @dataclass
@@ -117,8 +121,10 @@ def check_config(
         METHODS.check(config.method)
     encoding.ENCODERS.check(config.encoder)
     surrogate.get_surrogate(config.surrogate, config.alpha)
-    for transform in TRAIN_TRANSFORMS.names():
-        TRAIN_TRANSFORMS.get(transform).check(config)
+    config.train_transforms = {
+        name: TRAIN_TRANSFORMS.get(name).check(options, f"train_transforms.{name}")
+        for name, options in config.train_transforms.items()
+    }
     return config
 
 
@@ -192,6 +198,16 @@ def catalog_spec(config: TrainConfig) -> DataSpec:
     return DataSpec(tuple(info.input_shape), info.num_classes, info.temporal)
 
 
+def transform_train(config: TrainConfig, task: Task, train: Dataset) -> Dataset:
+    """The training split ``train`` (validation already held out) with the config's
+    ``train_transforms`` applied in order (checked options, as :func:`check_config` left
+    them): what the trainer trains on and :meth:`~.run.Run.dataset` rebuilds."""
+    classes = task.spec.num_outputs if task.name == "classification" else None
+    for name, options in config.train_transforms.items():
+        train = TRAIN_TRANSFORMS.get(name).apply(options, train, classes)
+    return train
+
+
 def place(model: nn.Module, config: TrainConfig) -> nn.Module:
     """Put the freshly built model where it runs, before the optimizer sees its parameters.
 
@@ -254,11 +270,7 @@ def assemble(
         spec = catalog_spec(config)
     task = make_task(name, spec, config.loss, config.spiking, config.rate_scale)
     if train is not None:  # only the training part is transformed (validation stays clean)
-        classes = spec.num_outputs if name == "classification" else None
-        for transform in TRAIN_TRANSFORMS.names():
-            entry = TRAIN_TRANSFORMS.get(transform)
-            if entry.applies(config):
-                train = entry.apply(config, train, classes)
+        train = transform_train(config, task, train)
     check_model_fields(config, instance.model_fields(), instance.name or "custom")
     if weights is not None:
         check_model_fits(lambda: instance.build_model(config, task), weights[0], weights[1])

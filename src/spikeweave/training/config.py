@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-__all__ = ["TrainConfig", "load_config", "SCHEDULES", "MODEL_FIELDS", "check_model_fields"]
+__all__ = [
+    "TrainConfig",
+    "load_config",
+    "fold_legacy",
+    "SCHEDULES",
+    "MODEL_FIELDS",
+    "check_model_fields",
+]
 
 SCHEDULES = ("cosine", "exponential", "constant")
 MODEL_FIELDS = ("model", "hidden", "pool", "dropout", "population", "batch_norm", "readout")
@@ -43,11 +51,12 @@ class TrainConfig:
     ``method_options`` holds the chosen method's typed options (a ``[method.NAME]`` TOML
     table); ``notes`` is a free-form table recorded with the run and never read.
 
-    ``poison_*`` build a backdoored run (:mod:`spikeweave.security.backdoor`): with
-    ``poison_fraction`` > 0, that share of the training split (after the validation split is
-    held out, so validation stays clean) carries a ``poison_trigger_size``² ``poison_trigger``
-    patch (``binary`` or ``grey``, drawn from ``poison_seed``) at ``poison_position`` ([row,
-    col]; empty: random) and is relabelled ``poison_target``.
+    ``train_transforms`` maps a transform of the training split (a name registered in
+    :data:`~.assembly.TRAIN_TRANSFORMS`, e.g. ``backdoor``, BadNets poisoning owned by
+    :mod:`spikeweave.security.backdoor`) to its options (a ``[train_transforms.NAME]`` TOML
+    table). The assembly resolves the names, checks the options and records every option, so
+    the run reproduces; the transforms see the training split after the validation split is
+    held out (validation stays clean). The config itself knows no transform.
 
     ``pool`` is the conv net's pooling: ``max`` (default) or ``avg`` (linear in spike rates,
     so it suits noisy single-step training and conversion, and exports to NIR).
@@ -102,12 +111,7 @@ class TrainConfig:
     flush_denormal: bool = True
     eval_batch_size: int = 500
     val_fraction: float = 0.0
-    poison_fraction: float = 0.0
-    poison_target: int = 0
-    poison_trigger: str = "binary"
-    poison_trigger_size: int = 3
-    poison_position: list[int] = field(default_factory=list)
-    poison_seed: int = 0
+    train_transforms: dict[str, dict[str, Any]] = field(default_factory=dict)
     out_dir: str = "runs"
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -176,6 +180,11 @@ class TrainConfig:
             raise ConfigError(f"tau is in steps and must be >= 1, got {self.tau}")
         if not 0 <= self.seed < 2**63:
             raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        for name, options in self.train_transforms.items():
+            if not isinstance(options, dict):
+                raise ConfigError(
+                    f"train_transforms.{name} must be a table of options, got {options!r}"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +199,7 @@ class TrainConfig:
         ``method`` may be a name or a table ``{name = "na", na = {...options...}}`` (TOML:
         ``[method]`` with ``name``, and ``[method.na]``).
         """
-        values = dict(values)
+        values = fold_legacy(values)
         method = values.get("method")
         if isinstance(method, dict):
             values.update(_method_table(method, source))
@@ -204,6 +213,30 @@ class TrainConfig:
         hints = typing.get_type_hints(cls)
         checked = {k: check_value(hints[k], v, f"{source}: {k}") for k, v in values.items()}
         return cls(**checked)
+
+
+LEGACY_TRANSFORMS = {"poison_": ("backdoor", "fraction")}
+"""Flat keys of configs written before ``train_transforms``: key prefix -> (transform name,
+the option whose 0 meant "off"). Such a run wrote every key, at its default when off."""
+
+
+def fold_legacy(values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``values`` with the flat keys of :data:`LEGACY_TRANSFORMS` (``poison_target``
+    ...) folded into ``train_transforms`` (``{"backdoor": {"target": ...}}``), so every
+    config.json and checkpoint written before the table loads and evaluates the same. A
+    transform whose switch is 0 or absent was off: its keys are dropped."""
+    out = dict(values)
+    for prefix, (name, switch) in LEGACY_TRANSFORMS.items():
+        old = {k[len(prefix) :]: out.pop(k) for k in list(out) if k.startswith(prefix)}
+        if not old or old.get(switch, 0) == 0:
+            continue
+        tables = out.get("train_transforms", {})
+        if not isinstance(tables, Mapping) or name in tables:
+            raise ConfigError(
+                f"{prefix}* keys and train_transforms.{name} both given; keep only the table"
+            )
+        out["train_transforms"] = {**tables, name: old}
+    return out
 
 
 def _method_table(table: dict[str, Any], source: str) -> dict[str, Any]:
@@ -243,6 +276,7 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    values = fold_legacy(values)
     if isinstance(values.get("method"), dict):
         values.update(_method_table(values["method"], str(path)))
     TrainConfig.from_dict(values, source=str(path))

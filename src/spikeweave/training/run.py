@@ -29,7 +29,7 @@ from ..errors import CheckpointError, DataError, InputError
 from ..losses import Loss
 from ..tasks import DataSpec, Task
 from ..version import __version__
-from .assembly import Assembly, assemble
+from .assembly import Assembly, assemble, transform_train
 from .checkpoint import (
     check_state_dtypes,
     flatten_state,
@@ -220,7 +220,8 @@ class Run:
 
     def dataset(self, split: str = "test") -> Dataset:
         """Split ``train``, ``val`` or ``test`` of the run's named dataset, carved exactly as
-        the trainer carved it (same validation split, same order)."""
+        the trainer carved it (same validation split, same order; ``train`` with the run's
+        ``train_transforms``, e.g. the same images poisoned)."""
         if split not in SPLITS or (split == "val" and not self.config.val_fraction):
             raise InputError(f"unknown split {split!r}; choose one of train, test (val "
                              "when the run held out val_fraction)")  # fmt: skip
@@ -238,7 +239,7 @@ class Run:
             train, val = split_validation(
                 dataset, self.config.val_fraction, self.task.name == "classification"
             )
-            dataset = val if split == "val" else train
+            dataset = val if split == "val" else transform_train(self.config, self.task, train)
         return dataset
 
     def evaluate(self, split: str = "test", dataset: Dataset | None = None) -> dict[str, Any]:
