@@ -20,9 +20,11 @@ from spikeweave.security.mesa import (
     detect_target,
     ensemble_sampler,
     finetune,
+    fixed_sampler,
     train_mesa,
 )
-from spikeweave.training import TrainConfig, Trainer
+from spikeweave.training import RunDir, TrainConfig, Trainer
+from spikeweave.training.run import read_training_checkpoint
 
 TARGET = 0
 
@@ -77,6 +79,27 @@ def test_clean_finetuning_alone_leaves_more_backdoor(backdoored):
     net, trigger, (xd, yd), (xt, yt) = backdoored
     control = finetune(net, xd, yd, None, FinetuneOptions())
     assert attack_success_rate(control, xt, yt, trigger, TARGET, seed=3) > 0.3
+
+
+def test_finetune_is_a_trainer_run_written_as_a_normal_run_directory(backdoored, tmp_path):
+    net, trigger, (xd, yd), (xt, yt) = backdoored
+    before = attack_success_rate(net, xt, yt, trigger, TARGET, seed=3)
+    options = FinetuneOptions(epochs=3)
+    defended = finetune(net, xd, yd, fixed_sampler(trigger), options, seed=1,
+                        run_dir=tmp_path / "ft")  # fmt: skip
+    assert attack_success_rate(defended, xt, yt, trigger, TARGET, seed=3) < before / 2
+    assert not defended.training
+    run = RunDir(tmp_path / "ft")
+    for name in (RunDir.CONFIG, RunDir.CHECKPOINT, RunDir.SUMMARY):
+        assert (run.path / name).is_file(), name
+    config = json.loads((run.path / RunDir.CONFIG).read_text())
+    assert config["method"] == "mesa-finetune" and config["epochs"] == 3
+    assert config["method_options"]["momentum"] == 0.9 and config["lr"] == options.lr
+    assert len((run.path / RunDir.METRICS).read_text().splitlines()) == 3
+    tensors, meta = read_training_checkpoint(run.path / RunDir.CHECKPOINT)
+    assert meta["epoch"] == 3 and meta["method_state"] is not None
+    saved = {k[len("model/classifier.") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    assert all(torch.equal(saved[k], v) for k, v in defended.state_dict().items())
 
 
 def test_detection_finds_the_attacked_class(backdoored):

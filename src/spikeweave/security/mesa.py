@@ -15,24 +15,34 @@ through :func:`~spikeweave.security.attacks.as_classifier`: spiking and ANN runs
   succeed (score = attack success of sampled triggers), with an anomaly index (MAD).
 - :func:`reverse_engineer_trigger`: the single-trigger baseline (Neural-Cleanse style).
 - :func:`finetune`: the defense -- fine-tune on clean images of which a share carry triggers
-  drawn from a sampler, all with their *correct* labels.
+  drawn from a sampler, all with their *correct* labels: a run of the ordinary trainer with
+  the :class:`TriggeredFinetune` method (no training loop of its own).
 
 Settings (:class:`MesaOptions`, :class:`FinetuneOptions`) default to methods.md §7.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from ..errors import ConfigError, InputError
+from ..tasks import Task
+from ..training.build import Optimization
+from ..training.config import TrainConfig
+from ..training.methods import StepContext, TrainingMethod, gradient_step
+from ..training.trainer import Trainer
 from .backdoor import check_target, paste, random_positions
 from .mine import MINE
 
@@ -41,6 +51,7 @@ __all__ = [
     "MesaOptions",
     "TriggerGenerator",
     "TriggerSampler",
+    "TriggeredFinetune",
     "detect_target",
     "ensemble_sampler",
     "finetune",
@@ -391,6 +402,81 @@ def detect_target(
     return Detection(best, scores, anomaly, probs)
 
 
+class _TimeMajor(nn.Module):
+    """A classifier ``images [B, ...] -> scores [B, K]`` as a trainer's model
+    ``[T, B, ...] -> [T, B, K]`` (the fine-tune run has T = 1: it trains no time dimension
+    of its own; a spiking classifier encodes its own steps inside)."""
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return self.classifier(x.flatten(0, 1)).unflatten(0, x.shape[:2])
+
+
+class TriggeredFinetune(TrainingMethod):
+    """MESA's defense as a training method: SGD with momentum on the cross-entropy of the
+    defender's images; in each batch the first ``round(trigger_fraction·B)`` images carry a
+    trigger from ``sampler`` (with noise, at random positions) and keep their correct labels.
+    ``sampler=None``: plain clean fine-tuning (the control).
+
+    Not registered: an instance carries its classifier (copied by :meth:`build_model`) and
+    sampler. The trigger draws come from its own generator, seeded with ``seed`` and saved in
+    the checkpoint's method state.
+    """
+
+    name = "mesa-finetune"
+    Options = FinetuneOptions
+
+    def __init__(
+        self,
+        classifier: nn.Module,
+        sampler: TriggerSampler | None,
+        options: FinetuneOptions | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__(options)
+        self.classifier = classifier
+        self.sampler = sampler
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def model_fields(self) -> frozenset[str]:  # noqa: D102 - the classifier is the network
+        return frozenset()
+
+    def build_model(self, config: TrainConfig, task: Task) -> nn.Module:
+        """A copy of the classifier (the original is untouched), every parameter trained."""
+        model = copy.deepcopy(self.classifier)
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return _TimeMajor(model)
+
+    def configure_optimizers(self, model: nn.Module, config: TrainConfig, steps_per_epoch: int):
+        """SGD with the options' lr and momentum, a constant rate."""
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.SGD(params, lr=self.options.lr, momentum=self.options.momentum)
+        return Optimization(opt)
+
+    def train_step(self, ctx: StepContext, x: torch.Tensor, y: torch.Tensor):  # noqa: D102
+        opts, gen = self.options, self.generator
+        k = math.floor(opts.trigger_fraction * len(x) + 0.5) if self.sampler else 0
+        if k > 0:
+            trig = self.sampler(k, gen)
+            trig = (trig + opts.noise * torch.randn(trig.shape, generator=gen)).clamp(0, 1)
+            pos = random_positions(k, x.shape[2:], trig.shape[-1], gen)
+            x = torch.cat([paste(x[:k], trig, pos), x[k:]])
+        out = ctx.forward(x)
+        loss = ctx.loss(out, y)
+        gradient_step(ctx, loss)
+        return out.detach(), loss.detach()
+
+    def state_dict(self) -> dict[str, Any]:  # noqa: D102
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:  # noqa: D102
+        self.generator.set_state(state["generator"])
+
+
 def finetune(
     classifier: nn.Module,
     images: torch.Tensor,
@@ -398,38 +484,30 @@ def finetune(
     sampler: TriggerSampler | None,
     options: FinetuneOptions = FinetuneOptions(),  # noqa: B008
     seed: int = 0,
+    run_dir: str | Path | None = None,
 ) -> nn.Module:
-    """A fine-tuned copy of ``classifier`` (the original is untouched): SGD with momentum on
-    the cross-entropy of clean ``images`` / ``labels``; in each batch, the first
-    ``round(trigger_fraction·B)`` images of a seeded shuffle carry a trigger from ``sampler``
-    (with noise, at random positions) and keep their correct labels. ``sampler=None``: plain
-    clean fine-tuning (the control)."""
-    model = copy.deepcopy(classifier)
-    for p in model.parameters():
-        p.requires_grad_(True)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=options.lr, momentum=options.momentum)
-    gen = torch.Generator().manual_seed(seed)
-    n = len(images)
-    model.train()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)  # dropout or a random encoder inside the model
-        for _ in range(options.epochs):
-            order = torch.randperm(n, generator=gen)
-            for i in range(0, n, options.batch_size):
-                idx = order[i : i + options.batch_size]
-                x, y = images[idx], labels[idx]
-                k = math.floor(options.trigger_fraction * len(idx) + 0.5) if sampler else 0
-                if k > 0:
-                    trig = sampler(k, gen)
-                    trig = (trig + options.noise * torch.randn(trig.shape, generator=gen)).clamp(
-                        0, 1
-                    )
-                    pos = random_positions(k, x.shape[2:], trig.shape[-1], gen)
-                    x = torch.cat([paste(x[:k], trig, pos), x[k:]])
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+    """A fine-tuned copy of ``classifier`` (the original is untouched), trained by the
+    :class:`~spikeweave.training.Trainer` with :class:`TriggeredFinetune` on clean ``images
+    [N, C, H, W]`` / ``labels [N]`` for ``options.epochs`` epochs of ``options.batch_size``
+    in a seeded order (the last batch may be smaller). Returned in eval mode.
+
+    ``run_dir``: where the fine-tune run is recorded (config, metrics, checkpoint, summary;
+    its "test" metrics are on the fine-tuning images); None: a temporary directory, removed
+    afterwards. The global RNG is left as it was.
+    """
+    cfg = TrainConfig(
+        dataset="mesa-defender-data", task="classification", neuron="relu", steps=1,
+        epochs=options.epochs, batch_size=options.batch_size, lr=options.lr, weight_decay=0.0,
+        schedule="constant", grad_clip=0.0, seed=seed,
+    )  # fmt: skip
+    data = TensorDataset(images, labels)
+    method = TriggeredFinetune(classifier, sampler, options, seed)
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(torch.random.fork_rng(devices=[]))
+        if run_dir is None:
+            run_dir = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "finetune"
+        trainer = Trainer(cfg, method, (data, data), run_dir=run_dir, progress=False)
+        trainer.fit()
+    model = trainer.model.classifier
     model.eval()
     return model
