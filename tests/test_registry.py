@@ -65,3 +65,11 @@ def test_version_flag_prints_the_version():
 
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.output.strip() == f"spikeweave {__version__}"
+
+
+def test_a_registered_name_is_found_without_importing_the_providers():
+    reg = Registry("thing", providers=("spikeweave.no_such_provider",))
+    reg.register("a", 1)
+    assert reg.get("a") == 1 and "a" in reg  # the (missing) provider was never imported
+    with pytest.raises(ModuleNotFoundError):
+        reg.get("b")  # an unknown name loads the providers first

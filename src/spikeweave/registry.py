@@ -60,8 +60,12 @@ class Registry(Generic[T]):
             importlib.import_module(module)
 
     def get(self, name: str) -> T:
-        """The entry called ``name``; ``ConfigError`` listing the choices if there is none."""
-        self._load()
+        """The entry called ``name``; ``ConfigError`` listing the choices if there is none.
+
+        A name registered beside the registry is found without importing the providers (a
+        provider cannot take a registered name), so looking up a built-in stays cheap."""
+        if not isinstance(name, str) or name not in self._entries:
+            self._load()
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -97,7 +101,8 @@ class Registry(Generic[T]):
         return [(n, self._entries[n]) for n in self.names()]
 
     def __contains__(self, name: object) -> bool:
-        self._load()
+        if name not in self._entries:
+            self._load()
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
