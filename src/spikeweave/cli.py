@@ -214,14 +214,10 @@ def train(
         data_root=str(data_root) if data_root is not None else None,
     )
     given = {k: v for k, v in given.items() if v is not None}
-    poison = dict(
-        fraction=poison_fraction,
-        target=poison_target,
-        trigger=poison_trigger,
-        trigger_size=poison_trigger_size,
-        seed=poison_seed,
-    )
-    poison = {k: v for k, v in poison.items() if v is not None}
+    # the --poison-* flags are the options of the backdoor training-split transform
+    flags = (poison_fraction, poison_target, poison_trigger, poison_trigger_size, poison_seed)
+    keys = ("fraction", "target", "trigger", "trigger_size", "seed")
+    poison = {k: v for k, v in zip(keys, flags, strict=True) if v is not None}
     if resume is not None:
         if config is not None:
             raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
