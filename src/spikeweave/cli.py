@@ -242,6 +242,7 @@ def train(
         values.update(given)
         if poison:
             values = _with_poison(fold_legacy(values), poison)
+        _refuse_ignored(values)
         cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
         trainer = Trainer(cfg, progress=progress)
         cfg = trainer.config
@@ -292,6 +293,44 @@ def _with_poison(values: dict[str, Any], poison: dict[str, Any]) -> dict[str, An
             f"{flag} needs --poison-fraction (the share of training images to poison)"
         )
     return {**values, "train_transforms": {**tables, "backdoor": table}}
+
+
+# Options only a spiking network reads (an ANN baseline would silently drop them), with the
+# flag that sets each.
+_SPIKING_ONLY = {
+    "steps": "-T/--steps",
+    "neuron": "--neuron",
+    "tau": "--tau",
+    "threshold": "--threshold",
+    "surrogate": "--surrogate",
+    "alpha": "--alpha",
+    "reset": "--reset",
+    "detach_reset": "--detach-reset/--keep-reset-grad",
+    "v_reset": "v_reset",
+    "decay_input": "decay_input",
+}
+
+
+def _refuse_ignored(values: dict[str, Any]) -> None:
+    """Options given on the command line or in the TOML that the run would not read are
+    refused, not ignored (defaults never count: only keys present in ``values``)."""
+    from .training.config import ANN_MODELS, TrainConfig
+
+    model = values.get("model", TrainConfig().model)
+    if isinstance(model, str) and model in ANN_MODELS:
+        for key, flag in _SPIKING_ONLY.items():
+            if key in values and not (key == "neuron" and values[key] == "relu"):
+                raise ConfigError(
+                    f"{flag} ({key} = {values[key]!r}) does not apply to model {model!r}: it is "
+                    "a ReLU network without time steps; leave it out or choose a spiking model"
+                )
+    elif values.get("neuron") == "relu":
+        for key, flag in _SPIKING_ONLY.items():
+            if key in values and key != "neuron":
+                raise ConfigError(
+                    f"{flag} ({key} = {values[key]!r}) does not apply to neuron 'relu' (the ANN "
+                    "twin, without time steps); leave it out or choose a spiking neuron"
+                )
 
 
 def _refuse_conflicts(given: dict[str, Any], saved: Any, prefix: str = "") -> None:
@@ -402,8 +441,10 @@ def attack(
         ..., help="Attack. One of: fgsm | pgd | adaptive | transfer | square."
     ),
     eps: str = typer.Option(..., help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3."),
-    steps: int = typer.Option(20, help="PGD steps (pgd, adaptive, transfer)."),
-    norm: str = typer.Option("linf", help="PGD norm. One of: linf | l2."),
+    steps: int = typer.Option(None, help="PGD steps (pgd, adaptive, transfer; default 20)."),
+    norm: str = typer.Option(
+        None, help="Norm (pgd, adaptive, transfer, square). One of: linf | l2 (default linf)."
+    ),
     samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
     out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),

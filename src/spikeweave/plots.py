@@ -313,28 +313,38 @@ def plot_spike_raster(
 # ---------------------------------------------------------------------------------------------
 
 
+# Values beyond this magnitude (a diverged loss, a corrupt file) are drawn as gaps: scaled or
+# subtracted for axis limits they would overflow to inf, which matplotlib refuses.
+_PLOTTABLE = 1e150
+
+
 def _is_number(value: Any) -> bool:
+    """A finite int or float of plottable magnitude (not a bool, not a huge integer)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return False
-    return math.isfinite(float(value))
+    try:
+        return math.isfinite(float(value)) and abs(float(value)) <= _PLOTTABLE
+    except OverflowError:  # an integer beyond the float range
+        return False
 
 
 def _series(metrics: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
-    """(epoch, value) pairs for the rows where ``key`` is a finite number."""
+    """(epoch, value) pairs for the rows where ``key`` is a number; NaN, inf or absurdly large
+    values become NaN, which draws as a gap in the line (rows without ``key`` are skipped)."""
     xs: list[float] = []
     ys: list[float] = []
     for i, row in enumerate(metrics):
         value = row.get(key)
-        if not _is_number(value):
+        if isinstance(value, bool) or not isinstance(value, int | float):
             continue
         epoch = row.get("epoch")
         xs.append(float(epoch) if _is_number(epoch) else float(i + 1))
-        ys.append(float(value))
-    return np.asarray(xs), np.asarray(ys)
+        ys.append(float(value) if _is_number(value) else math.nan)
+    return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
 def _plot_line(ax: Any, x: np.ndarray, y: np.ndarray, label: str, color: str) -> bool:
-    if x.size == 0:
+    if not np.isfinite(y).any():
         return False
     ax.plot(
         x,
@@ -385,8 +395,8 @@ def plot_training_curves(
     x_te, y_te = _series(metrics, "test_accuracy")
     drew = _plot_line(ax_acc, x_tr, 100.0 * y_tr, "train", TRAIN_COLOR)
     drew |= _plot_line(ax_acc, x_te, 100.0 * y_te, "test", TEST_COLOR)
-    if y_te.size:
-        best = int(np.argmax(y_te))
+    if np.isfinite(y_te).any():
+        best = int(np.nanargmax(y_te))
         bx, by = float(x_te[best]), 100.0 * float(y_te[best])
         ax_acc.scatter(
             [bx],
@@ -413,13 +423,14 @@ def plot_training_curves(
     ax_acc.set_ylabel("Accuracy (%)")
     if drew:
         ax_acc.legend(frameon=False, loc="best")
-        lo = min(float(np.min(y)) for y in (100.0 * y_tr, 100.0 * y_te) if y.size)
+        lo = min(float(np.nanmin(y)) for y in (100.0 * y_tr, 100.0 * y_te) if np.isfinite(y).any())
         ax_acc.set_ylim(max(0.0, lo - 8.0), 102.0)
     else:
         _no_data(ax_acc)
 
     x_lr, y_lr = _series(metrics, "lr")
     if _plot_line(ax_lr, x_lr, y_lr, "learning rate", LR_COLOR):
+        y_lr = y_lr[np.isfinite(y_lr)]
         if np.all(y_lr > 0) and float(y_lr.max()) / float(y_lr.min()) > 50:
             ax_lr.set_yscale("log")
         else:

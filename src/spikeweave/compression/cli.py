@@ -80,8 +80,12 @@ def compress_command(
     """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
     from .files import compress_file, xz_size
 
-    if rate is None and (sampler != "spiking" or seed != 0):
-        raise ConfigError("--sampler and --seed choose how sampled mode samples: add --rate R")
+    if rate is None and (sampler != "spiking" or seed != 0 or window_us is not None):
+        raise ConfigError(
+            "--sampler, --seed and --window-us choose how sampled mode samples: add --rate R"
+        )
+    if window_us is not None and window_us <= 0:
+        raise ConfigError(f"--window-us must be a positive number of µs, got {window_us}")
     if out_path is None and not stats:
         raise ConfigError("give an output path (OUT.sfev), or --stats to only print sizes")
     in_size = in_path.stat().st_size if in_path.is_file() else 0

@@ -190,7 +190,7 @@ def sample_events(
     """
     if not 0.0 < float(rate) <= 1.0:
         raise ConfigError(f"--rate must be in (0, 1] (a fraction of pixels), got {rate}")
-    window_us = int(window_us or DEFAULT_WINDOW_US)
+    window_us = DEFAULT_WINDOW_US if window_us is None else int(window_us)  # 0 is refused
     if window_us <= 0:
         raise ConfigError(f"the window must be a positive number of µs, got {window_us}")
     if events.size > 1 and bool((np.diff(events["t"]) < 0).any()):

@@ -182,6 +182,12 @@ class StageProgress:
             print(f"{label}: {done}", file=self.stream, flush=True)
 
 
+def _check_at_least(flag: str, value: int, minimum: int, what: str) -> None:
+    """One-line ConfigError for a count below ``minimum`` (checked before any loading)."""
+    if value < minimum:
+        raise ConfigError(f"{flag} ({what}) must be at least {minimum}, got {value}")
+
+
 def _load(run_dir: str | Path, samples: int, seed: int):
     """The run, its classifier, defender data ``(xd, yd)``, test data and the true trigger."""
     from .. import data as datasets
@@ -224,6 +230,9 @@ def scan_command(
 ) -> dict[str, Any]:
     """Search triggers for every class of the run (``steps`` generator steps each, β = 0.9)
     and write ``backdoor_scan.json``: per-class score, the suspected target, anomaly index."""
+    # 0 steps would score the untrained generators' triggers: "100 % success" for every class
+    _check_at_least("--steps", steps, 1, "generator steps per class")
+    _check_at_least("--samples", samples, 1, "clean images")
     run, clf, (xd, yd, source), _, trigger = _load(run_dir, samples, seed)
     k = run.task.spec.num_outputs
     with StageProgress(progress) as bar:
@@ -284,6 +293,9 @@ def defend_command(
     """
     if defense not in DEFENSES:
         raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
+    _check_at_least("--mesa-steps", mesa_steps, 0, "generator steps per β; 0: 10 epochs")
+    _check_at_least("--scan-steps", scan_steps, 1, "search steps per class")
+    _check_at_least("--samples", samples, 1, "clean images")
     options = MesaOptions(betas=tuple(betas), alpha=alpha, steps=mesa_steps)
     ft = finetune_options or FinetuneOptions()
     run, clf, (xd, yd, source), (xt, yt), trigger = _load(run_dir, samples, seed)

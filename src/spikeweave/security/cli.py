@@ -68,12 +68,30 @@ def plot_accuracy_vs_eps(
     return path
 
 
+# Which attacks read each option the command line offers; any other attack would ignore it.
+_READ_BY = {
+    "steps": ("pgd", "adaptive", "transfer"),
+    "norm": ("pgd", "adaptive", "transfer", "square"),
+    "source": ("transfer",),
+}
+
+
+def _refuse_unread(attack: str, **given: Any) -> None:
+    """One-line ConfigError for an option given (not None) to an attack that ignores it."""
+    for name, value in given.items():
+        if value is not None and attack not in _READ_BY[name]:
+            users = ", ".join(_READ_BY[name])
+            raise ConfigError(
+                f"--{name} does not apply to the {attack} attack (only to {users}); leave it out"
+            )
+
+
 def attack_command(
     run_dir: str | Path,
     attack: str,
     eps: Sequence[float],
-    steps: int = 20,
-    norm: str = "linf",
+    steps: int | None = None,
+    norm: str | None = None,
     *,
     step_size: float | None = None,
     samples: int = 1000,
@@ -91,8 +109,10 @@ def attack_command(
         run_dir: a directory written by ``spikeweave train``.
         attack: ``fgsm``, ``pgd``, ``adaptive``, ``transfer`` or ``square``.
         eps: budgets in input units (``[0, 1]`` pixels), each ``>= 0``.
-        steps / norm / step_size / eot: PGD's settings (``adaptive`` and ``transfer`` too).
-        samples: how many images of ``split`` to attack (a seeded random subset).
+        steps / norm / step_size / eot: PGD's settings (``adaptive`` and ``transfer`` too);
+            ``steps`` defaults to 20 and ``norm`` to ``linf`` (``square`` takes ``norm``
+            too). Given to an attack that does not read them, they are refused.
+        samples: how many images of ``split`` to attack (a seeded random subset), >= 1.
         queries: the square attack's query budget per image.
         source: the transfer attack's source run directory (a separately trained model).
         out_dir: where ``attack.json`` and ``attack.png`` go (default: ``run_dir``).
@@ -107,8 +127,15 @@ def attack_command(
     eps = [_check_eps(e) for e in eps]
     if not eps:
         raise ConfigError("give at least one --eps value")
+    _refuse_unread(attack, steps=steps, norm=norm, source=source)
+    steps = 20 if steps is None else steps
+    norm = "linf" if norm is None else norm
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if steps < 1:
+        raise ConfigError(f"--steps must be at least 1, got {steps}")
+    if samples < 1:
+        raise ConfigError(f"--samples (test images attacked) must be at least 1, got {samples}")
     if attack == "transfer" and source is None:
         raise ConfigError("the transfer attack needs --source RUN_DIR (a separately trained model)")
     run = load_run(run_dir)  # DataError for a missing directory or checkpoint

@@ -13,6 +13,7 @@ type are refused with a one-line error. A method's options go in a ``[method.NAM
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..options import check_value, json_ready
+from ..options import MAX_INT, check_value, json_ready
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -146,6 +147,7 @@ class TrainConfig:
         hints = typing.get_type_hints(TrainConfig)
         for f in dataclasses.fields(self):
             setattr(self, f.name, check_value(hints[f.name], getattr(self, f.name), f.name))
+        check_plain_table(self.notes, "notes")
         _choice("schedule", self.schedule, SCHEDULES)
         _choice("reset", self.reset, ("hard", "soft"))
         _choice("readout", self.readout, ("", "spikes", "linear"))
@@ -212,12 +214,27 @@ class TrainConfig:
             )
         hints = typing.get_type_hints(cls)
         checked = {k: check_value(hints[k], v, f"{source}: {k}") for k, v in values.items()}
+        if "notes" in checked:
+            check_plain_table(checked["notes"], f"{source}: notes")
         return cls(**checked)
 
 
 LEGACY_TRANSFORMS = {"poison_": ("backdoor", "fraction")}
 """Flat keys of configs written before ``train_transforms``: key prefix -> (transform name,
 the option whose 0 meant "off"). Such a run wrote every key, at its default when off."""
+
+
+def _refuse_switched_off(values: Mapping[str, Any], source: str) -> None:
+    """A user's file that sets a legacy transform's options (``poison_target`` ...) without
+    switching it on would have them dropped by :func:`fold_legacy`: refused instead."""
+    for prefix, (name, switch) in LEGACY_TRANSFORMS.items():
+        given = sorted(k for k in values if k.startswith(prefix) and k != prefix + switch)
+        on = values.get(prefix + switch, 0)
+        if given and (isinstance(on, bool) or not isinstance(on, int | float) or on <= 0):
+            raise ConfigError(
+                f"{source}: {', '.join(given)} only apply when {prefix}{switch} > 0; set it "
+                f"(or use the [train_transforms.{name}] table) or leave them out"
+            )
 
 
 def fold_legacy(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,6 +254,32 @@ def fold_legacy(values: Mapping[str, Any]) -> dict[str, Any]:
             )
         out["train_transforms"] = {**tables, name: old}
     return out
+
+
+MAX_NOTES_DEPTH = 32
+"""Tables and lists in ``notes`` nest at most this deep (it is written to JSON as it is)."""
+
+
+def check_plain_table(value: Any, where: str, depth: int = 0) -> None:
+    """Refuse what JSON cannot hold: a TOML date or time, a non-finite number, a huge integer or
+    nesting deeper than :data:`MAX_NOTES_DEPTH` (``notes`` is written to config.json)."""
+    if depth > MAX_NOTES_DEPTH:
+        raise ConfigError(f"{where} nests deeper than {MAX_NOTES_DEPTH} tables or lists")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain_table(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            check_plain_table(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        raise ConfigError(f"{where} must be at most 2**63 - 1 in magnitude, got {value}")
+    elif not isinstance(value, str | int | float | bool):
+        raise ConfigError(
+            f"{where} must be a string, number, true/false, list or table, got "
+            f"{type(value).__name__} {value!r} (quote a date to keep it)"
+        )
 
 
 def _method_table(table: dict[str, Any], source: str) -> dict[str, Any]:
@@ -276,6 +319,11 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {path} nests arrays or tables too deeply") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    _refuse_switched_off(values, str(path))
     values = fold_legacy(values)
     if isinstance(values.get("method"), dict):
         values.update(_method_table(values["method"], str(path)))

@@ -445,6 +445,8 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint's optimizer state does not match the configured run: {msg}"
             ) from None
+        if self.optimizer is not None:
+            _check_optimizer_state(self.optimizer, path)
         load_method_state(self.method, tensors, meta, path)
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
@@ -452,6 +454,33 @@ class Trainer:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
             # A run extended with more epochs decays to zero at its new last epoch.
             self.scheduler.T_max = self.config.epochs * self.steps_per_epoch
+
+
+def _check_optimizer_state(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Refuse loaded optimizer state whose per-parameter tensors (Adam's moments, momentum
+    buffers) are not shaped like their parameter: torch loads them unchecked and the first
+    step would fail with a traceback."""
+    for group in optimizer.param_groups:
+        for key in ("lr", "initial_lr", "weight_decay", "eps", "momentum", "betas"):
+            values = group.get(key, 0.0)
+            values = list(values) if isinstance(values, list | tuple) else [values]
+            if not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+                for v in values
+            ):
+                raise CheckpointError(
+                    f"{path}: optimizer setting {key!r} is {group[key]!r}, not a finite number; "
+                    "the checkpoint is damaged or from another version"
+                )
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
+                    if value.shape != param.shape:
+                        raise CheckpointError(
+                            f"{path}: optimizer state {key!r} has shape {tuple(value.shape)}, "
+                            f"its parameter {tuple(param.shape)}; the checkpoint is damaged or "
+                            "from another run"
+                        )
 
 
 @contextlib.contextmanager
