@@ -108,8 +108,8 @@ def test_any_seed_a_user_can_type_trains_or_is_refused_with_the_range(tmp_path):
 
 
 def test_labels_say_which_neuron_and_method_a_run_really_has(tmp_path):
-    code, out, err = run_main("train", *TINY, "--model", "ann-mlp", "--epochs", "1",
-                              "--no-progress", "--out-dir", str(tmp_path))  # fmt: skip
+    code, out, err = run_main("train", "--dataset", "digits", "--model", "ann-mlp", "--epochs",
+                              "1", "--no-progress", "--out-dir", str(tmp_path))  # fmt: skip
     assert code == 0, err
     assert "ann-mlp / relu / bptt" in out
     assert "-relu-bptt-" in out
@@ -333,3 +333,205 @@ def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line
                             "--out-dir", str(tmp_path))  # fmt: skip
     assert_one_line_error(code, err, "--workers must be at least 1")
     assert not list(tmp_path.iterdir())  # refused before any folder was made
+
+
+# -- options a run would ignore are refused (issue 28, defect 8) -------------------------------
+
+ANN = ["--dataset", "digits", "--model", "ann-mlp"]
+
+
+@pytest.mark.parametrize(
+    "option",
+    [
+        ["--tau", "3"],
+        ["--threshold", "0.5"],
+        ["--surrogate", "sigmoid"],
+        ["--alpha", "4"],
+        ["--reset", "soft"],
+        ["--keep-reset-grad"],
+        ["--detach-reset"],
+        ["--neuron", "lif"],
+        ["-T", "8"],
+        ["--steps", "1"],
+    ],  # fmt: skip
+)
+def test_spiking_options_given_to_an_ann_are_refused_not_ignored(tmp_path, option):
+    code, _, err = run_main("train", *ANN, *option, "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "does not apply to model 'ann-mlp'")
+    assert option[0].lstrip("-") in err or option[0] == "-T"
+    assert not list(tmp_path.iterdir())  # refused before a run directory was made
+
+
+def test_spiking_options_in_the_toml_of_an_ann_are_refused_and_defaults_do_not_count(
+    tmp_path, no_fit
+):
+    path = tmp_path / "ann.toml"
+    path.write_text('dataset = "digits"\nmodel = "ann"\ntau = 3.0\n')
+    code, _, err = run_main("train", "--config", str(path), "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "tau = 3.0) does not apply to model 'ann'")
+    path.write_text('dataset = "digits"\nmodel = "ann"\nneuron = "relu"\n')
+    code, _, err = run_main("train", "--config", str(path), "--out-dir", str(tmp_path))
+    assert code == 0, err  # neuron relu is what an ANN has; nothing is ignored
+
+
+def test_spiking_options_with_neuron_relu_are_refused(tmp_path):
+    code, _, err = run_main("train", *TINY, "--neuron", "relu", "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "-T/--steps (steps = 2) does not apply to neuron 'relu'")
+
+
+@pytest.mark.parametrize(
+    "option", [["--poison-target", "3"], ["--poison-trigger", "grey"], ["--poison-seed", "4"],
+               ["--poison-trigger-size", "4"], ["--poison-fraction", "0", "--poison-target", "3"]],
+)  # fmt: skip
+def test_poison_options_without_a_poison_fraction_are_refused(tmp_path, option):
+    code, _, err = run_main("train", *TINY, *option, "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "only applies to a poisoned run; add --poison-fraction")
+
+
+def test_a_toml_date_in_notes_is_a_one_line_error_not_a_traceback(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('dataset = "digits"\n[notes]\nwhen = 1979-05-27T07:32:00Z\n')
+    code, _, err = run_main("train", "--config", str(path), "--out-dir", str(tmp_path))
+    assert_one_line_error(code, err, "notes.when must be a string, number")
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]
+
+
+# -- fuzzing every command: malformed values are exit 2 with one `error:` line (defect 9) -------
+
+BAD_COUNTS = ["0", "-1", "abc", "", "1.5", str(2**70)]
+BAD_POSITIVE = ["0", "-1", "nan", "inf", "-inf", "abc", ""]
+BAD_UNIT = ["-0.1", "1.5", "nan", "inf", "abc", ""]
+
+
+def _cases(prefix: list[str], table: dict[str, list[str]]) -> list[list[str]]:
+    return [[*prefix, option, value] for option, values in table.items() for value in values]
+
+
+TRAIN_BAD = {
+    "--steps": BAD_COUNTS, "--epochs": BAD_COUNTS, "--batch-size": BAD_COUNTS,
+    "--lr": BAD_POSITIVE, "--tau": [*BAD_POSITIVE, "0.5"], "--alpha": ["nan", "inf", "x"],
+    "--threshold": ["nan", "inf", "x"], "--val-fraction": [*BAD_UNIT, "1"],
+    "--poison-fraction": BAD_UNIT, "--seed": ["-1", str(2**64), "x"],
+    "--surrogate": ["", "nope"], "--reset": ["", "x"], "--pool": ["", "x"], "--encoder": [""],
+    "--loss": ["x"], "--task": ["x"], "--dataset": ["", "../x", "nope"], "--model": ["", "x"],
+    "--neuron": ["", "x"], "--method": ["", "x"], "--poison-trigger": ["", "x"],
+}  # fmt: skip
+
+
+def _all_cases(run: Path, tmp: Path) -> list[list[str]]:
+    afile = tmp / "a-file"
+    afile.write_text("x")
+    missing = str(tmp / "missing")
+    r = str(run)
+    cases = _cases(["train", *TINY, "--out-dir", str(tmp)], TRAIN_BAD)
+    cases += _cases(
+        ["train", *TINY, "--poison-fraction", "0.1"],
+        {"--poison-target": ["-1", "99", "x"], "--poison-trigger-size": BAD_COUNTS},
+    )
+    cases += [["train", "--config", missing], ["train", "--config", str(tmp)],
+              ["train", "--resume", missing], ["train", "--resume", str(afile)],
+              ["train", "--resume", r, "--epochs", "0"], ["train", "--resume", r, "--tau", "9"],
+              ["eval", missing], ["eval", str(afile)], ["eval", r, "--split", ""],
+              ["plot", missing], ["plot", str(afile)], ["data", "list", "--data-root", str(afile)],
+              ["experiment", "nope"], ["experiment", "na-vs-bptt", "--seeds", "0"],
+              ["experiment", "na-vs-bptt", "--seeds", "-1"],
+              ["experiment", "reset-dependency", "--workers", "-1"]]  # fmt: skip
+    attack = ["attack", r, "--attack", "pgd", "--eps", "0.1"]
+    cases += _cases(["attack", r, "--attack", "pgd"], {"--eps": ["", "nan", "-1", "inf", "x,"]})
+    cases += _cases(attack, {"--steps": BAD_COUNTS, "--samples": BAD_COUNTS,
+                             "--norm": ["", "l3"]})  # fmt: skip
+    cases += _cases(["attack", r, "--eps", "0.1"], {"--attack": ["", "cw"]})
+    fgsm = ["attack", r, "--attack", "fgsm", "--eps", "0.1"]
+    cases += [[*fgsm, "--steps", "5"], [*fgsm, "--norm", "l2"], [*fgsm, "--source", r],
+              [*fgsm, "--samples", "0"], [*fgsm, "--samples", "-1"],
+              ["attack", r, "--attack", "square", "--eps", "0.1", "--steps", "3"],
+              ["attack", r, "--attack", "transfer", "--eps", "0.1", "--source", missing],
+              ["attack", missing, "--attack", "fgsm", "--eps", "0.1"]]  # fmt: skip
+    bad_seeds = ["-1", str(2**70)]
+    cases += _cases(["backdoor", "scan", r, "--no-progress"],
+                    {"--steps": BAD_COUNTS, "--samples": BAD_COUNTS,
+                     "--seed": bad_seeds})  # fmt: skip
+    cases += _cases(["backdoor", "defend", r, "--no-progress"], {
+        "--target": ["", "x", "-1", "99"], "--defense": ["", "x"],
+        "--betas": ["", "1", "0", "nan", "x"], "--alpha": ["-1", "nan", "inf"],
+        "--mesa-steps": ["-1", "x"], "--scan-steps": BAD_COUNTS,
+        "--finetune-epochs": BAD_COUNTS, "--finetune-lr": BAD_POSITIVE,
+        "--trigger-fraction": BAD_UNIT, "--samples": BAD_COUNTS, "--seed": bad_seeds,
+    })  # fmt: skip
+    cases += [["backdoor", "defend", r, "--defense", "true", "--target", "0"]]
+    rec = tmp / "rec.bin"
+    rec.write_bytes(bytes(5 * 40))
+    out = str(tmp / "o.sfev")
+    cases += _cases(["compress", str(rec), out], {"--rate": ["0", "-1", "nan", "1.5", "x"],
+                                                  "--codec": ["", "gzip"]})  # fmt: skip
+    cases += [
+        ["compress", str(rec), out, "--window-us", "5000"],
+        ["compress", str(rec), out, "--rate", "0.1", "--window-us", "0"],
+        ["compress", str(rec), out, "--rate", "0.1", "--window-us", "-7"],
+        ["compress", str(rec), out, "--rate", "0.1", "--sampler", "nope"],
+        ["compress", missing, out],
+        ["compress", str(rec)],
+        ["decompress", missing, str(tmp / "x.npz")],
+        ["decompress", str(rec), out],
+    ]
+    cases += [["export", r, str(tmp / "m.nir"), "--dt", v] for v in ("0", "-1", "nan", "x")]
+    cases += [["import", missing, str(tmp / "imp")], ["import", str(afile), str(tmp / "imp")]]
+    return cases
+
+
+@pytest.fixture(scope="module")
+def fuzz_run(tmp_path_factory) -> Path:
+    return finished_run(tmp_path_factory.mktemp("fuzz-run"))
+
+
+def test_every_command_refuses_malformed_option_values_with_one_error_line(
+    tmp_path, fuzz_run, monkeypatch
+):
+    monkeypatch.setattr(Trainer, "fit", lambda self: sys.exit(0))  # exit 0 fails the case
+    before = sorted(p.name for p in fuzz_run.iterdir())
+    failures = []
+    for args in _all_cases(fuzz_run, tmp_path):
+        code, _, err = run_main(*args)
+        lines = err.strip().splitlines()
+        if code != 2 or len(lines) != 1 or not lines[0].startswith("error: "):
+            failures.append(f"{args[:2]}..{args[-2:]} -> {code}: {err.strip()[-300:]}")
+    assert not failures, "\n".join(failures)
+    assert sorted(p.name for p in fuzz_run.iterdir()) == before  # nothing written to the run
+
+
+TOML_BAD = [
+    'steps = 1979-05-27', 'lr = 07:32:00', 'notes = 1979-05-27', '[notes]\nx = [1979-05-27]',
+    '[notes.a.b]\nwhen = 1979-05-27T07:32:00', 'notes = { x = nan }', 'notes = { x = inf }',
+    'steps = 1e999', 'steps = 99999999999999999999', 'batch_size = -5', 'epochs = 0',
+    'hidden = [-1]', 'hidden = [[1]]', 'hidden = 3', 'population = 0', 'dataset = ""',
+    'model = ""', 'neuron = ""', 'encoder = ""', 'lr = nan', 'lr = inf', 'lr = -inf',
+    'tau = nan', 'dropout = 1.0', 'gamma = 0', 'val_fraction = nan', 'seed = -1',
+    'poison_fraction = 0.5\npoison_position = [1, 2, 3]', 'poison_position = [-1, 0]',
+    '[model]\nname = "mlp"', '[dataset]', '[method]\nname = 3', '[method]\nname = "bptt"\n'
+    '[method.na]\nform = "code"', '[method.bptt]\nx = 1', 'method = []', 'whatever = 1',
+    '"" = 1', 'steps = "4"', 'detach_reset = 1', 'alpha = true', 'model = ["mlp"]',
+    'model = { name = "mlp" }', 'notes = "text"', 'notes = ' + '[' * 3000 + ']' * 3000,
+    'x = ' + '{a = ' * 2000 + '1' + '}' * 2000, 'model = "ann"\nreset = "soft"',
+    'model = "ann-mlp"\nkeep_reset_grad = true', 'model = "ann"\nsteps = 4',
+    'poison_target = 2', 'steps = 4\nsteps = 5', '\x00', 'steps = ',
+]  # fmt: skip
+
+
+def test_malformed_config_toml_files_are_one_line_errors(tmp_path, monkeypatch):
+    monkeypatch.setattr(Trainer, "fit", lambda self: sys.exit(0))  # exit 0 fails the case
+    failures = []
+    for i, text in enumerate(TOML_BAD):
+        path = tmp_path / f"c{i}.toml"
+        head = "" if text.lstrip("[").startswith("dataset") else 'dataset = "digits"\n'
+        path.write_text(f"{head}out_dir = {json.dumps(str(tmp_path / 'o'))}\n{text}\n")
+        code, _, err = run_main("train", "--config", str(path))
+        lines = err.strip().splitlines()
+        if code != 2 or len(lines) != 1 or not lines[0].startswith("error: "):
+            failures.append(f"{text[:60]!r} -> {code}: {err.strip()[-300:]}")
+    path = tmp_path / "bytes.toml"
+    path.write_bytes(b"\xff\xfe = 1\n")
+    code, _, err = run_main("train", "--config", str(path))
+    if code != 2 or "Traceback" in err:
+        failures.append(f"non-UTF-8 -> {code}: {err[-300:]}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())

@@ -16,6 +16,7 @@ Plain functions; ``spikeweave/cli.py`` wires them to the command line.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +27,7 @@ from torch import nn
 
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError, DataError
+from ..options import MAX_INT
 from .backdoor import attack_success_rate, backdoor_options, check_target, heldout_triggers
 from .mesa import (
     FinetuneOptions,
@@ -183,9 +185,10 @@ class StageProgress:
 
 
 def _check_at_least(flag: str, value: int, minimum: int, what: str) -> None:
-    """One-line ConfigError for a count below ``minimum`` (checked before any loading)."""
-    if value < minimum:
-        raise ConfigError(f"{flag} ({what}) must be at least {minimum}, got {value}")
+    """One-line ConfigError for a count outside [minimum, 2**63 - 1] (checked before any
+    loading)."""
+    if not minimum <= value <= MAX_INT:
+        raise ConfigError(f"{flag} ({what}) must be in [{minimum}, 2**63 - 1], got {value}")
 
 
 def _load(run_dir: str | Path, samples: int, seed: int):
@@ -233,6 +236,7 @@ def scan_command(
     # 0 steps would score the untrained generators' triggers: "100 % success" for every class
     _check_at_least("--steps", steps, 1, "generator steps per class")
     _check_at_least("--samples", samples, 1, "clean images")
+    _check_at_least("--seed", seed, 0, "seed of the search")
     run, clf, (xd, yd, source), _, trigger = _load(run_dir, samples, seed)
     k = run.task.spec.num_outputs
     with StageProgress(progress) as bar:
@@ -296,8 +300,12 @@ def defend_command(
     _check_at_least("--mesa-steps", mesa_steps, 0, "generator steps per β; 0: 10 epochs")
     _check_at_least("--scan-steps", scan_steps, 1, "search steps per class")
     _check_at_least("--samples", samples, 1, "clean images")
-    options = MesaOptions(betas=tuple(betas), alpha=alpha, steps=mesa_steps)
+    _check_at_least("--seed", seed, 0, "seed of the search and the fine-tuning")
     ft = finetune_options or FinetuneOptions()
+    _check_at_least("--finetune-epochs", ft.epochs, 1, "fine-tuning epochs")
+    if not math.isfinite(ft.lr):
+        raise ConfigError(f"--finetune-lr must be a finite number > 0, got {ft.lr}")
+    options = MesaOptions(betas=tuple(betas), alpha=alpha, steps=mesa_steps)
     run, clf, (xd, yd, source), (xt, yt), trigger = _load(run_dir, samples, seed)
     k = run.task.spec.num_outputs
     chosen = parse_target(target, k)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError, DataError
+from ..options import MAX_INT
 from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_accuracy
 
 __all__ = ["attack_command", "evaluation_subset", "parse_eps", "plot_accuracy_vs_eps"]
@@ -76,6 +77,12 @@ _READ_BY = {
 }
 
 
+def _check_count(flag: str, value: int, what: str) -> None:
+    """One-line ConfigError for a count outside [1, 2**63 - 1]."""
+    if not 1 <= value <= MAX_INT:
+        raise ConfigError(f"{flag} ({what}) must be in [1, 2**63 - 1], got {value}")
+
+
 def _refuse_unread(attack: str, **given: Any) -> None:
     """One-line ConfigError for an option given (not None) to an attack that ignores it."""
     for name, value in given.items():
@@ -132,10 +139,8 @@ def attack_command(
     norm = "linf" if norm is None else norm
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
-    if steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {steps}")
-    if samples < 1:
-        raise ConfigError(f"--samples (test images attacked) must be at least 1, got {samples}")
+    _check_count("--steps", steps, "PGD steps")
+    _check_count("--samples", samples, "test images attacked")
     if attack == "transfer" and source is None:
         raise ConfigError("the transfer attack needs --source RUN_DIR (a separately trained model)")
     run = load_run(run_dir)  # DataError for a missing directory or checkpoint
