@@ -209,3 +209,30 @@ def test_raster_shows_only_neurons_that_fired_and_names_label_and_prediction(
     assert "3 active, 25085 of 25088 silent" in ax.get_title()
     assert [t.get_text() for t in ax.get_yticklabels()] == ["5", "700", "20000"]
     assert "label 3, predicted 5" in fig._suptitle.get_text()
+
+
+def test_nan_inf_and_huge_metrics_plot_as_gaps_not_tracebacks(tmp_path: Path) -> None:
+    from spikeweave.plots import _series
+
+    rows = _metrics(5)
+    rows[1]["train_loss"] = float("nan")
+    rows[2]["test_accuracy"] = float("inf")
+    rows[3]["lr"] = 10**400  # an integer beyond the float range
+    rows[4]["epoch"] = float("nan")
+    _assert_png(plot_training_curves(rows, tmp_path / "gaps.png"))
+    x, y = _series(rows, "train_loss")
+    assert len(x) == 5 and np.isnan(y[1]) and np.isfinite(np.delete(y, 1)).all()
+    assert x[4] == 5.0  # a NaN epoch falls back to the row number
+    everything_nan = [{"epoch": 1, "train_loss": float("nan"), "test_accuracy": float("nan")}]
+    _assert_png(plot_training_curves(everything_nan, tmp_path / "nan.png"))
+
+
+def test_plot_run_with_nan_in_metrics_jsonl_writes_the_curves(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    lines = [json.dumps(r) for r in _metrics(3)]
+    lines[1] = lines[1].replace('"train_loss": ', '"train_loss": NaN, "x": ', 1)
+    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    paths = plot_run(run)
+    assert [p.name for p in paths] == ["training_curves.png"]
+    _assert_png(paths[0])

@@ -80,3 +80,22 @@ def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
     cli.decompress_command(tmp_path / "p.sfev", tmp_path / "p.npz")
     err = capsys.readouterr().err
     assert "compress" in err and "decompress" in err
+
+
+def test_window_us_is_refused_without_rate_and_when_not_positive(tmp_path, recording):
+    out = runner.invoke(app, ["compress", str(recording), str(tmp_path / "w.sfev"),
+                              "--window-us", "5000"])  # fmt: skip
+    assert out.exit_code != 0 and "add --rate R" in str(out.exception)
+    for bad in ("0", "-5"):
+        out = runner.invoke(app, ["compress", str(recording), str(tmp_path / "w.sfev"),
+                                  "--rate", "0.1", "--window-us", bad])  # fmt: skip
+        assert "--window-us must be a positive number" in str(out.exception)
+    assert not (tmp_path / "w.sfev").exists()
+
+
+def test_sample_events_refuses_a_zero_window_instead_of_using_the_default():
+    from spikeweave.compression.sampling import sample_events
+    from spikeweave.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="window must be a positive number of µs, got 0"):
+        sample_events(synthetic_events(100), (34, 34), 0.1, window_us=0, sampler="random")

@@ -256,3 +256,23 @@ def test_eot_averages_gradients_over_random_forwards(nets, test_batch):
     # decision) fools more: one noisy pass ends the attack on a sample by luck
     assert _acc(net, x8, y) < _acc(net, x1, y) - 0.1
     assert _acc(net, x8, y) < _acc(net, x, y) - 0.3
+
+
+@pytest.mark.parametrize(
+    "attack, kwargs, match",
+    [("fgsm", dict(steps=5), "--steps does not apply to the fgsm attack"),
+     ("fgsm", dict(norm="l2"), "--norm does not apply to the fgsm attack"),
+     ("fgsm", dict(source="elsewhere"), "--source does not apply to the fgsm attack"),
+     ("square", dict(steps=5), "--steps does not apply to the square attack"),
+     ("pgd", dict(source="elsewhere"), "--source does not apply to the pgd attack"),
+     ("pgd", dict(steps=0), r"--steps \(PGD steps\) must be in \[1, 2\*\*63 - 1\]"),
+     ("fgsm", dict(samples=0), r"--samples \(test images attacked\) must be in \[1"),
+     ("fgsm", dict(samples=-1), r"--samples \(test images attacked\) must be in \[1")],
+)  # fmt: skip
+def test_attack_options_the_attack_would_ignore_or_misread_are_refused_before_loading(
+    tmp_path, attack, kwargs, match
+):
+    from spikeweave.security.cli import attack_command
+
+    with pytest.raises(ConfigError, match=match):
+        attack_command(tmp_path / "no-run", attack, [0.1], **kwargs)

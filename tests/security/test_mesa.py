@@ -177,3 +177,17 @@ def test_experiment_is_registered_with_both_models():
     (quick,) = _settings(True)
     assert dict(quick.models) == {"SNN": "convnet", "ANN": "ann"}
     assert _settings(False)[0].dataset == "mnist5k"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [(dict(steps=0), r"--steps \(generator steps per class\) must be in \[1"),
+     (dict(samples=-1), r"--samples \(clean images\) must be in \[1"),
+     (dict(seed=2**70), r"--seed \(seed of the search\) must be in \[0")],
+)  # fmt: skip
+def test_backdoor_scan_refuses_counts_that_would_report_meaningless_scores(tmp_path, kwargs, match):
+    from spikeweave.errors import ConfigError
+    from spikeweave.security.backdoor_cli import scan_command
+
+    with pytest.raises(ConfigError, match=match):  # checked before the run is even looked for
+        scan_command(tmp_path / "no-run", **kwargs)

@@ -75,3 +75,21 @@ def test_wrong_type_is_refused():
 def test_ann_models_simulate_a_single_step():
     cfg = TrainConfig(model="ann", steps=8)
     assert not cfg.spiking and cfg.effective_steps == 1 and cfg.architecture == "convnet"
+
+
+def test_a_toml_date_or_non_finite_number_in_notes_is_refused_with_its_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[notes]\nrun = 3\nwhen = 1979-05-27T07:32:00Z\n")
+    with pytest.raises(ConfigError, match="notes.when must be a string, number, true/false"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"notes.x\[0\] must be a finite number"):
+        TrainConfig(notes={"x": [float("nan")]}).validate()
+    cfg = TrainConfig(notes={"who": "me", "n": [1, 2.5, True], "t": {"a": "b"}}).validate()
+    assert cfg.to_dict()["notes"]["t"] == {"a": "b"}
+
+
+def test_toml_nested_too_deeply_for_the_parser_is_a_config_error(tmp_path):
+    path = tmp_path / "deep.toml"
+    path.write_text("notes = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="nests"):
+        load_config(path)

@@ -254,3 +254,27 @@ def test_a_method_instance_replaces_the_update_step(tmp_path):
 def test_ann_baseline_trains_with_one_step(tmp_path):
     summary = Trainer(tiny(tmp_path, model="ann-mlp", steps=8), progress=False).fit()
     assert summary["steps"] == 1 and not summary["spiking"] and summary["test_accuracy"] > 0.8
+
+
+def test_resume_refuses_optimizer_state_shaped_unlike_its_parameter(tmp_path):
+    trainer = Trainer(tiny(tmp_path, epochs=1), progress=False, run_dir=tmp_path / "r")
+    trainer.fit()
+    path = tmp_path / "r" / "checkpoint.safetensors"
+    tensors, meta = load_checkpoint(path)
+    # Adam's moment of a weight matrix replaced by a short vector: torch loads it unchecked
+    key = next(k for k in tensors if k.endswith("exp_avg") and tensors[k].dim() == 2)
+    tensors[key] = torch.zeros(3)
+    save_checkpoint(path, tensors, meta)
+    with pytest.raises(CheckpointError, match="optimizer state 'exp_avg' has shape"):
+        Trainer.resume(tmp_path / "r", progress=False, epochs=2)
+
+
+@pytest.mark.parametrize("lr", [float("nan"), "abc", None])
+def test_loaded_optimizer_settings_that_are_not_finite_numbers_are_refused(tmp_path, lr):
+    from spikeweave.training.trainer import _check_optimizer_state
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=0.1)
+    _check_optimizer_state(opt, tmp_path / "c")  # a sound optimizer passes
+    opt.param_groups[0]["lr"] = lr
+    with pytest.raises(CheckpointError, match="optimizer setting 'lr' is"):
+        _check_optimizer_state(opt, tmp_path / "c")
