@@ -385,7 +385,7 @@ def test_spiking_options_with_neuron_relu_are_refused(tmp_path):
 )  # fmt: skip
 def test_poison_options_without_a_poison_fraction_are_refused(tmp_path, option):
     code, _, err = run_main("train", *TINY, *option, "--out-dir", str(tmp_path))
-    assert_one_line_error(code, err, "only applies to a poisoned run; add --poison-fraction")
+    assert_one_line_error(code, err, "needs --poison-fraction > 0")
 
 
 def test_a_toml_date_in_notes_is_a_one_line_error_not_a_traceback(tmp_path):

@@ -287,10 +287,14 @@ def _with_poison(values: dict[str, Any], poison: dict[str, Any]) -> dict[str, An
     config file's table); the other options without a fraction are refused, not ignored."""
     tables = dict(values.get("train_transforms") or {})
     table = {**tables.get("backdoor", {}), **poison}
-    if "fraction" not in table:
-        flag = "--poison-" + next(iter(poison)).replace("_", "-")
+    fraction = table.get("fraction", 0)
+    others = [k for k in poison if k != "fraction"]
+    off = isinstance(fraction, int | float) and not isinstance(fraction, bool) and fraction <= 0
+    if others and off:
+        flag = "--poison-" + others[0].replace("_", "-")
         raise ConfigError(
-            f"{flag} needs --poison-fraction (the share of training images to poison)"
+            f"{flag} needs --poison-fraction > 0 (the share of training images to poison); "
+            "it only applies to a poisoned run"
         )
     return {**values, "train_transforms": {**tables, "backdoor": table}}
 
