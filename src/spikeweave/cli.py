@@ -364,6 +364,7 @@ def evaluate(
     if split not in ("test", "train", "val"):
         raise ConfigError(f"unknown split {split!r}; choose one of test, train, val")
     run = load_run(run_dir)
+    RunDir(run_dir).check_not_link()  # before the evaluation, which can take a while
     result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
     result["epoch"] = run.epoch
     result["loss_name"] = run.loss.name
@@ -573,11 +574,7 @@ def main() -> None:
     except Exception as exc:  # noqa: BLE001 - only a peer's failure is reported, not swallowed
         if not _peer_failure(exc):
             raise
-        typer.echo(
-            "error: another training process failed or was killed, so this one stopped "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]})",
-            err=True,
-        )
+        typer.echo(peer_failure_line(exc), err=True)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
@@ -591,8 +588,27 @@ def _peer_failure(exc: Exception) -> bool:
     import torch.distributed as dist
 
     dist_error = getattr(dist, "DistError", ())
-    return isinstance(exc, dist_error) or any(
-        key in str(exc) for key in ("Connection closed by peer", "Connection reset", "timed out")
+    return isinstance(exc, dist_error) or peer_failure_message(str(exc))
+
+
+_PEER_FAILURE = ("connection closed by peer", "connection reset", "timed out")
+
+
+def peer_failure_message(text: str) -> bool:
+    """Whether ``text`` is what gloo says when another process died or hung; case-insensitive,
+    as gloo writes both "timed out" and "Timed out" (a stopped peer gives the latter)."""
+    lowered = text.lower()
+    return any(key in lowered for key in _PEER_FAILURE)
+
+
+def peer_failure_line(exc: BaseException) -> str:
+    """The one line printed when a peer failed: torch's message carries a C++ stack after
+    its first line, which is dropped."""
+    lines = str(exc).strip().splitlines()
+    first = " ".join(lines[0].split())[:200] if lines else ""
+    return (
+        "error: another training process failed or was killed, so this one stopped "
+        f"({type(exc).__name__}: {first})"
     )
 
 

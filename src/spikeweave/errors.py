@@ -25,3 +25,9 @@ class CheckpointError(SpikeweaveError):
 
 class TrainingError(SpikeweaveError):
     """Training went wrong in a way the user can fix (e.g. the loss diverged)."""
+
+
+class OutputError(SpikeweaveError, OSError):
+    """A file or folder that cannot be written where asked: a missing folder, a folder in the
+    way, no permission, no space, a name too long, a link spikeweave will not write through.
+    An ``OSError`` too, so code that handles OS errors of a write keeps working."""

@@ -1,11 +1,12 @@
 """Plots of training runs: loss/accuracy curves, spike rasters and firing rates.
 
 Every function renders with matplotlib's object-oriented ``Figure`` API on an Agg canvas, so no
-pyplot state is created or leaked, and writes a PNG file.
+pyplot state is created or leaked, and writes a PNG file atomically (never through a link).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -18,6 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from spikeweave.atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from spikeweave.errors import DataError
 
 __all__ = [
@@ -60,10 +62,13 @@ def _new_figure(width: float, height: float) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Render to bytes, then write them atomically: ``savefig`` on a path would write through
+    a link named like the plot."""
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=DPI, format="png", facecolor="white")
-    return out
+    make_folder(out.parent)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=DPI, format="png", facecolor="white")
+    return atomic_write_bytes(out, buf.getvalue())
 
 
 def _style_axes(ax: Any) -> None:
@@ -504,7 +509,7 @@ def _read_activity(path: Path) -> dict[str, torch.Tensor]:
 
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write training_curves.png (+ spike_raster.png, firing_rates.png if activity) to run_dir."""
-    root = Path(run_dir)
+    root = refuse_linked_folder(run_dir)
     if not root.is_dir():
         raise DataError(
             f"run directory {root} does not exist; pass a directory written by `spikeweave train`"

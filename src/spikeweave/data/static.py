@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..atomic import atomic_write_bytes
 from ..errors import DataError
 from .layouts import CIFAR10_FILES, IDX_FILES, LAYOUTS, find_idx_file
 
@@ -143,7 +144,8 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None) -> Path:
-    """Write ``array`` as an IDX file (gzip when ``compress`` or the name ends in ``.gz``)."""
+    """Write ``array`` as an IDX file (gzip when ``compress`` or the name ends in ``.gz``),
+    atomically."""
     path = Path(path)
     arr = np.asarray(array)
     codes = {v.newbyteorder("=").str.lstrip("<>|="): k for k, v in IDX_TYPES.items()}
@@ -155,8 +157,7 @@ def write_idx(path: str | Path, array: np.ndarray, compress: bool | None = None)
     blob = head + arr.astype(IDX_TYPES[code]).tobytes()
     if compress or (compress is None and path.suffix == ".gz"):
         blob = gzip.compress(blob)
-    path.write_bytes(blob)
-    return path
+    return atomic_write_bytes(path, blob)
 
 
 # -- CIFAR-10 ---------------------------------------------------------------------------------

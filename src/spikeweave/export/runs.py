@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..atomic import output_error
 from ..errors import ConfigError
 from ..layers import TimeFolded
 from ..neurons import IF, LIF
@@ -176,7 +177,11 @@ def import_run(
             f"{n_in} inputs its first layer takes; the file is inconsistent"
         )
     rundir = RunDir(out_dir)
-    if rundir.path.exists() and any(rundir.path.iterdir()):
+    try:
+        occupied = rundir.path.is_dir() and any(rundir.path.iterdir())
+    except OSError as exc:  # a name too long, no permission
+        raise output_error(rundir.path, exc, "create run directory") from None
+    if occupied:
         raise ConfigError(f"{rundir.path} exists and is not empty; choose a new OUT_DIR")
     config = TrainConfig(
         dataset=dataset,
@@ -204,16 +209,22 @@ def import_run(
     _check_same(
         from_nir(graph, dt=step), parts.model, tuple(info.input_shape), in_shape, int(steps)
     )
+    created = not rundir.path.exists()
     rundir.create()
-    with rundir.lock():
-        record = {
-            "source": str(path),
-            "dt_s": step,
-            "nodes": {k: type(n).__name__ for k, n in graph.nodes.items()},
-            "epochs_trained_here": 0,
-        }
-        records = {IMPORT_RECORD: json.loads(json.dumps(record))}
-        save_run(rundir, parts, records=records, files={"model.nir": path})
+    try:
+        with rundir.lock():
+            record = {
+                "source": str(path),
+                "dt_s": step,
+                "nodes": {k: type(n).__name__ for k, n in graph.nodes.items()},
+                "epochs_trained_here": 0,
+            }
+            records = {IMPORT_RECORD: json.loads(json.dumps(record))}
+            save_run(rundir, parts, records=records, files={"model.nir": path})
+    except BaseException:
+        if created:  # a failed import (a full disk) leaves no half-written run behind
+            rundir.remove()
+        raise
     return rundir.path
 
 

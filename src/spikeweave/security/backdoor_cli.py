@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..atomic import atomic_write_bytes
+from ..atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from ..errors import ConfigError, DataError
 from ..options import MAX_INT
 from .backdoor import attack_success_rate, backdoor_options, check_target, heldout_triggers
@@ -249,8 +249,7 @@ def scan_command(
         **det.to_dict(),
         "true_target": backdoor_options(run.config).target if trigger is not None else None,
     }
-    out = Path(out_dir) if out_dir is not None else Path(run.path)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir) if out_dir is not None else refuse_linked_folder(run.path)
     atomic_write_bytes(out / "backdoor_scan.json", json.dumps(result, indent=2).encode())
     return result
 
@@ -326,8 +325,7 @@ def _defend(run, clf, xd, yd, xt, yt, trigger, chosen, defense, options, ft, sca
         chosen = det.target
         result["scan"] = det.to_dict()
     result["target"] = chosen
-    out = Path(out_dir) if out_dir is not None else Path(run.path)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir) if out_dir is not None else refuse_linked_folder(run.path)
     gen = torch.Generator().manual_seed(seed)
     sampler, found = None, None
     if defense == "mesa":

@@ -7,6 +7,7 @@ directory (or ``out_dir``).
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ..atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from ..errors import ConfigError, DataError
 from ..options import MAX_INT
 from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_accuracy
@@ -65,8 +67,9 @@ def plot_accuracy_vs_eps(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    buf = io.BytesIO()  # rendered to bytes and written atomically, never through a link
+    fig.savefig(buf, format="png", dpi=110)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 # Which attacks read each option the command line offers; any other attack would ignore it.
@@ -144,6 +147,8 @@ def attack_command(
     if attack == "transfer" and source is None:
         raise ConfigError("the transfer attack needs --source RUN_DIR (a separately trained model)")
     run = load_run(run_dir)  # DataError for a missing directory or checkpoint
+    # the output folder is checked before the attack runs, not after minutes of it
+    out = make_folder(out_dir) if out_dir is not None else refuse_linked_folder(run.path)
     target = as_classifier(run)
     options: dict[str, Any] = {}
     if attack in ("pgd", "adaptive", "transfer"):
@@ -184,9 +189,7 @@ def attack_command(
         "robust_accuracy": acc,
         "time_s": round(time.perf_counter() - start, 2),
     }
-    out = Path(out_dir) if out_dir is not None else Path(run.path)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "attack.json").write_text(json.dumps(result, indent=2))
+    atomic_write_bytes(out / "attack.json", json.dumps(result, indent=2).encode())
     plot_accuracy_vs_eps(
         {f"{attack} ({result['norm']})": (eps, acc)},
         out / "attack.png",

@@ -3,26 +3,39 @@
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
 ``checkpoint.safetensors`` (latest epoch), ``summary.json``, ``activity.safetensors`` (spikes
 of a few test samples, bit-packed) and the PNG plots; ``eval.json`` after ``spikeweave eval``.
-Text files are written atomically (a temporary file renamed over the target), so a crash never
-leaves a half-written one, and with mode 0644 like any file a user writes.
+Every file is written atomically (a temporary file renamed over the target, see
+:mod:`spikeweave.atomic`), so a crash never leaves a half-written one, a link named like a run
+file is replaced rather than written through, and files get mode 0644 like any a user writes.
+A run directory that is itself a symbolic link is refused for writing; ``.lock`` is never
+truncated and never followed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..atomic import atomic_write_bytes
+from ..atomic import (
+    atomic_write_bytes,
+    make_folder,
+    output_error,
+    refuse_linked_folder,
+    remove_stale_temporaries,
+)
 from ..errors import ConfigError, DataError
 
 __all__ = ["RunDir"]
+
+_OWNER_BYTES = 32  # the owner line in .lock, "process <pid>" padded with spaces
 
 
 class RunDir:
@@ -41,17 +54,36 @@ class RunDir:
 
     @classmethod
     def new(cls, out_dir: str | Path, name: str) -> RunDir:
-        """A fresh, not yet created directory ``out_dir/name-<timestamp>[-n]``."""
-        out = Path(out_dir)
-        if out.exists() and not out.is_dir():
-            raise ConfigError(f"out_dir {out} is a file; pass a folder for run directories")
+        """A fresh directory ``out_dir/name-<timestamp>[-n]``, created now and exclusively:
+        two runs started in the same second (a sweep) get different directories, as
+        ``os.mkdir`` fails on a name another process took first and the next ``-n`` is tried."""
+        out = cls.check_out_dir(out_dir)
+        make_folder(out)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         base = out / f"{name}-{stamp}"
         path, n = base, 1
-        while path.exists():
-            n += 1
-            path = base.with_name(f"{base.name}-{n}")
-        return cls(path)
+        while True:
+            try:
+                os.mkdir(path)
+                return cls(path)
+            except FileExistsError:
+                n += 1
+                path = base.with_name(f"{base.name}-{n}")
+            except OSError as exc:
+                raise output_error(path, exc, "create run directory") from None
+
+    @staticmethod
+    def check_out_dir(out_dir: str | Path) -> Path:
+        """``out_dir`` unless a file is in its place (checked by every process of a job, so
+        none waits for a rank 0 that stopped on it)."""
+        out = Path(out_dir)
+        try:
+            is_file = out.exists() and not out.is_dir()
+        except OSError as exc:  # a name too long, a loop of links
+            raise output_error(out, exc, "use out_dir") from None
+        if is_file:
+            raise ConfigError(f"out_dir {out} is a file; pass a folder for run directories")
+        return out
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -60,7 +92,9 @@ class RunDir:
         return str(self.path)
 
     def create(self) -> None:
-        """Make the folder (and its parents), with a one-line error if that is impossible."""
+        """Make the folder (and its parents), with a one-line error if that is impossible.
+        A run directory that is a symbolic link is refused (see :meth:`check_not_link`)."""
+        self.check_not_link()
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except (FileExistsError, NotADirectoryError):
@@ -73,32 +107,60 @@ class RunDir:
                 f"cannot create run directory {self.path}: permission denied; choose a "
                 "writable out_dir"
             ) from None
+        except OSError as exc:
+            raise output_error(self.path, exc, "create run directory") from None
         if not os.access(self.path, os.W_OK):
             raise ConfigError(f"run directory {self.path} is not writable; choose another out_dir")
+
+    def check_not_link(self) -> RunDir:
+        """``self`` unless the run directory is itself a symbolic link: a shared or downloaded
+        run directory that is a link would send a resumed run's files (``config.json``, ...)
+        wherever it points. The folders above it are the user's choice and are followed."""
+        refuse_linked_folder(self.path)
+        return self
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """Hold an exclusive lock on the run for the duration; a second process training the
-        same run directory gets a one-line ConfigError instead of interleaving files."""
+        same run directory gets a one-line ConfigError instead of interleaving files.
+
+        ``.lock`` is opened without following a link and without truncating (a link or a hard
+        link there must not damage another file); a link, FIFO, folder or a file with other
+        hard links at ``.lock`` is a one-line ConfigError. Holding the lock, the temporary
+        files of writes a killed process left behind are removed."""
         path = self.path / ".lock"
-        fh = open(path, "a+")  # noqa: SIM115 - held until the context exits
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
+            fd = os.open(path, flags, 0o644)
+        except OSError as exc:
+            what = {errno.ELOOP: "a symbolic link", errno.EISDIR: "a folder"}.get(exc.errno)
+            if what is None:
+                raise output_error(path, exc, "open lock file") from None
+            raise ConfigError(f"{path} is {what}, not a lock file; remove it") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ConfigError(f"{path} is not a regular file (a FIFO?); remove it")
+            if st.st_nlink != 1:
+                raise ConfigError(
+                    f"{path} has other hard links, so it is not a lock file; remove it"
+                )
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                fh.seek(0)
-                owner = fh.read().strip() or "another process"
+                text = os.pread(fd, _OWNER_BYTES, 0).decode("utf-8", "replace")
+                owner = " ".join(text.split()) or "another process"
                 raise ConfigError(
                     f"run directory {self.path} is being trained by {owner}; wait for it or "
                     "choose another run"
                 ) from None
-            fh.seek(0)
-            fh.truncate()
-            fh.write(f"process {os.getpid()}")
-            fh.flush()
+            # padded to a fixed width and written in place: no truncation, and a longer
+            # owner line of an earlier run is fully overwritten
+            os.pwrite(fd, f"process {os.getpid()}".ljust(_OWNER_BYTES).encode(), 0)
+            remove_stale_temporaries(self.path)
             yield
         finally:
-            fh.close()
+            os.close(fd)
 
     def remove(self) -> None:
         """Delete the run directory (a run that never finished an epoch)."""

@@ -107,8 +107,16 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
         self.stop_reason: str | None = None
+        # A fresh run's directory is created here, exclusively, so two trainers built in the
+        # same second never share one; fit() removes it again if no checkpoint was written.
+        self._made_run_dir = run_dir is None and self.dist.is_main
         if run_dir is None:  # every process writes (rank 0) or reads the same directory
-            run_dir = self.dist.broadcast(str(self._new_run_dir().path))
+            if self.dist.is_main:
+                made: str | None = str(self._new_run_dir().path)
+            else:  # fail as rank 0 does rather than wait for its broadcast
+                made = None
+                RunDir.check_out_dir(self.config.out_dir)
+            run_dir = self.dist.broadcast(made)
         self.rundir = RunDir(run_dir)
 
     def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
@@ -252,7 +260,7 @@ class Trainer:
         if not self.dist.is_main:
             with flush_denormal(self.config.flush_denormal):
                 return self._fit()
-        created = not self.rundir.path.exists()
+        created = self._made_run_dir or not self.rundir.path.exists()
         self.rundir.create()
         try:
             with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
