@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from spikeweave.errors import DataError
+from spikeweave.errors import DataError, OutputError
 from spikeweave.plots import (
     firing_rates,
     plot_firing_rates,
@@ -236,3 +236,33 @@ def test_plot_run_with_nan_in_metrics_jsonl_writes_the_curves(tmp_path: Path) ->
     paths = plot_run(run)
     assert [p.name for p in paths] == ["training_curves.png"]
     _assert_png(paths[0])
+
+
+def test_plot_run_replaces_links_named_like_plots_and_leaves_their_targets_unchanged(
+    tmp_path: Path,
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_bytes(b"do not touch")
+    run = tmp_path / "run"
+    _write_run(run, activity=True)
+    for name in ("training_curves.png", "spike_raster.png", "firing_rates.png"):
+        (run / name).symlink_to(precious)
+    for path in plot_run(run):
+        assert not path.is_symlink()
+        _assert_png(path)
+    assert precious.read_bytes() == b"do not touch"
+
+
+def test_plot_run_refuses_a_run_directory_that_is_a_link(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=False)
+    (tmp_path / "link").symlink_to(run)
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        plot_run(tmp_path / "link")
+    assert not (run / "training_curves.png").exists()
+
+
+def test_a_plot_into_a_folder_in_the_way_is_a_one_line_output_error(tmp_path: Path) -> None:
+    (tmp_path / "curves.png").mkdir()
+    with pytest.raises(OutputError, match="curves.png: it is a folder"):
+        plot_training_curves(_metrics(2), tmp_path / "curves.png")

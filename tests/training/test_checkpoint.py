@@ -781,3 +781,24 @@ def test_a_checkpoint_written_under_the_former_package_name_is_refused_saying_so
     assert "\n" not in msg
     assert "not written by spikeweave" in msg
     assert "before the project's rename in 0.2.0 are not read" in msg
+
+
+def test_the_temporary_file_of_a_killed_save_is_removed_by_the_next_save(tmp_path: Path) -> None:
+    # what kill -9 mid-write leaves: the writer's own temporary name, untouched since
+    stale = tmp_path / ".c.safetensors.0123456789abcdef.tmp"
+    stale.write_bytes(b"half a checkpoint")
+    os.utime(stale, (0, 0))
+    save_checkpoint(tmp_path / "c.safetensors", _tensors(), _meta())
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
+def test_save_replaces_a_link_at_the_checkpoint_and_leaves_its_target_unchanged(
+    tmp_path: Path,
+) -> None:
+    precious = tmp_path / "precious.txt"
+    precious.write_bytes(b"do not touch")
+    (tmp_path / "c.safetensors").symlink_to(precious)
+    save_checkpoint(tmp_path / "c.safetensors", _tensors(), _meta())
+    assert precious.read_bytes() == b"do not touch"
+    assert not (tmp_path / "c.safetensors").is_symlink()
+    _assert_same_tensors(load_checkpoint(tmp_path / "c.safetensors")[0], _tensors())

@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from spikeweave.cli import peer_failure_line, peer_failure_message
 from spikeweave.training.distributed import Distributed, from_environment
 
 
@@ -207,3 +208,33 @@ def test_outside_torchrun_training_is_one_process(monkeypatch):
 
     with pytest.raises(ConfigError, match="launch with torchrun"):
         from_environment()
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        # gloo's words when a peer was stopped (SIGSTOP) past the timeout: capital T
+        "[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Timed out waiting "
+        "120000ms for recv operation to complete",
+        "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:534] Read error: timed out",
+        "[../third_party/gloo/gloo/transport/tcp/pair.cc:598] Connection closed by peer",
+        "CONNECTION RESET by peer",
+    ],
+)
+def test_a_dead_or_hung_peer_is_recognised_whatever_the_case(message):
+    assert peer_failure_message(message)
+
+
+def test_an_unrelated_error_is_not_taken_for_a_peer_failure():
+    assert not peer_failure_message("mat1 and mat2 shapes cannot be multiplied (4x3 and 2x5)")
+
+
+def test_a_peer_failure_is_reported_in_one_line_without_the_cxx_stack():
+    exc = RuntimeError(
+        "[gloo/unbound_buffer.cc:81] Timed out waiting 120000ms for recv\n"
+        "Exception raised from recv at ../gloo/unbound_buffer.cc:81 (most recent call first):\n"
+        "frame #0: c10::Error::Error(...) + 0x96"
+    )
+    line = peer_failure_line(exc)
+    assert line.startswith("error: another training process failed or was killed")
+    assert "\n" not in line and "frame #0" not in line and "Timed out waiting" in line
