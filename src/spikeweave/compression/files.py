@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_writer
+from ..atomic import atomic_write_bytes, atomic_writer, output_error
 from ..data.events import (
     _SOURCE_RE,
     NMNIST_OVERFLOW_US,
@@ -244,7 +244,11 @@ def _check_paths(in_path: Path, out_path: Path) -> None:
     """Refuse an output that is the input: the same name, or another name (hard or symbolic
     link) for the same file."""
     same = out_path.resolve() == in_path.resolve()
-    if not same and out_path.exists() and in_path.exists():
+    try:
+        out_exists = out_path.exists()
+    except OSError as exc:  # a name too long: the one-line error the write would give
+        raise output_error(out_path, exc) from None
+    if not same and out_exists and in_path.exists():
         try:
             same = os.path.samefile(in_path, out_path)
         except OSError:
