@@ -30,6 +30,11 @@ app = typer.Typer(
 data_app = typer.Typer(help="Datasets: what is available and where files go.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
+_DEVICE_HELP = (
+    "Where to compute: auto (CUDA when available, else the CPU) | cpu | cuda | cuda:N; a GPU "
+    "that is not there is an error."
+)
+
 
 def _help(
     text: str, field: str | None = None, choices: str | None = None, registry: str | None = None
@@ -184,6 +189,25 @@ def train(
     progress: bool = typer.Option(
         True, "--progress/--no-progress", help="Show progress (a bar on a terminal)."
     ),
+    device: str = typer.Option(
+        None, help=_DEVICE_HELP + " With --resume: where to go on (default: the run's)."
+    ),
+    precision: str = typer.Option(
+        None,
+        help=_help(
+            "Arithmetic: bf16 and fp16 run under autocast (fp16 on CUDA only).",
+            "precision",
+            "fp32 | bf16 | fp16",
+        ),
+    ),
+    num_workers: int = typer.Option(
+        None, help="Data-loading processes (default: 0 on the CPU, min(4, cores/2) on CUDA)."
+    ),
+    deterministic: bool = typer.Option(
+        None,
+        "--deterministic/--no-deterministic",
+        help="Deterministic algorithms (and the cuBLAS workspace setting) on a GPU.",
+    ),
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
     from .training import Trainer, load_config
@@ -212,6 +236,10 @@ def train(
         val_fraction=val_fraction,
         out_dir=str(out_dir) if out_dir is not None else None,
         data_root=str(data_root) if data_root is not None else None,
+        device=device,
+        precision=precision,
+        num_workers=num_workers,
+        deterministic=deterministic,
     )
     given = {k: v for k, v in given.items() if v is not None}
     # the --poison-* flags are the options of the backdoor training-split transform
@@ -226,6 +254,7 @@ def train(
             progress=progress,
             epochs=given.pop("epochs", None),
             data_root=given.pop("data_root", None),
+            device=given.pop("device", None),
         )
         _refuse_conflicts(given, trainer.config)
         _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
@@ -249,7 +278,8 @@ def train(
         _say(
             trainer,
             f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
-            f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed} -> {trainer.run_dir}"
+            f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed}, on "
+            f"{trainer.device} ({cfg.precision}) -> {trainer.run_dir}"
             + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
         )
     try:
@@ -357,16 +387,18 @@ def evaluate(
     split: str = typer.Option(
         "test", help="Which split to evaluate. One of: test | train | val (if held out)."
     ),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
 ) -> None:
     """Evaluate a run's latest checkpoint; writes eval.json into the run."""
     from .training import RunDir, load_run
 
     if split not in ("test", "train", "val"):
         raise ConfigError(f"unknown split {split!r}; choose one of test, train, val")
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     RunDir(run_dir).check_not_link()  # before the evaluation, which can take a while
     result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
     result["epoch"] = run.epoch
+    result["device"] = str(run.device)
     result["loss_name"] = run.loss.name
     RunDir(run_dir).write_json(RunDir.EVAL, result)
     metric = run.task.metric
@@ -403,6 +435,7 @@ def experiment(
         help="Forked processes for the runs, one torch thread each (klif-vs-lif, "
         "reset-dependency, noisy-single-step; others refuse).",
     ),
+    device: str = typer.Option("auto", help=_DEVICE_HELP + " Every arm runs there."),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""
     from .experiments import EXPERIMENTS, run_experiment
@@ -412,8 +445,9 @@ def experiment(
             typer.echo(f"{key:24s} {EXPERIMENTS.get(key).title}")
         return
     report, folder = run_experiment(
-        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress, workers=workers
-    )
+        name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress, workers=workers,
+        device=device,
+    )  # fmt: skip
     held = {True: "held", False: "did not hold", None: "not decided"}[report.held]
     typer.echo(f"claim {held}: {report.verdict}")
     typer.echo(f"report written to {folder / 'report.md'}")
@@ -453,6 +487,7 @@ def attack(
     samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
     out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
 ) -> None:
     """Attack a trained run; writes attack.json (robust accuracy per ε) and an accuracy-vs-ε
     PNG."""
@@ -460,7 +495,7 @@ def attack(
 
     result = attack_command(
         run_dir, attack, parse_eps(eps), steps, norm, samples=samples, source=source,
-        out_dir=out_dir,
+        out_dir=out_dir, device=device,
     )  # fmt: skip
     for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
         typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")
@@ -481,13 +516,15 @@ def backdoor_scan(
     seed: int = typer.Option(0, help="Seed of the search."),
     out_dir: Path = typer.Option(None, help="Where backdoor_scan.json goes (default: run)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
 ) -> None:
     """Search triggers for every class; the attacked class is the one whose triggers succeed."""
     from .security.backdoor_cli import scan_command
 
     r = scan_command(
-        run_dir, steps=steps, samples=samples, seed=seed, out_dir=out_dir, progress=progress
-    )
+        run_dir, steps=steps, samples=samples, seed=seed, out_dir=out_dir, progress=progress,
+        device=device,
+    )  # fmt: skip
     for k, score in enumerate(r["scores"]):
         typer.echo(f"class {k}: trigger success {score:.2%}")
     typer.echo(f"suspected target: class {r['target']} (anomaly index {r['anomaly_index']:.1f})")
@@ -509,6 +546,7 @@ def backdoor_defend(
     seed: int = typer.Option(0, help="Seed of the search and the fine-tuning."),
     out_dir: Path = typer.Option(None, help="Where results go (default: the run, and beside it)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
 ) -> None:
     """Remove a backdoor: model its triggers (MESA) or a baseline's, fine-tune with correct
     labels; writes backdoor_defend.json, trigger grids and a defended run."""
@@ -519,7 +557,7 @@ def backdoor_defend(
     r = defend_command(
         run_dir, target, defense=defense, betas=parse_betas(betas), alpha=alpha,
         mesa_steps=mesa_steps, scan_steps=scan_steps, finetune_options=ft, samples=samples,
-        seed=seed, out_dir=out_dir, progress=progress,
+        seed=seed, out_dir=out_dir, progress=progress, device=device,
     )  # fmt: skip
     for when in ("before", "after"):
         m = r[when]

@@ -38,6 +38,7 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..registry import Registry
+from ..training.device import model_device
 from .defense import true_gradients
 
 __all__ = [
@@ -430,10 +431,11 @@ def robust_accuracy(
     if name in ("pgd", "adaptive", "transfer", "square"):
         options = {"generator": gen, **options}
     correct = 0
+    device = model_device(model)  # the images go where the model is
     with torch.random.fork_rng(devices=[]):  # the model's own randomness is seeded too
         torch.manual_seed(seed)
         for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size], y[i : i + batch_size]
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
             x_adv = run_attack(name, model, xb, yb, eps, **options)
             with _frozen(model):
                 correct += int((~_wrong(model, x_adv, yb)).sum())

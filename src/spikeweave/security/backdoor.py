@@ -172,7 +172,7 @@ def paste(images: torch.Tensor, triggers: torch.Tensor, positions: torch.Tensor)
     n, c, h, w = images.shape
     trig = triggers if triggers.dim() == 4 else triggers.unsqueeze(0)
     s = trig.shape[-1]
-    trig = trig.expand(n, c, s, s).to(images.dtype)
+    trig = trig.expand(n, c, s, s).to(images.device, images.dtype)
     pos = positions.to(images.device)
     ar = torch.arange(s, device=images.device)
     rows = (pos[:, :1] + ar)[:, :, None].expand(n, s, s)

@@ -191,14 +191,15 @@ def _check_at_least(flag: str, value: int, minimum: int, what: str) -> None:
         raise ConfigError(f"{flag} ({what}) must be in [{minimum}, 2**63 - 1], got {value}")
 
 
-def _load(run_dir: str | Path, samples: int, seed: int):
-    """The run, its classifier, defender data ``(xd, yd)``, test data and the true trigger."""
+def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
+    """The run (its model on ``device``), its classifier, defender data ``(xd, yd)`` and test
+    data (on the same device) and the true trigger."""
     from .. import data as datasets
     from ..training import load_run
     from ..training.evaluation import split_validation
     from .attacks import as_classifier
 
-    run = load_run(run_dir)
+    run = load_run(run_dir, device=device)
     clf = as_classifier(run)  # ConfigError for non-classification runs
     if run.task.spec.temporal or len(run.task.spec.input_shape) != 3:
         raise ConfigError(f"backdoor tools need a run on images (C, H, W); {run.path} is not")
@@ -216,9 +217,10 @@ def _load(run_dir: str | Path, samples: int, seed: int):
         source = f"{len(xd)} clean training images (seeded subset; the run held out no validation)"
     xt, yt = tensors_of(test)
     options = backdoor_options(run.config)
+    xd, yd, xt, yt = (t.to(run.device) for t in (xd, yd, xt, yt))
     trigger = None
     if options is not None and options.fraction:
-        trigger = options.make_trigger(run.task.spec.input_shape[0])
+        trigger = options.make_trigger(run.task.spec.input_shape[0]).to(run.device)
     return run, clf, (xd, yd, source), (xt, yt), trigger
 
 
@@ -230,6 +232,7 @@ def scan_command(
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Search triggers for every class of the run (``steps`` generator steps each, β = 0.9)
     and write ``backdoor_scan.json``: per-class score, the suspected target, anomaly index."""
@@ -237,7 +240,7 @@ def scan_command(
     _check_at_least("--steps", steps, 1, "generator steps per class")
     _check_at_least("--samples", samples, 1, "clean images")
     _check_at_least("--seed", seed, 0, "seed of the search")
-    run, clf, (xd, yd, source), _, trigger = _load(run_dir, samples, seed)
+    run, clf, (xd, yd, source), _, trigger = _load(run_dir, samples, seed, device)
     k = run.task.spec.num_outputs
     with StageProgress(progress) as bar:
         det = detect_target(clf, xd, yd, k, MesaOptions(), steps=steps, seed=seed, progress=bar)
@@ -283,6 +286,7 @@ def defend_command(
     seed: int = 0,
     out_dir: str | Path | None = None,
     progress: bool = False,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Find (``target="auto"``) or take the target class, model its triggers (MESA, one
     generator per β) or build the baseline's trigger, fine-tune, and write the results.
@@ -293,6 +297,9 @@ def defend_command(
         mesa_steps: generator steps per β (0: MESA's 10 epochs over the defender's data).
         finetune_options: the fine-tuning settings (default :class:`FinetuneOptions`).
         progress: report the searches' steps (a bar on a terminal, lines elsewhere).
+        device: where the run's model, the data, generators and fine-tuning compute
+            (``auto``, ``cpu``, ``cuda``, ``cuda:N``); random draws come from seeded CPU
+            generators, so the triggers and batches are the same on every device.
     """
     if defense not in DEFENSES:
         raise ConfigError(f"unknown defense {defense!r}; choose one of {', '.join(DEFENSES)}")
@@ -305,7 +312,7 @@ def defend_command(
     if not math.isfinite(ft.lr):
         raise ConfigError(f"--finetune-lr must be a finite number > 0, got {ft.lr}")
     options = MesaOptions(betas=tuple(betas), alpha=alpha, steps=mesa_steps)
-    run, clf, (xd, yd, source), (xt, yt), trigger = _load(run_dir, samples, seed)
+    run, clf, (xd, yd, source), (xt, yt), trigger = _load(run_dir, samples, seed, device)
     k = run.task.spec.num_outputs
     chosen = parse_target(target, k)
     if defense == "true" and trigger is None:

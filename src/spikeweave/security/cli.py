@@ -112,6 +112,7 @@ def attack_command(
     split: str = "test",
     seed: int = 0,
     out_dir: str | Path | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Attack the run in ``run_dir`` with ``attack`` at every ``eps``; write the results.
 
@@ -126,6 +127,8 @@ def attack_command(
         queries: the square attack's query budget per image.
         source: the transfer attack's source run directory (a separately trained model).
         out_dir: where ``attack.json`` and ``attack.png`` go (default: ``run_dir``).
+        device: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); the attacks'
+            random draws come from seeded CPU generators on every device.
 
     Returns the dict written to ``attack.json``.
     """
@@ -146,7 +149,7 @@ def attack_command(
     _check_count("--samples", samples, "test images attacked")
     if attack == "transfer" and source is None:
         raise ConfigError("the transfer attack needs --source RUN_DIR (a separately trained model)")
-    run = load_run(run_dir)  # DataError for a missing directory or checkpoint
+    run = load_run(run_dir, device=device)  # DataError for a missing directory or checkpoint
     # the output folder is checked before the attack runs, not after minutes of it
     out = make_folder(out_dir) if out_dir is not None else refuse_linked_folder(run.path)
     target = as_classifier(run)
@@ -158,7 +161,7 @@ def attack_command(
     elif attack == "square":
         options.update(queries=queries, norm=norm)
     if attack == "transfer":
-        options["source"] = as_classifier(load_run(source))
+        options["source"] = as_classifier(load_run(source, device=device))
     if split not in ("train", "test"):
         raise ConfigError(f"unknown split {split!r}; choose one of test, train")
     try:
@@ -188,6 +191,7 @@ def attack_command(
         "eps": eps,
         "robust_accuracy": acc,
         "time_s": round(time.perf_counter() - start, 2),
+        "device": str(run.device),
     }
     atomic_write_bytes(out / "attack.json", json.dumps(result, indent=2).encode())
     plot_accuracy_vs_eps(

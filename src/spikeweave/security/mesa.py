@@ -171,7 +171,9 @@ class TriggerGenerator(nn.Module):
         mode = self.training
         self.eval()
         try:
-            return self(torch.rand(n, self.z_dim, generator=generator))
+            # drawn on the CPU from the seeded generator: the same triggers on every device
+            z = torch.rand(n, self.z_dim, generator=generator)
+            return self(z.to(next(self.parameters()).device))
         finally:
             self.train(mode)
 
@@ -228,6 +230,8 @@ def train_generator(
         torch.manual_seed(seed)
         g = TriggerGenerator(c, options.trigger_size, options.z_dim, options.hidden, options.layers)
         mine = MINE(c * options.trigger_size**2, options.z_dim, options.mine_hidden)
+    device = images.device  # the classifier's: the caller puts the images there
+    g, mine = g.to(device), mine.to(device)
     opt_g = torch.optim.Adam(g.parameters(), lr=options.lr, betas=options.adam_betas)
     opt_m = torch.optim.Adam(mine.parameters(), lr=options.lr, betas=options.adam_betas)
     history: dict[str, list[float]] = {"hinge": [], "mi": [], "success": []}
@@ -236,9 +240,10 @@ def train_generator(
     try:
         for step in range(total):
             idx = torch.randint(0, len(x_all), (options.batch_size,), generator=gen)
-            z = torch.rand(options.batch_size, options.z_dim, generator=gen)
+            z = torch.rand(options.batch_size, options.z_dim, generator=gen).to(device)
             trig = g(z)
-            noisy = (trig + options.noise * torch.randn(trig.shape, generator=gen)).clamp(0, 1)
+            shake = torch.randn(trig.shape, generator=gen).to(device)
+            noisy = (trig + options.noise * shake).clamp(0, 1)
             pos = random_positions(len(idx), x_all.shape[2:], options.trigger_size, gen)
             p = F.softmax(classifier(paste(x_all[idx], noisy, pos)), -1)[:, target]
             hinge = F.relu(beta - p).mean()
@@ -290,7 +295,7 @@ def sample_triggers(
     if not generators:
         raise ConfigError("sample_triggers needs at least one generator")
     which = torch.randint(0, len(generators), (n,), generator=generator)
-    out = torch.empty(n, *generators[0].shape)
+    out = torch.empty(n, *generators[0].shape, device=next(generators[0].parameters()).device)
     for k, g in enumerate(generators):
         sel = which == k
         if bool(sel.any()):
@@ -327,17 +332,19 @@ def reverse_engineer_trigger(
     the trigger's size known, so without its mask term."""
     x_all = _others(images, labels, target)
     gen = torch.Generator().manual_seed(seed)
-    w = (0.1 * torch.randn(images.shape[1], size, size, generator=gen)).requires_grad_(True)
+    w = 0.1 * torch.randn(images.shape[1], size, size, generator=gen)
+    w = w.to(images.device).requires_grad_(True)
     opt = torch.optim.Adam([w], lr=lr)
     saved = _frozen_eval(classifier)
     try:
         for _ in range(steps):
             idx = torch.randint(0, len(x_all), (batch_size,), generator=gen)
             trig = torch.sigmoid(w).expand(len(idx), -1, -1, -1)
-            noisy = (trig + noise * torch.randn(trig.shape, generator=gen)).clamp(0, 1)
+            shake = torch.randn(trig.shape, generator=gen).to(images.device)
+            noisy = (trig + noise * shake).clamp(0, 1)
             pos = random_positions(len(idx), x_all.shape[2:], size, gen)
             scores = classifier(paste(x_all[idx], noisy, pos))
-            loss = F.cross_entropy(scores, torch.full((len(idx),), target))
+            loss = F.cross_entropy(scores, torch.full((len(idx),), target, device=scores.device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -391,7 +398,8 @@ def detect_target(
         x = _others(images, labels, k)
         idx = torch.randint(0, len(x), (samples,), generator=gen)
         trig = g.sample(samples, gen)
-        y = torch.full((samples,), -1)  # every held image counts (none is of class k)
+        # every held image counts (none is of class k)
+        y = torch.full((samples,), -1, device=images.device)
         scores[k] = attack_success_rate(classifier, x[idx], y, trig, k, seed)
         probs[k] = hist["success"][-1] if hist["success"] else 0.0
     t = torch.tensor(scores)
@@ -498,7 +506,7 @@ def finetune(
     cfg = TrainConfig(
         dataset="mesa-defender-data", task="classification", neuron="relu", steps=1,
         epochs=options.epochs, batch_size=options.batch_size, lr=options.lr, weight_decay=0.0,
-        schedule="constant", grad_clip=0.0, seed=seed,
+        schedule="constant", grad_clip=0.0, seed=seed, device=str(images.device),
     )  # fmt: skip
     data = TensorDataset(images, labels)
     method = TriggeredFinetune(classifier, sampler, options, seed)

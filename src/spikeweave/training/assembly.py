@@ -14,13 +14,19 @@ and NIR import all call it. In order:
 4. the training-split transforms the config's ``train_transforms`` table names (e.g.
    ``backdoor``: poisoning, owned by :mod:`spikeweave.security`), found through
    :data:`TRAIN_TRANSFORMS` (:func:`transform_train`);
-5. the **model**, seeded from ``config.seed``, then :func:`place` (device and precision: the
-   one spot to add them), then the **optimizer and schedule** over the placed parameters.
+5. the **model**, seeded from ``config.seed`` and built on the CPU (the same initial weights
+   on every device), then :func:`place` (moved to the run's device, the one spot that does),
+   then the **optimizer and schedule** over the placed parameters.
+
+The device is resolved first (:func:`~.device.resolve_device`), so a GPU that is not there is
+refused before any data is read. The precision is not a property of the model: weights stay
+float32 and the trainer runs the steps under :func:`~.device.autocast`.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -39,6 +45,7 @@ from ..registry import Registry
 from ..tasks import TASKS, DataSpec, Task, make_task
 from .checkpoint import check_model_fits
 from .config import TrainConfig, check_model_fields
+from .device import CUBLAS_WORKSPACE, check_precision, resolve_device
 from .evaluation import split_validation
 from .methods import METHODS, SurrogateBPTT, TrainingMethod, make_method
 
@@ -82,6 +89,8 @@ class Assembly:
         optimizer, scheduler: from the method's ``configure_optimizers``.
         steps_per_epoch: batches per epoch and process (0 without data).
         injected: the datasets were given, not loaded from the config's name.
+        device: where the model is and every batch goes (``config.device`` resolved, or the
+            ``device`` given to :func:`assemble`).
     """
 
     config: TrainConfig
@@ -95,6 +104,7 @@ class Assembly:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     steps_per_epoch: int = 0
     injected: bool = False
+    device: torch.device = torch.device("cpu")
 
 
 def check_config(
@@ -208,14 +218,15 @@ def transform_train(config: TrainConfig, task: Task, train: Dataset) -> Dataset:
     return train
 
 
-def place(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """Put the freshly built model where it runs, before the optimizer sees its parameters.
-
-    Today every run trains on the CPU in float32, as built, so this returns ``model``. It is
-    the single place for device and precision placement: an option added here reaches the
-    trainer, :func:`~.run.load_run` and every rebuilt model alike.
-    """
-    return model
+def place(model: nn.Module, config: TrainConfig, device: torch.device | None = None) -> nn.Module:
+    """Put the freshly built model where it runs, before the optimizer sees its parameters:
+    on ``device`` (default: ``config.device`` resolved), weights in float32 whatever the
+    precision (autocast lowers the computation, not the stored weights). The single place of
+    device placement: the trainer, :func:`~.run.load_run` and every rebuilt model go through
+    it."""
+    if device is None:
+        device = resolve_device(config.device)
+    return model.to(device)
 
 
 def _steps_per_epoch(config: TrainConfig, train: Dataset, test: Dataset, world: int) -> int:
@@ -240,6 +251,7 @@ def assemble(
     task_name: str | None = None,
     world: int = 1,
     weights: tuple[Mapping[str, torch.Tensor], Path] | None = None,
+    device: str | torch.device | None = None,
 ) -> Assembly:
     """Every part of the run ``config`` describes (steps in the module docstring).
 
@@ -256,10 +268,20 @@ def assemble(
             run): the config is the file's, so its model is first built on the meta device
             and checked against the weights (:func:`~.checkpoint.check_model_fits`) before
             it is allocated.
+        device: where to put the model (default ``config.device``): a reloaded run is placed
+            where it is used, not where it was trained. The config records the device asked
+            for (``device`` replaces it).
     """
     # A spec without data comes from a run trained on injected data: any dataset label goes.
     given = datasets is not None or spec is not None
     config, instance = resolve_method(config, method, datasets_given=given)
+    if device is not None:
+        config.device = str(device)
+    where = resolve_device(config.device)  # refused before any data is read
+    check_precision(config.precision, where)
+    if config.deterministic and where.type == "cuda":
+        # read by cuBLAS when its first handle is made: set before the model touches the GPU
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     name = config.task or task_name or "classification"
     train = val = test = None
     if with_data:
@@ -275,8 +297,11 @@ def assemble(
     if weights is not None:
         check_model_fits(lambda: instance.build_model(config, task), weights[0], weights[1])
     torch.manual_seed(config.seed)
-    model = place(instance.build_model(config, task), config)
-    parts = Assembly(config, instance, task, model, train, val, test, injected=datasets is not None)
+    model = place(instance.build_model(config, task), config, where)
+    parts = Assembly(
+        config, instance, task, model, train, val, test, injected=datasets is not None,
+        device=where,
+    )  # fmt: skip
     if train is not None and test is not None:
         parts.steps_per_epoch = _steps_per_epoch(config, train, test, world)
         opt = instance.configure_optimizers(model, config, parts.steps_per_epoch)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import typing
 from collections.abc import Mapping
@@ -45,6 +46,19 @@ ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
 """Model names that mean "this architecture with ReLU": the ANN baselines."""
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""``precision`` values: float32, or bfloat16 / float16 autocast (:mod:`~.device` applies them)."""
+_DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device_spec(spec: str) -> str:
+    """``spec`` if it is ``auto``, ``cpu``, ``cuda`` or ``cuda:N``, else a one-line
+    ``ConfigError`` (the syntax only; :func:`~.device.resolve_device` checks the machine)."""
+    if not isinstance(spec, str) or not _DEVICE_SPEC.match(spec):
+        raise ConfigError(f"unknown device {spec!r}; choose one of auto, cpu, cuda, cuda:N")
+    return spec
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run. Times are in steps, rates in spikes/step.
@@ -68,6 +82,15 @@ class TrainConfig:
     slower (a soft-XOR LIF net at lr 0.1 took 78 ms per step instead of 3.4 ms, with the same
     losses). It changes only values below 1.2e-38. It applies to the training thread (and
     threads started from it afterwards); the trainer turns it off again when ``fit`` ends.
+
+    ``device`` is where the run computes: ``auto`` (CUDA when available, else the CPU),
+    ``cpu``, ``cuda`` or ``cuda:N`` (:func:`~.device.resolve_device`; a GPU that is not there
+    is an error). ``precision`` is ``fp32``, ``bf16`` (autocast, CPU and CUDA) or ``fp16``
+    (autocast and a gradient scaler, CUDA only). ``num_workers`` is the data-loading worker
+    processes (None: 0 on the CPU, ``min(4, cores // 2)`` on CUDA); the batches and their order
+    are the same for any value. ``deterministic`` turns on PyTorch's deterministic algorithms
+    (and ``CUBLAS_WORKSPACE_CONFIG``) while the run trains and evaluates (docs/training.md,
+    "GPU", says what that makes bit-repeatable).
     """
 
     dataset: str = "mnist5k"
@@ -113,6 +136,10 @@ class TrainConfig:
     eval_batch_size: int = 500
     val_fraction: float = 0.0
     train_transforms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    device: str = "auto"
+    precision: str = "fp32"
+    num_workers: int | None = None
+    deterministic: bool = False
     out_dir: str = "runs"
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -152,6 +179,13 @@ class TrainConfig:
         _choice("reset", self.reset, ("hard", "soft"))
         _choice("readout", self.readout, ("", "spikes", "linear"))
         _choice("pool", self.pool, ("max", "avg"))
+        _choice("precision", self.precision, PRECISIONS)
+        check_device_spec(self.device)
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ConfigError(
+                f"num_workers must be a non-negative integer (0: load in the training "
+                f"process), got {self.num_workers}"
+            )
         for name in ("steps", "epochs", "batch_size", "population", "eval_batch_size"):
             value = getattr(self, name)
             if value < 1:

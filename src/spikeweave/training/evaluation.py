@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..losses import Loss
 from ..tasks import DataSpec, Task
 from .config import TrainConfig
+from .device import autocast, full_precision, model_device, to_device
 
 __all__ = [
     "encode_batch",
@@ -26,6 +27,7 @@ __all__ = [
     "eval_seed",
     "split_validation",
     "SPLITS",
+    "eval_precision",
 ]
 
 SPLITS = ("train", "val", "test")
@@ -79,6 +81,14 @@ def split_validation(
     return Subset(dataset, rest), Subset(dataset, sorted(val))
 
 
+def eval_precision(config: TrainConfig, device: torch.device) -> str:
+    """The precision a run is evaluated in on ``device``: the one it trained in, except that an
+    fp16 run evaluates in fp32 on the CPU (which has no fp16 path; fp32 is the exact one)."""
+    if config.precision == "fp16" and device.type != "cuda":
+        return "fp32"
+    return config.precision
+
+
 def eval_seed(config: TrainConfig) -> int:
     """The seed of the evaluation's randomness (e.g. Poisson encoding), fixed per run."""
     return (config.seed * 1_000_003 + 999_983) % 2**63
@@ -97,15 +107,21 @@ def evaluation_sums(
 
     Randomness (Poisson encoding) is drawn from a generator seeded from the run's seed inside
     a forked RNG, so evaluating never changes the training's random stream and always gives the
-    same numbers.
+    same numbers. Batches go to the model's device and run in the run's precision
+    (:func:`eval_precision`); the sums are float32 or wider whatever the precision.
     """
-    loader = DataLoader(dataset, batch_size=config.eval_batch_size)
+    device = model_device(model)
+    cuda = device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=config.eval_batch_size, pin_memory=cuda)
     model.eval()
     totals: dict[str, list[float]] = {"loss": [0.0, 0]}
-    with torch.random.fork_rng(devices=[]):
+    # forking the CUDA generator too keeps a GPU run's training stream unchanged
+    forked = [device] if cuda else []
+    with torch.random.fork_rng(devices=forked), autocast(device, eval_precision(config, device)):
         torch.manual_seed(eval_seed(config))
         for x, y in loader:
-            out = model(encode_batch(config, task.spec, x))
+            x, y = to_device(x, device), to_device(y, device)
+            out = full_precision(model(encode_batch(config, task.spec, x)))
             target = task.target(x, y)
             totals["loss"][0] += float(loss(out, target)) * len(x)
             totals["loss"][1] += len(x)

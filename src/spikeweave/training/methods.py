@@ -68,6 +68,10 @@ class StepContext:
         loss: the run's named loss, ``(output [T, B, ...], target) -> scalar``.
         grad_clip: max global gradient norm (0 disables).
         task: the run's task (readout, metrics).
+        scaler: the fp16 gradient scaler (None in fp32/bf16); :func:`gradient_step` uses it.
+
+    The trainer calls ``train_step`` on the run's device (``x``, ``y`` are there already) and
+    inside the precision's autocast; a method creates tensors on ``x.device``.
     """
 
     model: nn.Module
@@ -76,6 +80,7 @@ class StepContext:
     loss: Loss
     grad_clip: float
     task: Task
+    scaler: torch.amp.GradScaler | None = None
 
 
 @dataclass(frozen=True)
@@ -153,14 +158,27 @@ class TrainingMethod:
 
 
 def gradient_step(ctx: StepContext, loss: torch.Tensor) -> None:
-    """Backward, clip, optimizer step: the update shared by gradient-based methods."""
+    """Backward, clip, optimizer step: the update shared by gradient-based methods.
+
+    Backward runs outside autocast (its ops take the dtypes autocast chose in forward); with
+    an fp16 ``ctx.scaler`` the loss is scaled, the gradients unscaled before clipping and a step
+    with inf/NaN gradients skipped (the scaler lowers its scale instead).
+    """
     if ctx.optimizer is None:
         raise RuntimeError("gradient_step needs an optimizer; configure_optimizers returned None")
     ctx.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    scaler = ctx.scaler
+    with torch.autocast(loss.device.type, enabled=False):
+        (loss if scaler is None else scaler.scale(loss)).backward()
+    if scaler is not None:
+        scaler.unscale_(ctx.optimizer)
     if ctx.grad_clip > 0:
         nn.utils.clip_grad_norm_(ctx.model.parameters(), ctx.grad_clip)
-    ctx.optimizer.step()
+    if scaler is None:
+        ctx.optimizer.step()
+    else:
+        scaler.step(ctx.optimizer)
+        scaler.update()
 
 
 @METHODS.register("bptt")

@@ -39,7 +39,8 @@ from .checkpoint import (
     validate_training_meta,
 )
 from .config import TrainConfig
-from .evaluation import SPLITS, encode_batch, evaluate_model, split_validation
+from .device import autocast, full_precision
+from .evaluation import SPLITS, encode_batch, eval_precision, evaluate_model, split_validation
 from .methods import TrainingMethod
 from .rundir import RunDir
 
@@ -116,6 +117,8 @@ def write_checkpoint(
                 tensors.update(obj_tensors)
         method_tensors, meta["method_state"] = flatten_state("method", method.state_dict())
         tensors.update(method_tensors)
+    # the file holds CPU tensors wherever the run trained: it loads on any device
+    tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     return save_checkpoint(Path(path), tensors, meta)
 
 
@@ -163,20 +166,38 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor], p
 
 
 def load_method_state(
-    method: TrainingMethod, tensors: dict[str, torch.Tensor], meta: dict[str, Any], path: Path
+    method: TrainingMethod,
+    tensors: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    path: Path,
+    device: torch.device | None = None,
 ) -> None:
-    """Restore the method's state from the checkpoint's ``method_state``; a checkpoint written
-    before methods had state (no ``method_state``, or ``None``) leaves the method as built."""
+    """Restore the method's state from the checkpoint's ``method_state`` (its tensors moved to
+    ``device``, the run's, when given); a checkpoint written before methods had state (no
+    ``method_state``, or ``None``) leaves the method as built."""
     structure = meta.get("method_state")
     if structure is None:
         return
     try:
-        method.load_state_dict(unflatten_state(tensors, structure))
+        state = unflatten_state(tensors, structure)
+        method.load_state_dict(state if device is None else _on_device(state, device))
     except (KeyError, RuntimeError, ValueError, TypeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise CheckpointError(
             f"{path}: the method state does not match method {method.name!r}: {msg}"
         ) from None
+
+
+def _on_device(value: Any, device: torch.device) -> Any:
+    """``value`` (nested dicts/lists/tuples of tensors and plain values) with every tensor on
+    ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, dict):
+        return {k: _on_device(v, device) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_on_device(v, device) for v in value)
+    return value
 
 
 @dataclass
@@ -190,6 +211,8 @@ class Run:
         task: readout, loss and metrics of the run.
         method: the training method (for its loss and options; not used for inference).
         epoch: the epoch of the loaded checkpoint.
+        device: where the model is (:func:`load_run`'s ``device``); ``forward`` and ``predict``
+            take batches from anywhere and return results on this device.
     """
 
     path: Path
@@ -198,6 +221,7 @@ class Run:
     task: Task
     method: TrainingMethod
     epoch: int
+    device: torch.device = torch.device("cpu")
 
     @property
     def loss(self) -> Loss:
@@ -210,9 +234,12 @@ class Run:
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's output ``[T, B, ...]`` for a dataset batch ``x``."""
+        """The model's output ``[T, B, ...]`` (float32 or wider) for a dataset batch ``x``, in
+        the run's precision (:func:`~.evaluation.eval_precision`) on :attr:`device`."""
         self.model.eval()
-        return self.model(self.encode(x))
+        x = x.to(self.device)
+        with autocast(self.device, eval_precision(self.config, self.device)):
+            return full_precision(self.model(self.encode(x)))
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """The task's prediction for a dataset batch (class indices for classification)."""
@@ -257,8 +284,13 @@ def _named_data(run: Run) -> bool:
     return info is not None and tuple(info.input_shape) == run.task.spec.input_shape
 
 
-def load_run(run_dir: str | Path, method: TrainingMethod | None = None) -> Run:
-    """The run in ``run_dir`` at its latest checkpoint.
+def load_run(
+    run_dir: str | Path, method: TrainingMethod | None = None, device: str | torch.device = "cpu"
+) -> Run:
+    """The run in ``run_dir`` at its latest checkpoint, its model on ``device`` (default the
+    CPU, wherever the run trained; ``auto``, ``cuda``, ``cuda:N`` as for training; a GPU that
+    is not there is a one-line ``ConfigError``). Checkpoints hold CPU tensors, so a run
+    trained on a GPU loads on a CPU and the reverse. The returned config records ``device``.
 
     ``method`` is needed only for runs trained with an unregistered method instance.
     One-line errors for a missing directory or checkpoint, a corrupt checkpoint, or one whose
@@ -273,9 +305,12 @@ def load_run(run_dir: str | Path, method: TrainingMethod | None = None) -> Run:
     with torch.random.fork_rng(devices=[]):
         parts = assemble(
             config, None, method, with_data=False, spec=spec, task_name=meta.get("task"),
-            weights=(tensors, path),
+            weights=(tensors, path), device=device,
         )  # fmt: skip
     load_model_state(parts.model, tensors, path)
-    load_method_state(parts.method, tensors, meta, path)
+    load_method_state(parts.method, tensors, meta, path, parts.device)
     parts.model.eval()
-    return Run(rundir.path, parts.config, parts.model, parts.task, parts.method, int(meta["epoch"]))
+    return Run(
+        rundir.path, parts.config, parts.model, parts.task, parts.method, int(meta["epoch"]),
+        parts.device,
+    )  # fmt: skip

@@ -12,6 +12,12 @@ bottom as the whole training path:
 4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
    the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots.
 
+Device and precision: the assembly puts the model on ``config.device``; every batch is copied
+there (asynchronously from pinned memory on CUDA) and each step runs under the precision's
+autocast (:mod:`.device`), fp16 with a gradient scaler. ``num_workers`` loader processes
+prepare batches; the order of samples never depends on it. Each epoch's row records
+``data_wait_s``, the seconds the loop waited for the next batch.
+
 Determinism: the model is initialised from ``seed``; every epoch reseeds torch's global RNG
 and the shuffling generator from ``(seed, epoch)``, so a resumed run replays exactly what an
 uninterrupted run would have done. Evaluation draws from its own seeded stream.
@@ -20,6 +26,7 @@ uninterrupted run would have done. Evaluation draws from its own seeded stream.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +43,15 @@ from .callbacks import Callback
 from .checkpoint import unflatten_state
 from .config import TrainConfig
 from .denormal import flush_denormal
+from .device import (
+    autocast,
+    default_num_workers,
+    describe_device,
+    deterministic_algorithms,
+    full_precision,
+    grad_scaler,
+    to_device,
+)
 from .distributed import Distributed, from_environment
 from .evaluation import averages, encode_batch, evaluation_sums
 from .methods import StepContext, TrainingMethod
@@ -99,6 +115,8 @@ class Trainer:
         self.injected = parts.injected
         self.optimizer, self.scheduler = parts.optimizer, parts.scheduler
         self.steps_per_epoch = parts.steps_per_epoch
+        self.device = parts.device
+        self.scaler = grad_scaler(self.device, self.config.precision)
         self.callbacks = [*callbacks, *self.method.callbacks()]
         self.progress = progress
         self._net = self._parallel(self.model)
@@ -158,6 +176,15 @@ class Trainer:
     def _epoch_seed(self, epoch: int) -> int:
         return (self.config.seed * 1_000_003 + epoch) % 2**63
 
+    def _loader_options(self) -> dict[str, Any]:
+        """Worker processes and pinned memory: ``num_workers`` (default per device, see
+        :func:`~.device.default_num_workers`); pinned host memory on CUDA, so the copy to the
+        GPU overlaps the previous step."""
+        workers = self.config.num_workers
+        if workers is None:
+            workers = default_num_workers(self.device)
+        return {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
+
     def train_epoch(self, epoch: int, bar: EpochProgress | None = None) -> dict[str, float]:
         """Train one epoch (1-based ``epoch``); returns the running loss and metrics."""
         seed = self._epoch_seed(epoch)
@@ -169,20 +196,31 @@ class Trainer:
             sampler.set_epoch(epoch)
             loader = DataLoader(
                 self.train_set, batch_size=self.config.batch_size // self.dist.world,
-                sampler=sampler,
+                sampler=sampler, **self._loader_options(),
             )  # fmt: skip
         else:
             gen = torch.Generator().manual_seed(seed)
+            # the order comes from `gen` in this process, whatever the number of workers
             loader = DataLoader(
-                self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen
-            )
+                self.train_set, batch_size=self.config.batch_size, shuffle=True, generator=gen,
+                **self._loader_options(),
+            )  # fmt: skip
         ctx = StepContext(
-            self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip, self.task
-        )
+            self.model, self.optimizer, self.forward, self.loss, self.config.grad_clip, self.task,
+            self.scaler,
+        )  # fmt: skip
         self.model.train()
-        loss_sum, seen = 0.0, 0
+        loss_sum, seen, wait = 0.0, 0, 0.0
         totals: dict[str, list[float]] = {}
-        for i, (x, y) in enumerate(loader):
+        batches = iter(loader)
+        for i in itertools.count():
+            ready = time.perf_counter()
+            try:
+                x, y = next(batches)
+            except StopIteration:
+                break
+            x, y = to_device(x, self.device), to_device(y, self.device)
+            wait += time.perf_counter() - ready
             target = self.task.target(x, y)
             out, loss = self._step(ctx, x, target, epoch, i)
             if self.scheduler is not None:
@@ -204,6 +242,7 @@ class Trainer:
         )  # fmt: skip
         row = {"train_loss": flat[0] / flat[1]}
         row.update({f"train_{k}": flat[2 + 2 * i] / flat[3 + 2 * i] for i, k in enumerate(keys)})
+        row["data_wait_s"] = wait
         return row
 
     def _step(
@@ -216,8 +255,9 @@ class Trainer:
             " or enable grad_clip" if self.config.grad_clip == 0 else ""
         )
         try:
-            with _out_of_memory_advice(self.config, where):
+            with _out_of_memory_advice(self.config, where), self._autocast():
                 out, loss = self.method.train_step(ctx, x, y)
+            out = full_precision(out)  # metrics in float32
         except InputError as exc:
             if x.is_floating_point() and not bool(torch.isfinite(x).all()):
                 raise InputError(
@@ -232,6 +272,9 @@ class Trainer:
         if not math.isfinite(float(loss)):
             raise TrainingError(f"loss became {float(loss)} {where}; {advice}")
         return out, loss
+
+    def _autocast(self):
+        return autocast(self.device, self.config.precision)
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """``{split}_loss`` and the task's metrics on ``split`` ("train" or "test")."""
@@ -257,13 +300,14 @@ class Trainer:
         fails or is interrupted before its first checkpoint, the directory it created is
         removed; later, it stays resumable. Across processes, only rank 0 writes files.
         """
+        repeatable = deterministic_algorithms(self.config.deterministic)
         if not self.dist.is_main:
-            with flush_denormal(self.config.flush_denormal):
+            with flush_denormal(self.config.flush_denormal), repeatable:
                 return self._fit()
         created = self._made_run_dir or not self.rundir.path.exists()
         self.rundir.create()
         try:
-            with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
+            with self.rundir.lock(), flush_denormal(self.config.flush_denormal), repeatable:
                 return self._fit()
         except BaseException:
             if created and self.epoch == 0:
@@ -332,15 +376,16 @@ class Trainer:
         predictions (classification)."""
         loader = DataLoader(self.test_set, batch_size=ACTIVITY_SAMPLES)
         x, y = next(iter(loader))
+        x = to_device(x, self.device)
         self.model.eval()
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), self._autocast():
             torch.manual_seed(self.config.seed)
             xt = self.encode(x)
             spikes = record_spikes(self.model, xt)
             labels = predictions = None
             if self.task.name == "classification":
                 with torch.no_grad():
-                    predictions = self.task.predict(self.model(xt)).tolist()
+                    predictions = self.task.predict(full_precision(self.model(xt))).tolist()
                 labels = [int(v) for v in y]
         return Activity(spikes, labels, predictions)
 
@@ -376,6 +421,8 @@ class Trainer:
                 "seed": self.config.seed,
                 "spiking": self.config.spiking,
                 "steps": self.config.effective_steps,
+                **describe_device(self.device),
+                "precision": self.config.precision,
                 "num_parameters": sum(p.numel() for p in self.model.parameters()),
                 "firing_rates": firing_rates(activity.spikes) if activity.spikes else {},
                 "data_spec": self.task.spec.to_dict(),
@@ -407,12 +454,16 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         epochs: int | None = None,
         data_root: str | None = None,
+        device: str | None = None,
     ) -> Trainer:
         """Continue the run in ``run_dir`` from its latest checkpoint.
 
         ``datasets`` and ``method`` must be given again when the run was trained on injected
         data or with an unregistered method instance. ``epochs`` extends the run (its schedule
-        is stretched to the new length); ``data_root`` says where the dataset's files are now.
+        is stretched to the new length); ``data_root`` says where the dataset's files are now;
+        ``device`` where to go on (default: the run's ``device``), e.g. ``cpu`` for a run
+        trained on a GPU: the checkpoint holds CPU tensors, optimizer state follows the
+        parameters' device.
         """
         rundir = RunDir(run_dir).require()
         tensors, meta = read_training_checkpoint(rundir.path / RunDir.CHECKPOINT)
@@ -426,6 +477,8 @@ class Trainer:
             config.epochs = epochs
         if data_root is not None:
             config.data_root = data_root
+        if device is not None:
+            config.device = device
         trainer = cls(
             config,
             method=method,
@@ -443,8 +496,8 @@ class Trainer:
         checkpoint (one without ``method_state``, written before methods had state, leaves the
         method as built)."""
         path = self.rundir / RunDir.CHECKPOINT
-        load_model_state(self.model, tensors, path)
-        try:
+        load_model_state(self.model, tensors, path)  # CPU tensors copied onto the device
+        try:  # the optimizer moves its state to its parameters' device itself
             for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler)):
                 if obj is not None:
                     obj.load_state_dict(unflatten_state(tensors, meta[key]))
@@ -455,7 +508,7 @@ class Trainer:
             ) from None
         if self.optimizer is not None:
             _check_optimizer_state(self.optimizer, path)
-        load_method_state(self.method, tensors, meta, path)
+        load_method_state(self.method, tensors, meta, path, self.device)
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
         self.wall_time_s = float(meta["wall_time_s"])
