@@ -44,6 +44,7 @@ from torch.utils.data import Dataset
 from ..errors import ConfigError
 from ..registry import Registry
 from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
+from ..training.device import describe_device, resolve_device
 from .report import Report
 from .schedule import run_interleaved
 from .timing import StepTimer, machine_state
@@ -80,6 +81,8 @@ class ExperimentContext:
     workers: int = 1
     """Processes an experiment with :attr:`Experiment.parallel_runs` may run its runs in."""
     pid: int = field(default_factory=os.getpid)
+    device: str = "cpu"
+    """Where every arm trains and is timed (``--device``: ``auto``, ``cpu``, ``cuda:N``)."""
 
     def train(
         self,
@@ -94,7 +97,7 @@ class ExperimentContext:
         :class:`Trainer` (method, injected datasets and callbacks as it takes them); a
         :class:`~.timing.StepTimer` adds ``step_time_s`` to every epoch row."""
         trainer = Trainer(
-            replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs")),
+            replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs"), device=self.device),
             method=method,
             datasets=datasets,
             callbacks=[*callbacks, StepTimer()],
@@ -175,11 +178,14 @@ def run_experiment(
     out_dir: str | Path = "runs/experiments",
     progress: bool = True,
     workers: int = 1,
+    device: str = "cpu",
 ) -> tuple[Report, Path]:
     """Run experiment ``name``; returns the report and the folder it was written to.
 
     ``seeds`` per arm default to :data:`DEFAULT_SEEDS` (full) or :data:`QUICK_SEEDS` (quick).
-    ``workers`` > 1 is for experiments with :attr:`Experiment.parallel_runs`.
+    ``workers`` > 1 is for experiments with :attr:`Experiment.parallel_runs`. ``device``: where
+    every arm trains and is timed (resolved here: a GPU that is not there is refused before any
+    run); the report's setup records it.
     """
     cls = EXPERIMENTS.get(name)
     if seeds is None:
@@ -194,9 +200,17 @@ def run_experiment(
             f"experiment {name} runs in one process (its runs hand trainers to the report); "
             f"--workers is for: {', '.join(parallel) or 'none'}"
         )
+    where = resolve_device(device)
+    if workers > 1 and where.type == "cuda":
+        raise ConfigError(
+            "--workers forks processes, which cannot share a CUDA context; use --workers 1 "
+            "with a GPU (its runs are fast enough one after another)"
+        )
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     folder = Path(out_dir) / f"{name}{'-quick' if quick else ''}-{stamp}"
-    ctx = ExperimentContext(folder, quick, list(range(seeds)), progress, workers=workers)
+    ctx = ExperimentContext(
+        folder, quick, list(range(seeds)), progress, workers=workers, device=str(where)
+    )
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError, PermissionError) as exc:
@@ -210,6 +224,7 @@ def run_experiment(
     report.setup["machine"] = {"before": before, "after": machine_state()}
     report.setup["quick"] = quick
     report.setup["workers"] = workers
+    report.setup["device"] = describe_device(where)
     report.setup["wall_time_s"] = round(time.perf_counter() - start, 1)
     report.setup["versions"] = versions()
     if quick:

@@ -164,8 +164,8 @@ class KlifVsLif(Experiment):
         # arm forced onto the fused PyTorch path (as shipped, the learnable-width LIF has no
         # compiled kernel; the cost part must not depend on which arm has one).
         timing = time_backends(
-            cases_from_records(records), {"as shipped": None, "torch (same backend)": "torch"},
-            s.timing_rounds, s.timing_steps,
+            cases_from_records(records, ctx.device),
+            {"as shipped": None, "torch (same backend)": "torch"}, s.timing_rounds, s.timing_steps,
         )  # fmt: skip
         same = timing["torch (same backend)"]
 

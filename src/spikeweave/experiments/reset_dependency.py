@@ -258,7 +258,7 @@ class ResetDependency(Experiment):
         n_test = read.n_test
         # timed here, after every run, on the first seed's models rebuilt from their folders
         timing = time_backends(
-            cases_from_records(records), {"as shipped": None, "torch": "torch"},
+            cases_from_records(records, ctx.device), {"as shipped": None, "torch": "torch"},
             img.timing_rounds, img.timing_steps,
         )  # fmt: skip
         shipped = timing["as shipped"]

@@ -45,6 +45,7 @@ from ..errors import ConfigError
 from ..functional.fused import BACKENDS, select_backend
 from ..neurons import SpikingNeuron, _charge_only
 from ..training import Callback, flush_denormal, load_run
+from ..training.device import model_device, synchronize
 from .report import Table
 
 __all__ = [
@@ -76,9 +77,11 @@ class StepTimer(Callback):
 
     def on_epoch_start(self, trainer, epoch):  # noqa: D102
         self._steps = []
+        synchronize(trainer.device)
         self._mark = time.perf_counter()
 
     def on_batch_end(self, trainer, epoch, batch, loss):  # noqa: D102
+        synchronize(trainer.device)  # the step's queued GPU work belongs to this step
         now = time.perf_counter()
         self._steps.append(now - self._mark)
         self._mark = now
@@ -163,6 +166,7 @@ class ArmTiming:
 
     backend: str
     resolved: dict[str, str]
+    device: str = "cpu"
     wall_s: list[float] = field(default_factory=list)
     cpu_s: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)
@@ -171,6 +175,7 @@ class ArmTiming:
         return {
             "backend": self.backend,
             "resolved": self.resolved,
+            "device": self.device,
             "wall_s": self.wall_s,
             "cpu_s": self.cpu_s,
             "load": self.load,
@@ -186,6 +191,7 @@ def case_from_trainer(trainer: Any, batch_size: int | None = None) -> TimingCase
 
     n = batch_size or trainer.config.batch_size
     x, y = next(iter(DataLoader(trainer.train_set, batch_size=n)))
+    x, y = x.to(trainer.device), y.to(trainer.device)
     return TimingCase(
         copy.deepcopy(trainer.model), trainer.encode(x), trainer.task.target(x, y), trainer.loss
     )
@@ -199,6 +205,7 @@ def case_from_run(run: Any, batch_size: int | None = None) -> TimingCase:
 
     n = batch_size or run.config.batch_size
     x, y = next(iter(DataLoader(run.dataset("train"), batch_size=n)))
+    x, y = x.to(run.device), y.to(run.device)
     return TimingCase(copy.deepcopy(run.model), run.encode(x), run.task.target(x, y), run.loss)
 
 
@@ -228,7 +235,10 @@ def time_arms(
             set_backend(model, backend)
         model.train()
         models[arm] = model
-        result[arm] = ArmTiming(backend or "as shipped", neuron_backends(model, case.inputs))
+        result[arm] = ArmTiming(
+            backend or "as shipped", neuron_backends(model, case.inputs),
+            str(model_device(model)),
+        )  # fmt: skip
 
     def one_step(arm: str) -> None:
         model, case = models[arm], cases[arm]
@@ -246,9 +256,12 @@ def time_arms(
             for arm in names if r % 2 == 0 else names[::-1]:
                 result[arm].load.append(round(os.getloadavg()[0], 2))
                 walls, cpus = [], []
+                device = model_device(models[arm])
                 for _ in range(steps):
+                    synchronize(device)  # CUDA runs asynchronously: clocks read after it ends
                     w0, c0 = time.perf_counter(), time.process_time()
                     one_step(arm)
+                    synchronize(device)
                     walls.append(time.perf_counter() - w0)
                     cpus.append(time.process_time() - c0)
                 result[arm].wall_s.append(statistics.median(walls))
@@ -297,7 +310,13 @@ def cpu_overhead(timed: Mapping[str, ArmTiming], arm: str, baseline: str) -> lis
     return [a / b - 1.0 for a, b in zip(timed[arm].cpu_s, timed[baseline].cpu_s, strict=True)]
 
 
-def cases_from_records(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, TimingCase]:
-    """``{arm: TimingCase}`` of each arm's first run, rebuilt in this process from the run
-    folder its record names (``record["run_dir"]``, as :func:`~.selection.run_record` gives)."""
-    return {arm: case_from_run(load_run(recs[0]["run_dir"])) for arm, recs in records.items()}
+def cases_from_records(
+    records: Mapping[str, Sequence[Mapping[str, Any]]], device: str = "cpu"
+) -> dict[str, TimingCase]:
+    """``{arm: TimingCase}`` of each arm's first run, rebuilt in this process on ``device``
+    from the run folder its record names (``record["run_dir"]``, as
+    :func:`~.selection.run_record` gives)."""
+    return {
+        arm: case_from_run(load_run(recs[0]["run_dir"], device=device))
+        for arm, recs in records.items()
+    }
