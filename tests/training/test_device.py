@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from spikeweave import cli
 from spikeweave.errors import ConfigError
 from spikeweave.training import RunDir, TrainConfig, Trainer, load_run
