@@ -14,7 +14,10 @@ Machinery every experiment shares (issue 17):
   metric, seconds, runs so far and time since the experiment started), so a long experiment
   shows progress without per-run bars (``log=False`` silences it);
 - :func:`run_experiment` records the machine (threads, load averages) before and after the
-  run in ``report.json`` (``setup.machine``);
+  run in ``report.json`` (``setup.machine``), and writes ``command.json``: the exact command,
+  ``commit`` (:func:`git_commit`), ``machine``, ``device``, ``threads`` and ``load``
+  (:func:`provenance`); every margin part's projected ``seeds_needed`` becomes a note when the
+  run used fewer seeds (power by design: the run is its own pilot);
 - ``workers`` (``--workers N``): experiments whose runs return plain data
   (:attr:`Experiment.parallel_runs`) may run them in N forked processes, one torch thread
   each, through :meth:`ExperimentContext.run_interleaved`; the count is recorded in
@@ -30,6 +33,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -39,8 +44,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 
+import torch
 from torch.utils.data import Dataset
 
+from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
 from ..registry import Registry
 from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
@@ -59,6 +66,9 @@ __all__ = [
     "EXPERIMENTS",
     "register",
     "run_experiment",
+    "git_commit",
+    "provenance",
+    "seed_notes",
 ]
 
 DEFAULT_SEEDS = 5
@@ -171,6 +181,65 @@ def register(cls: type[Experiment]) -> type[Experiment]:
     return EXPERIMENTS.register(cls.name, cls, help=cls.title)
 
 
+def git_commit() -> tuple[str | None, str]:
+    """``(commit, note)``: ``git rev-parse HEAD`` of the source tree this package runs from,
+    or None with the reason (not a git checkout, no git)."""
+    src = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                             text=True, timeout=10, check=False)  # fmt: skip
+    except (OSError, subprocess.SubprocessError) as exc:
+        return None, f"git not available ({type(exc).__name__})"
+    commit = out.stdout.strip()
+    if out.returncode != 0 or len(commit) != 40:
+        return None, "not run from a git checkout (installed package?)"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
+                           capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+    return commit, "uncommitted changes in the tree" if dirty.stdout.strip() else ""
+
+
+def provenance(command: str, device: str | None = None) -> dict[str, object]:
+    """``command.json``: the exact ``command``, ``commit`` (null with ``commit_note`` when
+    unknown), ``machine`` (host, OS, processor, Python), ``device`` (default ``cpu``),
+    ``threads`` (torch intra-op threads) and ``load`` (1/5/15-minute load averages)."""
+    commit, note = git_commit()
+    record: dict[str, object] = {"command": command, "commit": commit}
+    if note:
+        record["commit_note"] = note
+    record.update(
+        machine={
+            "host": platform.node(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "cpu_count": os.cpu_count(),
+        },
+        device=device or "cpu",
+        threads=torch.get_num_threads(),
+        load=[round(v, 2) for v in os.getloadavg()],
+    )
+    return record
+
+
+def seed_notes(report: Report) -> list[str]:
+    """One note per margin part whose projected ``seeds_needed`` exceeds the seeds it had (or
+    is out of reach): how many seeds a decisive run needs, from this run's variance."""
+    notes = []
+    for p in report.parts:
+        if getattr(p, "margin", None) is None:
+            continue
+        if p.seeds_needed is None and p.status in ("not testable", "undecidable at this budget"):
+            notes.append(
+                f"{p.name}: no seed count up to the search limit brings the interval below "
+                f"the margin {p.margin:g} (or the pilot had no spread)."
+            )
+        elif p.seeds_needed is not None and p.seeds_needed > p.n:
+            notes.append(f"{p.name}: needs {p.seeds_needed} seeds for its margin {p.margin:g} "
+                         f"(projected from this run's {p.n}); run with --seeds "
+                         f"{p.seeds_needed} or more.")  # fmt: skip
+    return notes
+
+
 def run_experiment(
     name: str,
     quick: bool = False,
@@ -227,18 +296,16 @@ def run_experiment(
     report.setup["device"] = describe_device(where)
     report.setup["wall_time_s"] = round(time.perf_counter() - start, 1)
     report.setup["versions"] = versions()
+    report.notes.extend(seed_notes(report))
     if quick:
         report.held = None
         report.notes.append("--quick run: far too small to decide the claim; run without --quick.")
     report.write(folder)
-    (folder / "command.json").write_text(
-        json.dumps(
-            {
-                "command": f"spikeweave experiment {name}"
-                f"{' --quick' if quick else ''} --seeds {seeds}"
-                f"{f' --workers {workers}' if workers > 1 else ''}"
-            },
-            indent=2,
-        )
+    command = (
+        f"spikeweave experiment {name}{' --quick' if quick else ''} --seeds {seeds}"
+        f"{f' --workers {workers}' if workers > 1 else ''}"
     )
+    device = report.setup.get("device") if isinstance(report.setup.get("device"), str) else None
+    record = provenance(command, device)
+    atomic_write_bytes(folder / "command.json", json.dumps(record, indent=2).encode())
     return report, folder

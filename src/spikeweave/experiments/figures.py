@@ -14,6 +14,12 @@ from ..plots import _layer_color, _new_figure, _save, _style_axes
 __all__ = ["plot_seed_bands", "plot_sweep", "plot_bars"]
 
 
+def _sd(values) -> float:
+    """Sample standard deviation (ddof=1, as every table's ``mean ± std``); 0 for one value."""
+    v = np.asarray(values, dtype=float)
+    return float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
 def plot_seed_bands(
     curves: Mapping[str, Sequence[Sequence[float]]],
     path: str | Path,
@@ -29,7 +35,8 @@ def plot_seed_bands(
         n = min(len(r) for r in runs)
         data = np.array([list(r)[:n] for r in runs], dtype=float)
         xs = np.asarray(x[:n] if x is not None else np.arange(1, n + 1), dtype=float)
-        mean, std = data.mean(0), data.std(0)
+        mean = data.mean(0)
+        std = data.std(0, ddof=1) if data.shape[0] > 1 else np.zeros_like(mean)
         color = _layer_color(i)
         ax.plot(
             xs,
@@ -60,7 +67,7 @@ def plot_sweep(
     for i, (arm, per_x) in enumerate(values.items()):
         color = _layer_color(i)
         means = [float(np.mean(v)) for v in per_x]
-        stds = [float(np.std(v)) for v in per_x]
+        stds = [_sd(v) for v in per_x]
         ax.errorbar(xs, means, yerr=stds, color=color, marker="o", capsize=3, label=arm)
         for x, v in zip(xs, per_x, strict=True):
             ax.scatter([x] * len(v), v, color=color, alpha=0.3, s=10)
@@ -79,7 +86,7 @@ def plot_bars(
     ax = fig.add_subplot(1, 1, 1)
     for i, vals in enumerate(values.values()):
         color = _layer_color(i)
-        ax.bar(i, float(np.mean(vals)), yerr=float(np.std(vals)), color=color, alpha=0.7, capsize=4)
+        ax.bar(i, float(np.mean(vals)), yerr=_sd(vals), color=color, alpha=0.7, capsize=4)
         ax.scatter([i] * len(vals), vals, color="black", s=10, zorder=3)
     ax.set_xticks(range(len(values)), list(values))
     return _finish(fig, ax, path, title, None, ylabel, legend=False)

@@ -171,7 +171,7 @@ class KlifVsLif(Experiment):
 
         accuracy = accuracy_part(
             f"accuracy: {METHOD} ≥ tuned {BASELINE} (non-inferiority, margin {s.margin:g} points)",
-            acc[METHOD], acc[BASELINE], n_test, "points", margin=s.margin,
+            correct[METHOD], correct[BASELINE], "points", margin=s.margin,
         )  # fmt: skip
         cost = overhead_part(
             f"cost: {METHOD} step time within +{s.cost_margin:g}% of {BASELINE}, same backend "
@@ -179,8 +179,8 @@ class KlifVsLif(Experiment):
             cpu_overhead(same, METHOD, BASELINE), margin=s.cost_margin, higher_is_claimed=False,
         )  # fmt: skip
         diagnostics = [
-            accuracy_part(f"diagnostic: {METHOD} more accurate than {a}", acc[METHOD], acc[a],
-                          n_test, "points")
+            accuracy_part(f"diagnostic: {METHOD} more accurate than {a}", correct[METHOD],
+                          correct[a], "points")
             for a in arms
             if a not in (METHOD, BASELINE)
         ]  # fmt: skip
@@ -191,7 +191,7 @@ class KlifVsLif(Experiment):
         for a in arms:
             if a == BASELINE:
                 continue
-            p = accuracy_part("", acc[a], acc[BASELINE], n_test, "points")
+            p = accuracy_part("", correct[a], correct[BASELINE], "points")
             mc = [mcnemar(ca, cb) for ca, cb in zip(correct[a], correct[BASELINE], strict=True)]
             vs_rows.append([
                 a, f"{p.estimate:+.2f}", f"{p.interval[0]:+.2f} to {p.interval[1]:+.2f}",
@@ -334,6 +334,7 @@ class KlifVsLif(Experiment):
             verdict=verdict,
             held=held,
             parts=parts,
+            per_image=correct,
             notes=notes,
             results={
                 "test_accuracy_at_best_val": acc,

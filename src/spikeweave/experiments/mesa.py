@@ -32,7 +32,7 @@ from .. import data as datasets
 from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .report import Report, Table, fmt_pm, mean_std, merge_parts
-from .stats import INCONCLUSIVE, NOT_HELD, decide, paired_difference
+from .stats import overall, paired_part
 
 __all__ = ["MesaExperiment", "MesaSettings", "PAPER"]
 
@@ -48,6 +48,8 @@ PAPER = {
 """The paper's attack success (%) on CIFAR-10 / ResNet-18, mean over 51 triggers (methods.md §7)."""
 
 MODELS = (("SNN", "convnet"), ("ANN", "ann"))
+CLEAN_MARGIN = 2.0
+"""Non-inferiority margin of the clean-accuracy part (accuracy points), fixed before any run."""
 
 
 @dataclass(frozen=True)
@@ -144,8 +146,7 @@ class MesaExperiment(Experiment):
                 "CIFAR-10 part skipped: its files were not found (spikeweave data list says "
                 "where they go); configs/mesa-cifar10.toml trains a backdoored CIFAR-10 run."
             )
-        statuses = {p.status for r in results for p in r["parts"]}
-        held = None if INCONCLUSIVE in statuses or not statuses else NOT_HELD not in statuses
+        held = overall([p for r in results for p in r["parts"]])
         return merge_parts(self, results, held, notes)
 
     # ------------------------------------------------------------------------------------
@@ -244,26 +245,20 @@ class MesaExperiment(Experiment):
                   f"{100 * sorted(r['detection']['scores'])[-2]:.1f}",
                   f"{r['detection']['anomaly_index']:.1f}"] for r in rows],
             ))  # fmt: skip
-            n_test = None  # ASR is measured on a subset; seeds carry the spread
+            # ASR is measured on a subset; seeds carry the spread (two seeds, or seeds that
+            # agree exactly, are "not testable": never a p-value)
             ens_before, ens_after = col("asr"), col("asr", "MESA ensemble")
-            est, ci, p, test = paired_difference(
-                [100 * v for v in ens_before], [100 * v for v in ens_after], n_test
-            )
-            parts.append(decide(f"{label}: MESA ensemble lowers the true trigger's ASR", est,
-                                ci, "ASR points", test, p, len(rows)))  # fmt: skip
-            est, ci, p, test = paired_difference(
-                [100 * v for v in col("clean_accuracy", "MESA ensemble")],
-                [100 * v for v in col("clean_accuracy")],
-            )
-            parts.append(decide(f"{label}: MESA keeps clean accuracy (2-point margin)", est, ci,
-                                "accuracy points", test, p, len(rows), margin=2.0))  # fmt: skip
-            est, ci, p, test = paired_difference(
-                [100 * v for v in col("heldout_worst_asr", "single trigger")],
-                [100 * v for v in col("heldout_worst_asr", "MESA ensemble")],
-            )
-            parts.append(decide(
-                f"{label}: MESA's worst held-out ASR below the single trigger's", est, ci,
-                "ASR points", test, p, len(rows),
+            parts.append(paired_part(f"{label}: MESA ensemble lowers the true trigger's ASR",
+                                     ens_before, ens_after, "ASR points", scale=100))  # fmt: skip
+            parts.append(paired_part(
+                f"{label}: MESA keeps clean accuracy ({CLEAN_MARGIN:g}-point margin)",
+                col("clean_accuracy", "MESA ensemble"), col("clean_accuracy"),
+                "accuracy points", scale=100, margin=CLEAN_MARGIN,
+            ))  # fmt: skip
+            parts.append(paired_part(
+                f"{label}: MESA's worst held-out ASR below the single trigger's",
+                col("heldout_worst_asr", "single trigger"),
+                col("heldout_worst_asr", "MESA ensemble"), "ASR points", scale=100,
             ))  # fmt: skip
             verdicts.append(
                 f"{label}: ASR {mean_std(ens_before)[0]:.1%} -> {mean_std(ens_after)[0]:.1%} "

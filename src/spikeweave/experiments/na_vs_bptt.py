@@ -267,7 +267,11 @@ class NAvsBPTT(Experiment):
         for arm in (NA_ARM, CODE_ARM, LATER_ARM):
             label = "accuracy" + (" (the claim)" if arm == NA_ARM else "")
             parts.append(
-                accuracy_part(f"{label}: {arm} − surrogate BPTT", acc[arm], acc[BPTT_ARM], n_test)
+                accuracy_part(
+                    f"{label}: {arm} − surrogate BPTT",
+                    [r.correct for r in runs[arm]],
+                    [r.correct for r in runs[BPTT_ARM]],
+                )
             )
         mc_rows: list[list[Any]] = []
         mc: dict[str, list[tuple[int, int, float]]] = {}
@@ -521,6 +525,7 @@ class NAvsBPTT(Experiment):
             verdict=verdict,
             held=overall([claim_part]),
             parts=parts,
+            per_image={a: [r.correct for r in rs] for a, rs in runs.items()},
             results={
                 "test_accuracy": acc,
                 "tie_rate": ties,

@@ -54,7 +54,7 @@ from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std, merge_parts
 from .selection import BestValPredictions, best_val_row
-from .stats import Part, accuracy_part, mcnemar, overall, threshold_part
+from .stats import Part, accuracy_part, mcnemar, overall, seed_accuracy_part, threshold_part
 from .timing import TimingCase, case_from_run, time_backends, timing_results
 from .tuning import TuneResult, sweep_lr_alpha, tune
 
@@ -783,10 +783,10 @@ def _verdict_parts(
     """The claim parts (lossless conversion, training time, inference against the p99.9
     conversion) and the parts reported beside them (accuracy cost, other conversions)."""
     tag, n_test, runs, t_max = tr.tag, tr.n_test, tr.runs, max(tr.st.steps_grid)
-    noisy_test = [r.test for r in runs[tr.main_label]]
+    noisy_correct = [r.correct for r in runs[tr.main_label]]
     fastest, chosen = train_time.fastest, train_time.chosen
     return [
-        accuracy_part(
+        seed_accuracy_part(
             f"[{tag}] lossless conversion (claim): converted at T={t_max} − single-step expected",
             _at(noisy["acc_T"], t_max), noisy["expected"], n_test, margin=0.5, equivalence=True,
         ),
@@ -801,11 +801,11 @@ def _verdict_parts(
         ),
         accuracy_part(
             f"[{tag}] accuracy cost vs BPTT (chosen on validation: {chosen}): noisy − BPTT",
-            noisy_test, [r.test for r in runs[chosen]], n_test, margin=1.0,
+            noisy_correct, [r.correct for r in runs[chosen]], margin=1.0,
         ),
         accuracy_part(
-            f"[{tag}] accuracy cost vs the ANN: noisy − ANN", noisy_test,
-            [r.test for r in runs[ANN]], n_test, margin=1.0,
+            f"[{tag}] accuracy cost vs the ANN: noisy − ANN", noisy_correct,
+            [r.correct for r in runs[ANN]], margin=1.0,
         ),
     ] + [
         threshold_part(f"[{tag}] inference vs {c}: log10 speed-up", speedup[c], 2.0, "log10 ×")
@@ -983,6 +983,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
         "figures": figures,
         "verdict": _verdict_text(tr, parts, train_time),
         "parts": parts,
+        "per_image": {a: [r.correct for r in rs] for a, rs in tr.runs.items()},
         "notes": [],
         "results": _part_results(tr, variants, conv, train_time, inf, step_timing),
     }  # fmt: skip

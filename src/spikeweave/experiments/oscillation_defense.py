@@ -31,7 +31,15 @@ from ..security.oscillation_bptt import OscillationBPTT, OscillationOptions
 from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .report import Report, Table, fmt_pm, mean_std
-from .stats import HELD, INCONCLUSIVE, NOT_HELD, overall, paired_part
+from .stats import (
+    HELD,
+    INCONCLUSIVE,
+    NOT_HELD,
+    NOT_TESTABLE,
+    UNDECIDABLE,
+    overall,
+    paired_part,
+)
 
 __all__ = ["OscillationBPTT", "OscillationDefense", "OscillationOptions"]
 
@@ -324,7 +332,7 @@ class OscillationDefense(Experiment):
         def against(c: str) -> str:
             groups = [
                 f"{st} against {', '.join(at for at, x in status[c].items() if x == st)}"
-                for st in (HELD, NOT_HELD, INCONCLUSIVE)
+                for st in (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, UNDECIDABLE)
                 if st in status[c].values()
             ]
             return "; ".join(groups)

@@ -274,7 +274,8 @@ class ResetDependency(Experiment):
         )  # fmt: skip
         little = accuracy_part(
             f"image: reset-aware accuracy within ±{img.margin:g} points of detached",
-            acc[AWARE], acc[DETACHED], n_test, "points", margin=img.margin, equivalence=True,
+            read.correct[AWARE], read.correct[DETACHED], "points", margin=img.margin,
+            equivalence=True,
         )  # fmt: skip
         cost = overhead_part(
             "cost: reset-aware step slower than detached (same backend, process CPU time)",
@@ -399,6 +400,7 @@ class ResetDependency(Experiment):
             verdict=verdict,
             held=held,
             parts=parts,
+            per_image=read.correct,
             results={
                 "learning_rates": lrs,
                 "toy_final_loss": final,
