@@ -278,10 +278,10 @@ def test_equivalence_needs_the_interval_inside_the_margin(interval, status):
 
 def test_paired_part_scales_to_points_and_overall_ignores_nothing_it_is_given():
     a, b = [0.95, 0.96, 0.955, 0.958, 0.952], [0.90, 0.91, 0.905, 0.907, 0.903]
-    part = paired_part("accuracy", a, b, "points", scale=100, n_test=1000)
+    part = paired_part("accuracy", a, b, "points", scale=100)
     assert part.status == HELD and part.estimate == pytest.approx(5.0)
     assert overall([part]) is True
-    worse = paired_part("accuracy", b, a, "points", scale=100, n_test=1000)
+    worse = paired_part("accuracy", b, a, "points", scale=100)
     assert worse.status == NOT_HELD and overall([part, worse]) is False
     assert overall([]) is None
 

@@ -16,6 +16,8 @@ from spikeweave.ablation_neurons import (
 )
 from spikeweave.errors import ConfigError
 from spikeweave.experiments import run_experiment
+from spikeweave.experiments.report import load_per_image
+from spikeweave.experiments.stats import STATUSES
 from spikeweave.neurons import KLIF, LIF, NEURONS
 from spikeweave.surrogate import Sigmoid
 
@@ -95,7 +97,15 @@ def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(q
     assert all(len(v) == 2 for v in results["test_accuracy_at_best_val"].values())
     names = [p["name"] for p in data["parts"]]
     assert names[0].startswith("accuracy") and names[1].startswith("cost")
-    assert all(p["status"] in ("held", "not held", "inconclusive") for p in data["parts"])
+    assert all(p["status"] in STATUSES for p in data["parts"])
+    # the record: per-image correctness of every arm and seed, part fields, provenance
+    accuracy = data["parts"][0]
+    assert {"margin", "mde", "n_test", "seeds_needed"} <= set(accuracy)
+    assert accuracy["margin"] is not None and accuracy["status"] == "not testable"  # 2 seeds
+    per = load_per_image(data)
+    assert per["KLIF"].shape == (2, accuracy["n_test"]) and set(per) == arms
+    cmd = json.loads((folder / "command.json").read_text())
+    assert {"command", "commit", "machine", "device", "threads", "load"} <= set(cmd)
     assert results["detach_reset"] is True
     k = results["learned_at_best_val"]["KLIF"]
     assert k and all(key.startswith("k/") for key in k)

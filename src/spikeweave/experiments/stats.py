@@ -102,6 +102,7 @@ __all__ = [
     "INCONCLUSIVE",
     "NOT_TESTABLE",
     "UNDECIDABLE",
+    "STATUSES",
     "MIN_SEEDS",
     "MAX_SEEDS",
     "POWER",
@@ -110,6 +111,8 @@ __all__ = [
 HELD, NOT_HELD, INCONCLUSIVE = "held", "not held", "inconclusive"
 NOT_TESTABLE = "not testable"
 UNDECIDABLE = "undecidable at this budget"
+STATUSES = (HELD, NOT_HELD, INCONCLUSIVE, NOT_TESTABLE, UNDECIDABLE)
+"""Every status a part can have."""
 MIN_SEEDS = 3
 """Fewer paired seeds (or timing rounds) than this: the part is not testable."""
 MAX_SEEDS = 200
