@@ -377,8 +377,11 @@ class _Exporter:
         end = m.end_dim if m.end_dim >= 0 else rank + m.end_dim
         if start < 1:
             raise _refuse(name, "Flatten", "flattens the batch axis; use start_dim >= 1")
+        # Written counted from the end (start_dim -3 for [C, H, W]): nir reads the dims per
+        # sample, while Norse's and snnTorch's importers hand them to torch.nn.Flatten on a
+        # batched [B, ...] step; negative dims name the same axes for both (and unbatched).
         node = self.nir.Flatten(
-            input_type={"input": np.array(self.shape)}, start_dim=start - 1, end_dim=end - 1
+            input_type={"input": np.array(self.shape)}, start_dim=start - rank, end_dim=end - rank
         )
         self.add(name, node)
         self.shape = tuple(int(v) for v in node.output_type["output"])
@@ -888,6 +891,11 @@ def _import_neuron(
     return out
 
 
+def _torch_dim(nir_dim: int) -> int:
+    """The torch dim (on a folded ``[N, ...]`` tensor) of a NIR per-sample dim."""
+    return nir_dim + 1 if nir_dim >= 0 else nir_dim
+
+
 def _shape_of(node: Any, key: str) -> tuple[int, ...] | None:
     types = node.input_type if key == "input" else node.output_type
     value = types.get(key) if isinstance(types, dict) else None
@@ -981,9 +989,10 @@ def _import_node(
         out = _shape_of(node, "output")
         shape = out if out else ()
     elif isinstance(node, nir.Flatten):
-        # NIR dims have no batch axis; torch's count the folded T·B axis first
-        start = int(node.start_dim) + 1
-        end = int(node.end_dim) + 1 if int(node.end_dim) >= 0 else int(node.end_dim)
+        # NIR dims have no batch axis; torch's count the folded T·B axis first. Negative dims
+        # count from the end, the same axes in both.
+        start = _torch_dim(int(node.start_dim))
+        end = _torch_dim(int(node.end_dim))
         flat = nn.Flatten(start, end)
         rank = len(shape) if (first_flatten and shape) else None
         layers.append((key, _Imported("flatten", TimeFolded(flat, sample_rank=rank), node)))
