@@ -101,7 +101,7 @@ def write(peer: str, path: str, inp: str, out: str) -> None:
         with torch.no_grad():
             net[0].weight.mul_(3.0)
             net[2].weight.mul_(4.0)
-        graph = export_to_nir(net, x[0, :1])
+        graph = export_to_nir(net, x[0, 0])
         for m in net.modules():
             if isinstance(m, snn.SpikingNeuron):
                 m.reset_hidden()

@@ -22,14 +22,37 @@ def export_command(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
     path: Path = typer.Argument(..., help="The NIR file to write, e.g. model.nir."),
     dt: float = typer.Option(
-        ..., "--dt", help="Seconds per simulation step; tau (steps) is written as tau·dt seconds."
+        None,
+        "--dt",
+        help="Seconds per simulation step; tau (steps) is written as tau·dt seconds. "
+        "Required, except with --for snntorch (which assumes 1e-4).",
+    ),
+    peer: str = typer.Option(
+        "nir",
+        "--for",
+        help="nir | norse | snntorch. The file is the same for all (Flatten dims counted from "
+        "the end load in nir, Norse and snnTorch alike); norse/snntorch also refuse what that "
+        "library would load as a different network (docs/nir.md).",
     ),
 ) -> None:
     """Write a run's model as a NIR graph (IF/LIF with hard reset, Linear, Conv2d, pooling)."""
+    from ..errors import ConfigError
+    from .nir import PEERS, SNNTORCH_DT
     from .runs import export_run
 
-    out = export_run(run_dir, path, dt)
-    typer.echo(f"wrote {out} (dt = {dt:g} s per step)")
+    if peer not in PEERS:
+        raise ConfigError(f"--for must be one of {', '.join(PEERS)}, got {peer!r}")
+    if dt is None:
+        if peer != "snntorch":
+            raise ConfigError("export needs --dt, the seconds per simulation step (e.g. 0.001)")
+        dt = SNNTORCH_DT
+    out = export_run(run_dir, path, dt, peer=peer)
+    loads = {
+        "nir": "",
+        "norse": f"; load in Norse with norse.torch.from_nir(graph, dt={dt:g})",
+        "snntorch": "; load in snnTorch with snntorch.import_nir.import_from_nir(graph)",
+    }[peer]
+    typer.echo(f"wrote {out} (dt = {dt:g} s per step){loads}")
 
 
 def import_command(

@@ -55,6 +55,8 @@ __all__ = [
     "SumPool2d",
     "InputScale",
     "FORMAT_NOTE",
+    "PEERS",
+    "check_peer",
 ]
 
 FORMAT_NOTE = "spikeweave"
@@ -482,6 +484,61 @@ def to_nir(
     )
 
 
+PEERS = ("nir", "norse", "snntorch")
+"""Targets of :func:`save_nir`'s ``peer=``: ``nir`` (no peer's limits checked), ``norse``
+(Norse 1.1's ``from_nir``) and ``snntorch`` (snnTorch 1.0's ``import_from_nir``)."""
+
+SNNTORCH_DT = 1e-4
+"""The step snnTorch 1.0's importer assumes (``beta = 1 − 1e-4/tau``), in seconds."""
+
+
+def check_peer(graph: Any, peer: str, dt: float) -> None:
+    """Refuse, in one line, a graph that ``peer`` would load as a different network.
+
+    The file is the same for every peer (Flatten dims counted from the end read alike in nir,
+    Norse and snnTorch); this checks the limits measured with Norse 1.1 and snnTorch 1.0
+    (docs/nir.md): Norse has no AvgPool2d import, ignores LIF's ``R`` and resets to 0;
+    snnTorch assumes ``dt = 1e-4``, imports IF only with ``R = 1`` and refuses ``v_leak ≠ 0``;
+    both pool sums without padding. ``peer = "nir"`` checks nothing.
+    """
+    nir = _nir()
+    if peer not in PEERS:
+        raise ConfigError(f"NIR export: unknown peer {peer!r}; choose one of {', '.join(PEERS)}")
+    if peer == "nir":
+        return
+    label = {"norse": "Norse 1.1", "snntorch": "snnTorch 1.0"}[peer]
+    if peer == "snntorch" and not math.isclose(dt, SNNTORCH_DT, rel_tol=1e-12):
+        raise ConfigError(
+            f"NIR export for {label}: dt = {dt:g} s, but snnTorch's importer assumes dt = 1e-4 s "
+            "(its beta = 1 − 1e-4/tau); export with --dt 1e-4"
+        )
+    for key, node in graph.nodes.items():
+        kind = type(node).__name__
+
+        def refuse(why: str, fix: str, key: str = key, kind: str = kind) -> ConfigError:
+            return ConfigError(f"NIR export for {label}: node '{key}' ({kind}) {why}; {fix}")
+
+        if isinstance(node, nir.AvgPool2d) and peer == "norse":
+            raise refuse("has no Norse import", "use sum pooling (SumPool2d) or --for snntorch")
+        if isinstance(node, nir.SumPool2d) and np.any(np.asarray(node.padding) != 0):
+            raise refuse(f"pads; {label} sums without padding", "use padding=0")
+        if isinstance(node, nir.IF) and peer == "snntorch":
+            raise refuse(
+                "cannot be imported: snnTorch takes IF only with R = 1 (spikeweave writes "
+                "R = 1/dt)",
+                "train with neuron 'lif' or use --for norse",
+            )
+        if isinstance(node, nir.LIF | nir.IF):
+            if np.any(np.asarray(node.v_reset) != 0):
+                what = "drops v_reset (resets to 0)" if peer == "norse" else "refuses v_leak ≠ 0"
+                raise refuse(f"has v_reset ≠ 0 and {label} {what}", "train with v_reset = 0")
+        if isinstance(node, nir.LIF) and peer == "norse" and np.any(np.asarray(node.r) != 1):
+            raise refuse(
+                "has R ≠ 1 (decay_input=False), which Norse ignores",
+                "train with decay_input=True (the default) for Norse",
+            )
+
+
 # --------------------------------------------------------------------------------------------
 # reading a NIR file we did not write
 # --------------------------------------------------------------------------------------------
@@ -856,10 +913,14 @@ def _import_neuron(
             # which is w_in·S[t] (no memory) exactly when tau_syn = dt: then CubaLIF is a LIF
             # with input R·w_in (the new current drives v in the same step, as snnTorch's
             # Synaptic and Norse's LIFCell do). Any other tau_syn has no spikeweave neuron.
-            syn = _simplest_steps(_uniform(name, "tau_syn", node.tau_syn), dt, node.tau_syn)
-            if syn != 1.0:
+            syn_s = _uniform(name, "tau_syn", node.tau_syn)
+            # the same few-ulp tolerance as R: Norse at dt = 1e-3 writes tau_syn = dt·dt as
+            # float32 1.0000001e-06, one ulp from the dt = 1e-6 its file needs
+            if not math.isclose(syn_s / dt, 1.0, rel_tol=_tol(node.tau_syn)):
+                syn = _simplest_steps(syn_s, dt, node.tau_syn)
                 raise ConfigError(
-                    f"NIR import: node '{name}' (CubaLIF) has tau_syn = {syn:g} steps; spikeweave "
+                    f"NIR import: node '{name}' (CubaLIF) has tau_syn = {syn:.9g} steps "
+                    f"({syn_s:.9g} s at dt = {dt:.9g} s); spikeweave "
                     "has no current-based neuron, so only tau_syn = dt (no synaptic memory) "
                     "imports: export the source neuron with tau_syn = dt or as LIF"
                 )
@@ -1170,12 +1231,15 @@ def save_nir(
     *,
     dt: float,
     input_shape: Sequence[int] | None = None,
+    peer: str = "nir",
 ) -> Path:
     """Write a run's model (a :class:`~spikeweave.training.Run`) or a model to ``path``.
 
     For a run the input shape comes from its data and the graph's metadata records the
     dataset, encoder, steps and task, so ``spikeweave import`` can rebuild the run; a bare
-    model needs ``input_shape``. Written with ``nir.write`` into memory, then atomically.
+    model needs ``input_shape``. ``peer`` (one of :data:`PEERS`) refuses, before writing,
+    what that library would load differently (:func:`check_peer`); the file is the same for
+    all. Written with ``nir.write`` into memory, then atomically.
     """
     nir = _nir()
     meta: dict[str, Any] = {}
@@ -1194,6 +1258,7 @@ def save_nir(
     if input_shape is None:
         raise ConfigError("save_nir: pass input_shape= (one sample's shape without T and B)")
     graph = to_nir(model, dt=dt, input_shape=input_shape, metadata=meta)
+    check_peer(graph, peer, _check_dt(dt))
     buf = io.BytesIO()
     nir.write(buf, graph)
     return atomic_write_bytes(Path(path), buf.getvalue())

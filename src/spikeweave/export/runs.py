@@ -44,11 +44,15 @@ IMPORT_RECORD = "import.json"
 """The file in an imported run that says where it came from (source, dt, nodes)."""
 
 
-def export_run(run_dir: str | Path, path: str | Path, dt: float) -> Path:
-    """Write the model of the run in ``run_dir`` to the NIR file ``path``; ``dt`` in seconds."""
+def export_run(run_dir: str | Path, path: str | Path, dt: float, peer: str = "nir") -> Path:
+    """Write the model of the run in ``run_dir`` to the NIR file ``path``; ``dt`` in seconds.
+
+    ``peer`` (``nir``, ``norse`` or ``snntorch``) refuses what that library would load as a
+    different network (:func:`~spikeweave.export.nir.check_peer`).
+    """
     from ..training import load_run
 
-    return save_nir(load_run(run_dir), path, dt=dt)
+    return save_nir(load_run(run_dir), path, dt=dt, peer=peer)
 
 
 def _meta(graph: Any, key: str) -> Any:
@@ -206,8 +210,12 @@ def import_run(
             # A NIR Linear has no bias: zero is exact (x + 0 == x).
             dst.bias.copy_(src.bias if src.bias is not None else torch.zeros_like(dst.bias))
     parts.model.eval()
+    # The run's MLP always flattens the dataset's samples; a graph that starts with its
+    # Affine (snnTorch's export_to_nir and Norse's to_nir write MLPs so) takes the flat vector.
+    flat_first = bool(layers) and layers[0][1].kind == "flatten"
+    graph_in = (in_shape or tuple(info.input_shape)) if flat_first else (n_in,)
     _check_same(
-        from_nir(graph, dt=step), parts.model, tuple(info.input_shape), in_shape, int(steps)
+        from_nir(graph, dt=step), parts.model, tuple(info.input_shape), graph_in, int(steps)
     )
     created = not rundir.path.exists()
     rundir.create()
@@ -238,12 +246,20 @@ def _check_same(
     """Refuse to write a run whose model would not compute what the graph computes.
 
     ``shape`` is the dataset's sample shape (the run's MLP flattens it), ``graph_shape`` the
-    graph's Input shape (the same numbers, e.g. ``(64,)`` for ``(1, 8, 8)``; empty if unknown).
+    shape the graph takes (the same numbers: ``(1, 8, 8)``, or ``(64,)`` for a graph that
+    starts with its Affine).
     """
     gen = torch.Generator().manual_seed(0)
     x = 2.0 * torch.rand((T, 8, *shape), generator=gen)
-    x_graph = x.reshape(T, 8, *graph_shape) if graph_shape else x
-    with torch.no_grad():
-        same = torch.equal(imported(x_graph), run_model(x))
+    x_graph = x.reshape(T, 8, *graph_shape)
+    try:
+        with torch.no_grad():
+            same = torch.equal(imported(x_graph), run_model(x))
+    except (RuntimeError, ValueError) as exc:  # shapes the checks above did not foresee
+        msg = " ".join(str(exc).split())[:120]
+        raise ConfigError(
+            f"NIR import: the graph does not run on the dataset's {tuple(shape)} samples "
+            f"({msg}); pass the --dataset it was made for, or load it with load_nir"
+        ) from None
     if not same:  # pragma: no cover - a mapping bug, not a user error
         raise ConfigError("NIR import: the rebuilt MLP differs from the graph; please report it")
