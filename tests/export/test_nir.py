@@ -522,3 +522,141 @@ def test_a_nir_file_written_before_the_rename_imports_with_the_same_spikes(
     x = trained.encode(digits_batch)
     for a, b in zip(_layer_outputs(trained.model, x), _layer_outputs(net, x), strict=True):
         assert torch.equal(a, b)
+
+
+# -- conventions the peers need, checked without them -----------------------------------------
+
+
+def test_flatten_is_written_with_dims_from_the_end_that_torch_flatten_reads_alike():
+    # nir reads Flatten dims per sample; Norse's and snnTorch's importers hand them to
+    # torch.nn.Flatten on a batched step: dims counted from the end name the same axes in both
+    model = MLP((2, 4, 4), 3, lambda: sf.LIF(), hidden=(5,), population=1, batch_norm=False)
+    graph = to_nir(model.eval(), dt=1e-3, input_shape=(2, 4, 4))
+    node = graph.nodes["flatten"]
+    assert (int(node.start_dim), int(node.end_dim)) == (-3, -1)
+    np.testing.assert_array_equal(node.output_type["output"], [32])
+    flat = nn.Flatten(int(node.start_dim), int(node.end_dim))
+    assert flat(torch.zeros(7, 2, 4, 4)).shape == (7, 32)  # a peer's batched step
+    assert flat(torch.zeros(2, 4, 4)).shape == (32,)  # an unbatched sample
+
+
+def test_a_flatten_with_per_sample_dims_from_older_files_still_imports():
+    flat = nir.Flatten(input_type={"input": np.array([2, 3, 4])}, start_dim=1, end_dim=2)
+    graph = nir.NIRGraph.from_list(flat)
+    net = from_nir(graph)
+    assert net(torch.zeros(5, 6, 2, 3, 4)).shape == (5, 6, 2, 12)
+    neg = nir.Flatten(input_type={"input": np.array([2, 3, 4])}, start_dim=-2, end_dim=-1)
+    assert from_nir(nir.NIRGraph.from_list(neg))(torch.zeros(5, 6, 2, 3, 4)).shape == (5, 6, 2, 12)
+
+
+def _linear_first_mlp(n_in: int = 64, tau_s: float = 2e-4, r: float = 2.0) -> nir.NIRGraph:
+    """The layout snnTorch's export_to_nir and Norse's to_nir write: no Flatten, float32."""
+    rng = np.random.default_rng(0)
+
+    def lif(n: int) -> nir.LIF:
+        f = np.float32
+        return nir.LIF(tau=np.full(n, tau_s, f), r=np.full(n, r, f), v_leak=np.zeros(n, f),
+                       v_threshold=np.ones(n, f), v_reset=np.zeros(n, f))  # fmt: skip
+
+    w1 = rng.normal(0, 0.4, (30, n_in)).astype(np.float32)
+    w2 = rng.normal(0, 0.6, (10, 30)).astype(np.float32)
+    return nir.NIRGraph.from_list(
+        nir.Affine(weight=w1, bias=np.zeros(30, np.float32)),
+        lif(30),
+        nir.Affine(weight=w2, bias=np.zeros(10, np.float32)),
+        lif(10),
+    )
+
+
+def test_import_run_takes_a_linear_first_mlp_as_the_peers_write_it(tmp_path, digits_batch):
+    from spikeweave.export import import_run
+
+    path = tmp_path / "peer.nir"
+    nir.write(path, _linear_first_mlp())
+    out = import_run(path, tmp_path / "run", dataset="digits", steps=4, dt=1e-4)
+    run = load_run(out)
+    assert type(run.model.flatten.module) is nn.Flatten  # the run flattens the 1×8×8 images
+    x = run.encode(digits_batch)
+    with torch.no_grad():
+        theirs = load_nir(path, dt=1e-4)(x.reshape(*x.shape[:2], 64))
+        ours = nn.Sequential(*list(run.model)[:-1])(x)  # before the (population 1) readout
+    assert 0 < theirs.mean() < 1
+    assert torch.equal(ours, theirs)
+    assert 0 <= run.evaluate("test")["accuracy"] <= 1
+
+
+def test_import_run_refuses_a_linear_first_mlp_for_another_input_size_in_one_line(tmp_path):
+    from spikeweave.export import import_run
+
+    path = tmp_path / "peer.nir"
+    nir.write(path, _linear_first_mlp(n_in=8))
+    with pytest.raises(ConfigError) as excinfo:
+        import_run(path, tmp_path / "run", dataset="digits", steps=4, dt=1e-4)
+    _one_line_config_error(excinfo, "8 inputs", "64 inputs", "--dataset")
+    assert not (tmp_path / "run").exists()
+
+
+def test_cubalif_tau_syn_a_few_ulps_from_dt_imports_like_r_does():
+    # Norse at dt = 1e-3 writes tau_syn = dt·dt as float32: 1.0000001e-06, not 1e-06
+    f = np.float32
+    cuba = nir.CubaLIF(
+        tau_syn=np.full(3, 1e-6, f),
+        tau_mem=np.full(3, 2e-6, f),
+        r=np.ones(3, f),
+        v_leak=np.zeros(3, f),
+        v_threshold=np.ones(3, f),
+        w_in=np.ones(3, f),
+    )
+    assert float(cuba.tau_syn[0]) != 1e-6 and math.isclose(cuba.tau_syn[0] / 1e-6, 1, rel_tol=1e-6)
+    net = from_nir(nir.NIRGraph.from_list(cuba), dt=1e-6)
+    assert [type(m).__name__ for m in net] == ["LIF"] and net[0].decay_input
+    cuba.tau_syn = np.full(3, 1.5e-6, f)
+    with pytest.raises(ConfigError) as excinfo:
+        from_nir(nir.NIRGraph.from_list(cuba), dt=1e-6)
+    msg = _one_line_config_error(excinfo, "tau_syn = 1.5", "tau_syn = dt")
+    assert "tau_syn = 1 steps" not in msg
+
+
+@pytest.mark.parametrize(
+    ("peer", "model", "dt", "words"),
+    [
+        ("snntorch", nn.Sequential(sf.LIF(tau=2.0)), 1e-3, ("dt = 0.001", "--dt 1e-4")),
+        ("snntorch", nn.Sequential(sf.IF()), 1e-4, ("IF", "R = 1")),
+        ("snntorch", nn.Sequential(sf.LIF(v_reset=-0.5)), 1e-4, ("v_reset", "v_leak")),
+        ("norse", nn.Sequential(sf.LIF(decay_input=False)), 1e-3, ("R", "decay_input=True")),
+        ("norse", nn.Sequential(sf.IF(v_reset=0.5)), 1e-3, ("drops v_reset",)),
+        (
+            "norse",
+            nn.Sequential(TimeFolded(nn.AvgPool2d(2)), sf.LIF()),
+            1e-3,
+            ("AvgPool2d", "SumPool2d"),
+        ),
+    ],
+)
+def test_export_for_a_peer_refuses_what_it_would_load_differently(
+    tmp_path, peer, model, dt, words
+):
+    shape = (1, 4, 4) if isinstance(model[0], TimeFolded) else (3,)
+    with pytest.raises(ConfigError) as excinfo:
+        save_nir(model, tmp_path / "m.nir", dt=dt, input_shape=shape, peer=peer)
+    _one_line_config_error(excinfo, *words)
+    assert not (tmp_path / "m.nir").exists()
+    save_nir(model, tmp_path / "m.nir", dt=dt, input_shape=shape)  # plain NIR: no peer limits
+
+
+def test_export_for_snntorch_defaults_dt_and_bad_choices_are_one_line(trained, tmp_path):
+    from spikeweave.cli import app as main_app
+
+    runner = CliRunner()
+    path = tmp_path / "s.nir"
+    res = runner.invoke(_cli(), ["export", str(trained.path), str(path), "--for", "snntorch"])
+    assert res.exit_code == 0, res.output
+    assert float(nir.read(path).metadata["dt"]) == 1e-4 and "import_from_nir" in res.output
+    for args, words in (
+        (["--for", "lava"], ("--for", "norse")),
+        ([], ("--dt",)),
+    ):
+        res = runner.invoke(main_app, ["export", str(trained.path), str(tmp_path / "x.nir"), *args])
+        assert isinstance(res.exception, ConfigError), res.output
+        assert all(w in str(res.exception) for w in words) and "\n" not in str(res.exception)
+    assert not (tmp_path / "x.nir").exists()
