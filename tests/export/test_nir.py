@@ -1,7 +1,8 @@
 """NIR export and import: exact round trips, units, refusals, run directories and peers.
 
-The peer tests (Norse, snnTorch) run only where those libraries are installed (see
-../shared/docs/peers.md: a separate venv with torch pinned); elsewhere they skip with the reason.
+The peer tests here (Norse, snnTorch) run only where those libraries are installed in this
+environment; elsewhere they skip with the reason. test_nir_peers.py runs them from their own venv
+(../shared/docs/peers.md) when SPIKEWEAVE_PEERS_PYTHON names its python.
 """
 
 from __future__ import annotations
@@ -633,9 +634,7 @@ def test_cubalif_tau_syn_a_few_ulps_from_dt_imports_like_r_does():
         ),
     ],
 )
-def test_export_for_a_peer_refuses_what_it_would_load_differently(
-    tmp_path, peer, model, dt, words
-):
+def test_export_for_a_peer_refuses_what_it_would_load_differently(tmp_path, peer, model, dt, words):
     shape = (1, 4, 4) if isinstance(model[0], TimeFolded) else (3,)
     with pytest.raises(ConfigError) as excinfo:
         save_nir(model, tmp_path / "m.nir", dt=dt, input_shape=shape, peer=peer)
