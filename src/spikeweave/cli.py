@@ -154,6 +154,16 @@ def train(
         help="Detach the reset path in backward (default) or keep it.",
     ),
     encoder: str = typer.Option(None, help=_help("Input encoder.", "encoder", registry="encoder")),
+    sync_batchnorm: bool = typer.Option(
+        None,
+        "--sync-batchnorm/--no-sync-batchnorm",
+        help="torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm).",
+    ),
+    compile: bool = typer.Option(
+        None,
+        "--compile/--no-compile",
+        help="Run the stateless layers through torch.compile (see docs/performance.md).",
+    ),
     val_fraction: float = typer.Option(
         None, help=_help("Share of the training data held out for validation.", "val_fraction")
     ),
@@ -230,6 +240,8 @@ def train(
         tau=tau,
         threshold=threshold,
         detach_reset=detach_reset,
+        sync_batchnorm=sync_batchnorm,
+        compile=compile,
         pool=pool,
         encoder=encoder,
         loss=loss,

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..layers import NeuronFactory
+from ..layers import NeuronFactory, TimeFolded
 from ..models import build_model
 from ..neurons import NEURONS
 from ..surrogate import get_surrogate
@@ -25,6 +25,7 @@ __all__ = [
     "neuron_factory",
     "default_model",
     "default_optimization",
+    "compile_stateless",
 ]
 
 # Config fields a neuron constructor may take -> the constructor's parameter name.
@@ -133,3 +134,22 @@ def default_optimization(model: nn.Module, cfg: TrainConfig, steps_per_epoch: in
     else:
         scheduler = torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
     return Optimization(optimizer, scheduler)
+
+
+def compile_stateless(model: nn.Module) -> int:
+    """Compile every :class:`~spikeweave.layers.TimeFolded` layer of ``model`` in place with
+    ``torch.compile`` (``nn.Module.compile``: parameter names, and so checkpoints, stay as
+    they are); returns how many. Neurons are left alone: their fused kernels are custom
+    autograd Functions that already run in one pass, and tracing them would only break the
+    graph. Compilation itself happens at the first forward of each input shape.
+    Raises :class:`ConfigError` where this Python/torch cannot compile."""
+    import torch._dynamo
+
+    if not torch._dynamo.is_dynamo_supported():
+        raise ConfigError(
+            "compile: torch.compile is not supported on this Python/torch; turn it off"
+        )
+    layers = [m for m in model.modules() if isinstance(m, TimeFolded)]
+    for layer in layers:
+        layer.compile()
+    return len(layers)

@@ -91,6 +91,10 @@ class TrainConfig:
     are the same for any value. ``deterministic`` turns on PyTorch's deterministic algorithms
     (and ``CUBLAS_WORKSPACE_CONFIG``) while the run trains and evaluates (docs/training.md,
     "GPU", says what that makes bit-repeatable).
+    ``sync_batchnorm`` (torchrun on GPUs): BatchNorm statistics over the global batch
+    (``SyncBatchNorm``) instead of each process's share; refused on CPU processes, and changes
+    nothing in one process. ``compile`` runs the stateless layers (convolutions, BatchNorm,
+    pooling, linear layers) through ``torch.compile``; the neurons keep their fused kernels.
     """
 
     dataset: str = "mnist5k"
@@ -133,6 +137,8 @@ class TrainConfig:
     dropout: float = 0.0
     seed: int = 0
     flush_denormal: bool = True
+    sync_batchnorm: bool = False
+    compile: bool = False
     eval_batch_size: int = 500
     val_fraction: float = 0.0
     train_transforms: dict[str, dict[str, Any]] = field(default_factory=dict)

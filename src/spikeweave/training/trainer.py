@@ -30,6 +30,7 @@ import itertools
 import math
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, record_spikes, save_activity
 from .assembly import assemble, data_spec
+from .build import compile_stateless
 from .callbacks import Callback
 from .checkpoint import unflatten_state
 from .config import TrainConfig
@@ -52,7 +54,7 @@ from .device import (
     grad_scaler,
     to_device,
 )
-from .distributed import Distributed, from_environment
+from .distributed import Distributed, from_environment, sync_batchnorm
 from .evaluation import averages, encode_batch, evaluation_sums
 from .methods import StepContext, TrainingMethod
 from .progress import EpochProgress
@@ -105,7 +107,11 @@ class Trainer:
         distributed: Distributed | None = None,
         fit_weights: tuple[dict[str, torch.Tensor], Path] | None = None,
     ) -> None:
-        self.dist = distributed if distributed is not None else from_environment()
+        if distributed is None:
+            distributed = from_environment(device=config.device)
+        self.dist = distributed
+        if self.dist.active and self.dist.device:
+            config = replace(config, device=self.dist.device)  # this process's own GPU
         parts = assemble(config, datasets, method, world=self.dist.world, weights=fit_weights)
         self.parts = parts
         self.config, self.method, self.task, self.model = (
@@ -119,6 +125,10 @@ class Trainer:
         self.scaler = grad_scaler(self.device, self.config.precision)
         self.callbacks = [*callbacks, *self.method.callbacks()]
         self.progress = progress
+        if self.dist.active and self.config.sync_batchnorm:
+            self.model = parts.model = sync_batchnorm(self.model, self.dist)
+        if self.config.compile:
+            compile_stateless(self.model)
         self._net = self._parallel(self.model)
         self.loss = self.method.loss(self.task)
         self.epoch = 0
@@ -148,7 +158,8 @@ class Trainer:
             )
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(model)
+        where = torch.device(self.dist.device or "cpu")
+        return DistributedDataParallel(model, device_ids=[where] if where.type == "cuda" else None)
 
     @property
     def run_dir(self) -> Path:
@@ -255,7 +266,11 @@ class Trainer:
             " or enable grad_clip" if self.config.grad_clip == 0 else ""
         )
         try:
-            with _out_of_memory_advice(self.config, where), self._autocast():
+            with (
+                _out_of_memory_advice(self.config, where),
+                _compile_advice(self.config),
+                self._autocast(),
+            ):
                 out, loss = self.method.train_step(ctx, x, y)
             out = full_precision(out)  # metrics in float32
         except InputError as exc:
@@ -285,7 +300,10 @@ class Trainer:
         dataset = sets[split]
         if self.dist.active:  # each process evaluates its share; the sums are added
             dataset = Subset(dataset, range(self.dist.rank, len(dataset), self.dist.world))
-        with _out_of_memory_advice(self.config, f"evaluating the {split} split"):
+        with (
+            _out_of_memory_advice(self.config, f"evaluating the {split} split"),
+            _compile_advice(self.config),
+        ):
             sums = evaluation_sums(self.model, self.task, self.loss, dataset, self.config)
         keys = sorted(sums)
         flat = self.dist.all_sum([v for k in keys for v in sums[k]])
@@ -560,3 +578,18 @@ def _out_of_memory_advice(config: TrainConfig, where: str) -> Iterator[None]:
             f"batch size {config.eval_batch_size}); lower --steps, --batch-size or "
             "eval_batch_size"
         ) from None
+
+
+@contextlib.contextmanager
+def _compile_advice(config: TrainConfig) -> Iterator[None]:
+    """A failure of ``torch.compile`` itself (no C compiler, no Triton) as one line."""
+    if not config.compile:
+        yield
+        return
+    from torch._dynamo.exc import BackendCompilerFailed
+
+    try:
+        yield
+    except BackendCompilerFailed as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise TrainingError(f"torch.compile failed ({first}); train without --compile") from None
