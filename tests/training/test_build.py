@@ -55,3 +55,50 @@ def test_an_unknown_pool_or_a_pool_for_the_mlp_is_refused(values, words):
 
     with pytest.raises(ConfigError, match=words):
         model_from_config(TrainConfig(**values).validate())
+
+
+@pytest.mark.slow
+def test_compiled_stateless_layers_give_the_plain_models_outputs_and_gradients():
+    # The neurons (custom autograd Functions on the compiled C kernel) stay uncompiled between
+    # compiled layers; outputs and every gradient must match the plain model's.
+    import copy
+
+    import torch
+
+    from spikeweave.layers import TimeFolded
+    from spikeweave.training.assembly import model_from_config
+    from spikeweave.training.build import compile_stateless
+
+    plain = model_from_config(TrainConfig(dataset="digits", steps=3).validate())
+    compiled = copy.deepcopy(plain)
+    keys = list(compiled.state_dict())
+    assert compile_stateless(compiled) == sum(isinstance(m, TimeFolded) for m in plain.modules())
+    assert list(compiled.state_dict()) == keys  # checkpoints unchanged
+    x = torch.rand(3, 16, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2
+    target = torch.arange(16) % 10
+    outs = []
+    for model in (plain, compiled):
+        model.train()
+        out = model(x)
+        torch.nn.functional.cross_entropy(out.mean(0), target).backward()
+        outs.append(out)
+    assert outs[0].abs().sum() > 0  # the net spikes, so the comparison means something
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+    grads = dict(plain.named_parameters())
+    for name, p in compiled.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+    torch.testing.assert_close(
+        compiled.state_dict()["conv1.module.1.running_mean"],
+        plain.state_dict()["conv1.module.1.running_mean"],
+    )
+
+
+def test_compile_option_is_refused_in_one_line_where_torch_cannot_compile(monkeypatch):
+    import torch._dynamo
+
+    from spikeweave.training.assembly import model_from_config
+    from spikeweave.training.build import compile_stateless
+
+    monkeypatch.setattr(torch._dynamo, "is_dynamo_supported", lambda: False)
+    with pytest.raises(ConfigError, match="torch.compile is not supported"):
+        compile_stateless(model_from_config(TrainConfig(dataset="digits").validate()))

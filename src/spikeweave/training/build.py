@@ -141,8 +141,9 @@ def compile_stateless(model: nn.Module) -> int:
     ``torch.compile`` (``nn.Module.compile``: parameter names, and so checkpoints, stay as
     they are); returns how many. Neurons are left alone: their fused kernels are custom
     autograd Functions that already run in one pass, and tracing them would only break the
-    graph. Compilation itself happens at the first forward of each input shape.
-    Raises :class:`ConfigError` where this Python/torch cannot compile."""
+    graph. Shapes are static: each layer compiles once per input shape it meets (training
+    batch, last batch, evaluation batch); dynamic shapes hit an inductor error on the conv
+    net in torch 2.13. Raises :class:`ConfigError` where this Python/torch cannot compile."""
     import torch._dynamo
 
     if not torch._dynamo.is_dynamo_supported():
@@ -150,6 +151,10 @@ def compile_stateless(model: nn.Module) -> int:
             "compile: torch.compile is not supported on this Python/torch; turn it off"
         )
     layers = [m for m in model.modules() if isinstance(m, TimeFolded)]
+    # The layers share one code object (Module._call_impl), whose compiled-variant limit
+    # (8 by default) several layers times a few shapes would exceed, falling back to eager.
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, 8 * len(layers))
     for layer in layers:
-        layer.compile()
+        layer.compile(dynamic=False)
     return len(layers)
