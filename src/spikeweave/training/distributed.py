@@ -184,7 +184,7 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
 def from_environment(timeout_s: float = TIMEOUT_S, device: str = "cpu") -> Distributed:
     """Join the process group torchrun describes in the environment, or a one-process
     :class:`Distributed` when there is none. ``device`` is the run's request
-    (:func:`requested_device`); the process's own device and backend come from
+    (its ``device``); the process's own device and backend come from
     :func:`choose_placement`, and a CUDA process makes its GPU the current one."""
     env = os.environ
     if "WORLD_SIZE" not in env:
