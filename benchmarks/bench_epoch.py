@@ -159,7 +159,7 @@ def trainer_for(
     from spikeweave.tasks import DataSpec, make_task
 
     task = make_task("classification", DataSpec((1, 28, 28), 10), "", cfg.spiking, cfg.rate_scale)
-    loss_fn = task.loss
+    loss_fn = task.loss()
     T = cfg.effective_steps
     cast = (
         torch.autocast(device.type, dtype=torch.bfloat16)
