@@ -287,6 +287,8 @@ def run(args: argparse.Namespace) -> dict:
             "peak_memory_mib": peak.get(key),
             "ratio_to_spikingjelly": med / statistics.median(ref) if ref else None,
             "ratio_to_ann": med / statistics.median(ann) if ann else None,
+            "ratio_to_spikingjelly_per_round": _ratios(ts, ref),
+            "ratio_to_ann_per_round": _ratios(ts, ann),
         })  # fmt: skip
     command = shlex.join(["benchmarks/bench_epoch.py", *sys.argv[1:]])
     if device.type == "cuda":
@@ -307,9 +309,15 @@ def run(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "rounds": args.rounds,
         "memory": "torch.cuda.max_memory_allocated over one epoch" if device.type == "cuda"
-        else f"peak RSS (VmHWM) over {args.memory_steps} steps, fresh process per arm",
+        else f"peak RSS (VmHWM) over {args.memory_steps} steps, fresh process per arm"
+        if args.memory else "not measured (--no-memory)",
         "rows": rows,
     }  # fmt: skip
+
+
+def _ratios(ts: list[float], ref: list[float] | None) -> list[float] | None:
+    """Round-by-round ratios: both arms ran in the same round, under the same load."""
+    return [a / b for a, b in zip(ts, ref, strict=True)] if ref else None
 
 
 def markdown(result: dict) -> str:
@@ -327,14 +335,21 @@ def markdown(result: dict) -> str:
         + "; ".join("/".join(f"{v:.1f}" for v in la) for la in result["load_average_per_round"]),
         f"Memory: {result['memory']}.",
         "",
-        "| arm | s/epoch (median) | samples/s | × SpikingJelly | × ANN | first step s | peak MiB |",
-        "|---|---|---|---|---|---|---|",
+        "× columns: ratio of the medians; per round: each interleaved round's ratio (the same "
+        "load hit both arms within a round).",
+        "",
+        "| arm | s/epoch (median) | samples/s | × SpikingJelly | × SpikingJelly per round "
+        "| × ANN | × ANN per round | first step s | peak MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     f = lambda v, fmt: "—" if v is None else format(v, fmt)  # noqa: E731
+    g = lambda vs: "—" if not vs else ", ".join(f"{v:.2f}" for v in vs)  # noqa: E731
     for r in result["rows"]:
         lines.append(
             f"| {r['arm']} | {r['epoch_s_median']:.2f} | {r['samples_per_s']:.0f} | "
-            f"{f(r['ratio_to_spikingjelly'], '.2f')} | {f(r['ratio_to_ann'], '.2f')} | "
+            f"{f(r['ratio_to_spikingjelly'], '.2f')} | "
+            f"{g(r.get('ratio_to_spikingjelly_per_round'))} | "
+            f"{f(r['ratio_to_ann'], '.2f')} | {g(r.get('ratio_to_ann_per_round'))} | "
             f"{f(r['first_step_s'], '.1f')} | {f(r['peak_memory_mib'], '.0f')} |"
         )
     return "\n".join(lines) + "\n"
