@@ -10,10 +10,20 @@
 
 - Tiers: ``@pytest.mark.slow`` marks the long end-to-end runs; ``pytest -m "not slow"`` is the
   fast inner loop, plain ``pytest`` (what CI runs) runs everything.
+- Triton without a GPU: Triton decorates its own library functions when it is first imported,
+  and its CPU interpreter (``TRITON_INTERPRET=1``) only works if the variable was set by then.
+  Without CUDA no test can run compiled Triton, so the session sets it here, before any test
+  imports triton; the interpreter tests then build spikeweave's kernels for it, and no other
+  code path calls Triton on a machine without a GPU.
 """
+
+import os
 
 import pytest
 import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
