@@ -27,6 +27,7 @@ from ..data.events import (
     _sensor_from_source,
     detect_format,
     read_events,
+    read_file,
 )
 from ..errors import ConfigError, DataError
 from .codec import CHUNK_EVENTS, Header, decode_events, encode_events, iter_events, read_header
@@ -167,7 +168,7 @@ def read_sfev(path: str | Path, progress: Progress | None = None) -> tuple[np.nd
     """Decode a ``.sfev`` file: ``(events [N], header)``; any problem is a one-line
     :class:`DataError` naming the file."""
     path = Path(path)
-    data = _sfev_bytes(path)
+    data = read_file(path)
     try:
         return decode_events(data, progress=progress)
     except DataError as exc:
@@ -257,15 +258,6 @@ def _check_paths(in_path: Path, out_path: Path) -> None:
         raise ConfigError(f"{out_path}: the output would overwrite the input")
 
 
-def _sfev_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 def decompress_to_file(
     in_path: str | Path,
     out_path: str | Path,
@@ -286,7 +278,7 @@ def decompress_to_file(
     if suffix not in (".npz", ".bin", ".bs2"):
         raise ConfigError(f"{out_path}: write .npz (x, y, p, t arrays) or .bin (N-MNIST)")
     _check_paths(in_path, out_path)
-    data = _sfev_bytes(in_path)
+    data = read_file(in_path)
     try:
         span = {"from_us": from_us, "to_us": to_us}
         if suffix == ".npz":

@@ -30,20 +30,12 @@ if TYPE_CHECKING:
 # The readers import torch (and the embedded sets scikit-learn): they are imported on first
 # use, so that `spikeweave data list` and the catalog start in well under a second.
 _EXPORTS = {
-    "to_frames": ".binning",
-    "ToFrames": ".binning",
-    "denoise": ".binning",
-    "Denoise": ".binning",
-    "FrameCache": ".cache",
-    "cache_root": ".cache",
-    "default_cache_dir": ".cache",
-    "EVENT_DTYPE": ".events",
-    "FORMATS": ".events",
-    "SENSOR_SIZES": ".events",
-    "detect_format": ".events",
-    "read_events": ".events",
-    "read_idx": ".static",
-    "read_cifar_batch": ".static",
+    **dict.fromkeys(("to_frames", "ToFrames", "denoise", "Denoise"), ".binning"),
+    **dict.fromkeys(("FrameCache", "cache_root", "default_cache_dir"), ".cache"),
+    **dict.fromkeys(
+        ("EVENT_DTYPE", "FORMATS", "SENSOR_SIZES", "detect_format", "read_events"), ".events"
+    ),
+    **dict.fromkeys(("read_idx", "read_cifar_batch"), ".static"),
     # the submodules, as attributes of the package (``data.static``) as before
     **{m: f".{m}" for m in ("binning", "cache", "embedded", "event_datasets", "events", "static")},
 }

@@ -57,6 +57,7 @@ __all__ = [
     "read_aedat4",
     "check_events",
     "make_events",
+    "read_file",
 ]
 
 EVENT_DTYPE = np.dtype([("t", "<i8"), ("x", "<u2"), ("y", "<u2"), ("p", "u1")])
@@ -202,6 +203,16 @@ def read_events(
             f"unknown event format {fmt!r}; choose one of {', '.join(FORMATS)}"
         ) from None
     return reader(path, sensor_size=sensor_size, strict=strict)
+
+
+def read_file(path: Path) -> bytes:
+    """All bytes of ``path``; a missing or unreadable file is a one-line DataError naming it."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
 
 
 def _read_bytes(path: Path, size: int = -1) -> bytes:

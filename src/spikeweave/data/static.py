@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 
 from ..atomic import atomic_write_bytes
 from ..errors import DataError
+from .events import read_file
 from .layouts import CIFAR10_FILES, IDX_FILES, LAYOUTS, find_idx_file
 
 __all__ = [
@@ -49,15 +50,6 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 
 
-def _read(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read ({exc.strerror or exc})") from None
-
-
 # -- IDX --------------------------------------------------------------------------------------
 
 
@@ -75,7 +67,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     checked against :data:`MAX_IDX_BYTES` and against what the file's size can hold before
     the data is read, and at most one byte past the declared data is inflated."""
     path = Path(path)
-    data = _read(path)
+    data = read_file(path)
     where = ""
     gz = data[:2] == b"\x1f\x8b"
     if gz:
@@ -217,7 +209,7 @@ class _ArrayUnpickler(pickle.Unpickler):
 def read_cifar_batch(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Images ``uint8 [N, 3, 32, 32]`` and labels ``int64 [N]`` of one CIFAR-10 python batch."""
     path = Path(path)
-    data = _read(path)
+    data = read_file(path)
     try:
         obj = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     except RecursionError:

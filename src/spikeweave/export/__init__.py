@@ -6,16 +6,7 @@ See :mod:`spikeweave.export.nir` and docs/nir.md for the unit mapping and what i
 from ..lazy import lazy_exports
 
 # imported on first use: the CLI registers `export`/`import` without loading NIR or torch
-_EXPORTS = {
-    "to_nir": ".nir",
-    "from_nir": ".nir",
-    "save_nir": ".nir",
-    "load_nir": ".nir",
-    "read_graph": ".nir",
-    "SumPool2d": ".nir",
-    "InputScale": ".nir",
-    "export_run": ".runs",
-    "import_run": ".runs",
-}
+_NIR = ("to_nir", "from_nir", "save_nir", "load_nir", "read_graph", "SumPool2d", "InputScale")
+_EXPORTS = {**dict.fromkeys(_NIR, ".nir"), **dict.fromkeys(("export_run", "import_run"), ".runs")}
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
