@@ -169,6 +169,20 @@ def _lzma_filters(param: int, raw_len: int) -> list[dict[str, Any]]:
     return [dict(id=lzma.FILTER_LZMA1, lc=0, lp=lp, pb=lp, dict_size=dict_size, **_LZMA_OPTIONS)]
 
 
+def _progress_counter(progress: Progress | None, total: int) -> Callable[[int], None]:
+    """``tick(count)``: adds ``count`` raw bytes to a running total and reports
+    ``progress(done, total)`` (nothing without ``progress``)."""
+    done = 0
+
+    def tick(count: int) -> None:
+        nonlocal done
+        done += count
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
 _CHUNK = 4 << 20  # bytes fed to a compressor per call, so a progress bar can move
 
 
@@ -462,20 +476,7 @@ def _polarity_from_errors(
     if not n:
         return err.copy()
     order, new = _pixel_groups(x, y, width, height)
-    # Running XOR over all sorted events, minus (XOR) the running value just before the
-    # event's pixel group. That prefix changes only at group starts, so it is itself a running
-    # XOR of its changes placed at the starts.
-    cx = np.bitwise_xor.accumulate(err[order])
-    starts = np.flatnonzero(new)
-    prefix = np.zeros(starts.size, dtype=np.uint8)
-    prefix[1:] = cx[starts[1:] - 1]
-    change = prefix.copy()
-    change[1:] ^= prefix[:-1]
-    carry = np.zeros(n, dtype=np.uint8)
-    carry[starts] = change
-    p = np.empty(n, dtype=np.uint8)
-    p[order] = cx ^ np.bitwise_xor.accumulate(carry)
-    return p
+    return ctxcode.running_parity(err, order, new)
 
 
 def _zigzag(d: np.ndarray) -> np.ndarray:
@@ -589,13 +590,7 @@ def encode_events(
     entries = []
     payloads = []
     total = sum(len(raw) for _, raw, _ in streams)
-    done = 0
-
-    def tick(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
+    tick = _progress_counter(progress, total)
 
     for tag, raw, param in streams:
         comp = _compress(raw, codec, param, tick) if raw else b""
@@ -928,7 +923,7 @@ def _ctx_pieces(
     hi = (1 << 63) - 1 if to_us is None else to_us
     chosen = [(info, pos) for info, pos in blocks if info.t_max >= lo and info.t_min < hi]
     total = sum(info.n for info, _ in chosen) * _CTX_RAW
-    done = 0
+    tick = _progress_counter(progress, total)
     yielded = False
     for info, pos in chosen:
         events = make_events(info.n)
@@ -943,9 +938,7 @@ def _ctx_pieces(
         for col in "txyp":
             if col not in columns:
                 events[col] = 0
-        done += info.n * _CTX_RAW
-        if progress is not None:
-            progress(done, total)
+        tick(info.n * _CTX_RAW)
         yielded = True
         yield events
     if not yielded:
@@ -963,13 +956,7 @@ def _pieces(
     total: int,
     progress: Progress | None,
 ) -> Iterator[np.ndarray]:
-    done = 0
-
-    def tick(count: int) -> None:
-        nonlocal done
-        done += count
-        if progress is not None:
-            progress(done, total)
+    tick = _progress_counter(progress, total)
 
     n = header.n_events
     streams = {t: _Stream(view, offsets[t], infos[t], tick) for t in tags}

@@ -200,6 +200,27 @@ def _pixel_order(x: np.ndarray, y: np.ndarray, width: int) -> tuple[np.ndarray, 
     return order, new
 
 
+def running_parity(err: np.ndarray, order: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Per event, the XOR of its pixel's ``err`` (uint8 [N]) up to and including it: the
+    polarity from polarity errors. ``order``/``new`` group the events by pixel, in time order
+    within a pixel, and mark each group's first sorted event; uint8 [N] in file order."""
+    n = err.size
+    # Running XOR over all sorted events, minus (XOR) the running value just before the
+    # event's pixel group. That prefix changes only at group starts, so it is itself a running
+    # XOR of its changes placed at the starts.
+    cx = np.bitwise_xor.accumulate(err[order])
+    starts = np.flatnonzero(new)
+    prefix = np.zeros(starts.size, dtype=np.uint8)
+    prefix[1:] = cx[starts[1:] - 1]
+    change = prefix.copy()
+    change[1:] ^= prefix[:-1]
+    carry = np.zeros(n, dtype=np.uint8)
+    carry[starts] = change
+    p = np.empty(n, dtype=np.uint8)
+    p[order] = cx ^ np.bitwise_xor.accumulate(carry)
+    return p
+
+
 def _age_ctx(t: np.ndarray, order: np.ndarray, new: np.ndarray) -> np.ndarray:
     """0 for a pixel's first event in the block, else 1 + bit length of the time since the
     pixel's previous event (capped)."""
@@ -362,17 +383,7 @@ def decode_block(
     age = np.zeros(n, dtype=np.int64) if info.flags & ZIGZAG else _age_ctx(t, order, new)
     err = _code_column(dec, model, None, age, _AGE_CTX, 2, n)
     # polarity = running parity of the pixel's errors (groups are contiguous in ``order``)
-    es = err[order].astype(np.uint8)
-    cx = np.bitwise_xor.accumulate(es)
-    starts = np.flatnonzero(new)
-    before = np.zeros(starts.size, dtype=np.uint8)
-    before[1:] = cx[starts[1:] - 1]
-    change = before.copy()
-    change[1:] ^= before[:-1]
-    carry = np.zeros(n, dtype=np.uint8)
-    carry[starts] = change
-    p = np.empty(n, dtype=np.uint8)
-    p[order] = cx ^ np.bitwise_xor.accumulate(carry)
+    p = running_parity(err.astype(np.uint8), order, new)
     if _columns_crc(t, x, y, p) != info.crc:
         raise DataError("ctx block: checksum mismatch (the file is corrupt)")
     out["t"] = t
