@@ -89,6 +89,29 @@ def batched_kernel_loss(
     raise ConfigError("batched_kernel_loss needs at least one layer")
 
 
+def _antithetic_noise(
+    who: str,
+    params: Sequence[torch.Tensor],
+    sigma: float,
+    h: float,
+    samples: int,
+    generator: torch.Generator,
+) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+    """``(base, noisy, mask_a)`` of the finite-difference estimators: the parameters in
+    float64, each with ``samples`` noise draws ``ε`` from ``generator`` as ``[p + σε; p − σε]``
+    (``[2·samples, *p.shape]``), and the bool ``[2·samples]`` mask of noise half A."""
+    if samples < 2 or sigma < 0 or h <= 0:
+        raise ConfigError(f"{who} needs samples >= 2, sigma >= 0 and h > 0")
+    base = [p.detach().double() for p in params]
+    eps = [torch.randn((samples, *p.shape), generator=generator, dtype=p.dtype) for p in base]
+    noisy = [torch.cat([p + sigma * e, p - sigma * e]) for p, e in zip(base, eps, strict=True)]
+    # half A: the first half of the pairs, both signs (so each half is antithetic too)
+    mask_a = torch.zeros(2 * samples, dtype=torch.bool)
+    mask_a[: samples // 2] = True
+    mask_a[samples : samples + samples // 2] = True
+    return base, noisy, mask_a
+
+
 def smoothed_fd_gradient(
     loss_fn: Callable[[list[torch.Tensor]], torch.Tensor],
     params: Sequence[torch.Tensor],
@@ -107,16 +130,10 @@ def smoothed_fd_gradient(
     estimate from the other half])``, the halves flattened over all parameters, so that
     :func:`cosine` of the two says how reproducible the estimate is.
     """
-    if samples < 2 or sigma < 0 or h <= 0:
-        raise ConfigError("smoothed_fd_gradient needs samples >= 2, sigma >= 0 and h > 0")
-    base = [p.detach().double() for p in params]
-    eps = [torch.randn((samples, *p.shape), generator=generator, dtype=p.dtype) for p in base]
-    noisy = [torch.cat([p + sigma * e, p - sigma * e]) for p, e in zip(base, eps, strict=True)]
+    base, noisy, mask_a = _antithetic_noise(
+        "smoothed_fd_gradient", params, sigma, h, samples, generator
+    )
     n = 2 * samples
-    # half A: the first half of the pairs, both signs (so each half is antithetic too)
-    mask_a = torch.zeros(n, dtype=torch.bool)
-    mask_a[: samples // 2] = True
-    mask_a[samples : samples + samples // 2] = True
     grads = [torch.zeros_like(p) for p in base]
     halves = [[torch.zeros_like(p) for p in base] for _ in range(2)]
     coords = [(li, j) for li, p in enumerate(base) for j in range(p.numel())]
@@ -183,11 +200,9 @@ def na_mlp_fd_gradient(
     changes only neuron ``o``'s current there, by ``±h·a_{l-1}[i]``, so only that neuron and
     the layers above are re-simulated — ``O(T·B·(1 + later layers))`` per coordinate instead
     of the whole network. ``weights``: ``[out, in]`` per layer; ``x [T, B, in]``."""
-    if samples < 2 or sigma < 0 or h <= 0:
-        raise ConfigError("na_mlp_fd_gradient needs samples >= 2, sigma >= 0 and h > 0")
-    base = [w.detach().double() for w in weights]
-    eps = [torch.randn((samples, *w.shape), generator=generator, dtype=w.dtype) for w in base]
-    noisy = [torch.cat([w + sigma * e, w - sigma * e]) for w, e in zip(base, eps, strict=True)]
+    base, noisy, mask_a = _antithetic_noise(
+        "na_mlp_fd_gradient", weights, sigma, h, samples, generator
+    )
     n = 2 * samples
     x = x.double()
     # the unperturbed noisy networks, layer by layer: input PSC a_{l-1}, currents, PSC
@@ -197,9 +212,6 @@ def na_mlp_fd_gradient(
         cur = torch.einsum("tnbi,noi->tnbo", a_in[-1], w)
         curs.append(cur)
         a_in.append(psc(na_dynamics(cur, tau_m, threshold)[0], tau_s))
-    mask_a = torch.zeros(n, dtype=torch.bool)
-    mask_a[: samples // 2] = True
-    mask_a[samples : samples + samples // 2] = True
     grads = [torch.zeros_like(w) for w in base]
     halves = [[torch.zeros_like(w) for w in base] for _ in range(2)]
     sign = torch.tensor([1.0, -1.0], dtype=torch.float64).view(1, 2, 1, 1)
