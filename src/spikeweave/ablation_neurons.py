@@ -34,7 +34,7 @@ from torch import nn
 from .errors import ConfigError
 from .functional.dynamics import Dynamics, LIFDynamics
 from .functional.neuron import reset
-from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major
+from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major, neuron_outputs
 from .surrogate import Surrogate, heaviside
 
 __all__ = ["PLIFDynamics", "PLIF", "FlooredLIF", "LearnableWidthLIF", "learned_values"]
@@ -165,12 +165,9 @@ class LearnableWidthLIF(LIF):
             u = reset(h, s, self.threshold, self.v_reset, self.reset, self.detach_reset)
             spikes.append(s)
             hs.append(h)
-        out: list[torch.Tensor] = [torch.stack(spikes)]
-        if return_state:
-            out.append(u)
-        if return_membrane:
-            out.append(torch.stack(hs))
-        return out[0] if len(out) == 1 else tuple(out)
+        return neuron_outputs(
+            torch.stack(spikes), u, torch.stack(hs), return_state, return_membrane
+        )
 
     def extra_repr(self) -> str:
         return f"width={self.width:.3g} (learnable), " + super().extra_repr()

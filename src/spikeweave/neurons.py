@@ -47,11 +47,29 @@ __all__ = [
     "NEURONS",
     "TimeChunked",
     "check_time_major",
+    "neuron_outputs",
     "check_number",
     "check_flag",
 ]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def neuron_outputs(
+    spikes: torch.Tensor,
+    state: torch.Tensor | None,
+    membrane: torch.Tensor | None,
+    return_state: bool,
+    return_membrane: bool,
+):
+    """What a neuron's ``forward`` returns: ``spikes [T, B, ...]`` alone, or a tuple with the
+    final ``state [B, ...]`` and/or the ``membrane [T, B, ...]`` as requested, in that order."""
+    out: list[torch.Tensor] = [spikes]
+    if return_state:
+        out.append(state)  # type: ignore[arg-type]
+    if return_membrane:
+        out.append(membrane)  # type: ignore[arg-type]
+    return out[0] if len(out) == 1 else tuple(out)
 
 
 def check_time_major(x: torch.Tensor, who: str, finite: bool = True) -> None:
@@ -263,12 +281,7 @@ class SpikingNeuron(nn.Module):
             check_finite=who,
             memory=getattr(self, "memory", "auto"),  # modules pickled before the option
         )
-        out: list[torch.Tensor] = [spikes]
-        if return_state:
-            out.append(v)
-        if return_membrane:
-            out.append(h)  # type: ignore[arg-type]
-        return out[0] if len(out) == 1 else tuple(out)
+        return neuron_outputs(spikes, v, h, return_state, return_membrane)
 
     def _check_steps(self, x: torch.Tensor) -> None:
         if self.steps is None or x.shape[0] == self.steps:

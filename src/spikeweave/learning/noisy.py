@@ -47,7 +47,7 @@ from torch import nn
 from ..errors import ConfigError, InputError
 from ..functional.neuron import fire, reset
 from ..functional.spec import torch_fire
-from ..neurons import IF, SpikingNeuron, check_number, check_time_major
+from ..neurons import IF, SpikingNeuron, check_number, check_time_major, neuron_outputs
 from ..surrogate import Surrogate
 from ..training.build import default_model
 from ..training.methods import METHODS, SurrogateBPTT
@@ -272,12 +272,8 @@ class NoisyIF(IF):
             )
         else:
             s = expected_spike(u, self.threshold, self.sigma, self.noise, self.noise_mean)
-        out: list[torch.Tensor] = [s]
-        if return_state:
-            out.append(reset(u, s, self.threshold, self.v_reset, "soft", True)[-1])
-        if return_membrane:
-            out.append(u)
-        return out[0] if len(out) == 1 else tuple(out)
+        v = reset(u, s, self.threshold, self.v_reset, "soft", True)[-1] if return_state else None
+        return neuron_outputs(s, v, u, return_state, return_membrane)
 
     def to_if(self) -> IF:
         """The converted neuron: :class:`~spikeweave.neurons.IF`, soft reset, same θ and start."""
