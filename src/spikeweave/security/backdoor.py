@@ -183,6 +183,22 @@ def paste(images: torch.Tensor, triggers: torch.Tensor, positions: torch.Tensor)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def _poison_plan(
+    n: int,
+    image_hw: Sequence[int],
+    size: int,
+    fraction: float,
+    seed: int,
+    position: Sequence[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mask [N] bool, corners [N, 2])`` of BadNets poisoning for ``seed``: which items
+    carry the trigger and where; :func:`poison` and :class:`PoisonedDataset` share it, so
+    both choose the same images and positions."""
+    mask = choose_poisoned(n, fraction, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return mask, random_positions(n, image_hw, size, gen, position)
+
+
 def poison(
     images: torch.Tensor,
     labels: torch.Tensor,
@@ -214,9 +230,7 @@ def poison(
     target = check_target(target, num_classes)
     trig = check_trigger(trigger, images.shape[1:])
     n = images.shape[0]
-    mask = choose_poisoned(n, fraction, seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    pos = random_positions(n, images.shape[2:], trig.shape[-1], gen, position)
+    mask, pos = _poison_plan(n, images.shape[2:], trig.shape[-1], fraction, seed, position)
     out, lab = images.clone(), labels.clone()
     if bool(mask.any()):
         out[mask] = paste(images[mask], trig, pos[mask])
@@ -252,9 +266,9 @@ class PoisonedDataset(Dataset):
         shape = tuple(torch.as_tensor(dataset[0][0]).shape)
         self.trigger = check_trigger(trigger, shape).contiguous()
         self.target = check_target(target, num_classes)
-        self.mask = choose_poisoned(n, fraction, seed)
-        gen = torch.Generator().manual_seed(seed + 1)
-        self.positions = random_positions(n, shape[1:], self.trigger.shape[-1], gen, position)
+        self.mask, self.positions = _poison_plan(
+            n, shape[1:], self.trigger.shape[-1], fraction, seed, position
+        )
 
     def __len__(self) -> int:
         return len(self.mask)
