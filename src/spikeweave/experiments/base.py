@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import Dataset
@@ -156,6 +156,11 @@ class Experiment(ABC):
     @abstractmethod
     def run(self, ctx: ExperimentContext) -> Report:
         """Run every arm for every seed and return the report (figures already written)."""
+
+    def report(self, **fields: Any) -> Report:
+        """A :class:`Report` under this experiment's name, title and claim; ``fields``: the
+        rest of the report's fields (setup, parts, tables, ...)."""
+        return Report(name=self.name, title=self.title, claim=self.claim, **fields)
 
 
 EXPERIMENTS: Registry[type[Experiment]] = Registry(

@@ -184,10 +184,7 @@ class BioLeaFVsBPExperiment(Experiment):
             f"{100 * COMPARABLE:.0f} points below BPTT's on every dataset."
         )
         first = self.settings(ctx.quick)[0]
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "parts": ", ".join(
                     f"{s.dataset} in-{'-'.join(map(str, s.hidden))}-10, {s.epochs} epochs, "

@@ -265,10 +265,7 @@ class KlifVsLif(Experiment):
                 f"Accuracy part {accuracy.status}: the interval of {METHOD} − {BASELINE} does "
                 f"not lie above −{s.margin:g} points."
             )
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "data": f"{base.dataset}, validation split {base.val_fraction:g} (stratified, "
                 f"fixed), test set {n_test} images",

@@ -485,10 +485,7 @@ class NAvsBPTT(Experiment):
             "estimator is averaged over the same smoothing. The FD self-cosine (two halves of "
             "the noise) bounds how well any estimator can agree at this sample size.",
         ]
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "dataset": st.dataset,
                 "network": f"{st.network}, the authors' layout: input normalised "

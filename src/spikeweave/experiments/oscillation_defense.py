@@ -358,10 +358,7 @@ class OscillationDefense(Experiment):
             "Robust accuracy counts a sample as robust only if it is classified correctly at "
             "clean input and at every iterate the attack tried.",
         ]
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "data": f"{base.dataset}; {s['samples']} test images attacked per seed",
                 "model": f"{base.model} hidden {base.hidden}, T={base.steps}, {base.epochs} "

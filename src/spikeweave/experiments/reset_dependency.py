@@ -332,10 +332,7 @@ class ResetDependency(Experiment):
             f"{robust.status}, image accuracy {little.status}, cost {cost.status}; the verdict "
             "follows the robustness and accuracy parts."
         )
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "toy": f"soft XOR, {toy.n_train}/{toy.n_test} points, T={toy.steps}, "
                 f"{toy.epochs} epochs, batch {toy.batch_size}, AdamW, lr decay "

@@ -160,10 +160,7 @@ class SamplingVsRandom(Experiment):
             f"std) at {sum(wins)} of {len(wins)} (dataset, rate) settings. Counted as held when "
             "it is at every rate, over at least two seeds."
         )
-        return Report(
-            name=self.name,
-            title=self.title,
-            claim=self.claim,
+        return self.report(
             setup={
                 "data": ", ".join(sets)
                 + (" (quick: 256 train / 64 test images)" if ctx.quick else ""),
