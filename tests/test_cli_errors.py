@@ -535,3 +535,11 @@ def test_malformed_config_toml_files_are_one_line_errors(tmp_path, monkeypatch):
         failures.append(f"non-UTF-8 -> {code}: {err[-300:]}")
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("args", [(), ("data",), ("backdoor",)])
+def test_a_command_group_with_no_arguments_shows_its_usage_not_a_bare_error(args):
+    code, out, err = run_main(*args)
+    assert code == 2
+    assert "Usage:" in out and "Commands" in out
+    assert "error:" not in err and "Traceback" not in err

@@ -617,7 +617,10 @@ def main() -> None:
         _fail(str(exc))
     except _usage_errors() as exc:
         message = getattr(exc, "format_message", None)
-        _fail(message() if callable(message) else str(exc))
+        text = message() if callable(message) else str(exc)
+        if not text.strip():  # no arguments: the usage was shown already, not a bare "error:"
+            sys.exit(2)
+        _fail(text)
     except typer.Abort:
         typer.echo("interrupted", err=True)
         sys.exit(130)
