@@ -491,7 +491,11 @@ def attack(
     attack: str = typer.Option(
         ..., help="Attack. One of: fgsm | pgd | adaptive | transfer | square."
     ),
-    eps: str = typer.Option(..., help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3."),
+    eps: str = typer.Option(
+        ...,
+        help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3 (L2: up to √pixels). Each "
+        "attack and ε is kept in attack.json.",
+    ),
     steps: int = typer.Option(None, help="PGD steps (pgd, adaptive, transfer; default 20)."),
     norm: str = typer.Option(
         None, help="Norm (pgd, adaptive, transfer, square). One of: linf | l2 (default linf)."

@@ -276,3 +276,60 @@ def test_attack_options_the_attack_would_ignore_or_misread_are_refused_before_lo
 
     with pytest.raises(ConfigError, match=match):
         attack_command(tmp_path / "no-run", attack, [0.1], **kwargs)
+
+
+@pytest.mark.parametrize(
+    "eps, kwargs, match",
+    [([0.1, 2.0], {}, r"--eps 2 is outside \[0, 1\], the run's input range"),
+     ([1.5], dict(norm="linf"), r"--eps 1.5 is outside \[0, 1\]"),
+     ([1.01], {"attack": "fgsm"}, r"--eps 1.01 is outside \[0, 1\]")],
+)  # fmt: skip
+def test_an_eps_beyond_the_input_range_is_refused_before_loading(tmp_path, eps, kwargs, match):
+    from spikeweave.security.cli import attack_command
+
+    attack = kwargs.pop("attack", "pgd")
+    with pytest.raises(ConfigError, match=match) as e:
+        attack_command(tmp_path / "no-run", attack, eps, **kwargs)
+    assert "\n" not in str(e.value)
+
+
+def test_every_attack_and_eps_is_kept_in_attack_json_and_old_files_still_read(tmp_path):
+    from spikeweave.security.cli import attack_command, attack_records
+    from spikeweave.training import TrainConfig, Trainer
+
+    cfg = TrainConfig(dataset="digits", model="mlp", steps=2, epochs=1, out_dir=str(tmp_path))
+    run = tmp_path / "run"
+    Trainer(cfg, run_dir=run).fit()
+    # an older version's single-record file is read as its records and kept
+    old = {"attack": "square", "norm": "linf", "eps": [0.2], "robust_accuracy": [0.25],
+           "clean_accuracy": 0.5, "samples": 20, "seed": 0, "split": "test"}  # fmt: skip
+    (run / "attack.json").write_text(json.dumps(old))
+    assert [(r["attack"], r["eps"]) for r in attack_records(run / "attack.json")] == [
+        ("square", 0.2)
+    ]
+    attack_command(run, "fgsm", [0.0, 0.1], samples=20)
+    attack_command(run, "pgd", [2.0], norm="l2", steps=2, samples=20)  # L2 may pass 1
+    attack_command(run, "pgd", [0.1], steps=2, samples=20)
+    res = attack_command(run, "fgsm", [0.1, 0.2], samples=20)  # 0.1 again: replaced, not doubled
+    saved = json.loads((run / "attack.json").read_text())
+    assert saved == res and saved["attack"] == "fgsm" and saved["eps"] == [0.1, 0.2]
+    kept = sorted((r["attack"], r["eps"]) for r in saved["records"])
+    assert kept == [
+        ("fgsm", 0.0),
+        ("fgsm", 0.1),
+        ("fgsm", 0.2),
+        ("pgd", 0.1),
+        ("pgd", 2.0),
+        ("square", 0.2),
+    ]
+    square = next(r for r in saved["records"] if r["attack"] == "square")
+    assert square["robust_accuracy"] == 0.25
+    fgsm_01 = next(r for r in saved["records"] if r["attack"] == "fgsm" and r["eps"] == 0.1)
+    assert fgsm_01["robust_accuracy"] == res["robust_accuracy"][0]
+    # an L2 budget may pass 1, but not the diameter of [0, 1]^64 (digits: 8x8 pixels)
+    with pytest.raises(ConfigError, match=r"--eps 9 is outside \[0, 8\], the L2 diameter"):
+        attack_command(run, "pgd", [9.0], norm="l2", steps=2, samples=20)
+    # a file that is not ours is refused in one line before any attack runs
+    (run / "attack.json").write_text("[1, 2]")
+    with pytest.raises(DataError, match="is not an attack.json written by spikeweave"):
+        attack_command(run, "fgsm", [0.1], samples=20)

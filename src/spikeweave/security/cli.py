@@ -2,7 +2,9 @@
 
 Plain functions; ``spikeweave/cli.py`` wires them to the command line. ``attack_command``
 writes ``attack.json`` (robust accuracy per ε) and ``attack.png`` (accuracy vs ε) into the run
-directory (or ``out_dir``).
+directory (or ``out_dir``). ``attack.json`` keeps every attack run there: its top-level keys
+describe the latest attack (as a single-record file always did) and ``records`` holds one entry
+per attack setting and ε, merged with the earlier ones (a rerun replaces its own entries).
 """
 
 from __future__ import annotations
@@ -21,7 +23,21 @@ from ..errors import ConfigError, DataError
 from ..options import MAX_INT
 from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_accuracy
 
-__all__ = ["attack_command", "evaluation_subset", "parse_eps", "plot_accuracy_vs_eps"]
+__all__ = [
+    "attack_command",
+    "attack_records",
+    "evaluation_subset",
+    "parse_eps",
+    "plot_accuracy_vs_eps",
+]
+
+# The inputs every run sees are pixels in [0, 1] (the attacks' default bounds).
+_INPUT_RANGE = (0.0, 1.0)
+# attack.json holds numbers for a handful of attacks; anything far larger is not ours
+_MAX_RECORDS_BYTES = 4 << 20
+# the settings that name an attack record (with its ε); accuracies, time and device do not
+_SETTING_KEYS = ("attack", "norm", "steps", "step_size", "queries", "eot", "source", "split",
+                 "samples", "seed")  # fmt: skip
 
 
 def parse_eps(text: str) -> list[float]:
@@ -36,6 +52,98 @@ def parse_eps(text: str) -> list[float]:
     if not values:
         raise ConfigError("give at least one --eps value")
     return [_check_eps(v) for v in values]
+
+
+def _check_eps_range(eps: Sequence[float], norm: str, dims: int | None = None) -> None:
+    """One-line ConfigError for a budget larger than the input range allows: above 1 an L∞
+    budget changes nothing ([0, 1] pixels), nor an L2 one above the range's diameter √dims."""
+    lo, hi = _INPUT_RANGE
+    if norm == "linf":
+        top, what = hi - lo, "the run's input range [0, 1]"
+    elif dims is not None:
+        top, what = (hi - lo) * dims**0.5, f"the L2 diameter √{dims} of the [0, 1] input range"
+    else:
+        return
+    for e in eps:
+        if e > top:
+            raise ConfigError(
+                f"--eps {e:g} is outside [0, {top:g}], {what}: a larger budget changes nothing"
+            )
+
+
+def attack_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of the ``attack.json`` at ``path`` (none if it is absent): one dict per
+    attack setting and ε (the setting keys, ``eps``, ``robust_accuracy``, ``clean_accuracy``);
+    a single-record file of an older version is read as its records. One-line DataError for a
+    link, an oversized or a malformed file."""
+    path = Path(path)
+    if path.is_symlink():
+        raise DataError(f"{path} is a link; attack results are not read through links")
+    if not path.exists():
+        return []
+    try:
+        if path.stat().st_size > _MAX_RECORDS_BYTES:
+            raise DataError(f"{path} is larger than {_MAX_RECORDS_BYTES} bytes; not attack results")
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"cannot read {path}: {' '.join(str(exc).split())}") from None
+    bad = DataError(f"{path} is not an attack.json written by spikeweave; move it away")
+    if not isinstance(value, dict):
+        raise bad
+    if "records" in value:
+        records = value["records"]
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and _is_number(r.get("eps")) for r in records
+        ):
+            raise bad
+        return records
+    # an older single-record file: one attack, with parallel eps / robust_accuracy lists
+    eps, acc = value.get("eps"), value.get("robust_accuracy")
+    if not (isinstance(eps, list) and isinstance(acc, list) and len(eps) == len(acc)):
+        raise bad
+    if not all(_is_number(v) for v in eps + acc):
+        raise bad
+    setting = {k: value.get(k) for k in _SETTING_KEYS}
+    clean = value.get("clean_accuracy")
+    return [
+        {**setting, "eps": e, "robust_accuracy": a, "clean_accuracy": clean}
+        for e, a in zip(eps, acc, strict=True)
+    ]
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _merge(old: list[dict[str, Any]], new: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``old`` and ``new`` records, one per setting and ε; a new one replaces an old one."""
+
+    def key(r: dict[str, Any]) -> tuple:
+        return (*(json.dumps(r.get(k)) for k in _SETTING_KEYS), float(r["eps"]))
+
+    merged = {key(r): r for r in old}
+    merged.update({key(r): r for r in new})
+    return list(merged.values())
+
+
+def _curves(records: list[dict[str, Any]]) -> dict[str, tuple[list[float], list[float]]]:
+    """Accuracy-vs-ε curves, one per attack setting, labelled by attack, norm and steps."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(tuple(json.dumps(r.get(k)) for k in _SETTING_KEYS), []).append(r)
+    curves = {}
+    for rows in groups.values():
+        r = rows[0]
+        label = f"{r.get('attack')} ({r.get('norm')})"
+        if r.get("steps") is not None:
+            label += f", {r['steps']} steps"
+        if r.get("source") is not None:
+            label += f", from {Path(str(r['source'])).name}"
+        while label in curves:  # settings differing elsewhere (samples, seed) stay apart
+            label += "'"
+        rows = sorted(rows, key=lambda row: row["eps"])
+        curves[label] = ([row["eps"] for row in rows], [row["robust_accuracy"] for row in rows])
+    return curves
 
 
 def evaluation_subset(
@@ -130,7 +238,8 @@ def attack_command(
         device: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); the attacks'
             random draws come from seeded CPU generators on every device.
 
-    Returns the dict written to ``attack.json``.
+    Returns the dict written to ``attack.json``: this attack's settings and results, and
+    ``records``, one per attack setting and ε run into this folder so far.
     """
     from .. import data as datasets
     from ..training import load_run
@@ -145,6 +254,7 @@ def attack_command(
     norm = "linf" if norm is None else norm
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    _check_eps_range(eps, "linf" if attack in ("fgsm", "square") else norm)
     _check_count("--steps", steps, "PGD steps")
     _check_count("--samples", samples, "test images attacked")
     if attack == "transfer" and source is None:
@@ -152,6 +262,7 @@ def attack_command(
     run = load_run(run_dir, device=device)  # DataError for a missing directory or checkpoint
     # the output folder is checked before the attack runs, not after minutes of it
     out = make_folder(out_dir) if out_dir is not None else refuse_linked_folder(run.path)
+    earlier = attack_records(out / "attack.json")  # a bad file is refused before the attack
     target = as_classifier(run)
     options: dict[str, Any] = {}
     if attack in ("pgd", "adaptive", "transfer"):
@@ -169,6 +280,7 @@ def attack_command(
     except KeyError as exc:  # pragma: no cover - registry errors are ConfigErrors already
         raise DataError(str(exc)) from None
     x, y = evaluation_subset(dataset, samples, seed)
+    _check_eps_range(eps, "linf" if attack in ("fgsm", "square") else norm, x[0].numel())
     start = time.perf_counter()
     clean = robust_accuracy("fgsm", target, x, y, 0.0, batch_size=batch_size, seed=seed)
     acc = [
@@ -193,9 +305,16 @@ def attack_command(
         "time_s": round(time.perf_counter() - start, 2),
         "device": str(run.device),
     }
+    setting = {k: result[k] for k in _SETTING_KEYS}
+    records = _merge(
+        earlier,
+        [{**setting, "eps": e, "robust_accuracy": a, "clean_accuracy": clean}
+         for e, a in zip(eps, acc, strict=True)],
+    )  # fmt: skip
+    result["records"] = records
     atomic_write_bytes(out / "attack.json", json.dumps(result, indent=2).encode())
     plot_accuracy_vs_eps(
-        {f"{attack} ({result['norm']})": (eps, acc)},
+        _curves(records),
         out / "attack.png",
         f"{Path(run.path).name}: robust accuracy vs ε",
     )
