@@ -70,6 +70,21 @@ def test_resume_with_more_epochs_extends_the_run_and_conflicting_options_are_ref
     assert summary["epochs"] == 2 and summary["config"]["epochs"] == 2
 
 
+def test_resume_finishes_a_run_killed_after_its_last_checkpoint_before_its_summary(tmp_path):
+    run = finished_run(tmp_path)
+    written = json.loads((run / "summary.json").read_text())
+    for name in ("summary.json", "activity.safetensors", "spike_raster.png"):
+        (run / name).unlink()  # as if killed between the last checkpoint and the summary
+    code, out, err = run_main("train", "--resume", str(run), "--no-progress")
+    assert code == 0, err
+    assert "finishing" in out and "its 1 epochs are trained" in out and "test accuracy" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs"] == 1 and summary["test_accuracy"] == written["test_accuracy"]
+    assert (run / "activity.safetensors").exists() and (run / "spike_raster.png").exists()
+    code, _, err = run_main("train", "--resume", str(run), "--no-progress")
+    assert_one_line_error(code, err, "already finished its 1 epochs; pass a larger --epochs")
+
+
 def test_eval_refuses_an_unknown_split_and_leaves_eval_json_alone(tmp_path):
     run = finished_run(tmp_path)
     code, _, err = run_main("eval", str(run), "--split", "foo")

@@ -220,7 +220,7 @@ def train(
     ),
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
-    from .training import Trainer, load_config
+    from .training import RunDir, Trainer, load_config
     from .training.config import TrainConfig, fold_legacy
 
     given = dict(
@@ -258,6 +258,7 @@ def train(
     flags = (poison_fraction, poison_target, poison_trigger, poison_trigger_size, poison_seed)
     keys = ("fraction", "target", "trigger", "trigger_size", "seed")
     poison = {k: v for k, v in zip(keys, flags, strict=True) if v is not None}
+    finish_only = False
     if resume is not None:
         if config is not None:
             raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
@@ -270,12 +271,23 @@ def train(
         )
         _refuse_conflicts(given, trainer.config)
         _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
-        if trainer.epoch >= trainer.config.epochs:
+        finish_only = trainer.epoch >= trainer.config.epochs
+        if finish_only and (trainer.run_dir / RunDir.SUMMARY).exists():
             raise ConfigError(
                 f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
                 "--epochs to extend it"
             )
-        _say(trainer, f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}")
+        if finish_only:  # killed after its last checkpoint, before the summary was written
+            _say(
+                trainer,
+                f"finishing {resume}: its {trainer.epoch} epochs are trained; writing the "
+                "summary, activity and plots",
+            )
+        else:
+            _say(
+                trainer,
+                f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}",
+            )
     else:
         values: dict[str, Any] = load_config(config) if config is not None else {}
         if "method" in given and given["method"] != values.get("method", given["method"]):
@@ -295,7 +307,7 @@ def train(
             + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
         )
     try:
-        summary = trainer.fit()
+        summary = trainer.complete() if finish_only else trainer.fit()
     except KeyboardInterrupt:
         if trainer.epoch > 0:
             typer.echo(

@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 import torch
 
-from spikeweave.errors import CheckpointError
+from spikeweave.errors import CheckpointError, TrainingError
 from spikeweave.training import (
     Callback,
     PlateauStop,
@@ -165,6 +165,35 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
     assert summary["epochs"] == 3
     lines = (tmp_path / "crash" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+
+
+def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tmp_path):
+    cfg = tiny(tmp_path, epochs=1)
+    full = Trainer(cfg, run_dir=tmp_path / "full", progress=False).fit()
+
+    class _KilledError(Exception):
+        pass
+
+    killed = Trainer(cfg, run_dir=tmp_path / "killed", progress=False)
+
+    def die():
+        raise _KilledError  # after the last checkpoint, before summary, activity and plots
+
+    killed.finish = die
+    with pytest.raises(_KilledError):
+        killed.fit()
+    run = tmp_path / "killed"
+    assert (run / "checkpoint.safetensors").exists() and not (run / "summary.json").exists()
+    resumed = Trainer.resume(run, progress=False)
+    summary = resumed.complete()
+    assert json.loads((run / "summary.json").read_text()) == summary
+    assert (run / "activity.safetensors").exists() and (run / "training_curves.png").exists()
+    for key in ("epochs", "test_accuracy", "train_accuracy", "firing_rates"):
+        assert summary[key] == full[key], key
+    assert summary["wall_time_s"] == killed.wall_time_s  # the trained epochs' time, kept
+    # a run with epochs left is trained by fit, not finished
+    with pytest.raises(TrainingError, match="1 epochs left to train"):
+        Trainer.resume(run, progress=False, epochs=2).complete()
 
 
 @pytest.mark.slow

@@ -373,6 +373,21 @@ class Trainer:
             cb.on_fit_end(self, summary)
         return summary
 
+    def complete(self) -> dict[str, Any]:
+        """Finish a run whose epochs are all trained but that has no summary (killed after its
+        last checkpoint, before ``finish``): write ``summary.json``, the activity record and
+        the plots from the checkpointed state, under the run's lock; return the summary."""
+        if self.epoch < self.config.epochs:
+            raise TrainingError(
+                f"{self.rundir} has {self.config.epochs - self.epoch} epochs left to train; "
+                "resume it to train them (fit), not to finish it"
+            )
+        with deterministic_algorithms(self.config.deterministic):
+            if not self.dist.is_main:
+                return self.dist.broadcast(None)
+            with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
+                return self.dist.broadcast(self.finish())
+
     def request_stop(self, reason: str) -> None:
         """End training after the current epoch (call from ``on_epoch_end``, e.g. early
         stopping). The epoch's row and checkpoint are written first; ``summary.json`` records
