@@ -85,6 +85,17 @@ def test_resume_finishes_a_run_killed_after_its_last_checkpoint_before_its_summa
     assert_one_line_error(code, err, "already finished its 1 epochs; pass a larger --epochs")
 
 
+def test_a_run_whose_layers_never_spike_warns_in_one_line_per_layer(tmp_path):
+    code, out, err = run_main("train", *TINY, "--epochs", "1", "--threshold", "1000",
+                              "--no-progress", "--out-dir", str(tmp_path))  # fmt: skip
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert [w.split(" is ")[0] for w in warnings] == [
+        "warning: layer 'spike1'", "warning: layer 'spike2'", "warning: layer 'spike_out'"
+    ]  # fmt: skip
+    assert "test accuracy" in out and "Traceback" not in err
+
+
 def test_eval_refuses_an_unknown_split_and_leaves_eval_json_alone(tmp_path):
     run = finished_run(tmp_path)
     code, _, err = run_main("eval", str(run), "--split", "foo")

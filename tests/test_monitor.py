@@ -14,7 +14,13 @@ from cli_memory import assert_one_line_error, linux_only, run_spikeweave
 from spikeweave.errors import DataError
 from spikeweave.learning.na import na_network
 from spikeweave.models import MLP
-from spikeweave.monitor import Activity, load_activity, record_spikes, save_activity
+from spikeweave.monitor import (
+    Activity,
+    activity_warnings,
+    load_activity,
+    record_spikes,
+    save_activity,
+)
 from spikeweave.neurons import LIF
 
 
@@ -86,3 +92,18 @@ def test_plot_refuses_the_200_byte_activity_bomb_in_one_line(tmp_path):
     run = run_spikeweave("plot", path.parent)
     assert_one_line_error(run, "activity.safetensors", "packed spikes")
     assert run.peak_mb < 1500  # the CLI alone takes ~350 MB; unpacking took 5.4 GB
+
+
+def test_activity_warnings_name_silent_and_saturated_layers_only():
+    spikes = {
+        "quiet": torch.zeros(3, 4, 5, dtype=torch.uint8),
+        "busy": torch.ones(3, 4, 5, dtype=torch.uint8),
+        "fine": torch.zeros(3, 4, 5, dtype=torch.uint8),
+        "nearly_full": torch.ones(3, 4, 5, dtype=torch.uint8),
+    }
+    spikes["fine"][1, 2, 3] = 1
+    spikes["nearly_full"][0, 0, 0] = 0
+    lines = activity_warnings(spikes)
+    assert len(lines) == 2 and all("\n" not in line for line in lines)
+    assert lines[0].startswith("layer 'quiet' is silent") and "4 test samples x 3 steps" in lines[0]
+    assert lines[1].startswith("layer 'busy' is saturated: every neuron spikes at every step")

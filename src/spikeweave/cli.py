@@ -318,6 +318,9 @@ def train(
         else:
             typer.echo("interrupted before the first epoch finished; nothing to resume", err=True)
         raise typer.Exit(130) from None
+    if trainer.dist.is_main:
+        for line in summary.get("activity_warnings", ()):
+            typer.echo(f"warning: {line}", err=True)
     metric = trainer.task.metric
     fmt = (lambda v: f"{v:.2%}") if metric == "accuracy" else (lambda v: f"{v:.4g}")
     _say(

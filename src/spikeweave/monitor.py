@@ -23,7 +23,14 @@ from .atomic import atomic_write_bytes
 from .errors import DataError
 from .neurons import SpikingNeuron
 
-__all__ = ["Activity", "spiking_modules", "record_spikes", "save_activity", "load_activity"]
+__all__ = [
+    "Activity",
+    "activity_warnings",
+    "spiking_modules",
+    "record_spikes",
+    "save_activity",
+    "load_activity",
+]
 
 
 def spiking_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -82,6 +89,32 @@ class Activity:
     labels: list[int] | None = None
     predictions: list[int] | None = None
     meta: dict = field(default_factory=dict)
+
+
+def activity_warnings(spikes: dict[str, torch.Tensor]) -> list[str]:
+    """One line per layer that is silent (no spike anywhere in ``spikes[name]``, ``[T, B,
+    ...]``) or saturated (every neuron spikes at every step): such a layer passes on nothing
+    about its input, so a run with one usually sits at chance (e.g. a silent output layer of a
+    10-class net: loss ln 10, accuracy 10%)."""
+    lines = []
+    for name, s in spikes.items():
+        if s.numel() == 0:
+            continue
+        t, b = s.shape[0], s.shape[1] if s.dim() > 1 else 1
+        count = int(s.to(torch.int64).sum())
+        if count == 0:
+            state = "is silent: not one spike"
+            advice = "train longer, raise the lr, lower the threshold or use more time steps"
+        elif count == s.numel():
+            state = "is saturated: every neuron spikes at every step"
+            advice = "raise the threshold, lower the input scale or the lr"
+        else:
+            continue
+        lines.append(
+            f"layer {name!r} {state} in the recorded activity ({b} test samples x {t} steps); "
+            f"it carries no information about the input ({advice})"
+        )
+    return lines
 
 
 def save_activity(path: str | Path, activity: Activity) -> Path:

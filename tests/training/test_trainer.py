@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -194,6 +195,18 @@ def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tm
     # a run with epochs left is trained by fit, not finished
     with pytest.raises(TrainingError, match="1 epochs left to train"):
         Trainer.resume(run, progress=False, epochs=2).complete()
+
+
+def test_a_run_with_a_silent_layer_says_so_in_its_summary(tmp_path):
+    # a threshold no input current reaches: every layer stays silent, the run sits at chance
+    silent = Trainer(tiny(tmp_path, epochs=1, threshold=1e3), progress=False).fit()
+    assert [w.split(" is ")[0] for w in silent["activity_warnings"]] == [
+        "layer 'spike1'", "layer 'spike2'", "layer 'spike_out'"
+    ]  # fmt: skip
+    assert all("is silent: not one spike" in w for w in silent["activity_warnings"])
+    assert all(silent["firing_rates"][k] == 0 for k in ("spike1", "spike2", "spike_out"))
+    written = json.loads((Path(silent["run_dir"]) / "summary.json").read_text())
+    assert written["activity_warnings"] == silent["activity_warnings"]
 
 
 @pytest.mark.slow

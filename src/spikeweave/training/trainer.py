@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
-from ..monitor import Activity, record_spikes, save_activity
+from ..monitor import Activity, activity_warnings, record_spikes, save_activity
 from .assembly import assemble, data_spec
 from .build import compile_stateless
 from .callbacks import Callback
@@ -464,6 +464,7 @@ class Trainer:
                 "run_dir": str(self.rundir),
             }
         )
+        summary["activity_warnings"] = activity_warnings(activity.spikes)
         if self.stop_reason is not None:
             summary["stopped_early"] = {"after_epoch": self.epoch, "reason": self.stop_reason}
         self.rundir.write_json(RunDir.SUMMARY, summary)
