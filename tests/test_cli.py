@@ -100,3 +100,14 @@ def test_unknown_config_key_and_corrupt_checkpoint_are_one_line_errors(tmp_path)
     result = run_cli("eval", str(run))
     assert result.returncode == 2 and "checkpoint.safetensors" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_plain_bioleaf_train_writes_the_apical_keys_and_plot_its_docs_name(tmp_path):
+    result = runner.invoke(app, ["train", *TINY, "--method", "bioleaf", "--batch-size", "128",
+                                 "--out-dir", str(tmp_path)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (run,) = tmp_path.iterdir()
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"apical_train/h1", "apical_test/h1", "apical_test_rel/h1"} <= set(row)
+    assert (run / "apical_mismatch.png").stat().st_size > 1000
