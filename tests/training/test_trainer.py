@@ -185,8 +185,15 @@ def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tm
         killed.fit()
     run = tmp_path / "killed"
     assert (run / "checkpoint.safetensors").exists() and not (run / "summary.json").exists()
-    resumed = Trainer.resume(run, progress=False)
+    ended = []
+
+    class _Ends(Callback):
+        def on_fit_end(self, trainer, summary):
+            ended.append(summary["epochs"])
+
+    resumed = Trainer.resume(run, progress=False, callbacks=[_Ends()])
     summary = resumed.complete()
+    assert ended == [1]  # the callbacks end the run as fit would have
     assert json.loads((run / "summary.json").read_text()) == summary
     assert (run / "activity.safetensors").exists() and (run / "training_curves.png").exists()
     for key in ("epochs", "test_accuracy", "train_accuracy", "firing_rates"):

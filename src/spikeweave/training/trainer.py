@@ -376,7 +376,8 @@ class Trainer:
     def complete(self) -> dict[str, Any]:
         """Finish a run whose epochs are all trained but that has no summary (killed after its
         last checkpoint, before ``finish``): write ``summary.json``, the activity record and
-        the plots from the checkpointed state, under the run's lock; return the summary."""
+        the plots from the checkpointed state, under the run's lock, and call the callbacks'
+        ``on_fit_end`` (e.g. BioLeaF's apical plot) as ``fit`` would have; return the summary."""
         if self.epoch < self.config.epochs:
             raise TrainingError(
                 f"{self.rundir} has {self.config.epochs - self.epoch} epochs left to train; "
@@ -384,9 +385,13 @@ class Trainer:
             )
         with deterministic_algorithms(self.config.deterministic):
             if not self.dist.is_main:
-                return self.dist.broadcast(None)
-            with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
-                return self.dist.broadcast(self.finish())
+                summary = self.dist.broadcast(None)
+            else:
+                with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
+                    summary = self.dist.broadcast(self.finish())
+        for cb in self.callbacks:
+            cb.on_fit_end(self, summary)
+        return summary
 
     def request_stop(self, reason: str) -> None:
         """End training after the current epoch (call from ``on_epoch_end``, e.g. early
