@@ -3,42 +3,24 @@ option silently ignored."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from spikeweave import cli
 from spikeweave.errors import ConfigError, TrainingError
 from spikeweave.training import SurrogateBPTT, TrainConfig, Trainer
 
 TINY = ["--dataset", "digits", "--model", "mlp", "-T", "2", "--batch-size", "64"]
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeweave ARGS`` in this process, as the console script runs it."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["spikeweave", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(code: int, err: str, match: str = "") -> None:

@@ -4,39 +4,21 @@
 from __future__ import annotations
 
 import errno
-import io
 import os
 import re
-import sys
 from collections.abc import Callable
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_run import run_main
 
-from spikeweave import atomic, cli
+from spikeweave import atomic
 from spikeweave.compression.files import write_nmnist
 from spikeweave.data.events import EVENT_DTYPE
 
 TINY = ["--dataset", "digits", "--model", "mlp", "-T", "2", "--batch-size", "64", "--no-progress"]
 LONG = "n" * 300  # longer than any file system's NAME_MAX
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeweave ARGS`` in this process, as the console script runs it."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["spikeweave", *map(str, args)]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(code: int, err: str, match: str = "") -> None:

@@ -7,44 +7,25 @@ Python API and through ``spikeweave import`` (exit status 2, one ``error:`` line
 
 from __future__ import annotations
 
-import io
-import sys
 import tracemalloc
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import h5py
 import nir
 import numpy as np
 import pytest
+from cli_run import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
 import spikeweave as sf
-from spikeweave import cli
 from spikeweave.errors import ConfigError, DataError, SpikeweaveError
 from spikeweave.export import from_nir, import_run, load_nir, read_graph, to_nir
 from spikeweave.export import nir as sw_nir
 from spikeweave.layers import TimeFolded
 
 SECRET = b"TOP-SECRET-API-KEY"
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeweave ARGS`` in this process, as the console script runs it."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["spikeweave", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def assert_one_line_error(code: int, out: str, err: str, match: str = "") -> str:

@@ -3,15 +3,12 @@ a config asking for a 10^9-wide layer is refused in one line, without allocating
 
 from __future__ import annotations
 
-import io
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
+from cli_run import run_main
 
-from spikeweave import cli
 from spikeweave.errors import CheckpointError
 from spikeweave.tasks import DataSpec, make_task
 from spikeweave.training import TrainConfig, Trainer, load_run
@@ -19,22 +16,6 @@ from spikeweave.training import build as build_module
 from spikeweave.training.checkpoint import check_model_fits, load_checkpoint, save_checkpoint
 from spikeweave.training.methods import METHODS, make_method
 from spikeweave.training.rundir import RunDir
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeweave ARGS`` in this process, as the console script runs it."""
-    out, err = io.StringIO(), io.StringIO()
-    argv = sys.argv
-    sys.argv = ["spikeweave", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -3,16 +3,13 @@
 The CPU tests run everywhere; tests marked ``cuda`` skip, with the reason, without a GPU.
 """
 
-import io
 import json
-import sys
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import replace
 
 import pytest
 import torch
+from cli_run import run_main
 
-from spikeweave import cli
 from spikeweave.errors import ConfigError
 from spikeweave.training import RunDir, TrainConfig, Trainer, load_run
 from spikeweave.training.assembly import assemble
@@ -26,21 +23,6 @@ from spikeweave.training.methods import StepContext
 from spikeweave.training.run import write_checkpoint
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)]
-
-
-def run_main(*args: str) -> tuple[int, str, str]:
-    """``spikeweave ARGS`` in this process, as the console script runs it."""
-    out, err = io.StringIO(), io.StringIO()
-    argv, sys.argv = sys.argv, ["spikeweave", *args]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            cli.main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), err.getvalue()
 
 
 def _no_cuda(monkeypatch):
