@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 import typer
 from sfev_helpers import synthetic_events
 from typer.testing import CliRunner
@@ -76,6 +77,7 @@ def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
         sampler="spiking",
         seed=0,
         codec="zstd",
+        device=None,
     )
     cli.decompress_command(tmp_path / "p.sfev", tmp_path / "p.npz")
     err = capsys.readouterr().err
@@ -99,3 +101,27 @@ def test_sample_events_refuses_a_zero_window_instead_of_using_the_default():
 
     with pytest.raises(ConfigError, match="window must be a positive number of µs, got 0"):
         sample_events(synthetic_events(100), (34, 34), 0.1, window_us=0, sampler="random")
+
+
+def test_device_is_refused_without_rate_and_a_missing_gpu_is_one_line(tmp_path, recording):
+    out = runner.invoke(
+        app, ["compress", str(recording), str(tmp_path / "d.sfev"), "--device", "cpu"]
+    )
+    assert out.exit_code != 0 and "add --rate R" in str(out.exception)
+    if not torch.cuda.is_available():
+        out = runner.invoke(app, ["compress", str(recording), str(tmp_path / "d.sfev"),
+                                  "--rate", "0.1", "--device", "cuda"])  # fmt: skip
+        assert out.exit_code != 0 and "CUDA" in str(out.exception)
+        assert "\n" not in str(out.exception)
+    assert not (tmp_path / "d.sfev").exists()
+
+
+def test_the_trained_sampler_on_the_auto_device_keeps_what_it_keeps_on_the_cpu(tmp_path):
+    from spikeweave.compression.sampling import sample_events
+
+    events = synthetic_events(3000)
+    auto, _ = sample_events(events, (34, 34), 0.1, sampler="spiking", device="auto")
+    cpu, meta = sample_events(events, (34, 34), 0.1, sampler="spiking", device="cpu")
+    assert meta["sampler"] == "spiking"
+    if not torch.cuda.is_available():  # auto is the CPU here: bit-identical choice of events
+        assert np.array_equal(auto, cpu)

@@ -76,13 +76,22 @@ def compress_command(
         help="Stream codec: zstd (default, fast), lzma, or ctx (context-model range coding: "
         "the smallest files and random access by time, ~30x slower).",
     ),
+    device: str = typer.Option(
+        None,
+        "--device",
+        help="Sampled mode: where a trained sampler runs: auto (default: CUDA when available) "
+        "| cpu | cuda | cuda:N; a GPU that is not there is an error.",
+    ),
 ) -> None:
     """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
     from .files import compress_file, xz_size
 
-    if rate is None and (sampler != "spiking" or seed != 0 or window_us is not None):
+    if rate is None and (
+        sampler != "spiking" or seed != 0 or window_us is not None or device is not None
+    ):
         raise ConfigError(
-            "--sampler, --seed and --window-us choose how sampled mode samples: add --rate R"
+            "--sampler, --seed, --window-us and --device choose how sampled mode samples: "
+            "add --rate R"
         )
     if window_us is not None and window_us <= 0:
         raise ConfigError(f"--window-us must be a positive number of µs, got {window_us}")
@@ -99,6 +108,7 @@ def compress_command(
             seed=seed,
             codec=codec,
             progress=progress,
+            device="auto" if device is None else device,
         )
     if result.out_path is not None:
         typer.echo(

@@ -162,17 +162,25 @@ class EventFrameSampler:
 
     # -- use ----------------------------------------------------------------------------------
 
+    def to(self, device: str | torch.device) -> EventFrameSampler:
+        """Run the sampler on ``device`` (frames are moved there chunk by chunk; scores come
+        back to the CPU). Returns ``self``."""
+        self.sampler.to(device)
+        return self
+
     def scores(self, frames: np.ndarray) -> np.ndarray:
-        """Keep scores float32 ``[n, H, W]`` for count frames ``[n, 2, H, W]``."""
+        """Keep scores float32 ``[n, H, W]`` (CPU) for count frames ``[n, 2, H, W]``, computed
+        on the sampler's device."""
         n, _, h, w = frames.shape
         out = np.empty((n, h, w), dtype=np.float32)
         step = max(1, _CHUNK_PIXELS // (h * w))
+        device = next(self.sampler.parameters()).device
         with torch.no_grad():
             for start in range(0, n, step):
-                x = normalise_frames(frames[start : start + step], self.channels)
+                x = normalise_frames(frames[start : start + step], self.channels).to(device)
                 seq = x.unsqueeze(0).expand(self.steps, *x.shape)  # direct encoding
                 spikes, current = self.sampler(seq)
-                out[start : start + step] = keep_score(spikes, current)[:, 0].numpy()
+                out[start : start + step] = keep_score(spikes, current)[:, 0].cpu().numpy()
         return out
 
     def __call__(self, frames: np.ndarray, k: int) -> np.ndarray:

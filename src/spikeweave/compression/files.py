@@ -124,6 +124,7 @@ def compress_file(
     seed: int = 0,
     codec: str = "zstd",
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> CompressResult:
     """Compress an event file to ``.sfev`` (``out_path`` None: compute sizes, write nothing).
 
@@ -132,7 +133,7 @@ def compress_file(
     the built-in trained spiking sampler; "activity" or "random" (``seed``): baselines; or a
     ``--method sampler`` run directory; see :mod:`spikeweave.compression.sampling`). The file's
     ``M`` stream records the sampler, its weights' digest, the rate and the window. Without
-    ``rate`` the file is lossless.
+    ``rate`` the file is lossless. ``device``: where a trained sampler runs.
     """
     in_path = Path(in_path)
     events, sensor, fmt = load_events(in_path)
@@ -142,7 +143,7 @@ def compress_file(
         from .sampling import sample_events
 
         events, meta = sample_events(
-            events, sensor, rate, window_us=window_us, sampler=sampler, seed=seed
+            events, sensor, rate, window_us=window_us, sampler=sampler, seed=seed, device=device
         )
     data = encode_events(events, sensor, codec=codec, meta=meta, progress=progress)
     header = read_header(data)

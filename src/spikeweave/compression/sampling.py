@@ -138,12 +138,17 @@ def random_mask(
 
 
 def resolve_sampler(
-    sampler: str | Path, rate: float, seed: int = 0
+    sampler: str | Path, rate: float, seed: int = 0, device: str = "cpu"
 ) -> tuple[Sampler, dict[str, Any]]:
     """``(mask function, what to record about it)`` for a sampler name or run directory.
 
-    Names win over paths: a run directory called ``random`` is given as ``./random``.
+    Names win over paths: a run directory called ``random`` is given as ``./random``. A trained
+    sampler runs on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; a GPU that is not
+    there is a one-line ``ConfigError``); the baselines compute on the CPU.
     """
+    from ..training.device import resolve_device
+
+    where = resolve_device(device)  # refused before any sampler is loaded
     spec = str(sampler)
     if spec == "activity":
         return activity_mask, {"sampler": "activity"}
@@ -166,7 +171,7 @@ def resolve_sampler(
             f"unknown sampler {spec!r}: give {', '.join(SAMPLER_NAMES)}, the run directory of "
             "a --method sampler run, or a sampler .safetensors file"
         )
-    return trained, {"sampler": "spiking", **trained.info}
+    return trained.to(where), {"sampler": "spiking", **trained.info}
 
 
 def sample_events(
@@ -178,6 +183,7 @@ def sample_events(
     sampler: str | Path = "spiking",
     seed: int = 0,
     mask_fn: Sampler | None = None,
+    device: str = "cpu",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Keep the events at sampled pixels: ``(kept events [M] in original order, meta)``.
 
@@ -185,6 +191,7 @@ def sample_events(
     SAMPLER_NAMES, a ``--method sampler`` run directory or a sampler ``.safetensors`` file
     (``seed``: the random baseline's).
     ``mask_fn`` overrides ``sampler`` (an already loaded sampler, e.g. in a loop over files).
+    ``device``: where a trained sampler runs (see :func:`resolve_sampler`).
     ``meta`` records the sampler (and which trained weights), rate, window, the achieved pixel
     rate (mean over windows) and the fraction of events kept.
     """
@@ -196,7 +203,7 @@ def sample_events(
     if events.size > 1 and bool((np.diff(events["t"]) < 0).any()):
         raise ConfigError("sampled mode needs time-ordered events (sort them by t first)")
     if mask_fn is None:
-        mask_fn, about = resolve_sampler(sampler, rate, seed)
+        mask_fn, about = resolve_sampler(sampler, rate, seed, device)
     else:
         about = dict(getattr(mask_fn, "info", {}))
         about.setdefault("sampler", str(sampler))
