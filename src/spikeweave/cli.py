@@ -167,6 +167,13 @@ def train(
     val_fraction: float = typer.Option(
         None, help=_help("Share of the training data held out for validation.", "val_fraction")
     ),
+    train_size: int = typer.Option(
+        None,
+        help=_help(
+            "Training images kept after validation is held out (a fixed-seed subset; 0: all).",
+            "train_size",
+        ),
+    ),
     loss: str = typer.Option(
         None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
     ),
@@ -246,6 +253,7 @@ def train(
         encoder=encoder,
         loss=loss,
         val_fraction=val_fraction,
+        train_size=train_size,
         out_dir=str(out_dir) if out_dir is not None else None,
         data_root=str(data_root) if data_root is not None else None,
         device=device,

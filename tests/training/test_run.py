@@ -10,7 +10,7 @@ from torch.utils.data import Subset
 
 import spikeweave as sf
 from spikeweave import data
-from spikeweave.errors import CheckpointError, DataError
+from spikeweave.errors import CheckpointError, ConfigError, DataError
 from spikeweave.training import TrainConfig, Trainer, load_checkpoint, save_checkpoint
 
 
@@ -112,3 +112,27 @@ def test_a_validation_split_is_held_out_and_selects_the_reported_epoch(tmp_path)
     assert run.evaluate("val")["accuracy"] == trainer.history[-1]["val_accuracy"]
     again = Trainer(cfg, progress=False)  # the same images are held out every time
     assert again.val_set.indices == trainer.val_set.indices
+
+
+def test_train_size_trains_on_a_fixed_subset_that_a_reloaded_run_carves_again(tmp_path):
+    cfg = tiny(tmp_path, val_fraction=0.2, train_size=300, epochs=1)
+    trainer = Trainer(cfg, progress=False)
+    assert len(trainer.train_set) == 300 and len(trainer.val_set) == 1437 - 1150
+    held = set(trainer.val_set.indices)
+    kept = [trainer.train_set.dataset.indices[i] for i in trainer.train_set.indices]
+    assert not held & set(kept) and kept == sorted(kept)  # validation stays whole and apart
+    other_seed = Trainer(tiny(tmp_path, val_fraction=0.2, train_size=300, seed=7), progress=False)
+    assert other_seed.train_set.indices == trainer.train_set.indices  # same images every seed
+    summary = trainer.fit()
+    run = sf.load_run(summary["run_dir"])
+    assert run.config.train_size == 300 and len(run.dataset("train")) == 300
+    assert run.evaluate()["accuracy"] == summary["test_accuracy"]
+
+
+def test_train_size_above_the_training_images_left_is_refused_in_one_line(tmp_path):
+    from spikeweave.errors import InputError
+
+    with pytest.raises(InputError, match="train_size 2000 is more than the 1150 training images"):
+        Trainer(tiny(tmp_path, val_fraction=0.2, train_size=2000), progress=False)
+    with pytest.raises(ConfigError, match="train_size"):
+        TrainConfig(train_size=-1).validate()

@@ -196,7 +196,7 @@ def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
     data (on the same device) and the true trigger."""
     from .. import data as datasets
     from ..training import load_run
-    from ..training.evaluation import split_validation
+    from ..training.evaluation import split_training
     from .attacks import as_classifier
 
     run = load_run(run_dir, device=device)
@@ -208,7 +208,7 @@ def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
         test = datasets.load(run.config.dataset, "test", root=run.config.data_root or None)
     except KeyError as exc:  # pragma: no cover
         raise DataError(str(exc)) from None
-    rest, val = split_validation(train, run.config.val_fraction, True)
+    rest, val = split_training(train, run.config, True)
     if val is not None:
         xd, yd = tensors_of(val)
         source = f"the run's validation split ({len(xd)} clean images)"

@@ -46,7 +46,7 @@ from ..tasks import TASKS, DataSpec, Task, make_task
 from .checkpoint import check_model_fits
 from .config import TrainConfig, check_model_fields
 from .device import CUBLAS_WORKSPACE, check_precision, resolve_device
-from .evaluation import split_validation
+from .evaluation import split_training
 from .methods import METHODS, SurrogateBPTT, TrainingMethod, make_method
 
 __all__ = [
@@ -286,7 +286,7 @@ def assemble(
     train = val = test = None
     if with_data:
         train, test = load_datasets(config, datasets)
-        train, val = split_validation(train, config.val_fraction, name == "classification")
+        train, val = split_training(train, config, name == "classification")
         spec = data_spec(config, name, train, datasets is not None)
     elif spec is None:
         spec = catalog_spec(config)

@@ -73,6 +73,10 @@ class TrainConfig:
     the run reproduces; the transforms see the training split after the validation split is
     held out (validation stays clean). The config itself knows no transform.
 
+    ``train_size`` (0: all) keeps that many training images after the validation split is
+    held out: a uniform subset drawn with a fixed seed, the same for every seed and arm, so a
+    CPU can train on a stated part of a large set while validation and test stay whole.
+
     ``pool`` is the conv net's pooling: ``max`` (default) or ``avg`` (linear in spike rates,
     so it suits noisy single-step training and conversion, and exports to NIR).
 
@@ -141,6 +145,7 @@ class TrainConfig:
     compile: bool = False
     eval_batch_size: int = 500
     val_fraction: float = 0.0
+    train_size: int = 0
     train_transforms: dict[str, dict[str, Any]] = field(default_factory=dict)
     device: str = "auto"
     precision: str = "fp32"
@@ -211,6 +216,11 @@ class TrainConfig:
             raise ConfigError(
                 f"val_fraction (share of the training data held out for validation) must be in "
                 f"[0, 1), got {self.val_fraction}"
+            )
+        if self.train_size < 0:
+            raise ConfigError(
+                f"train_size (training images kept after validation is held out; 0: all) must "
+                f"be a non-negative integer, got {self.train_size}"
             )
         if self.dropout >= 1:
             raise ConfigError(f"dropout must be below 1, got {self.dropout}")

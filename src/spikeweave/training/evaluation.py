@@ -26,6 +26,7 @@ __all__ = [
     "averages",
     "eval_seed",
     "split_validation",
+    "split_training",
     "SPLITS",
     "eval_precision",
 ]
@@ -33,6 +34,8 @@ __all__ = [
 SPLITS = ("train", "val", "test")
 VALIDATION_SEED = 20_261_130
 """Fixed, so every arm and seed of an experiment holds out the same validation images."""
+SUBSET_SEED = 20_261_207
+"""Fixed, so every arm and seed of an experiment trains on the same ``train_size`` images."""
 
 
 def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
@@ -79,6 +82,29 @@ def split_validation(
     held = set(val)
     rest = [i for i in range(n) if i not in held]
     return Subset(dataset, rest), Subset(dataset, sorted(val))
+
+
+def split_training(
+    dataset: Dataset, config: TrainConfig, stratify: bool
+) -> tuple[Dataset, Dataset | None]:
+    """``(training part, validation part)`` of the training set ``dataset`` as the run
+    ``config`` carves it: validation held out (:func:`split_validation`), then the training
+    part cut to ``config.train_size`` images (0: all), a uniform subset drawn with a fixed
+    seed and kept in dataset order. The one carving the trainer, a reloaded run and the
+    security tools use."""
+    train, val = split_validation(dataset, config.val_fraction, stratify)
+    size, n = config.train_size, len(train)  # type: ignore[arg-type]
+    if size == 0 or size == n:
+        return train, val
+    if size > n:
+        held = f" after {len(val)} validation images" if val is not None else ""  # type: ignore[arg-type]
+        raise InputError(
+            f"train_size {size} is more than the {n} training images left{held}; choose at "
+            f"most {n} (or 0 for all)"
+        )
+    gen = torch.Generator().manual_seed(SUBSET_SEED)
+    keep = torch.randperm(n, generator=gen)[:size].sort().values.tolist()
+    return Subset(train, keep), val
 
 
 def eval_precision(config: TrainConfig, device: torch.device) -> str:

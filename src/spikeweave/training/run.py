@@ -40,7 +40,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .device import autocast, full_precision
-from .evaluation import SPLITS, encode_batch, eval_precision, evaluate_model, split_validation
+from .evaluation import SPLITS, encode_batch, eval_precision, evaluate_model, split_training
 from .methods import TrainingMethod
 from .rundir import RunDir
 
@@ -263,9 +263,7 @@ class Run:
             self.config.dataset, "test" if split == "test" else "train", **options
         )
         if split != "test":
-            train, val = split_validation(
-                dataset, self.config.val_fraction, self.task.name == "classification"
-            )
+            train, val = split_training(dataset, self.config, self.task.name == "classification")
             dataset = val if split == "val" else transform_train(self.config, self.task, train)
         return dataset
 
