@@ -296,3 +296,20 @@ def test_area_under_a_log_lr_curve_is_the_mean_over_log_lr():
     with pytest.raises(ValueError):
         area_under_log_curve([1e-2, 1e-3], [0.0, 1.0])
     assert np.isfinite(area_under_log_curve([0.1], [0.3]))
+
+
+def test_table_candidates_are_named_and_tabled_by_the_entries_that_differ():
+    from spikeweave.experiments.tuning import Trial, TuneResult, _label, _varying
+
+    shared = {"substeps": 10, "feedback": "random"}
+    cands = [{"method_options": {**shared, "lr_out": f, "lr_hidden": f / 2}} for f in (0.5, 1.0)]
+    varying = _varying(cands)
+    assert varying == {"method_options": {"lr_out", "lr_hidden"}}
+    assert _label(cands[0], varying) == "lr_hidden0.25-lr_out0.5"  # a short folder name
+    trials = [Trial(c, v, 1) for c, v in zip(cands, (0.8, 0.9), strict=True)]
+    result = TuneResult("bioleaf", "accuracy", True, 2, 0, trials)
+    assert [r[1] for r in result.rows()] == [
+        "lr_hidden=0.25, lr_out=0.5",
+        "lr_hidden=0.5, lr_out=1",
+    ]
+    assert result.rows()[1][-1] == "kept" and _label({"lr": 0.002}) == "lr0.002"

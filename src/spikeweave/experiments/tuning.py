@@ -79,11 +79,11 @@ class TuneResult:
     def rows(self) -> list[list[Any]]:
         """``[arm, setting, best val metric, best epoch, kept?]`` per candidate."""
         best = self.best
+        varying = _varying([t.overrides for t in self.trials])
         return [
             [
                 self.arm,
-                ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in t.overrides.items()),
+                ", ".join(f"{k}={_fmt(v)}" for k, v in _flat(t.overrides, varying).items()),
                 "diverged" if t.val is None else round(t.val, 4),
                 t.epoch,
                 "kept" if t.overrides == best else "",
@@ -104,9 +104,36 @@ class TuneResult:
         }
 
 
-def _label(overrides: Mapping[str, Any]) -> str:
-    return "-".join(f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
-                    for k, v in overrides.items()) or "base"  # fmt: skip
+def _fmt(v: Any) -> str:
+    return f"{v:g}" if isinstance(v, float) else f"{v}"
+
+
+def _varying(candidates: Sequence[Mapping[str, Any]]) -> dict[str, set[str]]:
+    """For each override that is a table (e.g. ``method_options``), the entries whose values
+    differ between ``candidates``: what names a candidate (the rest is shared)."""
+    tables: dict[str, set[str]] = {}
+    for key in {k for c in candidates for k, v in c.items() if isinstance(v, Mapping)}:
+        entries = {e for c in candidates for e in c.get(key, {})}
+        tables[key] = {
+            e for e in entries if len({repr(c.get(key, {}).get(e)) for c in candidates}) > 1
+        }
+    return tables
+
+
+def _flat(overrides: Mapping[str, Any], varying: Mapping[str, set[str]]) -> dict[str, Any]:
+    """``overrides`` with each table replaced by its :func:`_varying` entries."""
+    out: dict[str, Any] = {}
+    for k, v in overrides.items():
+        if isinstance(v, Mapping):
+            out.update({e: v[e] for e in sorted(varying.get(k, ())) if e in v})
+        else:
+            out[k] = v
+    return out
+
+
+def _label(overrides: Mapping[str, Any], varying: Mapping[str, set[str]] | None = None) -> str:
+    flat = _flat(overrides, varying or {})
+    return "-".join(f"{k}{_fmt(v)}" for k, v in flat.items()) or "base"
 
 
 def _trial(
@@ -152,9 +179,10 @@ def tune_arms(
         if not candidates:
             raise ConfigError(f"no tuning candidates given for {arm!r}")
         keys[arm] = []
+        varying = _varying(candidates)
         for i, overrides in enumerate(candidates):
             key = f"{arm}#{i}"
-            name = f"tune-{arm}-{_label(overrides)}"
+            name = f"tune-{arm}-{_label(overrides, varying)}"
             jobs[key] = _trial(ctx, name, replace(base, **overrides), callbacks, train_kwargs)
             keys[arm].append(key)
     done = ctx.run_interleaved(jobs, [seed])
