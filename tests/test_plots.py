@@ -9,6 +9,7 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 import torch
+from figure_checks import assert_readable, figure_problems, saved_figures
 from safetensors.torch import save_file
 
 from spikeweave.errors import DataError, OutputError
@@ -266,3 +267,49 @@ def test_a_plot_into_a_folder_in_the_way_is_a_one_line_output_error(tmp_path: Pa
     (tmp_path / "curves.png").mkdir()
     with pytest.raises(OutputError, match="curves.png: it is a folder"):
         plot_training_curves(_metrics(2), tmp_path / "curves.png")
+
+
+def test_run_plots_label_every_axis_title_every_panel_and_key_every_multi_series_panel(
+    tmp_path: Path,
+) -> None:
+    run = tmp_path / "run"
+    _write_run(run, activity=True)
+    with saved_figures() as figures:
+        plot_run(run)
+    assert_readable(figures, expected=3)
+    curves, raster, rates = figures
+    assert [ax.get_ylabel() for ax in curves.axes] == [
+        "Loss",
+        "Accuracy (%)",
+        "Learning rate",
+    ]
+    assert raster.axes[-1].get_xlabel().startswith("Time step")
+    assert "T = 12 steps" in raster.axes[-1].get_xlabel()
+    for fig in figures:  # each heading names the run the figure belongs to
+        assert "run" in fig._suptitle.get_text().splitlines()[-1]
+
+
+def test_accuracy_axis_stays_within_0_to_100_percent(tmp_path: Path) -> None:
+    rows = _metrics(4)
+    rows[-1]["test_accuracy"] = 1.0
+    with saved_figures() as figures:
+        plot_training_curves(rows, tmp_path / "c.png")
+    low, high = figures[0].axes[1].get_ylim()
+    assert low >= 0.0 and high <= 102.0
+
+
+def test_readability_check_flags_missing_labels_title_and_legend(tmp_path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], label="a")
+    ax.plot([0, 1], [1, 0], label="b")
+    problems = figure_problems(fig)
+    assert any("no x label" in p for p in problems)
+    assert any("no y label" in p for p in problems)
+    assert any("no title" in p for p in problems)
+    assert any("no legend" in p for p in problems)
+    ax.set(xlabel="time step", ylabel="neuron index", title="demo")
+    ax.legend()
+    assert figure_problems(fig) == []

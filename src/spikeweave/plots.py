@@ -31,21 +31,22 @@ __all__ = [
 ]
 
 DPI = 120
-TRAIN_COLOR = "#1f77b4"
-TEST_COLOR = "#d62728"
-LR_COLOR = "#2ca02c"
+# The Okabe-Ito palette: its colours stay apart under the common colour-vision deficiencies
+# (matplotlib's default puts green next to red). Series also differ by marker (_series_marker).
+TRAIN_COLOR = "#0072B2"  # blue
+TEST_COLOR = "#D55E00"  # vermillion
+LR_COLOR = "#009E73"  # bluish green
 _LAYER_COLORS = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
+    "#0072B2",
+    "#E69F00",
+    "#009E73",
+    "#D55E00",
+    "#CC79A7",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
 )
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
 SpikeArray = torch.Tensor | np.ndarray
 
@@ -79,6 +80,11 @@ def _style_axes(ax: Any) -> None:
 
 def _layer_color(i: int) -> str:
     return _LAYER_COLORS[i % len(_LAYER_COLORS)]
+
+
+def _series_marker(i: int) -> str:
+    """A marker per series, so lines stay distinguishable without colour."""
+    return _MARKERS[i % len(_MARKERS)]
 
 
 def _to_numpy(name: str, value: SpikeArray) -> np.ndarray:
@@ -129,8 +135,14 @@ def firing_rates(spikes: Mapping[str, SpikeArray]) -> dict[str, float]:
     return rates
 
 
-def plot_firing_rates(spikes: Mapping[str, SpikeArray], path: str | Path) -> Path:
-    """Bar chart of mean firing rate per layer plus the per-neuron rate distribution."""
+def plot_firing_rates(
+    spikes: Mapping[str, SpikeArray], path: str | Path, title: str | None = None
+) -> Path:
+    """Bar chart of mean firing rate per layer plus the per-neuron rate distribution.
+
+    ``title`` (e.g. the run's name) leads the heading, which also gives the samples and steps
+    the rates are averaged over.
+    """
     arrays = _check_spikes(spikes)
     names = list(arrays)
     per_neuron = [_per_neuron_rates(a) for a in arrays.values()]
@@ -200,21 +212,16 @@ def plot_firing_rates(spikes: Mapping[str, SpikeArray], path: str | Path) -> Pat
         )
     ax_dist.set_xlabel("Layer")
     ax_dist.set_ylabel("Per-neuron firing rate (spikes / step)")
-    ax_dist.set_title("Per-neuron firing rates")
-    ax_dist.text(
-        0.99,
-        0.01,
-        "bar = IQR, dot = median",
-        transform=ax_dist.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=7,
-        color="0.4",
-    )
+    # The key goes in the title: drawn inside the axes it covered the last layer's violin.
+    ax_dist.set_title("Per-neuron firing rates\n(shape = distribution, bar = IQR, dot = median)")
     _style_axes(ax_dist)
     ax_dist.grid(False, axis="x")
 
-    fig.suptitle("Firing rates", fontweight="bold")
+    first = next(iter(arrays.values()))
+    heading = f"Firing rates over {first.shape[1]} test samples x {first.shape[0]} time steps"
+    if title:  # on its own line: a run's name is long enough to clip beside the rest
+        heading += f"\n{title}"
+    fig.suptitle(heading, fontweight="bold")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -237,12 +244,15 @@ def plot_spike_raster(
     max_neurons: int = 200,
     label: int | None = None,
     predicted: int | None = None,
+    title: str | None = None,
 ) -> Path:
-    """Raster of one sample's spikes, one panel per layer (x = time step, y = neuron).
+    """Raster of one sample's spikes, one panel per layer (x = time step, y = neuron index).
 
     Each panel shows the neurons that fired for this sample (evenly subsampled to
     ``max_neurons`` if more did), one row each, and says how many stayed silent; rates in the
-    titles are this sample's. ``label`` / ``predicted`` (classification) go in the heading.
+    titles are this sample's. The panels share the time axis, labelled once at the bottom.
+    ``label`` / ``predicted`` (classification) and ``title`` (e.g. the run's name) go in the
+    heading.
     """
     if max_neurons < 1:
         raise ValueError(f"max_neurons must be >= 1, got {max_neurons}")
@@ -264,7 +274,7 @@ def plot_spike_raster(
 
     heights = [1.0 + 1.8 * min(max(len(p[2]), 1), max_neurons) / max_neurons for p in panels]
     fig = _new_figure(9.0, min(2.2 + sum(heights) * 1.1, 40.0))
-    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights)[:, 0]
+    axes = fig.subplots(len(panels), 1, squeeze=False, height_ratios=heights, sharex=True)[:, 0]
     for i, (ax, (name, sub, idx, n, rate, n_active)) in enumerate(zip(axes, panels, strict=True)):
         T = sub.shape[0]
         t_pos, k_pos = np.nonzero(sub > 0)
@@ -291,14 +301,17 @@ def plot_spike_raster(
             f"{name}: {rate:.3f} spikes/neuron/step; {shown}, {n - n_active} of {n} silent",
             fontsize=10,
         )
-        ax.set_ylabel("Neuron")
+        ax.set_ylabel("Neuron index\n(active only)")
         _style_axes(ax)
-    axes[-1].set_xlabel("Time step")
+    steps = max(p[1].shape[0] for p in panels)
+    axes[-1].set_xlabel(f"Time step t (0 to {steps - 1}; T = {steps} steps)")
     heading = f"Spike raster of one test sample (#{sample})"
     if label is not None:
         heading += f": label {label}"
         if predicted is not None:
             heading += f", predicted {predicted}"
+    if title:  # on its own line: a run's name is long enough to clip beside the rest
+        heading += f"\n{title}"
     fig.suptitle(heading, fontweight="bold")
     fig.tight_layout()
     # Size each tick to about one neuron row tall and a fraction of a time step wide.
@@ -348,7 +361,9 @@ def _series(metrics: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray,
     return np.asarray(xs, dtype=np.float64), np.asarray(ys, dtype=np.float64)
 
 
-def _plot_line(ax: Any, x: np.ndarray, y: np.ndarray, label: str, color: str) -> bool:
+def _plot_line(
+    ax: Any, x: np.ndarray, y: np.ndarray, label: str, color: str, marker: str = "o"
+) -> bool:
     if not np.isfinite(y).any():
         return False
     ax.plot(
@@ -356,7 +371,7 @@ def _plot_line(ax: Any, x: np.ndarray, y: np.ndarray, label: str, color: str) ->
         y,
         color=color,
         label=label,
-        marker="o" if x.size <= 30 else None,
+        marker=marker if x.size <= 30 else None,
         markersize=4,
         linewidth=1.8,
     )
@@ -387,7 +402,7 @@ def plot_training_curves(
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
 
     drew = _plot_line(ax_loss, *_series(metrics, "train_loss"), "train", TRAIN_COLOR)
-    drew |= _plot_line(ax_loss, *_series(metrics, "test_loss"), "test", TEST_COLOR)
+    drew |= _plot_line(ax_loss, *_series(metrics, "test_loss"), "test", TEST_COLOR, "s")
     names = {str(r["loss_name"]) for r in metrics if isinstance(r.get("loss_name"), str)}
     ax_loss.set_title("Loss")
     ax_loss.set_ylabel(f"Loss ({names.pop()})" if len(names) == 1 else "Loss")
@@ -399,7 +414,7 @@ def plot_training_curves(
     x_tr, y_tr = _series(metrics, "train_accuracy")
     x_te, y_te = _series(metrics, "test_accuracy")
     drew = _plot_line(ax_acc, x_tr, 100.0 * y_tr, "train", TRAIN_COLOR)
-    drew |= _plot_line(ax_acc, x_te, 100.0 * y_te, "test", TEST_COLOR)
+    drew |= _plot_line(ax_acc, x_te, 100.0 * y_te, "test", TEST_COLOR, "s")
     if np.isfinite(y_te).any():
         best = int(np.nanargmax(y_te))
         bx, by = float(x_te[best]), 100.0 * float(y_te[best])
@@ -462,7 +477,7 @@ def plot_training_curves(
             ax.set_xlim(lo - pad, hi + pad)
 
     total_time = sum(float(r["epoch_time_s"]) for r in metrics if _is_number(r.get("epoch_time_s")))
-    heading = title or "Training curves"
+    heading = f"{title}: training curves" if title else "Training curves"
     if total_time > 0:
         n = len(metrics)
         heading += f"  ({n} epoch{'s' if n != 1 else ''}, {total_time:.1f} s)"
@@ -531,8 +546,14 @@ def plot_run(run_dir: str | Path) -> list[Path]:
                 label, predicted = activity.labels[0], activity.predictions[0]
             written.append(
                 plot_spike_raster(
-                    activity.spikes, root / "spike_raster.png", label=label, predicted=predicted
+                    activity.spikes,
+                    root / "spike_raster.png",
+                    label=label,
+                    predicted=predicted,
+                    title=root.name,
                 )
             )
-            written.append(plot_firing_rates(activity.spikes, root / "firing_rates.png"))
+            written.append(
+                plot_firing_rates(activity.spikes, root / "firing_rates.png", title=root.name)
+            )
     return written

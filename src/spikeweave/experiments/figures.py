@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plots import _layer_color, _new_figure, _save, _style_axes
+from ..plots import _layer_color, _new_figure, _save, _series_marker, _style_axes
 
 __all__ = ["plot_seed_bands", "plot_sweep", "plot_bars"]
 
@@ -42,8 +43,8 @@ def plot_seed_bands(
             xs,
             mean,
             color=color,
-            marker="o" if n < 15 else None,
-            ms=3,
+            marker=_series_marker(i) if n < 15 else None,
+            ms=4,
             label=f"{arm} (n={len(runs)})",
         )
         ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.2, linewidth=0)
@@ -68,7 +69,9 @@ def plot_sweep(
         color = _layer_color(i)
         means = [float(np.mean(v)) for v in per_x]
         stds = [_sd(v) for v in per_x]
-        ax.errorbar(xs, means, yerr=stds, color=color, marker="o", capsize=3, label=arm)
+        ax.errorbar(
+            xs, means, yerr=stds, color=color, marker=_series_marker(i), capsize=3, label=arm
+        )
         for x, v in zip(xs, per_x, strict=True):
             ax.scatter([x] * len(v), v, color=color, alpha=0.3, s=10)
     if logx:
@@ -79,17 +82,28 @@ def plot_sweep(
 
 
 def plot_bars(
-    values: Mapping[str, Sequence[float]], path: str | Path, title: str, ylabel: str
+    values: Mapping[str, Sequence[float]],
+    path: str | Path,
+    title: str,
+    ylabel: str,
+    xlabel: str = "arm",
 ) -> Path:
-    """Mean ± std per arm as bars, the seeds as dots."""
-    fig = _new_figure(5.5, 4.0)
+    """Mean ± std per arm as bars, the seeds as dots; the arms name the bars (no legend)."""
+    fig = _new_figure(max(5.5, 1.5 + 0.9 * len(values)), 4.4)
     ax = fig.add_subplot(1, 1, 1)
     for i, vals in enumerate(values.values()):
         color = _layer_color(i)
         ax.bar(i, float(np.mean(vals)), yerr=_sd(vals), color=color, alpha=0.7, capsize=4)
         ax.scatter([i] * len(vals), vals, color="black", s=10, zorder=3)
-    ax.set_xticks(range(len(values)), list(values))
-    return _finish(fig, ax, path, title, None, ylabel, legend=False)
+    # Long or many arm names overlap when level; slant them instead.
+    slant = len(values) > 4 or max((len(str(a)) for a in values), default=0) > 10
+    ax.set_xticks(
+        range(len(values)),
+        list(values),
+        rotation=30 if slant else 0,
+        ha="right" if slant else "center",
+    )
+    return _finish(fig, ax, path, title, xlabel, ylabel, legend=False)
 
 
 def _finish(
@@ -97,16 +111,24 @@ def _finish(
     ax: Any,
     path: str | Path,
     title: str,
-    xlabel: str | None,
+    xlabel: str,
     ylabel: str,
     legend: bool = True,
 ) -> Path:
-    """Title, axis labels (no x label with ``xlabel=None``), legend and style; save to ``path``."""
-    ax.set_title(title)
-    if xlabel is not None:
-        ax.set_xlabel(xlabel)
+    """Title (wrapped to the figure's width), axis labels, legend and style; save to ``path``.
+
+    A y label holding ``(%)`` marks a percentage: its axis is kept within 0-100 % (seed bands
+    and error bars would otherwise run past what an accuracy can be).
+    """
+    width_chars = int(fig.get_figwidth() * 10)  # about 10 title characters per inch
+    ax.set_title("\n".join(textwrap.wrap(title, width_chars)))
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    if "(%)" in ylabel:
+        lo, hi = ax.get_ylim()
+        ax.set_ylim(max(lo, -1.0), min(hi, 101.0))
     if legend:
-        ax.legend()
+        ax.legend(fontsize=8)
     _style_axes(ax)
+    fig.tight_layout()
     return _save(fig, path)

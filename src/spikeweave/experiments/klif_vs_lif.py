@@ -227,6 +227,7 @@ class KlifVsLif(Experiment):
                     ctx.out_dir / "step_time.png",
                     "forward+backward per step, fused PyTorch path (CPU ms)",
                     "ms per step",
+                    "neuron",
                 )
             ),
         ]
@@ -241,7 +242,7 @@ class KlifVsLif(Experiment):
                         k_traj,
                         ctx.out_dir / "k_trajectory.png",
                         "KLIF: learned k per layer",
-                        "k",
+                        "learned k (dimensionless)",
                     )
                 )
             )

@@ -450,7 +450,7 @@ class NAvsBPTT(Experiment):
                 cost_steps, {a: [[1000 * c["wall_s"]] for c in cost[a]] for a in cost},
                 out / "step_cost_vs_T.png",
                 f"{st.network}: forward + backward of one batch of {cost_batch} vs T",
-                "time steps T", "ms", logx=False,
+                "time steps T", "ms per batch (forward + backward)", logx=False,
             )),
         ]  # fmt: skip
 

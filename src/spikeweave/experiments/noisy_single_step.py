@@ -47,7 +47,7 @@ from .. import data as datasets
 from ..encoding import direct, encode
 from ..learning.conversion import accuracy_over_time, ann_to_snn, snn_config
 from ..learning.noisy import RESIDUAL_SIGMA, NoisySingleStep, set_noisy_mode, to_multistep
-from ..plots import _layer_color, _new_figure, _save, _style_axes
+from ..plots import _layer_color, _new_figure, _save, _series_marker, _style_axes
 from ..training import Run, TrainConfig, load_run, model_from_config
 from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
@@ -155,15 +155,18 @@ def plot_accuracy_vs_time(
         acc = np.array([a[:n] for _, a in runs], dtype=float)
         color = _layer_color(i)
         style = "-" if arm.startswith(("noisy", "gauss", "uniform")) else "--"
-        ax.plot(ts.mean(0), acc.mean(0), style, color=color, marker="o", ms=2.5, lw=1.2,
-                label=arm)  # fmt: skip
+        ax.plot(ts.mean(0), acc.mean(0), style, color=color, marker=_series_marker(i), ms=3.5,
+                lw=1.2, label=arm)  # fmt: skip
         ax.scatter(ts.flatten(), acc.flatten(), color=color, s=4, alpha=0.25)
     ax.set_xscale("log")
     ax.set_title(title)
     ax.set_xlabel("cumulative training time (s, evaluation excluded; log scale)")
     ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=6, ncol=2)
+    ax.set_ylim(max(ax.get_ylim()[0], -1.0), min(ax.get_ylim()[1], 101.0))
+    ax.legend(fontsize=8, ncol=2, title="solid: noise-trained, dashed: other arms",
+              title_fontsize=8)  # fmt: skip
     _style_axes(ax)
+    fig.tight_layout()
     return _save(fig, path)
 
 
@@ -844,7 +847,7 @@ def _draw_figures(
              for label, v in variants.items()},
             out / f"{tag}_variants.png",
             f"{tag}: converted accuracy at T={st.eval_steps} per noise variant",
-            "test accuracy (%)",
+            "test accuracy (%)", "noise variant",
         )),
     ]  # fmt: skip
     gauss = sorted((opts["sigma"], label) for label, opts in st.variants if set(opts) == {"sigma"})

@@ -389,21 +389,21 @@ class OscillationDefense(Experiment):
 
     @staticmethod
     def _plot(folder: Path, eps: list[float], curve) -> Path:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
+        from ..plots import _layer_color, _new_figure, _save, _series_marker
 
-        fig = Figure(figsize=(4 * len(ATTACK_NAMES), 3.6))
-        FigureCanvasAgg(fig)
+        fig = _new_figure(3.6 * len(ATTACK_NAMES), 4.0)
         axes = fig.subplots(1, len(ATTACK_NAMES), sharey=True)
         for ax, attack in zip(axes, ATTACK_NAMES, strict=True):
-            for arm in ARMS:
-                ax.plot(eps, [100 * v for v in curve(arm, attack)], marker="o", label=arm)
-            ax.set_title(attack)
+            for i, arm in enumerate(ARMS):
+                ax.plot(eps, [100 * v for v in curve(arm, attack)], marker=_series_marker(i),
+                        color=_layer_color(i), label=arm)  # fmt: skip
+            ax.set_title(f"{attack} attack")
             ax.set_xlabel("ε ([0, 1] pixels)")
+            ax.set_ylim(-2, 102)
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("robust accuracy (%)")
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        path = folder / "robust_accuracy.png"
-        fig.savefig(path, dpi=100)
-        return path
+        # One key for every panel, above them, where it covers no curve.
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="upper center",
+                   ncol=len(ARMS), fontsize=8, frameon=False)  # fmt: skip
+        fig.tight_layout(rect=(0, 0, 1, 0.9))
+        return _save(fig, folder / "robust_accuracy.png")

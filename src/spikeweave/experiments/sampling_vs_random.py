@@ -36,12 +36,14 @@ def _grid(
     title: str,
 ) -> Path:
     """PNG: originals on top, then per (rate, arm) a row of masks and a row of
-    reconstructions. ``images`` [N, C, H, W]; ``panels[label] = (masks [N,1,H,W], recon)``."""
-    from matplotlib.figure import Figure
+    reconstructions. ``images`` [N, C, H, W]; ``panels[label] = (masks [N,1,H,W], recon)``.
+
+    An image grid: the panels have no ticks on purpose; the first column's y labels name rows."""
+    from ..plots import _new_figure, _save
 
     n = images.shape[0]
     rows = 1 + 2 * len(panels)
-    fig = Figure(figsize=(1.1 * n + 1.6, 1.1 * rows + 0.4))
+    fig = _new_figure(1.1 * n + 1.6, 1.1 * rows + 0.4)
     axes = fig.subplots(rows, n, squeeze=False)
 
     def show(ax, img: torch.Tensor, label: str | None) -> None:
@@ -60,8 +62,7 @@ def _grid(
             show(axes[2 + 2 * i, j], recon[j], f"{label}\nrecon" if j == 0 else None)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    return path
+    return _save(fig, path)  # atomic, never through a link named like the figure
 
 
 @register

@@ -655,7 +655,9 @@ def plot_apical_mismatch(
     history: Sequence[dict[str, Any]], path: Any, title: str = "apical mismatch"
 ) -> Any:
     """Mean ``|v_A|`` per hidden layer per epoch (train and test), log scale; returns the path."""
-    from ..plots import _layer_color, _new_figure, _save, _style_axes
+    from matplotlib.ticker import MaxNLocator
+
+    from ..plots import _layer_color, _new_figure, _save, _series_marker, _style_axes
 
     fig = _new_figure(7.0, 4.2)
     ax = fig.add_subplot(1, 1, 1)
@@ -663,9 +665,12 @@ def plot_apical_mismatch(
     for i, key in enumerate(k for k in keys if "_rel/" not in k):
         xs = [row["epoch"] for row in history if key in row]
         ys = [max(row[key], 1e-6) for row in history if key in row]
-        style = "-" if key.startswith("apical_test") else "--"
-        ax.plot(xs, ys, style, marker="o", ms=3, color=_layer_color(i), label=key)
+        test = key.startswith("apical_test")
+        layer = key.split("/", 1)[-1]
+        ax.plot(xs, ys, "-" if test else "--", marker=_series_marker(i), ms=4,
+                color=_layer_color(i), label=f"{layer}, {'test' if test else 'training'}")  # fmt: skip
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_title(title)
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean |v_A| (membrane units)")

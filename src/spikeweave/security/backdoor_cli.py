@@ -119,14 +119,16 @@ def backdoor_metrics(
 
 
 def plot_trigger_grid(triggers: torch.Tensor, path: Path, title: str, columns: int = 16) -> Path:
-    """Draw ``triggers [n, C, s, s]`` (values in [0, 1]) as a grid PNG at ``path``."""
+    """Draw ``triggers [n, C, s, s]`` (values in [0, 1]) as a grid PNG at ``path``.
+
+    An image grid: the panels have no axes on purpose; the heading gives what one shows."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     n = len(triggers)
     cols = min(columns, n)
     rows = -(-n // cols)
-    fig = Figure(figsize=(cols * 0.5 + 0.4, rows * 0.5 + 0.6))
+    fig = Figure(figsize=(max(cols * 0.5 + 0.4, 5.0), rows * 0.5 + 0.8))
     FigureCanvasAgg(fig)
     for i in range(n):
         ax = fig.add_subplot(rows, cols, i + 1)
@@ -134,7 +136,9 @@ def plot_trigger_grid(triggers: torch.Tensor, path: Path, title: str, columns: i
         img = t[0] if t.shape[0] == 1 else t.permute(1, 2, 0)
         ax.imshow(img.numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_axis_off()
-    fig.suptitle(title, fontsize=8)
+    size = "x".join(str(d) for d in triggers.shape[-2:])
+    fig.suptitle(f"{title}\n{n} sampled triggers, {size} pixels each (black = 0, white = 1)",
+                 fontsize=8)  # fmt: skip
     import io
 
     buf = io.BytesIO()

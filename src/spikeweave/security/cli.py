@@ -163,12 +163,15 @@ def plot_accuracy_vs_eps(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from ..plots import _layer_color, _series_marker
+
     fig = Figure(figsize=(5.5, 4))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for label, (eps, acc) in curves.items():
-        ax.plot(eps, [100 * a for a in acc], marker="o", label=label)
-    ax.set_xlabel("ε (input units, [0, 1] pixels)")
+    for i, (label, (eps, acc)) in enumerate(curves.items()):
+        ax.plot(eps, [100 * a for a in acc], marker=_series_marker(i), color=_layer_color(i),
+                label=label)  # fmt: skip
+    ax.set_xlabel("perturbation budget ε (input units, [0, 1] pixels)")
     ax.set_ylabel("robust accuracy (%)")
     ax.set_ylim(-2, 102)
     ax.set_title(title, fontsize=9)
