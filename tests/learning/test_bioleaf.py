@@ -254,3 +254,24 @@ def test_apical_mismatch_callback_rows():
         "apical_test/h1", "apical_test/h2", "apical_test_rel/h1", "apical_test_rel/h2",
     }  # fmt: skip
     assert all(v >= 0 for v in row.values())
+
+
+def test_apical_mismatch_plot_names_layer_and_phase_of_each_line(tmp_path):
+    from figure_checks import assert_readable, saved_figures
+
+    from spikeweave.learning.bioleaf import plot_apical_mismatch
+
+    history = [
+        {
+            "epoch": e,
+            "apical_train/h1": 0.5 / e,
+            "apical_test/h1": 0.3 / e,
+            "apical_train_rel/h1": 1,
+        }
+        for e in (1, 2, 3)
+    ]
+    with saved_figures() as figures:
+        plot_apical_mismatch(history, tmp_path / "a.png")
+    assert_readable(figures, expected=1)
+    labels = figures[0].axes[0].get_legend_handles_labels()[1]
+    assert sorted(labels) == ["h1, test", "h1, training"]

@@ -667,8 +667,9 @@ def plot_apical_mismatch(
         ys = [max(row[key], 1e-6) for row in history if key in row]
         test = key.startswith("apical_test")
         layer = key.split("/", 1)[-1]
+        label = f"{layer}, {'test' if test else 'training'}"
         ax.plot(xs, ys, "-" if test else "--", marker=_series_marker(i), ms=4,
-                color=_layer_color(i), label=f"{layer}, {'test' if test else 'training'}")  # fmt: skip
+                color=_layer_color(i), label=label)  # fmt: skip
     ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.set_title(title)

@@ -1,0 +1,73 @@
+"""Experiment figures read well: axis labels, titles and legends, checked on the Figure objects
+(tests/figure_checks.py), for every figure function the experiments draw with."""
+
+from __future__ import annotations
+
+import torch
+from figure_checks import assert_readable, saved_figures
+
+from spikeweave.experiments import oscillation_defense as od
+from spikeweave.experiments.figures import plot_bars, plot_seed_bands, plot_sweep
+from spikeweave.experiments.noisy_single_step import plot_accuracy_vs_time
+from spikeweave.experiments.sampling_vs_random import _grid
+
+
+def test_seed_bands_sweep_and_bars_label_both_axes_and_key_every_arm(tmp_path):
+    curves = {"klif": [[60.0, 80.0, 99.5], [62.0, 85.0, 99.9]], "lif": [[55.0, 70.0, 90.0]] * 2}
+    with saved_figures() as figures:
+        plot_seed_bands(curves, tmp_path / "a.png", "demo: test accuracy", "test accuracy (%)")
+        plot_sweep(
+            [2, 4, 8],
+            {"na": [[1.0], [2.0], [4.0]], "bptt": [[1.5, 1.7], [3.0, 3.1], [6.0, 6.2]]},
+            tmp_path / "b.png",
+            "demo: cost vs T",
+            "time steps T",
+            "ms per batch",
+            logx=False,
+        )
+        plot_bars({"na": [1.0, 1.2], "bptt": [2.0, 2.1]}, tmp_path / "c.png", "demo", "ms")
+    assert_readable(figures, expected=3)
+    assert figures[2].axes[0].get_xlabel() == "arm"
+
+
+def test_percentage_axis_stops_at_100_even_when_a_seed_band_runs_past_it(tmp_path):
+    curves = {"a": [[90.0, 99.0], [96.0, 100.0], [80.0, 100.0]]}
+    with saved_figures() as figures:
+        plot_seed_bands(curves, tmp_path / "a.png", "demo", "test accuracy (%)")
+    assert figures[0].axes[0].get_ylim()[1] <= 101.0
+
+
+def test_a_long_title_is_wrapped_to_the_figure_width(tmp_path):
+    title = "digits (convnet, T=4): validation accuracy (runs stop at their plateau; drawn " * 2
+    with saved_figures() as figures:
+        plot_bars({"a": [1.0], "b": [2.0]}, tmp_path / "a.png", title, "ms")
+    lines = figures[0].axes[0].get_title().splitlines()
+    assert len(lines) > 1 and all(len(line) <= 10 * figures[0].get_figwidth() for line in lines)
+
+
+def test_accuracy_vs_time_is_readable(tmp_path):
+    runs = {
+        "noisy": [([1.0, 2.0, 3.0], [60.0, 70.0, 80.0])],
+        "multi-step T=4": [([2.0, 4.0, 6.0], [55.0, 72.0, 81.0])],
+    }
+    with saved_figures() as figures:
+        plot_accuracy_vs_time(runs, tmp_path / "t.png", "demo: accuracy vs time")
+    assert_readable(figures, expected=1)
+
+
+def test_oscillation_robust_accuracy_panels_share_a_labelled_y_axis_and_one_key(tmp_path):
+    eps = [0.0, 0.1, 0.2]
+    with saved_figures() as figures:
+        path = od.OscillationDefense._plot(tmp_path, eps, lambda arm, attack: [0.9, 0.5, 0.1])
+    assert path == tmp_path / "robust_accuracy.png" and path.is_file()
+    assert_readable(figures, expected=1)
+    assert [t.get_text() for t in figures[0].legends[0].get_texts()] == list(od.ARMS)
+
+
+def test_reconstruction_grid_is_an_image_grid_with_a_heading(tmp_path):
+    images = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    masks = (images > 0.5).float()
+    with saved_figures() as figures:
+        _grid(images, {"10% spiking": (masks, images)}, tmp_path / "g.png", "demo: grid")
+    assert_readable(figures, expected=1)
+    assert all(ax.images for ax in figures[0].axes)
