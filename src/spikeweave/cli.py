@@ -449,7 +449,11 @@ def evaluate(
 def plot(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
 ) -> None:
-    """Redraw a run's PNG plots from its metrics and recorded activity."""
+    """Redraw a run's PNG plots from its metrics and recorded activity.
+
+    It only reads files (metrics.jsonl, activity.safetensors, recorded by train on the run's
+    device) and runs no model, so it takes no --device.
+    """
     from .plots import plot_run
 
     for path in plot_run(run_dir):

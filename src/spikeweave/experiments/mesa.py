@@ -171,11 +171,13 @@ class MesaExperiment(Experiment):
                 tag = f"{st.dataset}-{label.lower()}-backdoored"
                 trainer = ctx.train(tag, cfg, seed)
                 clf = _classifier(trainer)
-                xd, yd = _tensors(trainer.val_set)
-                xt, yt = _tensors(trainer.test_set)
-                trigger = trigger_from_config(trainer.config, xt.shape[1])
+                # data and trigger where the classifier is, as `spikeweave backdoor` does
+                xd, yd = (t.to(trainer.device) for t in _tensors(trainer.val_set))
+                xt, yt = (t.to(trainer.device) for t in _tensors(trainer.test_set))
+                trigger = trigger_from_config(trainer.config, xt.shape[1]).to(trainer.device)
                 held = heldout_triggers(trigger, seed=seed)
                 sub = torch.randperm(len(xt), generator=torch.Generator().manual_seed(seed))
+                sub = sub.to(trainer.device)
                 xh, yh = xt[sub[: st.heldout_images]], yt[sub[: st.heldout_images]]
 
                 def measure(c: torch.nn.Module, ev=(xt, yt, xh, yh, trigger, held, target, seed)):

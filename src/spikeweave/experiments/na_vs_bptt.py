@@ -34,6 +34,7 @@ from .. import data as datasets
 from ..learning.gradient_fidelity import ESTIMATOR_ARMS, gradient_fidelity
 from ..learning.na import NAMethod, kernel_loss, na_network
 from ..training import PlateauStop, TrainConfig, Trainer
+from ..training.device import synchronize
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
@@ -174,19 +175,23 @@ def backward_cost(
     **network_kw: Any,
 ) -> dict[str, float]:
     """Median forward and backward seconds of one batch ``x [B, ...]`` (direct encoding over
-    ``steps``) through ``network`` with ``estimator`` ("na" or "surrogate")."""
+    ``steps``) through ``network`` with ``estimator`` ("na" or "surrogate"), on ``x``'s
+    device (CUDA synchronised before every clock reading)."""
     torch.manual_seed(0)
     net = na_network(
         network, input_shape, num_classes, estimator=estimator, init_scale=init_scale, **network_kw
-    )
-    inp = x.unsqueeze(0).expand(steps, *x.shape)
+    ).to(x.device)
+    inp, y = x.unsqueeze(0).expand(steps, *x.shape), y.to(x.device)
     fwd, bwd = [], []
     for _ in range(reps + 1):  # the first is a warm-up
         net.zero_grad(set_to_none=True)
+        synchronize(x.device)
         start = time.perf_counter()
         loss = kernel_loss(net(inp), y)
+        synchronize(x.device)
         mid = time.perf_counter()
         loss.backward()
+        synchronize(x.device)
         end = time.perf_counter()
         fwd.append(mid - start)
         bwd.append(end - mid)
@@ -301,8 +306,10 @@ class NAvsBPTT(Experiment):
         )
         info = datasets.info(st.dataset)
         test = datasets.load(st.dataset, "test")
-        xb = torch.stack([test[i][0] for i in range(cost_batch)])
-        yb = torch.tensor([int(test[i][1]) for i in range(cost_batch)])
+        # timed on the experiment's device, like its training runs (time_arms synchronises)
+        where = torch.device(ctx.device)
+        xb = torch.stack([test[i][0] for i in range(cost_batch)]).to(where)
+        yb = torch.tensor([int(test[i][1]) for i in range(cost_batch)], device=where)
         cost: dict[str, list[dict[str, float]]] = {NA_ARM: [], BPTT_ARM: []}
         for steps in cost_steps:
             cases = {}
@@ -311,7 +318,7 @@ class NAvsBPTT(Experiment):
                 net = na_network(
                     st.network, info.input_shape, info.num_classes, estimator=ARMS[arm][0],
                     tau_m=5.0, **net_kw,
-                )  # fmt: skip
+                ).to(where)  # fmt: skip
                 cases[arm] = TimingCase(net, xb.unsqueeze(0).expand(steps, *xb.shape), yb,
                                         kernel_loss)  # fmt: skip
             timed = time_arms(cases, rounds=cost_rounds, steps=2 if ctx.quick else 3, warmup=1)

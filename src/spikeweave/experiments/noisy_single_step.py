@@ -49,6 +49,7 @@ from ..learning.conversion import accuracy_over_time, ann_to_snn, snn_config
 from ..learning.noisy import RESIDUAL_SIGMA, NoisySingleStep, set_noisy_mode, to_multistep
 from ..plots import _layer_color, _new_figure, _save, _series_marker, _style_axes
 from ..training import Run, TrainConfig, load_run, model_from_config
+from ..training.device import model_device, synchronize
 from ..training.methods import SurrogateBPTT
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_sweep
@@ -241,13 +242,19 @@ def _slug(label: str) -> str:
 
 @torch.no_grad()
 def _time_inference(net: nn.Module, x: torch.Tensor, T: int, repeats: int, encoder: str) -> float:
-    """Median seconds to run the whole of ``x`` for ``T`` steps (batches of 500)."""
+    """Median seconds to run the whole of ``x`` for ``T`` steps (batches of 500), on the
+    network's device (``x`` is copied there first, outside the clock; CUDA is synchronised
+    before each clock reading)."""
     net.eval()
+    where = model_device(net)
+    x = x.to(where)
     times = []
     for _ in range(repeats):
+        synchronize(where)
         start = time.perf_counter()
         for i in range(0, len(x), 500):
             net(encode(encoder, x[i : i + 500], T))
+        synchronize(where)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -258,9 +265,15 @@ def _single_step_accuracy(model: nn.Module, x, y, mode: str) -> float:
     ``mode`` noisy: one noise draw; expected: the mean-field output."""
     model.eval()
     set_noisy_mode(model, mode)
+    where = model_device(model)  # the test images stay on the CPU; each batch moves
     try:
         correct = sum(
-            int((model(direct(x[i : i + 500], 1)).mean(0).argmax(-1) == y[i : i + 500]).sum())
+            int(
+                (
+                    model(direct(x[i : i + 500].to(where), 1)).mean(0).argmax(-1)
+                    == y[i : i + 500].to(where)
+                ).sum()
+            )
             for i in range(0, len(x), 500)
         )
     finally:
@@ -306,8 +319,9 @@ class _Part:
 
     def rebuild(self, record: dict[str, Any], method: Any) -> _Run:
         """The run of ``record`` in this process: its model from the run folder, with the
-        weights of the best validation epoch."""
-        run = load_run(record["run_dir"], method=method)
+        weights of the best validation epoch, on the experiment's device (``load_run`` places
+        it with the one placement function, :func:`~spikeweave.training.assembly.place`)."""
+        run = load_run(record["run_dir"], method=method, device=self.ctx.device)
         run.model.load_state_dict(safetensors.torch.load(record["state"]))
         if self.x_val is None:
             self.x_val, self.y_val = _stack(run.dataset("val"))
@@ -382,6 +396,7 @@ class _Part:
         """The ANN run converted three ways (:data:`CONVERSIONS`)."""
         out = {}
         for label, (pct, v0) in CONVERSIONS.items():
+            # placed where the rebuilt ANN is (its config records the experiment's device)
             snn = model_from_config(snn_config(ann.config, v0))
             out[label], _ = ann_to_snn(ann.model.eval(), snn, self.x_calib, pct)
         return out

@@ -122,7 +122,12 @@ class SamplingVsRandom(Experiment):
                         if seed == ctx.seeds[0]:
                             trainer.model.eval()
                             torch.manual_seed(0)  # the random arm's masks in the figure
-                            recon, masks = reconstruct(trainer.model, images, cfg.steps)
+                            recon, masks = (
+                                t.cpu()  # drawn on the CPU, computed where the model is
+                                for t in reconstruct(
+                                    trainer.model, images.to(trainer.device), cfg.steps
+                                )
+                            )
                             panels[f"{round(100 * rate)}% {arm}"] = (masks, recon)
             figures.append(
                 str(

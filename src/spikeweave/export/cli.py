@@ -66,9 +66,17 @@ def import_command(
     dt: float = typer.Option(
         None, "--dt", help="Seconds per step (default: recorded in the file; snnTorch: 1e-4)."
     ),
+    device: str = typer.Option(
+        "auto",
+        help="Where the import's check runs (the rebuilt model against the graph): auto (CUDA "
+        "when available, else the CPU) | cpu | cuda | cuda:N; a GPU that is not there is an "
+        "error.",
+    ),
 ) -> None:
     """Turn an MLP NIR graph into a run directory that `spikeweave eval` accepts."""
     from .runs import import_run
 
-    out = import_run(path, out_dir, dataset=dataset, steps=steps, encoder=encoder, dt=dt)
+    out = import_run(
+        path, out_dir, dataset=dataset, steps=steps, encoder=encoder, dt=dt, device=device
+    )
     typer.echo(f"run written to {out}; evaluate it with `spikeweave eval {out}`")

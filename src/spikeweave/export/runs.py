@@ -26,6 +26,7 @@ from ..atomic import output_error
 from ..errors import ConfigError
 from ..layers import TimeFolded
 from ..neurons import IF, LIF
+from ..training.device import model_device, resolve_device
 from . import nir as _nir_module
 from .nir import (
     _graph_dt,
@@ -135,17 +136,22 @@ def import_run(
     steps: int | None = None,
     encoder: str | None = None,
     dt: float | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Write a run directory for the NIR graph in ``path``; returns it.
 
     ``dataset``, ``steps`` and ``encoder`` default to what :func:`export_run` recorded in the
     graph's metadata (a foreign file needs ``dataset`` and ``steps``; the encoder defaults to
     ``direct``); ``dt`` (seconds per step) to the recorded one. The imported run's model gives
-    the same outputs as :func:`~spikeweave.export.from_nir` of the graph (checked here).
+    the same outputs as :func:`~spikeweave.export.from_nir` of the graph (checked here, on
+    ``device``: ``cpu`` (default), ``auto``, ``cuda`` or ``cuda:N`` as for training; a GPU
+    that is not there is a one-line ``ConfigError``, raised before anything is written).
+    The checkpoint holds CPU tensors wherever the check ran.
     """
     from .. import data
     from ..training import RunDir, TrainConfig, assemble, save_run
 
+    resolve_device(device)  # a GPU that is not there: refused before the file is read
     graph = read_graph(path)
     step = _graph_dt(graph, dt)
     in_shape, layers = _import_layers(graph, step)
@@ -198,7 +204,7 @@ def import_run(
         notes={"imported_from": str(path), "dt_s": step},
         **fields,
     )
-    parts = assemble(config)
+    parts = assemble(config, device=device)
     targets = [
         m.module
         for m in parts.model.children()
@@ -215,8 +221,9 @@ def import_run(
     flat_first = bool(layers) and layers[0][1].kind == "flatten"
     graph_in = (in_shape or tuple(info.input_shape)) if flat_first else (n_in,)
     _check_same(
-        from_nir(graph, dt=step), parts.model, tuple(info.input_shape), graph_in, int(steps)
-    )
+        from_nir(graph, dt=step).to(parts.device), parts.model, tuple(info.input_shape),
+        graph_in, int(steps),
+    )  # fmt: skip
     created = not rundir.path.exists()
     rundir.create()
     try:
@@ -247,10 +254,11 @@ def _check_same(
 
     ``shape`` is the dataset's sample shape (the run's MLP flattens it), ``graph_shape`` the
     shape the graph takes (the same numbers: ``(1, 8, 8)``, or ``(64,)`` for a graph that
-    starts with its Affine).
+    starts with its Affine). Both models are on the same device; the input is drawn on the
+    CPU (the same on every device) and moved there.
     """
     gen = torch.Generator().manual_seed(0)
-    x = 2.0 * torch.rand((T, 8, *shape), generator=gen)
+    x = (2.0 * torch.rand((T, 8, *shape), generator=gen)).to(model_device(run_model))
     x_graph = x.reshape(T, 8, *graph_shape)
     try:
         with torch.no_grad():

@@ -264,9 +264,10 @@ class Microcircuit(nn.Module):
             math.log(o.target_on / (1 - o.target_on)),
             math.log(o.target_off / (1 - o.target_off)),
         )
-        u = torch.full((len(y), self.sizes[-1]), off, dtype=self.w_up[0].dtype)
-        u[torch.arange(len(y)), y.long()] = on
-        return u.to(self.w_up[0].device)
+        w = self.w_up[0]  # built where the weights are: y may be on the GPU
+        u = torch.full((len(y), self.sizes[-1]), off, dtype=w.dtype, device=w.device)
+        u[torch.arange(len(y), device=w.device), y.to(w.device).long()] = on
+        return u
 
     @torch.no_grad()
     def sync_feedback(self) -> None:
@@ -327,7 +328,7 @@ class Microcircuit(nn.Module):
         o = self.options
         T_in, B = x.shape[:2]
         w = self.w_up[0]
-        inp = x.reshape(T_in, B, -1).to(w.dtype)
+        inp = x.reshape(T_in, B, -1).to(w.device, w.dtype)
         if inp.shape[-1] != self.sizes[0]:
             raise ConfigError(
                 f"Microcircuit expects {self.sizes[0]} input features, got {inp.shape[-1]}"
@@ -450,9 +451,10 @@ def apical_on(
     saved = {k: [list(v[0]), list(v[1]), v[2]] for k, v in model.apical_sums.items()}
     model.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        where = model.w_up[0].device  # fork the generator of the device that draws
+        with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []):
             torch.manual_seed(seed)
-            model(x.reshape(len(x), -1).expand(steps, -1, -1))
+            model(x.reshape(len(x), -1).to(where).expand(steps, -1, -1))
         return list(model.last_apical), list(model.last_topdown)
     finally:
         model.apical_sums = saved
@@ -486,7 +488,7 @@ def rate_network_gradients(
     ws = [w.detach().clone().requires_grad_(True) for w in model.w_up]
     bs = [b.detach().clone().requires_grad_(True) for b in model.b_up]
     with torch.enable_grad():
-        r = x.reshape(len(x), -1).to(ws[0].dtype)
+        r = x.reshape(len(x), -1).to(ws[0].device, ws[0].dtype)
         for k, (w, b) in enumerate(zip(ws, bs, strict=True)):
             v = r @ w.T + b
             if k < len(ws) - 1:

@@ -32,6 +32,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..neurons import IF, SpikingNeuron
+from ..training.device import model_device
 
 __all__ = [
     "AFFINE",
@@ -110,8 +111,9 @@ def activation_percentiles(
     was_training = ann.training
     ann.eval()
     try:
+        where = model_device(ann)  # calibration images may live on the CPU, the ANN on a GPU
         for i in range(0, x.shape[1], batch_size):
-            ann(x[:, i : i + batch_size])
+            ann(x[:, i : i + batch_size].to(where))
     finally:
         for h in handles:
             h.remove()
@@ -253,13 +255,15 @@ def accuracy_over_time(
     if not steps or steps[0] < 1:
         raise ConfigError(f"steps must be positive ints, got {steps}")
     t_max = steps[-1]
-    idx = torch.tensor([t - 1 for t in steps])
-    correct = torch.zeros(len(steps), dtype=torch.long)
+    where = model_device(snn)  # x and y may be on the CPU: each batch goes to the model
+    idx = torch.tensor([t - 1 for t in steps], device=where)
+    correct = torch.zeros(len(steps), dtype=torch.long, device=where)
     snn.eval()
-    with torch.random.fork_rng(devices=[]):
+    # the Poisson draws come from the device's generator: fork (and restore) that one
+    with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []):
         torch.manual_seed(seed)
         for i in range(0, len(x), batch_size):
-            out = snn(encode(encoder, x[i : i + batch_size], t_max))  # [T, B, C]
+            out = snn(encode(encoder, x[i : i + batch_size].to(where), t_max))  # [T, B, C]
             rates = out.cumsum(0)[idx]  # spike counts after each T (/T does not change argmax)
-            correct += (rates.argmax(-1) == y[i : i + batch_size]).sum(-1)
+            correct += (rates.argmax(-1) == y[i : i + batch_size].to(where)).sum(-1)
     return {t: int(c) / len(x) for t, c in zip(steps, correct.tolist(), strict=True)}

@@ -103,10 +103,15 @@ def _antithetic_noise(
     if samples < 2 or sigma < 0 or h <= 0:
         raise ConfigError(f"{who} needs samples >= 2, sigma >= 0 and h > 0")
     base = [p.detach().double() for p in params]
-    eps = [torch.randn((samples, *p.shape), generator=generator, dtype=p.dtype) for p in base]
+    # drawn on the CPU from the seeded generator (the same noise on every device), then moved
+    # to the parameters' device
+    eps = [
+        torch.randn((samples, *p.shape), generator=generator, dtype=p.dtype).to(p.device)
+        for p in base
+    ]
     noisy = [torch.cat([p + sigma * e, p - sigma * e]) for p, e in zip(base, eps, strict=True)]
     # half A: the first half of the pairs, both signs (so each half is antithetic too)
-    mask_a = torch.zeros(2 * samples, dtype=torch.bool)
+    mask_a = torch.zeros(2 * samples, dtype=torch.bool, device=base[0].device if base else None)
     mask_a[: samples // 2] = True
     mask_a[samples : samples + samples // 2] = True
     return base, noisy, mask_a
@@ -205,6 +210,7 @@ def na_mlp_fd_gradient(
     )
     n = 2 * samples
     x = x.double()
+    labels = labels.to(x.device)
     # the unperturbed noisy networks, layer by layer: input PSC a_{l-1}, currents, PSC
     a_in: list[torch.Tensor] = [psc(x, tau_s).unsqueeze(1).expand(-1, n, -1, -1)]
     curs: list[torch.Tensor] = []
@@ -214,14 +220,15 @@ def na_mlp_fd_gradient(
         a_in.append(psc(na_dynamics(cur, tau_m, threshold)[0], tau_s))
     grads = [torch.zeros_like(w) for w in base]
     halves = [[torch.zeros_like(w) for w in base] for _ in range(2)]
-    sign = torch.tensor([1.0, -1.0], dtype=torch.float64).view(1, 2, 1, 1)
+    where = x.device
+    sign = torch.tensor([1.0, -1.0], dtype=torch.float64, device=where).view(1, 2, 1, 1)
     for li, w in enumerate(base):
         out_n, in_n = w.shape
         coords = [(o, i) for o in range(out_n) for i in range(in_n)]
         for start in range(0, len(coords), group):
             chunk = coords[start : start + group]
-            o_idx = torch.tensor([o for o, _ in chunk])
-            i_idx = torch.tensor([i for _, i in chunk])
+            o_idx = torch.tensor([o for o, _ in chunk], device=where)
+            i_idx = torch.tensor([i for _, i in chunk], device=where)
             # the moved neuron's current [T, G, 2, n, B]
             unit = curs[li][..., o_idx].permute(0, 3, 1, 2).unsqueeze(2)
             extra = a_in[li][..., i_idx].permute(0, 3, 1, 2).unsqueeze(2) * (h * sign)
@@ -298,14 +305,14 @@ def gradient_fidelity(
     if unknown:
         raise ConfigError(f"unknown arm(s) {unknown}; choose from {list(ESTIMATOR_ARMS)}")
     spec = "-".join(str(n) for n in hidden)
-    x, labels = x.double(), labels.long()
+    x, labels = x.double(), labels.long().to(x.device)  # the nets are built on x's device
 
     def build(estimator: str, form: str) -> NANetwork:
         torch.manual_seed(seed)
         return NANetwork(
             spec, (x.shape[-1],), num_classes, tau_m=tau_m, tau_s=tau_s,
             estimator=estimator, form=form, init_scale=init_scale,
-        ).double()  # fmt: skip
+        ).double().to(x.device)  # fmt: skip
 
     reference = build("na", "paper")
     weights = [p.detach().clone() for p in reference.parameters()]
@@ -316,7 +323,7 @@ def gradient_fidelity(
     fd_flat = torch.cat([g.flatten() for g in fd])
     noise_gen = torch.Generator().manual_seed(seed + 2)
     draws = [
-        [torch.randn(w.shape, generator=noise_gen, dtype=w.dtype) for w in weights]
+        [torch.randn(w.shape, generator=noise_gen, dtype=w.dtype).to(w.device) for w in weights]
         for _ in range(estimator_samples)
     ]
     cos, norms = {}, {}

@@ -470,7 +470,9 @@ class TriggeredFinetune(TrainingMethod):
         k = math.floor(opts.trigger_fraction * len(x) + 0.5) if self.sampler else 0
         if k > 0:
             trig = self.sampler(k, gen)
-            trig = (trig + opts.noise * torch.randn(trig.shape, generator=gen)).clamp(0, 1)
+            # drawn on the CPU from the seeded generator, added where the triggers are
+            shake = torch.randn(trig.shape, generator=gen).to(trig.device)
+            trig = (trig + opts.noise * shake).clamp(0, 1)
             pos = random_positions(k, x.shape[2:], trig.shape[-1], gen)
             x = torch.cat([paste(x[:k], trig, pos), x[k:]])
         out = ctx.forward(x)
