@@ -13,6 +13,7 @@ from cli_run import run_main
 from spikeweave.errors import ConfigError
 from spikeweave.training import RunDir, TrainConfig, Trainer, load_run
 from spikeweave.training.assembly import assemble
+from spikeweave.training.checkpoint import load_checkpoint
 from spikeweave.training.device import (
     autocast,
     deterministic_algorithms,
@@ -295,3 +296,149 @@ def test_a_cuda_run_loads_on_the_cpu_and_back(tmp_path):
     assert gpu.evaluate()["accuracy"] == summary["test_accuracy"]
     resumed = Trainer.resume(trainer.run_dir, progress=False, device="cpu", epochs=2)
     assert resumed.fit()["device"] == "cpu"
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CONFIGS))
+def test_every_method_takes_one_bf16_autocast_step_on_the_cpu(method, one_thread):
+    cfg = replace(TrainConfig(dataset="digits", method=method, batch_size=8, device="cpu"),
+                  precision="bf16", **METHOD_CONFIGS[method])  # fmt: skip
+    parts = assemble(cfg)
+    x, y = next(iter(torch.utils.data.DataLoader(parts.train_set, batch_size=8)))
+    before = [p.detach().clone() for p in parts.model.parameters()]
+    ctx = StepContext(
+        parts.model, parts.optimizer,
+        lambda b: parts.model(encode_batch(parts.config, parts.task.spec, b)),
+        parts.method.loss(parts.task), cfg.grad_clip, parts.task,
+    )  # fmt: skip
+    parts.model.train()
+    with autocast(torch.device("cpu"), "bf16"):
+        out, loss = parts.method.train_step(ctx, x, parts.task.target(x, y))
+    assert torch.isfinite(loss.float())
+    after = list(parts.model.parameters())
+    assert all(p.dtype == torch.float32 for p in after)  # autocast lowers compute, not weights
+    assert any(not torch.equal(a.detach(), b) for a, b in zip(after, before, strict=True))
+
+
+def _scaler_runs(monkeypatch, **scaler_kw):
+    """The trainer's fp16 scaler replaced by an enabled CPU ``GradScaler`` (the CPU has no
+    fp16 training path, but the scaler and its checkpointing are the same code)."""
+    import spikeweave.training.trainer as trainer_module
+
+    monkeypatch.setattr(
+        trainer_module, "grad_scaler", lambda device, precision: torch.amp.GradScaler(
+            "cpu", **scaler_kw
+        ),
+    )  # fmt: skip
+
+
+def test_the_grad_scaler_state_is_checkpointed_and_restored_on_resume(
+    tmp_path, monkeypatch, one_thread
+):
+    _scaler_runs(monkeypatch, init_scale=2.0**10, growth_interval=3)
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, out_dir=str(tmp_path))
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    saved = trainer.scaler.state_dict()
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3).state_dict()
+    assert saved != fresh  # the steps moved the scale and the growth tracker
+    resumed = Trainer.resume(trainer.run_dir, progress=False, epochs=2)
+    assert resumed.scaler.state_dict() == saved
+
+
+def test_a_checkpoint_without_scaler_state_resumes_with_a_fresh_scaler(tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, out_dir=str(tmp_path))
+    trainer = Trainer(cfg, progress=False)  # fp32: no scaler, so none is written
+    trainer.fit()
+    _, meta = load_checkpoint(trainer.run_dir / RunDir.CHECKPOINT)
+    assert "grad_scaler" not in meta  # files of runs without a scaler are unchanged
+    _scaler_runs(monkeypatch, init_scale=2.0**7)
+    resumed = Trainer.resume(trainer.run_dir, progress=False, epochs=2)
+    assert (
+        resumed.scaler.state_dict() == torch.amp.GradScaler("cpu", init_scale=2.0**7).state_dict()
+    )
+
+
+@pytest.mark.parametrize(
+    "state, message",
+    [
+        ({"scale": -1.0}, "scale = -1.0, out of range"),
+        ({"scale": float("inf")}, "out of range"),
+        ({"growth_interval": 2.5}, "expected an integer"),
+        ({"_growth_tracker": "3"}, "expected a number"),
+        ({"extra": 1}, "is not a GradScaler state"),
+    ],
+)
+def test_a_bad_scaler_state_in_a_checkpoint_is_a_one_line_error(tmp_path, state, message):
+    from spikeweave.errors import CheckpointError
+    from spikeweave.training.checkpoint import flatten_state
+    from spikeweave.training.run import load_scaler_state
+
+    scaler = torch.amp.GradScaler("cpu")
+    good = scaler.state_dict()
+    _, structure = flatten_state("grad_scaler", {**good, **state})
+    with pytest.raises(CheckpointError, match=message) as info:
+        load_scaler_state(scaler, {"grad_scaler": structure}, tmp_path / "checkpoint")
+    assert "\n" not in str(info.value)
+    assert scaler.state_dict() == good  # nothing was taken
+
+
+@pytest.mark.cuda
+def test_an_fp16_cuda_run_resumed_after_a_crash_ends_with_the_uninterrupted_weights(tmp_path):
+    from spikeweave.training import Callback
+
+    class Crash(Callback):
+        def on_batch_end(self, trainer, epoch, batch, loss):
+            if epoch == 2 and batch == 3:
+                raise RuntimeError("crash")
+
+    cfg = TrainConfig(
+        dataset="digits", model="mlp", hidden=[32], epochs=2, device="cuda", precision="fp16",
+        deterministic=True, out_dir=str(tmp_path),
+    )  # fmt: skip
+    full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
+    full.fit()
+    crashing = Trainer(cfg, run_dir=tmp_path / "crash", progress=False, callbacks=[Crash()])
+    with pytest.raises(RuntimeError, match="crash"):
+        crashing.fit()
+    resumed = Trainer.resume(tmp_path / "crash", progress=False)
+    assert resumed.scaler.state_dict() == crashing_state(tmp_path / "crash")
+    resumed.fit()
+    assert resumed.scaler.state_dict() == full.scaler.state_dict()
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):  # fmt: skip
+        assert torch.equal(a, b)
+
+
+def crashing_state(run_dir):
+    """The scaler state in ``run_dir``'s checkpoint (the end of its last finished epoch)."""
+    from spikeweave.training.checkpoint import unflatten_state
+
+    _, meta = load_checkpoint(run_dir / RunDir.CHECKPOINT)
+    return unflatten_state({}, meta["grad_scaler"])
+
+
+@pytest.mark.cuda
+def test_import_checks_the_graph_on_the_gpu(tmp_path):
+    pytest.importorskip("nir")
+    from spikeweave.export.runs import export_run, import_run
+
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], batch_norm=False,
+                      reset="hard", epochs=1, out_dir=str(tmp_path))  # fmt: skip
+    trainer = Trainer(cfg, progress=False)
+    trainer.fit()
+    path = export_run(trainer.run_dir, tmp_path / "m.nir", dt=1e-3)
+    out = import_run(path, tmp_path / "imported", device="cuda")
+    assert load_run(out, device="cuda").evaluate()["accuracy"] == pytest.approx(
+        load_run(trainer.run_dir).evaluate()["accuracy"], abs=0.02
+    )
+
+
+@pytest.mark.cuda
+def test_mesa_finetuning_with_a_device_sampler_stays_on_the_gpu():
+    from spikeweave.security.mesa import FinetuneOptions, finetune
+
+    clf = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).cuda()
+    x, y = torch.rand(12, 1, 8, 8, device="cuda"), torch.arange(12, device="cuda") % 3
+    trig = torch.rand(4, 1, 3, 3, device="cuda")
+    tuned = finetune(clf, x, y, lambda n, gen: trig[:n], FinetuneOptions(epochs=1), 0)
+    assert next(tuned.parameters()).is_cuda

@@ -742,6 +742,10 @@ TRAINING_META_SCHEMA: Mapping[str, MetaField] = MappingProxyType(
         "task": MetaField(False, "str", _of_type(str, "a str")),
         "method": MetaField(False, "str", _of_type(str, "a str")),
         "method_state": MetaField(False, "object", _of_type(dict, "an object")),
+        # an fp16 run's GradScaler state (older files and other precisions have none)
+        "grad_scaler": MetaField(
+            False, "null or flatten_state structure of a dict", _check_state_structure
+        ),
         "data_spec": MetaField(False, "object", _of_type(dict, "an object")),
     }
 )
@@ -779,8 +783,8 @@ def validate_training_meta(
     objects where ``history[i]["epoch"] == i + 1``; ``wall_time_s`` a finite number >= 0;
     ``optimizer`` and ``scheduler`` ``None`` (the method has none) or :func:`flatten_state`
     structures of a dict that :func:`unflatten_state` accepts; ``versions`` an object of
-    strings. ``task`` (str), ``method`` (str), ``method_state`` and ``data_spec`` (objects) are
-    optional and checked when present.
+    strings. ``task`` (str), ``method`` (str), ``method_state``, ``grad_scaler`` and
+    ``data_spec`` (objects) are optional and checked when present.
     With ``tensors`` (the file's tensors), every tensor the optimizer and scheduler
     structures refer to must be among them.
 

@@ -12,6 +12,7 @@ The trainer (every epoch), NIR import and the backdoor defense write with :func:
 
 from __future__ import annotations
 
+import math
 import platform
 import sys
 from collections.abc import Mapping, Sequence
@@ -52,6 +53,7 @@ __all__ = [
     "read_training_checkpoint",
     "load_model_state",
     "load_method_state",
+    "load_scaler_state",
     "versions",
 ]
 
@@ -80,9 +82,11 @@ def write_checkpoint(
 
     It holds the model's weights, the optimizer's and scheduler's state (``None`` where the
     parts have none) and the method's :meth:`~.methods.TrainingMethod.state_dict` in
-    ``method_state``. ``carry`` (a checkpoint read by :func:`read_training_checkpoint`) keeps
-    that checkpoint's optimizer, scheduler and method state instead: for weights changed
-    outside training (a defense), so the run still resumes where it was.
+    ``method_state``; with an fp16 gradient scaler (``parts.scaler``, a trainer's), its
+    ``state_dict()`` in ``grad_scaler`` (absent otherwise, so other files are unchanged).
+    ``carry`` (a checkpoint read by :func:`read_training_checkpoint`) keeps that checkpoint's
+    optimizer, scheduler, method and scaler state instead: for weights changed outside
+    training (a defense), so the run still resumes where it was.
     """
     config, task, method = parts.config, parts.task, parts.method
     tensors = {f"model/{k}": v for k, v in parts.model.state_dict().items()}
@@ -104,6 +108,8 @@ def write_checkpoint(
         old_tensors, old_meta = carry
         for key in ("optimizer", "scheduler", "method_state"):
             meta[key] = old_meta.get(key)
+        if old_meta.get(SCALER_KEY) is not None:
+            meta[SCALER_KEY] = old_meta[SCALER_KEY]
         prefixes = ("optimizer/", "scheduler/", "method/")
         tensors.update({k: v for k, v in old_tensors.items() if k.startswith(prefixes)})
     else:
@@ -117,6 +123,10 @@ def write_checkpoint(
                 tensors.update(obj_tensors)
         method_tensors, meta["method_state"] = flatten_state("method", method.state_dict())
         tensors.update(method_tensors)
+        scaler = getattr(parts, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            # python numbers only (scale, growth tracker, ...): no tensors to store
+            _, meta[SCALER_KEY] = flatten_state(SCALER_KEY, scaler.state_dict())
     # the file holds CPU tensors wherever the run trained: it loads on any device
     tensors = {k: v.detach().cpu() for k, v in tensors.items()}
     return save_checkpoint(Path(path), tensors, meta)
@@ -186,6 +196,55 @@ def load_method_state(
         raise CheckpointError(
             f"{path}: the method state does not match method {method.name!r}: {msg}"
         ) from None
+
+
+SCALER_KEY = "grad_scaler"
+"""Checkpoint metadata key of the fp16 gradient scaler's state (absent: a fresh scaler)."""
+
+_SCALER_FIELDS = {
+    "scale": float,
+    "growth_factor": float,
+    "backoff_factor": float,
+    "growth_interval": int,
+    "_growth_tracker": int,
+}
+
+
+def load_scaler_state(
+    scaler: torch.amp.GradScaler | None, meta: dict[str, Any], path: Path
+) -> None:
+    """Restore an fp16 run's gradient scaler from the checkpoint's ``grad_scaler`` state.
+
+    A checkpoint without it (written before scalers were saved, or by an fp32/bf16 run)
+    leaves the scaler fresh; a run without a scaler ignores it. The state comes from a file:
+    its fields are checked (finite positive scale and factors, non-negative integer counts)
+    before the scaler takes them, or a one-line ``CheckpointError``.
+    """
+    structure = meta.get(SCALER_KEY)
+    if scaler is None or structure is None or not scaler.is_enabled():
+        return
+    try:
+        state = unflatten_state({}, structure)
+    except (KeyError, CheckpointError, ValueError, TypeError):
+        state = None
+    problem = _scaler_problem(state)
+    if problem is not None:
+        raise CheckpointError(f"{path}: the gradient scaler state {problem}")
+    scaler.load_state_dict(state)
+
+
+def _scaler_problem(state: Any) -> str | None:
+    if not isinstance(state, dict) or set(state) != set(_SCALER_FIELDS):
+        return f"is not a GradScaler state (expected the keys {', '.join(_SCALER_FIELDS)})"
+    for key, kind in _SCALER_FIELDS.items():
+        value = state[key]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"has {key} = {value!r}, expected a number"
+        if kind is int and not float(value).is_integer():
+            return f"has {key} = {value!r}, expected an integer"
+        if not math.isfinite(value) or value < 0 or (key != "_growth_tracker" and value == 0):
+            return f"has {key} = {value!r}, out of range"
+    return None
 
 
 def _on_device(value: Any, device: torch.device) -> Any:

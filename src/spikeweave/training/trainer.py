@@ -61,6 +61,7 @@ from .progress import EpochProgress
 from .run import (
     load_method_state,
     load_model_state,
+    load_scaler_state,
     read_training_checkpoint,
     save_run,
     versions,
@@ -531,9 +532,9 @@ class Trainer:
         return trainer
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
-        """Restore model, optimizer, scheduler, method state and history from a loaded
-        checkpoint (one without ``method_state``, written before methods had state, leaves the
-        method as built)."""
+        """Restore model, optimizer, scheduler, method state, the fp16 gradient scaler and
+        history from a loaded checkpoint (one without ``method_state`` or ``grad_scaler``,
+        written before those were saved, leaves the method as built and the scaler fresh)."""
         path = self.rundir / RunDir.CHECKPOINT
         load_model_state(self.model, tensors, path)  # CPU tensors copied onto the device
         try:  # the optimizer moves its state to its parameters' device itself
@@ -548,6 +549,7 @@ class Trainer:
         if self.optimizer is not None:
             _check_optimizer_state(self.optimizer, path)
         load_method_state(self.method, tensors, meta, path, self.device)
+        load_scaler_state(self.scaler, meta, path)  # fp16: the scale goes on where it was
         self.epoch = int(meta["epoch"])
         self.history = list(meta["history"])
         self.wall_time_s = float(meta["wall_time_s"])
