@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
-# Issue 31's GPU checks in one time-boxed call (under 8 minutes), for a session lent a GPU:
-#   1. the CUDA-marked tests (Triton kernels, recompute on Triton), against the CUDA reference;
+# Issues 31 and 27's GPU checks in one call for a session lent a GPU (every stage time-boxed,
+# 560 s in all, under the 600 s of one device call):
+#   1. every CUDA-marked test of the suite (`-m cuda`: Triton kernels, recompute on Triton,
+#      device/precision/resume/import/methods on CUDA, learning helpers) plus the kernel tests
+#      whose names say cuda, against the CUDA reference;
 #   2. the Open Neuromorphic workload (Linear(16384, 16384) + LIF, batch 16, T = 500) and the
 #      FC and conv nets, CUDA-synchronised timing, spikeweave vs the ANN vs SpikingJelly
 #      (skipped with a reason where it does not import: no network there, peers travel as
 #      wheels, see benchmarks/README.md);
 #   3. peak memory per step over T = 4 .. 1000 (save / recompute / chunked, SpikingJelly if
-#      importable), torch.cuda.max_memory_allocated.
+#      importable), torch.cuda.max_memory_allocated;
+#   4. issue 27's epoch benchmark: seconds per Fashion-MNIST epoch (60,000 images, T = 4,
+#      batch 128, fp32 and bf16) of the default conv net beside SpikingJelly and the ANN
+#      (bench_epoch.py; IDX files from $FASHION_MNIST, default /usr/share/datasets/fashion-mnist:
+#      a machine without them logs the error in epoch.log and the other stages still count).
 # Results (logs, .json, .md) go under $OUT (default ./gpu_check_out). Every stage has its own
 # timeout, so a hang in one still leaves the others' results.
 #
@@ -20,6 +27,7 @@ PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 export MPLBACKEND=Agg
 DRY=0
+FMNIST="${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
 [ "${1:-}" = "--dry-run" ] && DRY=1
 
 {
@@ -47,24 +55,35 @@ if [ $DRY = 1 ]; then
     DEV=cpu
     stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/functional/test_memory.py \
         -k "cuda or bits" -rs
+    # the CUDA-marked tests are collected (and skip, saying why) without a GPU
+    stage cuda_marked 120 "$PY" -m pytest -q -p no:cacheprovider tests -m cuda -rs
     stage step 300 "$PY" benchmarks/bench_step.py --device cpu --nets fc --libs ann,spikeweave,spikingjelly \
         --rounds 1 --per-round 1 --sweeps "" --no-memory --threads 1 --out "$OUT/step_dry"
     stage memory 180 "$PY" benchmarks/bench_memory.py --device cpu --n 64 --steps 4 16 \
         --workloads on --arms save recompute spikingjelly --reps 1 --threads 1 --peak \
         --out "$OUT/memory_dry"
+    stage epoch 240 "$PY" benchmarks/bench_epoch.py --device cpu --data "$FMNIST" --images 256 \
+        --rounds 1 --warmup 1 --libs spikeweave,ann --precisions fp32 --no-memory --threads 1 \
+        --out "$OUT/epoch_dry"
 else
     DEV=cuda
-    # 1. every CUDA-marked test of the kernels (about 400 small cases)
-    stage tests 150 "$PY" -m pytest -q -p no:cacheprovider tests/functional/test_triton.py \
+    # 1. every CUDA-marked test of the suite (device, precision, resume, methods, import)
+    stage cuda_marked 140 "$PY" -m pytest -q -p no:cacheprovider tests -m cuda -rs
+    #    and the kernel tests gated by a skipif (about 400 small cases)
+    stage tests 100 "$PY" -m pytest -q -p no:cacheprovider tests/functional/test_triton.py \
         tests/functional/test_memory.py -k "cuda" -rs
     # 2. time per step, interleaved, synchronised (bench_step's CUDA path)
-    stage step 150 "$PY" benchmarks/bench_step.py --device cuda --nets on,fc,conv \
+    stage step 100 "$PY" benchmarks/bench_step.py --device cuda --nets on,fc,conv \
         --libs ann,spikeweave,spikingjelly --rounds 5 --per-round 2 --sweeps "" --no-memory \
         --out "$OUT/step_issue31_cuda"
     # 3. peak memory per step over T (the Open Neuromorphic shape)
-    stage memory 150 "$PY" benchmarks/bench_memory.py --device cuda --n 16384 \
+    stage memory 100 "$PY" benchmarks/bench_memory.py --device cuda --n 16384 \
         --steps 4 100 500 1000 --workloads on --arms save recompute chunked spikingjelly \
         --reps 3 --peak --out "$OUT/memory_issue31_cuda"
+    # 4. seconds per epoch on the full Fashion-MNIST training set, synchronised, interleaved
+    stage epoch 110 "$PY" benchmarks/bench_epoch.py --device cuda --data "$FMNIST" \
+        --images 60000 --rounds 1 --warmup 1 --libs spikeweave,spikingjelly,ann \
+        --precisions fp32,bf16 --out "$OUT/epoch_issue27_cuda"
 fi
 echo "device: $DEV; results in $OUT"
 cat "$OUT/status.txt"
