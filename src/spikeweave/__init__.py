@@ -26,6 +26,8 @@ _EXPORTS = {
     "MLP": ".models",
     "ConvNet": ".models",
     "build_model": ".models",
+    "StreamState": ".models",
+    "stream": ".models",
     "IF": ".neurons",
     "KLIF": ".neurons",
     "LIF": ".neurons",

@@ -577,8 +577,10 @@ class OscillatingLIF(SpikingNeuron):
     docs/methods/oscillation.md). :func:`spikeweave.security.true_gradients` switches every
     such neuron to its true backward.
 
-    Streaming: ``t`` restarts at 0 on every call, so a sequence cut into chunks does not see
-    one continuous oscillation (unlike LIF, whose chunks concatenate exactly).
+    Streaming: ``t`` counts from ``start`` (default 0) on every call, so a sequence cut into
+    chunks sees one continuous oscillation only when each chunk passes the index of its first
+    step: ``neuron(x[a:b], state=v, return_state=True, start=a)`` concatenates exactly, as
+    :func:`spikeweave.models.stream` does for a whole network.
 
     Args:
         tau: membrane time constant in steps.
@@ -628,6 +630,7 @@ class OscillatingLIF(SpikingNeuron):
         )
         self.true_backward = False  # set by spikeweave.security.true_gradients
         self._fake = False  # inside forward: build the fake dynamics
+        self._start = 0  # inside forward: the index of the call's first step
         self.register_buffer(
             "phase_seed", torch.randint(0, 2**62, (), dtype=torch.int64), persistent=True
         )
@@ -660,8 +663,10 @@ class OscillatingLIF(SpikingNeuron):
             shift = self.fake_phase or 0.0
         # the drive is the same on every call of the same shape: computed once (float64 sin
         # over [T, neurons] is otherwise a sizeable share of a training step), kept per key
+        start = getattr(self, "_start", 0)  # modules pickled before the option
         key = (
             tuple(x.shape[:1]) + tuple(x.shape[2:]),
+            start,
             x.dtype,
             str(x.device),
             form,
@@ -680,7 +685,7 @@ class OscillatingLIF(SpikingNeuron):
             if shift:
                 phi = phi + shift
             drive = oscillation_drive(
-                x.shape[0], self.amplitude, self.frequency, form, phi, x.dtype
+                x.shape[0], self.amplitude, self.frequency, form, phi, x.dtype, start
             )
             if len(self._drive_cache) >= 4:
                 self._drive_cache.clear()
@@ -693,10 +698,24 @@ class OscillatingLIF(SpikingNeuron):
         state: torch.Tensor | None = None,
         return_state: bool = False,
         return_membrane: bool = False,
+        start: int = 0,
     ):
         """As :meth:`SpikingNeuron.forward`; with the defense on and autograd recording, every
         output is the true value with the fake neuron's gradient (what
-        ``true + (fake - fake.detach())`` computes, without its two extra passes)."""
+        ``true + (fake - fake.detach())`` computes, without its two extra passes).
+
+        ``start``: the index of ``x``'s first step in the whole sequence (the oscillation's
+        ``t``), for a chunk of a streamed sequence; 0 for a call that starts it.
+        """
+        if isinstance(start, bool) or not isinstance(start, numbers.Integral) or start < 0:
+            raise InputError(f"{type(self).__name__}: start must be an int >= 0, got {_got(start)}")
+        self._start = int(start)
+        try:
+            return self._forward(x, state, return_state, return_membrane)
+        finally:
+            self._start = 0
+
+    def _forward(self, x, state, return_state, return_membrane):
         if not self.defended or self.true_backward or not torch.is_grad_enabled():
             return super().forward(x, state, return_state, return_membrane)
         with torch.no_grad():

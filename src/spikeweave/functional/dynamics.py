@@ -358,14 +358,17 @@ def oscillation_drive(
     form: str,
     phase: torch.Tensor,
     dtype: torch.dtype,
+    start: int = 0,
 ) -> torch.Tensor:
-    """``A·osc(2π·f·t + φ)`` for ``t = 0 .. steps-1``: a tensor ``[steps, *phase.shape]``.
+    """``A·osc(2π·f·t + φ)`` for ``t = start .. start+steps-1``: a tensor ``[steps, *phase.shape]``.
 
     ``frequency`` in cycles per step, ``phase`` in radians per neuron (any shape, e.g. one
     step's ``[C, H, W]``), ``amplitude`` in membrane-potential units. Computed in float64 and
-    cast once to ``dtype``, so every backend adds exactly the same numbers.
+    cast once to ``dtype``, so every backend adds exactly the same numbers; ``start`` (the
+    index of the first step, for a streamed chunk) gives exactly the rows ``start..`` of the
+    drive of a longer call, since the integer steps are exact in float64.
     """
-    t = torch.arange(steps, dtype=torch.float64, device=phase.device)
+    t = torch.arange(start, start + steps, dtype=torch.float64, device=phase.device)
     angle = (2.0 * math.pi * frequency) * t.view(-1, *([1] * phase.dim())) + phase.double()
     return (amplitude * oscillation(form, angle)).to(dtype)
 

@@ -15,8 +15,18 @@ from ..registry import Registry
 from .convnet import ConvNet
 from .mlp import MLP
 from .readout import PopulationReadout
+from .streaming import StreamState, stream, streamed_outputs
 
-__all__ = ["MLP", "ConvNet", "PopulationReadout", "MODELS", "build_model"]
+__all__ = [
+    "MLP",
+    "ConvNet",
+    "PopulationReadout",
+    "MODELS",
+    "build_model",
+    "StreamState",
+    "stream",
+    "streamed_outputs",
+]
 
 MODELS: Registry = Registry("model")
 MODELS.register("convnet", ConvNet, help="conv3x3-BN-neuron-pool blocks, then two linear layers")
