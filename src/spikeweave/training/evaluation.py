@@ -6,6 +6,7 @@ so a reloaded run reproduces the accuracy in its ``summary.json`` exactly.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,13 +39,27 @@ SUBSET_SEED = 20_261_207
 """Fixed, so every arm and seed of an experiment trains on the same ``train_size`` images."""
 
 
-def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.Tensor:
+def encode_batch(
+    config: TrainConfig,
+    spec: DataSpec,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    window: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """The model's time-major input ``[T, B, ...]`` for a dataset batch ``x``.
 
     Static batches ``[B, ...]`` are encoded over the configured steps; a temporal dataset's
     ``[B, T, ...]`` batch is made time-major after checking its ``T``.
+
+    For static batches only: ``window=(start, stop)`` gives steps ``start..stop-1`` of the
+    encoding (:func:`~spikeweave.encoding.encode_window`), and ``generator`` is what a random
+    encoder (Poisson) draws from, on the generator's device (the result comes back to ``x``'s);
+    a deterministic encoder draws nothing from it. Without one, draws come from torch's global
+    RNG on ``x``'s device.
     """
     if spec.temporal:
+        if window is not None:
+            raise InputError("a temporal batch is already a sequence; it has no encoding window")
         if x.dim() < 2 or x.shape[1] != config.steps:
             raise InputError(
                 f"a temporal batch must be [B, T={config.steps}, ...], got {tuple(x.shape)}; "
@@ -55,7 +70,22 @@ def encode_batch(config: TrainConfig, spec: DataSpec, x: torch.Tensor) -> torch.
         raise InputError(
             f"expected a batch of samples shaped {spec.input_shape}, got {tuple(x.shape[1:])}"
         )
-    return encoding.encode(config.encoder, x, config.effective_steps)
+    if generator is None and window is None:
+        return encoding.encode(config.encoder, x, config.effective_steps)
+    kwargs: dict[str, Any] = {}
+    source = x
+    if generator is not None and "generator" in inspect.signature(
+        encoding.ENCODERS.get(config.encoder)
+    ).parameters:
+        kwargs["generator"] = generator
+        source = x.to(generator.device)
+    if window is None:
+        out = encoding.encode(config.encoder, source, config.effective_steps, **kwargs)
+    else:
+        out = encoding.encode_window(
+            config.encoder, source, config.effective_steps, *window, **kwargs
+        )
+    return out.to(x.device)
 
 
 def split_validation(

@@ -4,6 +4,7 @@ one back as a trained model, without datasets or optimizers.
 >>> run = spikeweave.load_run("runs/mnist5k-convnet-lif-bptt-T4-s0-20261130-120000")
 >>> run.predict(images)                  # [B, 1, 28, 28] -> class indices [B]
 >>> run.evaluate("test")["accuracy"]     # equals summary.json's test_accuracy
+>>> out_t, state = run.stream(images, state)   # one step at a time (see Run.stream)
 
 The trainer (every epoch), NIR import and the backdoor defense write with :func:`save_run`;
 ``spikeweave eval``, attacks, export and anything else that needs a trained model read with
@@ -28,6 +29,7 @@ from torch.utils.data import Dataset
 from .. import data as datasets
 from ..errors import CheckpointError, DataError, InputError
 from ..losses import Loss
+from ..models.streaming import StreamState, stream, streamed_outputs
 from ..tasks import DataSpec, Task
 from ..version import __version__
 from .assembly import Assembly, assemble, transform_train
@@ -287,22 +289,88 @@ class Run:
         """The named loss the run trained on and reported."""
         return self.method.loss(self.task)
 
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """A dataset batch ``[B, ...]`` as the model's time-major input ``[T, B, ...]``."""
-        return encode_batch(self.config, self.task.spec, x)
+    def encode(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A dataset batch ``[B, ...]`` as the model's time-major input ``[T, B, ...]``.
+
+        ``generator``: what a random encoder (Poisson) draws from, on the generator's device
+        (default: torch's global RNG on ``x``'s device); deterministic encoders draw nothing.
+        """
+        return encode_batch(self.config, self.task.spec, x, generator)
 
     @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The model's output ``[T, B, ...]`` (float32 or wider) for a dataset batch ``x``, in
-        the run's precision (:func:`~.evaluation.eval_precision`) on :attr:`device`."""
+        the run's precision (:func:`~.evaluation.eval_precision`) on :attr:`device`
+        (``generator`` as for :meth:`encode`)."""
         self.model.eval()
         x = x.to(self.device)
         with autocast(self.device, eval_precision(self.config, self.device)):
-            return full_precision(self.model(self.encode(x)))
+            return full_precision(self.model(self.encode(x, generator)))
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """The task's prediction for a dataset batch (class indices for classification)."""
-        return self.task.predict(self.forward(x))
+        return self.task.predict(self.forward(x, generator))
+
+    @torch.no_grad()
+    def stream(
+        self,
+        x: torch.Tensor,
+        state: StreamState | None = None,
+        steps: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, StreamState]:
+        """The model's output for the next steps of a dataset batch, and the state to pass on.
+
+        Static data: ``x [B, *input_shape]`` is encoded with the run's encoder for ``steps``
+        steps (default 1) from ``state.step`` on, within the run's ``T``. Temporal data:
+        ``x [B, t, ...]`` is the next ``t`` frames (``steps``, if given, must be ``t``).
+        Returns ``(output [steps, B, outputs]`` (float32 or wider, on :attr:`device`), state)``;
+        ``state`` None starts at rest at step 0. The state (a
+        :class:`~spikeweave.models.StreamState`) keeps the outputs, so after the last step
+        :meth:`stream_predict` gives what :meth:`predict` gives for the whole sequence, bit for
+        bit: chunk outputs concatenate to :meth:`forward`'s. For Poisson, pass generators
+        seeded alike to both (on the CPU: a CUDA generator draws chunks differently).
+        """
+        if state is not None and not isinstance(state, StreamState):
+            raise InputError(
+                f"stream: state must be a StreamState or None, got {type(state).__name__}"
+            )
+        start = 0 if state is None else state.step
+        self.model.eval()
+        x = x.to(self.device)
+        if self.task.spec.temporal:
+            if x.dim() < 2 or (steps is not None and steps != x.shape[1]):
+                raise InputError(
+                    f"stream: a temporal chunk must be [B, steps, ...]"
+                    f"{'' if steps is None else f' with steps={steps}'}, got {tuple(x.shape)}"
+                )
+            seq = x.transpose(0, 1)
+        else:
+            steps = 1 if steps is None else steps
+            total = self.config.effective_steps
+            if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+                raise InputError(f"stream: steps must be a positive int, got {steps!r}")
+            if start + steps > total:
+                raise InputError(
+                    f"stream: the run encodes T={total} steps; the state is at step {start}, "
+                    f"so {steps} more do not fit"
+                )
+            seq = encode_batch(
+                self.config, self.task.spec, x, generator, window=(start, start + steps)
+            )
+        with autocast(self.device, eval_precision(self.config, self.device)):
+            out, state = stream(self.model, seq, state, keep_outputs=True)
+        return full_precision(out), state
+
+    def stream_readout(self, state: StreamState) -> torch.Tensor:
+        """The task's readout (``[B, ...]``; the time-averaged output) over the steps streamed
+        into ``state`` by :meth:`stream`; after all steps, equal to the whole sequence's."""
+        return self.task.readout(full_precision(streamed_outputs(state)))
+
+    def stream_predict(self, state: StreamState) -> torch.Tensor:
+        """The task's prediction (class indices for classification) over the steps streamed
+        into ``state``; after all ``T`` steps, equal to :meth:`predict`'s."""
+        return self.task.predict(full_precision(streamed_outputs(state)))
 
     def dataset(self, split: str = "test") -> Dataset:
         """Split ``train``, ``val`` or ``test`` of the run's named dataset, carved exactly as
