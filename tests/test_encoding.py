@@ -75,3 +75,24 @@ def test_latency_threshold_outside_zero_one_is_refused(threshold):
 def test_integer_input_is_refused_naming_its_dtype():
     with pytest.raises(InputError, match="floating-point tensor.*torch.int64"):
         encoding.poisson(torch.ones(2, dtype=torch.int64), 4)
+
+
+@pytest.mark.parametrize("name", ["direct", "poisson", "latency"])
+def test_consecutive_windows_concatenate_to_the_whole_encoding(name):
+    x = torch.rand(3, 6)
+    kw = lambda: {"generator": torch.Generator().manual_seed(2)} if name == "poisson" else {}  # noqa: E731
+    whole = encoding.encode(name, x, 9, **kw())
+    gen = kw()
+    parts = [encoding.encode_window(name, x, 9, a, b, **gen) for a, b in ((0, 1), (1, 5), (5, 9))]
+    assert torch.equal(torch.cat(parts), whole)
+    assert whole.sum() > 0
+
+
+def test_encode_window_refuses_windows_outside_the_sequence():
+    x = torch.rand(2, 3)
+    with pytest.raises(InputError, match="0 <= start < stop <= T=4"):
+        encoding.encode_window("direct", x, 4, 3, 5)
+    with pytest.raises(InputError, match="0 <= start < stop"):
+        encoding.encode_window("latency", x, 4, 2, 2)
+    with pytest.raises(ConfigError, match="latency encoding: threshold"):
+        encoding.encode_window("latency", x, 4, 0, 2, threshold=2.0)

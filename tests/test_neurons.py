@@ -350,3 +350,22 @@ def test_neuron_defining_only_charge_is_refused_by_the_compiled_backends():
 def test_neuron_defining_neither_charge_nor_dynamics_says_so():
     with pytest.raises(NotImplementedError, match="defines neither dynamics"):
         sf.SpikingNeuron()(torch.rand(3, 2, 2))
+
+
+def test_oscillating_lif_chunks_concatenate_exactly_when_given_their_start():
+    torch.manual_seed(0)
+    neuron = sf.OscillatingLIF(amplitude=0.5, frequency=0.3, threshold=0.4)
+    x = torch.rand(9, 3, 5)
+    whole = neuron(x)
+    v, with_start, without = None, [], []
+    for a, b in ((0, 2), (2, 7), (7, 9)):
+        s, v = neuron(x[a:b], state=v, return_state=True, start=a)
+        with_start.append(s)
+    v = None
+    for a, b in ((0, 2), (2, 7), (7, 9)):
+        s, v = neuron(x[a:b], state=v, return_state=True)
+        without.append(s)
+    assert torch.equal(torch.cat(with_start), whole)
+    assert not torch.equal(torch.cat(without), whole)  # t restarting at 0 is another sequence
+    with pytest.raises(InputError, match="start must be an int >= 0"):
+        neuron(x, start=-1)
