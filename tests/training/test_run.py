@@ -145,9 +145,7 @@ def streaming_run(tmp_path_factory):
 
 
 @pytest.mark.parametrize("encoder", ["direct", "poisson", "latency"])
-def test_a_loaded_run_streams_step_by_step_to_its_whole_sequence_prediction(
-    streaming_run, encoder
-):
+def test_a_loaded_run_streams_step_by_step_to_its_whole_sequence_prediction(streaming_run, encoder):
     import dataclasses
 
     run = dataclasses.replace(

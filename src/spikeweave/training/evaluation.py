@@ -74,9 +74,10 @@ def encode_batch(
         return encoding.encode(config.encoder, x, config.effective_steps)
     kwargs: dict[str, Any] = {}
     source = x
-    if generator is not None and "generator" in inspect.signature(
-        encoding.ENCODERS.get(config.encoder)
-    ).parameters:
+    if (
+        generator is not None
+        and "generator" in inspect.signature(encoding.ENCODERS.get(config.encoder)).parameters
+    ):
         kwargs["generator"] = generator
         source = x.to(generator.device)
     if window is None:
