@@ -172,3 +172,14 @@ def test_a_state_that_does_not_fit_the_model_or_chunk_is_refused():
         stream(model, x[:0], state)
     with pytest.raises(InputError, match="no outputs"):
         streamed_outputs(state)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", ["mlp", "convnet"])
+def test_streaming_on_a_gpu_equals_the_whole_sequence_there(name):
+    model = _model(name, "lif").cuda()
+    x = _input().cuda()
+    with torch.no_grad():
+        streamed, state = _streamed(model, x, (1, 3, 2, 1))
+        assert torch.equal(streamed, model(x))
+    assert all(v.is_cuda for v in state.membranes.values())
