@@ -471,8 +471,8 @@ def experiment(
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
     workers: int = typer.Option(
         1,
-        help="Forked processes for the runs, one torch thread each (klif-vs-lif, "
-        "reset-dependency, noisy-single-step; others refuse).",
+        help="Forked processes for the runs, one torch thread each (bioleaf-vs-bp, "
+        "klif-vs-lif, reset-dependency, noisy-single-step; others refuse).",
     ),
     device: str = typer.Option("auto", help=_DEVICE_HELP + " Every arm runs there."),
 ) -> None:
