@@ -335,7 +335,9 @@ def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line
     code, _, err = run_main("experiment", "na-vs-bptt", "--quick", "--workers", "2",
                             "--out-dir", str(tmp_path))  # fmt: skip
     assert_one_line_error(
-        code, err, "--workers is for: bioleaf-vs-bp, klif-vs-lif, noisy-single-step, reset-dependency"
+        code,
+        err,
+        "--workers is for: bioleaf-vs-bp, klif-vs-lif, noisy-single-step, reset-dependency",
     )
     code, _, err = run_main("experiment", "reset-dependency", "--workers", "0",
                             "--out-dir", str(tmp_path))  # fmt: skip
