@@ -137,6 +137,26 @@ def train(
     ),
     batch_size: int = typer.Option(None, help=_help("Training batch size.", "batch_size")),
     lr: float = typer.Option(None, help=_help("Peak learning rate (AdamW).", "lr")),
+    weight_decay: float = typer.Option(
+        None, help=_help("AdamW weight decay (0: none).", "weight_decay")
+    ),
+    schedule: str = typer.Option(
+        None,
+        help=_help(
+            "Learning-rate schedule, stepped every batch.",
+            "schedule",
+            "cosine | exponential | constant",
+        ),
+    ),
+    gamma: float = typer.Option(
+        None,
+        help=_help("Exponential schedule: lr factor per epoch, in (0, 1].", "gamma"),
+    ),
+    hidden: str = typer.Option(
+        None,
+        help="Hidden layer sizes, comma-separated: mlp any number (e.g. 256,128), convnet one "
+        "(its dense layer). (default: mlp 256,128, convnet 128)",
+    ),
     seed: int = typer.Option(
         None, help=_help("Seed for initialisation, data order and noise (0 to 2^63-1).", "seed")
     ),
@@ -173,6 +193,20 @@ def train(
             "Training images kept after validation is held out (a fixed-seed subset; 0: all).",
             "train_size",
         ),
+    ),
+    early_stopping: int = typer.Option(
+        None,
+        help=_help(
+            "Stop once validation has not improved for N epochs and keep the best validation "
+            "epoch's weights; needs --val-fraction. 0: off.",
+            "early_stopping",
+        ),
+    ),
+    tensorboard: bool = typer.Option(
+        None,
+        "--tensorboard/--no-tensorboard",
+        help="Log the epoch metrics for TensorBoard under RUN/tensorboard/ (needs the "
+        "tensorboard package). (default: off)",
     ),
     loss: str = typer.Option(
         None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
@@ -220,6 +254,11 @@ def train(
     num_workers: int = typer.Option(
         None, help="Data-loading processes (default: 0 on the CPU, min(4, cores/2) on CUDA)."
     ),
+    threads: int = typer.Option(
+        None,
+        help="torch intra-op threads while the run trains; with --resume, for the rest of "
+        "the run. (default: torch's choice)",
+    ),
     deterministic: bool = typer.Option(
         None,
         "--deterministic/--no-deterministic",
@@ -240,6 +279,13 @@ def train(
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        gamma=gamma,
+        hidden=_hidden_sizes(hidden) if hidden is not None else None,
+        early_stopping=early_stopping,
+        tensorboard=tensorboard,
+        threads=threads,
         seed=seed,
         surrogate=surrogate,
         alpha=alpha,
@@ -276,8 +322,10 @@ def train(
             epochs=given.pop("epochs", None),
             data_root=given.pop("data_root", None),
             device=given.pop("device", None),
+            threads=given.pop("threads", None),
         )
         _refuse_conflicts(given, trainer.config)
+        _refuse_finished_early(trainer, resume)
         _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
         finish_only = trainer.epoch >= trainer.config.epochs
         if finish_only and (trainer.run_dir / RunDir.SUMMARY).exists():
@@ -347,6 +395,32 @@ def _say(trainer: Any, line: str) -> None:
         typer.echo(line)
 
 
+def _hidden_sizes(text: str) -> list[int]:
+    """``--hidden 256,128`` as ``[256, 128]``; anything else is a one-line ConfigError (sizes
+    below 1 are refused by the config)."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise ConfigError(
+            f"--hidden {text!r}: give the layer sizes as integers separated by commas, e.g. "
+            "--hidden 256,128"
+        )
+    return [int(p) for p in parts]
+
+
+def _refuse_finished_early(trainer: Any, resume: Path) -> None:
+    """A run its early stopping ended (it holds its best validation epoch's weights, the last
+    row's ``weights_epoch``) has nothing left to train once its summary is written."""
+    from .training import RunDir
+
+    held = trainer.history[-1].get("weights_epoch") if trainer.history else None
+    if held is None or not (trainer.run_dir / RunDir.SUMMARY).exists():
+        return
+    raise ConfigError(
+        f"{resume} is finished: early stopping ended it after epoch {trainer.epoch} with the "
+        f"weights of its best validation epoch {held}; train a new run to change it"
+    )
+
+
 def _with_poison(values: dict[str, Any], poison: dict[str, Any]) -> dict[str, Any]:
     """``values`` with the ``--poison-*`` options in ``train_transforms.backdoor`` (over a
     config file's table); the other options without a fraction are refused, not ignored."""
@@ -400,6 +474,12 @@ def _refuse_ignored(values: dict[str, Any]) -> None:
                     f"{flag} ({key} = {values[key]!r}) does not apply to neuron 'relu' (the ANN "
                     "twin, without time steps); leave it out or choose a spiking neuron"
                 )
+    schedule = values.get("schedule", TrainConfig().schedule)
+    if "gamma" in values and schedule != "exponential":
+        raise ConfigError(
+            f"--gamma (gamma = {values['gamma']!r}) applies to the exponential schedule only, "
+            f"not {schedule!r}; leave it out or pass --schedule exponential"
+        )
 
 
 def _refuse_conflicts(given: dict[str, Any], saved: Any, prefix: str = "") -> None:

@@ -7,7 +7,7 @@ from .build import (
     default_optimization,
     neuron_factory,
 )
-from .callbacks import Callback, EpochMetrics, PlateauStop
+from .callbacks import Callback, EarlyStopping, EpochMetrics, PlateauStop, TensorBoardLog
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .denormal import flush_denormal
@@ -28,6 +28,7 @@ __all__ = [
     "METHODS",
     "Assembly",
     "Callback",
+    "EarlyStopping",
     "EpochMetrics",
     "NoOptions",
     "Optimization",
@@ -36,6 +37,7 @@ __all__ = [
     "RunDir",
     "StepContext",
     "SurrogateBPTT",
+    "TensorBoardLog",
     "TrainConfig",
     "Trainer",
     "TrainingMethod",

@@ -2,6 +2,12 @@
 
 Pass them as ``Trainer(config, callbacks=[...])``. Each hook gets the trainer; ``on_epoch_end``
 may add keys to the epoch's metrics row (they land in ``metrics.jsonl`` and the history).
+A row's ``weights_epoch`` says that a callback loaded an earlier epoch's weights into the model
+(:class:`EarlyStopping`): the summary then reports that epoch's metrics.
+
+Three sources of callbacks meet in the trainer: the caller's, the method's
+(:meth:`~.methods.TrainingMethod.callbacks`) and the config's (:func:`config_callbacks`:
+``early_stopping`` and ``tensorboard``).
 """
 
 from __future__ import annotations
@@ -9,12 +15,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
+
+from ..atomic import refuse_linked_folder
+from ..errors import CheckpointError, ConfigError
+from .checkpoint import check_state_dtypes, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .rundir import RunDir
 
 if TYPE_CHECKING:  # the trainer imports this module; this import is for annotations only
     from .trainer import Trainer
 
-__all__ = ["Callback", "EpochMetrics", "PlateauStop"]
+__all__ = [
+    "Callback",
+    "EarlyStopping",
+    "EpochMetrics",
+    "PlateauStop",
+    "TensorBoardLog",
+    "config_callbacks",
+]
 
 
 class Callback:
@@ -52,7 +72,9 @@ class PlateauStop(Callback):
 
     Needs a validation split (``val_fraction`` > 0): the stop is decided on validation, never
     on test. ``config.epochs`` stays the cap. ``best_epoch`` and ``stopped_after`` say what
-    happened (``stopped_after`` is None when the cap came first).
+    happened (``stopped_after`` is None when the cap came first). A resumed run picks up the
+    count from its history, so it stops where the uninterrupted run would have, and a run this
+    callback already stopped trains no further epoch.
     """
 
     def __init__(self, patience: int) -> None:
@@ -66,14 +88,181 @@ class PlateauStop(Callback):
     def on_fit_start(self, trainer):  # noqa: D102
         if trainer.val_set is None:
             raise ValueError("PlateauStop needs a validation split: set val_fraction > 0")
+        key = f"val_{trainer.task.metric}"
+        self.best, self.best_epoch, self.stopped_after = None, 0, None
+        for row in trainer.history:  # a resumed run: replay the count
+            value, epoch = row.get(key), row.get("epoch")
+            if not isinstance(value, int | float) or not isinstance(epoch, int):
+                raise CheckpointError(
+                    f"{trainer.rundir}: the history's epoch {epoch!r} has no {key}; the run "
+                    "was not trained with a validation split"
+                )
+            self._update(trainer, epoch, value, replay=True)
+        if self.stopped_after is not None:
+            trainer.request_stop(self._reason(trainer))
 
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
-        value = row[f"val_{trainer.task.metric}"]
+        self._update(trainer, epoch, row[f"val_{trainer.task.metric}"])
+        if self.stopped_after == epoch:
+            trainer.request_stop(self._reason(trainer))
+
+    def _update(self, trainer: Trainer, epoch: int, value: float, replay: bool = False) -> None:
+        """Count epoch ``epoch``'s validation ``value``; sets ``stopped_after`` once the
+        patience is spent."""
+        if self.stopped_after is not None:
+            return
         if trainer.task.improves(value, self.best):
             self.best, self.best_epoch = value, epoch
+            if not replay:
+                self.improved(trainer, epoch)
         elif epoch - self.best_epoch >= self.patience:
             self.stopped_after = epoch
-            trainer.request_stop(
-                f"validation {trainer.task.metric} has not improved for {self.patience} "
-                f"epochs (best {self.best:.4g} at epoch {self.best_epoch})"
+
+    def improved(self, trainer: Trainer, epoch: int) -> None:
+        """Called when epoch ``epoch`` is the new best (not while replaying a history)."""
+
+    def _reason(self, trainer: Trainer) -> str:
+        return (
+            f"validation {trainer.task.metric} has not improved for {self.patience} "
+            f"epochs (best {self.best:.4g} at epoch {self.best_epoch})"
+        )
+
+
+class EarlyStopping(PlateauStop):
+    """:class:`PlateauStop` that leaves the run with its best validation epoch's weights
+    (``--early-stopping N``; the config's ``early_stopping``).
+
+    Whenever validation improves, the model's weights are kept (in memory, and in the run's
+    ``best_val.safetensors`` so that a resumed run still has them). When the run ends, stopped
+    or at its ``epochs`` cap, the model gets the best epoch's weights back before the
+    checkpoint is written, and the last row records ``weights_epoch``: the checkpoint,
+    ``summary.json`` (its ``test_*`` are that epoch's), ``eval``, ``export`` and ``load_run`` all
+    see the best-validation model. Optimizer state stays the last epoch's, so a run that
+    ended this way is finished: extending it with more epochs is refused.
+    """
+
+    def __init__(self, patience: int) -> None:
+        super().__init__(patience)
+        self._kept: dict[str, torch.Tensor] | None = None
+
+    def on_fit_start(self, trainer):  # noqa: D102
+        self._kept = None
+        replaying = bool(trainer.history)
+        super().on_fit_start(trainer)
+        if not replaying:
+            return
+        held = trainer.history[-1].get("weights_epoch")
+        more = trainer.epoch < trainer.config.epochs
+        if held is not None and self.stopped_after is None and more:
+            raise ConfigError(
+                f"{trainer.rundir} ended at its epochs cap with early stopping, which gave it "
+                f"the weights of its best validation epoch {held}; it cannot be extended. "
+                "Train a new run with more --epochs"
             )
+
+    def improved(self, trainer, epoch):  # noqa: D102
+        state = trainer.model.state_dict()
+        self._kept = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+        if trainer.dist.is_main:
+            tensors = {f"model/{k}": v for k, v in self._kept.items()}
+            meta = {"kind": BEST_KIND, "epoch": epoch, "metric": trainer.task.metric}
+            save_checkpoint(trainer.rundir / RunDir.BEST_VAL, tensors, meta)
+
+    def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
+        super().on_epoch_end(trainer, epoch, row)
+        last = self.stopped_after == epoch or epoch >= trainer.config.epochs
+        if last and self.best_epoch != epoch:
+            self._restore(trainer)
+            row["weights_epoch"] = self.best_epoch
+
+    def _restore(self, trainer: Trainer) -> None:
+        """Load the best epoch's weights into the model (from memory, or from the run's file
+        when this process resumed after that epoch)."""
+        path = trainer.rundir / RunDir.BEST_VAL
+        kept = self._kept
+        if kept is None:
+            tensors, meta = load_checkpoint(path)
+            if meta.get("kind") != BEST_KIND or meta.get("epoch") != self.best_epoch:
+                raise CheckpointError(
+                    f"{path} does not hold the weights of epoch {self.best_epoch}, the run's "
+                    "best validation epoch; the run directory was changed"
+                )
+            kept = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+        own = trainer.model.state_dict()
+        check_state_dtypes(
+            {f"model/{k}": v for k, v in own.items()}, {f"model/{k}": v for k, v in kept.items()},
+            path,
+        )  # fmt: skip
+        try:
+            trainer.model.load_state_dict(kept)
+        except RuntimeError as exc:
+            first = str(exc).splitlines()[0]
+            raise CheckpointError(f"{path} does not fit the run's model: {first}") from None
+
+
+BEST_KIND = "spikeweave-best-val-weights"
+"""``kind`` in the metadata of a run's ``best_val.safetensors``."""
+
+
+class TensorBoardLog(Callback):
+    """Epoch metrics as TensorBoard scalars under ``RUN/tensorboard/`` (``--tensorboard``).
+
+    Every number of an epoch's row is logged at step = epoch: ``train_accuracy`` as
+    ``accuracy/train`` (``val_``/``test_`` alike, so the splits share a chart), the others
+    (``lr``, timings) under their own names. Only the main process of a torchrun job writes.
+    A resumed run appends a new event file to the same folder. Event files are appended as
+    TensorBoard writes them (not atomically); a ``tensorboard`` folder that is a symbolic link
+    is refused. Needs the ``tensorboard`` package (checked when the callback is made).
+    """
+
+    SPLITS = ("train", "val", "test")
+
+    def __init__(self) -> None:
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "tensorboard logging needs the tensorboard package: pip install "
+                '"spikeweave[tensorboard]"'
+            ) from None
+        self.writer: Any = None
+
+    def on_fit_start(self, trainer):  # noqa: D102
+        if not trainer.dist.is_main:
+            return
+        from torch.utils.tensorboard import SummaryWriter
+
+        folder = refuse_linked_folder(trainer.rundir / RunDir.TENSORBOARD, "tensorboard folder")
+        self.writer = SummaryWriter(log_dir=str(folder))
+
+    def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
+        if self.writer is None:
+            return
+        for key, value in row.items():
+            if key == "epoch" or isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            self.writer.add_scalar(self.tag(key), value, epoch)
+        self.writer.flush()
+
+    def on_fit_end(self, trainer, summary):  # noqa: D102
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    @classmethod
+    def tag(cls, key: str) -> str:
+        """The scalar's name for a metrics key: ``val_loss`` -> ``loss/val``, else ``key``."""
+        split, _, rest = key.partition("_")
+        return f"{rest}/{split}" if split in cls.SPLITS and rest else key
+
+
+def config_callbacks(config: TrainConfig) -> list[Callback]:
+    """The callbacks the config asks for: :class:`EarlyStopping` (``early_stopping`` > 0) and
+    :class:`TensorBoardLog` (``tensorboard``); the trainer adds them after the caller's and
+    the method's."""
+    out: list[Callback] = []
+    if config.early_stopping:
+        out.append(EarlyStopping(config.early_stopping))
+    if config.tensorboard:
+        out.append(TensorBoardLog())
+    return out

@@ -46,6 +46,8 @@ ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
 """Model names that mean "this architecture with ReLU": the ANN baselines."""
 
 
+MAX_THREADS = 1024
+"""The most intra-op threads ``threads`` may ask for."""
 PRECISIONS = ("fp32", "bf16", "fp16")
 """``precision`` values: float32, or bfloat16 / float16 autocast (:mod:`~.device` applies them)."""
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -99,6 +101,16 @@ class TrainConfig:
     (``SyncBatchNorm``) instead of each process's share; refused on CPU processes, and changes
     nothing in one process. ``compile`` runs the stateless layers (convolutions, BatchNorm,
     pooling, linear layers) through ``torch.compile``; the neurons keep their fused kernels.
+
+    ``threads`` is torch's intra-op thread count while the run trains and evaluates (None:
+    torch's own choice; :func:`~.device.torch_threads` sets it and puts the old value back).
+
+    ``early_stopping`` (epochs of patience, 0: off; needs ``val_fraction`` > 0) ends the run
+    once the validation metric has not improved for that many epochs, and the run's final
+    weights are those of its best validation epoch (:class:`~.callbacks.EarlyStopping`).
+    ``tensorboard`` writes the epoch metrics as TensorBoard event files under
+    ``RUN/tensorboard/`` (:class:`~.callbacks.TensorBoardLog`; needs the ``tensorboard``
+    package).
     """
 
     dataset: str = "mnist5k"
@@ -143,6 +155,9 @@ class TrainConfig:
     flush_denormal: bool = True
     sync_batchnorm: bool = False
     compile: bool = False
+    threads: int | None = None
+    early_stopping: int = 0
+    tensorboard: bool = False
     eval_batch_size: int = 500
     val_fraction: float = 0.0
     train_size: int = 0
@@ -221,6 +236,21 @@ class TrainConfig:
             raise ConfigError(
                 f"train_size (training images kept after validation is held out; 0: all) must "
                 f"be a non-negative integer, got {self.train_size}"
+            )
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise ConfigError(
+                f"threads must be an integer in [1, {MAX_THREADS}] (or left out: torch's "
+                f"choice), got {self.threads}"
+            )
+        if self.early_stopping < 0:
+            raise ConfigError(
+                f"early_stopping is a patience in epochs and must be >= 0 (0: off), got "
+                f"{self.early_stopping}"
+            )
+        if self.early_stopping and not self.val_fraction:
+            raise ConfigError(
+                "early_stopping needs a validation split (it never looks at test): set "
+                "val_fraction > 0, e.g. --val-fraction 0.1"
             )
         if self.dropout >= 1:
             raise ConfigError(f"dropout must be below 1, got {self.dropout}")

@@ -5,7 +5,8 @@ computes) is ``auto`` (CUDA when ``torch.cuda.is_available()``, else the CPU), `
 or ``cuda:N``. Asking for a GPU that is not there is a one-line :class:`ConfigError`, never a
 silent CPU run. ``precision`` is ``fp32``, ``bf16`` (autocast, CPU and CUDA) or ``fp16``
 (autocast and a gradient scaler, CUDA only). ``deterministic`` turns on PyTorch's deterministic
-algorithms (and the cuBLAS workspace setting they need on CUDA) while a run trains.
+algorithms (and the cuBLAS workspace setting they need on CUDA) while a run trains;
+``threads`` sets torch's intra-op threads for the run (:func:`torch_threads`).
 
 This module is a leaf of :mod:`spikeweave.training` (torch and errors only), so the config,
 the assembly, the trainer and the sub-packages (security, compression, experiments) share it.
@@ -39,6 +40,7 @@ __all__ = [
     "resolve_device",
     "synchronize",
     "to_device",
+    "torch_threads",
 ]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -179,3 +181,19 @@ def deterministic_algorithms(on: bool) -> Iterator[None]:
     finally:
         torch.use_deterministic_algorithms(before[0], warn_only=before[1])
         torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2:]
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``threads`` for the ``with`` block (restored
+    after); None leaves torch's own choice. The run's config records the value, and
+    ``versions()["torch_threads"]`` in its summary the count in force."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

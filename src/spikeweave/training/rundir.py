@@ -2,7 +2,9 @@
 
 A run directory holds ``config.json``, ``metrics.jsonl`` (one JSON object per epoch),
 ``checkpoint.safetensors`` (latest epoch), ``summary.json``, ``activity.safetensors`` (spikes
-of a few test samples, bit-packed) and the PNG plots; ``eval.json`` after ``spikeweave eval``.
+of a few test samples, bit-packed) and the PNG plots; ``eval.json`` after ``spikeweave eval``;
+with early stopping ``best_val.safetensors`` (the best validation epoch's weights), with
+TensorBoard logging the event files under ``tensorboard/``.
 Every file is written atomically (a temporary file renamed over the target, see
 :mod:`spikeweave.atomic`), so a crash never leaves a half-written one, a link named like a run
 file is replaced rather than written through, and files get mode 0644 like any a user writes.
@@ -47,6 +49,8 @@ class RunDir:
     CHECKPOINT = "checkpoint.safetensors"
     ACTIVITY = "activity.safetensors"
     EVAL = "eval.json"
+    BEST_VAL = "best_val.safetensors"
+    TENSORBOARD = "tensorboard"
     PLOTS = ("training_curves.png", "spike_raster.png", "firing_rates.png")
 
     def __init__(self, path: str | Path) -> None:

@@ -41,7 +41,7 @@ from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, activity_warnings, record_spikes, save_activity
 from .assembly import assemble, data_spec
 from .build import compile_stateless
-from .callbacks import Callback
+from .callbacks import Callback, config_callbacks
 from .checkpoint import unflatten_state
 from .config import TrainConfig
 from .denormal import flush_denormal
@@ -53,6 +53,7 @@ from .device import (
     full_precision,
     grad_scaler,
     to_device,
+    torch_threads,
 )
 from .distributed import Distributed, from_environment, sync_batchnorm
 from .evaluation import averages, encode_batch, evaluation_sums
@@ -124,7 +125,7 @@ class Trainer:
         self.steps_per_epoch = parts.steps_per_epoch
         self.device = parts.device
         self.scaler = grad_scaler(self.device, self.config.precision)
-        self.callbacks = [*callbacks, *self.method.callbacks()]
+        self.callbacks = [*callbacks, *self.method.callbacks(), *config_callbacks(self.config)]
         self.progress = progress
         if self.dist.active and self.config.sync_batchnorm:
             self.model = parts.model = sync_batchnorm(self.model, self.dist)
@@ -320,13 +321,19 @@ class Trainer:
         removed; later, it stays resumable. Across processes, only rank 0 writes files.
         """
         repeatable = deterministic_algorithms(self.config.deterministic)
+        threads = torch_threads(self.config.threads)
         if not self.dist.is_main:
-            with flush_denormal(self.config.flush_denormal), repeatable:
+            with flush_denormal(self.config.flush_denormal), repeatable, threads:
                 return self._fit()
         created = self._made_run_dir or not self.rundir.path.exists()
         self.rundir.create()
         try:
-            with self.rundir.lock(), flush_denormal(self.config.flush_denormal), repeatable:
+            with (
+                self.rundir.lock(),
+                flush_denormal(self.config.flush_denormal),
+                repeatable,
+                threads,
+            ):
                 return self._fit()
         except BaseException:
             if created and self.epoch == 0:
@@ -343,6 +350,8 @@ class Trainer:
         total = self.config.epochs
         with EpochProgress(self.progress and main, total, self.steps_per_epoch) as bar:
             for epoch in range(self.epoch + 1, total + 1):
+                if self.stop_reason is not None:  # asked for in on_fit_start (a resumed stop)
+                    break
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
                 bar.start_epoch(epoch)
@@ -384,7 +393,8 @@ class Trainer:
                 f"{self.rundir} has {self.config.epochs - self.epoch} epochs left to train; "
                 "resume it to train them (fit), not to finish it"
             )
-        with deterministic_algorithms(self.config.deterministic):
+        settings = deterministic_algorithms(self.config.deterministic)
+        with settings, torch_threads(self.config.threads):
             if not self.dist.is_main:
                 summary = self.dist.broadcast(None)
             else:
@@ -396,9 +406,10 @@ class Trainer:
 
     def request_stop(self, reason: str) -> None:
         """End training after the current epoch (call from ``on_epoch_end``, e.g. early
-        stopping). The epoch's row and checkpoint are written first; ``summary.json`` records
-        ``stopped_early`` (the last epoch and ``reason``). Every process of a distributed run
-        must ask alike (callbacks see the same reduced metrics, so they do)."""
+        stopping; from ``on_fit_start``, before any further epoch). The epoch's row and
+        checkpoint are written first; ``summary.json`` records ``stopped_early`` (the last
+        epoch and ``reason``). Every process of a distributed run must ask alike (callbacks see
+        the same reduced metrics, so they do)."""
         self.stop_reason = reason
 
     def _epoch_line(self, row: dict[str, Any]) -> str:
@@ -435,7 +446,11 @@ class Trainer:
         activity = self.record_activity()
         if activity.spikes:
             save_activity(self.rundir / RunDir.ACTIVITY, activity)
+        # The model holds the last epoch's weights unless a callback loaded an earlier epoch's
+        # (the last row's weights_epoch, e.g. early stopping): report the epoch it holds.
         last = self.history[-1] if self.history else {}
+        held = last.get("weights_epoch", last.get("epoch"))
+        last = next((r for r in self.history if r.get("epoch") == held), last)
         m = self.task.metric
         pick = max if self.task.higher_is_better else min
         summary: dict[str, Any] = {
@@ -456,6 +471,7 @@ class Trainer:
         summary.update(
             {
                 "epochs": self.epoch,
+                "weights_epoch": held,
                 "wall_time_s": self.wall_time_s,
                 "seed": self.config.seed,
                 "spiking": self.config.spiking,
@@ -495,6 +511,7 @@ class Trainer:
         epochs: int | None = None,
         data_root: str | None = None,
         device: str | None = None,
+        threads: int | None = None,
     ) -> Trainer:
         """Continue the run in ``run_dir`` from its latest checkpoint.
 
@@ -503,7 +520,8 @@ class Trainer:
         is stretched to the new length); ``data_root`` says where the dataset's files are now;
         ``device`` where to go on (default: the run's ``device``), e.g. ``cpu`` for a run
         trained on a GPU: the checkpoint holds CPU tensors, optimizer state follows the
-        parameters' device.
+        parameters' device. ``threads`` replaces the run's torch thread count (parallel
+        reductions may then round differently in the last bits, as on another machine).
         """
         rundir = RunDir(run_dir).require()
         tensors, meta = read_training_checkpoint(rundir.path / RunDir.CHECKPOINT)
@@ -519,6 +537,8 @@ class Trainer:
             config.data_root = data_root
         if device is not None:
             config.device = device
+        if threads is not None:
+            config.threads = threads
         trainer = cls(
             config,
             method=method,
