@@ -106,6 +106,7 @@ def test_early_stopping_without_a_plateau_keeps_the_last_epoch(tmp_path):
     assert summary["weights_epoch"] == 2 and "weights_epoch" not in trainer.history[-1]
 
 
+@pytest.mark.slow
 def test_a_run_killed_on_its_plateau_resumes_to_the_same_stop_and_best_weights(tmp_path):
     whole = Trainer(tiny(tmp_path / "a", early_stopping=2), progress=False,
                     callbacks=[ScriptedVal(PLATEAU)])  # fmt: skip
