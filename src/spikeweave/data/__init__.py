@@ -7,12 +7,18 @@ already has under the data root (``root``, else ``$SPIKEWEAVE_DATA``, else ``~/.
 binned from the recordings (see :mod:`spikeweave.data.binning`) and cached on disk (under
 ``frames/`` of :func:`cache_root`, ``$SPIKEWEAVE_CACHE`` or ``~/.cache/spikeweave``).
 :func:`catalog` says which are found and where missing files go.
+
+Your own data is named by its path instead: an image folder with one sub-folder per class, or
+an ``.npz`` file with arrays ``x`` and ``y`` (:mod:`spikeweave.data.own`, which gives the
+layouts, limits and the held-out test share). Its :class:`DatasetInfo` (``kind="own"``)
+carries the class names and the data's SHA-256, which a run records and checks.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cached_property
@@ -37,7 +43,10 @@ _EXPORTS = {
     ),
     **dict.fromkeys(("read_idx", "read_cifar_batch"), ".static"),
     # the submodules, as attributes of the package (``data.static``) as before
-    **{m: f".{m}" for m in ("binning", "cache", "embedded", "event_datasets", "events", "static")},
+    **{
+        m: f".{m}"
+        for m in ("binning", "cache", "embedded", "event_datasets", "events", "own", "static")
+    },
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
@@ -46,6 +55,8 @@ __all__ = [
     "DATASETS",
     "load",
     "info",
+    "is_path",
+    "short_name",
     "catalog",
     "default_root",
     "cache_root",
@@ -81,6 +92,10 @@ class DatasetInfo:
     """``embedded`` (ships with installed packages), ``images`` (static files) or ``events``."""
     factory: Callable[..., Dataset] | None = None
     """``factory(root: Path, split: str, **options)`` for file-based sets."""
+    classes: tuple[str, ...] = ()
+    """Class names in index order, where known (your own data)."""
+    digest: str = ""
+    """SHA-256 of your own data (``kind="own"``), which a run records."""
 
 
 class _Reader:
@@ -173,13 +188,49 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def info(name: str) -> DatasetInfo:
-    """The :class:`DatasetInfo` of ``name``; a clear error for unknown names."""
+def is_path(name: str) -> bool:
+    """Whether ``name`` means your own data: not a registered name, and a path (it has a
+    folder separator, ends in ``.npz`` or exists)."""
+    if name in DATASETS or not name:
+        return False
+    return "/" in name or os.sep in name or name.endswith(".npz") or os.path.exists(name)
+
+
+def short_name(name: str) -> str:
+    """``name`` as it goes into a run directory's name: a registered name as it is, a path
+    (your own data) as its file or folder name without suffix, in letters, digits, ``-_.``."""
+    if not is_path(name):
+        return name
+    stem = Path(name.rstrip("/" + os.sep)).stem or "data"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:40]
+
+
+def info(name: str, digest: str = "") -> DatasetInfo:
+    """The :class:`DatasetInfo` of ``name``; a clear error for unknown names.
+
+    A path (:func:`is_path`) is read as your own data (:func:`spikeweave.data.own.read`; its
+    ``name`` is the resolved absolute path); ``digest``, the SHA-256 a run recorded, refuses
+    data that changed since.
+    """
+    if is_path(name):
+        from . import own
+
+        data = own.read(name, digest)
+        return DatasetInfo(
+            str(data.path),
+            data.input_shape,
+            len(data.classes),
+            data.describe(),
+            kind="own",
+            classes=data.classes,
+            digest=data.digest,
+        )
     try:
         return DATASETS[name]
     except KeyError:
         raise ConfigError(
-            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}"
+            f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}, or give the path "
+            "of an image folder or an .npz file"
         ) from None
 
 
@@ -197,9 +248,24 @@ def load(
     :func:`default_cache_dir`) and ``strict`` (decreasing timestamps are an error; ``False``
     sorts them). A recording with no events raises :class:`~spikeweave.errors.DataError`.
     A missing file raises :class:`~spikeweave.errors.DataError` saying what to put where.
+
+    A path (:func:`is_path`) loads your own data (:mod:`spikeweave.data.own`): items
+    ``(x [C, H, W] float32 in [0, 1], y)``; its one option is ``digest`` (the SHA-256 a run
+    recorded: changed data is refused).
     """
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    if is_path(name):
+        from . import own
+
+        unknown = sorted(set(options) - {"digest"})
+        if root is not None or unknown:
+            given = ", ".join(["root"] * (root is not None) + unknown)
+            raise ConfigError(
+                f"{given} do(es) not apply to a dataset given as a path; its one option is digest"
+            )
+        digest = options.get("digest", "")
+        return own.read(name, digest, "the run's dataset" if digest else "").dataset(split)
     dataset = info(name)
     if dataset.arrays is not None:
         import numpy as np

@@ -200,6 +200,7 @@ def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
     data (on the same device) and the true trigger."""
     from .. import data as datasets
     from ..training import load_run
+    from ..training.assembly import data_options
     from ..training.evaluation import split_training
     from .attacks import as_classifier
 
@@ -208,8 +209,8 @@ def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
     if run.task.spec.temporal or len(run.task.spec.input_shape) != 3:
         raise ConfigError(f"backdoor tools need a run on images (C, H, W); {run.path} is not")
     try:
-        train = datasets.load(run.config.dataset, "train", root=run.config.data_root or None)
-        test = datasets.load(run.config.dataset, "test", root=run.config.data_root or None)
+        train = datasets.load(run.config.dataset, "train", **data_options(run.config, False))
+        test = datasets.load(run.config.dataset, "test", **data_options(run.config, False))
     except KeyError as exc:  # pragma: no cover
         raise DataError(str(exc)) from None
     rest, val = split_training(train, run.config, True)

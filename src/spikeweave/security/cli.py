@@ -246,6 +246,7 @@ def attack_command(
     """
     from .. import data as datasets
     from ..training import load_run
+    from ..training.assembly import data_options
 
     fn = ATTACKS.get(attack)  # an unknown name fails before any loading
     del fn
@@ -279,7 +280,8 @@ def attack_command(
     if split not in ("train", "test"):
         raise ConfigError(f"unknown split {split!r}; choose one of test, train")
     try:
-        dataset = datasets.load(run.config.dataset, split, root=run.config.data_root or None)
+        options = data_options(run.config, run.task.spec.temporal)
+        dataset = datasets.load(run.config.dataset, split, **options)
     except KeyError as exc:  # pragma: no cover - registry errors are ConfigErrors already
         raise DataError(str(exc)) from None
     x, y = evaluation_subset(dataset, samples, seed)

@@ -54,7 +54,9 @@ __all__ = [
     "TRAIN_TRANSFORMS",
     "assemble",
     "check_config",
+    "check_dataset",
     "catalog_spec",
+    "data_options",
     "data_spec",
     "load_datasets",
     "model_from_config",
@@ -117,11 +119,8 @@ def check_config(
     up; ``datasets_given``: the datasets were injected, so any dataset label is accepted.
     """
     config.validate()
-    if not datasets_given and datasets.info(config.dataset).kind == "embedded" and config.data_root:
-        raise ConfigError(
-            f"data_root does not apply to the embedded dataset {config.dataset!r} (it ships "
-            "inside a package); leave it out"
-        )
+    if not datasets_given:
+        check_dataset(config)
     if config.task:
         TASKS.check(config.task)
     if config.architecture not in MODELS:
@@ -136,6 +135,54 @@ def check_config(
         for name, options in config.train_transforms.items()
     }
     return config
+
+
+def check_dataset(config: TrainConfig) -> None:
+    """The config's dataset checked against the catalog, or read when it is a path (your own
+    data): then ``dataset`` becomes the resolved absolute path and ``dataset_digest`` and
+    ``class_names`` are recorded (a recorded digest that differs is a DataError: the data
+    changed; class names given by hand must be the data's)."""
+    if config.dataset_digest and not datasets.is_path(config.dataset):
+        raise ConfigError(
+            f"dataset_digest applies to a dataset given as a path, not {config.dataset!r}"
+        )
+    found = datasets.info(config.dataset, config.dataset_digest)
+    if found.kind == "embedded" and config.data_root:
+        raise ConfigError(
+            f"data_root does not apply to the embedded dataset {config.dataset!r} (it ships "
+            "inside a package); leave it out"
+        )
+    if found.kind != "own":
+        if config.class_names and len(config.class_names) != found.num_classes:
+            raise ConfigError(
+                f"class_names has {len(config.class_names)} names but {config.dataset} has "
+                f"{found.num_classes} classes"
+            )
+        return
+    if config.data_root:
+        raise ConfigError(
+            "data_root does not apply to a dataset given as a path (the path says where it is); "
+            "leave it out"
+        )
+    if config.class_names and tuple(config.class_names) != found.classes:
+        raise ConfigError(
+            f"class_names {config.class_names} differ from the data's classes "
+            f"{list(found.classes)} (sub-folder names, or the .npz 'classes' array)"
+        )
+    config.dataset, config.dataset_digest = found.name, found.digest
+    config.class_names = list(found.classes)
+
+
+def data_options(config: TrainConfig, temporal: bool) -> dict[str, Any]:
+    """The options :func:`spikeweave.data.load` reads the config's dataset with: your own
+    data with the digest the run recorded (changed data is refused); a named set from the data
+    root, event recordings binned into ``config.steps`` frames (``temporal``)."""
+    if config.dataset_digest:
+        return {"digest": config.dataset_digest}
+    options: dict[str, Any] = {"root": config.data_root or None}
+    if temporal:
+        options["frames"] = config.steps
+    return options
 
 
 def resolve_method(
@@ -167,10 +214,7 @@ def load_datasets(
         if not (isinstance(given, tuple | list) and len(given) == 2):
             raise InputError("datasets must be a pair (train, test) of map-style datasets")
         return given[0], given[1]
-    info = datasets.info(config.dataset)
-    options: dict[str, Any] = {"root": config.data_root or None}
-    if info.temporal:
-        options["frames"] = config.steps  # event recordings are binned into T frames
+    options = data_options(config, datasets.info(config.dataset, config.dataset_digest).temporal)
     return (
         datasets.load(config.dataset, "train", **options),
         datasets.load(config.dataset, "test", **options),
@@ -182,6 +226,8 @@ def data_spec(config: TrainConfig, task_name: str, train_set: Dataset, injected:
     a named dataset, else (injected data) from the first training sample; outputs are the
     classes (classification), the target's size (regression) or the pixels (reconstruction)."""
     info = datasets.DATASETS.get(config.dataset)
+    if info is None and not injected and config.dataset_digest:  # your own data (a path)
+        info = datasets.info(config.dataset, config.dataset_digest)
     if len(train_set) == 0:  # type: ignore[arg-type]
         raise InputError("the training dataset is empty")
     temporal = bool(info is not None and info.temporal)
@@ -291,6 +337,15 @@ def assemble(
     elif spec is None:
         spec = catalog_spec(config)
     task = make_task(name, spec, config.loss, config.spiking, config.rate_scale)
+    if (
+        config.class_names
+        and name == "classification"
+        and len(config.class_names) != spec.num_outputs
+    ):
+        raise ConfigError(
+            f"class_names has {len(config.class_names)} names but the data has "
+            f"{spec.num_outputs} classes"
+        )
     if train is not None:  # only the training part is transformed (validation stays clean)
         train = transform_train(config, task, train)
     check_model_fields(config, instance.model_fields(), instance.name or "custom")

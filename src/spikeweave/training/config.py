@@ -79,6 +79,12 @@ class TrainConfig:
     held out: a uniform subset drawn with a fixed seed, the same for every seed and arm, so a
     CPU can train on a stated part of a large set while validation and test stay whole.
 
+    ``dataset`` is a registered name or the path of your own data (an image folder or an
+    ``.npz`` file, :mod:`spikeweave.data.own`); for a path the assembly records the resolved
+    absolute path, ``dataset_digest`` (the data's SHA-256: a resumed or evaluated run refuses
+    data that changed) and ``class_names`` (in index order, for ``predict``). Set by hand,
+    they must match the data.
+
     ``pool`` is the conv net's pooling: ``max`` (default) or ``avg`` (linear in spike rates,
     so it suits noisy single-step training and conversion, and exports to NIR).
 
@@ -115,6 +121,8 @@ class TrainConfig:
 
     dataset: str = "mnist5k"
     data_root: str = ""
+    dataset_digest: str = ""
+    class_names: list[str] = field(default_factory=list)
     task: str = ""
     model: str = "convnet"
     neuron: str = "lif"
@@ -207,6 +215,13 @@ class TrainConfig:
         _choice("pool", self.pool, ("max", "avg"))
         _choice("precision", self.precision, PRECISIONS)
         check_device_spec(self.device)
+        if self.dataset_digest and not re.fullmatch(r"[0-9a-f]{64}", self.dataset_digest):
+            raise ConfigError(
+                f"dataset_digest must be a SHA-256 in hex (64 characters), got "
+                f"{self.dataset_digest!r}"
+            )
+        if len(set(self.class_names)) != len(self.class_names) or not all(self.class_names):
+            raise ConfigError("class_names must be distinct, non-empty names")
         if self.num_workers is not None and self.num_workers < 0:
             raise ConfigError(
                 f"num_workers must be a non-negative integer (0: load in the training "

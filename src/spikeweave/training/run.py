@@ -32,7 +32,7 @@ from ..losses import Loss
 from ..models.streaming import StreamState, stream, streamed_outputs
 from ..tasks import DataSpec, Task
 from ..version import __version__
-from .assembly import Assembly, assemble, transform_train
+from .assembly import Assembly, assemble, data_options, transform_train
 from .checkpoint import (
     check_state_dtypes,
     flatten_state,
@@ -383,9 +383,7 @@ class Run:
             raise DataError(
                 f"{self.path} was trained on injected datasets; pass dataset= to evaluate"
             )
-        options: dict[str, Any] = {"root": self.config.data_root or None}
-        if self.task.spec.temporal:
-            options["frames"] = self.config.steps
+        options = data_options(self.config, self.task.spec.temporal)
         dataset = datasets.load(
             self.config.dataset, "test" if split == "test" else "train", **options
         )
@@ -405,6 +403,8 @@ class Run:
 
 
 def _named_data(run: Run) -> bool:
+    if run.config.dataset_digest:  # your own data, recorded by its path and digest
+        return True
     info = datasets.DATASETS.get(run.config.dataset)
     return info is not None and tuple(info.input_shape) == run.task.spec.input_shape
 

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
+from ..data import short_name
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, activity_warnings, record_spikes, save_activity
 from .assembly import assemble, data_spec
@@ -171,7 +172,7 @@ class Trainer:
     def _new_run_dir(self) -> RunDir:
         cfg = self.config
         name = (
-            f"{cfg.dataset}-{cfg.model}-{cfg.neuron_label}-{cfg.method}"
+            f"{short_name(cfg.dataset)}-{cfg.model}-{cfg.neuron_label}-{cfg.method}"
             f"-T{cfg.effective_steps}-s{cfg.seed}"
         )
         return RunDir.new(cfg.out_dir, name)
