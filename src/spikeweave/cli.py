@@ -116,7 +116,12 @@ def _main(
 @app.command(cls=_LibraryHelp)
 def train(
     dataset: str = typer.Option(
-        None, help=_help("Dataset (see `spikeweave data list`).", "dataset")
+        None,
+        help=_help(
+            "Dataset (see `spikeweave data list`), or the path of your own data: a folder of "
+            "images in class sub-folders or an .npz file with x and y (docs/data.md).",
+            "dataset",
+        ),
     ),
     task: str = typer.Option(
         None, help=_help("Task; auto = from the dataset.", "task", registry="task")
@@ -538,6 +543,26 @@ def plot(
 
     for path in plot_run(run_dir):
         typer.echo(str(path))
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
+    inputs: list[Path] = typer.Argument(  # noqa: B008
+        ...,
+        help="Image files (the run's input size), .npz files with an array x, or event files "
+        "(runs on event sets).",
+    ),
+    format: str = typer.Option("table", "--format", help="Output. One of: table | json."),
+    device: str = typer.Option("auto", help=_DEVICE_HELP),
+) -> None:
+    """Classify files with a trained run: class index, name and probabilities per sample."""
+    from .training.predict import format_predictions, predict_files
+
+    if format not in ("table", "json"):
+        raise ConfigError(f"unknown format {format!r}; choose one of table, json")
+    rows = predict_files(run_dir, inputs, device=device)
+    typer.echo(format_predictions(rows, format))
 
 
 @app.command()

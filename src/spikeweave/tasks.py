@@ -141,6 +141,12 @@ class Classification(Task):
     def predict(self, out: torch.Tensor) -> torch.Tensor:  # noqa: D102
         return self.readout(out).argmax(-1)
 
+    def probabilities(self, out: torch.Tensor) -> torch.Tensor:
+        """Class probabilities ``[B, classes]``: the softmax of the rates times ``rate_scale``
+        (of the logits for a one-step ANN), as the cross-entropy loss scores them."""
+        rates = self.readout(out).float()
+        return torch.softmax(rates * self.rate_scale if self.spiking else rates, dim=-1)
+
     def loss(self) -> Loss:  # noqa: D102
         if not self.spiking:
             return rate_cross_entropy(1.0)

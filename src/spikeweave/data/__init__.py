@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
 from ..lazy import lazy_exports
-from .layouts import LAYOUTS, default_root, resolve_root
+from .layouts import CIFAR10_CLASSES, LAYOUTS, default_root, resolve_root
 
 if TYPE_CHECKING:
     import numpy as np
@@ -157,6 +157,7 @@ DATASETS: dict[str, DatasetInfo] = {
         "CIFAR-10, 50000/10000, python batches",
         kind="images",
         factory=_Reader(".static", "cifar10"),
+        classes=CIFAR10_CLASSES,
     ),
     "nmnist": DatasetInfo(
         "nmnist",
@@ -184,6 +185,7 @@ DATASETS: dict[str, DatasetInfo] = {
         temporal=True,
         kind="events",
         factory=_Reader(".event_datasets", "cifar10_dvs"),
+        classes=CIFAR10_CLASSES,
     ),
 }
 

@@ -41,10 +41,18 @@ __all__ = [
     "cifar10_dvs",
     "read_gesture_labels",
     "DEFAULT_FRAMES",
+    "RECORDINGS",
+    "recording_frames",
 ]
 
 DEFAULT_FRAMES = {"nmnist": 10, "dvs-gesture": 16, "cifar10-dvs": 10}
 """Frames per sample when neither ``frames``, ``time_window`` nor ``event_count`` is given."""
+RECORDINGS: dict[str, tuple[tuple[int, int], str]] = {
+    "nmnist": (SENSOR_SIZES["nmnist"], "nmnist"),
+    "dvs-gesture": (SENSOR_SIZES["dvs128"], "aedat3"),
+    "cifar10-dvs": (SENSOR_SIZES["dvs128"], "aedat2"),
+}
+"""Each event set's sensor size ``(width, height)`` and file format."""
 
 
 @dataclass(frozen=True)
@@ -219,6 +227,20 @@ class EventOptions(_Binning):
         return EventFrameDataset(name, samples, transform, cache, fmt, self.strict)
 
 
+def recording_frames(name: str, path: str | Path, frames: int) -> np.ndarray:
+    """Frames ``[frames, 2, H, W]`` float32 of the whole recording ``path``, read and binned as
+    event set ``name``'s samples are (its format and sensor, ``frames`` frames over the
+    recording's time span, no cache): one sample for inference."""
+    if name not in RECORDINGS:
+        raise ConfigError(
+            f"{name!r} is not an event dataset; event files are read for runs trained on "
+            f"{', '.join(RECORDINGS)}"
+        )
+    sensor, fmt = RECORDINGS[name]
+    transform = EventOptions(frames=frames).to_frames(sensor, frames)
+    return transform(read_events(Path(path), format=fmt, sensor_size=sensor))
+
+
 def _check_split(split: str) -> None:
     if split not in ("train", "test"):
         raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
@@ -253,7 +275,7 @@ def nmnist(
         raise DataError(
             f"nmnist: no .bin files in {sub}/<digit 0-9>/; put the {split} samples there"
         )
-    return opts.dataset("nmnist", samples, SENSOR_SIZES["nmnist"], "nmnist")
+    return opts.dataset("nmnist", samples, *RECORDINGS["nmnist"])
 
 
 # -- DVS128 Gesture ---------------------------------------------------------------------------
@@ -327,7 +349,7 @@ def dvs_gesture(
         labels = rec.with_name(rec.stem + "_labels.csv")
         for label, start, end in read_gesture_labels(labels):
             samples.append(Sample(rec, label, start, end))
-    return opts.dataset("dvs-gesture", samples, SENSOR_SIZES["dvs128"], "aedat3")
+    return opts.dataset("dvs-gesture", samples, *RECORDINGS["dvs-gesture"])
 
 
 # -- CIFAR10-DVS ------------------------------------------------------------------------------
@@ -364,4 +386,4 @@ def cifar10_dvs(
         cut = int(round(train_fraction * len(files)))
         chosen = files[:cut] if split == "train" else files[cut:]
         samples += [Sample(p, label) for p in chosen]
-    return opts.dataset("cifar10-dvs", samples, SENSOR_SIZES["dvs128"], "aedat2")
+    return opts.dataset("cifar10-dvs", samples, *RECORDINGS["cifar10-dvs"])

@@ -64,6 +64,9 @@ __all__ = [
     "read_image",
     "read_npz",
     "read_npz_arrays",
+    "read_bounded",
+    "as_images",
+    "hold_out",
     "resolve",
 ]
 
@@ -199,7 +202,7 @@ def _signature(path: Path) -> tuple:
 # -- .npz -------------------------------------------------------------------------------------
 
 
-def _read_bounded(path: Path, limit: int, what: str) -> bytes:
+def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """The bytes of the regular file ``path`` (at most ``limit``), without following a link."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -286,8 +289,8 @@ def read_npz_arrays(
         return {n[:-4]: _npy_member(zf, n[:-4], path) for n in names}
 
 
-def _images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
-    """``x`` as ``[N, C, H, W]`` uint8 or float32, values checked."""
+def as_images(x: np.ndarray, key: str, path: Path) -> np.ndarray:
+    """Array ``key`` of ``path`` as ``[N, C, H, W]`` uint8 or float32 (in [0, 1], checked)."""
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4 or min(x.shape[1:], default=0) < 1:
@@ -331,7 +334,7 @@ def _class_names(names: np.ndarray | None, count: int, path: Path) -> tuple[str,
 
 def read_npz(path: Path) -> OwnData:
     """An ``.npz`` dataset (layout in the module docstring)."""
-    raw = _read_bounded(path, MAX_FILE_BYTES, ".npz file")
+    raw = read_bounded(path, MAX_FILE_BYTES, ".npz file")
     digest = hashlib.sha256(raw).hexdigest()
     arrays = read_npz_arrays(path, raw)
     del raw
@@ -339,13 +342,13 @@ def read_npz(path: Path) -> OwnData:
         raise DataError(f"{path}: needs arrays 'x' (images) and 'y' (labels)")
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"{path}: give both 'x_test' and 'y_test' or neither")
-    x = _images(arrays["x"], "x", path)
+    x = as_images(arrays["x"], "x", path)
     y = _labels(arrays["y"], len(x), "y", path)
     if len(x) == 0:
         raise DataError(f"{path}: 'x' holds no samples")
     given = "x_test" in arrays
     if given:
-        xt = _images(arrays["x_test"], "x_test", path)
+        xt = as_images(arrays["x_test"], "x_test", path)
         if xt.shape[1:] != x.shape[1:] or xt.dtype != x.dtype:
             raise DataError(
                 f"{path}: 'x_test' is {xt.dtype} {xt.shape[1:]} per sample, 'x' "
@@ -475,7 +478,7 @@ def read_image(path: str | Path, channels: int | None = None) -> np.ndarray:
     """One image file as uint8 ``[C, H, W]``: grey (C=1) or RGB (C=3); ``channels`` forces
     one of the two (a grey image given to an RGB run is repeated over the channels)."""
     path = Path(path)
-    raw = _read_bounded(path, MAX_IMAGE_FILE_BYTES, "image file")
+    raw = read_bounded(path, MAX_IMAGE_FILE_BYTES, "image file")
     im = _open_image(path, raw)
     if channels is None:
         channels = 1 if im.mode in _GREY else 3
@@ -517,7 +520,7 @@ def read_folder(path: Path) -> OwnData:
     total = 0
     grey = True
     for split, label, p in files:
-        raw = _read_bounded(p, MAX_IMAGE_FILE_BYTES, "image file")
+        raw = read_bounded(p, MAX_IMAGE_FILE_BYTES, "image file")
         digest.update(f"{p.relative_to(root)}\0{hashlib.sha256(raw).hexdigest()}\n".encode())
         im = _open_image(p, raw)
         if first is None:
