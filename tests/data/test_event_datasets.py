@@ -14,6 +14,7 @@ from spikeweave_format_writers import (
     aedat2_bytes,
     aedat31_bytes,
     make_events,
+    nmnist_bytes,
     random_events,
     read_labels_csv,
     write,
@@ -335,3 +336,18 @@ def test_dvs_gesture_listing_cannot_reach_outside_the_dataset_folder(tmp_path, h
     write(folder / "trials_to_test.txt", entry[how].encode() + b"\n")
     with pytest.raises(DataError, match="which is outside"):
         data.load("dvs-gesture", "train", root=tmp_path)
+
+
+def test_one_recording_is_binned_for_inference_as_the_dataset_bins_its_samples(tmp_path):
+    from spikeweave.data.event_datasets import recording_frames
+
+    events = random_events(np.random.default_rng(3), 400, 34, 34, 50_000)
+    folder = tmp_path / "nmnist" / "Train" / "4"
+    folder.mkdir(parents=True)
+    (folder / "00001.bin").write_bytes(nmnist_bytes(events))
+    sample, label = data.load("nmnist", "train", root=tmp_path, frames=5, cache=False)[0]
+    frames = recording_frames("nmnist", folder / "00001.bin", 5)
+    assert label == 4 and frames.shape == (5, 2, 34, 34)
+    assert torch.equal(torch.from_numpy(frames), sample)
+    with pytest.raises(ConfigError, match="not an event dataset"):
+        recording_frames("mnist", folder / "00001.bin", 5)
