@@ -280,8 +280,8 @@ def attack_command(
     if split not in ("train", "test"):
         raise ConfigError(f"unknown split {split!r}; choose one of test, train")
     try:
-        options = data_options(run.config, run.task.spec.temporal)
-        dataset = datasets.load(run.config.dataset, split, **options)
+        where = data_options(run.config, run.task.spec.temporal)
+        dataset = datasets.load(run.config.dataset, split, **where)
     except KeyError as exc:  # pragma: no cover - registry errors are ConfigErrors already
         raise DataError(str(exc)) from None
     x, y = evaluation_subset(dataset, samples, seed)
