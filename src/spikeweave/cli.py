@@ -189,6 +189,16 @@ def train(
         "--compile/--no-compile",
         help="Run the stateless layers through torch.compile (see docs/performance.md).",
     ),
+    activation_memory: str = typer.Option(
+        None,
+        help=_help(
+            "What a training step keeps for backward: spikes at 1 bit (pack), only each "
+            "neuron block's input, recomputed in backward (checkpoint), or both; same "
+            "gradients (see docs/performance.md).",
+            "activation_memory",
+            "save | pack | checkpoint | checkpoint+pack",
+        ),
+    ),
     val_fraction: float = typer.Option(
         None, help=_help("Share of the training data held out for validation.", "val_fraction")
     ),
@@ -300,6 +310,7 @@ def train(
         detach_reset=detach_reset,
         sync_batchnorm=sync_batchnorm,
         compile=compile,
+        activation_memory=activation_memory,
         pool=pool,
         encoder=encoder,
         loss=loss,

@@ -16,7 +16,9 @@ and NIR import all call it. In order:
    :data:`TRAIN_TRANSFORMS` (:func:`transform_train`);
 5. the **model**, seeded from ``config.seed`` and built on the CPU (the same initial weights
    on every device), then :func:`place` (moved to the run's device, the one spot that does),
-   then the **optimizer and schedule** over the placed parameters.
+   then the **optimizer and schedule** over the placed parameters. A model the config's
+   ``activation_memory`` cannot apply to is refused here
+   (:func:`~.activation.check_activation_memory`); the trainer applies it.
 
 The device is resolved first (:func:`~.device.resolve_device`), so a GPU that is not there is
 refused before any data is read. The precision is not a property of the model: weights stay
@@ -43,6 +45,7 @@ from ..models import MODELS
 from ..neurons import NEURONS
 from ..registry import Registry
 from ..tasks import TASKS, DataSpec, Task, make_task
+from .activation import check_activation_memory
 from .checkpoint import check_model_fits
 from .config import TrainConfig, check_model_fields
 from .device import CUBLAS_WORKSPACE, check_precision, resolve_device
@@ -353,6 +356,7 @@ def assemble(
         check_model_fits(lambda: instance.build_model(config, task), weights[0], weights[1])
     torch.manual_seed(config.seed)
     model = place(instance.build_model(config, task), config, where)
+    check_activation_memory(model, config.activation_memory, instance.name or "custom")
     parts = Assembly(
         config, instance, task, model, train, val, test, injected=datasets is not None,
         device=where,

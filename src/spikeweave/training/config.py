@@ -50,6 +50,8 @@ MAX_THREADS = 1024
 """The most intra-op threads ``threads`` may ask for."""
 PRECISIONS = ("fp32", "bf16", "fp16")
 """``precision`` values: float32, or bfloat16 / float16 autocast (:mod:`~.device` applies them)."""
+ACTIVATION_MEMORY = ("save", "pack", "checkpoint", "checkpoint+pack")
+"""``activation_memory`` values (:mod:`~.activation` applies them)."""
 _DEVICE_SPEC = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
@@ -117,6 +119,12 @@ class TrainConfig:
     ``tensorboard`` writes the epoch metrics as TensorBoard event files under
     ``RUN/tensorboard/`` (:class:`~.callbacks.TensorBoardLog`; needs the ``tensorboard``
     package).
+
+    ``activation_memory`` is what a training step keeps for its backward
+    (:mod:`~.activation`): ``save`` (default: everything), ``pack`` (spikes at 1 bit),
+    ``checkpoint`` (only each neuron block's input; the block runs again in backward) or
+    ``checkpoint+pack``. Every mode gives the same losses and gradients; a method whose
+    network cannot honour a mode refuses it.
     """
 
     dataset: str = "mnist5k"
@@ -166,6 +174,7 @@ class TrainConfig:
     threads: int | None = None
     early_stopping: int = 0
     tensorboard: bool = False
+    activation_memory: str = "save"
     eval_batch_size: int = 500
     val_fraction: float = 0.0
     train_size: int = 0
@@ -214,6 +223,13 @@ class TrainConfig:
         _choice("readout", self.readout, ("", "spikes", "linear"))
         _choice("pool", self.pool, ("max", "avg"))
         _choice("precision", self.precision, PRECISIONS)
+        _choice("activation_memory", self.activation_memory, ACTIVATION_MEMORY)
+        if self.sync_batchnorm and self.activation_memory.startswith("checkpoint"):
+            # the recomputation would all-reduce the statistics again inside backward
+            raise ConfigError(
+                f"activation_memory = {self.activation_memory!r} cannot be combined with "
+                "sync_batchnorm; use 'pack' or turn sync_batchnorm off"
+            )
         check_device_spec(self.device)
         if self.dataset_digest and not re.fullmatch(r"[0-9a-f]{64}", self.dataset_digest):
             raise ConfigError(

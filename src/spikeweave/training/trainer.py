@@ -12,6 +12,9 @@ bottom as the whole training path:
 4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
    the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots.
 
+Memory: ``activation_memory`` (:mod:`.activation`) decides what a step keeps for backward;
+the training forward (:meth:`Trainer.forward`) runs the model under it.
+
 Device and precision: the assembly puts the model on ``config.device``; every batch is copied
 there (asynchronously from pinned memory on CUDA) and each step runs under the precision's
 autocast (:mod:`.device`), fp16 with a gradient scaler. ``num_workers`` loader processes
@@ -40,6 +43,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from ..data import short_name
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, activity_warnings, record_spikes, save_activity
+from .activation import with_activation_memory
 from .assembly import assemble, data_spec
 from .build import compile_stateless
 from .callbacks import Callback, config_callbacks
@@ -132,7 +136,11 @@ class Trainer:
             self.model = parts.model = sync_batchnorm(self.model, self.dist)
         if self.config.compile:
             compile_stateless(self.model)
-        self._net = self._parallel(self.model)
+        # what the step keeps for backward (activation_memory) wraps the model, inside DDP;
+        # self.model, and so every checkpoint, stays the bare network
+        self._net = self._parallel(
+            with_activation_memory(self.model, self.config.activation_memory)
+        )
         self.loss = self.method.loss(self.task)
         self.epoch = 0
         self.history: list[dict[str, Any]] = []
