@@ -14,6 +14,10 @@
 #      batch 128, fp32 and bf16) of the default conv net beside SpikingJelly and the ANN
 #      (bench_epoch.py; IDX files from $FASHION_MNIST, default /usr/share/datasets/fashion-mnist:
 #      a machine without them logs the error in epoch.log and the other stages still count).
+# A second call, `bash benchmarks/gpu_check.sh --activation-memory` (at most 120 s), runs issue
+# 31 item 2's check alone: the trainer's activation_memory modes (save / pack / checkpoint /
+# checkpoint+pack) on the conv net, batch 8, T = 4 .. 1000, peak memory
+# (torch.cuda.max_memory_allocated) and time per step.
 # Results (logs, .json, .md) go under $OUT (default ./gpu_check_out). Every stage has its own
 # timeout, so a hang in one still leaves the others' results.
 #
@@ -29,6 +33,8 @@ export MPLBACKEND=Agg
 DRY=0
 FMNIST="${FASHION_MNIST:-/usr/share/datasets/fashion-mnist}"
 [ "${1:-}" = "--dry-run" ] && DRY=1
+ACT=0
+[ "${1:-}" = "--activation-memory" ] && ACT=1
 
 {
     date -u
@@ -51,7 +57,11 @@ stage() {  # stage NAME SECONDS CMD...: run with a timeout, log to $OUT/NAME.log
     tail -n 5 "$OUT/$name.log"
 }
 
-if [ $DRY = 1 ]; then
+if [ $ACT = 1 ]; then
+    DEV=cuda
+    stage activation 120 "$PY" benchmarks/bench_activation_memory.py --device cuda \
+        --steps 4 128 512 1000 --reps 3 --out "$OUT/activation_memory_cuda"
+elif [ $DRY = 1 ]; then
     DEV=cpu
     stage tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/functional/test_memory.py \
         -k "cuda or bits" -rs
@@ -65,6 +75,9 @@ if [ $DRY = 1 ]; then
     stage epoch 240 "$PY" benchmarks/bench_epoch.py --device cpu --data "$FMNIST" --images 256 \
         --rounds 1 --warmup 1 --libs spikeweave,ann --precisions fp32 --no-memory --threads 1 \
         --out "$OUT/epoch_dry"
+    stage activation 300 "$PY" benchmarks/bench_activation_memory.py --device cpu --steps 2 4 \
+        --input 1 8 8 --channels 4 8 --hidden 16 --reps 1 --threads 1 \
+        --out "$OUT/activation_memory_dry"
 else
     DEV=cuda
     # 1. every CUDA-marked test of the suite (device, precision, resume, methods, import)
