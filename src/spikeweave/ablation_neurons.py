@@ -7,10 +7,12 @@ Each neuron here isolates one ingredient:
 
 - :class:`PLIF` (``"plif"``): LIF with a learnable time constant, ``1/τ = sigmoid(w)`` per
   layer (Fang et al., 2021) — a learnable leak without the floor or the surrogate change.
-  Its charge is a :class:`~spikeweave.functional.dynamics.Dynamics` with a hand-written
-  derivative, so it runs on the fused PyTorch path like KLIF.
+  Its charge is the spec ``"plif"`` (:class:`~spikeweave.functional.dynamics.PLIFDynamics`,
+  decay factor ``r = sigmoid(w)`` as a table), so it runs through the compiled kernels (C on
+  the CPU, Triton on CUDA) like LIF and KLIF; the kernels return ``∂L/∂r`` and autograd
+  carries it through the sigmoid to ``w``.
 - :class:`FlooredLIF` (``"lif-floor"``): KLIF with ``k`` fixed at 1, i.e. LIF with a
-  ReLU-floored membrane and nothing learnable.
+  ReLU-floored membrane and nothing learnable (KLIF's charge: the compiled kernels run it).
 - :class:`LearnableWidthLIF` (``"lif-width"``): LIF whose spike is ``H(a·(h - θ))`` with a
   learnable ``a > 0`` per layer. The forward is exactly LIF's (``a`` never changes the sign);
   backward gives ``∂s/∂h = a·g'(a·(h - θ))`` and ``∂s/∂a = (h - θ)·g'(a·(h - θ))``, so the
@@ -32,34 +34,12 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .functional.dynamics import Dynamics, LIFDynamics
+from .functional.dynamics import Dynamics, LIFDynamics, PLIFDynamics
 from .functional.neuron import reset
 from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major, neuron_outputs
 from .surrogate import Surrogate, heaviside
 
 __all__ = ["PLIFDynamics", "PLIF", "FlooredLIF", "LearnableWidthLIF", "learned_values"]
-
-
-class PLIFDynamics(Dynamics):
-    """``h = u + (x - (u - v_reset))·r`` with ``r = sigmoid(w) = 1/τ``; ``w`` gets a gradient."""
-
-    def __init__(self, w: torch.Tensor, v_reset: float) -> None:
-        self.w = w
-        self.v_reset = float(v_reset)
-
-    def params(self):  # noqa: D102
-        return (self.w,)
-
-    def charge(self, u, x, t, params):  # noqa: D102
-        (w,) = params
-        drive = x - (u - self.v_reset)
-        return u + drive * torch.sigmoid(w), drive
-
-    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
-        (w,) = params
-        r = torch.sigmoid(w)
-        # ∂h/∂u = 1 - r, ∂h/∂x = r, ∂h/∂w = drive·r·(1 - r) with drive saved as aux.
-        return gh * (1 - r), gh * r, (gh * aux * (r * (1 - r)),)
 
 
 class PLIF(SpikingNeuron):
@@ -75,8 +55,9 @@ class PLIF(SpikingNeuron):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
-        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps)
+        super().__init__(threshold, v_reset, reset, surrogate, detach_reset, backend, steps, memory)
         tau = _check_tau(tau, "PLIF")
         if tau <= 1:
             raise ConfigError(f"PLIF: tau must be above 1 (1/tau = sigmoid(w)), got {tau}")
@@ -87,8 +68,9 @@ class PLIF(SpikingNeuron):
         """The current time constant in steps, ``1/sigmoid(w)``."""
         return float(1.0 / torch.sigmoid(self.w.detach()))
 
-    def dynamics(self, x: torch.Tensor) -> Dynamics:  # noqa: D102
-        return PLIFDynamics(self.w, self.v_reset)
+    def dynamics(self, x: torch.Tensor) -> Dynamics:
+        """The ``"plif"`` charge with ``r = sigmoid(w)`` (under autograd: ``w`` gets ``∂L/∂r·r(1 - r)``)."""
+        return PLIFDynamics(torch.sigmoid(self.w), self.v_reset)
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.3g} (learnable), " + super().extra_repr()
@@ -107,10 +89,12 @@ class FlooredLIF(KLIF):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
         super().__init__(
-            tau, threshold, v_reset, reset, 1.0, None, surrogate, detach_reset, backend, steps
-        )
+            tau, threshold, v_reset, reset, 1.0, None, surrogate, detach_reset, backend, steps,
+            memory,
+        )  # fmt: skip
         k = self.k.detach().clone()
         del self.k
         self.register_buffer("k", k)

@@ -181,7 +181,8 @@ def backward_inputs(
 class CompiledBackend:
     """:class:`NeuronBackend` over a compiled kernel (:mod:`.cpu_kernel`, :mod:`.triton_lif`):
     its ``forward(x, v0, spec, fr, want_h, save)`` and ``backward(saved, gS, gH, gV, spec,
-    fr, *, want_v0, want_tables, out, x_dtype)`` run a :class:`KernelSpec`; ``why_not(x)``
+    fr, *, want_v0, want_tables, out, x_dtype, x, v0)`` run a :class:`KernelSpec` (``x`` and
+    ``v0`` given where the spec's VJP reads the input or membrane, else None); ``why_not(x)``
     says why the kernel cannot take ``x`` (dtype, device, no compiler)."""
 
     def __init__(
@@ -201,22 +202,26 @@ class CompiledBackend:
         return self._why_not(x)
 
     def forward(self, x, v0, dynamics, fr, params, want_h, graph) -> Forward:  # noqa: D102
-        S, v_last, H, Hout, nonfinite = self._forward(
-            x, v0, dynamics.kernel_spec(), fr, want_h, graph
-        )
-        return Forward(S, v_last, Hout, (H,), nonfinite)
+        spec = dynamics.kernel_spec()
+        S, v_last, H, Hout, nonfinite = self._forward(x, v0, spec, fr, want_h, graph)
+        # a VJP reading the step's input or membrane (PLIF's ∂h/∂r): backward gets x, and v0
+        # for the membrane before the first step (later ones it rebuilds from h)
+        reads = spec.charge.vjp_reads
+        X = x if "x" in reads else None
+        V0 = v0 if "u" in reads else None
+        return Forward(S, v_last, Hout, (H, X, V0), nonfinite)
 
     def backward(  # noqa: D102
         self, saved, grads, dynamics, fr, params, needs, destroy, x_dtype
     ):
-        (H,) = saved
+        H, X, V0 = saved
         gS, gH, gV = grads
         spec = dynamics.kernel_spec()
         if params:  # the tensors saved at forward time, not whatever the module holds now
             spec = replace(spec, tables=(*params, *spec.tables[len(params) :]))
         g_x, g_v0, g_tabs = self._backward(
             H, gS, gH, gV, spec, fr, want_v0=needs[1], want_tables=tuple(needs[2:]),
-            out=H if destroy and needs[0] else None, x_dtype=x_dtype,
+            out=H if destroy and needs[0] else None, x_dtype=x_dtype, x=X, v0=V0,
         )  # fmt: skip
         g_params = [g_tabs[i] if i < len(g_tabs) else None for i in range(len(params))]
         return (g_x if needs[0] else None), g_v0, g_params

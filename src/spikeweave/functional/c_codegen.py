@@ -20,7 +20,7 @@ from .template import render
 
 __all__ = ["KINDS", "MAXP", "MAXT", "SG_TABLE", "VERSION", "charge_index", "source"]
 
-VERSION = 12  # the library's own check against a stale build; bump with the C interface
+VERSION = 13  # the library's own check against a stale build; bump with the C interface
 SG_TABLE = 5  # surrogate derivative precomputed by PyTorch and passed in
 MAXP = 8  # scalars + derived constants per charge
 MAXT = 2  # tables / drives per charge
@@ -123,6 +123,34 @@ def _charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
                 f"            g[i] = gu[i] * {expr};\n"
                 f"        }} break;"
             )
+    # a VJP reading the step's membrane u or input x: u rebuilt from the previous step's h
+    # by the reset (as the forward computed it), v0 or v_reset at the first step; x read
+    u_prev = ""
+    vjp_loads = []
+    if "u" in cs.vjp_reads:
+        resets = []
+        for soft, mode in enumerate(_RESET_MODES):
+            resets.append(
+                f"{'else ' if soft else ''}if ({'' if soft else '!'}j->soft) "
+                f"for (int64_t i = 0; i < m; ++i) {{\n"
+                f"                const REAL v_h = hq[i];\n"
+                f"                const REAL v_s = {fire};\n"
+                f"                ub[i] = {c_expr(FIRE_RESET.reset[mode], _vars)};\n"
+                f"            }}"
+            )
+        u_prev = (
+            "\n        REAL ub[SF_BS];\n        if (t > 0) {\n"
+            "            const REAL *hq = svt - N;  /* h of the previous step */\n"
+            f"            {' '.join(resets)}\n"
+            "        } else {\n"
+            "            const REAL *u0 = (const REAL *)j->v0;\n"
+            "            for (int64_t i = 0; i < m; ++i) ub[i] = u0 ? u0[nb + i] : vr_;\n"
+            "        }"
+        )
+        vjp_loads.append("const REAL v_u = ub[i];")
+    if "x" in cs.vjp_reads:
+        u_prev += "\n        const REAL *xb = (const REAL *)j->x + t * j->x_ts + nb;"
+        vjp_loads.append("const REAL v_x = xb[i];")
     vjp_assign = ["gu[i] = v_gu;", "gxt[i] = v_gx;"]
     vjp_assign += [f"ga_{n}[i] += v_g_{n};" for n in cs.grads]
     grad_init = "".join(
@@ -146,6 +174,8 @@ def _charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
         grad_init=grad_init,
         dreset_cases="\n".join(dreset_cases),
         save_load=f"const REAL v_{cs.save} = svt[i];" if cs.save != "h" else "",
+        u_prev=u_prev,
+        vjp_loads=" ".join(vjp_loads),
         loads=pad3.join(loads),
         vjp=stmts(cs.vjp),
         vjp_assign=" ".join(vjp_assign),

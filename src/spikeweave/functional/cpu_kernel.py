@@ -203,12 +203,17 @@ def backward(
     want_tables: tuple[bool, ...] = (),
     out: torch.Tensor | None = None,
     x_dtype: torch.dtype | None = None,
+    x: torch.Tensor | None = None,
+    v0: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor | None, ...]]:
     """``(∂L/∂x, ∂L/∂v0, ∂L/∂table per spec grad)`` from the saved values and the incoming
     gradients; table gradients are reduced to the tables' shapes (None where not wanted).
 
-    ``out`` may be ``saved`` itself: each element is read before its gradient is written.
+    ``out`` may be ``saved`` itself: each element is read before its gradient is written
+    (and the previous step's ``h``, which a VJP reading ``u`` rebuilds it from, before its).
     ``x_dtype`` is accepted for the backends' common signature (here always ``saved``'s).
+    ``x`` (the forward's input) and ``v0`` (its initial membrane, None: at ``v_reset``) are
+    read where the spec's VJP reads the step's input or membrane.
     """
     lib = library(saved.dtype)
     assert lib is not None, "cpu_kernel used where it is not available"
@@ -231,6 +236,14 @@ def backward(
     job.g_ts = g_spikes.stride(0) if g_spikes is not None else 0
     job.sv, job.gs, job.gh_extra, job.gvT = _ptr(saved), _ptr(g_spikes), _ptr(g_h), _ptr(g_vlast)
     job.table, job.gx, job.gv0 = _ptr(table), _ptr(gx), _ptr(gv0)
+    reads = cs.vjp_reads
+    if "x" in reads:
+        assert x is not None, f"charge {cs.name!r}: backward reads the input"
+        x = step_contiguous(x.detach())
+        job.x, job.x_ts = _ptr(x), x.stride(0)
+    if "u" in reads and v0 is not None:
+        v0 = v0.detach().contiguous()
+        job.v0 = _ptr(v0)
     lib.sf_run(ctypes.addressof(job), _threads(T * N))
     del keep
     g_tabs = tuple(

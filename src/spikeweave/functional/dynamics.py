@@ -408,3 +408,45 @@ class OscillatingLIFDynamics(Dynamics):
 
 
 __all__ += ["OSC_FORMS", "OscillatingLIFDynamics", "oscillation", "oscillation_drive"]
+
+
+# ------------------------------------------------------------------ learnable time constant
+# Appended for PLIF (the klif-vs-lif ablation). New names only; the classes above are unchanged.
+
+
+class PLIFDynamics(Dynamics):
+    """PLIF's charge (Fang et al., 2021): ``h = u + (x - (u - v_reset))·r``, ``r = 1/τ``.
+
+    ``r`` is the decay factor as a tensor broadcastable to one step ``[B, ...]`` (a scalar per
+    layer; e.g. ``[C, 1, 1]`` per channel), usually ``sigmoid(w)`` computed under autograd by
+    the module, so the gradient the backends return for ``r`` reaches ``w`` through autograd.
+    Spec ``"plif"``: ``∂h/∂r = x - (u - v_reset)`` reads the step's input and membrane, so
+    every fused backend keeps ``x`` and rebuilds ``u`` from the previous step's ``h``.
+    """
+
+    spec = CHARGES["plif"]
+    needs_x = True
+    needs_u = True
+
+    def __init__(self, r: torch.Tensor, v_reset: float) -> None:
+        self.r = r
+        self.v_reset = float(v_reset)
+        self.scalars = {"vr": self.v_reset}
+
+    def params(self):  # noqa: D102
+        return (self.r,)
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        return torch_charge(self.spec, u, x, self.scalars, {"r": params[0]})
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        return torch_charge_into(self.spec, out, u, x, self.scalars, {"r": params[0]})
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        return torch_vjp(self.spec, gh, h, aux, self.scalars, {"r": params[0]}, u=u, x=x)
+
+    def kernel_spec(self):  # noqa: D102
+        return KernelSpec("plif", v_reset=self.v_reset, tables=(self.r,))
+
+
+__all__ += ["PLIFDynamics"]

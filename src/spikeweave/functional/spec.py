@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -85,6 +86,19 @@ class ChargeSpec:
     pow2: tuple[str, ...] = ()
     """Scalars that, when a power of two, a C kernel may divide by as a multiplication by the
     exact reciprocal (rounds identically, much cheaper)."""
+
+    def __post_init__(self) -> None:
+        if self.vjp_reads and self.save != "h":  # u is rebuilt from the previous step's h
+            raise ValueError(f"charge {self.name!r}: a VJP reading u or x needs save='h'")
+
+    @property
+    def vjp_reads(self) -> frozenset[str]:
+        """Which of ``u`` (the membrane before the step) and ``x`` (the step's input) the VJP
+        reads. A compiled backward then keeps ``x`` and rebuilds ``u`` from the previous
+        step's saved ``h`` by :data:`FIRE_RESET` (``v0`` at the first step), as the forward
+        did; such a charge saves ``h`` itself."""
+        names = {n for _, e in self.vjp for n in re.findall(r"[A-Za-z_]\w*", e)}
+        return frozenset(names & {"u", "x"})
 
     @property
     def recompute(self) -> Stmts:
@@ -148,6 +162,17 @@ CHARGES: dict[str, ChargeSpec] = {
             _LIF_ND_D,
             drives=("drive",),
             pow2=("tau",),
+        ),
+        # PLIF (Fang et al., 2021): LIF with the decay factor r = 1/tau = sigmoid(w) learnable,
+        # as a table (the module computes r under autograd, which carries the gradient to w);
+        # dh/dr = x - (u - vr) reads u and x, so the kernels keep x and rebuild u in backward
+        ChargeSpec(
+            "plif",
+            (("h", "u + (x - (u - vr)) * r"),),
+            (("gu", "g * (1.0 - r)"), ("gx", "g * r"), ("g_r", "g * (x - (u - vr))")),
+            ("vr",),
+            tables=("r",),
+            grads=("r",),
         ),
     )
 }
@@ -493,9 +518,14 @@ def torch_vjp(
     saved: torch.Tensor | None,
     scalars: Mapping[str, float],
     tables: Mapping[str, torch.Tensor] | None = None,
+    u: torch.Tensor | None = None,
+    x: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-    """``(∂L/∂u, ∂L/∂x, elementwise ∂L/∂table for each of grads)`` given ``g = ∂L/∂h``."""
+    """``(∂L/∂u, ∂L/∂x, elementwise ∂L/∂table for each of grads)`` given ``g = ∂L/∂h``;
+    ``u`` and ``x`` (the step's membrane before it and input) where the VJP reads them."""
     env = {"g": g, "h": h, **derived_values(spec, scalars), **(tables or {})}
+    env.update({k: v for k, v in (("u", u), ("x", x)) if v is not None})
+    env.update({k: scalars[k] for k in spec.scalars})
     if saved is not None:
         env[spec.save] = saved
     _run(spec.vjp, env)
