@@ -73,7 +73,7 @@ __all__ = [
 _reason: str | None = None
 _kernels = None
 _lock = threading.Lock()
-_VERSION = 3
+_VERSION = 4
 # neurons per program: 512 where there are enough neurons to fill the GPU with such blocks
 # (on an H200, 512 ran the 16k-neuron T=500 net 3% faster than 256, 128 slower), else 256 so
 # that small layers still spread over every multiprocessor; SPIKEWEAVE_TRITON_BLOCK forces one
@@ -139,9 +139,36 @@ def _charge_kernels(cs: ChargeSpec) -> str:
         out = triton_expr(expr, _v)
         return out if any(c.isalpha() for c in out) else f"tl.zeros_like(d) + {out}"
 
+    # a VJP reading the step's membrane u or input x (x_ptr, v0_ptr point at step T-1 and
+    # the first membrane): u rebuilt from the previous step's h by the reset, as the forward
+    # computed it, v0 (or v_reset) at the first step
+    reads_init, reads = [], []
+    if "u" in cs.vjp_reads:
+        reads_init += [
+            "if HAS_V0:",
+            "    u0 = tl.load(v0_ptr + offs, mask=mask, other=0.0).to(CT)",
+            "else:",
+            "    u0 = tl.zeros([BLOCK], dtype=CT) + vr_",
+        ]
+        reads += [
+            "prev = (tl.zeros([BLOCK], dtype=tl.int32) + k) < T - 1  # a step before this one",
+            "v_h = tl.load(svp - N, mask=mask & prev, other=0.0).to(CT)",
+            f"v_s = {triton_expr(FIRE_RESET.fire, _v)}",
+            "if SOFT:",
+            f"    v_u = {triton_expr(FIRE_RESET.reset['soft'], _v)}",
+            "else:",
+            f"    v_u = {triton_expr(FIRE_RESET.reset['hard'], _v)}",
+            "v_u = tl.where(prev, v_u, u0)",
+        ]
+    if "x" in cs.vjp_reads:
+        reads_init += ["xp = x_ptr + offs"]
+        reads += ["v_x = tl.load(xp, mask=mask, other=0.0).to(CT)", "xp -= x_ts"]
+
     return render(
         "triton_charge.py.tmpl",
         name=n,
+        reads_init=p.join(reads_init),
+        reads=nl.join(reads),
         tab_args=tab_args,
         drv_args=drv_args,
         gp_args=gp_args,
@@ -345,9 +372,13 @@ def backward(
     want_tables: tuple[bool, ...] = (),
     out: torch.Tensor | None = None,
     x_dtype: torch.dtype | None = None,
+    x: torch.Tensor | None = None,
+    v0: torch.Tensor | None = None,
 ):
     """``(∂L/∂x, ∂L/∂v0, ∂L/∂table per spec grad)``; ``out`` may be ``saved`` itself (when
-    the dtypes agree). Gradients come in ``x_dtype`` (default: the saved values' dtype)."""
+    the dtypes agree). Gradients come in ``x_dtype`` (default: the saved values' dtype).
+    ``x`` (the forward's input) and ``v0`` (its initial membrane, None: at ``v_reset``) are
+    read where the spec's VJP reads the step's input or membrane."""
     mod = _get()
     cs = spec.charge
     T, N = saved.shape[0], saved[0].numel()
@@ -369,6 +400,11 @@ def backward(
     dummy = saved[last]
     import triton.language as tl
 
+    if "x" in cs.vjp_reads:
+        assert x is not None, f"charge {cs.name!r}: backward reads the input"
+        x = step_contiguous(x.detach())
+    x_last = x[last] if x is not None and "x" in cs.vjp_reads else dummy
+    v0c = v0.detach().contiguous() if v0 is not None and "u" in cs.vjp_reads else None
     block = _block(N)
     getattr(mod, f"bwd_{cs.name}")[(max(1, -(-N // block)),)](
         saved[last],
@@ -379,13 +415,17 @@ def backward(
         gx[last],
         gv0 if gv0 is not None else dummy,
         _params(spec, fr, ct, saved.device),
+        x_last,
+        v0c if v0c is not None else dummy,
         *tabs,
         *[d[last] for d in drvs],
         *[gp if gp is not None else dummy for gp in gps],
         T, N, M, g_spikes.stride(0) if g_spikes is not None else 0,
+        x.stride(0) if x is not None and "x" in cs.vjp_reads else 0,
         HAS_GS=g_spikes is not None, HAS_GHE=g_h is not None, HAS_GVT=g_vlast is not None,
         HAS_TAB=table is not None, HAS_GV0=gv0 is not None, HAS_GP=want_gp,
         SOFT=fr.reset == "soft", DETACH=fr.detach_reset, SG=min(surrogate_code(fr.surrogate), 4),
+        HAS_V0=v0c is not None,
         BLOCK=block, CT=tl.float64 if ct == torch.float64 else tl.float32,
         enable_fp_fusion=False,
     )  # fmt: skip
