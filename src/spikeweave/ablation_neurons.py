@@ -69,7 +69,8 @@ class PLIF(SpikingNeuron):
         return float(1.0 / torch.sigmoid(self.w.detach()))
 
     def dynamics(self, x: torch.Tensor) -> Dynamics:
-        """The ``"plif"`` charge with ``r = sigmoid(w)`` (under autograd: ``w`` gets ``∂L/∂r·r(1 - r)``)."""
+        """The ``"plif"`` charge with ``r = sigmoid(w)`` under autograd (``w`` gets
+        ``∂L/∂r·r·(1 - r)``)."""
         return PLIFDynamics(torch.sigmoid(self.w), self.v_reset)
 
     def extra_repr(self) -> str:

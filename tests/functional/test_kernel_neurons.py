@@ -1,4 +1,5 @@
-"""KLIF (per-layer and per-channel k) and the oscillating LIF through the compiled CPU kernel,
+"""KLIF (per-layer and per-channel k), PLIF's charge (per-layer and per-channel decay factor) and
+the oscillating LIF through the compiled CPU kernel,
 against the per-step reference: spikes and potentials bit-identical (float32 and float64),
 gradients (input, state, k) within 1e-10 in float64, for every surrogate, reset and option."""
 
@@ -12,7 +13,7 @@ import torch
 
 import spikeweave as sf
 from spikeweave.functional import cpu_kernel
-from spikeweave.functional.dynamics import FireReset, KLIFDynamics
+from spikeweave.functional.dynamics import FireReset, KLIFDynamics, PLIFDynamics
 from spikeweave.functional.fused import neuron_multistep, reference_multistep, select_backend
 from spikeweave.neurons import OscillatingLIF
 from spikeweave.surrogate import SURROGATES, Surrogate
@@ -87,6 +88,30 @@ def test_klif_kernel_equals_reference(reset, detach, tau, k_shape, surrogate, dt
         return neuron_multistep(xi, vi, dyn, fr, backend="cpu", return_membrane=True)
 
     _compare(run, x, v0, [k0], dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("surrogate", SURR, ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("r_shape", [(), (4, 1, 1)], ids=["per-layer", "per-channel"])
+@pytest.mark.parametrize("reset,detach", list(itertools.product(["hard", "soft"], [True, False])))
+def test_plif_kernel_equals_reference(reset, detach, r_shape, surrogate, dtype):
+    """The decay factor r = 1/tau as PLIF passes it (a tensor, here a leaf): ∂L/∂r from the
+    kernel's backward, which rebuilds each step's membrane from the previous h and reads x."""
+    g = torch.Generator().manual_seed(7)
+    T, shape = 7, (2, 4, 3, 3)
+    x = (torch.randn((T, *shape), generator=g) + 0.6).to(dtype)
+    v0 = (torch.rand(shape, generator=g) * 0.3).to(dtype)
+    r0 = (0.3 + 0.5 * torch.rand(r_shape, generator=g)).to(dtype)
+    fr = FireReset(0.9, -0.1, reset, surrogate, detach)
+
+    def run(backend, xi, vi, ps):
+        dyn = PLIFDynamics(ps[0], v_reset=-0.1)
+        if backend == "reference":
+            return reference_multistep(xi, vi, dyn, fr, True)
+        assert select_backend(xi, dyn, fr, "auto") == "cpu"
+        return neuron_multistep(xi, vi, dyn, fr, backend="cpu", return_membrane=True)
+
+    _compare(run, x, v0, [r0], dtype)
 
 
 def test_klif_module_fc_and_conv_shapes_and_k_gradient_only():

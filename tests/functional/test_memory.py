@@ -22,12 +22,22 @@ from spikeweave.functional.dynamics import (
     KLIFDynamics,
     LIFDynamics,
     OscillatingLIFDynamics,
+    PLIFDynamics,
     oscillation_drive,
 )
 from spikeweave.functional.fused import neuron_multistep
 from spikeweave.surrogate import Atan, Sigmoid, Triangle
 
-KINDS = ["if", "lif", "lif_nodecay", "klif-layer", "klif-channel", "osc_lif", "osc_lif_nodecay"]
+KINDS = [
+    "if",
+    "lif",
+    "lif_nodecay",
+    "klif-layer",
+    "klif-channel",
+    "osc_lif",
+    "osc_lif_nodecay",
+    "plif",
+]
 SHAPE = (3, 4, 5)  # [B, C, F]
 # every reset mode meets every kind across the list (index walks the options)
 OPTIONS = [("hard", True, Atan()), ("soft", False, Sigmoid()), ("hard", False, Triangle())]
@@ -43,6 +53,9 @@ def _dynamics(kind: str, dtype=torch.float64):
         shape = () if kind == "klif-layer" else (4, 1)
         k = (0.8 + 0.5 * torch.rand(shape, generator=g)).to(dtype).requires_grad_()
         return KLIFDynamics(k, 2.0, -0.2), [k]
+    if kind == "plif":  # r = 1/tau per channel, a leaf (PLIF's module passes sigmoid(w))
+        r = (0.3 + 0.4 * torch.rand((4, 1), generator=g)).to(dtype).requires_grad_()
+        return PLIFDynamics(r, -0.2), [r]
     phi = 2 * math.pi * torch.rand(SHAPE[1:], generator=g, dtype=torch.float64)
     drive = oscillation_drive(9, 0.3, 0.17, "triangle", phi, dtype)
     return OscillatingLIFDynamics(2.0, -0.2, kind == "osc_lif", drive), []
@@ -69,6 +82,9 @@ def _to(dyn, params, device):
     if isinstance(dyn, KLIFDynamics):
         k = params[0].detach().to(device).requires_grad_()
         return KLIFDynamics(k, 2.0, -0.2), [k]
+    if isinstance(dyn, PLIFDynamics):
+        r = params[0].detach().to(device).requires_grad_()
+        return PLIFDynamics(r, -0.2), [r]
     if isinstance(dyn, OscillatingLIFDynamics):
         dyn.drive = dyn.drive.to(device)
     return dyn, params

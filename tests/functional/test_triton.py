@@ -25,6 +25,7 @@ from spikeweave.functional.dynamics import (
     KLIFDynamics,
     LIFDynamics,
     OscillatingLIFDynamics,
+    PLIFDynamics,
     oscillation_drive,
 )
 from spikeweave.functional.neuron import reference_multistep
@@ -52,6 +53,7 @@ CHARGE_KINDS = [
     "klif-channel",
     "osc_lif",
     "osc_lif_nodecay",
+    "plif",
 ]
 SHAPE = (3, 4, 5)  # [B, C, F]: per-channel k over C
 
@@ -72,6 +74,9 @@ def _dynamics(kind: str, dtype, device="cpu"):
         shape = () if kind == "klif-layer" else (4, 1)
         k = (0.8 + 0.5 * torch.rand(shape, generator=g)).to(dtype).to(device).requires_grad_()
         return KLIFDynamics(k, tau, -0.2), [k]
+    if kind == "plif":  # the decay factor r = 1/tau per channel, a leaf: its gradient compared
+        r = (0.3 + 0.4 * torch.rand((4, 1), generator=g)).to(dtype).to(device).requires_grad_()
+        return PLIFDynamics(r, -0.2), [r]
     phi = (2 * math.pi * torch.rand(SHAPE[1:], generator=g, dtype=torch.float64)).to(device)
     drive = oscillation_drive(9, 0.3, 0.17, "triangle", phi, dtype)
     return OscillatingLIFDynamics(tau, -0.2, kind == "osc_lif", drive), []
@@ -102,7 +107,7 @@ def _kernel(x, v0, dyn, fr, w):
     s, v, saved, h, flag = triton_lif.forward(x, v0, spec, fr, want_h=True)
     h = saved if h is None else h
     gx, gv0, gk = triton_lif.backward(
-        saved, w[0], 0.1 * w[2], w[1], spec, fr, want_v0=True, x_dtype=x.dtype
+        saved, w[0], 0.1 * w[2], w[1], spec, fr, want_v0=True, x_dtype=x.dtype, x=x, v0=v0
     )
     return s, v, h, gx, gv0, list(gk), flag
 
@@ -186,7 +191,7 @@ def test_interpreted_every_surrogate_derivative(interpreted, surrogate):
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
-@pytest.mark.parametrize("kind", ["lif", "klif-channel", "osc_lif"])
+@pytest.mark.parametrize("kind", ["lif", "klif-channel", "osc_lif", "plif"])
 def test_interpreted_half_precision_computes_in_float32(interpreted, kind, dtype):
     fr = FireReset(0.8, -0.2, "soft", SURR[1], False)
     x, v0, w = _data(dtype)
@@ -194,7 +199,7 @@ def test_interpreted_half_precision_computes_in_float32(interpreted, kind, dtype
     dyn32, params32 = _dynamics(kind, torch.float32)
     if kind.startswith("osc"):  # the neuron's drive is in the input's precision: widen it
         dyn32.drive = dyn.drive.float()
-    if params:  # likewise k
+    if params:  # likewise k (and PLIF's r)
         params32[0].data.copy_(params[0].detach().float())
     ref = _reference(x.float(), v0.float(), dyn32, params32, fr, [t.float() for t in w])
     s, v, h, gx, gv0, gk, _ = _kernel(x, v0, dyn, fr, w)

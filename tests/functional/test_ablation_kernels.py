@@ -1,0 +1,136 @@
+"""The klif-vs-lif ablation neurons through the compiled kernels, against the per-step reference.
+
+PLIF (learnable τ) runs the spec ``"plif"`` on the fused PyTorch loop, the C kernel and Triton
+(in its CPU interpreter where no GPU is present); FlooredLIF runs KLIF's kernel with ``k``
+fixed. Spikes and final membranes are compared with ``torch.equal``; gradients of the input,
+the initial membrane and PLIF's ``w`` within rtol 1e-10 / atol 1e-12 (float64) and rtol 1e-4 /
+atol 1e-5 (float32), for hard and soft reset, the reset path detached or not, and backward
+keeping ``h`` (``memory="save"``) or recomputing it (``"recompute"``).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from spikeweave.ablation_neurons import PLIF, FlooredLIF
+from spikeweave.functional import cpu_kernel, triton_lif
+from spikeweave.functional.fused import neuron_multistep, select_backend
+from spikeweave.surrogate import Atan, Rectangular, Sigmoid
+
+TOL = {
+    torch.float64: dict(rtol=1e-10, atol=1e-12),
+    torch.float32: dict(rtol=1e-4, atol=1e-5),
+}
+OPTIONS = list(itertools.product(["hard", "soft"], [True, False], ["save", "recompute"]))
+SURR = [Sigmoid(4.0), Atan(), Rectangular()]
+
+
+@pytest.fixture
+def kernel(request, monkeypatch):
+    """The backend named by the test's parameter, made runnable here: the C kernel where it
+    builds, Triton in its CPU interpreter (scoped to the test) where no GPU is present."""
+    backend = request.param
+    if backend == "cpu" and not cpu_kernel.available():
+        pytest.skip(f"compiled CPU kernel unavailable: {cpu_kernel.unavailable_reason()}")
+    if backend == "triton":
+        if torch.cuda.is_available():
+            pytest.skip("CUDA present: tests/functional/test_triton.py runs the compiled kernels")
+        monkeypatch.setenv("TRITON_INTERPRET", "1")
+        pytest.importorskip("triton")
+        monkeypatch.setattr(triton_lif, "_kernels", None)
+        monkeypatch.setattr(triton_lif, "_reason", None)
+        if triton_lif._get() is None:
+            pytest.skip(f"Triton interpreter unavailable: {triton_lif._reason}")
+        monkeypatch.setattr(triton_lif.BACKEND, "_why_not", lambda x: None)
+    return backend
+
+
+def _data(dtype, T=7, shape=(3, 2, 5)):
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn((T, *shape), generator=g) * 1.2 + 0.5).to(dtype)
+    v0 = (torch.rand(shape, generator=g) * 0.3).to(dtype)
+    ws = torch.randn((T, *shape), generator=g).to(dtype)
+    wv = torch.randn(shape, generator=g).to(dtype)
+    return x, v0, ws, wv
+
+
+def _run(neuron, x, v0, ws, wv):
+    """Spikes, final membrane and the gradients of ``s·ws + v·wv`` (input, state, params).
+
+    The module's own dynamics and fire/reset through :func:`neuron_multistep` (its forward
+    minus the finite-input check, whose deferred CUDA flag the interpreter cannot take)."""
+    xi, vi = x.clone().requires_grad_(), v0.clone().requires_grad_()
+    s, v, _ = neuron_multistep(
+        xi, vi, neuron.dynamics(xi), neuron.fire_reset(), backend=neuron.backend,
+        memory=neuron.memory,
+    )  # fmt: skip
+    ((s * ws).sum() + (v * wv).sum()).backward()
+    return s.detach(), v.detach(), xi.grad, vi.grad, [p.grad for p in neuron.parameters()]
+
+
+def _check(got, ref, dtype):
+    assert torch.equal(got[0], ref[0]), "spikes differ"
+    assert 0 < float(got[0].mean()) < 1
+    assert torch.equal(got[1], ref[1]), "final membranes differ"
+    torch.testing.assert_close(got[2], ref[2], **TOL[dtype])
+    torch.testing.assert_close(got[3], ref[3], **TOL[dtype])
+    assert len(got[4]) == len(ref[4])
+    for a, b in zip(got[4], ref[4], strict=True):
+        assert a is not None and bool(a.abs().sum() > 0)
+        torch.testing.assert_close(a, b, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("reset,detach,memory", OPTIONS, ids=str)
+@pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
+def test_plif_on_every_backend_equals_the_reference(kernel, reset, detach, memory, dtype):
+    surrogate = SURR[OPTIONS.index((reset, detach, memory)) % len(SURR)]
+    kw = dict(tau=1.7, threshold=0.9, v_reset=-0.1, reset=reset, detach_reset=detach)
+    kw["surrogate"] = surrogate
+    data = _data(dtype)
+    ref = _run(PLIF(backend="reference", **kw).to(dtype), *data)
+    got = _run(PLIF(backend=kernel, memory=memory, **kw).to(dtype), *data)
+    _check(got, ref, dtype)
+
+
+@pytest.mark.parametrize("kernel", ["cpu", "triton"], indirect=True)
+def test_plif_gradient_of_tau_alone_and_without_a_graph(kernel):
+    """Only ``w`` needs a gradient (the first layer's input does not), and under no_grad the
+    kernel keeps nothing: the same spikes, and ``w``'s gradient equals the reference's."""
+    x, _, ws, _ = _data(torch.float64)
+    fast, ref = PLIF(tau=3.0, backend=kernel).double(), PLIF(tau=3.0, backend="reference").double()
+
+    def spikes(n):
+        return neuron_multistep(x, None, n.dynamics(x), n.fire_reset(), backend=n.backend)[0]
+
+    (spikes(fast) * ws).sum().backward()
+    (spikes(ref) * ws).sum().backward()
+    torch.testing.assert_close(fast.w.grad, ref.w.grad, **TOL[torch.float64])
+    with torch.no_grad():
+        assert torch.equal(spikes(fast), spikes(ref))
+
+
+def test_plif_auto_picks_the_compiled_kernel():
+    if not cpu_kernel.available():
+        pytest.skip(f"compiled CPU kernel unavailable: {cpu_kernel.unavailable_reason()}")
+    x = torch.rand(4, 2, 3)
+    n = PLIF()
+    spec = n.dynamics(x).kernel_spec()
+    assert spec is not None and spec.kind == "plif"
+    assert select_backend(x, n.dynamics(x), n.fire_reset(), "auto") == "cpu"
+
+
+@pytest.mark.parametrize("reset,detach,memory", OPTIONS[::3], ids=str)
+@pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
+def test_floored_lif_runs_the_klif_kernel_and_equals_the_reference(kernel, reset, detach, memory):
+    kw = dict(tau=2.0, threshold=0.9, v_reset=-0.1, reset=reset, detach_reset=detach)
+    data = _data(torch.float64)
+    fast = FlooredLIF(backend=kernel, memory=memory, **kw).double()
+    x = data[0]
+    if kernel != "torch":
+        assert select_backend(x, fast.dynamics(x), fast.fire_reset(), kernel) == kernel
+    _check(_run(fast, *data), _run(FlooredLIF(backend="reference", **kw).double(), *data),
+           torch.float64)  # fmt: skip
