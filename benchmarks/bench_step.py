@@ -13,6 +13,9 @@ library in a fresh subprocess. Peers are optional: a library that is not install
 Besides LIF, the CPU run times KLIF and the oscillating LIF (plain and with the fake-backward
 defense) on the compiled kernel, and LIF on the fused PyTorch path (what runs without a C
 compiler), so their ratios to LIF and to the ANN come from the same interleaved run.
+PLIF (learnable τ) is timed on the compiled kernel, on the fused PyTorch path and as it ran
+before its charge went through the kernels (``spikeweave-plif``, ``-plif-torch``,
+``-plif-before``); the summary gives the latter two over the first.
 ``--device cuda`` runs the networks of issue 18's table on the GPU (CUDA-event timing, peak
 ``torch.cuda.max_memory_allocated``); ``--dtype bfloat16`` runs model and input in that type.
 """
@@ -152,7 +155,66 @@ LIBS["spikeweave-osc-defended"] = (
     None,
     lambda: sf.OscillatingLIF(tau=TAU, threshold=THETA, decay_input=False, fake_form="square"),
 )
-OTHER_DYNAMICS = {"spikeweave-klif", "spikeweave-osc", "spikeweave-osc-defended"}
+
+
+class _PLIFBefore(nn.Module):
+    """PLIF as it ran before its charge became the spec ``"plif"``: the same module on the
+    fused PyTorch loop with the former hand-written charge and VJP (``w`` the parameter, the
+    drive kept per step as ``aux``). For the ratio only; the library no longer has it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from spikeweave.ablation_neurons import PLIF
+
+        self.plif = PLIF(tau=TAU, threshold=THETA, backend="torch")
+
+    def forward(self, x):
+        from spikeweave.functional.dynamics import Dynamics
+        from spikeweave.functional.fused import neuron_multistep
+
+        class Before(Dynamics):
+            def __init__(self, w, v_reset):
+                self.w, self.v_reset = w, v_reset
+
+            def params(self):
+                return (self.w,)
+
+            def charge(self, u, x, t, params):
+                drive = x - (u - self.v_reset)
+                return u + drive * torch.sigmoid(params[0]), drive
+
+            def charge_vjp(self, gh, u, x, t, h, aux, params):
+                r = torch.sigmoid(params[0])
+                return gh * (1 - r), gh * r, (gh * aux * (r * (1 - r)),)
+
+        p = self.plif
+        dyn = Before(p.w, p.v_reset)
+        return neuron_multistep(x, None, dyn, p.fire_reset(), backend="torch", check_finite="PLIF")[
+            0
+        ]
+
+
+def _plif(backend: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        from spikeweave.ablation_neurons import PLIF
+
+        return PLIF(tau=TAU, threshold=THETA, backend=backend)
+
+    return make
+
+
+# PLIF (learnable tau): compiled kernel, the fused PyTorch loop, and the loop it ran before
+LIBS["spikeweave-plif"] = (None, _plif("auto"))
+LIBS["spikeweave-plif-torch"] = (None, _plif("torch"))
+LIBS["spikeweave-plif-before"] = (None, _PLIFBefore)
+OTHER_DYNAMICS = {
+    "spikeweave-klif",
+    "spikeweave-osc",
+    "spikeweave-osc-defended",
+    "spikeweave-plif",
+    "spikeweave-plif-torch",
+    "spikeweave-plif-before",
+}
 
 
 class _NoCheckLIF(nn.Module):
@@ -553,6 +615,14 @@ def markdown(report: dict) -> str:
                 + ".",
                 "",
             ]
+        plif = nres["summary"].get("x_spikeweave_plif")
+        if plif:
+            lines += [
+                "PLIF's other paths over PLIF on the compiled kernel, same run: "
+                + ", ".join(f"{k} {v:.2f}×" for k, v in plif.items())
+                + ".",
+                "",
+            ]
         peak_head = (
             "peak RSS MiB"
             if report.get("device", "cpu") == "cpu"
@@ -761,6 +831,13 @@ def main(argv: list[str] | None = None) -> None:
             },
             "load_average_during_timing": timing.pop("_load"),
         }
+        if "spikeweave-plif" in timing:  # PLIF compiled: its other paths' time over its own
+            plif = timing["spikeweave-plif"]["median_ms"]
+            summary["x_spikeweave_plif"] = {
+                lib: timing[lib]["median_ms"] / plif
+                for lib in ("spikeweave-plif-torch", "spikeweave-plif-before")
+                if lib in timing
+            }
         for peer in PEERS:
             b = best_variant(timing, peer)
             if b:
