@@ -1,4 +1,4 @@
-"""The compiled CPU kernel for every built-in charge (IF, LIF, KLIF, oscillating LIF): calling it.
+"""The compiled CPU kernel for every built-in charge (IF, LIF, KLIF, oscillating LIF, PLIF).
 
 One pass over T each way. The C source is generated from the specs (:mod:`.c_codegen`), built
 and cached once per machine and dtype (:mod:`.kernel_build`); this module fills the job the

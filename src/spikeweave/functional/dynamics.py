@@ -18,6 +18,7 @@ Charges shipped here (``tau`` in steps, membrane ``u`` before the step, input ``
 - :class:`IFDynamics`:                         ``h = u + x``
 - :class:`KLIFDynamics`: the LIF charge, then ``f = ReLU(k·h)``
 - :class:`OscillatingLIFDynamics`: the LIF charge plus ``A·osc(2π·f·t + φ)``
+- :class:`PLIFDynamics`: ``h = u + (x - (u - v_reset))·r`` with a learnable decay ``r = 1/tau``
 
 The built-in charges are not written out here: each is a
 :class:`~spikeweave.functional.spec.ChargeSpec` in :mod:`spikeweave.functional.spec`, which
@@ -124,7 +125,8 @@ class KernelSpec:
 
     ``kind`` names a :class:`~spikeweave.functional.spec.ChargeSpec` in
     :data:`~spikeweave.functional.spec.CHARGES` (``"if"``, ``"lif"``, ``"lif_nodecay"``,
-    ``"klif"``, ``"osc_lif"``, ``"osc_lif_nodecay"``), where the charge is written once.
+    ``"klif"``, ``"osc_lif"``, ``"osc_lif_nodecay"``, ``"plif"``), where the charge is written
+    once.
     ``tables`` are the spec's per-neuron tensors in order (those with a gradient are the
     dynamics' ``params()``, in the same order), each broadcastable to one step's neuron shape
     ``x.shape[2:]``; ``drives`` its per-step tensors ``[T, ...]``, likewise.
