@@ -333,6 +333,7 @@ class NAvsBPTT(Experiment):
         xd = torch.stack([digits[i][0] for i in range(fid["batch"])]).flatten(1)
         yd = torch.tensor([int(digits[i][1]) for i in range(fid["batch"])])
         xd = ((xd - xd.mean()) / xd.std()).unsqueeze(0).expand(st.steps, -1, -1)
+        xd, yd = xd.to(where), yd.to(where)  # the nets are built on the input's device
         for sigma in fid["sigmas"]:
             fid_res.append(
                 gradient_fidelity(
