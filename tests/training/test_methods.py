@@ -219,6 +219,22 @@ def test_a_network_field_a_method_does_not_read_is_refused_not_ignored(
         Trainer(cfg, method=make_method(method, options), progress=False)
 
 
+@pytest.mark.parametrize("values", [{"weight_decay": 0.1}, {"lr": 0.01}, {"grad_clip": 5.0}])
+def test_an_optimizer_field_bioleaf_does_not_read_is_refused_not_ignored(tmp_path, values):
+    (field,) = values
+    cfg = TrainConfig(dataset="digits", model="mlp", method="bioleaf", out_dir=str(tmp_path),
+                      **values)  # fmt: skip
+    with pytest.raises(ConfigError, match=f"{field} = .* does not apply to method 'bioleaf'"):
+        Trainer(cfg, progress=False)
+
+
+def test_bioleaf_takes_the_schedule_of_its_local_rates(tmp_path):
+    cfg = TrainConfig(dataset="digits", model="mlp", method="bioleaf", schedule="exponential",
+                      gamma=0.9, epochs=1, out_dir=str(tmp_path))  # fmt: skip
+    trainer = Trainer(cfg, progress=False)  # no error: the rules read the schedule
+    assert trainer.method.schedule[:2] == ("exponential", 0.9)
+
+
 def test_na_converting_the_config_model_accepts_its_network_fields(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], neuron="if", method="na",
                       population=1, steps=2, out_dir=str(tmp_path))  # fmt: skip

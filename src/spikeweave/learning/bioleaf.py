@@ -552,6 +552,11 @@ class BioLeaF(TrainingMethod):
         sizes = (math.prod(task.spec.input_shape), *hidden, task.spec.num_outputs)
         return Microcircuit(sizes, self.options)
 
+    def optimizer_fields(self) -> frozenset[str]:
+        """The local rules read only the schedule of their learning rates (``[method.bioleaf]``
+        holds the rates themselves); ``lr``, ``weight_decay`` and ``grad_clip`` are refused."""
+        return frozenset({"schedule", "gamma"})
+
     def configure_optimizers(self, model, config, steps_per_epoch):
         """No optimizer; remembers the run's length for the learning-rate schedule."""
         self.schedule = (config.schedule, config.gamma, config.epochs, steps_per_epoch)

@@ -47,7 +47,7 @@ from ..registry import Registry
 from ..tasks import TASKS, DataSpec, Task, make_task
 from .activation import check_activation_memory
 from .checkpoint import check_model_fits
-from .config import TrainConfig, check_model_fields
+from .config import TrainConfig, check_model_fields, check_optimizer_fields
 from .device import CUBLAS_WORKSPACE, check_precision, resolve_device
 from .evaluation import split_training
 from .methods import METHODS, SurrogateBPTT, TrainingMethod, make_method
@@ -352,6 +352,7 @@ def assemble(
     if train is not None:  # only the training part is transformed (validation stays clean)
         train = transform_train(config, task, train)
     check_model_fields(config, instance.model_fields(), instance.name or "custom")
+    check_optimizer_fields(config, instance.optimizer_fields(), instance.name or "custom")
     if weights is not None:
         check_model_fits(lambda: instance.build_model(config, task), weights[0], weights[1])
     torch.manual_seed(config.seed)

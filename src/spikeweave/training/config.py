@@ -37,11 +37,15 @@ __all__ = [
     "SCHEDULES",
     "MODEL_FIELDS",
     "check_model_fields",
+    "OPTIMIZER_FIELDS",
+    "check_optimizer_fields",
 ]
 
 SCHEDULES = ("cosine", "exponential", "constant")
 MODEL_FIELDS = ("model", "hidden", "pool", "dropout", "population", "batch_norm", "readout")
 """The fields that shape the config's network (:func:`~.build.default_model`)."""
+OPTIMIZER_FIELDS = ("lr", "weight_decay", "grad_clip", "schedule", "gamma")
+"""The fields the default optimisation reads (:func:`~.methods.default_optimization`)."""
 ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
 """Model names that mean "this architecture with ReLU": the ANN baselines."""
 
@@ -459,4 +463,24 @@ def check_model_fields(config: TrainConfig, used: frozenset[str] | None, method:
             raise ConfigError(
                 f"{name} = {value!r} does not apply to method {method!r}: it builds its own "
                 "network; leave it out"
+            )
+
+
+def check_optimizer_fields(config: TrainConfig, used: frozenset[str] | None, method: str) -> None:
+    """Refuse optimisation fields a method without the default optimizer does not read.
+
+    ``used`` is what :meth:`~.methods.TrainingMethod.optimizer_fields` returns: None means
+    every field of :data:`OPTIMIZER_FIELDS` applies; otherwise one outside ``used`` that is
+    set away from its default raises a one-line :class:`ConfigError` instead of being
+    ignored (e.g. ``weight_decay`` for BioLeaF, whose local rules have no optimizer).
+    """
+    if used is None:
+        return
+    default = TrainConfig()
+    for name in OPTIMIZER_FIELDS:
+        value = getattr(config, name)
+        if name not in used and value != getattr(default, name):
+            raise ConfigError(
+                f"{name} = {value!r} does not apply to method {method!r}: it has no optimizer "
+                f"that reads it; leave it out"
             )

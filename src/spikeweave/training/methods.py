@@ -118,6 +118,13 @@ class TrainingMethod:
         trainer refuses the others when they are set, rather than ignoring them."""
         return None
 
+    def optimizer_fields(self) -> frozenset[str] | None:
+        """Which optimisation fields of the config (:data:`~.config.OPTIMIZER_FIELDS`) the
+        method reads: None (default) for all, i.e. the default optimisation. A method with an
+        optimisation of its own returns the ones it reads, and the others are refused when
+        set, rather than ignored."""
+        return None
+
     def configure_optimizers(
         self, model: nn.Module, config: TrainConfig, steps_per_epoch: int
     ) -> Optimization | None:
