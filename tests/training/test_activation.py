@@ -171,7 +171,8 @@ def test_the_mode_is_recorded_with_the_run_and_resume_keeps_it(tmp_path):
 @pytest.mark.parametrize("mode", MODES)
 def test_a_network_without_spikeweave_neurons_is_refused_in_one_line(tmp_path, mode):
     with pytest.raises(ConfigError, match="needs spikeweave spiking neurons.*'bioleaf'"):
-        cfg = config(tmp_path, method="bioleaf", dropout=0.0, population=10)
+        # the default lr: BioLeaF refuses one it would not read
+        cfg = config(tmp_path, method="bioleaf", dropout=0.0, population=10, lr=2e-3)
         cfg.activation_memory = mode
         assemble(cfg, with_data=False)
     with pytest.raises(ConfigError, match="needs spikeweave spiking neurons"):
