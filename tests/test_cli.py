@@ -73,6 +73,7 @@ def test_config_file_sets_options_and_command_line_overrides_it(tmp_path):
     assert summary["steps"] == 3 and summary["seed"] == 6
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -89,6 +90,7 @@ def test_bad_input_exits_2_with_a_one_line_error(args, message):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_unknown_config_key_and_corrupt_checkpoint_are_one_line_errors(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("learning_rate = 0.1\n")

@@ -52,6 +52,7 @@ def test_resume_with_more_epochs_extends_the_run_and_conflicting_options_are_ref
     assert summary["epochs"] == 2 and summary["config"]["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_resume_finishes_a_run_killed_after_its_last_checkpoint_before_its_summary(tmp_path):
     run = finished_run(tmp_path)
     written = json.loads((run / "summary.json").read_text())
@@ -67,6 +68,7 @@ def test_resume_finishes_a_run_killed_after_its_last_checkpoint_before_its_summa
     assert_one_line_error(code, err, "already finished its 1 epochs; pass a larger --epochs")
 
 
+@pytest.mark.slow
 def test_a_run_whose_layers_never_spike_warns_in_one_line_per_layer(tmp_path):
     code, out, err = run_main("train", *TINY, "--epochs", "1", "--threshold", "1000",
                               "--no-progress", "--out-dir", str(tmp_path))  # fmt: skip
@@ -78,6 +80,7 @@ def test_a_run_whose_layers_never_spike_warns_in_one_line_per_layer(tmp_path):
     assert "test accuracy" in out and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_eval_refuses_an_unknown_split_and_leaves_eval_json_alone(tmp_path):
     run = finished_run(tmp_path)
     code, _, err = run_main("eval", str(run), "--split", "foo")
@@ -106,6 +109,7 @@ def test_typed_config_refuses_strings_for_booleans_in_python():
         TrainConfig(detach_reset="no").validate()
 
 
+@pytest.mark.slow
 def test_any_seed_a_user_can_type_trains_or_is_refused_with_the_range(tmp_path):
     run = finished_run(tmp_path, "--seed", "100000000000000")
     assert json.loads((run / "summary.json").read_text())["seed"] == 100000000000000
@@ -115,6 +119,7 @@ def test_any_seed_a_user_can_type_trains_or_is_refused_with_the_range(tmp_path):
     assert_one_line_error(code, err, "seed must be an integer in [0, 2**63 - 1]")
 
 
+@pytest.mark.slow
 def test_labels_say_which_neuron_and_method_a_run_really_has(tmp_path):
     code, out, err = run_main("train", "--dataset", "digits", "--model", "ann-mlp", "--epochs",
                               "1", "--no-progress", "--out-dir", str(tmp_path))  # fmt: skip
@@ -287,6 +292,7 @@ def no_fit(monkeypatch):
     monkeypatch.setattr(Trainer, "fit", lambda self: sys.exit(0))
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -309,6 +315,7 @@ OPTIONS = ["--steps", "--epochs", "--batch-size", "--lr", "--seed", "--alpha", "
            "--neuron", "--method", "--dataset"]  # fmt: skip
 
 
+@pytest.mark.slow
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -494,6 +501,7 @@ def fuzz_run(tmp_path_factory) -> Path:
     return finished_run(tmp_path_factory.mktemp("fuzz-run"))
 
 
+@pytest.mark.slow
 def test_every_command_refuses_malformed_option_values_with_one_error_line(
     tmp_path, fuzz_run, monkeypatch
 ):

@@ -93,6 +93,7 @@ def full_disk(monkeypatch: pytest.MonkeyPatch) -> None:
 # ------------------------------------------------------------------------- links in a run
 
 
+@pytest.mark.slow
 def test_plot_replaces_links_named_like_plots_and_leaves_their_targets_unchanged(made, tmp_path):
     run = copy_run(made["run"], tmp_path / "run")
     precious = sentinel(tmp_path)
@@ -136,6 +137,7 @@ def test_resume_with_a_fifo_or_folder_at_the_lock_is_a_one_line_error(made, tmp_
     assert_one_line_error(code, err, r"\.lock is ")
 
 
+@pytest.mark.slow
 def test_resume_replaces_links_named_like_run_files_and_leaves_their_targets_unchanged(
     made, tmp_path
 ):

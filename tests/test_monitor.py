@@ -86,6 +86,7 @@ def test_a_declared_shape_larger_than_the_packed_spikes_is_refused(tmp_path):
         load_activity(_bomb_run(tmp_path / "neg", [-8, -8]))
 
 
+@pytest.mark.slow
 @linux_only
 def test_plot_refuses_the_200_byte_activity_bomb_in_one_line(tmp_path):
     path = _bomb_run(tmp_path / "run", [100_000, 540, 100])

@@ -65,6 +65,7 @@ def test_unknown_task_and_a_loss_that_does_not_fit_are_refused():
         make_task("regression", DataSpec((2,), 1), loss="ce")
 
 
+@pytest.mark.slow
 def test_reconstruction_task_trains_an_mlp_to_reproduce_digits(tmp_path):
     cfg = TrainConfig(
         dataset="digits",

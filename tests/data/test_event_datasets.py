@@ -74,6 +74,7 @@ def test_nmnist_dataset_from_real_samples(tmp_path):
     assert data.info("nmnist").input_shape == (2, 34, 34) and data.info("nmnist").temporal
 
 
+@pytest.mark.slow
 @needs_real
 def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path, monkeypatch):
     from spikeweave.training import TrainConfig, Trainer

@@ -62,6 +62,7 @@ def test_report_html_is_self_contained_and_escaped(tmp_path):
     assert "<script" not in html  # a report runs no code
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_report_renders_in_headless_chromium_with_all_images_and_no_errors(tmp_path):
     page = _report(tmp_path)

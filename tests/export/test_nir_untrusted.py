@@ -261,6 +261,7 @@ _GRAPH_KEYS = ("dt", "steps", "dataset", "encoder", "task")
 _NODE_KEYS = ("tau_steps", "decay_input")
 
 
+@pytest.mark.slow
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

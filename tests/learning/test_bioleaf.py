@@ -189,6 +189,7 @@ def test_symmetric_feedback_tracks_forward_weights():
         assert torch.equal(w, net.w_up[k + 1].T)
 
 
+@pytest.mark.slow
 def test_trainer_run_learns_and_records_the_apical_mismatch(tmp_path):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[100], method="bioleaf", epochs=5, batch_size=32,
@@ -214,6 +215,7 @@ class _CrashError(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_crashed_run_resumes_to_the_same_weights(tmp_path):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[30], method="bioleaf", epochs=2,

@@ -254,6 +254,7 @@ def test_trainer_trains_single_step_and_evaluates_the_converted_network(tmp_path
     assert again.evaluate()["test_accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_converted_model_saves_and_rebuilds_from_its_config(tmp_path):
     cfg = tiny_config(tmp_path, epochs=1, method_options={"sigma": 0.2, "noise_mean": 0.3})
     trainer = Trainer(cfg, progress=False)
@@ -280,6 +281,7 @@ def test_method_options_are_typed_and_unknown_ones_refused():
         make_method("noisy", {"sigma": "big"})
 
 
+@pytest.mark.slow
 def test_cli_method_noisy(tmp_path):
     from spikeweave.cli import app
 

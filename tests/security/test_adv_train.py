@@ -28,6 +28,7 @@ def test_registered_with_typed_options():
         make_method("adv-train", {"norm": "l1"})
 
 
+@pytest.mark.slow
 def test_adversarial_training_runs_records_time_and_loads(tmp_path):
     base = TrainConfig(
         dataset="digits", model="mlp", steps=2, epochs=2, lr=1e-2, out_dir=str(tmp_path)

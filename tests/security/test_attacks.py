@@ -187,6 +187,7 @@ def test_bad_input_gives_one_line_errors(nets, test_batch, tmp_path):
         attack_command(tmp_path, "transfer", [0.1])
 
 
+@pytest.mark.slow
 def test_attack_command_on_a_trained_run(tmp_path):
     from spikeweave.security.cli import attack_command
     from spikeweave.training import TrainConfig, Trainer
@@ -293,6 +294,7 @@ def test_an_eps_beyond_the_input_range_is_refused_before_loading(tmp_path, eps, 
     assert "\n" not in str(e.value)
 
 
+@pytest.mark.slow
 def test_every_attack_and_eps_is_kept_in_attack_json_and_old_files_still_read(tmp_path):
     from spikeweave.security.cli import attack_command, attack_records
     from spikeweave.training import TrainConfig, Trainer

@@ -57,6 +57,7 @@ def backdoored():
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 def test_mesa_defense_lowers_attack_success_and_keeps_accuracy(backdoored):
     net, trigger, (xd, yd), (xt, yt) = backdoored
     before_asr = attack_success_rate(net, xt, yt, trigger, TARGET, seed=3)
@@ -102,6 +103,7 @@ def test_finetune_is_a_trainer_run_written_as_a_normal_run_directory(backdoored,
     assert all(torch.equal(saved[k], v) for k, v in defended.state_dict().items())
 
 
+@pytest.mark.slow
 def test_detection_finds_the_attacked_class(backdoored):
     net, _, (xd, yd), _ = backdoored
     det = detect_target(net, xd, yd, 10, MesaOptions(hidden=64), steps=30, samples=128)

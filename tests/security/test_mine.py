@@ -11,6 +11,7 @@ from spikeweave.errors import InputError
 from spikeweave.security.mine import MINE, dv_bound, estimate_mutual_information
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rho", [0.8, 0.9])
 def test_mine_recovers_gaussian_mutual_information(one_thread, rho):
     g = torch.Generator().manual_seed(1)

@@ -76,6 +76,7 @@ def test_assemble_checks_names_against_the_registries(tmp_path):
         assemble(tiny(tmp_path, neuron="hh"), with_data=False)
 
 
+@pytest.mark.slow
 def test_method_state_is_saved_in_the_checkpoint_and_restored_on_resume(tmp_path):
     trainer = Trainer(tiny(tmp_path, epochs=1), method=CountingBPTT(), run_dir=tmp_path / "r",
                       progress=False)  # fmt: skip
@@ -100,6 +101,7 @@ class StopAfterOne(Callback):
             raise _StopError
 
 
+@pytest.mark.slow
 def test_a_checkpoint_written_without_method_state_still_resumes_to_the_same_weights(tmp_path):
     cfg = tiny(tmp_path, epochs=2)
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)

@@ -26,6 +26,7 @@ def test_an_option_the_neuron_lacks_is_refused():
         neuron_factory(TrainConfig(neuron="lif", osc_amplitude=0.5).validate())
 
 
+@pytest.mark.slow
 def test_pool_avg_builds_the_conv_net_with_average_pooling_and_rebuilds_by_name(tmp_path):
     from torch import nn
 

@@ -94,6 +94,7 @@ def test_cli_on_cuda_without_it_exits_2_with_one_line(monkeypatch, tmp_path, com
         assert not any(tmp_path.iterdir())  # refused before a run directory was made
 
 
+@pytest.mark.slow
 def test_bf16_cpu_run_learns_and_records_device_and_precision(tmp_path, one_thread):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[64], epochs=3, precision="bf16", device="cpu",
@@ -142,6 +143,7 @@ def _gpu_run(tmp_path):
     return trainer.run_dir, summary
 
 
+@pytest.mark.slow
 def test_a_run_recorded_on_a_gpu_loads_evaluates_and_resumes_on_the_cpu(tmp_path, monkeypatch):
     _no_cuda(monkeypatch)
     run_dir, summary = _gpu_run(tmp_path)
@@ -155,6 +157,7 @@ def test_a_run_recorded_on_a_gpu_loads_evaluates_and_resumes_on_the_cpu(tmp_path
     assert trainer.fit()["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_checkpoint_tensors_are_written_from_cpu_copies(tmp_path, monkeypatch):
     run_dir, _ = _gpu_run(tmp_path)
     moved = []
@@ -178,6 +181,7 @@ def test_deterministic_algorithms_are_on_inside_and_restored_after():
     assert torch.are_deterministic_algorithms_enabled() == before
 
 
+@pytest.mark.slow
 def test_a_deterministic_run_gives_the_same_numbers_twice(tmp_path, one_thread):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[16], epochs=1, deterministic=True,

@@ -153,6 +153,7 @@ def test_a_run_on_injected_datasets_uses_them_and_not_the_named_dataset(tmp_path
     assert summary["test_accuracy"] == pytest.approx(acc)
 
 
+@pytest.mark.slow
 def test_injected_dataset_of_another_shape_and_label_needs_no_catalog_entry(tmp_path):
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(120, 5, generator=gen)
@@ -164,6 +165,7 @@ def test_injected_dataset_of_another_shape_and_label_needs_no_catalog_entry(tmp_
     assert summary["data_spec"]["num_outputs"] == 2
 
 
+@pytest.mark.slow
 def test_callbacks_can_add_to_every_epochs_metrics_row(tmp_path):
     class Norm(Callback):
         def on_epoch_end(self, trainer, epoch, row):
@@ -176,6 +178,7 @@ def test_callbacks_can_add_to_every_epochs_metrics_row(tmp_path):
         assert key in trainer.history[0]
 
 
+@pytest.mark.slow
 def test_a_method_names_its_own_loss_for_train_and_test(tmp_path):
     class Halved(TrainingMethod):
         name = "halved"

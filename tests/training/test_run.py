@@ -28,6 +28,7 @@ def tiny(tmp_path, **kw):
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encoder", ["direct", "poisson"])
 def test_load_run_reproduces_the_summary_accuracy_exactly(tmp_path, encoder):
     summary = Trainer(tiny(tmp_path, encoder=encoder), progress=False).fit()
@@ -42,6 +43,7 @@ def test_load_run_reproduces_the_summary_accuracy_exactly(tmp_path, encoder):
     assert run.encode(x).shape[:2] == (3, 8)
 
 
+@pytest.mark.slow
 def test_load_run_of_a_noisy_and_an_na_run_rebuilds_the_method_network(tmp_path):
     # NA's paper network reads none of the config's network fields, so its arm leaves them out
     na_fields = {"model": "convnet", "population": 10}
@@ -70,6 +72,7 @@ def test_load_run_on_injected_data_needs_the_dataset(tmp_path):
     assert run.evaluate(dataset=test)["accuracy"] == summary["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_load_run_refuses_missing_and_mismatched_checkpoints(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         sf.load_run(tmp_path / "nope")
@@ -85,6 +88,7 @@ def test_load_run_refuses_missing_and_mismatched_checkpoints(tmp_path):
         sf.load_run(summary["run_dir"])
 
 
+@pytest.mark.slow
 def test_eval_command_uses_load_run_and_matches_the_summary(tmp_path):
     from typer.testing import CliRunner
 
@@ -98,6 +102,7 @@ def test_eval_command_uses_load_run_and_matches_the_summary(tmp_path):
     assert written["loss_name"] == summary["loss_name"]
 
 
+@pytest.mark.slow
 def test_a_validation_split_is_held_out_and_selects_the_reported_epoch(tmp_path):
     cfg = tiny(tmp_path, val_fraction=0.2, epochs=3)
     trainer = Trainer(cfg, progress=False)

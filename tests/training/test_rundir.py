@@ -19,6 +19,7 @@ def tiny(tmp_path, **kw):
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_every_run_file_is_written_with_mode_0644(tmp_path):
     trainer = Trainer(tiny(tmp_path), progress=False)
     trainer.fit()

@@ -75,6 +75,7 @@ def test_fit_writes_summary_metrics_checkpoint_and_plots(tmp_path):
     assert meta["epoch"] == 2
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_weights_and_other_seed_does_not(tmp_path):
     a, b, c = (
         Trainer(tiny(tmp_path, seed=s, encoder="poisson"), progress=False) for s in (3, 3, 4)
@@ -89,6 +90,7 @@ class _CrashError(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_request_stop_ends_after_the_epoch_with_its_row_checkpoint_and_reason(tmp_path):
     class StopAtTwo(Callback):
         def on_epoch_end(self, trainer, epoch, row):
@@ -108,6 +110,7 @@ def _subnormal_survives() -> bool:
     return float(torch.tensor([1e-39]) * 1.0) != 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flush", [True, False])
 def test_subnormals_are_flushed_while_fitting_only_when_configured(tmp_path, flush):
     if not torch.set_flush_denormal(False):
@@ -126,6 +129,7 @@ def test_subnormals_are_flushed_while_fitting_only_when_configured(tmp_path, flu
     assert _subnormal_survives()  # the process is back to torch's default afterwards
 
 
+@pytest.mark.slow
 def test_plateau_stop_ends_a_run_patience_epochs_after_the_best_validation_epoch(tmp_path):
     class ScriptedVal(Callback):  # runs first and overwrites val_accuracy with a script
         values = [0.5, 0.7, 0.69, 0.7, 0.9, 0.95]
@@ -146,6 +150,7 @@ def test_plateau_stop_refuses_a_run_without_a_validation_split(tmp_path):
         Trainer(tiny(tmp_path), progress=False, callbacks=[PlateauStop(2)]).fit()
 
 
+@pytest.mark.slow
 def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
     cfg = tiny(tmp_path, epochs=3, encoder="poisson", dropout=0.1)
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
@@ -168,6 +173,7 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tmp_path):
     cfg = tiny(tmp_path, epochs=1)
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False).fit()
@@ -204,6 +210,7 @@ def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tm
         Trainer.resume(run, progress=False, epochs=2).complete()
 
 
+@pytest.mark.slow
 def test_a_run_with_a_silent_layer_says_so_in_its_summary(tmp_path):
     # a threshold no input current reaches: every layer stays silent, the run sits at chance
     silent = Trainer(tiny(tmp_path, epochs=1, threshold=1e3), progress=False).fit()
@@ -266,6 +273,7 @@ def test_cli_run_killed_with_sigkill_and_resumed_matches_uninterrupted(tmp_path)
     )
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
     trainer = Trainer(tiny(tmp_path, epochs=1), run_dir=tmp_path / "r", progress=False)
     trainer.fit()
@@ -284,6 +292,7 @@ def test_resume_refuses_a_corrupt_checkpoint(tmp_path):
         Trainer.resume(run, progress=False)
 
 
+@pytest.mark.slow
 def test_a_method_instance_replaces_the_update_step(tmp_path):
     calls = []
 
@@ -300,11 +309,13 @@ def test_a_method_instance_replaces_the_update_step(tmp_path):
     assert summary["method"] == "counting" and summary["config"]["method"] == "counting"
 
 
+@pytest.mark.slow
 def test_ann_baseline_trains_with_one_step(tmp_path):
     summary = Trainer(tiny(tmp_path, model="ann-mlp", steps=8), progress=False).fit()
     assert summary["steps"] == 1 and not summary["spiking"] and summary["test_accuracy"] > 0.8
 
 
+@pytest.mark.slow
 def test_resume_refuses_optimizer_state_shaped_unlike_its_parameter(tmp_path):
     trainer = Trainer(tiny(tmp_path, epochs=1), progress=False, run_dir=tmp_path / "r")
     trainer.fit()
