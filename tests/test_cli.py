@@ -35,6 +35,7 @@ def test_help_is_available_for_every_command():
         assert result.exit_code == 0 and "Usage" in result.output
 
 
+@pytest.mark.slow
 def test_train_then_eval_then_plot(tmp_path):
     result = runner.invoke(app, ["train", *TINY, "--out-dir", str(tmp_path), "--seed", "7"])
     assert result.exit_code == 0, result.output

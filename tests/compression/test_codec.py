@@ -23,6 +23,7 @@ def _xz(path) -> int:
     return len(lzma.compress(path.read_bytes(), preset=9 | lzma.PRESET_EXTREME))
 
 
+@pytest.mark.slow
 @needs_real
 @pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx"])
 @pytest.mark.parametrize("path", NMNIST_FILES + [AEDAT4_FILE], ids=lambda p: p.name)

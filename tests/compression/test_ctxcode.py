@@ -217,6 +217,7 @@ def test_v1_payloads_labelled_ctx_are_refused():
 # -- real recordings --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @needs_real
 @pytest.mark.parametrize("path", NMNIST_FILES + [AEDAT4_FILE], ids=lambda p: p.name)
 def test_ctx_is_smaller_than_zstd_on_real_recordings(path):

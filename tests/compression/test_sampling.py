@@ -89,6 +89,7 @@ def test_window_closed_on_the_right():
     np.testing.assert_array_equal(window_index(t, 10), [0, 0, 1, 1])
 
 
+@pytest.mark.slow
 @needs_real
 @pytest.mark.parametrize("path", [*NMNIST_FILES[:1], AEDAT4_FILE], ids=lambda p: p.name)
 def test_sampled_file_decompresses_to_exactly_the_kept_events(tmp_path, path):

@@ -45,6 +45,7 @@ def test_old_kernel_variable_is_gone(tmp_path: Path, clean_env) -> None:
     assert cpu_kernel.cache_dir() == tmp_path / "root" / "kernels"
 
 
+@pytest.mark.slow
 def test_a_dataset_and_the_kernel_write_into_the_one_root(tmp_path: Path, clean_env) -> None:
     root = tmp_path / "root"
     clean_env.setenv("SPIKEWEAVE_CACHE", str(root))

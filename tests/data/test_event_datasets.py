@@ -96,6 +96,7 @@ def test_trainer_runs_one_epoch_on_real_nmnist(tmp_path, monkeypatch):
     assert any((tmp_path / "cache" / "frames").rglob("*.npy"))
 
 
+@pytest.mark.slow
 @needs_real
 def test_cli_trains_nmnist_and_lists_datasets(tmp_path):
     testing = pytest.importorskip("typer.testing")

@@ -44,6 +44,7 @@ def _data(n: int) -> TensorDataset:
     return TensorDataset(torch.rand(n, 1, 8, 8, generator=g), torch.zeros(n, dtype=torch.long))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("control", ["topk", "penalty"])
 def test_trains_on_the_seam_and_loads_back(tmp_path, control, one_thread):
     cfg = TrainConfig(

@@ -131,6 +131,7 @@ def test_nudging_loss_gradient_is_the_nudged_error():
     assert torch.allclose(g, -(u - v) * sig * (1 - sig), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_self_predicting_phase_cancels_the_top_down_input():
     torch.manual_seed(0)
     x, _ = _digits(512)

@@ -374,6 +374,7 @@ def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path
         assert (trainer.run_dir / png).is_file()
 
 
+@pytest.mark.slow
 def test_cli_trains_with_method_na(tmp_path):
     from typer.testing import CliRunner
 

@@ -238,6 +238,7 @@ def tiny_config(tmp_path, **kw):
     return TrainConfig(**values)
 
 
+@pytest.mark.slow
 def test_trainer_trains_single_step_and_evaluates_the_converted_network(tmp_path):
     trainer = Trainer(tiny_config(tmp_path), progress=False)
     assert isinstance(trainer.method, NoisySingleStep)

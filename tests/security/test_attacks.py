@@ -205,6 +205,7 @@ def test_attack_command_on_a_trained_run(tmp_path):
     assert (tmp_path / "run" / "attack.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_an_oscillating_run_trains_saves_loads_and_is_attacked(tmp_path):
     """--neuron oscillating through the ordinary trainer: the phase seed is in the checkpoint
     and load_run rebuilds the same phases; the adaptive attack works on the Run."""
