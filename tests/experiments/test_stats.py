@@ -164,7 +164,12 @@ def _simulated_differences(scenario, s, n, reps, rng):
     return right_a.view(np.int8) - right_b.view(np.int8), truth
 
 
-@pytest.mark.parametrize("scenario", ["same", "similar", "different"])
+# ~2,300 simulated experiments each: one scenario in the fast tier, all three in the full run
+@pytest.mark.parametrize(
+    "scenario",
+    [pytest.param("same", marks=pytest.mark.slow), pytest.param("similar", marks=pytest.mark.slow),
+     "different"],
+)  # fmt: skip
 def test_the_seed_by_image_interval_covers_the_true_difference_95_percent(scenario):
     # designs: (seeds, images, simulated experiments); fixed seed, vectorised. Coverage is
     # pooled over the designs (2,300 experiments: ±0.5% standard error), each design must
