@@ -27,6 +27,7 @@ def train(tmp_path: Path, *extra: str) -> Path:
     return Path(out.strip().splitlines()[-1].removeprefix("run written to "))
 
 
+@pytest.mark.slow
 def test_hidden_weight_decay_schedule_gamma_and_threads_reach_the_run(tmp_path):
     run = train(tmp_path, "--epochs", "1", "--hidden", "24, 12", "--weight-decay", "0.05",
                 "--schedule", "exponential", "--gamma", "0.5", "--threads", "1")  # fmt: skip
@@ -101,6 +102,7 @@ def test_an_early_stopped_run_is_finished_and_a_killed_one_resumes_to_its_summar
     assert again["test_accuracy"] == summary["test_accuracy"]
 
 
+@pytest.mark.slow
 def test_tensorboard_flag_writes_event_files_in_the_run(tmp_path):
     pytest.importorskip("tensorboard", reason="the tensorboard package is not installed")
     run = train(tmp_path, "--epochs", "1", "--tensorboard")

@@ -86,6 +86,7 @@ def test_early_stopping_ends_the_run_with_the_best_validation_epochs_weights(tmp
     assert load_run(run).evaluate("test")["accuracy"] == pytest.approx(summary["test_accuracy"])
 
 
+@pytest.mark.slow
 def test_early_stopping_restores_the_best_weights_at_the_epochs_cap_too(tmp_path):
     weights = Weights()
     trainer = Trainer(tiny(tmp_path, epochs=3, early_stopping=5), progress=False,
@@ -99,6 +100,7 @@ def test_early_stopping_restores_the_best_weights_at_the_epochs_cap_too(tmp_path
                        callbacks=[ScriptedVal([0.5, 0.9, 0.6, 0.7, 0.8])]).fit()  # fmt: skip
 
 
+@pytest.mark.slow
 def test_early_stopping_without_a_plateau_keeps_the_last_epoch(tmp_path):
     trainer = Trainer(tiny(tmp_path, epochs=2, early_stopping=1), progress=False,
                       callbacks=[ScriptedVal([0.5, 0.6])])  # fmt: skip
@@ -162,6 +164,7 @@ def test_tensorboard_without_the_package_is_a_one_line_error_before_any_file(tmp
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_threads_apply_while_the_run_trains_and_are_restored_after(tmp_path):
     class Threads(Callback):
         seen = []

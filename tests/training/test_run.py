@@ -119,6 +119,7 @@ def test_a_validation_split_is_held_out_and_selects_the_reported_epoch(tmp_path)
     assert again.val_set.indices == trainer.val_set.indices
 
 
+@pytest.mark.slow
 def test_train_size_trains_on_a_fixed_subset_that_a_reloaded_run_carves_again(tmp_path):
     cfg = tiny(tmp_path, val_fraction=0.2, train_size=300, epochs=1)
     trainer = Trainer(cfg, progress=False)
