@@ -355,10 +355,70 @@ def check_block(info: BlockInfo, where: str) -> None:
 
 
 def decode_block(
-    payload: bytes | memoryview, info: BlockInfo, width: int, height: int, out: np.ndarray
+    payload: bytes | memoryview,
+    info: BlockInfo,
+    width: int,
+    height: int,
+    out: np.ndarray,
+    *,
+    native: bool | None = None,
 ) -> None:
-    """Decode one block into ``out`` [info.n] (EVENT_DTYPE), checking its CRC-32."""
+    """Decode one block into ``out`` [info.n] (EVENT_DTYPE), checking its CRC-32.
+
+    ``native``: True uses the compiled decoder (:mod:`.ctx_native`; DataError when it cannot
+    be had), False the Python one (constriction), None the compiled one when available. Both
+    read the same bitstream into the same events."""
     check_block(info, "block")
+    lib = None
+    if native is not False:
+        from . import ctx_native
+
+        lib = ctx_native.library()
+        if lib is None and native:
+            raise DataError(f"no compiled ctx decoder: {ctx_native.unavailable_reason()}")
+    n = info.n
+    if lib is not None:
+        if len(payload) != info.comp_len:
+            raise DataError("ctx block: payload length differs from its record (corrupt file)")
+        words = np.frombuffer(payload, dtype="<u4")
+        t = np.empty(n, dtype=np.int64)
+        x = np.empty(n, dtype=np.uint16)
+        y = np.empty(n, dtype=np.uint16)
+        p = np.empty(n, dtype=np.uint8)
+        rc = lib.sf_ctx_decode(
+            words.ctypes.data,
+            words.size,
+            n,
+            width,
+            height,
+            info.flags,
+            info.t_first,
+            t.ctypes.data,
+            x.ctypes.data,
+            y.ctypes.data,
+            p.ctypes.data,
+        )
+        if rc == 2:
+            raise DataError("ctx block: out of memory while decoding")
+        if rc:
+            raise DataError("ctx block: invalid range-coder data (corrupt file)")
+    else:
+        try:
+            t, x, y, p = _decode_python(payload, info, width, height)
+        except (ValueError, RuntimeError, AssertionError) as exc:  # constriction's refusals
+            raise DataError(f"ctx block: invalid range-coder data ({exc}) (corrupt file)") from None
+    if _columns_crc(t, x, y, p) != info.crc:
+        raise DataError("ctx block: checksum mismatch (the file is corrupt)")
+    out["t"] = t
+    out["x"] = x
+    out["y"] = y
+    out["p"] = p
+
+
+def _decode_python(
+    payload: bytes | memoryview, info: BlockInfo, width: int, height: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The Python (constriction) decoder: columns ``(t, x, y, p)`` of one block."""
     cst = _constriction()
     model = cst.stream.model
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -384,9 +444,4 @@ def decode_block(
     err = _code_column(dec, model, None, age, _AGE_CTX, 2, n)
     # polarity = running parity of the pixel's errors (groups are contiguous in ``order``)
     p = running_parity(err.astype(np.uint8), order, new)
-    if _columns_crc(t, x, y, p) != info.crc:
-        raise DataError("ctx block: checksum mismatch (the file is corrupt)")
-    out["t"] = t
-    out["x"] = x
-    out["y"] = y
-    out["p"] = p
+    return t, x, y, p
