@@ -6,6 +6,8 @@ original file) and speeds in million events per second, one core:
 
 - sfev: ``encode_events`` / ``decode_events`` on events already in memory (the codec itself;
   reading the original format is not counted). Each decode is checked to equal the input.
+  ``sfev-ctx`` decodes with the compiled block decoder (``ctx_native``), ``sfev-ctx-py d``
+  the same files with the Python (constriction) decoder it replaces, interleaved with it.
 - xz / zstd: the command-line tools on the original file, `-T1`, output to a pipe; their time
   includes starting a process (~1 ms), which dominates on the 5 kB N-MNIST files, so the table
   also gives the AEDAT4 file and the N-MNIST total separately.
@@ -43,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikeweave.compression import decode_events, encode_events, load_events
+from spikeweave.compression import ctx_native, decode_events, encode_events, load_events
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evt3 import evt3_words  # noqa: E402  (a benchmark helper next to this script)
@@ -97,6 +99,17 @@ def main() -> None:
         events, sensor = rec["_events"], rec["_sensor"]
 
         def run() -> float:
+            if method == "sfev-ctx-py/d":  # the Python decoder: no compiled library
+                library, ctx_native.library = ctx_native.library, lambda: None
+                try:
+                    start = time.perf_counter()
+                    back, _ = decode_events(rec["_sfev"]["ctx"])
+                    took = time.perf_counter() - start
+                finally:
+                    ctx_native.library = library
+                if not np.array_equal(back, events):
+                    raise SystemExit(f"{rec['file']}: ctx (Python) round trip differs")
+                return took
             if method.startswith("sfev-"):
                 codec, step = method[5:].split("/")
                 if step == "c":
@@ -127,7 +140,9 @@ def main() -> None:
 
         return run
 
-    methods = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
+    if ctx_native.library() is None:
+        sys.exit(f"no compiled ctx decoder: {ctx_native.unavailable_reason()}")
+    methods = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"] + ["sfev-ctx-py/d"]
     methods += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
     times: dict[tuple[str, str], list[float]] = {}
     jobs = [(rec, m) for rec in recs for m in methods]
@@ -203,6 +218,7 @@ def main() -> None:
 
 
 ORDER = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
+ORDER.insert(2, "sfev-ctx-py/d")
 ORDER += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
 
 
@@ -242,7 +258,8 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "## Speed (million events per second, one core; c = compress, d = decompress)",
         "",
         "sfev times the codec on events in memory, brotli the library in process; the xz and "
-        "zstd tools' times include starting a process.",
+        "zstd tools' times include starting a process. sfev-ctx d is the compiled block "
+        "decoder, sfev-ctx-py d the Python (constriction) decoder of the same files.",
         "",
         "| file | " + " | ".join(m.replace("/", " ") for m in ORDER) + " |",
         "|---|" + "---:|" * len(ORDER),

@@ -23,6 +23,11 @@ doubling length (128 .. 16384 events); the model of a sub-block is the counts of
 earlier sub-blocks (Krichevsky-Trofimov estimate, ``2 * count + 1``), so each sub-block is
 coded with numpy-grouped calls, one per context present.
 
+Decoding: :func:`decode_block` uses the compiled decoder of :mod:`.ctx_native` (C, built at
+first use) when it can be had. It reproduces this module's schedule and constriction's coder
+and model quantisation exactly (tests hold the two equal symbol for symbol), so files decode
+the same with or without a C compiler; encoding always runs here, through constriction.
+
 Bounds (hostile files): every model gives its most likely symbol at most ``4095/4096`` of the
 probability (:func:`_probs`), so each coded symbol costs at least ``-log2(4095/4096)`` = 3.5e-4
 bits; every event codes at least two symbols (``b`` and the polarity error), so one
