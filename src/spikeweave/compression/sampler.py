@@ -14,12 +14,20 @@ Only the paper's abstract is known. spikeweave's reading:
   is the LIF surrogate derivative. So the reconstruction loss trains the sampler end to end.
 - :class:`MaskedDecoder`: a conventional (non-spiking) conv net that sees only the kept pixels
   and the mask (2 channels per colour channel: ``x · mask`` and ``mask``) and outputs the whole
-  image in [0, 1]. The baseline arm draws a **random mask** with the same k per image and
-  trains its own decoder of the same architecture.
+  image in [0, 1]. The baseline arms keep the same k per image and train their own decoder
+  of the same architecture: ``random`` draws a **random mask**; ``activity`` keeps the k
+  **busiest** pixels (the brightest, summed over channels: under direct or rate encoding a
+  pixel's input drive is its intensity), ties to the lower pixel index.
 
-Note: the positions of the kept pixels depend on the image, so they carry information too; a
-storage format must pay for them (≈ log2 C(H·W, k) bits per image), random masks need only a
-seed.
+**Stored bits** (:func:`stored_bits`, what comparing arms at equal storage counts): each kept
+pixel stores its ``C`` values at :data:`VALUE_BITS` bits (8: the datasets' own depth, so kept
+values are exact); the positions cost ``ceil(log2 C(H·W, k))`` bits per image (an enumerative
+code of the k-subset, the least any code for arbitrary masks needs) unless the decoder can
+recompute them. A seeded random mask is recomputed from the seed (one per file, not per
+image: 0 bits per image). The spiking sampler's mask and the activity mask are computed *from
+the image*, which the decoder does not have, so running the sampler at the decoder does not
+help: both store their positions. :func:`samples_for_budget` gives each arm the most kept
+pixels that fit a budget of bits per image.
 
 On the training seam: the method ``sampler`` (``TrainConfig(task="reconstruction", ...)``)
 builds the model in ``build_model``; the task's metrics (mse, psnr, ssim) are reported.
@@ -27,6 +35,7 @@ builds the model in ``build_model``; the task's metrics (mse, psnr, ssim) are re
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -48,9 +57,68 @@ __all__ = [
     "topk_mask",
     "keep_score",
     "reconstruct",
+    "ARMS",
+    "VALUE_BITS",
+    "POSITIONS_STORED",
+    "position_bits",
+    "stored_bits",
+    "samples_for_budget",
+    "activity_score",
 ]
 
-ARMS = ("spiking", "random")
+ARMS = ("spiking", "random", "activity")
+VALUE_BITS = 8
+"""Bits per stored pixel value and channel (8-bit images: a kept value is stored exactly)."""
+POSITIONS_STORED = {"spiking": True, "random": False, "activity": True}
+"""Whether an arm's mask must be stored: the random mask is recomputed from its seed; the
+spiking and activity masks depend on the image, which the decoder does not have."""
+
+
+def position_bits(pixels: int, k: int) -> int:
+    """``ceil(log2 C(pixels, k))``: the bits of an enumerative code of one k-subset of
+    ``pixels`` positions (exact integer arithmetic)."""
+    if not 0 <= k <= pixels:
+        raise ValueError(f"k must be in [0, {pixels}], got {k}")
+    return (math.comb(pixels, k) - 1).bit_length()
+
+
+def stored_bits(arm: str, k: int, pixels: int, channels: int = 1) -> int:
+    """Bits one image costs in ``arm`` with ``k`` kept pixels of ``pixels``: the kept values
+    (``k · channels · VALUE_BITS``) plus the positions where the arm must store them."""
+    if arm not in POSITIONS_STORED:
+        raise ConfigError(f"unknown sampling arm {arm!r}; choose one of {', '.join(ARMS)}")
+    values = k * channels * VALUE_BITS
+    return values + (position_bits(pixels, k) if POSITIONS_STORED[arm] else 0)
+
+
+def samples_for_budget(arm: str, budget_bits: int, pixels: int, channels: int = 1) -> int:
+    """The most kept pixels ``k`` (0 .. ``pixels``) whose :func:`stored_bits` fit
+    ``budget_bits`` per image, so every arm stores at most the budget and one more pixel
+    would not fit."""
+    if arm not in POSITIONS_STORED:
+        raise ConfigError(f"unknown sampling arm {arm!r}; choose one of {', '.join(ARMS)}")
+    best = 0
+    comb = 1  # C(pixels, k), updated exactly as k grows
+    for k in range(pixels + 1):
+        bits = k * channels * VALUE_BITS
+        if POSITIONS_STORED[arm]:
+            bits += (comb - 1).bit_length()
+        if bits <= budget_bits:
+            best = k
+        comb = comb * (pixels - k) // (k + 1)
+    return best
+
+
+def activity_score(image: torch.Tensor) -> torch.Tensor:
+    """The ``activity`` arm's ranking ``[B, 1, H, W]`` of images ``[B, C, H, W]`` in [0, 1]:
+    intensity summed over channels, equal values to the lower pixel index (a 1e-4 offset,
+    below one 8-bit level)."""
+    b, _, h, w = image.shape
+    total = image.sum(1, keepdim=True)
+    order = torch.arange(h * w, device=image.device, dtype=image.dtype).reshape(1, 1, h, w)
+    return total + (h * w - 1 - order) / (h * w) * 1e-4
+
+
 RATE_CONTROLS = ("topk", "penalty")
 
 
@@ -152,6 +220,10 @@ class SamplingAutoencoder(nn.Module):
         for the time-major input ``x`` [T, B, C, H, W]."""
         b = x.shape[1]
         _, h, w = self.input_shape
+        if self.arm == "activity":
+            return topk_mask(activity_score(x.mean(0)), self.k), torch.tensor(
+                self.rate, device=x.device
+            )
         if self.sampler is None:
             score = torch.rand(b, 1, h, w, device=x.device)
             return topk_mask(score, self.k), torch.tensor(self.rate, device=x.device)
@@ -188,8 +260,9 @@ class SamplerMethod(TrainingMethod):
     @dataclass(frozen=True)
     class Options:
         """``rate``: fraction of pixels kept per image; ``arm``: "spiking" (the learned
-        sampler) or "random" (random masks, the baseline); ``rate_control``: "topk" (exact
-        rate) or "penalty" (weight ``penalty``); ``hidden``: the sampler's channels."""
+        sampler), "random" (random masks) or "activity" (the busiest pixels; baselines);
+        ``rate_control``: "topk" (exact rate) or "penalty" (weight ``penalty``); ``hidden``:
+        the sampler's channels."""
 
         rate: float = 0.1
         arm: str = "spiking"
