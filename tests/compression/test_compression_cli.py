@@ -74,7 +74,7 @@ def test_progress_bar_on_a_terminal(tmp_path, recording, monkeypatch, capsys):
         rate=None,
         stats=False,
         window_us=None,
-        sampler="spiking",
+        sampler=None,
         seed=0,
         codec="zstd",
         device=None,

@@ -43,11 +43,19 @@ def test_achieved_rate_within_one_point(rate, sampler):
     assert meta["sampler"] == sampler
 
 
+def test_default_sampler_is_the_busiest_pixel_baseline():
+    events = synthetic_events(3000)
+    kept, meta = sample_events(events, (34, 34), 0.1)
+    assert meta["sampler"] == "activity"
+    again, _ = sample_events(events, (34, 34), 0.1, sampler="activity")
+    assert np.array_equal(kept, again)
+
+
 @needs_real
 @pytest.mark.parametrize("rate", [0.05, 0.1, 0.25])
 def test_spiking_sampler_rate_on_a_real_recording(rate):
     full = read_events(NMNIST_FILES[0])
-    kept, meta = sample_events(full, (34, 34), rate)  # the default: spiking, 10 ms windows
+    kept, meta = sample_events(full, (34, 34), rate, sampler="spiking")  # 10 ms windows
     assert abs(meta["achieved_rate"] - rate) <= 0.01
     assert meta["sampler"] == "spiking" and meta["sampler_source"].startswith("builtin:")
     assert 0 < kept.size < full.size
@@ -55,7 +63,7 @@ def test_spiking_sampler_rate_on_a_real_recording(rate):
 
 def test_kept_events_are_those_at_the_spiking_samplers_pixels_in_order():
     ev = synthetic_events(3000)
-    kept, meta = sample_events(ev, (34, 34), 0.1, window_us=10_000)
+    kept, meta = sample_events(ev, (34, 34), 0.1, window_us=10_000, sampler="spiking")
     frames, _ = window_frames(ev, (34, 34), 10_000)
     assert frames.shape == (meta["n_windows"], 2, 34, 34) and frames.sum() == ev.size
     mask = EventFrameSampler.builtin(0.1)(frames, meta["pixels_per_window"])

@@ -64,11 +64,11 @@ def compress_command(
         None, "--window-us", help="Sampled mode: window length in µs (default 10000)."
     ),
     sampler: str = typer.Option(
-        "spiking",
+        None,
         "--sampler",
-        help="Sampled mode: 'spiking' (the built-in trained spiking sampler), a --method "
-        "sampler RUN_DIR or sampler .safetensors file, or the baselines 'activity' (busiest "
-        "pixels) and 'random'.",
+        help="Sampled mode: 'activity' (default: the busiest pixels, which the trained sampler "
+        "does not beat), 'spiking' (the built-in trained spiking sampler), a --method sampler "
+        "RUN_DIR or sampler .safetensors file, or 'random'.",
     ),
     seed: int = typer.Option(0, "--seed", help="Sampled mode: seed of --sampler random."),
     codec: str = typer.Option(
@@ -85,9 +85,10 @@ def compress_command(
 ) -> None:
     """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
     from .files import compress_file, xz_size
+    from .sampling import DEFAULT_SAMPLER
 
     if rate is None and (
-        sampler != "spiking" or seed != 0 or window_us is not None or device is not None
+        sampler is not None or seed != 0 or window_us is not None or device is not None
     ):
         raise ConfigError(
             "--sampler, --seed, --window-us and --device choose how sampled mode samples: "
@@ -104,7 +105,7 @@ def compress_command(
             out_path,
             rate=rate,
             window_us=window_us,
-            sampler=sampler,
+            sampler=DEFAULT_SAMPLER if sampler is None else sampler,
             seed=seed,
             codec=codec,
             progress=progress,
