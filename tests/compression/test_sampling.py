@@ -127,3 +127,12 @@ def test_rate_order_and_sampler_are_validated(tmp_path):
         sample_events(synthetic_events(10), (34, 34), 0.1, sampler="nope")
     with pytest.raises(ConfigError, match="exactly"):
         sample_events(synthetic_events(10), (34, 34), 0.1, mask_fn=lambda f, k: f.sum(1) > 0)
+
+
+def test_compress_file_defaults_to_the_same_sampler_as_the_cli():
+    import inspect
+
+    from spikeweave.compression.files import compress_file
+    from spikeweave.compression.sampling import DEFAULT_SAMPLER
+
+    assert inspect.signature(compress_file).parameters["sampler"].default == DEFAULT_SAMPLER

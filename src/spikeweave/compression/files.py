@@ -120,7 +120,7 @@ def compress_file(
     *,
     rate: float | None = None,
     window_us: int | None = None,
-    sampler: str | Path = "spiking",
+    sampler: str | Path = "activity",  # sampling.DEFAULT_SAMPLER (that module loads torch)
     seed: int = 0,
     codec: str = "zstd",
     progress: Progress | None = None,
@@ -129,8 +129,9 @@ def compress_file(
     """Compress an event file to ``.sfev`` (``out_path`` None: compute sizes, write nothing).
 
     ``rate`` (fraction of the sensor's pixels, 0 < rate <= 1) selects sampled mode: per
-    ``window_us`` window only events at the pixels ``sampler`` keeps are stored ("spiking":
-    the built-in trained spiking sampler; "activity" or "random" (``seed``): baselines; or a
+    ``window_us`` window only events at the pixels ``sampler`` keeps are stored ("activity",
+    the default: the busiest pixels; "spiking": the built-in trained spiking sampler, which
+    does not beat it (docs/compression.md); "random" (``seed``); or a
     ``--method sampler`` run directory; see :mod:`spikeweave.compression.sampling`). The file's
     ``M`` stream records the sampler, its weights' digest, the rate and the window. Without
     ``rate`` the file is lossless. ``device``: where a trained sampler runs.
