@@ -632,16 +632,21 @@ _compression_commands()
 def attack(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
     attack: str = typer.Option(
-        ..., help="Attack. One of: fgsm | pgd | adaptive | transfer | square."
+        ...,
+        help="Attack. One of: fgsm | pgd | adaptive | adaptive-surrogate | transfer | square.",
     ),
     eps: str = typer.Option(
         ...,
         help="Budgets in [0, 1] pixel units, e.g. 0,0.05,0.1,0.3 (L2: up to √pixels). Each "
         "attack and ε is kept in attack.json.",
     ),
-    steps: int = typer.Option(None, help="PGD steps (pgd, adaptive, transfer; default 20)."),
+    steps: int = typer.Option(
+        None, help="PGD steps (pgd, adaptive, adaptive-surrogate, transfer; default 20)."
+    ),
     norm: str = typer.Option(
-        None, help="Norm (pgd, adaptive, transfer, square). One of: linf | l2 (default linf)."
+        None,
+        help="Norm (pgd, adaptive, adaptive-surrogate, transfer, square). One of: linf | l2 "
+        "(default linf).",
     ),
     samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),

@@ -15,13 +15,19 @@ from spikeweave.layers import TimeFolded
 from spikeweave.neurons import OscillatingLIF
 from spikeweave.security.attacks import (
     ATTACKS,
+    SURROGATE_GRID,
     adaptive_pgd,
+    adaptive_surrogate_pgd,
+    backward_surrogate,
     fgsm,
+    per_image_worst_case,
     pgd,
     robust_accuracy,
+    robust_mask,
     run_attack,
     square,
 )
+from spikeweave.surrogate import Rectangular, Sigmoid
 
 
 def _digits(n: int, split: str = "train"):
@@ -203,6 +209,19 @@ def test_attack_command_on_a_trained_run(tmp_path):
     assert saved["clean_accuracy"] > 0.5
     assert saved["robust_accuracy"][-1] < 0.5 * saved["clean_accuracy"]
     assert (tmp_path / "run" / "attack.png").stat().st_size > 1000
+    # the surrogate-choosing attack through the command line: same images and seed, and its
+    # first try is this LIF run's PGD itself, so it is never weaker
+    from typer.testing import CliRunner
+
+    from spikeweave.cli import app
+
+    args = ["attack", str(tmp_path / "run"), "--attack", "adaptive-surrogate", "--eps", "0.1",
+            "--samples", "100", "--steps", "20"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "attack.json").read_text())
+    assert saved["attack"] == "adaptive-surrogate"
+    assert saved["robust_accuracy"][0] <= res["robust_accuracy"][1]
 
 
 @pytest.mark.slow
@@ -336,3 +355,121 @@ def test_every_attack_and_eps_is_kept_in_attack_json_and_old_files_still_read(tm
     (run / "attack.json").write_text("[1, 2]")
     with pytest.raises(DataError, match="is not an attack.json written by spikeweave"):
         attack_command(run, "fgsm", [0.1], samples=20)
+
+
+# ---------------------------------------------------------------- the attacker's surrogate
+
+
+@pytest.fixture(scope="module")
+def snn_pair():
+    """The oscillating SNN of ``_snn`` trained on digits (full batch, surrogate gradients),
+    and a copy of it with the fake-gradient defense switched on; own surrogate Sigmoid(3)."""
+    plain = _snn(surrogate=Sigmoid(3.0))
+    x, y = _digits(1437)
+    opt = torch.optim.Adam(plain.parameters(), lr=2e-2)
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(plain(x), y).backward()
+        opt.step()
+    defended = _snn(surrogate=Sigmoid(3.0), fake_form="square", fake_phase=3.0)
+    defended.load_state_dict(plain.state_dict())
+    return plain, defended
+
+
+def _neuron(model):
+    return next(m for m in model.modules() if isinstance(m, OscillatingLIF))
+
+
+def test_a_backward_surrogate_changes_the_input_gradient_but_not_the_output(snn_pair):
+    plain, _ = snn_pair
+    x, y = _digits(40, "test")
+    own = _neuron(plain).surrogate
+
+    def out_and_grad():
+        xi = x.clone().requires_grad_(True)
+        out = plain(xi)
+        (g,) = torch.autograd.grad(nn.functional.cross_entropy(out, y), xi)
+        return out.detach(), g
+
+    out0, g0 = out_and_grad()
+    with backward_surrogate(plain, Rectangular(2.0)):
+        assert _neuron(plain).surrogate == Rectangular(2.0)
+        out1, g1 = out_and_grad()
+    assert _neuron(plain).surrogate is own
+    assert torch.equal(out0, out1)  # the forward is the Heaviside step whatever the surrogate
+    assert not torch.allclose(g0, g1)
+    with pytest.raises(RuntimeError, match="boom"), backward_surrogate(plain, Rectangular(2.0)):
+        raise RuntimeError("boom")
+    assert _neuron(plain).surrogate is own  # restored after an exception too
+
+
+def test_the_surrogate_choosing_attack_restores_the_models_surrogate(snn_pair):
+    _, defended = snn_pair
+    x, y = _digits(30, "test")
+    neuron = _neuron(defended)
+    own, fake_form, true_backward = neuron.surrogate, neuron.fake_form, neuron.true_backward
+    x_adv = adaptive_surrogate_pgd(defended, x, y, 0.1, steps=3)
+    assert neuron.surrogate is own
+    assert (neuron.fake_form, neuron.true_backward) == (fake_form, true_backward)
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
+    assert float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+
+
+def test_the_surrogate_choosing_attack_is_at_least_as_strong_as_pgd_per_image(snn_pair):
+    """Same images and seed: every image plain PGD fools (undefended model) and every image
+    the adaptive attack fools (defended model) is fooled by the surrogate-choosing attack,
+    which on top breaks images neither breaks (its extra surrogates find them)."""
+    plain, defended = snn_pair
+    x, y = _digits(200, "test")
+    clean = (plain(x).argmax(-1) == y).float().mean()
+    assert clean > 0.7
+    eps, kw = 0.05, dict(steps=10, seed=3)
+    robust = {
+        "pgd": robust_mask("pgd", plain, x, y, eps, **kw),
+        "surrogate (undefended)": robust_mask("adaptive-surrogate", plain, x, y, eps, **kw),
+        "adaptive": robust_mask("adaptive", defended, x, y, eps, **kw),
+        "surrogate (defended)": robust_mask("adaptive-surrogate", defended, x, y, eps, **kw),
+    }
+    assert not (robust["surrogate (undefended)"] & ~robust["pgd"]).any()
+    assert not (robust["surrogate (defended)"] & ~robust["adaptive"]).any()
+    # the defense changes only the backward, which the adaptive attacks replace: same result
+    assert torch.equal(robust["surrogate (defended)"], robust["surrogate (undefended)"])
+    assert int(robust["surrogate (defended)"].sum()) < int(robust["adaptive"].sum())
+    assert robust_accuracy("adaptive-surrogate", defended, x, y, eps, **kw) == pytest.approx(
+        float(robust["surrogate (defended)"].float().mean())
+    )
+
+
+def test_the_surrogate_choosing_attack_refuses_a_bad_surrogate_list(snn_pair):
+    plain, _ = snn_pair
+    x, y = _digits(5, "test")
+    for bad, match in (("atan", "sequence of"), ([("atan", -1.0)], "alpha must be"),
+                       ([("nope", 1.0)], "nope"), ([3], "a surrogate to try")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            adaptive_surrogate_pgd(plain, x, y, 0.1, steps=1, surrogates=bad)
+    assert len(SURROGATE_GRID) == len(set(SURROGATE_GRID))
+
+
+def test_the_per_image_worst_case_counts_only_images_every_attack_failed_on():
+    a = torch.tensor([True, True, False, False, False])
+    b = torch.tensor([False, False, True, False, False])
+    # each attack alone leaves 3 and 4 of 5 images; together they break 3 different ones
+    assert per_image_worst_case({"a": a, "b": b}) == pytest.approx(2 / 5)
+    assert per_image_worst_case({"a": a}) == pytest.approx(3 / 5)
+    assert per_image_worst_case({"a": a, "a again": a.clone()}) == pytest.approx(3 / 5)
+    assert per_image_worst_case({"a": a, "b": b}) <= min(float((~m).float().mean()) for m in (a, b))
+
+
+@pytest.mark.parametrize(
+    "success, match",
+    [({}, "at least one attack"),
+     ({"a": torch.zeros(3, dtype=torch.bool), "b": torch.zeros(4, dtype=torch.bool)},
+      "same images"),
+     ({"a": torch.zeros(3)}, "1-D bool"),
+     ({"a": torch.zeros(0, dtype=torch.bool)}, "at least one image")],
+)  # fmt: skip
+def test_the_per_image_worst_case_refuses_masks_it_cannot_compare(success, match):
+    from spikeweave.errors import InputError
+
+    with pytest.raises(InputError, match=match):
+        per_image_worst_case(success)

@@ -17,9 +17,14 @@ already gets wrong counts as fooled), so more steps never raise robust accuracy.
 Attacks (``ATTACKS`` registry): ``fgsm``; ``pgd`` (L∞ or L2, random start, ``steps`` ≥ 1,
 default 20); ``adaptive`` (PGD with every oscillating neuron's *true* gradient -- BPDA through
 the defense -- and EOT: the gradient averaged over ``eot`` forward passes, which matters when
-the forward is random, e.g. Poisson encoding); ``transfer`` (PGD on a separately trained
-``source`` model, evaluated on the target); ``square`` (Square Attack, Andriushchenko et al.
-2020: score-based, gradient-free, L∞).
+the forward is random, e.g. Poisson encoding); ``adaptive-surrogate`` (the attacker chooses the
+surrogate: ``adaptive`` once with the model's own surrogate, then again with every shape and
+sharpness of :data:`SURROGATE_GRID` in the backward pass, keeping per image the first success);
+``transfer`` (PGD on a separately trained ``source`` model, evaluated on the target); ``square``
+(Square Attack, Andriushchenko et al. 2020: score-based, gradient-free, L∞).
+
+Robust accuracy over several attacks is the **per-image** worst case
+(:func:`per_image_worst_case`): an image counts only if every attack failed on it.
 
 A run's non-differentiable encoder (Poisson, latency) is bypassed in backward by the identity
 on the repeated image (BPDA), so gradient attacks work on every run.
@@ -28,8 +33,8 @@ on the repeated image (BPDA), so gradient attacks work on every run.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -37,7 +42,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError, InputError
+from ..neurons import SpikingNeuron
 from ..registry import Registry
+from ..surrogate import Surrogate, get_surrogate
 from ..training.device import model_device
 from .defense import true_gradients
 
@@ -49,10 +56,15 @@ __all__ = [
     "fgsm",
     "pgd",
     "adaptive_pgd",
+    "adaptive_surrogate_pgd",
+    "backward_surrogate",
+    "SURROGATE_GRID",
     "transfer",
     "square",
     "run_attack",
     "robust_accuracy",
+    "robust_mask",
+    "per_image_worst_case",
     "check_budget",
 ]
 
@@ -298,6 +310,107 @@ def adaptive_pgd(
         return pgd(model, x, y, eps, eot=eot, **kwargs)
 
 
+SURROGATE_GRID: tuple[tuple[str, float], ...] = (
+    ("atan", 1.0),
+    ("atan", 4.0),
+    ("sigmoid", 2.0),
+    ("sigmoid", 8.0),
+    ("rectangular", 0.5),
+    ("rectangular", 2.0),
+    ("triangle", 0.5),
+    ("triangle", 2.0),
+)
+"""The surrogates :func:`adaptive_surrogate_pgd` tries by default: four shapes of
+:data:`~spikeweave.surrogate.SURROGATES`, each at half and twice its default sharpness ``α``
+(a wider and a narrower backward window than training used)."""
+
+
+@contextmanager
+def backward_surrogate(model: nn.Module, surrogate: Surrogate) -> Iterator[nn.Module]:
+    """Within the block every spiking neuron of ``model`` uses ``surrogate`` in backward (the
+    forward is the Heaviside step whatever the surrogate, so outputs are unchanged). Each
+    neuron's own surrogate is restored on exit, also after an exception."""
+    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+    before = [n.surrogate for n in neurons]
+    for n in neurons:
+        n.surrogate = surrogate
+    try:
+        yield model
+    finally:
+        for n, sg in zip(neurons, before, strict=True):
+            n.surrogate = sg
+
+
+def _surrogates(grid: Sequence[Any]) -> list[Surrogate]:
+    """``grid`` items -- a Surrogate, or a ``(name, alpha)`` pair -- as surrogates."""
+    if isinstance(grid, str | bytes) or not isinstance(grid, Sequence):
+        raise ConfigError("surrogates must be a sequence of (name, alpha) pairs or Surrogates")
+    out = []
+    for item in grid:
+        if isinstance(item, Surrogate):
+            out.append(item)
+        elif isinstance(item, tuple | list) and len(item) == 2 and isinstance(item[0], str):
+            out.append(get_surrogate(item[0], item[1]))  # one-line ConfigErrors
+        else:
+            raise ConfigError(
+                f"a surrogate to try must be a Surrogate or a (name, alpha) pair, got {item!r}"
+            )
+    return out
+
+
+def adaptive_surrogate_pgd(
+    target: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    surrogates: Sequence[Any] = SURROGATE_GRID,
+    eot: int = 1,
+    generator: torch.Generator | None = None,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """The attacker chooses the surrogate: :func:`adaptive_pgd` (true gradients through the
+    defense, EOT) first with the model's own surrogates, then once per entry of
+    ``surrogates`` (a :class:`~spikeweave.surrogate.Surrogate` or ``(name, alpha)``; default
+    :data:`SURROGATE_GRID`) put into every spiking neuron's backward pass. Each try attacks
+    only the images no earlier try fooled, from the random start ``generator`` gave the first
+    (its state is rewound per try); per image the first successful try's image is kept, so an
+    image survives only if every surrogate's attack failed on it, and the result fools every
+    image the plain adaptive attack with the same ``generator`` state fools. The model's own
+    surrogates are restored afterwards. Other arguments as :func:`pgd`; a model without spiking
+    neurons gets the first try only (the others would repeat it)."""
+    model = as_classifier(target)
+    tries: list[Surrogate | None] = [None, *_surrogates(surrogates)]
+    if not any(isinstance(m, SpikingNeuron) for m in model.modules()):
+        tries = [None]
+    state = None if generator is None else generator.get_state()
+    best: torch.Tensor | None = None
+    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
+    with true_gradients(model):
+        for sg in tries:
+            idx = (~done).nonzero()[:, 0]
+            if idx.numel() == 0:
+                break
+            if state is not None:
+                generator.set_state(state)  # type: ignore[union-attr]
+            swap = nullcontext() if sg is None else backward_surrogate(model, sg)
+            with swap:
+                x_try = pgd(model, x[idx], y[idx], eps, eot=eot, generator=generator, **kwargs)
+            with _frozen(model):
+                hit = _wrong(model, x_try, y[idx], eot)
+            if best is None:  # the first try covers every image: its result is the default
+                best = x_try.clone()
+                done = hit.clone()
+                continue
+            best[idx[hit]] = x_try[hit]
+            done[idx[hit]] = True
+    assert best is not None  # the first try always runs
+    check_budget(
+        best, x, _check_eps(eps), kwargs.get("norm", "linf"), kwargs.get("bounds", (0.0, 1.0))
+    )
+    return best
+
+
 def transfer(
     target: Any,
     x: torch.Tensor,
@@ -401,6 +514,11 @@ ATTACKS: Registry[Callable[..., torch.Tensor]] = Registry("attack")
 ATTACKS.register("fgsm", fgsm, help="fast gradient sign method, one L∞ step")
 ATTACKS.register("pgd", pgd, help="projected gradient descent, L∞ or L2, random start")
 ATTACKS.register("adaptive", adaptive_pgd, help="PGD through the true forward (BPDA) with EOT")
+ATTACKS.register(
+    "adaptive-surrogate",
+    adaptive_surrogate_pgd,
+    help="adaptive PGD once per backward surrogate (shape and sharpness); per-image worst case",
+)
 ATTACKS.register("transfer", transfer, help="PGD on a separately trained source model")
 ATTACKS.register("square", square, help="Square Attack: score-based, gradient-free, L∞")
 
@@ -410,6 +528,37 @@ def run_attack(
 ) -> torch.Tensor:
     """The attack registered as ``name`` on ``target`` (``ConfigError`` if unknown)."""
     return ATTACKS.get(name)(target, x, y, eps, **options)
+
+
+def robust_mask(
+    name: str,
+    target: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    *,
+    batch_size: int = 250,
+    seed: int = 0,
+    **options: Any,
+) -> torch.Tensor:
+    """Per image of ``x``, whether the target still classifies it correctly under attack
+    ``name`` at ``eps``: a bool tensor ``[len(x)]`` on the CPU. Batches of ``batch_size``; the
+    attack's randomness is seeded by ``seed``."""
+    _check_eps(eps)
+    model = as_classifier(target)
+    gen = torch.Generator().manual_seed(seed)
+    if name in ("pgd", "adaptive", "adaptive-surrogate", "transfer", "square"):
+        options = {"generator": gen, **options}
+    masks = []
+    device = model_device(model)  # the images go where the model is
+    with torch.random.fork_rng(devices=[]):  # the model's own randomness is seeded too
+        torch.manual_seed(seed)
+        for i in range(0, len(x), batch_size):
+            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
+            x_adv = run_attack(name, model, xb, yb, eps, **options)
+            with _frozen(model):
+                masks.append((~_wrong(model, x_adv, yb)).cpu())
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
 
 
 def robust_accuracy(
@@ -424,19 +573,35 @@ def robust_accuracy(
     **options: Any,
 ) -> float:
     """Fraction of ``x`` the target still classifies correctly under attack ``name`` at
-    ``eps``, in batches of ``batch_size``; the attack's randomness is seeded by ``seed``."""
-    _check_eps(eps)
-    model = as_classifier(target)
-    gen = torch.Generator().manual_seed(seed)
-    if name in ("pgd", "adaptive", "transfer", "square"):
-        options = {"generator": gen, **options}
-    correct = 0
-    device = model_device(model)  # the images go where the model is
-    with torch.random.fork_rng(devices=[]):  # the model's own randomness is seeded too
-        torch.manual_seed(seed)
-        for i in range(0, len(x), batch_size):
-            xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-            x_adv = run_attack(name, model, xb, yb, eps, **options)
-            with _frozen(model):
-                correct += int((~_wrong(model, x_adv, yb)).sum())
-    return correct / max(len(x), 1)
+    ``eps`` (:func:`robust_mask`'s mean), in batches of ``batch_size``; the attack's
+    randomness is seeded by ``seed``."""
+    mask = robust_mask(name, target, x, y, eps, batch_size=batch_size, seed=seed, **options)
+    return int(mask.sum()) / max(len(x), 1)
+
+
+def per_image_worst_case(success: Mapping[str, torch.Tensor]) -> float:
+    """Robust accuracy over several attacks on the same images, per image: the share of images
+    on which **every** attack failed.
+
+    ``success[attack]`` is a bool tensor ``[n]``, True where that attack fooled the model on
+    image ``i`` (an image misclassified without attack counts as fooled). This is at most the
+    minimum over the attacks' own robust accuracies, and lower when different attacks break
+    different images. InputError for no attacks, no images, or masks of different shapes."""
+    if not isinstance(success, Mapping) or not success:
+        raise InputError("per_image_worst_case needs at least one attack's per-image success")
+    masks = list(success.values())
+    n = None
+    for name, m in success.items():
+        if not isinstance(m, torch.Tensor) or m.dtype != torch.bool or m.dim() != 1:
+            raise InputError(f"success of {name!r} must be a 1-D bool tensor [n], got {m!r}")
+        if n is not None and len(m) != n:
+            raise InputError(
+                f"every attack must be judged on the same images: {name!r} has {len(m)}, not {n}"
+            )
+        n = len(m)
+    if not n:
+        raise InputError("per_image_worst_case needs at least one image")
+    fooled = torch.zeros(n, dtype=torch.bool)
+    for m in masks:
+        fooled |= m.cpu()
+    return int((~fooled).sum()) / n

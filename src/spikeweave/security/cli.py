@@ -184,9 +184,10 @@ def plot_accuracy_vs_eps(
 
 
 # Which attacks read each option the command line offers; any other attack would ignore it.
+_PGD_LIKE = ("pgd", "adaptive", "adaptive-surrogate", "transfer")
 _READ_BY = {
-    "steps": ("pgd", "adaptive", "transfer"),
-    "norm": ("pgd", "adaptive", "transfer", "square"),
+    "steps": _PGD_LIKE,
+    "norm": (*_PGD_LIKE, "square"),
     "source": ("transfer",),
 }
 
@@ -229,11 +230,12 @@ def attack_command(
 
     Args:
         run_dir: a directory written by ``spikeweave train``.
-        attack: ``fgsm``, ``pgd``, ``adaptive``, ``transfer`` or ``square``.
+        attack: ``fgsm``, ``pgd``, ``adaptive``, ``adaptive-surrogate``, ``transfer`` or
+            ``square``.
         eps: budgets in input units (``[0, 1]`` pixels), each ``>= 0``.
-        steps / norm / step_size / eot: PGD's settings (``adaptive`` and ``transfer`` too);
-            ``steps`` defaults to 20 and ``norm`` to ``linf`` (``square`` takes ``norm``
-            too). Given to an attack that does not read them, they are refused.
+        steps / norm / step_size / eot: PGD's settings (``adaptive``, ``adaptive-surrogate``
+            and ``transfer`` too); ``steps`` defaults to 20 and ``norm`` to ``linf`` (``square``
+            takes ``norm`` too). Given to an attack that does not read them, they are refused.
         samples: how many images of ``split`` to attack (a seeded random subset), >= 1.
         queries: the square attack's query budget per image.
         source: the transfer attack's source run directory (a separately trained model).
@@ -269,7 +271,7 @@ def attack_command(
     earlier = attack_records(out / "attack.json")  # a bad file is refused before the attack
     target = as_classifier(run)
     options: dict[str, Any] = {}
-    if attack in ("pgd", "adaptive", "transfer"):
+    if attack in _PGD_LIKE:
         options.update(steps=steps, norm=norm, step_size=step_size, eot=eot)
         if attack == "pgd":
             options.pop("eot")
@@ -296,10 +298,10 @@ def attack_command(
         "run": str(run.path),
         "attack": attack,
         "norm": "linf" if attack in ("fgsm", "square") else norm,
-        "steps": steps if attack in ("pgd", "adaptive", "transfer") else None,
+        "steps": steps if attack in _PGD_LIKE else None,
         "step_size": step_size,
         "queries": queries if attack == "square" else None,
-        "eot": eot if attack in ("adaptive", "transfer") else None,
+        "eot": eot if attack in ("adaptive", "adaptive-surrogate", "transfer") else None,
         "source": None if source is None else str(source),
         "split": split,
         "samples": len(x),
