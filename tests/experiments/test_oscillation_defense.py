@@ -4,6 +4,7 @@ real ``--quick`` run uses mnist5k and is timed separately)."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -23,14 +24,19 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     def tiny(quick: bool):
         return {
             "config": TrainConfig(
-                dataset="digits", model="mlp", hidden=[32], steps=4, epochs=1, lr=1e-2
+                dataset="digits", model="mlp", hidden=[32], steps=4, epochs=1, lr=1e-2,
+                val_fraction=0.1,
             ),
             "samples": 30,
             "eps": [0.0, 0.1, 0.2, 0.3],
             "steps": 20,
             "queries": 30,
             "adv": {"eps": 0.1, "steps": 1},
-        }
+            "sweep": {"amplitude": [0.3], "frequency": [0.25], "fake_form": ["square"],
+                      "fake_phase": [math.pi / 2, math.pi]},
+            "sweep_eps": [0.1],
+            "val_samples": 40,
+        }  # fmt: skip
 
     monkeypatch.setattr(od, "_settings", tiny)
     report, folder = run_experiment(
@@ -39,6 +45,27 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     data = json.loads((folder / "report.json").read_text())
     res = data["results"]
     assert set(res["per_seed"]) == set(od.ARMS)
+    assert res["images"] == 30 and res["seeds"] == [0]
+    # the positive control: every setting of the sweep, on validation images, before the rest
+    sweep = res["sweep"]
+    assert sweep["split"].startswith("validation") and sweep["images"] == 40
+    assert [(p["fake_form"], p["fake_phase"]) for p in sweep["points"]] == [
+        ("square", math.pi / 2),
+        ("square", math.pi),
+    ]
+    for p in sweep["points"]:
+        (curve,) = p["per_seed"]
+        assert len(curve) == 1 and 0.0 <= curve[0] <= 1.0
+    means = [p["mean"] for p in sweep["points"]]
+    chosen = next(p for p in sweep["points"] if p["mean"] == max(means))
+    assert sweep["best"] == {k: chosen[k] for k in sweep["best"]}
+    lif_sweep = sweep["lif"][0][0]
+    assert sweep["best_minus_lif_points"] == pytest.approx(100 * (max(means) - lif_sweep))
+    assert sweep["margin_points"] == od.APPARENT_MARGIN
+    assert sweep["apparent_robustness"] == (sweep["best_minus_lif_points"] > od.APPARENT_MARGIN)
+    assert (folder / "defense_sweep.png").stat().st_size > 1000
+    verdict = data["verdict"]
+    assert ("Positive control failed" in verdict) != sweep["apparent_robustness"]
     assert res["forward_identical"] == [True]  # defense leaves the forward bit-identical
     for arm in od.ARMS:
         (r,) = res["per_seed"][arm]
@@ -46,6 +73,12 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
             assert len(r[attack]) == 4
             assert r[attack][0] == pytest.approx(r["clean"])
             assert all(a <= r["clean"] + 1e-9 for a in r[attack])  # attacks never help
+        # per image: no higher than any attack, nor than the minimum over their means
+        for i in range(4):
+            assert r["worst_case"][i] <= r["min_of_attack_means"][i] + 1e-12
+            assert r["min_of_attack_means"][i] == min(r[a][i] for a in od.ATTACK_NAMES)
+        # the surrogate-choosing attack starts with the adaptive attack's own try
+        assert all(s <= a for s, a in zip(r["adaptive-surrogate"], r["adaptive"], strict=True))
         assert set(res["sanity"][arm]) == {
             "iterative_at_least_single_step",
             "more_steps_do_not_help",
