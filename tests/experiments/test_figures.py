@@ -64,6 +64,33 @@ def test_oscillation_robust_accuracy_panels_share_a_labelled_y_axis_and_one_key(
     assert [t.get_text() for t in figures[0].legends[0].get_texts()] == list(od.ARMS)
 
 
+def test_the_defense_sweep_heatmap_labels_its_axes_with_units_and_frames_the_chosen_cell(
+    tmp_path,
+):
+    grid = {"amplitude": [0.3, 0.6], "frequency": [0.25], "fake_form": ["square"],
+            "fake_phase": [1.5, 3.0]}  # fmt: skip
+    oscs, fakes = od._grid(grid)
+    points = [
+        {"amplitude": a, "frequency": f, "fake_form": form, "fake_phase": ph, "mean": m}
+        for (a, f), (form, ph), m in zip(
+            [(o) for o in oscs for _ in fakes], [f for _ in oscs for f in fakes],
+            [0.1, 0.2, 0.6, 0.3], strict=True,
+        )
+    ]  # fmt: skip
+    sweep = {"grid": grid, "points": points, "lif": [[0.1]], "eps": [0.1],
+             "best": {"amplitude": 0.6, "frequency": 0.25, "fake_form": "square",
+                      "fake_phase": 1.5}}  # fmt: skip
+    with saved_figures() as figures:
+        path = od.OscillationDefense._plot_sweep(tmp_path, sweep)
+    assert path == tmp_path / "defense_sweep.png" and path.is_file()
+    assert_readable(figures, expected=1)
+    ax = figures[0].axes[0]
+    assert "(rad)" in ax.get_xlabel() and "cycles/step" in ax.get_ylabel()
+    assert [t.get_text() for t in ax.texts] == ["10.0", "20.0", "60.0", "30.0"]
+    (frame,) = ax.patches  # the chosen setting: row A=0.6, first fake backward
+    assert frame.get_xy() == (-0.5, 0.5)
+
+
 def test_reconstruction_grid_is_an_image_grid_with_a_heading(tmp_path):
     images = torch.rand(3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
     masks = (images > 0.5).float()

@@ -3,8 +3,9 @@
 - :func:`true_gradients` -- every :class:`~spikeweave.neurons.OscillatingLIF` backpropagates
   its true oscillation inside the block (for adaptive attackers and tests).
 - :mod:`spikeweave.security.attacks` -- FGSM, PGD (L∞/L2), adaptive PGD (true gradients +
-  EOT), transfer and Square Attack, on a :func:`~spikeweave.load_run` run or any ``nn.Module``
-  classifier of images in ``[0, 1]``.
+  EOT), adaptive PGD over the attacker's choice of surrogate, transfer and Square Attack, on a
+  :func:`~spikeweave.load_run` run or any ``nn.Module`` classifier of images in ``[0, 1]``;
+  the per-image worst case over several attacks.
 - :mod:`spikeweave.security.reference` -- the Adversarial Robustness Toolbox beside ours: its
   PGD for cross-checks and an AutoAttack-style ensemble with a per-image worst case
   (``pip install 'spikeweave[attacks]'``).
