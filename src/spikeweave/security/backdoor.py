@@ -1,4 +1,21 @@
-"""Backdoor poisoning (BadNets style): a small trigger patch that flips a classifier to a target.
+"""Backdoor poisoning: a trigger that flips a classifier to a target class, of three kinds.
+
+- ``badnets`` (Gu et al. 2017, arXiv 1708.06733): a small ``s×s`` patch pasted at a random
+  (seeded) or fixed place.
+- ``blended`` (Chen et al. 2017, arXiv 1712.05526, "blended injection"): ``x' = (1 − a)·x +
+  a·pattern`` with one seeded uniform-noise ``pattern [C, H, W]`` (their random-pattern trigger)
+  and blend ratio ``a`` (default 0.1; Chen et al. study several ratios, BackdoorBench's default
+  is 0.2).
+- ``wanet`` (Nguyen & Tran 2021, arXiv 2102.10369): one fixed smooth warp. A seeded ``k×k`` field
+  of 2-D offsets in ``[-1, 1]`` (normalised by its mean magnitude) is upsampled bicubically to
+  ``H×W``, scaled by ``s / H`` and added to the identity sampling grid, clamped to the image;
+  ``torch.nn.functional.grid_sample`` (bilinear, ``align_corners=True``) resamples the image.
+  Defaults ``k = 4``, ``s = 0.5`` (their MNIST setting). Noise mode (their "cross" images: the
+  grid plus random offsets, labels kept) is off by default (``warp_noise`` 0); when on, each
+  noise image's offsets are fixed from the seed (the paper redraws them every batch).
+
+Blending and bilinear warping are convex combinations of pixels, so images in ``[0, 1]`` stay
+in ``[0, 1]``.
 
 Images are ``[N, C, H, W]`` floats in ``[0, 1]``; a trigger is ``[C, s, s]`` (``C`` 1 is
 pasted on every channel) in ``[0, 1]``, pasted with its top-left corner at ``(row, col)``.
@@ -10,8 +27,10 @@ pasted on every channel) in ``[0, 1]``, pasted with its top-left corner at ``(ro
 - :class:`PoisonedDataset` -- the same on a map-style dataset, item by item, for the trainer:
   the ``backdoor`` training-split transform (:class:`BackdoorOptions` in a config's
   ``[train_transforms.backdoor]`` table, ``spikeweave train --poison-fraction ...``).
+- :class:`Trigger` -- a trigger of any kind, ready to apply to images.
 - :func:`attack_success_rate` -- the share of non-target images a classifier sends to
-  ``target`` once they carry a trigger.
+  ``target`` once they carry a trigger; :func:`triggered_metrics` -- the same and the robust
+  accuracy (those images still given their true label) in one pass.
 - :func:`heldout_triggers` -- the 51 black-and-white evaluation patterns (spikeweave's reading
   of the paper's 51 triggers: the true trigger and 50 patterns 1-3 pixel flips away from it).
 
@@ -36,10 +55,15 @@ from ..options import build_options, options_dict
 from ..training.assembly import TRAIN_TRANSFORMS
 
 __all__ = [
+    "POISON_KINDS",
     "TRIGGER_KINDS",
     "BackdoorOptions",
     "PoisonedDataset",
+    "Trigger",
+    "attack_from_config",
     "attack_success_rate",
+    "blend",
+    "defense_effectiveness_rating",
     "check_fraction",
     "check_target",
     "check_trigger",
@@ -52,9 +76,15 @@ __all__ = [
     "poison_dataset",
     "random_positions",
     "trigger_from_config",
+    "triggered_metrics",
+    "warp",
+    "warp_grid",
 ]
 
 TRIGGER_KINDS = ("binary", "grey")
+"""Patterns of a BadNets patch (the ``trigger`` option)."""
+POISON_KINDS = ("badnets", "blended", "wanet")
+"""Kinds of backdoor trigger (the ``kind`` option); runs that record none are ``badnets``."""
 
 
 def check_fraction(fraction: float) -> float:
@@ -183,26 +213,174 @@ def paste(images: torch.Tensor, triggers: torch.Tensor, positions: torch.Tensor)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
+def blend(images: torch.Tensor, pattern: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Blended injection (Chen et al. 2017): ``(1 − ratio)·images + ratio·pattern``.
+
+    ``images [N, C, H, W]``, ``pattern [C|1, H, W]`` in ``[0, 1]``; the result stays in
+    ``[0, 1]`` (a convex combination)."""
+    return (1 - ratio) * images + ratio * pattern.to(images.device, images.dtype)
+
+
+def warp_grid(height: int, width: int, k: int = 4, strength: float = 0.5, seed: int = 0):
+    """WaNet's fixed warping field (Nguyen & Tran 2021, their ``noise_grid`` and
+    ``identity_grid``): a sampling grid ``[H, W, 2]`` of ``(x, y)`` in ``[-1, 1]``.
+
+    ``k×k`` seeded offsets uniform in ``[-1, 1]``, divided by their mean magnitude, upsampled
+    bicubically (``align_corners=True``) to ``H×W``, scaled by ``strength / H`` and added to the
+    identity grid; clamped to ``[-1, 1]`` so every sample lies inside the image."""
+    gen = torch.Generator().manual_seed(seed)
+    ins = torch.rand(1, 2, k, k, generator=gen) * 2 - 1
+    ins = ins / ins.abs().mean()
+    field = nn.functional.interpolate(ins, size=(height, width), mode="bicubic",
+                                      align_corners=True)  # fmt: skip
+    field = field.permute(0, 2, 3, 1)[0]  # [H, W, 2]
+    ys = torch.linspace(-1, 1, height)
+    xs = torch.linspace(-1, 1, width)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    identity = torch.stack([gx, gy], -1)  # grid_sample reads (x, y)
+    return (identity + strength * field / height).clamp(-1, 1)
+
+
+def warp(images: torch.Tensor, grid: torch.Tensor, noise: torch.Tensor | None = None):
+    """``images [N, C, H, W]`` resampled at ``grid [H, W, 2]`` (plus ``noise [N, H, W, 2]`` for
+    WaNet's noise-mode images; the sum is clamped to ``[-1, 1]``): bilinear, so the result
+    stays in the input's range."""
+    g = grid.to(images.device, images.dtype).expand(images.shape[0], *grid.shape)
+    if noise is not None:
+        g = (g + noise.to(images.device, images.dtype)).clamp(-1, 1)
+    return nn.functional.grid_sample(images, g, mode="bilinear", padding_mode="border",
+                                     align_corners=True)  # fmt: skip
+
+
+class Trigger:
+    """One backdoor trigger of any kind (:data:`POISON_KINDS`), ready to apply to images.
+
+    Attributes:
+        kind: ``badnets``, ``blended`` or ``wanet``.
+        patch: badnets: ``[C, s, s]``; ``position``: a fixed top-left corner or None (random).
+        pattern, ratio: blended: ``[C, H, W]`` and the blend ratio.
+        grid, noise_ratio: wanet: the sampling grid ``[H, W, 2]`` and the share of noise-mode
+            images per poisoned image (0: off).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        patch: torch.Tensor | None = None,
+        position: Sequence[int] | None = None,
+        pattern: torch.Tensor | None = None,
+        ratio: float = 0.0,
+        grid: torch.Tensor | None = None,
+        noise_ratio: float = 0.0,
+    ) -> None:
+        if kind not in POISON_KINDS:
+            raise ConfigError(f"unknown backdoor kind {kind!r}; choose one of "
+                              f"{', '.join(POISON_KINDS)}")  # fmt: skip
+        part, value = {"badnets": ("patch", patch), "blended": ("pattern", pattern),
+                       "wanet": ("grid", grid)}[kind]  # fmt: skip
+        if value is None:
+            raise ConfigError(f"a {kind} trigger needs its {part}")
+        self.kind = kind
+        self.patch = patch
+        self.position = tuple(position) if position else None
+        self.pattern = pattern
+        self.ratio = float(ratio)
+        self.grid = grid
+        self.noise_ratio = float(noise_ratio)
+
+    def to(self, device: Any) -> Trigger:
+        """The same trigger with its tensors on ``device``."""
+        moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v)
+                 for k, v in vars(self).items()}  # fmt: skip
+        out = object.__new__(Trigger)
+        out.__dict__.update(moved)
+        return out
+
+    def positions(self, n: int, image_hw: Sequence[int], generator: torch.Generator | None):
+        """badnets: the patch corners ``[n, 2]`` (seeded random or the fixed position);
+        other kinds: None (the same trigger on every image)."""
+        if self.kind != "badnets":
+            return None
+        return random_positions(n, image_hw, self.patch.shape[-1], generator, self.position)
+
+    def apply(self, images: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``images [N, C, H, W]`` with the trigger (badnets: at ``positions [N, 2]``)."""
+        if self.kind == "badnets":
+            return paste(images, self.patch, positions)
+        if self.kind == "blended":
+            return blend(images, self.pattern, self.ratio)
+        return warp(images, self.grid)
+
+
+def defense_effectiveness_rating(
+    clean_before: float, asr_before: float, clean_after: float, asr_after: float
+) -> float:
+    """DER = [max(0, ΔASR) − max(0, ΔC-Acc) + 1] / 2, with Δ the *drop* a defense causes
+    (before − after), all as fractions; in ``[0, 1]``, 1 = ASR 1 → 0 with no accuracy lost,
+    0.5 = nothing changed. Defined by Zhu et al. 2023 (FT-SAM, arXiv 2304.11823, eq. 7) and
+    reported by BackdoorBench."""
+    return (max(0.0, asr_before - asr_after) - max(0.0, clean_before - clean_after) + 1) / 2
+
+
+def _as_trigger(trigger: torch.Tensor | Trigger, image_shape: Sequence[int],
+                position: Sequence[int] | None) -> Trigger:  # fmt: skip
+    """``trigger`` (a BadNets patch ``[C|1, s, s]`` or a :class:`Trigger`) as a
+    :class:`Trigger` checked against images ``(C, H, W)``."""
+    if not isinstance(trigger, Trigger):
+        patch = check_trigger(trigger, image_shape).contiguous()
+        return Trigger("badnets", patch=patch, position=position or None)
+    if position:
+        raise ConfigError("a Trigger carries its own position; pass none beside it")
+    if len(image_shape) != 3:
+        raise InputError(
+            f"backdoor triggers need images shaped (C, H, W), got {tuple(image_shape)}"
+        )
+    c, h, w = (int(v) for v in image_shape)
+    if trigger.kind == "badnets":
+        check_trigger(trigger.patch, image_shape)
+    elif trigger.kind == "blended":
+        pc, ph, pw = trigger.pattern.shape
+        if (ph, pw) != (h, w) or pc not in (1, c):
+            raise ConfigError(f"a blended pattern {tuple(trigger.pattern.shape)} does not fit "
+                              f"images ({c}, {h}, {w})")  # fmt: skip
+    elif tuple(trigger.grid.shape) != (h, w, 2):
+        raise ConfigError(f"a wanet grid {tuple(trigger.grid.shape)} does not fit {h}x{w} images")
+    return trigger
+
+
 def _poison_plan(
-    n: int,
-    image_hw: Sequence[int],
-    size: int,
-    fraction: float,
-    seed: int,
-    position: Sequence[int] | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(mask [N] bool, corners [N, 2])`` of BadNets poisoning for ``seed``: which items
-    carry the trigger and where; :func:`poison` and :class:`PoisonedDataset` share it, so
-    both choose the same images and positions."""
+    n: int, image_hw: Sequence[int], trigger: Trigger, fraction: float, seed: int
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+    """``(mask [N] bool, corners [N, 2] | None, noise_mask [N] bool, noise_seeds [N] | None)``
+    of poisoning for ``seed``: which items carry the trigger, where (badnets), and which carry
+    WaNet's noise-mode warp (labels kept) with the seed of each one's offsets. :func:`poison` and
+    :class:`PoisonedDataset` share it, so both choose the same images and positions."""
     mask = choose_poisoned(n, fraction, seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    return mask, random_positions(n, image_hw, size, gen, position)
+    corners = trigger.positions(n, image_hw, gen)
+    noise = torch.zeros(n, dtype=torch.bool)
+    seeds = None
+    if trigger.kind == "wanet" and trigger.noise_ratio > 0:
+        k = int(mask.sum())
+        want = min(math.floor(trigger.noise_ratio * k + 0.5), n - k)
+        free = torch.nonzero(~mask).flatten()
+        g = torch.Generator().manual_seed(seed + 4)
+        noise[free[torch.randperm(len(free), generator=g)[:want]]] = True
+        seeds = torch.randint(0, 2**62, (n,), generator=g)
+    return mask, corners, noise, seeds
+
+
+def _noise_offsets(seed: int, height: int, width: int) -> torch.Tensor:
+    """WaNet's noise-mode offsets ``[H, W, 2]`` for one image: uniform in ``[-1, 1]`` / H."""
+    gen = torch.Generator().manual_seed(int(seed))
+    return (torch.rand(height, width, 2, generator=gen) * 2 - 1) / height
 
 
 def poison(
     images: torch.Tensor,
     labels: torch.Tensor,
-    trigger: torch.Tensor,
+    trigger: torch.Tensor | Trigger,
     target: int,
     fraction: float,
     seed: int = 0,
@@ -210,11 +388,13 @@ def poison(
     position: Sequence[int] | None = None,
     num_classes: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """BadNets poisoning of a batch: ``(images', labels', poisoned_mask [N])``.
+    """Backdoor poisoning of a batch: ``(images', labels', poisoned_mask [N])``.
 
-    Exactly ``round(fraction·N)`` images, chosen with ``seed``, carry ``trigger`` at a random
-    (seeded) or fixed ``position`` and are relabelled ``target``; the others are copied
-    byte for byte. ``num_classes`` defaults to ``max(labels) + 1``.
+    Exactly ``round(fraction·N)`` images, chosen with ``seed``, carry ``trigger`` (a BadNets
+    patch ``[C|1, s, s]`` at a random (seeded) or fixed ``position``, or any :class:`Trigger`)
+    and are relabelled ``target``; the others are copied byte for byte, except WaNet's
+    noise-mode images (warped with noise, labels kept) when its ``noise_ratio`` is on.
+    ``num_classes`` defaults to ``max(labels) + 1``.
     """
     if not isinstance(images, torch.Tensor) or images.dim() != 4:
         raise InputError(
@@ -228,13 +408,16 @@ def poison(
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.numel() else None
     target = check_target(target, num_classes)
-    trig = check_trigger(trigger, images.shape[1:])
-    n = images.shape[0]
-    mask, pos = _poison_plan(n, images.shape[2:], trig.shape[-1], fraction, seed, position)
+    trig = _as_trigger(trigger, images.shape[1:], position)
+    n, h, w = images.shape[0], images.shape[2], images.shape[3]
+    mask, pos, noise, seeds = _poison_plan(n, images.shape[2:], trig, fraction, seed)
     out, lab = images.clone(), labels.clone()
     if bool(mask.any()):
-        out[mask] = paste(images[mask], trig, pos[mask])
+        out[mask] = trig.apply(images[mask], None if pos is None else pos[mask])
         lab[mask] = target
+    if bool(noise.any()):
+        offsets = torch.stack([_noise_offsets(int(s), h, w) for s in seeds[noise]])
+        out[noise] = warp(images[noise], trig.grid, offsets)
     return out, lab, mask
 
 
@@ -244,14 +427,15 @@ class PoisonedDataset(Dataset):
 
     Attributes:
         mask: ``[N]`` bool, the poisoned items.
-        positions: ``[N, 2]`` the patch corners (used only where ``mask``).
-        trigger: ``[C, s, s]``.
+        positions: ``[N, 2]`` the patch corners (badnets; used only where ``mask``), else None.
+        noise_mask: ``[N]`` bool, WaNet's noise-mode items (warped with noise, labels kept).
+        trigger: the :class:`Trigger`.
     """
 
     def __init__(
         self,
         dataset: Dataset,
-        trigger: torch.Tensor,
+        trigger: torch.Tensor | Trigger,
         target: int,
         fraction: float,
         seed: int = 0,
@@ -264,10 +448,10 @@ class PoisonedDataset(Dataset):
         if n == 0:
             raise InputError("cannot poison an empty dataset")
         shape = tuple(torch.as_tensor(dataset[0][0]).shape)
-        self.trigger = check_trigger(trigger, shape).contiguous()
+        self.trigger = _as_trigger(trigger, shape, position)
         self.target = check_target(target, num_classes)
-        self.mask, self.positions = _poison_plan(
-            n, shape[1:], self.trigger.shape[-1], fraction, seed, position
+        self.mask, self.positions, self.noise_mask, self._noise_seeds = _poison_plan(
+            n, shape[1:], self.trigger, fraction, seed
         )
 
     def __len__(self) -> int:
@@ -275,9 +459,14 @@ class PoisonedDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[Any, Any]:
         x, y = self.dataset[i]
+        if bool(self.noise_mask[i]):
+            x = torch.as_tensor(x)
+            offsets = _noise_offsets(int(self._noise_seeds[i]), x.shape[-2], x.shape[-1])
+            return warp(x[None], self.trigger.grid, offsets[None])[0], y
         if not bool(self.mask[i]):
             return x, y
-        x = paste(torch.as_tensor(x)[None], self.trigger, self.positions[i : i + 1])[0]
+        pos = None if self.positions is None else self.positions[i : i + 1]
+        x = self.trigger.apply(torch.as_tensor(x)[None], pos)[0]
         y = torch.tensor(self.target, dtype=y.dtype) if isinstance(y, torch.Tensor) else self.target
         return x, y
 
@@ -290,10 +479,21 @@ class BackdoorOptions:
     Attributes:
         fraction: share of the training split poisoned, in ``[0, 1]`` (required).
         target: the class poisoned images are relabelled to.
-        trigger: ``binary`` or ``grey`` pattern, drawn from ``seed``.
-        trigger_size: the patch's side ``s`` in pixels.
-        position: ``[row, col]`` of the patch's top-left corner; empty: random per image.
+        trigger: badnets: ``binary`` or ``grey`` pattern, drawn from ``seed``.
+        trigger_size: badnets: the patch's side ``s`` in pixels.
+        position: badnets: ``[row, col]`` of the patch's top-left corner; empty: random per
+            image.
         seed: seed of the trigger, the poisoned images and their positions.
+        kind: ``badnets`` (a patch), ``blended`` (a blended noise pattern) or ``wanet`` (a
+            smooth warp); see the module notes. Runs that record no kind are ``badnets``.
+        blend: blended: the blend ratio ``a`` in ``(0, 1]``.
+        warp_k: wanet: the control grid's side ``k`` (2 to the image side).
+        warp_strength: wanet: the warp strength ``s`` (> 0, at most 10).
+        warp_noise: wanet: noise-mode images per poisoned image (0: off; WaNet's noise mode
+            uses 2).
+
+    Options of one kind set away from their defaults for another kind are refused, never
+    ignored.
     """
 
     fraction: float | None = None
@@ -302,6 +502,11 @@ class BackdoorOptions:
     trigger_size: int = 3
     position: tuple[int, ...] = ()
     seed: int = 0
+    kind: str = "badnets"
+    blend: float = 0.1
+    warp_k: int = 4
+    warp_strength: float = 0.5
+    warp_noise: float = 0.0
 
     def __post_init__(self) -> None:
         if self.fraction is None:
@@ -317,12 +522,53 @@ class BackdoorOptions:
                 f"backdoor position is [row, col] (>= 0) or empty for random, got "
                 f"{list(self.position)}"
             )
+        # seed + 1 ... seed + 4 seed the other draws: torch takes seeds up to 2**64 - 1
         if not 0 <= self.seed < 2**63 - 1:
             raise ConfigError(f"backdoor seed must be in [0, 2**63 - 2], got {self.seed}")
+        if self.kind not in POISON_KINDS:
+            raise ConfigError(f"unknown backdoor kind {self.kind!r}; choose one of "
+                              f"{', '.join(POISON_KINDS)}")  # fmt: skip
+        if not (math.isfinite(self.blend) and 0 < self.blend <= 1):
+            raise ConfigError(f"backdoor blend ratio must be in (0, 1], got {self.blend}")
+        if not 2 <= self.warp_k <= 1024:
+            raise ConfigError(f"backdoor warp_k (control grid side) must be in [2, 1024], "
+                              f"got {self.warp_k}")  # fmt: skip
+        if not (math.isfinite(self.warp_strength) and 0 < self.warp_strength <= 10):
+            raise ConfigError(f"backdoor warp_strength must be in (0, 10], got "
+                              f"{self.warp_strength}")  # fmt: skip
+        if not (math.isfinite(self.warp_noise) and 0 <= self.warp_noise <= 100):
+            raise ConfigError(f"backdoor warp_noise (noise images per poisoned image) must be "
+                              f"in [0, 100], got {self.warp_noise}")  # fmt: skip
+        default = BackdoorOptions.__dataclass_fields__
+        owners = {"trigger": "badnets", "trigger_size": "badnets", "position": "badnets",
+                  "blend": "blended", "warp_k": "wanet", "warp_strength": "wanet",
+                  "warp_noise": "wanet"}  # fmt: skip
+        for name, owner in owners.items():
+            if owner != self.kind and getattr(self, name) != default[name].default:
+                raise ConfigError(f"backdoor option {name} applies to kind {owner!r} only, "
+                                  f"not {self.kind!r}; leave it out")  # fmt: skip
 
     def make_trigger(self, channels: int) -> torch.Tensor:
-        """The trigger ``[channels, s, s]`` these options describe."""
+        """The BadNets patch ``[channels, s, s]`` these options describe (badnets runs)."""
+        if self.kind != "badnets":
+            raise ConfigError(f"a {self.kind} backdoor has no patch trigger")
         return make_trigger(self.trigger_size, channels, self.trigger, self.seed)
+
+    def make_attack(self, image_shape: Sequence[int]) -> Trigger:
+        """The :class:`Trigger` these options describe for images ``(C, H, W)``: the same from
+        the same seed, for poisoning the training split and for the test-time ASR."""
+        if len(image_shape) != 3:
+            raise ConfigError(f"poisoning needs image samples (C, H, W), got {tuple(image_shape)}")
+        c, h, w = (int(v) for v in image_shape)
+        if self.kind == "badnets":
+            return Trigger("badnets", patch=self.make_trigger(c), position=self.position or None)
+        if self.kind == "blended":
+            gen = torch.Generator().manual_seed(self.seed + 2)
+            return Trigger("blended", pattern=torch.rand(c, h, w, generator=gen), ratio=self.blend)
+        if self.warp_k > min(h, w):
+            raise ConfigError(f"backdoor warp_k {self.warp_k} exceeds the {h}x{w} image side")
+        grid = warp_grid(h, w, self.warp_k, self.warp_strength, self.seed + 3)
+        return Trigger("wanet", grid=grid, noise_ratio=self.warp_noise)
 
 
 def backdoor_options(cfg: Any) -> BackdoorOptions | None:
@@ -333,11 +579,19 @@ def backdoor_options(cfg: Any) -> BackdoorOptions | None:
 
 
 def trigger_from_config(cfg: Any, channels: int) -> torch.Tensor:
-    """The trigger of a poisoned run's config, for images with ``channels``."""
+    """The BadNets patch of a poisoned run's config, for images with ``channels``."""
     options = backdoor_options(cfg)
     if options is None:
         raise ConfigError("the run was trained without backdoor poisoning: it has no trigger")
     return options.make_trigger(channels)
+
+
+def attack_from_config(cfg: Any, image_shape: Sequence[int]) -> Trigger:
+    """The :class:`Trigger` (any kind) of a poisoned run's config, for images ``(C, H, W)``."""
+    options = backdoor_options(cfg)
+    if options is None:
+        raise ConfigError("the run was trained without backdoor poisoning: it has no trigger")
+    return options.make_attack(image_shape)
 
 
 def poison_dataset(options: BackdoorOptions, dataset: Dataset, num_classes: int | None) -> Dataset:
@@ -350,47 +604,99 @@ def poison_dataset(options: BackdoorOptions, dataset: Dataset, num_classes: int 
         raise ConfigError(f"poisoning needs image samples (C, H, W), got {shape}")
     return PoisonedDataset(
         dataset,
-        options.make_trigger(shape[0]),
+        options.make_attack(shape),
         options.target,
         options.fraction,
         options.seed,
-        position=options.position or None,
         num_classes=num_classes,
     )
 
 
 @torch.no_grad()
+def _triggered_predictions(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    triggers: torch.Tensor | Trigger,
+    target: int,
+    seed: int,
+    batch_size: int,
+    position: Sequence[int] | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(predictions [M], true labels [M])`` of the ``M`` images not of class ``target`` once
+    they carry ``triggers`` (a patch ``[C, s, s]``, one per image ``[N, C, s, s]``, or a
+    :class:`Trigger`); patches go to seeded random positions (or ``position``)."""
+    keep = labels != target
+    x, y = images[keep], labels[keep]
+    if isinstance(triggers, Trigger):
+        trig: Any = triggers
+    else:
+        patch = triggers[keep] if triggers.dim() == 4 else triggers
+        trig = Trigger("badnets", patch=patch, position=position)
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long), y
+    gen = torch.Generator().manual_seed(seed)
+    pos = trig.positions(len(x), x.shape[2:], gen)
+    mode = classifier.training
+    classifier.eval()
+    preds = []
+    try:
+        for i in range(0, len(x), batch_size):
+            if trig.kind == "badnets" and trig.patch.dim() == 4:  # one patch per image
+                xt = paste(x[i : i + batch_size], trig.patch[i : i + batch_size],
+                           pos[i : i + batch_size])  # fmt: skip
+            else:
+                xt = trig.apply(
+                    x[i : i + batch_size], None if pos is None else pos[i : i + batch_size]
+                )
+            preds.append(classifier(xt).argmax(-1))
+    finally:
+        classifier.train(mode)
+    return torch.cat(preds), y
+
+
 def attack_success_rate(
     classifier: nn.Module,
     images: torch.Tensor,
     labels: torch.Tensor,
-    triggers: torch.Tensor,
+    triggers: torch.Tensor | Trigger,
     target: int,
     seed: int = 0,
     batch_size: int = 500,
     position: Sequence[int] | None = None,
 ) -> float:
     """Share of the images not of class ``target`` that ``classifier`` (``images -> scores
-    [B, K]``) assigns to ``target`` once they carry ``triggers`` (``[C, s, s]``, or one per
-    image ``[N, C, s, s]``) at seeded random positions (or ``position``)."""
-    keep = labels != target
-    x = images[keep]
-    trig = triggers[keep] if triggers.dim() == 4 else triggers
-    if len(x) == 0:
-        return math.nan
-    gen = torch.Generator().manual_seed(seed)
-    pos = random_positions(len(x), x.shape[2:], trig.shape[-1], gen, position)
-    mode = classifier.training
-    classifier.eval()
-    hits = 0
-    try:
-        for i in range(0, len(x), batch_size):
-            t = trig[i : i + batch_size] if trig.dim() == 4 else trig
-            xt = paste(x[i : i + batch_size], t, pos[i : i + batch_size])
-            hits += int((classifier(xt).argmax(-1) == target).sum())
-    finally:
-        classifier.train(mode)
-    return hits / len(x)
+    [B, K]``) assigns to ``target`` once they carry ``triggers`` (a patch ``[C, s, s]``, one per
+    image ``[N, C, s, s]``, at seeded random positions or ``position``; or a :class:`Trigger`).
+    NaN when every image is of class ``target``."""
+    preds, _ = _triggered_predictions(classifier, images, labels, triggers, target, seed,
+                                      batch_size, position)  # fmt: skip
+    return math.nan if len(preds) == 0 else int((preds == target).sum()) / len(preds)
+
+
+def triggered_metrics(
+    classifier: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    triggers: torch.Tensor | Trigger,
+    target: int,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> dict[str, float]:
+    """BackdoorBench's triggered-input metrics on the images not of class ``target``, with
+    ``triggers`` applied as :func:`attack_success_rate` applies them (the same draws):
+
+    - ``asr``: the share sent to ``target`` (attack success rate);
+    - ``robust_accuracy`` (R-Acc): the share still given its true label.
+
+    NaN for both when every image is of class ``target``."""
+    preds, y = _triggered_predictions(classifier, images, labels, triggers, target, seed,
+                                      batch_size, None)  # fmt: skip
+    if len(preds) == 0:
+        return {"asr": math.nan, "robust_accuracy": math.nan}
+    y = y.to(preds.device)
+    return {"asr": int((preds == target).sum()) / len(preds),
+            "robust_accuracy": int((preds == y).sum()) / len(preds)}  # fmt: skip
 
 
 def heldout_triggers(trigger: torch.Tensor, count: int = 51, seed: int = 0) -> torch.Tensor:
@@ -418,12 +724,25 @@ def heldout_triggers(trigger: torch.Tensor, count: int = 51, seed: int = 0) -> t
     return torch.stack(out).view(count, 1, s, s).expand(count, c, s, s).contiguous()
 
 
+_COMMON = ("fraction", "target", "seed")
+RECORDED = {
+    # a badnets run records exactly what spikeweave recorded before other kinds existed (no
+    # kind key: runs that record none are badnets), so its config.json is unchanged
+    "badnets": (*_COMMON, "trigger", "trigger_size", "position"),
+    "blended": (*_COMMON, "kind", "blend"),
+    "wanet": (*_COMMON, "kind", "warp_k", "warp_strength", "warp_noise"),
+}
+"""The options a run records per kind (every one that kind reads, defaults included; the
+other kinds' options are at their defaults, or refused)."""
+
+
 class _BackdoorTransform:
-    """BadNets poisoning as the assembly's ``backdoor`` training-split transform."""
+    """Backdoor poisoning as the assembly's ``backdoor`` training-split transform."""
 
     @staticmethod
     def check(options: Any, where: str) -> dict[str, Any]:
-        return options_dict(build_options(BackdoorOptions, options, where))
+        built = build_options(BackdoorOptions, options, where)
+        return {k: v for k, v in options_dict(built).items() if k in RECORDED[built.kind]}
 
     @staticmethod
     def apply(options: Any, dataset: Dataset, num_classes: int | None) -> Dataset:
@@ -432,5 +751,7 @@ class _BackdoorTransform:
 
 
 TRAIN_TRANSFORMS.register(
-    "backdoor", _BackdoorTransform(), help="BadNets poisoning ([train_transforms.backdoor])"
+    "backdoor",
+    _BackdoorTransform(),
+    help="backdoor poisoning: badnets, blended or wanet ([train_transforms.backdoor])",
 )
