@@ -243,6 +243,12 @@ def train(
     poison_seed: int = typer.Option(
         None, help="Seed of the trigger, the poisoned images and positions. (default: 0)"
     ),
+    poison_kind: str = typer.Option(
+        None,
+        help="Backdoor trigger kind. One of: badnets (a patch) | blended (a blended noise "
+        "pattern) | wanet (a smooth warp); their other options live in "
+        "[train_transforms.backdoor]. (default: badnets)",
+    ),
     out_dir: Path = typer.Option(
         None,
         help=_help("Folder under which the run directory is created.", "out_dir"),  # noqa: B008
@@ -325,8 +331,9 @@ def train(
     )
     given = {k: v for k, v in given.items() if v is not None}
     # the --poison-* flags are the options of the backdoor training-split transform
-    flags = (poison_fraction, poison_target, poison_trigger, poison_trigger_size, poison_seed)
-    keys = ("fraction", "target", "trigger", "trigger_size", "seed")
+    flags = (poison_fraction, poison_target, poison_trigger, poison_trigger_size, poison_seed,
+             poison_kind)  # fmt: skip
+    keys = ("fraction", "target", "trigger", "trigger_size", "seed", "kind")
     poison = {k: v for k, v in zip(keys, flags, strict=True) if v is not None}
     finish_only = False
     if resume is not None:

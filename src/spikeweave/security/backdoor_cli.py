@@ -5,9 +5,14 @@ Plain functions; ``spikeweave/cli.py`` wires them to the command line.
 - The **defender's clean data** are the run's validation split when it held one out
   (``val_fraction``; never poisoned), else a seeded ``samples`` subset of the clean training
   split (loaded without the run's poisoning). Metrics use the test split.
-- A run trained with backdoor poisoning (``[train_transforms.backdoor]``) knows its trigger:
-  ASR (attack success rate) and the 51 held-out patterns are measured with it; for any other
+- A run trained with backdoor poisoning (``[train_transforms.backdoor]``) knows its trigger
+  (any kind: badnets, blended, wanet): ASR (attack success rate) and R-Acc (robust accuracy:
+  triggered non-target images still given their true label) are measured with the same
+  transform, and for a badnets run the 51 held-out patterns around its patch; for any other
   run, ASR is that of the triggers MESA itself found.
+- BackdoorBench's metrics before and after: C-Acc (``clean_accuracy``), ASR (``asr``), R-Acc
+  (``robust_accuracy``) and the defense effectiveness rating ``der`` (Zhu et al. 2023, eq. 7:
+  ``[max(0, ΔASR) − max(0, ΔC-Acc) + 1] / 2`` with Δ the drop).
 - ``defend`` writes ``backdoor_defend.json``, ``triggers_beta<β>.png`` (a grid of sampled
   triggers per β) and a defended copy of the run (``<run>-defended-<defense>``) that
   :func:`~spikeweave.load_run` and ``spikeweave eval`` read like any run.
@@ -28,7 +33,15 @@ from torch import nn
 from ..atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from ..errors import ConfigError, DataError
 from ..options import MAX_INT
-from .backdoor import attack_success_rate, backdoor_options, check_target, heldout_triggers
+from .backdoor import (
+    Trigger,
+    attack_success_rate,
+    backdoor_options,
+    check_target,
+    defense_effectiveness_rating,
+    heldout_triggers,
+    triggered_metrics,
+)
 from .mesa import (
     FinetuneOptions,
     MesaOptions,
@@ -44,6 +57,7 @@ from .mesa import (
 __all__ = [
     "DEFENSES",
     "backdoor_metrics",
+    "der_of",
     "defend_command",
     "parse_betas",
     "parse_target",
@@ -96,11 +110,13 @@ def backdoor_metrics(
     x: torch.Tensor,
     y: torch.Tensor,
     target: int,
-    trigger: torch.Tensor | None,
+    trigger: torch.Tensor | Trigger | None,
     heldout: torch.Tensor | None = None,
     seed: int = 0,
 ) -> dict[str, float | None]:
-    """Clean accuracy, ASR of ``trigger`` and mean / worst ASR over ``heldout [M, C, s, s]``."""
+    """Clean accuracy (C-Acc), ASR and robust accuracy (R-Acc) of ``trigger`` (a patch
+    ``[C, s, s]``, patches ``[N, C, s, s]`` or a :class:`~.backdoor.Trigger` of any kind; None:
+    both None) and mean / worst ASR over ``heldout [M, C, s, s]``."""
     classifier.eval()
     with torch.no_grad():
         correct = sum(
@@ -108,14 +124,24 @@ def backdoor_metrics(
             for i in range(0, len(x), 500)
         )
     out: dict[str, float | None] = {"clean_accuracy": correct / len(x)}
-    out["asr"] = (
-        None if trigger is None else attack_success_rate(classifier, x, y, trigger, target, seed)
-    )
+    rates = None if trigger is None else triggered_metrics(classifier, x, y, trigger, target, seed)
+    out["asr"] = None if rates is None else rates["asr"]
+    out["robust_accuracy"] = None if rates is None else rates["robust_accuracy"]
     if heldout is not None:
         rates = [attack_success_rate(classifier, x, y, t, target, seed) for t in heldout]
         out["heldout_mean_asr"] = sum(rates) / len(rates)
         out["heldout_worst_asr"] = max(rates)
     return out
+
+
+def der_of(before: dict[str, Any], after: dict[str, Any]) -> float | None:
+    """The defense effectiveness rating of two :func:`backdoor_metrics` results (None when
+    either has no ASR)."""
+    if before.get("asr") is None or after.get("asr") is None:
+        return None
+    return defense_effectiveness_rating(
+        before["clean_accuracy"], before["asr"], after["clean_accuracy"], after["asr"]
+    )
 
 
 def plot_trigger_grid(triggers: torch.Tensor, path: Path, title: str, columns: int = 16) -> Path:
@@ -197,7 +223,8 @@ def _check_at_least(flag: str, value: int, minimum: int, what: str) -> None:
 
 def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
     """The run (its model on ``device``), its classifier, defender data ``(xd, yd)`` and test
-    data (on the same device) and the true trigger."""
+    data (on the same device) and the true trigger (a :class:`~.backdoor.Trigger`, or None for a
+    run trained without poisoning)."""
     from .. import data as datasets
     from ..training import load_run
     from ..training.assembly import data_options
@@ -225,7 +252,7 @@ def _load(run_dir: str | Path, samples: int, seed: int, device: str = "cpu"):
     xd, yd, xt, yt = (t.to(run.device) for t in (xd, yd, xt, yt))
     trigger = None
     if options is not None and options.fraction:
-        trigger = options.make_trigger(run.task.spec.input_shape[0]).to(run.device)
+        trigger = options.make_attack(run.task.spec.input_shape).to(run.device)
     return run, clf, (xd, yd, source), (xt, yt), trigger
 
 
@@ -322,6 +349,9 @@ def defend_command(
     chosen = parse_target(target, k)
     if defense == "true" and trigger is None:
         raise ConfigError("--defense true needs a run trained with --poison-fraction (its trigger)")
+    if defense == "true" and trigger.kind != "badnets":
+        raise ConfigError(f"--defense true fine-tunes with the run's patch; this run's trigger is "
+                          f"{trigger.kind}, not a badnets patch")  # fmt: skip
     result: dict[str, Any] = {"run": str(run.path), "defense": defense, "defender_data": source}
     with StageProgress(progress) as bar:
         return _defend(run, clf, xd, yd, xt, yt, trigger, chosen, defense, options, ft,
@@ -351,14 +381,18 @@ def _defend(run, clf, xd, yd, xt, yt, trigger, chosen, defense, options, ft, sca
         single = reverse_engineer_trigger(clf, xd, yd, chosen, options.trigger_size, seed=seed)
         sampler, found = fixed_sampler(single), single
     elif defense == "true":
-        sampler = fixed_sampler(trigger)
+        sampler = fixed_sampler(trigger.patch)
     measured = trigger if trigger is not None else found
-    held = heldout_triggers(trigger) if trigger is not None else None
+    # the 51 held-out patterns are flips of a badnets patch; other kinds have none
+    patch = trigger is not None and trigger.kind == "badnets"
+    held = heldout_triggers(trigger.patch) if patch else None
     result["before"] = backdoor_metrics(clf, xt, yt, chosen, measured, held, seed)
     bar("fine-tuning", 0, 1)
     defended = finetune(clf, xd, yd, sampler, ft, seed)
     bar("fine-tuning", 1, 1)
     result["after"] = backdoor_metrics(defended, xt, yt, chosen, measured, held, seed)
+    result["der"] = der_of(result["before"], result["after"])
+    result["trigger_kind"] = trigger.kind if trigger is not None else None
     result["asr_measured_with"] = "the run's trigger" if trigger is not None else "found triggers"
     result["settings"] = {"mesa": {**vars(options)}, "finetune": {**vars(ft)}, "seed": seed}
     name = f"{Path(run.path).name}-defended-{defense}"
