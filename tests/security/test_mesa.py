@@ -178,7 +178,38 @@ def test_experiment_is_registered_with_both_models():
     assert MesaExperiment.name == "mesa"
     (quick,) = _settings(True)
     assert dict(quick.models) == {"SNN": "convnet", "ANN": "ann"}
-    assert _settings(False)[0].dataset == "mnist5k"
+    assert quick.dataset == "digits" and quick.kinds == ("badnets",)
+    assert len(quick.poison_fractions) == 1
+    full = _settings(False)[0]
+    assert full.dataset == "fashion-mnist" and full.val_fraction == 5000 / 60000
+    assert full.kinds == ("badnets", "blended", "wanet")
+    assert full.poison_fractions == (0.01, 0.05, 0.10) and 0 < full.train_size < 55000
+
+
+@pytest.mark.slow
+def test_tiny_experiment_reports_bench_metrics_per_kind_and_defense(
+    tmp_path, monkeypatch, one_thread
+):
+    from spikeweave.experiments import mesa as exp
+    from spikeweave.experiments import run_experiment
+
+    tiny = exp.MesaSettings(
+        dataset="digits", epochs=1, lr=1e-2, val_fraction=0.3, kinds=("badnets", "blended"),
+        poison_fractions=(0.2,), betas=(0.9,), mesa_steps=3, generator_hidden=16,
+        detect_steps=2, finetune_epochs=1, heldout_images=20, models=(("ANN", "ann"),),
+    )  # fmt: skip
+    monkeypatch.setattr(exp, "_settings", lambda quick: [tiny])
+    _, folder = run_experiment("mesa", quick=True, seeds=1, out_dir=tmp_path, progress=False)
+    res = json.loads((folder / "report.json").read_text())["results"]
+    assert res["seeds"] == [0] and res["images"] == {"digits": len(data.load("digits", "test"))}
+    for kind in ("badnets", "blended"):
+        assert 0 <= res[f"asr_before_{kind}"]["digits"]["ANN"]["0.2"] <= 1
+        (row,) = res["digits"][f"{kind} @ 0.2"]["ANN"]
+        assert {"MESA ensemble", "single trigger", "clean fine-tuning"} <= set(row["after"])
+        for after in row["after"].values():
+            assert 0 <= after["robust_accuracy"] <= 1 and 0 <= after["der"] <= 1
+        assert ("true trigger (ideal)" in row["after"]) == (kind == "badnets")
+        assert ("heldout_worst_asr" in row["before"]) == (kind == "badnets")
 
 
 @pytest.mark.parametrize(
