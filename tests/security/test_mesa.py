@@ -139,6 +139,8 @@ def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
     result = json.loads((tmp_path / "out" / "backdoor_defend.json").read_text())
     assert result["target"] == 2 and result["before"]["asr"] is not None
     assert "heldout_worst_asr" in result["after"]
+    assert 0 <= result["after"]["robust_accuracy"] <= 1 and 0 <= result["der"] <= 1
+    assert result["trigger_kind"] == "badnets"
     assert (tmp_path / "out" / "triggers_beta0.9.png").stat().st_size > 0
     defended = load_run(result["defended_run"])
     assert defended.config.train_transforms["backdoor"]["target"] == 2
