@@ -1,5 +1,5 @@
 """`spikeweave train`'s common options: hidden sizes, weight decay, schedule, threads, early
-stopping and TensorBoard; options that do not apply are refused in one line."""
+stopping, TensorBoard and plots; options that do not apply are refused in one line."""
 
 from __future__ import annotations
 
@@ -77,8 +77,25 @@ def test_train_help_lists_the_common_options():
     code, out, _ = run_main("train", "--help")
     assert code == 0
     for flag in ("--hidden", "--weight-decay", "--schedule", "--gamma", "--threads",
-                 "--early-stopping", "--tensorboard"):  # fmt: skip
+                 "--early-stopping", "--tensorboard", "--no-plots"):  # fmt: skip
         assert flag in out, flag
+
+
+def test_no_plots_skips_only_the_drawing_and_plot_draws_the_pngs_later(tmp_path):
+    run = train(tmp_path, "--epochs", "1", "--no-plots")
+    assert json.loads((run / "config.json").read_text())["plots"] is False
+    assert not list(run.glob("*.png"))
+    # the files the plots are drawn from are all written
+    assert (run / "summary.json").is_file() and (run / "activity.safetensors").is_file()
+    code, out, err = run_main("plot", str(run))
+    assert code == 0, err
+    names = ("training_curves.png", "spike_raster.png", "firing_rates.png")
+    assert out.split() == [str(run / name) for name in names]
+    for name in names:
+        assert (run / name).read_bytes()[:4] == b"\x89PNG", name
+    # a resumed run keeps the setting, like every other
+    code, _, err = run_main("train", "--resume", str(run), "--epochs", "2", "--plots")
+    assert_one_line_error(code, err, "--plots True conflicts with the resumed run's plots = False")
 
 
 @pytest.mark.slow

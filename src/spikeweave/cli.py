@@ -223,6 +223,12 @@ def train(
         help="Log the epoch metrics for TensorBoard under RUN/tensorboard/ (needs the "
         "tensorboard package). (default: off)",
     ),
+    plots: bool = typer.Option(
+        None,
+        "--plots/--no-plots",
+        help="Draw the run's PNG plots when it ends; off, `spikeweave plot RUN` draws them "
+        "later from the run's files. (default: on)",
+    ),
     loss: str = typer.Option(
         None, help=_help("Loss; auto = the task's (classification: ce).", "loss", "ce | mse")
     ),
@@ -306,6 +312,7 @@ def train(
         hidden=_hidden_sizes(hidden) if hidden is not None else None,
         early_stopping=early_stopping,
         tensorboard=tensorboard,
+        plots=plots,
         threads=threads,
         seed=seed,
         surrogate=surrogate,

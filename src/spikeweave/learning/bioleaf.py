@@ -642,6 +642,8 @@ class ApicalMismatch(Callback):
         row.update(apical_row(_unwrap(trainer.model)))
 
     def on_fit_end(self, trainer, summary):  # noqa: D102
+        if not getattr(trainer.config, "plots", True):  # the values stay in metrics.jsonl
+            return
         history = getattr(trainer, "history", [])
         if history and any(k.startswith("apical_") for k in history[-1]):
             plot_apical_mismatch(history, trainer.rundir.path / "apical_mismatch.png")

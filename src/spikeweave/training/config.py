@@ -123,6 +123,10 @@ class TrainConfig:
     ``tensorboard`` writes the epoch metrics as TensorBoard event files under
     ``RUN/tensorboard/`` (:class:`~.callbacks.TensorBoardLog`; needs the ``tensorboard``
     package).
+    ``plots`` (default on) draws the run's PNGs (training curves, spike raster, firing rates,
+    and a method's own, e.g. BioLeaF's apical mismatch) when the run ends. Off, the run still
+    writes every file they are drawn from (``metrics.jsonl``, ``activity.safetensors``), so
+    ``spikeweave plot RUN`` draws them later; it saves the drawing time of many small runs.
 
     ``activation_memory`` is what a training step keeps for its backward
     (:mod:`~.activation`): ``save`` (default: everything), ``pack`` (spikes at 1 bit),
@@ -178,6 +182,7 @@ class TrainConfig:
     threads: int | None = None
     early_stopping: int = 0
     tensorboard: bool = False
+    plots: bool = True
     activation_memory: str = "save"
     eval_batch_size: int = 500
     val_fraction: float = 0.0

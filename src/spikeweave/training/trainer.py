@@ -10,7 +10,8 @@ bottom as the whole training path:
 3. each epoch, batches in a seeded order go through ``method.train_step``; the test split is
    evaluated; callbacks may add to the epoch's row;
 4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
-   the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots.
+   the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots (unless
+   ``config.plots`` is off).
 
 Memory: ``activation_memory`` (:mod:`.activation`) decides what a step keeps for backward;
 the training forward (:meth:`Trainer.forward`) runs the model under it.
@@ -449,7 +450,8 @@ class Trainer:
         return Activity(spikes, labels, predictions)
 
     def finish(self) -> dict[str, Any]:
-        """Write ``summary.json``, the activity record and the plots; return the summary."""
+        """Write ``summary.json``, the activity record and (``config.plots``) the plots; return
+        the summary."""
         from ..plots import firing_rates, plot_run
 
         activity = self.record_activity()
@@ -499,7 +501,8 @@ class Trainer:
         if self.stop_reason is not None:
             summary["stopped_early"] = {"after_epoch": self.epoch, "reason": self.stop_reason}
         self.rundir.write_json(RunDir.SUMMARY, summary)
-        plot_run(self.rundir.path)
+        if self.config.plots:  # off: `spikeweave plot RUN` draws them from the files above
+            plot_run(self.rundir.path)
         return summary
 
     # -- checkpoints ----------------------------------------------------------------------
