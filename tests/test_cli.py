@@ -55,7 +55,9 @@ def test_train_then_eval_then_plot(tmp_path):
 
 def test_config_file_sets_options_and_command_line_overrides_it(tmp_path):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('dataset = "digits"\nmodel = "mlp"\nsteps = 3\nepochs = 1\nseed = 5\n')
+    cfg.write_text(
+        'dataset = "digits"\nmodel = "mlp"\nsteps = 3\nepochs = 1\nseed = 5\nplots = false\n'
+    )
     result = runner.invoke(
         app,
         [

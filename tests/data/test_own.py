@@ -208,7 +208,7 @@ def test_a_corrupt_or_oversized_image_is_a_one_line_data_error(tmp_path, monkeyp
 # -- through the command line -----------------------------------------------------------------
 
 TRAIN = ("--model", "ann-mlp", "--epochs", "1", "--batch-size", "8", "--no-progress",
-         "--device", "cpu")  # fmt: skip
+         "--device", "cpu", "--no-plots")  # fmt: skip
 
 
 def _train(dataset: Path, out: Path) -> Path:

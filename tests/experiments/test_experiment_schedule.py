@@ -47,7 +47,7 @@ from spikeweave.training import TrainConfig
 
 TINY = TrainConfig(
     dataset="digits", model="mlp", hidden=[16], steps=2, epochs=2, batch_size=128,
-    neuron="lif", val_fraction=0.2,
+    neuron="lif", val_fraction=0.2, plots=False,
 )  # fmt: skip
 
 

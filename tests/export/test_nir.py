@@ -70,6 +70,7 @@ def trained(tmp_path_factory):
         batch_size=64,
         out_dir=str(out),
         seed=0,
+        plots=False,
     )
     trainer = Trainer(cfg, progress=False)
     trainer.fit()

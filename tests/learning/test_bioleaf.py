@@ -221,6 +221,7 @@ def test_crashed_run_resumes_to_the_same_weights(tmp_path):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[30], method="bioleaf", epochs=2,
         method_options={"self_predict_batches": 10, "substeps": 4}, out_dir=str(tmp_path),
+        plots=False,
     )  # fmt: skip
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
     full.fit()
@@ -257,6 +258,19 @@ def test_apical_mismatch_callback_rows():
         "apical_test/h1", "apical_test/h2", "apical_test_rel/h1", "apical_test_rel/h2",
     }  # fmt: skip
     assert all(v >= 0 for v in row.values())
+
+
+def test_the_apical_mismatch_plot_is_drawn_only_when_the_run_draws_plots(tmp_path):
+    from types import SimpleNamespace
+
+    history = [{"epoch": e, "apical_train/h1": 0.5 / e, "apical_test/h1": 0.3 / e} for e in (1, 2)]
+    for plots in (False, True):
+        folder = tmp_path / str(plots)
+        folder.mkdir()
+        trainer = SimpleNamespace(config=TrainConfig(plots=plots), history=history,
+                                  rundir=SimpleNamespace(path=folder))  # fmt: skip
+        ApicalMismatch().on_fit_end(trainer, {})
+        assert (folder / "apical_mismatch.png").is_file() is plots
 
 
 def test_apical_mismatch_plot_names_layer_and_phase_of_each_line(tmp_path):

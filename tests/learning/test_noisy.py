@@ -234,6 +234,8 @@ def tiny_config(tmp_path, **kw):
         lr=5e-3,
         out_dir=str(tmp_path),
     )
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 

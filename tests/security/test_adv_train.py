@@ -31,8 +31,9 @@ def test_registered_with_typed_options():
 @pytest.mark.slow
 def test_adversarial_training_runs_records_time_and_loads(tmp_path):
     base = TrainConfig(
-        dataset="digits", model="mlp", steps=2, epochs=2, lr=1e-2, out_dir=str(tmp_path)
-    )
+        dataset="digits", model="mlp", steps=2, epochs=2, lr=1e-2, out_dir=str(tmp_path),
+        plots=False,
+    )  # fmt: skip
     calls = {}
     for name, method in {"bptt": "bptt", "adv": "adv-train"}.items():
         cfg = TrainConfig(**{**base.__dict__, "method": method})

@@ -199,8 +199,9 @@ def test_attack_command_on_a_trained_run(tmp_path):
     from spikeweave.training import TrainConfig, Trainer
 
     cfg = TrainConfig(
-        dataset="digits", model="mlp", steps=2, epochs=3, lr=1e-2, out_dir=str(tmp_path)
-    )
+        dataset="digits", model="mlp", steps=2, epochs=3, lr=1e-2, out_dir=str(tmp_path),
+        plots=False,
+    )  # fmt: skip
     Trainer(cfg, run_dir=tmp_path / "run").fit()
     res = attack_command(tmp_path / "run", "pgd", [0.0, 0.1, 0.3], steps=20, samples=100)
     saved = json.loads((tmp_path / "run" / "attack.json").read_text())
@@ -240,6 +241,7 @@ def test_an_oscillating_run_trains_saves_loads_and_is_attacked(tmp_path):
         epochs=1,
         lr=1e-2,
         out_dir=str(tmp_path),
+        plots=False,
     )
     tr = Trainer(cfg, run_dir=tmp_path / "osc")
     tr.fit()
@@ -319,7 +321,9 @@ def test_every_attack_and_eps_is_kept_in_attack_json_and_old_files_still_read(tm
     from spikeweave.security.cli import attack_command, attack_records
     from spikeweave.training import TrainConfig, Trainer
 
-    cfg = TrainConfig(dataset="digits", model="mlp", steps=2, epochs=1, out_dir=str(tmp_path))
+    cfg = TrainConfig(
+        dataset="digits", model="mlp", steps=2, epochs=1, out_dir=str(tmp_path), plots=False
+    )
     run = tmp_path / "run"
     Trainer(cfg, run_dir=run).fit()
     # an older version's single-record file is read as its records and kept

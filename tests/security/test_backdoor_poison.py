@@ -76,7 +76,7 @@ def test_poisoned_dataset_matches_poison():
 def test_trainer_poisons_the_training_split_only(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", steps=1, epochs=1, val_fraction=0.2,
                       train_transforms={"backdoor": {"fraction": 0.1, "target": 3}},
-                      out_dir=str(tmp_path))  # fmt: skip
+                      out_dir=str(tmp_path), plots=False)  # fmt: skip
     tr = Trainer(cfg, progress=False)
     assert isinstance(tr.train_set, PoisonedDataset)
     assert int(tr.train_set.mask.sum()) == int(0.1 * len(tr.train_set) + 0.5)
@@ -109,7 +109,7 @@ def _legacy(config: dict) -> dict:
 def test_run_written_with_legacy_poison_keys_loads_and_evaluates_the_same(tmp_path):
     cfg = TrainConfig(dataset="digits", model="mlp", hidden=[32], steps=1, epochs=1,
                       train_transforms={"backdoor": {"fraction": 0.2, "target": 3, "seed": 4}},
-                      out_dir=str(tmp_path))  # fmt: skip
+                      out_dir=str(tmp_path), plots=False)  # fmt: skip
     tr = Trainer(cfg, run_dir=tmp_path / "run", progress=False)
     tr.fit()
     new = load_run(tmp_path / "run")

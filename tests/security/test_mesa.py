@@ -130,7 +130,7 @@ def test_backdoor_cli_defend_and_scan(tmp_path, one_thread):
     cfg = TrainConfig(dataset="digits", model="ann-mlp", hidden=[64], epochs=3, lr=1e-2,
                       val_fraction=0.2,
                       train_transforms={"backdoor": {"fraction": 0.1, "target": 2}},
-                      out_dir=str(tmp_path))  # fmt: skip
+                      out_dir=str(tmp_path), plots=False)  # fmt: skip
     run_dir = Trainer(cfg, run_dir=tmp_path / "run", progress=False).fit()["run_dir"]
     code, out, err = _main("backdoor", "defend", run_dir, "--target", "2", "--mesa-steps", "10",
                            "--betas", "0.9", "--finetune-epochs", "2", "--out-dir",

@@ -54,7 +54,7 @@ def ann() -> nn.Module:
 def snn_run(tmp_path_factory):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[64], steps=4, epochs=3, lr=1e-2,
-        batch_size=64, out_dir=str(tmp_path_factory.mktemp("runs")), seed=0,
+        batch_size=64, out_dir=str(tmp_path_factory.mktemp("runs")), seed=0, plots=False,
     )  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     trainer.fit()

@@ -29,6 +29,7 @@ def config(tmp_path, **kw) -> TrainConfig:
     values = dict(
         dataset="digits", model="mlp", steps=8, epochs=1, batch_size=16, population=2,
         out_dir=str(tmp_path), encoder="poisson", dropout=0.2, lr=5e-3,
+        plots=False,  # drawing the PNGs is most of a tiny run's time; no test here reads them
     )  # fmt: skip
     values.update(kw)
     return TrainConfig(**values)

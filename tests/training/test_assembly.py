@@ -27,6 +27,8 @@ def tiny(tmp_path, **kw):
         dataset="digits", model="mlp", steps=2, epochs=2, batch_size=32, population=2,
         out_dir=str(tmp_path), lr=5e-3,
     )  # fmt: skip
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 

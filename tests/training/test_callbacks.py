@@ -21,6 +21,8 @@ from spikeweave.training import (
 def tiny(tmp_path, **kw):
     values = dict(dataset="digits", model="mlp", hidden=[16], steps=2, epochs=5, batch_size=64,
                   population=2, out_dir=str(tmp_path), lr=5e-3, val_fraction=0.2)  # fmt: skip
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 

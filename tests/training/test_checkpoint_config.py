@@ -30,6 +30,7 @@ def run_dir(tmp_path_factory) -> Path:
         epochs=1,
         batch_size=128,
         out_dir=str(tmp_path_factory.mktemp("runs")),
+        plots=False,
     )
     trainer = Trainer(cfg, progress=False)
     trainer.fit()

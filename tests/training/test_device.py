@@ -98,7 +98,7 @@ def test_cli_on_cuda_without_it_exits_2_with_one_line(monkeypatch, tmp_path, com
 def test_bf16_cpu_run_learns_and_records_device_and_precision(tmp_path, one_thread):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[64], epochs=3, precision="bf16", device="cpu",
-        out_dir=str(tmp_path), lr=5e-3,
+        out_dir=str(tmp_path), lr=5e-3, plots=False,
     )  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     summary = trainer.fit()
@@ -125,7 +125,8 @@ def test_bf16_autocast_reaches_the_neurons_in_bf16_on_the_cpu():
 
 @pytest.mark.slow
 def test_worker_processes_keep_the_data_order_and_the_numbers(tmp_path, one_thread):
-    base = TrainConfig(dataset="digits", model="mlp", hidden=[32], epochs=2, out_dir=str(tmp_path))
+    base = TrainConfig(dataset="digits", model="mlp", hidden=[32], epochs=2, plots=False,
+                       out_dir=str(tmp_path))  # fmt: skip
     runs = [
         Trainer(replace(base, num_workers=n), progress=False).fit()["train_loss"] for n in (0, 2)
     ]
@@ -134,7 +135,8 @@ def test_worker_processes_keep_the_data_order_and_the_numbers(tmp_path, one_thre
 
 def _gpu_run(tmp_path):
     """A CPU run whose checkpoint is rewritten as a GPU run writes it: config device cuda."""
-    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, out_dir=str(tmp_path))
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, plots=False,
+                      out_dir=str(tmp_path))  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     summary = trainer.fit()
     gpu = replace(trainer.parts, config=replace(trainer.config, device="cuda"))
@@ -185,7 +187,7 @@ def test_deterministic_algorithms_are_on_inside_and_restored_after():
 def test_a_deterministic_run_gives_the_same_numbers_twice(tmp_path, one_thread):
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[16], epochs=1, deterministic=True,
-        out_dir=str(tmp_path),
+        out_dir=str(tmp_path), plots=False,
     )  # fmt: skip
     a, b = (Trainer(cfg, progress=False).fit() for _ in range(2))
     assert a["train_loss"] == b["train_loss"] and a["test_accuracy"] == b["test_accuracy"]
@@ -258,8 +260,9 @@ def test_every_attack_and_mesa_run_with_model_and_data_on_the_device(device, one
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_training_run_records_the_gpu_and_precision(tmp_path, precision):
     cfg = TrainConfig(
-        dataset="digits", epochs=1, device="cuda", precision=precision, out_dir=str(tmp_path)
-    )
+        dataset="digits", epochs=1, device="cuda", precision=precision, out_dir=str(tmp_path),
+        plots=False,
+    )  # fmt: skip
     summary = Trainer(cfg, progress=False).fit()
     assert summary["device"].startswith("cuda:")
     assert summary["device_name"] == torch.cuda.get_device_name(0)
@@ -290,7 +293,7 @@ def test_cuda_autocast_reaches_the_triton_kernel(dtype):
 
 @pytest.mark.cuda
 def test_a_cuda_run_loads_on_the_cpu_and_back(tmp_path):
-    cfg = TrainConfig(dataset="digits", epochs=1, device="cuda", out_dir=str(tmp_path))
+    cfg = TrainConfig(dataset="digits", epochs=1, device="cuda", out_dir=str(tmp_path), plots=False)
     trainer = Trainer(cfg, progress=False)
     summary = trainer.fit()
     cpu = load_run(trainer.run_dir, device="cpu")
@@ -339,7 +342,8 @@ def test_the_grad_scaler_state_is_checkpointed_and_restored_on_resume(
     tmp_path, monkeypatch, one_thread
 ):
     _scaler_runs(monkeypatch, init_scale=2.0**10, growth_interval=3)
-    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, out_dir=str(tmp_path))
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, plots=False,
+                      out_dir=str(tmp_path))  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     trainer.fit()
     saved = trainer.scaler.state_dict()
@@ -350,7 +354,8 @@ def test_the_grad_scaler_state_is_checkpointed_and_restored_on_resume(
 
 
 def test_a_checkpoint_without_scaler_state_resumes_with_a_fresh_scaler(tmp_path, monkeypatch):
-    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, out_dir=str(tmp_path))
+    cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], epochs=1, plots=False,
+                      out_dir=str(tmp_path))  # fmt: skip
     trainer = Trainer(cfg, progress=False)  # fp32: no scaler, so none is written
     trainer.fit()
     _, meta = load_checkpoint(trainer.run_dir / RunDir.CHECKPOINT)
@@ -397,7 +402,7 @@ def test_an_fp16_cuda_run_resumed_after_a_crash_ends_with_the_uninterrupted_weig
 
     cfg = TrainConfig(
         dataset="digits", model="mlp", hidden=[32], epochs=2, device="cuda", precision="fp16",
-        deterministic=True, out_dir=str(tmp_path),
+        deterministic=True, out_dir=str(tmp_path), plots=False,
     )  # fmt: skip
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False)
     full.fit()
@@ -427,7 +432,7 @@ def test_import_checks_the_graph_on_the_gpu(tmp_path):
     from spikeweave.export.runs import export_run, import_run
 
     cfg = TrainConfig(dataset="digits", model="mlp", hidden=[16], batch_norm=False,
-                      reset="hard", epochs=1, out_dir=str(tmp_path))  # fmt: skip
+                      reset="hard", epochs=1, out_dir=str(tmp_path), plots=False)  # fmt: skip
     trainer = Trainer(cfg, progress=False)
     trainer.fit()
     path = export_run(trainer.run_dir, tmp_path / "m.nir", dt=1e-3)

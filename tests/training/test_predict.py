@@ -16,7 +16,7 @@ from spikeweave import load_run
 from spikeweave.training.predict import format_predictions, read_inputs
 
 TRAIN = ("--model", "ann-mlp", "--epochs", "1", "--batch-size", "8", "--no-progress",
-         "--device", "cpu")  # fmt: skip
+         "--device", "cpu", "--no-plots")  # fmt: skip
 
 
 def _images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

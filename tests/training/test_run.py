@@ -24,6 +24,8 @@ def tiny(tmp_path, **kw):
         population=2,
         out_dir=str(tmp_path),
     )
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 

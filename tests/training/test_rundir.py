@@ -15,13 +15,15 @@ from spikeweave.training import rundir as rundir_module
 
 def tiny(tmp_path, **kw):
     values = dict(dataset="digits", model="mlp", steps=2, epochs=1, out_dir=str(tmp_path))
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 
 
 @pytest.mark.slow
 def test_every_run_file_is_written_with_mode_0644(tmp_path):
-    trainer = Trainer(tiny(tmp_path), progress=False)
+    trainer = Trainer(tiny(tmp_path, plots=True), progress=False)
     trainer.fit()
     files = [p for p in trainer.run_dir.iterdir() if not p.name.startswith(".")]
     names = {p.name for p in files}

@@ -33,6 +33,8 @@ def tiny(tmp_path, **kw):
         out_dir=str(tmp_path),
         lr=5e-3,
     )
+    # drawing the PNGs is most of a tiny run's time; a test of the plots passes plots=True
+    values.setdefault("plots", False)
     values.update(kw)
     return TrainConfig(**values)
 
@@ -48,7 +50,7 @@ def assert_same_weights(a, b):
 
 
 def test_fit_writes_summary_metrics_checkpoint_and_plots(tmp_path):
-    trainer = Trainer(tiny(tmp_path), progress=False)
+    trainer = Trainer(tiny(tmp_path, plots=True), progress=False)
     summary = trainer.fit()
     run = trainer.run_dir
     for key in (
@@ -175,7 +177,7 @@ def test_run_crashed_mid_epoch_and_resumed_ends_with_same_weights(tmp_path):
 
 @pytest.mark.slow
 def test_a_run_killed_before_its_summary_is_completed_as_an_uninterrupted_one(tmp_path):
-    cfg = tiny(tmp_path, epochs=1)
+    cfg = tiny(tmp_path, epochs=1, plots=True)
     full = Trainer(cfg, run_dir=tmp_path / "full", progress=False).fit()
 
     class _KilledError(Exception):
