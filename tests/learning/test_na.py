@@ -355,7 +355,6 @@ def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path
         tau=5.0,
         lr=1e-2,
         out_dir=str(tmp_path),
-        plots=False,
     )
     trainer = Trainer(cfg, progress=False)
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}

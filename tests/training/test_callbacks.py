@@ -71,7 +71,8 @@ PLATEAU = [0.5, 0.7, 0.6, 0.7, 0.9]  # best at 2; 3 and 4 (a tie) do not improve
 
 def test_early_stopping_ends_the_run_with_the_best_validation_epochs_weights(tmp_path):
     weights = Weights()
-    trainer = Trainer(tiny(tmp_path, early_stopping=2), progress=False,
+    # 256 training images (4 batches an epoch) move the weights every epoch, all this needs
+    trainer = Trainer(tiny(tmp_path, early_stopping=2, train_size=256), progress=False,
                       callbacks=[ScriptedVal(PLATEAU), weights])  # fmt: skip
     summary = trainer.fit()
     run = trainer.run_dir

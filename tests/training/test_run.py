@@ -66,7 +66,7 @@ def test_load_run_on_injected_data_needs_the_dataset(tmp_path):
     test = Subset(data.load("digits", "test"), range(90))
     train = Subset(data.load("digits", "train"), range(300))
     summary = Trainer(
-        tiny(tmp_path, dataset="digits-part"), datasets=(train, test), progress=False
+        tiny(tmp_path, dataset="digits-part", epochs=1), datasets=(train, test), progress=False
     ).fit()
     run = sf.load_run(summary["run_dir"])
     with pytest.raises(DataError, match="injected datasets; pass dataset="):
