@@ -15,6 +15,28 @@ def test_registered():
     assert EXPERIMENTS.get("na-vs-bptt") is na_vs_bptt.NAvsBPTT
 
 
+def test_full_setting_uses_full_fashion_mnist_and_the_papers_network_fits_its_images():
+    st = na_vs_bptt.FULL_SETTING
+    assert (st.dataset, st.network) == ("fashion-mnist", "na-mnist")
+    assert round(st.val_fraction * 60000) == 5000  # validation held out of the 60k
+    assert st.train_size == na_vs_bptt.FULL_TRAIN_SIZE and 0 < st.train_size <= 55000
+    assert not any("mnist5k" in line for line in na_vs_bptt.REMAINING_DIFFERENCES)
+    # the paper's MNIST network takes Fashion-MNIST's 1×28×28 images as they are
+    net = na_vs_bptt.na_network("na-mnist", (1, 28, 28), 10)
+    out = net(torch.rand(2, 3, 1, 28, 28))
+    assert out.shape[-1] == 10
+
+
+def test_input_stats_are_the_training_images_pixel_mean_and_sample_sd():
+    from spikeweave import data
+
+    train = data.load("digits", "train")
+    x = torch.stack([train[i][0] for i in range(len(train))]).double()
+    mean, std = na_vs_bptt._input_stats("digits")
+    assert mean == pytest.approx(float(x.mean()), rel=1e-9)
+    assert std == pytest.approx(float(x.std()), rel=1e-9)
+
+
 def test_backward_cost_reports_forward_and_backward():
     x, y = torch.rand(2, 1, 8, 8), torch.tensor([0, 1])
     for est in ("na", "surrogate"):

@@ -19,7 +19,14 @@ def test_steps_within_picks_the_smallest_steps():
 def test_full_settings_fit_the_issue():
     exp = EXPERIMENTS.get("noisy-single-step")()
     mlp, conv = exp.settings(quick=False)
-    assert mlp.dataset == "mnist5k" and (1, 2, 4, 8, 16, 32) == mlp.steps_grid
+    assert (1, 2, 4, 8, 16, 32) == mlp.steps_grid
+    # full Fashion-MNIST: 5,000 validation images held out; the MLP trains on every other
+    # image, the conv net on a stated subset
+    for st in (mlp, conv):
+        assert st.dataset == "fashion-mnist" and round(st.val_fraction * 60000) == 5000
+    assert mlp.train_size == 0
+    assert conv.train_size == noisy_exp.CONV_TRAIN_SIZE and 0 < conv.train_size <= 55000
+    assert {st.dataset for st in exp.settings(quick=True)} == {"digits"}
     assert len([v for v in mlp.variants if set(v[1]) == {"sigma"}]) >= 4  # a σ sweep
     # the workload where BPTT needs several steps: avg-pooling conv net on rate-coded input
     assert (conv.model, conv.pool, conv.encoder) == ("convnet", "avg", "poisson")

@@ -19,6 +19,15 @@ def _one_thread(one_thread):
     """One torch thread (see conftest): the shared CPU is oversubscribed."""
 
 
+def test_full_settings_use_full_fashion_mnist_and_attack_a_thousand_test_images():
+    full = od._settings(quick=False)
+    cfg = full["config"]
+    assert cfg.dataset == "fashion-mnist" and round(cfg.val_fraction * 60000) == 5000
+    assert 0 <= cfg.train_size <= 55000  # all (0) or a stated subset of the 55,000 left
+    assert full["samples"] >= 1000  # robustness parts: at least 1,000 attacked images
+    assert od._settings(quick=True)["config"].dataset == "mnist5k"  # quick only
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     def tiny(quick: bool):

@@ -6,7 +6,9 @@ import torch
 
 from spikeweave.experiments import ExperimentContext, run_experiment
 from spikeweave.experiments.reset_dependency import (
+    IMAGE_TRAIN_SIZE,
     SoftXorSettings,
+    _settings,
     normalised_loss,
     soft_xor_data,
     train_soft_xor,
@@ -23,6 +25,16 @@ def test_soft_xor_targets_follow_the_formula():
 def test_default_toy_is_the_authors_setup():
     s = SoftXorSettings()
     assert (s.batch_size, s.epochs, s.steps, s.n_train, s.n_test) == (10, 50, 50, 5000, 1000)
+
+
+def test_full_image_part_uses_full_fashion_mnist_with_a_stated_subset():
+    _, _, image = _settings(quick=False)
+    cfg = image.config
+    assert cfg.dataset == "fashion-mnist" and cfg.model == "convnet"
+    assert round(cfg.val_fraction * 60000) == 5000  # validation held out of the 60k
+    assert cfg.train_size == IMAGE_TRAIN_SIZE and 0 < IMAGE_TRAIN_SIZE <= 55000
+    assert image.margin == 0.5  # the equivalence margin, fixed in code
+    assert _settings(quick=True)[2].config.dataset == "digits"
 
 
 def test_normalised_loss_is_capped_and_counts_divergence_as_failure():

@@ -5,9 +5,15 @@ standing in for the membrane-potential distribution converts to a multi-step SNN
 it needs 65–75% less training time than multi-step BPTT and inference > 100× faster than
 ANN-to-SNN conversion. spikeweave's reading is in :mod:`spikeweave.learning.noisy`.
 
-Two workloads, each with all arms on the same data, architecture, epochs, optimiser and seeds:
+Two workloads, each with all arms on the same data, architecture, epochs, optimiser and seeds,
+on full Fashion-MNIST (5,000 validation images held out of the 60,000 training images,
+stratified; the 10,000 test images whole; the MLP trains on all of the remaining 55,000, the
+conv net on a CPU on a stated subset of :data:`CONV_TRAIN_SIZE` of them, fixed seed,
+``TrainConfig.train_size``, on a GPU on all; ``--quick``: digits). The full run takes about
+20–22 hours on the project's 2-core CPU with ``--workers 2`` (:data:`CONV_TRAIN_SIZE` gives the
+measurement), most of it the conv net's inference sweeps over the 10,000 test images:
 
-- the MLP on mnist5k with the analog image repeated every step (direct input);
+- the MLP with the analog image repeated every step (direct input);
 - a conv net with **average pooling** (``TrainConfig.pool = "avg"``, so every arm's run
   folder rebuilds by name with ``load_run``; max
   pooling of spikes saturated under noisy training) on **rate-coded (Poisson) input**, where one
@@ -66,6 +72,7 @@ __all__ = [
     "plot_accuracy_vs_time",
     "run_part",
     "CONVERSIONS",
+    "CONV_TRAIN_SIZE",
 ]
 
 MAIN = "gauss σ=0.3"
@@ -77,6 +84,19 @@ CONVERSIONS: dict[str, tuple[float, float]] = {
 }
 """Conversion baselines: label -> (activation percentile, initial membrane in units of θ)."""
 CLAIM_BASELINE = "ANN→SNN p99.9 (v₀=0)"
+CONV_TRAIN_SIZE = 10_000
+"""Training images of the full conv workload on a CPU (after 5,000 validation images are held
+out of Fashion-MNIST's 60,000); the MLP workload trains on all 55,000.
+
+Chosen from the measured cost (process CPU time, one torch thread, the project's 2-core CPU,
+2026-12-07). MLP: 0.12 (T = 1) to 0.21 (T = 8) ms per training image, so its 18 arms × 5 seeds
+× 15 epochs on every training image are about 4 CPU hours. Conv net with average pooling: 1.2
+(T = 1) to 12.7 (T = 8) ms per training image and up to 8.7 ms per evaluated image at T = 8
+(5,000 validation + 10,000 test images every epoch): with 10,000 training images its 7 arms ×
+5 seeds × 8 epochs are about 7.5 CPU hours. The inference sweeps dominate: every converted
+conv net is scored on all 10,000 test images at T = 1 … 128 (255 steps, about 1.1 ms per image
+and step), about 45 minutes per network, 4 networks × 5 seeds, in the parent process: about
+15 hours alone. In all **about 20–22 hours with** ``--workers 2``."""
 NOISY_NET = "noisy → IF"
 
 
@@ -93,7 +113,7 @@ def _variants() -> tuple[tuple[str, dict[str, Any]], ...]:
 class NoisySettings:
     """Size of one part of the experiment (one dataset / architecture / input code)."""
 
-    dataset: str = "mnist5k"
+    dataset: str = "fashion-mnist"
     model: str = "mlp"
     pool: str = "max"
     """``TrainConfig.pool`` of every arm: ``avg`` replaces the conv net's max pooling."""
@@ -102,7 +122,10 @@ class NoisySettings:
     epochs: int = 15
     batch_size: int = 64
     lr: float = 2e-3
-    val_fraction: float = 0.1
+    val_fraction: float = 5000 / 60000
+    """Share of the training set held out for validation (5,000 of Fashion-MNIST's 60,000)."""
+    train_size: int = 0
+    """Training images kept after validation is held out (``TrainConfig.train_size``; 0: all)."""
     eval_steps: int = 8
     """T of the noisy runs' per-epoch evaluation (the converted network)."""
     steps_grid: tuple[int, ...] = (1, 2, 4, 8, 16, 32)
@@ -298,7 +321,7 @@ class _Part:
         self.base = TrainConfig(
             dataset=st.dataset, model=st.model, epochs=st.epochs, batch_size=st.batch_size,
             lr=st.lr, encoder=st.encoder, val_fraction=st.val_fraction, pool=st.pool,
-            out_dir=str(ctx.out_dir / "runs"),
+            train_size=st.train_size, out_dir=str(ctx.out_dir / "runs"),
         )  # fmt: skip
         self.x_test, self.y_test = _stack(datasets.load(st.dataset, "test"))
         self.x_calib = _stack(datasets.load(st.dataset, "train"), st.calibration)[0]
@@ -421,11 +444,13 @@ class NoisySingleStepExperiment(Experiment):
 
     def settings(self, quick: bool) -> list[NoisySettings]:
         """The workloads: the MLP (direct input) and the average-pooling conv net (Poisson
-        input) on mnist5k; tiny versions on digits with ``quick``."""
+        input) on full Fashion-MNIST (a stated training subset on a CPU); tiny versions on
+        digits with ``quick``."""
         if quick:
             small = dict(
-                dataset="digits", epochs=1, val_fraction=0.2, eval_steps=4, steps_grid=(1, 2, 4),
-                inference_grid=(1, 4, 16), bptt_steps=(1, 2), calibration=200, timing_repeats=1,
+                dataset="digits", epochs=1, val_fraction=0.2, train_size=0, eval_steps=4,
+                steps_grid=(1, 2, 4), inference_grid=(1, 4, 16), bptt_steps=(1, 2),
+                calibration=200, timing_repeats=1,
                 lrs=(2e-3, 4e-3), alphas=(4.0,), tune_epochs=1, tune_steps=2,
             )  # fmt: skip
             return [
@@ -458,6 +483,7 @@ class NoisySingleStepExperiment(Experiment):
                     ("uniform σ=θ/√12", {"sigma": RESIDUAL_SIGMA, "noise": "uniform"}),
                 ),
                 bptt_neurons=("lif",),
+                train_size=CONV_TRAIN_SIZE,
                 timing_repeats=3,
                 tune_epochs=3,
             ),  # fmt: skip
@@ -897,10 +923,16 @@ def _verdict_text(tr: _Trained, parts: list[Part], train_time: _TrainingTime) ->
 def _setup_text(tr: _Trained) -> str:
     """The workload's set-up in one line: data, model, training, arms and the tuning kept."""
     st, tuned = tr.st, tr.tuned
+    size = (
+        f"{st.train_size} training images (fixed-seed subset of the rest)"
+        if st.train_size
+        else "every other training image"
+    )
     return (
         f"{st.dataset}, {st.model}{' with average pooling' if st.pool == 'avg' else ''}, "
         f"{st.encoder} input, {st.epochs} epochs, batch {st.batch_size}, AdamW lr {st.lr} "
-        f"cosine, val_fraction {st.val_fraction}; noisy arm evaluated at T={st.eval_steps} per "
+        f"cosine, val_fraction {st.val_fraction:.4g} (stratified), "
+        f"{size}, the whole test split; noisy arm evaluated at T={st.eval_steps} per "
         f"epoch; BPTT {'/'.join(n.upper() for n in st.bptt_neurons)} (LIF τ=2 hard reset; IF "
         f"soft reset; atan surrogate) at T={list(st.bptt_steps)}; ANN twin (analog input) "
         f"converted with activation percentiles {sorted({p for p, _ in CONVERSIONS.values()})} "
