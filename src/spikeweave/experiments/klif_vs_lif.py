@@ -29,9 +29,12 @@ Design (issues 17 and 29):
   diagnostic parts KLIF vs each ablation. The learnable-width LIF has no compiled kernel (it
   runs its own per-step loop under autograd), so it is timed as shipped only and its step time
   is not comparable with the compiled arms;
-- power by design: 5 seeds (the default); every margin part records the seeds its margin
-  needs, projected from this run's seed and image variance (``seeds_needed``), and the report
-  notes it when the run had fewer; a part whose half-width is not below its margin is
+- power by design: 5 seeds (the default). Pilot: the issue-17 mnist5k run's per-seed SD of
+  KLIF − LIF was 0.13 points, for which :func:`~.stats.seeds_needed` gives 3 seeds at the
+  0.5-point margin; 5 seeds still decide it at up to 3× that spread (0.39 points), which
+  Fashion-MNIST's lower accuracy may bring. Every margin part records the seeds its margin
+  needs, projected from the run's own seed and image variance (``seeds_needed``), the report
+  notes it when the run had fewer, and a part whose half-width is not below its margin is
   "undecidable at this budget";
 - learned values at the best validation epoch: k per layer and the effective leak
   k·(1 − 1/τ), PLIF's τ, the learned width.
