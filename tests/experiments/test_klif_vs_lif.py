@@ -169,3 +169,20 @@ def test_two_workers_give_the_same_runs_tuning_and_verdict_parts_as_one_process(
     assert b["setup"]["workers"] == 2 and "2 runs at once" in b["setup"]["order"]
     # every evaluation run and every tuning run left its folder, written by the workers
     assert len(list((two / "runs").iterdir())) == len(list((one / "runs").iterdir()))
+
+
+@pytest.mark.slow
+def test_quick_run_without_a_usable_compiled_kernel_reports_cost_not_testable(
+    tmp_path, monkeypatch
+):
+    import spikeweave.experiments.klif_vs_lif as klif
+
+    # Triton asked for on CPU tensors: the forced kernel cannot run, as with no C compiler
+    monkeypatch.setattr(klif, "compiled_backend", lambda device: "triton")
+    _, folder = run_experiment("klif-vs-lif", quick=True, seeds=1, out_dir=tmp_path, progress=False)
+    data = json.loads((folder / "report.json").read_text())
+    cost = data["parts"][1]
+    assert cost["name"].startswith("cost") and cost["status"] == "not testable"
+    assert "cannot run" in cost["test"] and cost["margin"] == COST_MARGIN_PERCENT
+    assert set(data["results"]["step_timing"]) == {"as shipped"}
+    assert (folder / "step_time.png").stat().st_size > 1000
