@@ -88,9 +88,12 @@ Fashion-MNIST's 60,000).
 Chosen from the measured cost (process CPU time, one torch thread, the project's 2-core CPU,
 2026-12-07): ``na-mnist`` at T = 5 costs 3.6 (surrogate) to 3.9 (NA) ms per training image and
 about 2.1 ms per evaluated image (5,000 validation + 10,000 test images every epoch), so an
-epoch is about 37 s of training plus 32 s of evaluation. Tuning is 14 runs × 6 epochs; the 20
-evaluation runs stop at their plateau (at most 20 epochs each). The experiment runs its runs in
-one process: **about 6 hours if runs stop near 12 epochs, 9 hours if every run reaches the
+epoch is about 37 s of training plus 32–40 s of evaluation (checked: ``spikeweave train`` of
+``configs/methods/na-mnist.toml`` on fashion-mnist, without its ``population`` line, with
+``val_fraction`` 5000/60000, ``train_size`` 1000, ``threads`` 1 and 1 epoch took 52 s of
+process CPU time, user + system, start-up included). Tuning is 14 runs × 6 epochs; the 20
+evaluation runs stop at their plateau (at most 20 epochs each). The experiment runs its runs
+in one process: **about 7 hours if runs stop near 12 epochs, 10 hours if every run reaches the
 cap**."""
 
 REMAINING_DIFFERENCES = [
