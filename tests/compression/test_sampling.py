@@ -102,9 +102,13 @@ def test_window_closed_on_the_right():
 @pytest.mark.parametrize("path", [*NMNIST_FILES[:1], AEDAT4_FILE], ids=lambda p: p.name)
 def test_sampled_file_decompresses_to_exactly_the_kept_events(tmp_path, path):
     # 100 ms windows: in 10 ms the AEDAT4 sample touches fewer than 10 % of its pixels.
-    result = compress_file(path, tmp_path / "s.sfev", rate=0.1, window_us=100_000)
+    # the trained sampler: the one whose weights the file must name (the default, the
+    # busiest-pixel baseline, has none)
+    result = compress_file(path, tmp_path / "s.sfev", rate=0.1, window_us=100_000,
+                           sampler="spiking")  # fmt: skip
     full = read_events(path)
-    kept, meta = sample_events(full, result.sensor_size, 0.1, window_us=100_000)
+    kept, meta = sample_events(full, result.sensor_size, 0.1, window_us=100_000,
+                               sampler="spiking")  # fmt: skip
     assert 0 < kept.size < full.size
     back, header = decompress_file(tmp_path / "s.sfev", tmp_path / "s.npz")
     assert header.sampled and header.meta["kept_events"] == kept.size == back.size
