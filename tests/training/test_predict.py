@@ -113,3 +113,25 @@ def test_the_table_shows_one_probability_when_there_are_many_classes():
     header, line = format_predictions(rows, "table").splitlines()
     assert header.split() == ["input", "class", "name", "p"]
     assert line.split() == ["a.png", "11", "-", "1.000"]
+
+
+def test_a_tie_for_the_top_output_is_flagged_not_passed_off_as_a_choice():
+    rows = [
+        {"input": "a", "class": 0, "name": None, "probabilities": [0.5, 0.5], "tied": True},
+        {"input": "b", "class": 1, "name": None, "probabilities": [0.2, 0.8], "tied": False},
+    ]
+    table = format_predictions(rows).splitlines()
+    assert table[1].split()[1] == "0*" and table[2].split()[1] == "1"
+    assert table[-1].startswith("* tied")
+    assert "tied" not in format_predictions(rows[1:])
+
+
+def test_predict_records_say_whether_the_top_output_was_tied(folder_run):
+    from spikeweave.training.predict import predict_files, predict_samples
+
+    run_dir, files = folder_run
+    rows = predict_files(run_dir, files)
+    run = load_run(run_dir)
+    _, probs = predict_samples(run, read_inputs(run, files)[1])
+    for r, p in zip(rows, probs, strict=True):
+        assert r["tied"] == bool((p == p.max()).sum() > 1)

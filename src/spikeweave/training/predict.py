@@ -138,8 +138,9 @@ def predict_files(
     run_dir: str | Path, paths: Sequence[str | Path], device: str = "cpu"
 ) -> list[dict[str, Any]]:
     """One record per sample of the files ``paths`` for the run in ``run_dir``: ``input``,
-    ``class`` (index), ``name`` (the class name, or None) and ``probabilities`` (one per
-    class, summing to 1)."""
+    ``class`` (index), ``name`` (the class name, or None), ``probabilities`` (one per
+    class, summing to 1) and ``tied`` (the top probability is shared by several classes, e.g.
+    an output layer that did not fire: ``class`` is then the lowest of them, not a choice)."""
     run = load_run(run_dir, device=device)
     if run.task.name != "classification":
         raise ConfigError(f"predict needs a classification run; {run.path} is {run.task.name}")
@@ -152,6 +153,7 @@ def predict_files(
             "class": int(k),
             "name": labels[int(k)] if labels else None,
             "probabilities": [round(float(p), 6) for p in row],
+            "tied": bool((row == row.max()).sum() > 1),
         }
         for name, k, row in zip(names, classes, probs, strict=True)
     ]
@@ -177,7 +179,8 @@ def format_predictions(rows: list[dict[str, Any]], fmt: str = "table") -> str:
     body = []
     for r in rows:
         probs = r["probabilities"] if wide else [r["probabilities"][r["class"]]]
-        body.append([r["input"], str(r["class"]), r["name"] or "-", *(f"{p:.3f}" for p in probs)])
+        shown = f"{r['class']}*" if r.get("tied") else str(r["class"])
+        body.append([r["input"], shown, r["name"] or "-", *(f"{p:.3f}" for p in probs)])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = []
     for row in [header, *body]:
@@ -186,4 +189,7 @@ def format_predictions(rows: list[dict[str, Any]], fmt: str = "table") -> str:
             for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
+    if any(r.get("tied") for r in rows):
+        lines.append("* tied: several classes share the top output (all silent when every p is "
+                     "equal); the lowest index is shown, not a choice")  # fmt: skip
     return "\n".join(lines)
