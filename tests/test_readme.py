@@ -22,4 +22,4 @@ def test_ci_script_runs_the_readme_test_command():
     readme = README.read_text()
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install --quiet -c constraints.txt -e ".[test]"' in ci
-    assert "python -m pytest -q" in ci and "python -m pytest -q" in readme
+    assert "python -m pytest -q -n 2" in ci and "python -m pytest -q -n 2" in readme
