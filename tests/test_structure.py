@@ -32,7 +32,7 @@ from spikeweave.registry import Registry
 ROOT = Path(spikeweave.__file__).parent
 
 FLOORS: dict[int, tuple[str, ...]] = {
-    1: ("errors", "atomic", "version", "registry", "options", "lazy"),
+    1: ("errors", "atomic", "version", "registry", "options", "lazy", "toolchain"),
     2: ("functional", "surrogate"),
     3: (
         "data",

@@ -126,7 +126,7 @@ def test_without_the_compiled_decoder_files_decode_in_python(monkeypatch):
 
 def test_a_missing_compiler_falls_back_to_python(monkeypatch, tmp_path):
     monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path))  # nothing cached there
-    monkeypatch.setattr(ctx_native, "_compiler", lambda: None)
+    monkeypatch.setattr(ctx_native, "c_compiler", lambda: None)
     ctx_native.reset()
     try:
         assert ctx_native.library() is None

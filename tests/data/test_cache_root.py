@@ -55,7 +55,7 @@ def test_a_dataset_and_the_kernel_write_into_the_one_root(tmp_path: Path, clean_
     data.load("nmnist", root=tmp_path / "data")[0]
     assert len(list((root / "frames").rglob("*.npy"))) == 1
     assert not (tmp_path / "data" / ".cache").exists()  # nothing under the data root any more
-    if cpu_kernel._compiler() is None:
+    if cpu_kernel.c_compiler() is None:
         pytest.skip("no C compiler on this machine")
     cpu_kernel.reset()
     try:

@@ -323,7 +323,7 @@ def fresh_kernel(tmp_path, monkeypatch):
 
 
 def test_kernel_compiles_into_cache_and_is_reused(fresh_kernel, monkeypatch):
-    if cpu_kernel._compiler() is None:
+    if cpu_kernel.c_compiler() is None:
         pytest.skip("no C compiler on this machine")
     assert cpu_kernel.available(), cpu_kernel.unavailable_reason()
     built = list(fresh_kernel.glob("sf_kernel_*.so"))
@@ -340,12 +340,12 @@ def test_kernel_compiles_into_cache_and_is_reused(fresh_kernel, monkeypatch):
 @pytest.mark.parametrize("how", ["no-compiler", "disabled", "broken-compiler"])
 def test_without_compiler_falls_back_to_torch_with_same_numbers(fresh_kernel, monkeypatch, how):
     if how == "no-compiler":
-        monkeypatch.setattr(kernel_build, "_compiler", lambda: None)
+        monkeypatch.setattr(kernel_build, "c_compiler", lambda: None)
     elif how == "disabled":
         monkeypatch.setenv("SPIKEWEAVE_CPU_KERNEL", "0")
     else:
         monkeypatch.setenv("CC", "false")
-        monkeypatch.setattr(kernel_build, "_compiler", lambda: "false")
+        monkeypatch.setattr(kernel_build, "c_compiler", lambda: "false")
     torch.manual_seed(5)
     x = (torch.rand(12, 3, 8, dtype=torch.float64) * 2).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()

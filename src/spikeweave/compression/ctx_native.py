@@ -17,13 +17,14 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 from importlib import resources
 from pathlib import Path
+
+from ..toolchain import c_compiler, cache_root
 
 __all__ = ["ENV", "library", "unavailable_reason", "reset"]
 
@@ -33,26 +34,6 @@ _VERSION = 1  # SF_CTX_VERSION in the C source
 _FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
-
-
-def _cache_root() -> Path:
-    # kernel_build.cache_root, repeated so that decoding never imports PyTorch
-    env = os.environ.get("SPIKEWEAVE_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path(os.path.expanduser("~")) / ".cache"
-    return base / "spikeweave"
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc and shutil.which(cc):
-        return cc
-    for name in ("cc", "gcc", "clang"):
-        if shutil.which(name):
-            return name
-    return None
 
 
 def _build(cc: str, src: str, out: Path) -> None:
@@ -76,9 +57,9 @@ def _load() -> ctypes.CDLL:
         raise RuntimeError(f"not supported on {sys.platform}")
     src = resources.files(__package__).joinpath("ctx_native.c").read_text()
     key = hashlib.sha256("\0".join([src, " ".join(_FLAGS), platform.machine()]).encode())
-    path = _cache_root() / "kernels" / f"sf_ctx_{key.hexdigest()[:16]}.so"
+    path = cache_root() / "kernels" / f"sf_ctx_{key.hexdigest()[:16]}.so"
     if not path.exists():
-        cc = _compiler()
+        cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
         _build(cc, src, path)

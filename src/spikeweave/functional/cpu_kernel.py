@@ -18,6 +18,7 @@ import math
 
 import torch
 
+from ..toolchain import c_compiler
 from .backend import (
     SG_TABLE,
     CompiledBackend,
@@ -34,7 +35,6 @@ from .c_codegen import charge_index
 from .dynamics import FireReset, KernelSpec
 from .kernel_build import (
     CACHE_ENV,
-    _compiler,
     available,
     cache_dir,
     cache_root,
@@ -60,7 +60,7 @@ __all__ = [
 ]
 
 # re-exported for callers of the former single module (the data cache, tests)
-_ = (_compiler, SG_TABLE, neuron_shape_tables, reduce_table_grad, supports_spec, surrogate_code)
+_ = (c_compiler, SG_TABLE, neuron_shape_tables, reduce_table_grad, supports_spec, surrogate_code)
 _step_contiguous = step_contiguous
 
 

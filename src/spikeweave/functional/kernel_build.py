@@ -16,7 +16,6 @@ import ctypes
 import hashlib
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from ..toolchain import CACHE_ENV, c_compiler, cache_root
 from . import c_codegen
 
 __all__ = [
@@ -55,29 +55,6 @@ _libs: dict[torch.dtype, ctypes.CDLL | None] = {}
 _reasons: dict[torch.dtype, str] = {}
 
 
-CACHE_ENV = "SPIKEWEAVE_CACHE"
-"""The environment variable naming the one folder all of spikeweave's caches live under."""
-
-
-# The root is defined here rather than in spikeweave.data.cache (the frame cache, which uses it
-# too) because `import spikeweave` loads this module anyway, while importing spikeweave.data
-# pulls in scikit-learn (about a second) that the first neuron call should not pay for.
-def cache_root() -> Path:
-    """The folder spikeweave caches under: ``$SPIKEWEAVE_CACHE``, else
-    ``$XDG_CACHE_HOME/spikeweave``, else ``~/.cache/spikeweave``.
-
-    Each cache has a subfolder: ``kernels/`` (compiled CPU kernels), ``frames/`` (binned event
-    frames, :mod:`spikeweave.data.cache`). Deleting the folder is always safe.
-    """
-    env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    # expanduser("~") rather than Path.home(): it never raises when HOME cannot be determined.
-    base = Path(xdg).expanduser() if xdg else Path(os.path.expanduser("~")) / ".cache"
-    return base / "spikeweave"
-
-
 def cache_dir() -> Path:
     """Where compiled kernels are cached: ``kernels/`` under :func:`cache_root`."""
     return cache_root() / "kernels"
@@ -92,16 +69,6 @@ def _cpu_fingerprint() -> str:
     except OSError:
         pass
     return platform.processor()
-
-
-def _compiler() -> str | None:
-    cc = os.environ.get("CC")
-    if cc and shutil.which(cc):
-        return cc
-    for name in ("cc", "gcc", "clang"):
-        if shutil.which(name):
-            return name
-    return None
 
 
 def _build(cc: str, src: str, out: Path) -> None:
@@ -135,7 +102,7 @@ def _load(dtype: torch.dtype) -> ctypes.CDLL:
     ).hexdigest()[:16]
     path = cache_dir() / f"sf_kernel_{c_codegen.real_name(dtype)}_{key}.so"
     if not path.exists():
-        cc = _compiler()
+        cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
         _build(cc, src, path)
