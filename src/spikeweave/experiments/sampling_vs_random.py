@@ -52,7 +52,7 @@ from ..errors import ConfigError
 from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
 from .report import Report, Table, fmt_pm, mean_std
-from .stats import MIN_SEEDS, Difference, accuracy_part, difference_part, overall, two_way
+from .stats import Difference, accuracy_part, difference_part, grid_difference, overall
 
 __all__ = [
     "SamplingVsRandom",
@@ -137,19 +137,8 @@ def psnr_difference(a: Any, b: Any) -> Difference:
     d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
     if d.ndim != 2 or d.size == 0:
         raise ValueError("paired PSNR needs both arms' [seeds, images] values")
-    s, n = d.shape
     test = "seed × image paired PSNR difference (two-way random effects, Satterthwaite t)"
-    if s < 2 or n < 2:
-        return Difference(float(d.mean()), 0.0, 1.0, s, test, n,
-                          untestable=f"{s} seed(s) (at least {MIN_SEEDS} needed)")  # fmt: skip
-    r = {k: float(v) for k, v in two_way(d).items()}
-    why = ""
-    if s < MIN_SEEDS:
-        why = f"{s} seeds (at least {MIN_SEEDS} needed)"
-    elif r["se"] <= 1e-12 * max(abs(r["estimate"]), 1.0):
-        why = "the differences do not vary over seeds or images (no spread)"
-    return Difference(r["estimate"], r["se"], r["df"], s, test, n, r["var_seed"],
-                      r["var_image"], r["var_resid"], why)  # fmt: skip
+    return grid_difference(d, test, relative=True)
 
 
 def _stack(ds: Dataset) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,6 +81,7 @@ __all__ = [
     "Part",
     "Difference",
     "image_difference",
+    "grid_difference",
     "two_way",
     "seed_difference",
     "seeds_needed",
@@ -272,9 +273,19 @@ def image_difference(correct_a: Any, correct_b: Any) -> Difference:
     b = np.asarray([np.asarray(c, dtype=bool) for c in correct_b])
     if a.ndim != 2 or a.shape != b.shape or a.size == 0:
         raise ValueError("per-image differences need both arms' [seeds, images] correctness")
-    s, n = a.shape
     d = a.astype(np.int8) - b.astype(np.int8)
     test = "seed × image paired difference (two-way random effects, Satterthwaite t)"
+    return grid_difference(d, test)
+
+
+def grid_difference(d: Any, test: str, relative: bool = False) -> Difference:
+    """The seed × image estimator (:func:`two_way`) of paired per-image differences ``d``
+    ``[S seeds, N images]`` on one shared test set, named ``test``. Not testable below
+    :data:`MIN_SEEDS` seeds or with no spread: zero variance up to rounding, relative to the
+    estimate's size with ``relative`` (values in their own units, e.g. dB), else absolute
+    (fractions)."""
+    d = np.asarray(d)
+    s, n = d.shape
     if s < 2 or n < 2:
         return Difference(float(d.mean()), 0.0, 1.0, s, test, n,
                           untestable=f"{s} seed(s) (at least {MIN_SEEDS} needed)")  # fmt: skip
@@ -282,7 +293,7 @@ def image_difference(correct_a: Any, correct_b: Any) -> Difference:
     why = ""
     if s < MIN_SEEDS:
         why = f"{s} seeds (at least {MIN_SEEDS} needed)"
-    elif _no_spread(r["se"] ** 2, 1.0):
+    elif _no_spread(r["se"] ** 2, abs(r["estimate"]) if relative else 1.0):
         why = "the arms' differences do not vary over seeds or images (no spread)"
     return Difference(r["estimate"], r["se"], r["df"], s, test, n, r["var_seed"],
                       r["var_image"], r["var_resid"], why)  # fmt: skip
