@@ -459,16 +459,7 @@ def check_model_fields(config: TrainConfig, used: frozenset[str] | None, method:
     :data:`MODEL_FIELDS` outside ``used`` that is set away from its default raises a one-line
     :class:`ConfigError` instead of being ignored.
     """
-    if used is None:
-        return
-    default = TrainConfig()
-    for name in MODEL_FIELDS:
-        value = getattr(config, name)
-        if name not in used and value != getattr(default, name):
-            raise ConfigError(
-                f"{name} = {value!r} does not apply to method {method!r}: it builds its own "
-                "network; leave it out"
-            )
+    _refuse_unread(config, MODEL_FIELDS, used, method, "it builds its own network")
 
 
 def check_optimizer_fields(config: TrainConfig, used: frozenset[str] | None, method: str) -> None:
@@ -479,13 +470,24 @@ def check_optimizer_fields(config: TrainConfig, used: frozenset[str] | None, met
     set away from its default raises a one-line :class:`ConfigError` instead of being
     ignored (e.g. ``weight_decay`` for BioLeaF, whose local rules have no optimizer).
     """
+    _refuse_unread(config, OPTIMIZER_FIELDS, used, method, "it has no optimizer that reads it")
+
+
+def _refuse_unread(
+    config: TrainConfig,
+    fields: tuple[str, ...],
+    used: frozenset[str] | None,
+    method: str,
+    why: str,
+) -> None:
+    """The first of ``fields`` outside ``used`` (None: all are read) set away from its
+    default, as a one-line ``ConfigError`` saying ``why`` the method does not read it."""
     if used is None:
         return
     default = TrainConfig()
-    for name in OPTIMIZER_FIELDS:
+    for name in fields:
         value = getattr(config, name)
         if name not in used and value != getattr(default, name):
             raise ConfigError(
-                f"{name} = {value!r} does not apply to method {method!r}: it has no optimizer "
-                f"that reads it; leave it out"
+                f"{name} = {value!r} does not apply to method {method!r}: {why}; leave it out"
             )
