@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["CACHE_ENV", "cache_root", "c_compiler"]
+__all__ = ["CACHE_ENV", "cache_root", "c_compiler", "build_library"]
 
 CACHE_ENV = "SPIKEWEAVE_CACHE"
 """The environment variable naming the one folder all of spikeweave's caches live under."""
@@ -45,3 +48,26 @@ def c_compiler() -> str | None:
         if shutil.which(name):
             return name
     return None
+
+
+def build_library(
+    cc: str, src: str, out: Path, flag_sets: Sequence[Sequence[str]], libs: Sequence[str] = ()
+) -> None:
+    """Compile the C source ``src`` into the shared library ``out`` with the first of
+    ``flag_sets`` that ``cc`` accepts (e.g. ``-march=native`` first, then without), linking
+    ``libs``. The library appears atomically: concurrent builders never see a partial file.
+    ``RuntimeError`` with each attempt's last compiler line when none succeeds."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        c_file = Path(tmp) / (out.stem + ".c")
+        c_file.write_text(src)
+        so = Path(tmp) / out.name
+        errors = []
+        for flags in flag_sets:
+            cmd = [cc, *flags, str(c_file), "-o", str(so), *libs]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+            if proc.returncode == 0:
+                os.replace(so, out)
+                return
+            errors.append((proc.stderr.strip().splitlines() or ["?"])[-1])
+        raise RuntimeError(f"{cc} failed: {errors}")

@@ -17,14 +17,11 @@ import ctypes
 import hashlib
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import threading
 from importlib import resources
-from pathlib import Path
 
-from ..toolchain import c_compiler, cache_root
+from ..toolchain import build_library, c_compiler, cache_root
 
 __all__ = ["ENV", "library", "unavailable_reason", "reset"]
 
@@ -34,20 +31,6 @@ _VERSION = 1  # SF_CTX_VERSION in the C source
 _FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
-
-
-def _build(cc: str, src: str, out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        c_file = Path(tmp) / "sf_ctx.c"
-        c_file.write_text(src)
-        so = Path(tmp) / out.name
-        proc = subprocess.run(
-            [cc, *_FLAGS, str(c_file), "-o", str(so)], capture_output=True, text=True, timeout=120
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"{cc} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-        os.replace(so, out)  # atomic: concurrent builders never see a partial file
 
 
 def _load() -> ctypes.CDLL:
@@ -62,7 +45,7 @@ def _load() -> ctypes.CDLL:
         cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
-        _build(cc, src, path)
+        build_library(cc, src, path, [_FLAGS])
     lib = ctypes.CDLL(str(path))
     if lib.sf_ctx_version() != _VERSION:
         raise RuntimeError("stale ctx decoder library")

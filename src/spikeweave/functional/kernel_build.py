@@ -16,15 +16,13 @@ import ctypes
 import hashlib
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 import torch
 
-from ..toolchain import CACHE_ENV, c_compiler, cache_root
+from ..toolchain import CACHE_ENV, build_library, c_compiler, cache_root
 from . import c_codegen
 
 __all__ = [
@@ -71,24 +69,6 @@ def _cpu_fingerprint() -> str:
     return platform.processor()
 
 
-def _build(cc: str, src: str, out: Path) -> None:
-    """Compile ``src`` into ``out``, trying ``-march=native`` first."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        c_file = Path(tmp) / "sf_kernel.c"
-        c_file.write_text(src)
-        so = Path(tmp) / out.name
-        errors = []
-        for extra in _EXTRA_FLAGS:
-            cmd = [cc, *_BASE_FLAGS, *extra, str(c_file), "-o", str(so), "-lm"]
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-            if proc.returncode == 0:
-                os.replace(so, out)  # atomic: concurrent builders never see a partial file
-                return
-            errors.append(proc.stderr.strip().splitlines()[-1:] or ["?"])
-        raise RuntimeError(f"{cc} failed: {errors}")
-
-
 def _load(dtype: torch.dtype) -> ctypes.CDLL:
     if os.environ.get("SPIKEWEAVE_CPU_KERNEL", "1").lower() in ("0", "false", "off", "no"):
         raise RuntimeError("disabled by SPIKEWEAVE_CPU_KERNEL=0")
@@ -105,7 +85,7 @@ def _load(dtype: torch.dtype) -> ctypes.CDLL:
         cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
-        _build(cc, src, path)
+        build_library(cc, src, path, [[*_BASE_FLAGS, *extra] for extra in _EXTRA_FLAGS], ["-lm"])
     lib = ctypes.CDLL(str(path))
     lib.sf_run.argtypes = [ctypes.c_void_p, ctypes.c_int]  # the job's address (cpu_kernel)
     lib.sf_run.restype = ctypes.c_int
