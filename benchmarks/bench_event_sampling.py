@@ -1,9 +1,17 @@
 """Sampled-mode report: what `spikeweave compress --rate R` keeps, per sampler, on real recordings.
 
-For rates 5, 10 and 25 % of pixels per 10 ms window and three samplers (the built-in trained
-``spiking`` sampler, and the baselines ``random`` and ``activity``), on the real recordings in
-../shared/data/real (11 N-MNIST samples, the AEDAT4 sample) and on held-out simulated N-MNIST-like
-recordings, it measures:
+Three samplers (the built-in trained ``spiking`` sampler, and the baselines ``random`` and
+``activity``) are compared two ways, on the real recordings in ../shared/data/real (11 N-MNIST
+samples, the AEDAT4 sample) and on held-out simulated N-MNIST-like recordings:
+
+- **at equal sampling rate**: 5, 10 and 25 % of pixels per 10 ms window;
+- **at equal stored bits**: each recording's sampled ``.sfev`` may take at most 10, 25 or 50 % of
+  its lossless ``.sfev``; per sampler and recording, the number of pixels per window ``k`` is
+  the largest whose file fits the budget (bisection; every sampler's masks are nested in ``k``,
+  so the kept events, and so the file, grow with it). Sampled files store no mask, so the
+  budget is the file alone for every sampler.
+
+For each it measures:
 
 - **event-frame reconstruction**: the 10 ms event frames (counts per polarity, clipped at 2,
   scaled to [0, 1]) rebuilt from the kept events, i.e. what ``spikeweave decompress`` returns,
@@ -65,7 +73,20 @@ REAL = Path(
     )
 )
 RATES = (0.05, 0.10, 0.25)
+BUDGETS = (0.10, 0.25, 0.50)
+"""Equal-bits settings: the sampled file's size as a fraction of the lossless file's, at most."""
 ARMS = ("spiking", "random", "activity")
+SETTINGS = [("rate", r) for r in RATES] + [("bits", b) for b in BUDGETS]
+"""``(kind, value)``: equal sampling rate, then equal stored bits."""
+
+
+def label(kind: str, value: float) -> str:
+    """Column name of a setting: ``"10 % pixels"`` or ``"25 % bits"``."""
+    return f"{round(100 * value)} % {'pixels' if kind == 'rate' else 'bits'}"
+
+
+COLUMNS = [(arm, label(kind, value)) for kind, value in SETTINGS for arm in ARMS]
+"""``(arm, setting label)`` of every sampled version of a recording."""
 T_FRAMES = 10  # frames per recording for the classifier, the nmnist dataset's default
 TONIC_LABEL = 4  # tonic stores no label; SOURCES.md: its first-saccade image "looks like a 4"
 
@@ -125,26 +146,95 @@ def mask_fns(seed: int) -> dict[tuple[str, float], object]:
     return fns
 
 
+def largest_k_within(ev, sensor, frames, cell, fn, budget: int) -> tuple[int, np.ndarray, int]:
+    """``(k, kept events, bytes)`` for the largest ``k`` pixels per window whose sampled
+    ``.sfev`` takes at most ``budget`` bytes (bisection over k; masks nested in k)."""
+    hw = sensor[0] * sensor[1]
+
+    def size(k: int) -> tuple[np.ndarray, int]:
+        kept = ev[fn(frames, k).reshape(-1)[cell]]
+        return kept, len(encode_events(kept, sensor))
+
+    lo, hi = 0, hw  # size(lo) fits (an empty file is smaller than any budget used here)
+    kept_hi, bytes_hi = size(hi)
+    if bytes_hi <= budget:
+        return hi, kept_hi, bytes_hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if size(mid)[1] <= budget:
+            lo = mid
+        else:
+            hi = mid
+    kept, nbytes = size(lo)
+    return lo, kept, nbytes
+
+
 def evaluate_recording(ev: np.ndarray, sensor: tuple[int, int], fns: dict, window_us: int) -> dict:
-    """Kept events and reconstruction numbers of one recording for every (arm, rate)."""
+    """Kept events and reconstruction numbers of one recording for every (arm, setting)."""
     frames, cell = window_frames(ev, sensor, window_us)
-    k_of = {r: int(round(r * sensor[0] * sensor[1])) for r in RATES}
-    out: dict = {"n": int(ev.size), "lossless_bytes": len(encode_events(ev, sensor))}
-    for (arm, rate), fn in fns.items():
-        mask = fn(frames, k_of[rate])
-        kept = ev[mask.reshape(-1)[cell]]
-        kept_frames = frames * mask[:, None]
-        assert int(kept_frames.sum()) == kept.size  # the frames of exactly the kept events
-        sse, ssim_sum, values = recon_stats(frames, kept_frames)
-        out[arm, rate] = {
-            "kept": kept,
-            "achieved_rate": float(mask.mean()),
-            "sse": sse,
-            "ssim_sum": ssim_sum,
-            "values": values,
-            "windows": int(frames.shape[0]),
-            "bytes": len(encode_events(kept, sensor)),
-        }
+    lossless = len(encode_events(ev, sensor))
+    out: dict = {"n": int(ev.size), "lossless_bytes": lossless}
+    for arm in ARMS:
+        for kind, value in SETTINGS:
+            if kind == "rate":
+                k = int(round(value * sensor[0] * sensor[1]))
+                mask = fns[arm, value](frames, k)
+                kept = ev[mask.reshape(-1)[cell]]
+                nbytes = len(encode_events(kept, sensor))
+            else:
+                fn = fns[arm, RATES[0]]  # the arm's mask function; k is what differs
+                k, kept, nbytes = largest_k_within(
+                    ev, sensor, frames, cell, fn, int(value * lossless)
+                )
+                mask = fn(frames, k)
+            kept_frames = frames * mask[:, None]
+            assert int(kept_frames.sum()) == kept.size  # the frames of exactly the kept events
+            sse, ssim_sum, values = recon_stats(frames, kept_frames)
+            out[arm, label(kind, value)] = {
+                "kept": kept,
+                "achieved_rate": float(mask.mean()),
+                "sse": sse,
+                "ssim_sum": ssim_sum,
+                "values": values,
+                "windows": int(frames.shape[0]),
+                "bytes": nbytes,
+            }
+    return out
+
+
+PSNR_CAP_DB = 60.0
+"""Per-recording PSNR is capped here (an exact reconstruction has infinite PSNR)."""
+
+
+def paired_vs_baselines(mse: dict[str, list[float]], preds: dict, labels: list) -> dict:
+    """Spiking minus each baseline, per setting, paired over the set's recordings: the mean
+    per-recording PSNR difference (dB, each capped at :data:`PSNR_CAP_DB`) with a t 95 %
+    interval, and, for labelled sets, McNemar's exact test on per-recording correctness."""
+    from scipy import stats
+
+    def psnr(values: list[float]) -> np.ndarray:
+        m = np.maximum(np.asarray(values), 10 ** (-PSNR_CAP_DB / 10))
+        return -10 * np.log10(m)
+
+    out: dict = {}
+    for col in dict.fromkeys(c for _, c in COLUMNS):
+        for base in ("random", "activity"):
+            d = psnr(mse[f"spiking {col}"]) - psnr(mse[f"{base} {col}"])
+            n = len(d)
+            entry: dict = {"n": n, "psnr_diff_db": float(d.mean())}
+            if n >= 3 and d.std(ddof=1) > 0:
+                half = stats.t.ppf(0.975, n - 1) * d.std(ddof=1) / np.sqrt(n)
+                entry["psnr_diff_ci"] = (float(d.mean() - half), float(d.mean() + half))
+            else:
+                entry["psnr_diff_ci"] = None  # not testable: fewer than 3 or all equal
+            if labels:
+                y = np.asarray(labels)
+                spk = np.asarray(preds[f"spiking {col}"]) == y
+                other = np.asarray(preds[f"{base} {col}"]) == y
+                only_spk, only_base, pval = mcnemar(spk, other)
+                entry["accuracy_diff"] = float(spk.mean() - other.mean())
+                entry["mcnemar"] = {"spiking_only": only_spk, "baseline_only": only_base, "p": pval}
+            out[f"{col} vs {base}"] = entry
     return out
 
 
@@ -208,6 +298,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--window-us", type=int, default=DEFAULT_WINDOW_US)
     args = parser.parse_args()
+    args.load_start = " ".join(f"{x:.1f}" for x in os.getloadavg())
     from rich.progress import Progress, track
 
     from spikeweave.data.embedded import load_mnist5k_arrays
@@ -251,15 +342,18 @@ def main() -> None:
     per_file: list[dict] = []
     for set_name, recs in sets.items():
         agg: dict = {}
-        preds: dict = {"full": [], **{f"{a} {r}": [] for a in ARMS for r in RATES}}
+        preds: dict = {"full": [], **{f"{a} {c}": [] for a, c in COLUMNS}}
         labels = []
-        for name, ev, sensor, label in track(recs, description=set_name):
+        recon_per: dict[str, list[float]] = {}
+        for name, ev, sensor, truth in track(recs, description=set_name):
             r = evaluate_recording(ev, sensor, fns, args.window_us)
+            for a, c in COLUMNS:  # per-recording MSE, for the paired sampler comparison
+                recon_per.setdefault(f"{a} {c}", []).append(r[a, c]["sse"] / r[a, c]["values"])
             if name == name0:
                 for (arm, rate), fn in fns.items():
                     kept, _ = sample_events(ev, sensor, rate, sampler=arm, mask_fn=fn)
-                    np.testing.assert_array_equal(kept, r[arm, rate]["kept"])
-            for key in fns:
+                    np.testing.assert_array_equal(kept, r[arm, label("rate", rate)]["kept"])
+            for key in COLUMNS:
                 a = agg.setdefault(
                     key,
                     {
@@ -284,31 +378,26 @@ def main() -> None:
                 a["bytes"] += v["bytes"]
                 a["lossless"] += r["lossless_bytes"]
                 a["achieved"].append(v["achieved_rate"])
-            if label is not None:
-                labels.append(label)
-                batch = [bin_frames(ev)] + [
-                    bin_frames(r[a, q]["kept"]) for a in ARMS for q in RATES
-                ]
+            if truth is not None:
+                labels.append(truth)
+                batch = [bin_frames(ev)] + [bin_frames(r[a, c]["kept"]) for a, c in COLUMNS]
                 p = predict(trainer, np.stack(batch))
                 preds["full"].append(int(p[0]))
-                for i, (a, q) in enumerate((a, q) for a in ARMS for q in RATES):
-                    preds[f"{a} {q}"].append(int(p[1 + i]))
+                for i, (a, c) in enumerate(COLUMNS):
+                    preds[f"{a} {c}"].append(int(p[1 + i]))
                 if set_name.startswith("real"):
                     per_file.append(
                         {
                             "file": name,
-                            "label": label,
+                            "label": truth,
                             "full": int(p[0]),
-                            **{
-                                f"{a} {round(100 * q)}%": int(p[1 + i])
-                                for i, (a, q) in enumerate((a, q) for a in ARMS for q in RATES)
-                            },
+                            **{f"{a} {c}": int(p[1 + i]) for i, (a, c) in enumerate(COLUMNS)},
                         }
                     )
         recon = {}
-        for (arm, rate), a in agg.items():
+        for (arm, col), a in agg.items():
             mse = a["sse"] / a["values"]
-            recon[f"{arm} {rate}"] = {
+            recon[f"{arm} {col}"] = {
                 "psnr_db": float("inf") if mse == 0 else float(10 * np.log10(1 / mse)),
                 "ssim": a["ssim"] / a["windows"],
                 "event_fraction": a["kept"] / a["events"],
@@ -340,7 +429,11 @@ def main() -> None:
                         "p": pval,
                     }
                 cls[key] = entry
-        results[set_name] = {"reconstruction": recon, "classification": cls}
+        results[set_name] = {
+            "reconstruction": recon,
+            "classification": cls,
+            "spiking_vs_baselines": paired_vs_baselines(recon_per, preds, labels),
+        }
 
     write_report(args, results, per_file, fns, trainer, sets, start, versions())
 
@@ -352,8 +445,13 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
     )
     samplers = {f"spiking {r}": fns["spiking", r].info for r in RATES}
     summary = json.loads((trainer.path / "summary.json").read_text())
+    from spikeweave.experiments.base import git_commit
+
+    commit, tree_note = git_commit()
     doc = {
         "command": command,
+        "commit": commit,
+        "tree": tree_note or "clean",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(time.time() - start, 1),
         "seeds": {
@@ -375,6 +473,7 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         "real_per_file": per_file,
         "versions": vers,
         "machine": platform.platform(),
+        "load_start": args.load_start,
     }
     out = args.out
     atomic_write_bytes(
@@ -388,10 +487,18 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         f"Command ({doc['wall_s'] / 60:.1f} min on the shared 2-core machine, one torch thread):",
         f"`{command}`",
         "",
-        "Sampled mode keeps, per 10 ms window, the events at `round(rate·H·W)` pixels chosen by "
-        "the sampler. `spiking` = the built-in trained spiking sampler (the default of "
-        "`spikeweave compress --rate R`), trained on simulated event frames only; `random` and "
-        "`activity` (the busiest pixels) are baselines. Weights used:",
+        f"Commit `{commit}` ({tree_note or 'clean tree'}); load average at the start "
+        f"{doc['load_start']}.",
+        "",
+        "Sampled mode keeps, per 10 ms window, the events at k pixels chosen by the sampler: "
+        "`k = round(rate·H·W)` at equal sampling rate (`% pixels`), or, at equal stored bits "
+        "(`% bits`), the largest k whose sampled `.sfev` fits that share of the recording's "
+        "lossless `.sfev` (found per sampler and recording by bisection). Sampled files store "
+        "no mask, so the file is the whole cost for every sampler. Pixels/window gives the "
+        "range of k/(H·W) over the set's recordings. `spiking` = the built-in trained spiking "
+        "sampler (`--sampler spiking`), trained on simulated event frames only; `random` and "
+        "`activity` (the busiest pixels; the default of `spikeweave compress --rate R`) are "
+        "baselines. Weights used:",
         "",
     ]
     for k, v in samplers.items():
@@ -414,17 +521,18 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
         L += [
             f"### {set_name}",
             "",
-            "| rate | sampler | PSNR (dB) | SSIM | events kept | size vs lossless |",
-            "|---|---|---|---|---|---|",
+            "| setting | sampler | PSNR (dB) | SSIM | events kept | pixels/window | "
+            "size vs lossless |",
+            "|---|---|---|---|---|---|---|",
         ]
-        for rate in RATES:
-            for arm in ARMS:
-                v = res["reconstruction"][f"{arm} {rate}"]
-                L.append(
-                    f"| {round(100 * rate)} % | {arm} | {v['psnr_db']:.2f} | "
-                    f"{v['ssim']:.3f} | {100 * v['event_fraction']:.1f} % | "
-                    f"{v['bytes_vs_lossless']:.3f} |"
-                )
+        for arm, col in COLUMNS:
+            v = res["reconstruction"][f"{arm} {col}"]
+            lo, hi = 100 * v["achieved_rate_min"], 100 * v["achieved_rate_max"]
+            L.append(
+                f"| {col} | {arm} | {v['psnr_db']:.2f} | "
+                f"{v['ssim']:.3f} | {100 * v['event_fraction']:.1f} % | "
+                f"{lo:.1f}–{hi:.1f} % | {v['bytes_vs_lossless']:.3f} |"
+            )
         L.append("")
     L += [
         "## N-MNIST classifier on sampled vs full events",
@@ -448,18 +556,43 @@ def write_report(args, results, per_file, fns, trainer, sets, start, vers) -> No
             "",
             f"Full events: accuracy {100 * f['accuracy']:.1f} % {pm(f['accuracy_ci'])}.",
             "",
-            "| rate | sampler | accuracy % [95 % CI] | agreement with full % [95 % CI] | "
+            "| setting | sampler | accuracy % [95 % CI] | agreement with full % [95 % CI] | "
             "McNemar p |",
             "|---|---|---|---|---|",
         ]
-        for rate in RATES:
-            for arm in ARMS:
-                v = c[f"{arm} {rate}"]
-                L.append(
-                    f"| {round(100 * rate)} % | {arm} | {100 * v['accuracy']:.1f} "
-                    f"{pm(v['accuracy_ci'])} | {100 * v['agreement']:.1f} "
-                    f"{pm(v['agreement_ci'])} | {v['mcnemar']['p']:.3g} |"
-                )
+        for arm, col in COLUMNS:
+            v = c[f"{arm} {col}"]
+            L.append(
+                f"| {col} | {arm} | {100 * v['accuracy']:.1f} "
+                f"{pm(v['accuracy_ci'])} | {100 * v['agreement']:.1f} "
+                f"{pm(v['agreement_ci'])} | {v['mcnemar']['p']:.3g} |"
+            )
+        L.append("")
+    L += [
+        "## The trained sampler against each baseline, paired per recording",
+        "",
+        "Spiking minus baseline on the same recordings: mean per-recording PSNR difference "
+        f"(dB; each recording's PSNR capped at {PSNR_CAP_DB:g} dB, so an exact copy counts as "
+        f"{PSNR_CAP_DB:g}) with a t 95 % interval over recordings, and the accuracy difference "
+        "with McNemar's exact p where the set is labelled. A positive difference favours the "
+        "trained sampler. At equal bits every sampler's file fits the same per-recording "
+        "budget.",
+        "",
+    ]
+    for set_name, res in results.items():
+        L += [
+            f"### {set_name}",
+            "",
+            "| setting | vs | PSNR diff (dB) [95 % CI] | accuracy diff (points) | McNemar p |",
+            "|---|---|---|---|---|",
+        ]
+        for key, v in res["spiking_vs_baselines"].items():
+            col, base = key.split(" vs ")
+            ci = v["psnr_diff_ci"]
+            ci_s = f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci else "(not testable)"
+            acc = f"{100 * v['accuracy_diff']:+.1f}" if "accuracy_diff" in v else "—"
+            p = f"{v['mcnemar']['p']:.3g}" if "mcnemar" in v else "—"
+            L.append(f"| {col} | {base} | {v['psnr_diff_db']:+.2f} {ci_s} | {acc} | {p} |")
         L.append("")
     cols = list(per_file[0]) if per_file else []
     L += [
