@@ -17,8 +17,9 @@ Each neuron here isolates one ingredient:
   learnable ``a > 0`` per layer. The forward is exactly LIF's (``a`` never changes the sign);
   backward gives ``∂s/∂h = a·g'(a·(h - θ))`` and ``∂s/∂a = (h - θ)·g'(a·(h - θ))``, so the
   surrogate's width is learned and nothing else. For the sigmoid surrogate this is the sigmoid
-  surrogate with ``α_eff = a·α``. It runs its own per-step loop under autograd
-  (``custom_forward``), so its step time is not comparable with the fused arms.
+  surrogate with ``α_eff = a·α``. Its dynamics is the spec ``"lif_width"`` (LIF's charge,
+  the width a table whose gradient the kernels sum from the fire), so it runs through the
+  compiled kernels like the others.
 
 They sit beside :mod:`spikeweave.neurons` (same floor), not in it, because they exist for the
 klif-vs-lif experiment; ``NEURONS`` imports this module on its first lookup, so
@@ -34,10 +35,9 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .functional.dynamics import Dynamics, LIFDynamics, PLIFDynamics
-from .functional.neuron import reset
-from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau, check_time_major, neuron_outputs
-from .surrogate import Surrogate, heaviside
+from .functional.dynamics import Dynamics, LIFWidthDynamics, PLIFDynamics
+from .neurons import KLIF, LIF, NEURONS, SpikingNeuron, _check_tau
+from .surrogate import Surrogate
 
 __all__ = ["PLIFDynamics", "PLIF", "FlooredLIF", "LearnableWidthLIF", "learned_values"]
 
@@ -105,9 +105,13 @@ class FlooredLIF(KLIF):
 
 
 class LearnableWidthLIF(LIF):
-    """LIF with a learnable surrogate width ``a`` per layer (``a = exp(log_width)``, from 1)."""
+    """LIF with a learnable surrogate width ``a`` per layer (``a = exp(log_width)``, from 1).
 
-    custom_forward = True  # its own per-step loop; see neuron_backends in .timing
+    Its dynamics is :class:`~spikeweave.functional.dynamics.LIFWidthDynamics` (spec
+    ``"lif_width"``), so it runs on every backend like LIF: the compiled kernels (C on the
+    CPU, Triton on CUDA) sum ``∂L/∂a`` in their backward, and the ``memory`` modes and 1-bit
+    spikes apply. ``backend="reference"`` is the per-step loop under autograd.
+    """
 
     def __init__(
         self,
@@ -120,10 +124,12 @@ class LearnableWidthLIF(LIF):
         detach_reset: bool = True,
         backend: str = "auto",
         steps: int | None = None,
+        memory: str = "auto",
     ) -> None:
         super().__init__(
-            tau, threshold, v_reset, reset, decay_input, surrogate, detach_reset, backend, steps
-        )
+            tau, threshold, v_reset, reset, decay_input, surrogate, detach_reset, backend, steps,
+            memory,
+        )  # fmt: skip
         self.log_width = nn.Parameter(torch.zeros(()))
 
     @property
@@ -131,28 +137,10 @@ class LearnableWidthLIF(LIF):
         """The current ``a`` (multiplies the surrogate's α for the sigmoid surrogate)."""
         return float(self.log_width.detach().exp())
 
-    def forward(self, x, state=None, return_state=False, return_membrane=False):
-        """As :meth:`SpikingNeuron.forward`, on a per-step loop under autograd."""
-        who = type(self).__name__
-        check_time_major(x, who)
-        self._check_steps(x)
-        u = self._checked_state(state, x) if state is not None else self.initial_state(x)
-        dyn = LIFDynamics(self.tau, self.v_reset, self.decay_input)
-        a = self.log_width.exp()
-        spikes, hs = [], []
-        for t in range(x.shape[0]):
-            h, _ = dyn.charge(u, x[t], t, ())
-            z = h - self.threshold
-            q = self.surrogate(a * z)  # carries the gradient: a·g'(a·z) for z, z·g'(a·z) for a
-            s = heaviside(z).detach() + (q - q.detach())  # forward exactly LIF's H(h - θ)
-            # the fire differs from the shared one on purpose (the learnable width a); the
-            # reset is the shared one
-            u = reset(h, s, self.threshold, self.v_reset, self.reset, self.detach_reset)
-            spikes.append(s)
-            hs.append(h)
-        return neuron_outputs(
-            torch.stack(spikes), u, torch.stack(hs), return_state, return_membrane
-        )
+    def dynamics(self, x: torch.Tensor) -> Dynamics:
+        """LIF's charge with the width ``a = exp(log_width)`` under autograd (``log_width``
+        gets ``∂L/∂a·a``)."""
+        return LIFWidthDynamics(self.tau, self.v_reset, self.decay_input, self.log_width.exp())
 
     def extra_repr(self) -> str:
         return f"width={self.width:.3g} (learnable), " + super().extra_repr()

@@ -21,7 +21,7 @@ import torch
 from ..surrogate import Surrogate
 from .c_codegen import MAXT, SG_TABLE
 from .dynamics import Dynamics, FireReset, KernelSpec
-from .spec import CHARGES, SURROGATE_SPECS, torch_recompute
+from .spec import CHARGES, FIRE_RESET, SURROGATE_SPECS, torch_eval, torch_recompute
 
 __all__ = [
     "SG_TABLE",
@@ -161,13 +161,16 @@ def backward_inputs(
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """What every compiled backward reads besides the saved values ``h``: the surrogate table
-    (only for surrogates the kernels do not know) and the incoming gradients, contiguous per
+    (only for surrogates the kernels do not know; at ``w·d`` for a learnable width) and the incoming gradients, contiguous per
     step (cast to ``dtype`` when given)."""
     table = None
     if surrogate_code(fr.surrogate) == SG_TABLE:
         tables = dict(zip(spec.charge.tables, spec.tables, strict=True))
         hh = torch_recompute(spec.charge, h, spec.scalars, tables)
-        table = fr.surrogate.derivative(fr.distance(hh)).contiguous()
+        d = fr.distance(hh)
+        if spec.charge.width is not None:  # g'(w·d): the kernel turns it into ds/dh, ds/dw
+            d = torch_eval(FIRE_RESET.scaled, d=d, w=tables[spec.charge.width].detach())
+        table = fr.surrogate.derivative(d).contiguous()
 
     def prep(g: torch.Tensor | None, per_step: bool) -> torch.Tensor | None:
         if g is None:

@@ -20,7 +20,7 @@ from .template import render
 
 __all__ = ["KINDS", "MAXP", "MAXT", "SG_TABLE", "VERSION", "charge_index", "source"]
 
-VERSION = 13  # the library's own check against a stale build; bump with the C interface
+VERSION = 14  # the library's own check against a stale build; bump with the C interface
 SG_TABLE = 5  # surrogate derivative precomputed by PyTorch and passed in
 MAXP = 8  # scalars + derived constants per charge
 MAXT = 2  # tables / drives per charge
@@ -152,7 +152,8 @@ def _charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
         u_prev += "\n        const REAL *xb = (const REAL *)j->x + t * j->x_ts + nb;"
         vjp_loads.append("const REAL v_x = xb[i];")
     vjp_assign = ["gu[i] = v_gu;", "gxt[i] = v_gx;"]
-    vjp_assign += [f"ga_{n}[i] += v_g_{n};" for n in cs.grads]
+    vjp_assign += [f"ga_{n}[i] += v_g_{n};" for n in cs.vjp_grads]
+    sg_calc, width_acc = _width_fire(cs)
     grad_init = "".join(
         f"\n    REAL ga_{n}[SF_BS];\n    for (int64_t i = 0; i < m; ++i) ga_{n}[i] = (REAL)0;"
         for n in cs.grads
@@ -173,6 +174,8 @@ def _charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
         hsrc="hb" if recompute else "svt",
         grad_init=grad_init,
         dreset_cases="\n".join(dreset_cases),
+        sg_calc=sg_calc,
+        width_acc=width_acc,
         save_load=f"const REAL v_{cs.save} = svt[i];" if cs.save != "h" else "",
         u_prev=u_prev,
         vjp_loads=" ".join(vjp_loads),
@@ -181,6 +184,58 @@ def _charge_functions(idx: int, cs: ChargeSpec, pow2: bool) -> str:
         vjp_assign=" ".join(vjp_assign),
         grad_out=grad_out,
     )
+
+
+def _width_fire(cs: ChargeSpec) -> tuple[str, str]:
+    """The backward's surrogate evaluation, and for a charge with a learnable width ``w``
+    (:attr:`ChargeSpec.width`) the accumulation of ``∂L/∂w``, from :data:`FIRE_RESET`.
+
+    With a width the surrogate is evaluated at ``scaled`` (the C surrogate takes it as its
+    ``h`` with threshold 0: ``a - 0`` is ``a`` exactly), then ``sg`` becomes ``dspike`` and
+    ``swb`` holds ``dspike_dw``; ``∂L/∂s`` (the spike's gradient, plus ``gu·dreset_ds`` where
+    the reset is not detached) times ``swb`` is summed into the width's gradient."""
+    plain = "        if (!j->table) SFX(surrogate)(j->surrogate, hp, th, j->sc, sgb, m);"
+    if cs.width is None:
+        return plain, ""
+    w = cs.width
+    dist = c_expr(FIRE_RESET.distance, _vars)
+    sg_calc = f"""        /* learnable width: the surrogate at w*d, then ds/dh into sgb and ds/dw into swb */
+        REAL swb[SF_BS];
+        for (int64_t i = 0; i < m; ++i) {{
+            const REAL v_h = hp[i], v_{w} = tb_{w}[i];
+            const REAL v_d = {dist};
+            swb[i] = {c_expr(FIRE_RESET.scaled, _vars)};
+        }}
+        if (!j->table) SFX(surrogate)(j->surrogate, swb, (REAL)0, j->sc, sgb, m);
+        for (int64_t i = 0; i < m; ++i) {{
+            const REAL v_h = hp[i], v_{w} = tb_{w}[i], v_sgw = sg[i];
+            const REAL v_d = {dist};
+            sgb[i] = {c_expr(FIRE_RESET.dspike, _vars)};
+            swb[i] = {c_expr(FIRE_RESET.dspike_dw, _vars)};
+        }}
+        sg = sgb;"""
+    cases = []
+    for soft, mode in enumerate(_RESET_MODES):
+        for detach in (False, True):
+            ds = FIRE_RESET.dreset_ds[(mode, detach)]
+            if ds is None:  # the reset's s detached: only the spike's own gradient
+                body = f"if (gst) for (int64_t i = 0; i < m; ++i) ga_{w}[i] += gst[i] * swb[i];"
+            else:
+                body = (
+                    "for (int64_t i = 0; i < m; ++i) {\n"
+                    "            const REAL v_h = hp[i];\n"
+                    f"            REAL gsum = gu[i] * {c_expr(ds, _vars)};\n"
+                    "            if (gst) gsum = gst[i] + gsum;\n"
+                    f"            ga_{w}[i] += gsum * swb[i];\n"
+                    "        }"
+                )
+            cases.append(f"        case {2 * soft + int(detach)}: {body} break;")
+    width_acc = (
+        "\n        /* dL/ds (the spike's own gradient, plus the reset path's unless detached) "
+        "times ds/dw */\n        switch (mode) {\n" + "\n".join(cases)
+        + "\n        default: break;\n        }"
+    )
+    return sg_calc, width_acc
 
 
 def _surrogates() -> str:

@@ -19,6 +19,7 @@ Charges shipped here (``tau`` in steps, membrane ``u`` before the step, input ``
 - :class:`KLIFDynamics`: the LIF charge, then ``f = ReLU(k·h)``
 - :class:`OscillatingLIFDynamics`: the LIF charge plus ``A·osc(2π·f·t + φ)``
 - :class:`PLIFDynamics`: ``h = u + (x - (u - v_reset))·r`` with a learnable decay ``r = 1/tau``
+- :class:`LIFWidthDynamics`: the LIF charge, with a learnable surrogate width ``w`` for the fire
 
 The built-in charges are not written out here: each is a
 :class:`~spikeweave.functional.spec.ChargeSpec` in :mod:`spikeweave.functional.spec`, which
@@ -158,11 +159,16 @@ class Dynamics:
             backward from the saved potentials, so it costs no memory).
         reference_only: there is no ``charge_vjp``; only the per-step loop under autograd can
             differentiate this charge (``backend="auto"``/``"torch"`` then run that loop).
+        width_index: None, or the index in ``params()`` of a learnable surrogate width ``w``
+            (> 0, broadcastable to one step): the fire's backward is then ``g'(w·(h - θ))·w``
+            and ``∂s/∂w = g'(w·(h - θ))·(h - θ)`` (:data:`~.spec.FIRE_RESET`'s ``scaled``);
+            every backend returns ``w``'s gradient, ``charge_vjp`` gives None for it.
     """
 
     needs_x: bool = False
     needs_u: bool = False
     reference_only: bool = False
+    width_index: int | None = None
 
     def params(self) -> tuple[torch.Tensor, ...]:
         """Tensors the charge depends on that may need gradients (e.g. KLIF's ``k``)."""
@@ -452,3 +458,45 @@ class PLIFDynamics(Dynamics):
 
 
 __all__ += ["PLIFDynamics"]
+
+
+# ------------------------------------------------------------------ learnable surrogate width
+# Appended for LearnableWidthLIF (the klif-vs-lif ablation). New names only.
+
+
+class LIFWidthDynamics(Dynamics):
+    """LIF's charge with a learnable surrogate width ``w`` (spec ``"lif_width"`` /
+    ``"lif_nodecay_width"``): the forward is exactly LIF's (``w > 0`` never changes a
+    spike); backward gives ``∂s/∂h = g'(w·(h - θ))·w`` and ``∂s/∂w = g'(w·(h - θ))·(h - θ)``.
+
+    ``w`` is a tensor broadcastable to one step ``[B, ...]`` (a scalar per layer for
+    :class:`~spikeweave.ablation_neurons.LearnableWidthLIF`, which passes ``exp(log_width)``
+    under autograd). Every backend sums ``∂L/∂w`` over time and neurons itself: the spike's
+    gradient, plus the reset path's where the reset is not detached.
+    """
+
+    width_index = 0
+
+    def __init__(self, tau: float, v_reset: float, decay_input: bool, w: torch.Tensor) -> None:
+        self.lif = LIFDynamics(tau, v_reset, decay_input)
+        self.w = w
+        self.spec = CHARGES["lif_width" if decay_input else "lif_nodecay_width"]
+
+    def params(self):  # noqa: D102
+        return (self.w,)
+
+    def charge(self, u, x, t, params):  # noqa: D102
+        return self.lif.charge(u, x, t, ())
+
+    def charge_into(self, out, u, x, t, params):  # noqa: D102
+        return self.lif.charge_into(out, u, x, t, ())
+
+    def charge_vjp(self, gh, u, x, t, h, aux, params):  # noqa: D102
+        gu, gx, _ = self.lif.charge_vjp(gh, u, x, t, h, aux, ())
+        return gu, gx, (None,)  # w's gradient comes from the fire (the fused loop adds it)
+
+    def kernel_spec(self):  # noqa: D102
+        return KernelSpec(self.spec.name, self.lif.tau, self.lif.v_reset, tables=(self.w,))
+
+
+__all__ += ["LIFWidthDynamics"]

@@ -38,6 +38,7 @@ from .backend import Forward, NeuronBackend
 from .dynamics import Dynamics, FireReset
 from .finite import nonfinite_error
 from .neuron import reference_multistep
+from .spec import FIRE_RESET, torch_eval, torch_width_fire
 
 __all__ = [
     "BACKENDS",
@@ -209,11 +210,23 @@ def _backward_generic(needs, H, X, AUX, v0, gS, gH, gV, dynamics: Dynamics, fr, 
     need_x = needs[0]
     GX = torch.empty_like(H) if need_x else None
     acc: list[torch.Tensor | None] = [None] * len(params)
+    wi = dynamics.width_index  # a learnable surrogate width: its gradient comes from the fire
+    ds_expr = FIRE_RESET.dreset_ds[(fr.reset, fr.detach_reset)]
     gu = gV
     for t in range(T - 1, -1, -1):
         h = H[t]
-        d = fr.distance(h)
-        sg = fr.surrogate_derivative(d)
+        if wi is None:
+            d = fr.distance(h)
+            sg = fr.surrogate_derivative(d)
+        else:
+            d, sg, sw = torch_width_fire(fr.surrogate, h, fr.threshold, params[wi])
+            # dL/ds: the spike's own gradient, plus the reset path's where it is not detached
+            gs = gS[t] if gS is not None else torch.zeros_like(h)
+            if gu is not None and ds_expr is not None:
+                s = fr.spikes(h)
+                gs = gs + gu * torch_eval(ds_expr, h=h, s=s, theta=fr.threshold, vreset=fr.v_reset)
+            if needs[2 + wi]:
+                acc[wi] = gs * sw if acc[wi] is None else acc[wi] + gs * sw
         g = sg * gS[t] if gS is not None else torch.zeros_like(h)
         if gH is not None:
             g = g + gH[t]

@@ -17,17 +17,28 @@ from __future__ import annotations
 
 import torch
 
-from ..surrogate import Surrogate
+from ..surrogate import Surrogate, heaviside
 from .dynamics import Dynamics, FireReset, ResetMode
 from .spec import FIRE_RESET, torch_eval, torch_reset
 
 __all__ = ["fire", "reset", "reference_multistep"]
 
 
-def fire(h: torch.Tensor, threshold: float, surrogate: Surrogate) -> torch.Tensor:
+def fire(
+    h: torch.Tensor, threshold: float, surrogate: Surrogate, width: torch.Tensor | None = None
+) -> torch.Tensor:
     """Spikes ``H(h - threshold)`` with the surrogate's derivative in backward (the surrogate's
-    argument is :data:`~.spec.FIRE_RESET`'s ``distance``)."""
-    return surrogate(torch_eval(FIRE_RESET.distance, h=h, theta=threshold))
+    argument is :data:`~.spec.FIRE_RESET`'s ``distance``).
+
+    With a learnable ``width`` ``w > 0`` the surrogate is evaluated at ``w·d``
+    (``FIRE_RESET.scaled``), so autograd gives ``∂s/∂h = g'(w·d)·w`` and
+    ``∂s/∂w = g'(w·d)·d``; the forward stays ``H(d)`` exactly (``w·d`` may underflow to a
+    zero of the wrong sign, so the value comes from ``d`` itself)."""
+    d = torch_eval(FIRE_RESET.distance, h=h, theta=threshold)
+    if width is None:
+        return surrogate(d)
+    q = surrogate(torch_eval(FIRE_RESET.scaled, d=d, w=width))
+    return heaviside(d).detach() + (q - q.detach())
 
 
 def reset(
@@ -59,11 +70,12 @@ def reference_multistep(
     charged, pre-reset potential that was compared with the threshold.
     """
     params = dynamics.params()
+    width = None if dynamics.width_index is None else params[dynamics.width_index]
     u = torch.full_like(x[0], fr.v_reset) if v0 is None else v0
     spikes, hs = [], []
     for t in range(x.shape[0]):
         h, _ = dynamics.charge(u, x[t], t, params)
-        s = fire(h, fr.threshold, fr.surrogate)
+        s = fire(h, fr.threshold, fr.surrogate, width)
         u = reset(h, s, fr.threshold, fr.v_reset, fr.reset, fr.detach_reset)
         spikes.append(s)
         if return_membrane:

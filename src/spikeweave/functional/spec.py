@@ -64,6 +64,7 @@ __all__ = [
     "torch_recompute",
     "torch_surrogate",
     "torch_vjp",
+    "torch_width_fire",
     "triton_expr",
 ]
 
@@ -86,10 +87,21 @@ class ChargeSpec:
     pow2: tuple[str, ...] = ()
     """Scalars that, when a power of two, a C kernel may divide by as a multiplication by the
     exact reciprocal (rounds identically, much cheaper)."""
+    width: str | None = None
+    """A table that is the surrogate's learnable width ``w`` (:data:`FIRE_RESET`'s
+    ``scaled``, ``dspike``, ``dspike_dw``): listed in ``grads``, its gradient comes from the
+    fire, not from ``vjp``, which does not assign it."""
 
     def __post_init__(self) -> None:
         if self.vjp_reads and self.save != "h":  # u is rebuilt from the previous step's h
             raise ValueError(f"charge {self.name!r}: a VJP reading u or x needs save='h'")
+        if self.width is not None and not (self.width in self.tables and self.width in self.grads):
+            raise ValueError(f"charge {self.name!r}: the width must be a table with a gradient")
+
+    @property
+    def vjp_grads(self) -> tuple[str, ...]:
+        """The tables whose gradient ``vjp`` assigns (``grads`` without the width)."""
+        return tuple(g for g in self.grads if g != self.width)
 
     @property
     def vjp_reads(self) -> frozenset[str]:
@@ -107,8 +119,9 @@ class ChargeSpec:
         return self.forward[names.index(self.save) + 1 :]
 
     def constant_derivatives(self, scalars: Mapping[str, float]) -> tuple[float, float] | None:
-        """``(∂h/∂u, ∂h/∂x)`` as Python floats where the VJP is ``gu = g*du, gx = g*dx``."""
-        if dict(self.vjp) != {"gu": "g * du", "gx": "g * dx"}:
+        """``(∂h/∂u, ∂h/∂x)`` as Python floats where the VJP is ``gu = g*du, gx = g*dx`` and
+        the fire is the plain one (no learnable width)."""
+        if self.width is not None or dict(self.vjp) != {"gu": "g * du", "gx": "g * dx"}:
             return None
         d = derived_values(self, scalars)
         return d["du"], d["dx"]
@@ -174,6 +187,17 @@ CHARGES: dict[str, ChargeSpec] = {
             tables=("r",),
             grads=("r",),
         ),
+        # LIF with a learnable surrogate width w per layer (LearnableWidthLIF): LIF's charge and
+        # VJP; w only changes the fire's backward (FIRE_RESET's scaled/dspike/dspike_dw), and
+        # the kernels sum its gradient from there
+        ChargeSpec(
+            "lif_width", (("h", _LIF),), _CONST_VJP, ("tau", "vr"), _LIF_D,
+            tables=("w",), grads=("w",), pow2=("tau",), width="w",
+        ),  # fmt: skip
+        ChargeSpec(
+            "lif_nodecay_width", (("h", _LIF_ND),), _CONST_VJP, ("tau", "vr"), _LIF_ND_D,
+            tables=("w",), grads=("w",), pow2=("tau",), width="w",
+        ),  # fmt: skip
     )
 }
 """The charges the compiled kernels implement, by name (``KernelSpec.kind``)."""
@@ -188,6 +212,13 @@ class FireResetSpec:
     derivative ``∂u/∂h`` (``s`` inside the reset treated as a constant when ``detach``).
     ``reset_zero`` is the hard reset when ``vreset`` is 0 (the PyTorch loop's shortcut: it
     leaves out ``+ 0·s``, which changes at most the sign of a zero membrane).
+
+    A learnable surrogate width ``w`` (a charge's ``width`` table) evaluates the surrogate at
+    ``scaled`` (from ``d``, the distance, and ``w``) giving ``sgw``; the spike's derivative
+    ``sg = ∂s/∂h`` is then ``dspike`` and ``∂s/∂w`` is ``dspike_dw``. ``dreset_ds[(mode,
+    detach)]`` is ``∂u/∂s`` of the reset (None where the reset's ``s`` is detached), so that
+    ``∂L/∂s = gs + gu·dreset_ds`` reaches ``w`` through the spike alone: the spike's own
+    derivative kept apart from the reset path's.
     """
 
     fire: str
@@ -195,6 +226,10 @@ class FireResetSpec:
     reset: Mapping[str, str]
     reset_zero: str
     dreset: Mapping[tuple[str, bool], str]
+    scaled: str
+    dspike: str
+    dspike_dw: str
+    dreset_ds: Mapping[tuple[str, bool], str | None]
 
 
 FIRE_RESET = FireResetSpec(
@@ -210,6 +245,17 @@ FIRE_RESET = FireResetSpec(
         ("hard", True): "1.0 - s",
         ("soft", False): "1.0 - theta * sg",
         ("soft", True): "1.0",
+    },
+    # learnable width: the surrogate at w·d; ∂s/∂h = g'(w·d)·w, ∂s/∂w = g'(w·d)·d (the
+    # product rule's order of the autograd reference: the surrogate's factor first)
+    scaled="w * d",
+    dspike="sgw * w",
+    dspike_dw="sgw * d",
+    dreset_ds={
+        ("hard", False): "vreset - h",
+        ("hard", True): None,
+        ("soft", False): "-theta",
+        ("soft", True): None,
     },
 )
 """Fire and reset of every neuron (:class:`~spikeweave.functional.dynamics.FireReset` holds
@@ -578,3 +624,13 @@ def torch_dreset(
     """``∂u/∂h`` of the reset, :data:`FIRE_RESET` ``dreset[(mode, detach)]``, as a tensor."""
     d = torch_eval(FIRE_RESET.dreset[(mode, detach)], h=h, s=s, sg=sg, theta=theta, vreset=vreset)
     return d if isinstance(d, torch.Tensor) else torch.full_like(h, d)
+
+
+def torch_width_fire(
+    surrogate: Surrogate, h: torch.Tensor, theta: float, w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(d, ∂s/∂h, ∂s/∂w)`` of a spike with learnable width ``w`` (broadcast against ``h``):
+    :data:`FIRE_RESET`'s ``distance``, ``dspike`` and ``dspike_dw`` with PyTorch ops."""
+    d = torch_eval(FIRE_RESET.distance, h=h, theta=theta)
+    sgw = torch_surrogate(surrogate, torch_eval(FIRE_RESET.scaled, d=d, w=w))
+    return d, torch_eval(FIRE_RESET.dspike, sgw=sgw, w=w), torch_eval(FIRE_RESET.dspike_dw, sgw=sgw, d=d)
