@@ -2,7 +2,8 @@
 
 PLIF (learnable τ) runs the spec ``"plif"`` on the fused PyTorch loop, the C kernel and Triton
 (in its CPU interpreter where no GPU is present); FlooredLIF runs KLIF's kernel with ``k``
-fixed. Spikes and final membranes are compared with ``torch.equal``; gradients of the input,
+fixed; LearnableWidthLIF runs ``"lif_width"`` (the surrogate's width learnable, its gradient
+summed by each kernel's backward). Spikes and final membranes are compared with ``torch.equal``; gradients of the input,
 the initial membrane and PLIF's ``w`` within rtol 1e-10 / atol 1e-12 (float64) and rtol 1e-4 /
 atol 1e-5 (float32), for hard and soft reset, the reset path detached or not, and backward
 keeping ``h`` (``memory="save"``) or recomputing it (``"recompute"``).
@@ -15,10 +16,12 @@ import itertools
 import pytest
 import torch
 
-from spikeweave.ablation_neurons import PLIF, FlooredLIF
-from spikeweave.functional import cpu_kernel, triton_lif
+from spikeweave.ablation_neurons import PLIF, FlooredLIF, LearnableWidthLIF
+from spikeweave.errors import ConfigError
+from spikeweave.experiments.timing import neuron_backends
+from spikeweave.functional import cpu_kernel, memory, triton_lif
 from spikeweave.functional.fused import neuron_multistep, select_backend
-from spikeweave.surrogate import Atan, Rectangular, Sigmoid
+from spikeweave.surrogate import Atan, Rectangular, Sigmoid, Surrogate
 
 TOL = {
     torch.float64: dict(rtol=1e-10, atol=1e-12),
@@ -134,3 +137,90 @@ def test_floored_lif_runs_the_klif_kernel_and_equals_the_reference(kernel, reset
         assert select_backend(x, fast.dynamics(x), fast.fire_reset(), kernel) == kernel
     _check(_run(fast, *data), _run(FlooredLIF(backend="reference", **kw).double(), *data),
            torch.float64)  # fmt: skip
+
+
+# ------------------------------------------------------------------ learnable surrogate width
+
+
+class Erf(Surrogate):
+    """A surrogate the kernels do not know: its derivative comes as a table (at ``w·d``)."""
+
+    default_alpha = 2.0
+
+    def derivative(self, x):
+        return self.alpha / torch.pi**0.5 * torch.exp(-((self.alpha * x) ** 2))
+
+
+def _width_lif(backend, kernel, log_width=0.3, **kw):
+    """On ``backend``, with the ``tau`` the test of ``kernel`` uses: 2 on Triton (its
+    interpreter multiplies by 1/tau where the CPU reference divides), else 1.7."""
+    n = LearnableWidthLIF(tau=2.0 if kernel == "triton" else 1.7, backend=backend, **kw)
+    with torch.no_grad():
+        n.log_width.fill_(log_width)  # a width away from 1: w's own factor in every derivative
+    return n
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("reset,detach,memory", OPTIONS, ids=str)
+@pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
+def test_learnable_width_on_every_backend_equals_the_reference(
+    kernel, reset, detach, memory, dtype
+):
+    kw = dict(threshold=0.9, v_reset=-0.1, reset=reset, detach_reset=detach)
+    kw["surrogate"] = SURR[OPTIONS.index((reset, detach, memory)) % len(SURR)]
+    data = _data(dtype)
+    ref = _run(_width_lif("reference", kernel, **kw).to(dtype), *data)
+    got = _run(_width_lif(kernel, kernel, memory=memory, **kw).to(dtype), *data)
+    _check(got, ref, dtype)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset,detach,memory", OPTIONS, ids=str)
+@pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
+def test_learnable_width_on_every_backend_equals_the_reference_bigger(
+    kernel, reset, detach, memory
+):
+    """More steps and neurons: several C blocks of 4096 neurons; several Triton programs with
+    masked lanes (fewer there: the interpreter runs every lane in Python)."""
+    kw = dict(threshold=0.9, v_reset=-0.1, reset=reset, detach_reset=detach, surrogate=Atan())
+    shape = (2, 3, 150) if kernel == "triton" else (4, 3, 700)
+    data = _data(torch.float64, T=16, shape=shape)
+    ref = _run(_width_lif("reference", kernel, **kw).double(), *data)
+    _check(_run(_width_lif(kernel, kernel, memory=memory, **kw).double(), *data), ref, torch.float64)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
+def test_learnable_width_gradient_through_the_reset_path_alone(kernel, detach):
+    """A loss on the final membrane only: ``w`` learns through the reset's ``s`` exactly when
+    the reset is not detached (the spike's own gradient is zero here), and equals the
+    reference's either way; an unknown surrogate (a table at ``w·d``) likewise."""
+    x, v0, _, wv = _data(torch.float64)
+    for surrogate in (Sigmoid(4.0), Erf()):
+        grads = []
+        for backend in (kernel, "reference"):
+            n = _width_lif(backend, kernel, surrogate=surrogate, detach_reset=detach).double()
+            xi = x.clone().requires_grad_()
+            v = neuron_multistep(xi, v0, n.dynamics(xi), n.fire_reset(), backend=n.backend)[1]
+            (v * wv).sum().backward()
+            gw = n.log_width.grad  # None where nothing reached w (the reference, detached)
+            grads.append((torch.zeros((), dtype=x.dtype) if gw is None else gw, xi.grad))
+        torch.testing.assert_close(grads[0], grads[1], **TOL[torch.float64])
+        assert (float(grads[0][0].abs()) > 0) == (not detach)
+
+
+def test_learnable_width_dispatches_to_the_compiled_kernel_and_marks_its_spikes():
+    if not cpu_kernel.available():
+        pytest.skip(f"compiled CPU kernel unavailable: {cpu_kernel.unavailable_reason()}")
+    x = torch.rand(4, 2, 3)
+    n = LearnableWidthLIF()
+    spec = n.dynamics(x).kernel_spec()
+    assert spec is not None and spec.kind == "lif_width"
+    assert LearnableWidthLIF(decay_input=False).dynamics(x).kernel_spec().kind == (
+        "lif_nodecay_width"
+    )
+    assert neuron_backends(torch.nn.Sequential(n), x) == {"0": "cpu"}
+    big = torch.rand(8, 16, memory.PACK_MIN_NUMEL // 16, requires_grad=True)
+    assert memory.is_marked_spikes(n(big))  # what activation_memory "pack" stores at 1 bit
+    with pytest.raises(ConfigError, match="memory"):
+        LearnableWidthLIF(memory="bogus")

@@ -73,7 +73,7 @@ __all__ = [
 _reason: str | None = None
 _kernels = None
 _lock = threading.Lock()
-_VERSION = 4
+_VERSION = 5
 # neurons per program: 512 where there are enough neurons to fill the GPU with such blocks
 # (on an H200, 512 ran the 16k-neuron T=500 net 3% faster than 256, 128 slower), else 256 so
 # that small layers still spread over every multiprocessor; SPIKEWEAVE_TRITON_BLOCK forces one
@@ -128,7 +128,10 @@ def _charge_kernels(cs: ChargeSpec) -> str:
     rec = stmts(cs.recompute) if cs.recompute else f"v_h = v_{cs.save}"
     grads = [cs.tables.index(g) for g in cs.grads]
     ga_init = nl.join(f"ga{i} = tl.zeros([BLOCK], dtype=CT)" for i in grads)
-    ga_acc = nl.join(f"ga{i} = ga{i} + v_g_{cs.tables[i]}" for i in grads)
+    ga_acc = nl.join(
+        f"ga{i} = ga{i} + v_g_{cs.tables[i]}" for i in grads if cs.tables[i] in cs.vjp_grads
+    )
+    width_pre, sg_arg, width_fire, width_acc = _width_fire(cs)
     ga_store = p.join(
         f"if HAS_GP:\n        tl.store(gp{i}_ptr + offs, ga{i}.to(gp{i}_ptr.dtype.element_ty), "
         "mask=mask)"
@@ -199,7 +202,42 @@ def _charge_kernels(cs: ChargeSpec) -> str:
         vjp=stmts(cs.vjp),
         ga_acc=ga_acc,
         ga_store=ga_store,
+        width_pre=width_pre,
+        sg_arg=sg_arg,
+        width_fire=width_fire,
+        width_acc=width_acc,
     )
+
+
+def _width_fire(cs: ChargeSpec) -> tuple[str, str, str, str]:
+    """For a charge with a learnable width ``w`` (:attr:`ChargeSpec.width`), from
+    :data:`FIRE_RESET`: the surrogate's argument ``scaled``, ``sg`` turned into ``dspike``
+    with ``v_sw = dspike_dw``, and ``∂L/∂s·v_sw`` (the spike's gradient plus ``gu·dreset_ds``
+    where the reset is not detached) summed into ``w``'s accumulator. Plain charges: the
+    surrogate at ``d`` and nothing else."""
+    if cs.width is None:
+        return "", "d", "", ""
+    nl = "\n        "
+    width_pre = nl + "v_d = d"
+    width_fire = (
+        nl + "v_sgw = sg"
+        + nl + f"sg = {triton_expr(FIRE_RESET.dspike, _v)}"
+        + nl + f"v_sw = {triton_expr(FIRE_RESET.dspike_dw, _v)}"
+    )  # fmt: skip
+    acc = [
+        "# dL/ds (the spike's own gradient, plus the reset path's unless detached) times ds/dw",
+        "gsw = tl.zeros([BLOCK], dtype=CT)",
+        "if HAS_GS:",
+        "    gsw = tl.load(gsp, mask=mask, other=0.0).to(CT)",
+    ]
+    for soft, mode in enumerate(("hard", "soft")):
+        acc.append(("if SOFT:" if soft else "if not SOFT:"))
+        for detach in (False, True):
+            ds = FIRE_RESET.dreset_ds[(mode, detach)]
+            acc.append("    if DETACH:" if detach else "    if not DETACH:")
+            acc.append("        pass" if ds is None else f"        gsw = gsw + gu * {triton_expr(ds, _v)}")
+    acc.append(f"ga{cs.tables.index(cs.width)} = ga{cs.tables.index(cs.width)} + gsw * v_sw")
+    return width_pre, triton_expr(FIRE_RESET.scaled, _v), width_fire, nl + nl.join(acc)
 
 
 def _surrogate_helper() -> str:
