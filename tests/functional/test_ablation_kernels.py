@@ -3,10 +3,11 @@
 PLIF (learnable τ) runs the spec ``"plif"`` on the fused PyTorch loop, the C kernel and Triton
 (in its CPU interpreter where no GPU is present); FlooredLIF runs KLIF's kernel with ``k``
 fixed; LearnableWidthLIF runs ``"lif_width"`` (the surrogate's width learnable, its gradient
-summed by each kernel's backward). Spikes and final membranes are compared with ``torch.equal``; gradients of the input,
-the initial membrane and PLIF's ``w`` within rtol 1e-10 / atol 1e-12 (float64) and rtol 1e-4 /
-atol 1e-5 (float32), for hard and soft reset, the reset path detached or not, and backward
-keeping ``h`` (``memory="save"``) or recomputing it (``"recompute"``).
+summed by each kernel's backward). Spikes and final membranes are compared with
+``torch.equal``; gradients of the input, the initial membrane and the learnable parameter
+within rtol 1e-10 / atol 1e-12 (float64) and rtol 1e-4 / atol 1e-5 (float32), for hard and
+soft reset, the reset path detached or not, and backward keeping ``h`` (``memory="save"``) or
+recomputing it (``"recompute"``).
 """
 
 from __future__ import annotations
@@ -186,7 +187,8 @@ def test_learnable_width_on_every_backend_equals_the_reference_bigger(
     shape = (2, 3, 150) if kernel == "triton" else (4, 3, 700)
     data = _data(torch.float64, T=16, shape=shape)
     ref = _run(_width_lif("reference", kernel, **kw).double(), *data)
-    _check(_run(_width_lif(kernel, kernel, memory=memory, **kw).double(), *data), ref, torch.float64)
+    got = _run(_width_lif(kernel, kernel, memory=memory, **kw).double(), *data)
+    _check(got, ref, torch.float64)
 
 
 @pytest.mark.parametrize("detach", [True, False])

@@ -21,6 +21,7 @@ from spikeweave.functional.dynamics import (
     IFDynamics,
     KLIFDynamics,
     LIFDynamics,
+    LIFWidthDynamics,
     OscillatingLIFDynamics,
     PLIFDynamics,
     oscillation_drive,
@@ -37,6 +38,7 @@ KINDS = [
     "osc_lif",
     "osc_lif_nodecay",
     "plif",
+    "lif_width",
 ]
 SHAPE = (3, 4, 5)  # [B, C, F]
 # every reset mode meets every kind across the list (index walks the options)
@@ -47,6 +49,9 @@ def _dynamics(kind: str, dtype=torch.float64):
     g = torch.Generator().manual_seed(2)
     if kind == "if":
         return IFDynamics(), []
+    if kind == "lif_width":  # a learnable surrogate width per channel, a leaf
+        w = (0.6 + 0.8 * torch.rand((4, 1), generator=g)).to(dtype).requires_grad_()
+        return LIFWidthDynamics(2.0, -0.2, True, w), [w]
     if kind.startswith("lif"):
         return LIFDynamics(2.0, -0.2, kind == "lif"), []
     if kind.startswith("klif"):
@@ -85,6 +90,9 @@ def _to(dyn, params, device):
     if isinstance(dyn, PLIFDynamics):
         r = params[0].detach().to(device).requires_grad_()
         return PLIFDynamics(r, -0.2), [r]
+    if isinstance(dyn, LIFWidthDynamics):
+        w = params[0].detach().to(device).requires_grad_()
+        return LIFWidthDynamics(2.0, -0.2, True, w), [w]
     if isinstance(dyn, OscillatingLIFDynamics):
         dyn.drive = dyn.drive.to(device)
     return dyn, params

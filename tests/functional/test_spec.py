@@ -86,3 +86,27 @@ def test_every_backend_implements_the_protocol():
 def test_templates_refuse_an_unfilled_field():
     with pytest.raises(KeyError):
         template.render("fwd_loop.c.tmpl", cond="")
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_reset_derivative_splits_into_the_detached_part_and_the_spikes_path(mode):
+    """``dreset_ds`` (what a learnable width learns from the reset) is exactly the part of
+    ``∂u/∂h`` that the spike inside the reset carries: kept minus detached, over ``sg``."""
+    g = torch.Generator().manual_seed(0)
+    h, sg = torch.randn(200, generator=g, dtype=torch.float64), torch.rand(200, generator=g)
+    env = dict(h=h, s=(h >= 0.7).double(), sg=sg.double(), theta=0.7, vreset=-0.2)
+    kept = spec.torch_eval(spec.FIRE_RESET.dreset[(mode, False)], **env)
+    detached = spec.torch_eval(spec.FIRE_RESET.dreset[(mode, True)], **env)
+    ds = spec.torch_eval(spec.FIRE_RESET.dreset_ds[(mode, False)], **env)
+    torch.testing.assert_close(kept, detached + ds * env["sg"], rtol=1e-15, atol=1e-15)
+    assert spec.FIRE_RESET.dreset_ds[(mode, True)] is None
+
+
+def test_a_width_is_a_table_with_a_gradient_that_the_vjp_leaves_to_the_fire():
+    cs = spec.CHARGES["lif_width"]
+    assert cs.width == "w" and cs.grads == ("w",) and cs.vjp_grads == ()
+    assert cs.constant_derivatives({"tau": 2.0, "vr": 0.0}) is None  # the fire is not plain
+    with pytest.raises(ValueError, match="width"):
+        spec.ChargeSpec("bad", (("h", "u + x"),), (), tables=("w",), width="w")
+    assert "ga_w[i] += gsum * swb[i]" in c_codegen.source(torch.float64)
+    assert "ga0 = ga0 + gsw * v_sw" in triton_lif.source(interpret=False)

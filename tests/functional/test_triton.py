@@ -24,6 +24,7 @@ from spikeweave.functional.dynamics import (
     IFDynamics,
     KLIFDynamics,
     LIFDynamics,
+    LIFWidthDynamics,
     OscillatingLIFDynamics,
     PLIFDynamics,
     oscillation_drive,
@@ -54,6 +55,7 @@ CHARGE_KINDS = [
     "osc_lif",
     "osc_lif_nodecay",
     "plif",
+    "lif_width",
 ]
 SHAPE = (3, 4, 5)  # [B, C, F]: per-channel k over C
 
@@ -68,6 +70,9 @@ def _dynamics(kind: str, dtype, device="cpu"):
     g = torch.Generator().manual_seed(2)
     if kind == "if":
         return IFDynamics(), []
+    if kind == "lif_width":  # a learnable surrogate width per channel, a leaf
+        w = (0.6 + 0.8 * torch.rand((4, 1), generator=g)).to(dtype).to(device).requires_grad_()
+        return LIFWidthDynamics(tau, -0.2, True, w), [w]
     if kind.startswith("lif"):
         return LIFDynamics(tau, -0.2, kind == "lif"), []
     if kind.startswith("klif"):

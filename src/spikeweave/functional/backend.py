@@ -161,8 +161,8 @@ def backward_inputs(
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """What every compiled backward reads besides the saved values ``h``: the surrogate table
-    (only for surrogates the kernels do not know; at ``w·d`` for a learnable width) and the incoming gradients, contiguous per
-    step (cast to ``dtype`` when given)."""
+    (only for surrogates the kernels do not know; at ``w·d`` for a learnable width) and the
+    incoming gradients, contiguous per step (cast to ``dtype`` when given)."""
     table = None
     if surrogate_code(fr.surrogate) == SG_TABLE:
         tables = dict(zip(spec.charge.tables, spec.tables, strict=True))

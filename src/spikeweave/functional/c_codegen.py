@@ -199,7 +199,7 @@ def _width_fire(cs: ChargeSpec) -> tuple[str, str]:
         return plain, ""
     w = cs.width
     dist = c_expr(FIRE_RESET.distance, _vars)
-    sg_calc = f"""        /* learnable width: the surrogate at w*d, then ds/dh into sgb and ds/dw into swb */
+    sg_calc = f"""        /* learnable width: surrogate at w*d; ds/dh into sgb, ds/dw into swb */
         REAL swb[SF_BS];
         for (int64_t i = 0; i < m; ++i) {{
             const REAL v_h = hp[i], v_{w} = tb_{w}[i];
@@ -232,7 +232,8 @@ def _width_fire(cs: ChargeSpec) -> tuple[str, str]:
             cases.append(f"        case {2 * soft + int(detach)}: {body} break;")
     width_acc = (
         "\n        /* dL/ds (the spike's own gradient, plus the reset path's unless detached) "
-        "times ds/dw */\n        switch (mode) {\n" + "\n".join(cases)
+        "times ds/dw */\n        switch (mode) {\n"
+        + "\n".join(cases)
         + "\n        default: break;\n        }"
     )
     return sg_calc, width_acc

@@ -191,12 +191,26 @@ CHARGES: dict[str, ChargeSpec] = {
         # VJP; w only changes the fire's backward (FIRE_RESET's scaled/dspike/dspike_dw), and
         # the kernels sum its gradient from there
         ChargeSpec(
-            "lif_width", (("h", _LIF),), _CONST_VJP, ("tau", "vr"), _LIF_D,
-            tables=("w",), grads=("w",), pow2=("tau",), width="w",
+            "lif_width",
+            (("h", _LIF),),
+            _CONST_VJP,
+            ("tau", "vr"),
+            _LIF_D,
+            tables=("w",),
+            grads=("w",),
+            pow2=("tau",),
+            width="w",
         ),  # fmt: skip
         ChargeSpec(
-            "lif_nodecay_width", (("h", _LIF_ND),), _CONST_VJP, ("tau", "vr"), _LIF_ND_D,
-            tables=("w",), grads=("w",), pow2=("tau",), width="w",
+            "lif_nodecay_width",
+            (("h", _LIF_ND),),
+            _CONST_VJP,
+            ("tau", "vr"),
+            _LIF_ND_D,
+            tables=("w",),
+            grads=("w",),
+            pow2=("tau",),
+            width="w",
         ),  # fmt: skip
     )
 }
@@ -633,4 +647,5 @@ def torch_width_fire(
     :data:`FIRE_RESET`'s ``distance``, ``dspike`` and ``dspike_dw`` with PyTorch ops."""
     d = torch_eval(FIRE_RESET.distance, h=h, theta=theta)
     sgw = torch_surrogate(surrogate, torch_eval(FIRE_RESET.scaled, d=d, w=w))
-    return d, torch_eval(FIRE_RESET.dspike, sgw=sgw, w=w), torch_eval(FIRE_RESET.dspike_dw, sgw=sgw, d=d)
+    dsdh = torch_eval(FIRE_RESET.dspike, sgw=sgw, w=w)
+    return d, dsdh, torch_eval(FIRE_RESET.dspike_dw, sgw=sgw, d=d)

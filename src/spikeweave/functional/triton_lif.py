@@ -231,11 +231,12 @@ def _width_fire(cs: ChargeSpec) -> tuple[str, str, str, str]:
         "    gsw = tl.load(gsp, mask=mask, other=0.0).to(CT)",
     ]
     for soft, mode in enumerate(("hard", "soft")):
-        acc.append(("if SOFT:" if soft else "if not SOFT:"))
+        acc.append("if SOFT:" if soft else "if not SOFT:")
         for detach in (False, True):
             ds = FIRE_RESET.dreset_ds[(mode, detach)]
             acc.append("    if DETACH:" if detach else "    if not DETACH:")
-            acc.append("        pass" if ds is None else f"        gsw = gsw + gu * {triton_expr(ds, _v)}")
+            step = "pass" if ds is None else f"gsw = gsw + gu * {triton_expr(ds, _v)}"
+            acc.append("        " + step)
     acc.append(f"ga{cs.tables.index(cs.width)} = ga{cs.tables.index(cs.width)} + gsw * v_sw")
     return width_pre, triton_expr(FIRE_RESET.scaled, _v), width_fire, nl + nl.join(acc)
 
