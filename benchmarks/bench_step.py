@@ -15,7 +15,9 @@ defense) on the compiled kernel, and LIF on the fused PyTorch path (what runs wi
 compiler), so their ratios to LIF and to the ANN come from the same interleaved run.
 PLIF (learnable τ) is timed on the compiled kernel, on the fused PyTorch path and as it ran
 before its charge went through the kernels (``spikeweave-plif``, ``-plif-torch``,
-``-plif-before``); the summary gives the latter two over the first.
+``-plif-before``); the summary gives the latter two over the first. The learnable-width LIF
+likewise (``spikeweave-width``, ``-width-torch``, ``-width-before``: the per-step loop under
+autograd it ran before its spec ``"lif_width"``, which is its ``backend="reference"`` now).
 ``--device cuda`` runs the networks of issue 18's table on the GPU (CUDA-event timing, peak
 ``torch.cuda.max_memory_allocated``); ``--dtype bfloat16`` runs model and input in that type.
 """
@@ -207,7 +209,26 @@ def _plif(backend: str) -> Callable[[], nn.Module]:
 LIBS["spikeweave-plif"] = (None, _plif("auto"))
 LIBS["spikeweave-plif-torch"] = (None, _plif("torch"))
 LIBS["spikeweave-plif-before"] = (None, _PLIFBefore)
+
+
+def _width(backend: str) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        from spikeweave.ablation_neurons import LearnableWidthLIF
+
+        return LearnableWidthLIF(tau=TAU, threshold=THETA, backend=backend)
+
+    return make
+
+
+# LIF with a learnable surrogate width: compiled kernel, fused PyTorch loop, and the per-step
+# loop under autograd it ran before (the same operations as its reference backend)
+LIBS["spikeweave-width"] = (None, _width("auto"))
+LIBS["spikeweave-width-torch"] = (None, _width("torch"))
+LIBS["spikeweave-width-before"] = (None, _width("reference"))
 OTHER_DYNAMICS = {
+    "spikeweave-width",
+    "spikeweave-width-torch",
+    "spikeweave-width-before",
     "spikeweave-klif",
     "spikeweave-osc",
     "spikeweave-osc-defended",
@@ -615,14 +636,15 @@ def markdown(report: dict) -> str:
                 + ".",
                 "",
             ]
-        plif = nres["summary"].get("x_spikeweave_plif")
-        if plif:
-            lines += [
-                "PLIF's other paths over PLIF on the compiled kernel, same run: "
-                + ", ".join(f"{k} {v:.2f}×" for k, v in plif.items())
-                + ".",
-                "",
-            ]
+        for key, who in (("plif", "PLIF"), ("width", "The learnable-width LIF")):
+            own = nres["summary"].get(f"x_spikeweave_{key}")
+            if own:
+                lines += [
+                    f"{who}'s other paths over it on the compiled kernel, same run: "
+                    + ", ".join(f"{k} {v:.2f}×" for k, v in own.items())
+                    + ".",
+                    "",
+                ]
         peak_head = (
             "peak RSS MiB"
             if report.get("device", "cpu") == "cpu"
@@ -831,13 +853,14 @@ def main(argv: list[str] | None = None) -> None:
             },
             "load_average_during_timing": timing.pop("_load"),
         }
-        if "spikeweave-plif" in timing:  # PLIF compiled: its other paths' time over its own
-            plif = timing["spikeweave-plif"]["median_ms"]
-            summary["x_spikeweave_plif"] = {
-                lib: timing[lib]["median_ms"] / plif
-                for lib in ("spikeweave-plif-torch", "spikeweave-plif-before")
-                if lib in timing
-            }
+        for key in ("plif", "width"):  # compiled: its other paths' time over its own
+            if f"spikeweave-{key}" in timing:
+                own = timing[f"spikeweave-{key}"]["median_ms"]
+                summary[f"x_spikeweave_{key}"] = {
+                    lib: timing[lib]["median_ms"] / own
+                    for lib in (f"spikeweave-{key}-torch", f"spikeweave-{key}-before")
+                    if lib in timing
+                }
         for peer in PEERS:
             b = best_variant(timing, peer)
             if b:
