@@ -72,6 +72,23 @@ def test_each_mode_gives_the_loss_gradients_and_statistics_of_save_bit_for_bit(
         assert torch.equal(buffers[name], b), name
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_learnable_width_lif_trains_in_each_mode_as_in_save_and_packs_its_spikes(
+    tmp_path, monkeypatch, mode
+):
+    """The learnable-width LIF (on the compiled kernel) under every mode: the loss and every
+    gradient, its width's included, bit for bit those of ``save``; its spikes packed."""
+    cfg = config(tmp_path, neuron="lif-width", dropout=0.0)
+    ref_loss, ref_grads, _ = one_step(cfg, "save")
+    loss, grads, _ = one_step(cfg, mode)
+    assert torch.equal(loss, ref_loss)
+    assert any(name.endswith("log_width") for name in ref_grads)
+    for name, g in ref_grads.items():
+        assert g is not None and torch.equal(grads[name], g), name
+    packed = packed_spikes(tmp_path, monkeypatch, (mode,), neuron="lif-width", dropout=0.0)
+    assert packed[mode] == (0 if mode == "checkpoint" else 8 * 8 * (256 + 128))
+
+
 def packed_spikes(tmp_path, monkeypatch, modes, **kw) -> dict[str, int]:
     """Spikes packed to bits in one step of each mode."""
     packed: dict[str, int] = {}
