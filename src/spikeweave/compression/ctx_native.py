@@ -1,4 +1,6 @@
-"""The compiled ``ctx`` block decoder: ``ctx_native.c`` built once per machine, loaded by ctypes.
+"""The compiled block coders: ``ctx_native.c`` (the ``ctx`` decoder of format version 2) and
+``ctx3_native.c`` (the ``ctx3`` encoder and decoder of version 3), each built once per machine
+and loaded by ctypes.
 
 Decoding a ``ctx`` block in Python costs one ``constriction`` call per context and sub-block
 (~0.15 M events/s on N-MNIST); the C decoder reads the same bitstream symbol by symbol at
@@ -27,56 +29,67 @@ __all__ = ["ENV", "library", "unavailable_reason", "reset"]
 
 ENV = "SPIKEWEAVE_CTX_NATIVE"
 """Set to ``0`` to decode ``ctx`` blocks in Python (constriction) only."""
-_VERSION = 1  # SF_CTX_VERSION in the C source
+_VERSION = {"ctx": 1, "ctx3": 1}  # SF_CTX_VERSION / SF_CTX3_VERSION in the C sources
+_SOURCE = {"ctx": "ctx_native.c", "ctx3": "ctx3_native.c"}
 _FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
 
 
-def _load() -> ctypes.CDLL:
+def _load(name: str) -> ctypes.CDLL:
     if os.environ.get(ENV, "1").lower() in ("0", "false", "off", "no"):
         raise RuntimeError(f"disabled by {ENV}=0")
     if not sys.platform.startswith(("linux", "darwin")):
         raise RuntimeError(f"not supported on {sys.platform}")
-    src = resources.files(__package__).joinpath("ctx_native.c").read_text()
+    src = resources.files(__package__).joinpath(_SOURCE[name]).read_text()
     key = hashlib.sha256("\0".join([src, " ".join(_FLAGS), platform.machine()]).encode())
-    path = cache_root() / "kernels" / f"sf_ctx_{key.hexdigest()[:16]}.so"
+    stem = "sf_ctx" if name == "ctx" else f"sf_{name}"
+    path = cache_root() / "kernels" / f"{stem}_{key.hexdigest()[:16]}.so"
     if not path.exists():
         cc = c_compiler()
         if cc is None:
             raise RuntimeError("no C compiler found (set $CC)")
         build_library(cc, src, path, [_FLAGS])
     lib = ctypes.CDLL(str(path))
-    if lib.sf_ctx_version() != _VERSION:
-        raise RuntimeError("stale ctx decoder library")
     p, i64 = ctypes.c_void_p, ctypes.c_int64
-    lib.sf_ctx_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, p, p]
-    lib.sf_ctx_decode.restype = ctypes.c_int
+    if name == "ctx":
+        if lib.sf_ctx_version() != _VERSION[name]:
+            raise RuntimeError("stale ctx decoder library")
+        lib.sf_ctx_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, p, p]
+        lib.sf_ctx_decode.restype = ctypes.c_int
+        return lib
+    if lib.sf_ctx3_version() != _VERSION[name]:
+        raise RuntimeError("stale ctx3 coder library")
+    lib.sf_ctx3_encode.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int32, p, i64]
+    lib.sf_ctx3_encode.restype = ctypes.c_int64
+    lib.sf_ctx3_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, p, p]
+    lib.sf_ctx3_decode.restype = ctypes.c_int
     return lib
 
 
-def library() -> ctypes.CDLL | None:
-    """The compiled decoder, built on the first call; None when it cannot be had (then
+def library(name: str = "ctx") -> ctypes.CDLL | None:
+    """The compiled coder ``name`` (``"ctx"``: the version-2 decoder; ``"ctx3"``: the
+    version-3 encoder and decoder), built on the first call; None when it cannot be had (then
     :func:`unavailable_reason` says why)."""
-    if "lib" in _state:
-        return _state["lib"]  # type: ignore[return-value]
+    if name in _state:
+        return _state[name]  # type: ignore[return-value]
     with _lock:
-        if "lib" not in _state:
+        if name not in _state:
             try:
-                _state["lib"] = _load()
-            except Exception as exc:  # any failure means: decode in Python
-                _state["lib"] = None
-                _state["reason"] = f"{type(exc).__name__}: {exc}"
-    return _state["lib"]  # type: ignore[return-value]
+                _state[name] = _load(name)
+            except Exception as exc:  # any failure means: code in Python
+                _state[name] = None
+                _state[f"{name}:reason"] = f"{type(exc).__name__}: {exc}"
+    return _state[name]  # type: ignore[return-value]
 
 
-def unavailable_reason() -> str | None:
+def unavailable_reason(name: str = "ctx") -> str | None:
     """Why :func:`library` is None (None when it is available)."""
-    library()
-    return _state.get("reason")  # type: ignore[return-value]
+    library(name)
+    return _state.get(f"{name}:reason")  # type: ignore[return-value]
 
 
 def reset() -> None:
-    """Forget the loaded library, so the next call loads (or refuses) it again (tests)."""
+    """Forget the loaded libraries, so the next call loads (or refuses) them again (tests)."""
     with _lock:
         _state.clear()
