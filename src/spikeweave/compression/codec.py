@@ -847,7 +847,7 @@ def iter_events(
     file with no events gives one empty piece. Failures are :class:`DataError`.
 
     ``from_us``/``to_us`` keep only events with ``from_us <= t < to_us`` (µs; None: no bound),
-    the same events as :func:`select_time` of the full decode. Version-2 and -3 (``ctx``, ``ctx3``) files are
+    the same events as :func:`select_time` of the full decode. Version-2 and -3 files are
     decoded only in the blocks whose time span meets the range, one piece per block (at most
     65536 events, whatever ``chunk_events`` says); version-1 files are decoded whole, in
     pieces, and filtered."""
