@@ -180,11 +180,11 @@ def test_pieces_decode_exactly_what_the_whole_file_decodes(small_pieces, which, 
         np.testing.assert_array_equal(np.concatenate(list(pieces))[col], events[col])
 
 
-# flipped bytes: ctx (its decoder is our own) in the fast tier; zstd and lzma in the full run
+# flipped bytes: ctx and ctx3 (our own decoders) in the fast tier; zstd and lzma in the full run
 @pytest.mark.parametrize(
     "which",
     [pytest.param("zstd", marks=pytest.mark.slow), pytest.param("lzma", marks=pytest.mark.slow),
-     "ctx"],
+     "ctx", "ctx3"],
 )  # fmt: skip
 def test_damage_in_pieces_is_refused_or_harmless(small_pieces, which):
     events = synthetic_events(2000, 300, 300, mean_gap=400.0)
@@ -329,3 +329,11 @@ def test_compress_rate_of_a_25_byte_recording_of_17_s_takes_bounded_memory(tmp_p
     assert run.peak_mb - base.peak_mb < 300, (run.peak_mb, base.peak_mb)
     header = read_header((tmp_path / "long.sfev").read_bytes())
     assert header.n_events == 3 and header.width == 304
+
+
+def test_a_tiny_ctx3_file_claiming_2_to_the_40_events_is_refused_before_allocating():
+    n = 1 << 40
+    data = craft(n, [("B", "raw", 1, 37, bytes(37), 0), ("A", "ctx3", 1, 13 * n, bytes(5), 0)])
+    assert len(data) < 200
+    with pytest.raises(DataError, match="more than ctx3 can expand"):
+        read_header(data)

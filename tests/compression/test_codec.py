@@ -25,7 +25,7 @@ def _xz(path) -> int:
 
 @pytest.mark.slow
 @needs_real
-@pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx", "ctx3"])
 @pytest.mark.parametrize("path", NMNIST_FILES + [AEDAT4_FILE], ids=lambda p: p.name)
 def test_real_recordings_round_trip_and_beat_xz(path, codec):
     events, sensor, _ = load_events(path)
@@ -49,7 +49,7 @@ def test_real_recordings_round_trip_and_beat_xz(path, codec):
     ],
     ids=["empty", "one", "dense", "sparse", "very-sparse", "wide-sensor"],
 )
-@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw", "ctx"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw", "ctx", "ctx3"])
 def test_synthetic_round_trip(events, codec):
     width = 640 if events.size and events["x"].max() >= 34 else 34
     height = 480 if width == 640 else 34
@@ -57,7 +57,7 @@ def test_synthetic_round_trip(events, codec):
     np.testing.assert_array_equal(back, events)
 
 
-@pytest.mark.parametrize("codec", ["zstd", "ctx"])
+@pytest.mark.parametrize("codec", ["zstd", "ctx", "ctx3"])
 def test_unordered_and_extreme_timestamps_round_trip(codec):
     ev = synthetic_events(1000)
     ev["t"] = np.random.default_rng(1).integers(-(2**62), 2**62, ev.size)  # not time-ordered
@@ -73,7 +73,7 @@ def test_unordered_and_extreme_timestamps_round_trip(codec):
     width=st.sampled_from([1, 34, 300]),
     height=st.sampled_from([1, 34, 260]),
     gap=st.sampled_from([0.5, 50.0, 1e5]),
-    codec=st.sampled_from(["zstd", "lzma", "ctx"]),
+    codec=st.sampled_from(["zstd", "lzma", "ctx", "ctx3"]),
 )
 def test_random_events_round_trip(n, seed, width, height, gap, codec):
     ev = synthetic_events(n, width, height, seed, gap)
@@ -124,8 +124,8 @@ def _with_header(data: bytes, **changes: int) -> bytes:
 
 
 def test_newer_version_is_refused():
-    with pytest.raises(DataError, match="version 3 is newer.*upgrade spikeweave"):
-        decode_events(_with_header(GOOD, version=3))
+    with pytest.raises(DataError, match="version 4 is newer.*upgrade spikeweave"):
+        decode_events(_with_header(GOOD, version=4))
 
 
 def test_wrong_magic_truncated_and_trailing_bytes_are_refused():
@@ -195,6 +195,43 @@ def test_fuzz_bit_flips(flips):
 def test_fuzz_truncation(cut):
     with pytest.raises(DataError):
         decode_events(GOOD[:cut])
+
+
+# the same fuzzers on a format-version-3 (ctx3) file of the same events
+GOOD_CTX3 = encode_events(GOOD_EVENTS, (34, 34), codec="ctx3")
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(GOOD_CTX3) - 1), st.integers(0, 7)), min_size=1, max_size=4
+    )
+)
+def test_fuzz_bit_flips_in_a_ctx3_file(flips):
+    bad = bytearray(GOOD_CTX3)
+    for pos, bit in flips:
+        bad[pos] ^= 1 << bit
+    try:
+        back, _ = decode_events(bytes(bad))
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    np.testing.assert_array_equal(back, GOOD_EVENTS)
+
+
+@FUZZ
+@given(st.integers(0, len(GOOD_CTX3) - 1))
+def test_fuzz_truncation_of_a_ctx3_file(cut):
+    with pytest.raises(DataError):
+        decode_events(GOOD_CTX3[:cut])
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=200))
+def test_fuzz_random_payload_after_a_valid_ctx3_header(data):
+    head = read_header(GOOD_CTX3).header_len
+    with pytest.raises(DataError):
+        decode_events(GOOD_CTX3[:head] + data)
 
 
 def test_progress_reaches_the_total():
