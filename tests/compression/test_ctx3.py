@@ -14,7 +14,7 @@ from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
 
 from spikeweave.compression import codec, ctx3code, ctx_native
 from spikeweave.compression.codec import decode_events, encode_events, select_time
-from spikeweave.compression.files import load_events
+from spikeweave.compression.files import compress_file, load_events, write_nmnist
 from spikeweave.data.events import make_events
 from spikeweave.errors import DataError
 
@@ -239,6 +239,25 @@ def test_without_the_compiled_coder_ctx3_encodes_and_decodes_in_python(monkeypat
         _, info, payload = next(_blocks(data))
         with pytest.raises(DataError, match="no compiled ctx3 coder"):
             ctx3code.decode_block(payload, info, 320, 240, make_events(info.n), native=True)
+    finally:
+        ctx_native.reset()
+
+
+def test_compress_defaults_to_ctx3_where_compiled_and_to_zstd_without_a_compiler(
+    monkeypatch, tmp_path
+):
+    ev = synthetic_events(300)
+    write_nmnist(tmp_path / "in.bin", ev)
+    compiled = ctx_native.library("ctx3") is not None
+    compress_file(tmp_path / "in.bin", tmp_path / "a.sfev")
+    assert codec.read_header((tmp_path / "a.sfev").read_bytes()).version == (3 if compiled else 1)
+    monkeypatch.setattr(ctx_native, "c_compiler", lambda: None)
+    monkeypatch.setenv("SPIKEWEAVE_CACHE", str(tmp_path / "cache"))
+    ctx_native.reset()
+    try:
+        compress_file(tmp_path / "in.bin", tmp_path / "b.sfev")
+        assert codec.read_header((tmp_path / "b.sfev").read_bytes()).version == 1
+        np.testing.assert_array_equal(decode_events((tmp_path / "b.sfev").read_bytes())[0], ev)
     finally:
         ctx_native.reset()
 

@@ -24,6 +24,7 @@ _EXPORTS = {
     "iter_events": ".codec",
     "encode_events": ".codec",
     "read_header": ".codec",
+    "resolve_codec": ".codec",
     "CompressResult": ".files",
     "compress_file": ".files",
     "decompress_file": ".files",

@@ -72,9 +72,10 @@ def compress_command(
     ),
     seed: int = typer.Option(0, "--seed", help="Sampled mode: seed of --sampler random."),
     codec: str = typer.Option(
-        "zstd",
-        help="Stream codec: zstd (default, fast), lzma, or ctx (context-model range coding: "
-        "the smallest files and random access by time, ~30x slower).",
+        "auto",
+        help="Codec: auto (default: ctx3 where a C compiler built its coder, else zstd), ctx3 "
+        "(format version 3: per-symbol adaptive range coding, the smallest files, random "
+        "access by time), zstd, lzma, or ctx (version 2, slow).",
     ),
     device: str = typer.Option(
         None,
@@ -84,6 +85,7 @@ def compress_command(
     ),
 ) -> None:
     """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
+    from .codec import resolve_codec
     from .files import compress_file, xz_size
     from .sampling import DEFAULT_SAMPLER
 
@@ -107,7 +109,7 @@ def compress_command(
             window_us=window_us,
             sampler=DEFAULT_SAMPLER if sampler is None else sampler,
             seed=seed,
-            codec=codec,
+            codec=resolve_codec(codec),
             progress=progress,
             device="auto" if device is None else device,
         )
@@ -135,7 +137,7 @@ def compress_command(
         typer.echo(f"original         {result.original_bytes} bytes")
         typer.echo(f"xz -9e           {xz} bytes")
         typer.echo(
-            f"sfev ({codec})     {result.compressed_bytes} bytes, "
+            f"sfev ({resolve_codec(codec)})     {result.compressed_bytes} bytes, "
             f"{result.bytes_per_event:.3f} bytes/event, {result.compressed_bytes / xz:.3f}x xz -9e"
         )
         typer.echo("streams          " + ", ".join(f"{k} {v}" for k, v in result.streams.items()))

@@ -30,7 +30,15 @@ from ..data.events import (
     read_file,
 )
 from ..errors import ConfigError, DataError
-from .codec import CHUNK_EVENTS, Header, decode_events, encode_events, iter_events, read_header
+from .codec import (
+    CHUNK_EVENTS,
+    Header,
+    decode_events,
+    encode_events,
+    iter_events,
+    read_header,
+    resolve_codec,
+)
 
 __all__ = [
     "SUFFIX",
@@ -122,7 +130,7 @@ def compress_file(
     window_us: int | None = None,
     sampler: str | Path = "activity",  # sampling.DEFAULT_SAMPLER (that module loads torch)
     seed: int = 0,
-    codec: str = "zstd",
+    codec: str = "auto",
     progress: Progress | None = None,
     device: str = "cpu",
 ) -> CompressResult:
@@ -134,7 +142,9 @@ def compress_file(
     does not beat it (docs/compression.md); "random" (``seed``); or a
     ``--method sampler`` run directory; see :mod:`spikeweave.compression.sampling`). The file's
     ``M`` stream records the sampler, its weights' digest, the rate and the window. Without
-    ``rate`` the file is lossless. ``device``: where a trained sampler runs.
+    ``rate`` the file is lossless. ``device``: where a trained sampler runs. ``codec``:
+    ``"auto"`` (default) is ``ctx3`` where its compiled coder can be had, else ``zstd``
+    (:func:`~spikeweave.compression.codec.resolve_codec`).
     """
     in_path = Path(in_path)
     events, sensor, fmt = load_events(in_path)
@@ -146,7 +156,7 @@ def compress_file(
         events, meta = sample_events(
             events, sensor, rate, window_us=window_us, sampler=sampler, seed=seed, device=device
         )
-    data = encode_events(events, sensor, codec=codec, meta=meta, progress=progress)
+    data = encode_events(events, sensor, codec=resolve_codec(codec), meta=meta, progress=progress)
     header = read_header(data)
     if out_path is not None:
         out_path = Path(out_path)
