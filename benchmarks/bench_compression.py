@@ -1,4 +1,4 @@
-"""Event-codec benchmark: .sfev (ctx, zstd, lzma) beside `xz -9e`, `zstd -19`, brotli and EVT 3.0.
+"""Event-codec benchmark: .sfev (ctx3, ctx, zstd, lzma) beside `xz -9e`, `zstd -19`, brotli, EVT3.
 
 For every recording (default: the N-MNIST samples and the AEDAT4 sample in
 ../shared/data/real) it measures sizes (bytes, bytes per event, ratio to `xz -9e` of the
@@ -6,8 +6,9 @@ original file) and speeds in million events per second, one core:
 
 - sfev: ``encode_events`` / ``decode_events`` on events already in memory (the codec itself;
   reading the original format is not counted). Each decode is checked to equal the input.
-  ``sfev-ctx`` decodes with the compiled block decoder (``ctx_native``), ``sfev-ctx-py d``
-  the same files with the Python (constriction) decoder it replaces, interleaved with it.
+  ``sfev-ctx3`` (format version 3) codes with its compiled coder (``ctx3_native.c``),
+  ``sfev-ctx`` (version 2) decodes with its compiled block decoder (``ctx_native``),
+  ``sfev-ctx-py d`` the same files with the Python (constriction) decoder it replaces.
 - xz / zstd: the command-line tools on the original file, `-T1`, output to a pipe; their time
   includes starting a process (~1 ms), which dominates on the 5 kB N-MNIST files, so the table
   also gives the AEDAT4 file and the N-MNIST total separately.
@@ -50,7 +51,7 @@ from spikeweave.compression import ctx_native, decode_events, encode_events, loa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evt3 import evt3_words  # noqa: E402  (a benchmark helper next to this script)
 
-CODECS = ("ctx", "zstd", "lzma")
+CODECS = ("ctx3", "ctx", "zstd", "lzma")
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
@@ -100,7 +101,7 @@ def main() -> None:
 
         def run() -> float:
             if method == "sfev-ctx-py/d":  # the Python decoder: no compiled library
-                library, ctx_native.library = ctx_native.library, lambda: None
+                library, ctx_native.library = ctx_native.library, lambda name="ctx": None
                 try:
                     start = time.perf_counter()
                     back, _ = decode_events(rec["_sfev"]["ctx"])
@@ -140,8 +141,9 @@ def main() -> None:
 
         return run
 
-    if ctx_native.library() is None:
-        sys.exit(f"no compiled ctx decoder: {ctx_native.unavailable_reason()}")
+    for name in ("ctx", "ctx3"):
+        if ctx_native.library(name) is None:
+            sys.exit(f"no compiled {name} coder: {ctx_native.unavailable_reason(name)}")
     methods = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"] + ["sfev-ctx-py/d"]
     methods += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
     times: dict[tuple[str, str], list[float]] = {}
@@ -218,7 +220,7 @@ def main() -> None:
 
 
 ORDER = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
-ORDER.insert(2, "sfev-ctx-py/d")
+ORDER.insert(4, "sfev-ctx-py/d")
 ORDER += ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
 
 
@@ -236,11 +238,20 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "",
         "## Size: bits per event (ratio to `xz -9e` of the original file)",
         "",
-        "| file | events | original | sfev ctx | sfev zstd | sfev lzma | xz -9e | zstd -19 | "
-        "brotli 11 | EVT 3.0 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| file | events | original | sfev ctx3 | sfev ctx | sfev zstd | sfev lzma | xz -9e | "
+        "zstd -19 | brotli 11 | EVT 3.0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    keys = ["sfev-ctx", "sfev-zstd", "sfev-lzma", "xz -9e", "zstd -19", "brotli 11", "EVT 3.0"]
+    keys = [
+        "sfev-ctx3",
+        "sfev-ctx",
+        "sfev-zstd",
+        "sfev-lzma",
+        "xz -9e",
+        "zstd -19",
+        "brotli 11",
+        "EVT 3.0",
+    ]
     for r in rows + groups:
         q = r["ratio_vs_xz"] if r in rows else r["max_ratio_vs_xz"]
         name = f"**{r['file']}** (worst file's ratio)" if r in groups else r["file"]
@@ -258,8 +269,9 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "## Speed (million events per second, one core; c = compress, d = decompress)",
         "",
         "sfev times the codec on events in memory, brotli the library in process; the xz and "
-        "zstd tools' times include starting a process. sfev-ctx d is the compiled block "
-        "decoder, sfev-ctx-py d the Python (constriction) decoder of the same files.",
+        "zstd tools' times include starting a process. sfev-ctx3 c and d are its compiled "
+        "coder; sfev-ctx d is the compiled block decoder of version 2, sfev-ctx-py d the "
+        "Python (constriction) decoder of the same files.",
         "",
         "| file | " + " | ".join(m.replace("/", " ") for m in ORDER) + " |",
         "|---|" + "---:|" * len(ORDER),
