@@ -12,7 +12,11 @@ on the first four N-MNIST samples, with the shipped contexts (``{}``) and with e
   and the previous bit length (2); this codes the pixel before the time;
 - ``m2``: the second bit below the leading one of the delta adaptive too.
 
-    PYTHONPATH=src python benchmarks/ctx3_context_study.py
+``--activity`` also prices the pixel under a mixture over recent activity (not a binary
+model): every pixel's probability is ``0.05 + A``, where ``A`` is a map of past events decayed
+by 0.995 per event, each event adding 1 at its pixel and 1 on its 3x3 neighbourhood.
+
+    PYTHONPATH=src python benchmarks/ctx3_context_study.py [--activity]
 """
 
 from __future__ import annotations
@@ -96,6 +100,20 @@ def cost(ev: np.ndarray, var: dict) -> list[float]:
     return parts + [sum(parts)]
 
 
+def activity_cost(ev: np.ndarray, decay: float = 0.995, floor: float = 0.05) -> float:
+    """Bits per event of the pixel (x and y together) under the activity mixture."""
+    x, y = ev["x"].astype(int), ev["y"].astype(int)
+    a = np.zeros((34, 34))
+    bits = 0.0
+    for i in range(x.size):
+        q = floor + a
+        bits -= math.log2(q[y[i], x[i]] / q.sum())
+        a *= decay
+        a[y[i], x[i]] += 1
+        a[max(0, y[i] - 1) : y[i] + 2, max(0, x[i] - 1) : x[i] + 2] += 1
+    return bits / x.size
+
+
 def main() -> None:
     files = sorted((REAL / "nmnist").glob("*/*.bs2"))[:4]
     if not files:
@@ -105,6 +123,9 @@ def main() -> None:
     for var in VARIANTS:
         mean = np.mean([cost(ev, var) for ev in events], axis=0)
         print(var, np.round(mean, 3))
+    if "--activity" in sys.argv[1:]:
+        mean = np.mean([activity_cost(ev) for ev in events])
+        print(f"pixel under the activity mixture: {mean:.3f} bits/event")
 
 
 if __name__ == "__main__":
