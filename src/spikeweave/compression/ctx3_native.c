@@ -18,7 +18,8 @@
 #define ZIGZAG 1
 #define XFIRST 2
 #define MAX_TABLE (1 << 20)
-#define B_BITS 7
+#define B_BITS 4 /* min(b, 15) on a 4-level tree; 15 escapes to a 6-level tree of b - 15 */
+#define B_ESC 15
 #define B_CTX 16
 #define AGE_CTX 34
 #define TOP (1u << 24)
@@ -176,7 +177,7 @@ static inline __attribute__((always_inline)) int run(rc_t *c, const int ENC, int
     const int nbx = nbits_of(width), nby = nbits_of(height);
     int s_shift, s_bits, rc = 0;
     int64_t n_first, n_second, i, hsize = 16, prev_t = 0;
-    uint16_t *bp, mp[65], pol[2 * AGE_CTX], *first, *second;
+    uint16_t *bp, esc[64], mp[65], pol[2 * AGE_CTX], *first, *second;
     slot_t *table = NULL;
     uint32_t *direct = NULL, *cell;
     const int use_direct = width * height <= DIRECT_PIXELS;
@@ -203,6 +204,7 @@ static inline __attribute__((always_inline)) int run(rc_t *c, const int ENC, int
         goto done;
     }
     for (i = 0; i < 65; i++) mp[i] = HALF;
+    for (i = 0; i < 64; i++) esc[i] = HALF;
     for (i = 0; i < 2 * AGE_CTX; i++) pol[i] = HALF;
     for (i = 0; i < n; i++) {
         uint64_t z = 0, key, h;
@@ -213,8 +215,12 @@ static inline __attribute__((always_inline)) int run(rc_t *c, const int ENC, int
             int64_t d = i ? (int64_t)((uint64_t)t[i] - (uint64_t)prev_t) : 0;
             z = zig ? (((uint64_t)d << 1) ^ (uint64_t)(d >> 63)) : (uint64_t)d;
         }
-        b = code_tree(c, ENC, bp + ((prev_b < B_CTX - 1 ? prev_b : B_CTX - 1) << B_BITS), B_BITS,
-                      (uint32_t)bitlen64(z));
+        {
+            uint32_t bl = (uint32_t)bitlen64(z);
+            b = code_tree(c, ENC, bp + ((prev_b < B_CTX - 1 ? prev_b : B_CTX - 1) << B_BITS), B_BITS,
+                          bl < B_ESC ? bl : B_ESC);
+            if (b == B_ESC) b += code_tree(c, ENC, esc, 6, bl - B_ESC);
+        }
         if (b > 64) {
             rc = 1;
             goto done;
