@@ -2,10 +2,15 @@
 than one reverse-engineered trigger, for a spiking conv net and its ANN twin? (methods.md §7,
 arXiv 1910.04749.)
 
-Per trigger kind (``badnets``, ``blended``, ``wanet``), poisoning rate, seed and model (the
-conv SNN, ``model="convnet"``, and its ReLU twin of the same layout, ``model="ann"``):
+Per trigger kind (``badnets``, ``blended``, ``wanet``) and model (the conv SNN,
+``model="convnet"``, and its ReLU twin of the same layout, ``model="ann"``):
 
-1. train on data of which the poisoning rate carry the trigger (drawn from the seed; target
+0. choose the attack's strength (:mod:`.backdoor_strength`): on the first seed, train a clean
+   model and every setting of the kind's fixed grid (poisoning rate × trigger strength) with the
+   same budget, measure each on the validation split, and take the weakest setting with
+   ASR ≥ 95 % and at most 1 point of clean accuracy lost (else the strongest-ASR setting, the
+   target reported as not met); then, per seed:
+1. train on data of which the chosen rate carry the chosen trigger (drawn from the seed; target
    class ``3·seed mod 10``) through the ordinary trainer (the ``backdoor`` training-split
    transform); ``val_fraction`` is held out clean: the defender's data;
 2. find the target class (a short MESA search per class; :func:`~spikeweave.security.mesa.
@@ -19,15 +24,16 @@ conv SNN, ``model="convnet"``, and its ReLU twin of the same layout, ``model="an
    (Zhu et al. 2023, eq. 7); for badnets also mean / worst ASR over 51 held-out
    black-and-white patterns around the patch.
 
-The full run covers the three kinds at 1 %, 5 % and 10 % poisoning on Fashion-MNIST (a
+The full run searches the three kinds at 1 %, 5 % and 10 % poisoning on Fashion-MNIST (a
 stated training subset, for the CPU); ``report.json`` carries ``asr_before_<kind>`` (mean ASR
-before any defense per model and rate), ``images`` (test images per evaluation) and ``seeds``.
+before any defense per model, at the chosen rate), ``strength`` (the rule's constants, every
+grid row measured and each choice), ``images`` (test images per evaluation) and ``seeds``.
 The CIFAR-10 part (``configs/mesa-cifar10.toml``'s settings) runs when its files are found.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import SimpleNamespace
 from typing import Any
 
@@ -35,6 +41,7 @@ import torch
 
 from .. import data as datasets
 from ..training import TrainConfig
+from . import backdoor_strength as strength
 from .base import Experiment, ExperimentContext, register
 from .report import Report, Table, fmt_pm, mean_std, merge_parts
 from .stats import overall, paired_part
@@ -59,7 +66,6 @@ ASR_MARGIN = 0.0
 """Margin (ASR points) by which MESA must beat clean fine-tuning and the single trigger:
 plain superiority, fixed before any run."""
 KINDS = ("badnets", "blended", "wanet")
-RATES = (0.01, 0.05, 0.10)
 FULL_TRAIN_SIZE = 20000
 """Training images kept of Fashion-MNIST's 55,000 (after 5,000 are held out for the
 defender): a subset so the 90 trainings of the full run fit a CPU."""
@@ -77,7 +83,8 @@ class MesaSettings:
     epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
-    poison_fractions: tuple[float, ...] = (0.1,)
+    strength_rates: tuple[float, ...] = strength.RATES
+    """Poisoning rates of the strength grid (:mod:`.backdoor_strength`)."""
     kinds: tuple[str, ...] = ("badnets",)
     val_fraction: float = 0.2
     train_size: int = 0
@@ -100,12 +107,13 @@ def _settings(quick: bool) -> list[MesaSettings]:
             MesaSettings(
                 dataset="digits", steps=2, epochs=4, lr=5e-3, val_fraction=0.3, mesa_steps=40,
                 generator_hidden=128, detect_steps=10, finetune_epochs=5, heldout_images=150,
+                strength_rates=(0.1,),
             )
         ]  # fmt: skip
     parts = [
         MesaSettings(
             dataset="fashion-mnist", val_fraction=5000 / 60000, train_size=FULL_TRAIN_SIZE,
-            kinds=KINDS, poison_fractions=RATES, epochs=8, heldout_images=500,
+            kinds=KINDS, epochs=8, heldout_images=500,
         )
     ]  # fmt: skip
     found = {r["name"]: r["found"] for r in datasets.catalog()}
@@ -183,19 +191,39 @@ class MesaExperiment(Experiment):
 
     # ------------------------------------------------------------------------------------
     def _part(self, ctx: ExperimentContext, st: MesaSettings) -> dict[str, Any]:
-        per: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+        per: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        chosen: dict[str, dict[str, dict[str, Any]]] = {}
         figures: list[str] = []
         for kind in st.kinds:
-            for rate in st.poison_fractions:
-                per[(kind, rate)] = {label: [] for label, _ in st.models}
-                for seed in ctx.seeds:
-                    for label, model in st.models:
-                        row = self._one(ctx, st, kind, rate, seed, label, model, figures)
-                        per[(kind, rate)][label].append(row)
-        return self._summarise(st, per, figures)
+            per[kind] = {label: [] for label, _ in st.models}
+            chosen[kind] = {}
+            for label, model in st.models:
+                # the strength is chosen once, on the first seed's validation split, before any
+                # defense runs; every seed then attacks with it
+                seed = ctx.seeds[0]
+                chosen[kind][label] = strength.strength_search(
+                    ctx.train, self._config(st, model), kind, (3 * seed) % 10, seed,
+                    f"strength-{st.dataset}-{label.lower()}", st.strength_rates,
+                )  # fmt: skip
+            for seed in ctx.seeds:
+                for label, model in st.models:
+                    options = strength.trigger_options(kind, chosen[kind][label]["chosen"])
+                    row = self._one(ctx, st, kind, options, seed, label, model, figures)
+                    per[kind][label].append(row)
+        return self._summarise(st, per, chosen, figures)
 
-    def _one(self, ctx, st, kind, rate, seed, label, model, figures) -> dict[str, Any]:
-        """Train one backdoored model, defend it every way, and measure each."""
+    @staticmethod
+    def _config(st: MesaSettings, model: str) -> TrainConfig:
+        """The part's training config for ``model``, unpoisoned."""
+        return TrainConfig(
+            dataset=st.dataset, model=model, steps=st.steps, epochs=st.epochs,
+            batch_size=st.batch_size, lr=st.lr, val_fraction=st.val_fraction,
+            train_size=st.train_size,
+        )  # fmt: skip
+
+    def _one(self, ctx, st, kind, options, seed, label, model, figures) -> dict[str, Any]:
+        """Train one model backdoored as ``options`` say, defend it every way, and measure
+        each."""
         from ..security import mesa
         from ..security.backdoor import attack_from_config, heldout_triggers
         from ..security.backdoor_cli import StageProgress, der_of, plot_trigger_grid
@@ -203,13 +231,9 @@ class MesaExperiment(Experiment):
         opts = mesa.MesaOptions(betas=st.betas, steps=st.mesa_steps, hidden=st.generator_hidden)
         ft = mesa.FinetuneOptions(epochs=st.finetune_epochs)
         target = (3 * seed) % 10
-        cfg = TrainConfig(
-            dataset=st.dataset, model=model, steps=st.steps, epochs=st.epochs,
-            batch_size=st.batch_size, lr=st.lr, val_fraction=st.val_fraction,
-            train_size=st.train_size,
-            train_transforms={"backdoor": {
-                "fraction": rate, "target": target, "seed": seed, "kind": kind}},
-        )  # fmt: skip
+        rate = options["fraction"]
+        cfg = replace(self._config(st, model), train_transforms={
+            "backdoor": {**options, "target": target, "seed": seed}})  # fmt: skip
         tag = f"{st.dataset}-{label.lower()}-{kind}-{rate:g}"
         trainer = ctx.train(tag, cfg, seed)
         clf = _classifier(trainer)
@@ -260,13 +284,16 @@ class MesaExperiment(Experiment):
         return row
 
     # ------------------------------------------------------------------------------------
-    def _summarise(self, st, per, figures) -> dict[str, Any]:
+    def _summarise(self, st, per, chosen, figures) -> dict[str, Any]:
         tables, parts, verdicts = [], [], []
-        for (kind, rate), by_model in per.items():
+        for kind, by_model in per.items():
             keys = _KEYS if kind == "badnets" else _KEYS[:3]
-            where = f"{st.dataset}, {kind} at {rate:.0%}"
+            tables.append(_strength_table(st, kind, chosen[kind]))
             for label, model in st.models:
                 rows = by_model[label]
+                pick = chosen[kind][label]
+                rate = pick["chosen"]["rate"]
+                where = f"{st.dataset}, {kind} at {rate:.0%} {_options_text(pick['chosen'])}"
                 defenses = list(rows[0]["after"])
 
                 def col(key: str, name: str | None = None, rows=rows) -> list[float]:
@@ -315,21 +342,29 @@ class MesaExperiment(Experiment):
                         col("heldout_worst_asr", SINGLE), col("heldout_worst_asr", ENSEMBLE),
                         "ASR points", scale=100,
                     ))  # fmt: skip
+                if not pick["met"]:
+                    verdicts.append(f"{name}: {pick['reason']}.")
                 verdicts.append(
                     f"{name}: ASR {mean_std(col('asr'))[0]:.1%} -> "
                     f"{mean_std(mesa_asr)[0]:.1%} (MESA), {mean_std(col('asr', CLEAN_FT))[0]:.1%} "
                     f"(clean fine-tuning), {mean_std(col('asr', SINGLE))[0]:.1%} (single trigger); "
                     f"target found on {sum(det_ok)}/{len(det_ok)} seeds."
                 )
-        if any(k == "badnets" for k, _ in per):
+        if "badnets" in per:
             tables.insert(0, _paper_table(st, per))
+        grid_text = "; ".join(
+            f"{k}: " + ", ".join(map(_options_text, strength.grid(k, [0]))) for k in st.kinds
+        )
         setup = (
             f"{st.dataset} (train_size {st.train_size or 'all'}); models "
             f"{', '.join(f'{lab} ({m})' for lab, m in st.models)}, T={st.steps} (SNN), "
             f"{st.epochs} epochs, batch {st.batch_size}, AdamW lr {st.lr}; triggers "
-            f"{', '.join(st.kinds)} (badnets: binary 3×3 patch at random positions; blended: "
-            f"noise pattern, ratio 0.1; wanet: k 4, s 0.5, no noise mode) at poisoning rates "
-            f"{', '.join(f'{r:.0%}' for r in st.poison_fractions)}, target 3·seed mod 10; "
+            f"{', '.join(st.kinds)} (badnets: binary patch at random positions; blended: "
+            f"noise pattern; wanet: no noise mode) at the strength the rule chose from poisoning "
+            f"rates {', '.join(f'{r:.0%}' for r in sorted(st.strength_rates))} × "
+            f"{grid_text}"
+            f" (ASR ≥ {strength.MIN_ASR:.0%} with ≤ {100 * strength.MAX_CLEAN_LOSS:g} point "
+            f"clean-accuracy loss on the validation split, first seed), target 3·seed mod 10; "
             f"defender data: val_fraction {st.val_fraction:.4g}; MESA β {list(st.betas)}, α 0.1, "
             f"{st.mesa_steps} generator steps per β (batch 128, Adam 2e-4), generator MLP "
             f"3×{st.generator_hidden}; detection {st.detect_steps} steps per class; fine-tuning "
@@ -337,10 +372,11 @@ class MesaExperiment(Experiment):
             f"trigger; margins: clean accuracy {CLEAN_MARGIN:g} points, ASR comparisons "
             f"{ASR_MARGIN:g} (superiority)"
         )
-        results = {
-            f"{kind} @ {rate:g}": {label: rows for label, rows in by_model.items()}
-            for (kind, rate), by_model in per.items()
-        }
+        results: dict[str, dict[str, Any]] = {}
+        for kind, by_model in per.items():
+            for label, rows in by_model.items():
+                key = f"{kind} @ {chosen[kind][label]['chosen']['rate']:g}"
+                results.setdefault(key, {})[label] = rows
         return {
             "tag": st.dataset,
             "setup": setup,
@@ -349,14 +385,14 @@ class MesaExperiment(Experiment):
             "parts": parts,
             "verdict": " ".join(verdicts),
             "results": results,
+            "strength": chosen,
             "images": next(iter(next(iter(per.values())).values()))[0]["before"]["images"],
         }
 
 
 def _paper_table(st, per) -> Table:
-    """The paper's numbers beside ours (badnets at the highest rate run)."""
-    rate = max(r for k, r in per if k == "badnets")
-    by_model = per[("badnets", rate)]
+    """The paper's numbers beside ours (badnets at the strength the rule chose)."""
+    by_model = per["badnets"]
     paper_rows = []
     for key, paper in PAPER.items():
         name = key.removesuffix(" worst")
@@ -376,7 +412,7 @@ def _paper_table(st, per) -> Table:
         paper_rows.append([key, f"{paper:.1f}", *cells])
     return Table(
         f"Beside the paper: attack success (%) over the held-out triggers ({st.dataset}, badnets "
-        f"at {rate:.0%}; paper: CIFAR-10, ResNet-18, mean over 51 triggers)",
+        f"at the chosen strength; paper: CIFAR-10, ResNet-18, mean over 51 triggers)",
         ["quantity", "paper", *(f"ours, {label}" for label, _ in st.models)],
         paper_rows,
     )
@@ -384,11 +420,14 @@ def _paper_table(st, per) -> Table:
 
 def _record(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
     """``report.json``'s summary keys: ``asr_before_<kind>`` (mean ASR before any defense,
-    per part, model and rate), ``images`` (test images per evaluation, per part) and
-    ``seeds``."""
-    out: dict[str, Any] = {"seeds": list(seeds), "images": {}}
+    per part, model and chosen rate), ``strength`` (the rule's constants and, per part, kind
+    and model, every grid row measured and the choice), ``images`` (test images per
+    evaluation, per part) and ``seeds``."""
+    out: dict[str, Any] = {"seeds": list(seeds), "images": {},
+                           "strength": {"rule": strength.rule_record()}}  # fmt: skip
     for part in results:
         out["images"][part["tag"]] = part["images"]
+        out["strength"][part["tag"]] = part["strength"]
         for key, by_model in part["results"].items():
             kind, rate = key.split(" @ ")
             slot = out.setdefault(f"asr_before_{kind}", {}).setdefault(part["tag"], {})
@@ -418,3 +457,31 @@ _NAMES = {
     "heldout_mean_asr": "held-out mean ASR",
     "heldout_worst_asr": "held-out worst ASR",
 }
+
+
+def _options_text(row: dict[str, Any]) -> str:
+    """A grid row's trigger options as ``(trigger_size 3)``."""
+    return "(" + ", ".join(f"{k} {v:g}" for k, v in row["options"].items()) + ")"
+
+
+def _strength_table(st: MesaSettings, kind: str, by_model: dict[str, dict[str, Any]]) -> Table:
+    """Every strength-grid setting of ``kind`` measured on the validation split, per model,
+    with the rule's choice marked."""
+    body = []
+    for label, pick in by_model.items():
+        clean = pick["clean"]["clean_accuracy"]
+        for r in pick["rows"]:
+            mark = ("chosen" if pick["met"] else "chosen (target not met)") if (
+                r["rate"], r["strength"]) == (pick["chosen"]["rate"], pick["chosen"]["strength"]
+            ) else ""  # fmt: skip
+            body.append([label, f"{r['rate']:.0%}", _options_text(r), f"{100 * clean:.1f}",
+                         f"{100 * r['clean_accuracy']:.1f}", f"{100 * r['clean_loss']:+.1f}",
+                         f"{100 * r['asr']:.1f}", mark])  # fmt: skip
+    return Table(
+        f"{st.dataset}, {kind}: attack strength grid on the validation split (first seed); rule: "
+        f"the weakest setting with ASR ≥ {strength.MIN_ASR:.0%} and clean-accuracy loss ≤ "
+        f"{100 * strength.MAX_CLEAN_LOSS:g} point",
+        ["model", "rate", "trigger", "clean model C-Acc (%)", "C-Acc (%)", "loss (points)",
+         "ASR (%)", "choice"],
+        body,
+    )  # fmt: skip
