@@ -666,6 +666,13 @@ def attack(
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
     out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),
     device: str = typer.Option("auto", help=_DEVICE_HELP),
+    robustbench: bool = typer.Option(
+        False,
+        "--robustbench",
+        help="Also write a RobustBench-style record per ε (robustbench-<norm>-<eps>.json: "
+        "threat model, ε, clean, robust and per-image worst-case accuracy, n, seed, version, "
+        "commit).",
+    ),
 ) -> None:
     """Attack a trained run; writes attack.json (robust accuracy per ε) and an accuracy-vs-ε
     PNG."""
@@ -673,7 +680,7 @@ def attack(
 
     result = attack_command(
         run_dir, attack, parse_eps(eps), steps, norm, samples=samples, source=source,
-        out_dir=out_dir, device=device,
+        out_dir=out_dir, device=device, robustbench=robustbench,
     )  # fmt: skip
     for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
         typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")

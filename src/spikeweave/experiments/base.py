@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -52,6 +51,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
 from ..training.device import describe_device, resolve_device
+from ..version import git_commit
 from .report import Report
 from .schedule import run_interleaved
 from .timing import StepTimer, machine_state
@@ -184,23 +184,6 @@ EXPERIMENTS: Registry[type[Experiment]] = Registry(
 def register(cls: type[Experiment]) -> type[Experiment]:
     """Class decorator: make the experiment available to ``spikeweave experiment NAME``."""
     return EXPERIMENTS.register(cls.name, cls, help=cls.title)
-
-
-def git_commit() -> tuple[str | None, str]:
-    """``(commit, note)``: ``git rev-parse HEAD`` of the source tree this package runs from,
-    or None with the reason (not a git checkout, no git)."""
-    src = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
-                             text=True, timeout=10, check=False)  # fmt: skip
-    except (OSError, subprocess.SubprocessError) as exc:
-        return None, f"git not available ({type(exc).__name__})"
-    commit = out.stdout.strip()
-    if out.returncode != 0 or len(commit) != 40:
-        return None, "not run from a git checkout (installed package?)"
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=src,
-                           capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
-    return commit, "uncommitted changes in the tree" if dirty.stdout.strip() else ""
 
 
 def provenance(command: str, device: str | None = None) -> dict[str, object]:

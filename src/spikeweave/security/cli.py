@@ -5,6 +5,8 @@ writes ``attack.json`` (robust accuracy per ε) and ``attack.png`` (accuracy vs 
 directory (or ``out_dir``). ``attack.json`` keeps every attack run there: its top-level keys
 describe the latest attack (as a single-record file always did) and ``records`` holds one entry
 per attack setting and ε, merged with the earlier ones (a rerun replaces its own entries).
+With ``robustbench`` it also writes one RobustBench-style record per ε
+(:mod:`~spikeweave.security.robustbench`), ``robustbench-<norm>-<ε>.json``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 from ..atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from ..errors import ConfigError, DataError
 from ..options import MAX_INT
-from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_accuracy
+from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_mask
 
 __all__ = [
     "attack_command",
@@ -109,6 +111,30 @@ def attack_records(path: str | Path) -> list[dict[str, Any]]:
         {**setting, "eps": e, "robust_accuracy": a, "clean_accuracy": clean}
         for e, a in zip(eps, acc, strict=True)
     ]
+
+
+def _share(mask: torch.Tensor) -> float:
+    """The share of True in a bool mask ``[n]`` (0 for no images)."""
+    return int(mask.sum()) / max(len(mask), 1)
+
+
+def _write_robustbench(out: Path, run: Any, result: dict[str, Any], clean_mask, masks) -> list:
+    """One RobustBench-style record per ε of ``result`` into ``out``; returns their paths."""
+    from .robustbench import robustbench_record, write_record
+
+    extra = {k: result[k] for k in ("steps", "step_size", "queries", "eot", "source", "split")
+             if result[k] is not None}  # fmt: skip
+    paths = []
+    for e, mask, acc in zip(result["eps"], masks, result["robust_accuracy"], strict=True):
+        record = robustbench_record(
+            name=Path(run.path).name, dataset=run.config.dataset, norm=result["norm"], eps=e,
+            clean_accuracy=result["clean_accuracy"], robust_accuracy={result["attack"]: acc},
+            worst_case=_share(clean_mask & mask), n_examples=result["samples"],
+            seeds=[result["seed"]], extra=extra,
+        )  # fmt: skip
+        path = out / f"robustbench-{result['norm']}-{e:g}.json"
+        paths.append(str(write_record(path, record)))
+    return paths
 
 
 def _is_number(v: Any) -> bool:
@@ -225,6 +251,7 @@ def attack_command(
     seed: int = 0,
     out_dir: str | Path | None = None,
     device: str = "cpu",
+    robustbench: bool = False,
 ) -> dict[str, Any]:
     """Attack the run in ``run_dir`` with ``attack`` at every ``eps``; write the results.
 
@@ -242,6 +269,10 @@ def attack_command(
         out_dir: where ``attack.json`` and ``attack.png`` go (default: ``run_dir``).
         device: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); the attacks'
             random draws come from seeded CPU generators on every device.
+        robustbench: also write, per ε, a RobustBench-style record
+            ``robustbench-<norm>-<ε>.json`` (:mod:`~spikeweave.security.robustbench`): clean
+            and robust accuracy, and the per-image worst case (an image counts only if it is
+            right without attack and the attack failed on it).
 
     Returns the dict written to ``attack.json``: this attack's settings and results, and
     ``records``, one per attack setting and ε run into this folder so far.
@@ -289,11 +320,13 @@ def attack_command(
     x, y = evaluation_subset(dataset, samples, seed)
     _check_eps_range(eps, "linf" if attack in ("fgsm", "square") else norm, x[0].numel())
     start = time.perf_counter()
-    clean = robust_accuracy("fgsm", target, x, y, 0.0, batch_size=batch_size, seed=seed)
-    acc = [
-        robust_accuracy(attack, target, x, y, e, batch_size=batch_size, seed=seed, **options)
+    clean_mask = robust_mask("fgsm", target, x, y, 0.0, batch_size=batch_size, seed=seed)
+    masks = [
+        robust_mask(attack, target, x, y, e, batch_size=batch_size, seed=seed, **options)
         for e in eps
     ]
+    clean = _share(clean_mask)
+    acc = [_share(m) for m in masks]
     result = {
         "run": str(run.path),
         "attack": attack,
@@ -320,6 +353,8 @@ def attack_command(
     )  # fmt: skip
     result["records"] = records
     atomic_write_bytes(out / "attack.json", json.dumps(result, indent=2).encode())
+    if robustbench:
+        result["robustbench"] = _write_robustbench(out, run, result, clean_mask, masks)
     plot_accuracy_vs_eps(
         _curves(records),
         out / "attack.png",

@@ -1,0 +1,46 @@
+"""The mesa experiment's quick run end to end: the attack strength is chosen by the fixed rule
+on the validation split before any defense, and report.json records the grid and the choice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spikeweave.experiments import run_experiment
+from spikeweave.experiments.backdoor_strength import choose_strength
+
+
+@pytest.mark.slow
+def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path):
+    report, folder = run_experiment("mesa", quick=True, seeds=2, out_dir=tmp_path, progress=False)
+    data = json.loads((folder / "report.json").read_text())
+    record = data["results"]["strength"]
+    assert record["rule"]["min_asr"] == 0.95 and record["rule"]["max_clean_loss"] == 0.01
+    picks = record["digits"]["badnets"]
+    assert set(picks) == {"SNN", "ANN"}
+    for label, pick in picks.items():
+        rows = pick["rows"]
+        assert [(r["rate"], r["strength"]) for r in rows] == [(0.1, 0), (0.1, 1)]
+        for r in rows:  # measured on the validation split against the clean model
+            assert r["images"] == pick["clean"]["images"]
+            assert r["clean_loss"] == pytest.approx(
+                pick["clean"]["clean_accuracy"] - r["clean_accuracy"]
+            )
+        again = choose_strength(rows)  # the recorded choice is the rule's on the recorded rows
+        assert (again.row["strength"], again.met) == (pick["chosen"]["strength"], pick["met"])
+        size = pick["chosen"]["options"]["trigger_size"]
+        # every seed's backdoored run was trained with the chosen setting
+        for seed in (0, 1):
+            cfg = json.loads(
+                (folder / "runs" / f"digits-{label.lower()}-badnets-0.1-s{seed}" / "config.json")
+                .read_text()
+            )  # fmt: skip
+            backdoor = cfg["train_transforms"]["backdoor"]
+            assert backdoor["trigger_size"] == size and backdoor["fraction"] == 0.1
+        before = data["results"]["asr_before_badnets"]["digits"][label]
+        assert set(before) == {"0.1"}
+        if not pick["met"]:
+            assert "NOT met" in (folder / "report.md").read_text()
+    assert "attack strength grid on the validation split" in (folder / "report.md").read_text()
+    assert data["results"]["seeds"] == [0, 1]
