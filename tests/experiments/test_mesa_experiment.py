@@ -8,7 +8,7 @@ import json
 import pytest
 
 from spikeweave.experiments import run_experiment
-from spikeweave.experiments.backdoor_strength import choose_strength
+from spikeweave.experiments.backdoor_strength import TRIGGER_GRID, choose_strength
 
 
 @pytest.mark.slow
@@ -21,7 +21,9 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
     assert set(picks) == {"SNN", "ANN"}
     for label, pick in picks.items():
         rows = pick["rows"]
-        assert [(r["rate"], r["strength"]) for r in rows] == [(0.1, 0), (0.1, 1)]
+        assert [(r["rate"], r["strength"]) for r in rows] == [
+            (0.1, i) for i in range(len(TRIGGER_GRID["badnets"]))
+        ]
         for r in rows:  # measured on the validation split against the clean model
             assert r["images"] == pick["clean"]["images"]
             assert r["clean_loss"] == pytest.approx(
@@ -29,7 +31,7 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
             )
         again = choose_strength(rows)  # the recorded choice is the rule's on the recorded rows
         assert (again.row["strength"], again.met) == (pick["chosen"]["strength"], pick["met"])
-        size = pick["chosen"]["options"]["trigger_size"]
+        chosen = pick["chosen"]["options"]
         # every seed's backdoored run was trained with the chosen setting
         for seed in (0, 1):
             cfg = json.loads(
@@ -37,7 +39,8 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
                 .read_text()
             )  # fmt: skip
             backdoor = cfg["train_transforms"]["backdoor"]
-            assert backdoor["trigger_size"] == size and backdoor["fraction"] == 0.1
+            assert backdoor["fraction"] == 0.1 and backdoor["trigger_size"] == chosen["trigger_size"]
+            assert backdoor["position"] == chosen.get("position", [])
         before = data["results"]["asr_before_badnets"]["digits"][label]
         assert set(before) == {"0.1"}
         if not pick["met"]:

@@ -46,13 +46,21 @@ MAX_CLEAN_LOSS = 0.01
 RATES = (0.01, 0.05, 0.10)
 """Poisoning rates of the grid (share of the training split), the issue's 1 %, 5 % and 10 %."""
 TRIGGER_GRID: dict[str, tuple[dict[str, Any], ...]] = {
-    # weakest first: a smaller patch, a fainter blend, a gentler warp
-    "badnets": ({"trigger_size": 3}, {"trigger_size": 5}),
+    # weakest first: a patch anywhere (a network without translation invariance must learn it
+    # at every place), then a fixed corner patch (Gu et al.'s BadNets), then a larger one; a
+    # fainter blend before a stronger one; a gentler warp before a stronger one
+    "badnets": (
+        {"trigger_size": 3},
+        {"trigger_size": 3, "position": [0, 0]},
+        {"trigger_size": 5, "position": [0, 0]},
+    ),
     "blended": ({"blend": 0.1}, {"blend": 0.2}),
     "wanet": ({"warp_k": 4, "warp_strength": 0.5}, {"warp_k": 4, "warp_strength": 1.0}),
 }
 """Per kind, the trigger-strength options (``[train_transforms.backdoor]`` keys) of the grid,
-weakest first. BadNets patches are binary (0/1 pixels, the strongest value contrast)."""
+weakest first. BadNets patches are binary (0/1 pixels, the strongest value contrast), at a
+random place per image or fixed at the top-left corner (``position [0, 0]``, which fits any
+image the patch fits)."""
 
 
 @dataclass(frozen=True)

@@ -438,14 +438,17 @@ def _record(results: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
 
 def _measure(c, xt, yt, xh, yh, attack, held, target, seed) -> dict[str, Any]:
     """C-Acc, the true trigger's ASR and R-Acc on the whole test split; for badnets, held-out
-    mean and worst ASR on its ``heldout_images`` subset."""
+    mean and worst ASR on its ``heldout_images`` subset (patches where the attack puts its
+    own)."""
+    from ..security.backdoor import attack_success_rate
     from ..security.backdoor_cli import backdoor_metrics
 
     m = backdoor_metrics(c, xt, yt, target, attack, None, seed)
     out = {**m, "images": len(xt)}
-    if held is not None:
-        h = backdoor_metrics(c, xh, yh, target, None, held, seed)
-        out.update(heldout_mean_asr=h["heldout_mean_asr"], heldout_worst_asr=h["heldout_worst_asr"])
+    if held is not None:  # where the attack pastes its patch: a fixed corner or anywhere
+        rates = [attack_success_rate(c, xh, yh, t, target, seed, position=attack.position)
+                 for t in held]  # fmt: skip
+        out.update(heldout_mean_asr=sum(rates) / len(rates), heldout_worst_asr=max(rates))
     return out
 
 
@@ -461,7 +464,7 @@ _NAMES = {
 
 def _options_text(row: dict[str, Any]) -> str:
     """A grid row's trigger options as ``(trigger_size 3)``."""
-    return "(" + ", ".join(f"{k} {v:g}" for k, v in row["options"].items()) + ")"
+    return "(" + ", ".join(f"{k} {v}" for k, v in row["options"].items()) + ")"
 
 
 def _strength_table(st: MesaSettings, kind: str, by_model: dict[str, dict[str, Any]]) -> Table:
