@@ -39,7 +39,8 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
                 .read_text()
             )  # fmt: skip
             backdoor = cfg["train_transforms"]["backdoor"]
-            assert backdoor["fraction"] == 0.1 and backdoor["trigger_size"] == chosen["trigger_size"]
+            assert backdoor["fraction"] == 0.1
+            assert backdoor["trigger_size"] == chosen["trigger_size"]
             assert backdoor["position"] == chosen.get("position", [])
         before = data["results"]["asr_before_badnets"]["digits"][label]
         assert set(before) == {"0.1"}
