@@ -11,6 +11,7 @@ import pytest
 from spikeweave.experiments import oscillation_defense as od
 from spikeweave.experiments import run_experiment
 from spikeweave.experiments.stats import STATUSES
+from spikeweave.security.robustbench import read_record
 from spikeweave.training import TrainConfig
 
 
@@ -55,6 +56,15 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     res = data["results"]
     assert set(res["per_seed"]) == set(od.ARMS)
     assert res["images"] == 30 and res["seeds"] == [0]
+    # one RobustBench-style record per arm, at RECORD_EPS, from the per-seed results
+    i = res["eps"].index(od.RECORD_EPS)
+    assert set(res["robustbench"]) == set(od.ARMS)
+    for arm, name in res["robustbench"].items():
+        rb = read_record(folder / name)
+        (row,) = res["per_seed"][arm]
+        assert rb["name"] == arm and rb["eps"] == od.RECORD_EPS and rb["n_examples"] == 30
+        assert rb["worst_case_acc"] == pytest.approx(100 * row["worst_case"][i])
+        assert rb["robust_acc"]["square"] == pytest.approx(100 * row["square"][i])
     # the positive control: every setting of the sweep, on validation images, before the rest
     sweep = res["sweep"]
     assert sweep["split"].startswith("validation") and sweep["images"] == 40
@@ -137,3 +147,24 @@ def test_options_are_checked():
 
     with pytest.raises(ConfigError, match="form must be one of"):
         od.OscillationOptions(form="cosine")
+
+
+def test_each_arms_record_is_the_seed_mean_at_the_record_eps_and_reads_back(tmp_path):
+    eps = [0.0, od.RECORD_EPS, 0.3]
+
+    def row(clean, worst, base):
+        attacks = {a: [clean, base + k / 100, 0.0] for k, a in enumerate(od.ATTACK_NAMES)}
+        return {"clean": clean, "worst_case": [clean, worst, 0.0], **attacks}
+
+    res = {"LIF": [row(0.9, 0.2, 0.3), row(0.8, 0.4, 0.5)],
+           "oscillation + defense": [row(0.7, 0.1, 0.2), row(0.7, 0.1, 0.2)]}  # fmt: skip
+    s = {"eps": eps, "samples": 50, "steps": 20, "queries": 500}
+    paths = od.write_arm_records(tmp_path, "mnist5k", s, res, [0, 1])
+    assert paths == {"LIF": "robustbench-lif.json",
+                     "oscillation + defense": "robustbench-oscillation-defense.json"}  # fmt: skip
+    lif = read_record(tmp_path / paths["LIF"])
+    assert lif["threat_model"] == "Linf" and lif["eps"] == od.RECORD_EPS
+    assert lif["clean_acc"] == pytest.approx(85.0) and lif["worst_case_acc"] == pytest.approx(30.0)
+    assert lif["robust_acc"]["fgsm"] == pytest.approx(40.0)
+    assert lif["robust_acc"]["square"] == pytest.approx(45.0)
+    assert lif["seeds"] == [0, 1] and lif["n_examples"] == 50 and lif["autoattack_acc"] is None

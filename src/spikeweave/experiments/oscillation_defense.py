@@ -30,6 +30,7 @@ paper's claims held.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -65,6 +66,9 @@ APPARENT_MARGIN = 5.0
 """Positive control: points of robust accuracy under plain (non-adaptive) PGD, on validation
 images and averaged over the sweep's ε, by which a defense setting must beat the LIF arm to
 show the paper's apparent robustness. Fixed in code before any run of the sweep."""
+RECORD_EPS = 0.1
+"""The ε (L∞, [0, 1] pixels) of each arm's RobustBench-style record (``robustbench-<arm>.json``;
+:mod:`~spikeweave.security.robustbench`); one of the attacked ε of the quick and full runs."""
 
 
 def _settings(quick: bool) -> dict[str, Any]:
@@ -556,6 +560,7 @@ class OscillationDefense(Experiment):
                 "sanity": sanity,
                 "claims": claims,
                 "forward_identical": identical,
+                "robustbench": write_arm_records(ctx.out_dir, base.dataset, s, res, ctx.seeds),
             },
             notes=notes,
         )
@@ -647,3 +652,33 @@ class OscillationDefense(Experiment):
                    ncol=len(ARMS), fontsize=8, frameon=False)  # fmt: skip
         fig.tight_layout(rect=(0, 0, 1, 0.9))
         return _save(fig, folder / "robust_accuracy.png")
+
+
+def write_arm_records(
+    folder: Path,
+    dataset: str,
+    s: dict[str, Any],
+    res: dict[str, list[dict[str, Any]]],
+    seeds: list[int],
+) -> dict[str, str]:
+    """One RobustBench-style record per arm at :data:`RECORD_EPS` into ``folder``
+    (``robustbench-<arm>.json``): clean accuracy, each attack's robust accuracy and the
+    per-image worst case over all attacks, each the mean over ``seeds`` of ``res[arm]`` (one
+    :func:`_attack_arm` result per seed). Returns ``{arm: path}``."""
+    from ..security.robustbench import robustbench_record, write_record
+
+    i = s["eps"].index(RECORD_EPS)
+    paths = {}
+    for arm, rows in res.items():
+        record = robustbench_record(
+            name=arm, dataset=dataset, norm="linf", eps=RECORD_EPS,
+            clean_accuracy=_mean([r["clean"] for r in rows]),
+            robust_accuracy={a: _mean([r[a][i] for r in rows]) for a in ATTACK_NAMES},
+            worst_case=_mean([r["worst_case"][i] for r in rows]), n_examples=s["samples"],
+            seeds=seeds,
+            extra={"experiment": "oscillation-defense", "steps": s["steps"],
+                   "square_queries": s["queries"]},
+        )  # fmt: skip
+        slug = re.sub(r"[^a-z0-9]+", "-", arm.lower()).strip("-")
+        paths[arm] = str(write_record(folder / f"robustbench-{slug}.json", record).name)
+    return paths
