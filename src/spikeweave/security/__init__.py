@@ -9,6 +9,9 @@
 - :mod:`spikeweave.security.reference` -- the Adversarial Robustness Toolbox beside ours: its
   PGD for cross-checks and an AutoAttack-style ensemble with a per-image worst case
   (``pip install 'spikeweave[attacks]'``).
+- :mod:`spikeweave.security.robustbench` -- RobustBench-style JSON records of an evaluation
+  (threat model, ε, clean, per-attack and per-image worst-case accuracy, n, seeds, version,
+  commit), written atomically (``spikeweave attack --robustbench``).
 - :mod:`spikeweave.security.adv_train` -- PGD-k adversarial training, ``--method adv-train``.
 - :mod:`spikeweave.security.backdoor` -- BadNets poisoning (``poison``, ``PoisonedDataset``,
   the ``backdoor`` training-split transform), attack success rate, the 51 held-out triggers.
