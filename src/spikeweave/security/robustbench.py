@@ -53,7 +53,7 @@ def _percent(value: Any, what: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
         raise ConfigError(f"{what} must be an accuracy in [0, 1], got {value!r}")
-    return round(100 * float(value), 4)
+    return 100 * float(value)
 
 
 def robustbench_record(
