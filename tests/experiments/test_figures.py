@@ -3,13 +3,22 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from figure_checks import assert_readable, saved_figures
 
+from spikeweave.errors import InputError
 from spikeweave.experiments import oscillation_defense as od
-from spikeweave.experiments.figures import plot_bars, plot_seed_bands, plot_sweep
+from spikeweave.experiments.figures import (
+    plot_accuracy_bands,
+    plot_bars,
+    plot_seed_bands,
+    plot_step_times,
+    plot_sweep,
+)
 from spikeweave.experiments.noisy_single_step import plot_accuracy_vs_time
 from spikeweave.experiments.sampling_vs_random import _grid
+from spikeweave.experiments.timing import ArmTiming
 
 
 def test_seed_bands_sweep_and_bars_label_both_axes_and_key_every_arm(tmp_path):
@@ -35,6 +44,34 @@ def test_percentage_axis_stops_at_100_even_when_a_seed_band_runs_past_it(tmp_pat
     with saved_figures() as figures:
         plot_seed_bands(curves, tmp_path / "a.png", "demo", "test accuracy (%)")
     assert figures[0].axes[0].get_ylim()[1] <= 101.0
+
+
+def test_accuracy_bands_draw_fractions_in_percent_on_a_named_split_axis(tmp_path):
+    curves = {"klif": [[0.5, 0.9], [0.7, 0.9]], "lif": [[0.4, 0.8], [0.6, 0.8]]}
+    with saved_figures() as figures:
+        plot_accuracy_bands(curves, tmp_path / "a.png", "demo", split="validation")
+    assert_readable(figures, expected=1)
+    ax = figures[0].axes[0]
+    assert ax.get_ylabel() == "validation accuracy (%)"
+    means = {line.get_label(): list(line.get_ydata()) for line in ax.get_lines()}
+    assert means["klif (n=2)"] == pytest.approx([60.0, 90.0])
+    assert means["lif (n=2)"] == pytest.approx([50.0, 80.0])
+
+
+def test_step_times_bar_the_chosen_clock_in_milliseconds(tmp_path):
+    timed = {
+        "a": ArmTiming("torch", {}, wall_s=[0.004, 0.006], cpu_s=[0.001, 0.003]),
+        "b": ArmTiming("torch", {}, wall_s=[0.010, 0.010], cpu_s=[0.002, 0.002]),
+    }
+    with saved_figures() as figures:
+        plot_step_times(timed, tmp_path / "cpu.png", "demo")
+        plot_step_times(timed, tmp_path / "wall.png", "demo", clock="wall", xlabel="neuron")
+    assert_readable(figures, expected=2)
+    heights = [[bar.get_height() for bar in f.axes[0].patches] for f in figures]
+    assert heights[0] == pytest.approx([2.0, 2.0]) and heights[1] == pytest.approx([5.0, 10.0])
+    assert figures[1].axes[0].get_xlabel() == "neuron"
+    with pytest.raises(InputError, match="clock"):
+        plot_step_times(timed, tmp_path / "x.png", "demo", clock="gpu")
 
 
 def test_a_long_title_is_wrapped_to_the_figure_width(tmp_path):

@@ -40,7 +40,7 @@ import torch
 from ..learning.bioleaf import BioLeaF, Microcircuit, apical_on
 from ..training import Callback, TrainConfig, Trainer
 from .base import Experiment, ExperimentContext, register
-from .figures import plot_seed_bands
+from .figures import plot_accuracy_bands, plot_seed_bands
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, read_records, run_record
 from .stats import accuracy_part, overall
@@ -243,11 +243,10 @@ class BioLeaFVsBPExperiment(Experiment):
         ]  # fmt: skip
         tune_rows = [row for a in ARMS if a in tuned for row in tuned[a].rows()]
         figures = [
-            plot_seed_bands(
-                {a: [[100 * v for v in c] for c in read.curves[a]] for a in ARMS},
+            plot_accuracy_bands(
+                {a: read.curves[a] for a in ARMS},
                 ctx.out_dir / f"{s.dataset}_test_accuracy.png",
                 f"{s.dataset}: test accuracy per epoch, BioLeaF vs BPTT (mean ± SD over seeds)",
-                "test accuracy (%)",
             ),
             plot_seed_bands(
                 {f"{mode} {name}": [[r[f"apical_{mode}/{name}"] for r in h]

@@ -1,4 +1,6 @@
-"""Figures for comparison reports: curves with seed bands, sweeps, per-arm bars."""
+"""Figures for comparison reports: curves with seed bands, sweeps, per-arm bars; and the two
+figures several experiments draw alike: accuracy per epoch (:func:`plot_accuracy_bands`) and
+step time per arm (:func:`plot_step_times`)."""
 
 from __future__ import annotations
 
@@ -10,9 +12,16 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from ..errors import InputError
 from ..plots import _layer_color, _new_figure, _save, _series_marker, _style_axes
 
-__all__ = ["plot_seed_bands", "plot_sweep", "plot_bars"]
+__all__ = [
+    "plot_seed_bands",
+    "plot_sweep",
+    "plot_bars",
+    "plot_accuracy_bands",
+    "plot_step_times",
+]
 
 
 def _sd(values) -> float:
@@ -104,6 +113,36 @@ def plot_bars(
         ha="right" if slant else "center",
     )
     return _finish(fig, ax, path, title, xlabel, ylabel, legend=False)
+
+
+def plot_accuracy_bands(
+    curves: Mapping[str, Sequence[Sequence[float]]],
+    path: str | Path,
+    title: str,
+    split: str = "test",
+) -> Path:
+    """Accuracy per epoch, one seed band per arm: ``curves[arm][seed][epoch]`` as fractions
+    (0-1, as the trainer's history holds them), drawn in percent; ``split`` names the axis."""
+    percent = {a: [[100 * v for v in run] for run in runs] for a, runs in curves.items()}
+    return plot_seed_bands(percent, path, title, f"{split} accuracy (%)")
+
+
+def plot_step_times(
+    timed: Mapping[str, Any],
+    path: str | Path,
+    title: str,
+    clock: str = "cpu",
+    xlabel: str = "arm",
+) -> Path:
+    """Forward+backward time per step, one bar per arm in ms: ``timed[arm]`` is a
+    :class:`~.timing.ArmTiming` (per-round medians in seconds); ``clock`` picks its process
+    CPU time (``"cpu"``) or its wall-clock time (``"wall"``)."""
+    if clock not in ("cpu", "wall"):
+        raise InputError(f"clock must be 'cpu' or 'wall', got {clock!r}")
+    ms = {
+        a: [1000 * v for v in (t.cpu_s if clock == "cpu" else t.wall_s)] for a, t in timed.items()
+    }
+    return plot_bars(ms, path, title, "ms per step", xlabel)
 
 
 def _finish(

@@ -54,7 +54,7 @@ from .. import ablation_neurons
 from ..errors import ConfigError
 from ..training import EpochMetrics, TrainConfig
 from .base import Experiment, ExperimentContext, register
-from .figures import plot_bars, plot_seed_bands
+from .figures import plot_accuracy_bands, plot_seed_bands, plot_step_times
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, read_records, run_record
 from .stats import HELD, NOT_TESTABLE, Part, accuracy_part, mcnemar, overall, overhead_part
@@ -297,24 +297,20 @@ class KlifVsLif(Experiment):
 
         figures = [
             str(
-                plot_seed_bands(
-                    {a: [[100 * v for v in c] for c in curves[a]] for a in arms},
+                plot_accuracy_bands(
+                    {a: curves[a] for a in arms},
                     ctx.out_dir / "test_accuracy.png",
                     f"{base.dataset}: test accuracy per epoch",
-                    "test accuracy (%)",
                 )
             ),
             str(
-                plot_bars(
-                    {
-                        a: [1000 * v for v in (t.cpu_s if kernel == "cpu" else t.wall_s)]
-                        for a, t in (same or timing["as shipped"]).items()
-                    },
+                plot_step_times(
+                    same or timing["as shipped"],
                     ctx.out_dir / "step_time.png",
                     f"forward+backward per step, {compiled_label if same else 'as shipped'} "
                     f"({'CPU' if kernel == 'cpu' else 'wall'} ms)",
-                    "ms per step",
-                    "neuron",
+                    clock="cpu" if kernel == "cpu" else "wall",
+                    xlabel="neuron",
                 )
             ),
         ]

@@ -50,7 +50,7 @@ from torch.utils.data import TensorDataset
 from ..errors import TrainingError
 from ..training import TrainConfig
 from .base import Experiment, ExperimentContext, register
-from .figures import plot_bars, plot_seed_bands, plot_sweep
+from .figures import plot_accuracy_bands, plot_step_times, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
 from .selection import BestValPredictions, read_records, run_record
 from .stats import (
@@ -320,19 +320,17 @@ class ResetDependency(Experiment):
                 )
             ),
             str(
-                plot_seed_bands(
-                    {a: [[100 * v for v in c] for c in curves[a]] for a in arms},
+                plot_accuracy_bands(
+                    {a: curves[a] for a in arms},
                     ctx.out_dir / "image_test_accuracy.png",
                     f"{cfg.dataset}: test accuracy",
-                    "test accuracy (%)",
                 )
             ),
             str(
-                plot_bars(
-                    {a: [1000 * v for v in shipped[a].cpu_s] for a in arms},
+                plot_step_times(
+                    {a: shipped[a] for a in arms},
                     ctx.out_dir / "step_time.png",
                     f"{cfg.dataset}: forward+backward per step (CPU ms)",
-                    "ms per step",
                 )
             ),
         ]
