@@ -26,6 +26,8 @@ import importlib
 import re
 from pathlib import Path
 
+import pytest
+
 import spikeweave
 from spikeweave.registry import Registry
 
@@ -155,15 +157,21 @@ def registries() -> list[tuple[str, str, Registry]]:
     return found
 
 
-def test_the_package_has_no_import_cycles_counting_function_local_imports():
-    cycles = find_cycles(import_graph())
+@pytest.fixture(scope="module")
+def graph() -> dict[str, set[str]]:
+    """The package's import graph, parsed once for the two rules that read it."""
+    return import_graph()
+
+
+def test_the_package_has_no_import_cycles_counting_function_local_imports(graph):
+    cycles = find_cycles(graph)
     assert not cycles, f"{len(cycles)} import cycle(s): " + "; ".join(
         " -> ".join(c) for c in cycles[:5]
     )
 
 
-def test_every_import_points_down_the_floors():
-    arrows = upward_arrows(import_graph())
+def test_every_import_points_down_the_floors(graph):
+    arrows = upward_arrows(graph)
     assert not arrows, "upward imports: " + "; ".join(arrows)
 
 

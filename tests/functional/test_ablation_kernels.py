@@ -87,6 +87,7 @@ def _check(got, ref, dtype):
         torch.testing.assert_close(a, b, **TOL[dtype])
 
 
+@pytest.mark.rotate("dtype")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("reset,detach,memory", OPTIONS, ids=str)
 @pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)

@@ -65,6 +65,7 @@ def _run(neuron, x, v0, w_s, w_v, w_h):
     return s, v, h, x.grad, v0.grad
 
 
+@pytest.mark.rotate("surrogate", "dtype")
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("surrogate", SURR, ids=lambda s: type(s).__name__)

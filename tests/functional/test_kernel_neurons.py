@@ -67,6 +67,7 @@ def _compare(run, x, v0, params, dtype):
 KLIF_CASES = list(itertools.product(["hard", "soft"], [True, False], [1.7, 2.0]))
 
 
+@pytest.mark.rotate("surrogate", "dtype")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("surrogate", SURR, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("k_shape", [(), (4, 1, 1)], ids=["per-layer", "per-channel"])
@@ -90,6 +91,7 @@ def test_klif_kernel_equals_reference(reset, detach, tau, k_shape, surrogate, dt
     _compare(run, x, v0, [k0], dtype)
 
 
+@pytest.mark.rotate("surrogate", "dtype")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("surrogate", SURR, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("r_shape", [(), (4, 1, 1)], ids=["per-layer", "per-channel"])
@@ -148,6 +150,7 @@ OSC_CASES = [
 ]
 
 
+@pytest.mark.rotate("surrogate", "dtype")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("surrogate", SURR, ids=lambda s: type(s).__name__)
 @pytest.mark.parametrize("kw", OSC_CASES, ids=lambda k: "-".join(str(v) for v in k.values()))

@@ -171,7 +171,10 @@ def test_interpreter_is_scoped_to_the_tests_that_ask_for_it():
 OPTIONS = list(itertools.product(["hard", "soft"], [True, False]))
 
 
-# The float32 grid (every charge, reset and surrogate) is the fast tier; float64 repeats it.
+# The fast tier runs every charge in float32 with one reset/detach option each, in turn (every
+# surrogate: test_interpreted_every_surrogate_derivative); the slow tier, the whole float32 grid
+# (every charge, reset and surrogate) and its float64 repeat.
+@pytest.mark.rotate("reset,detach")
 @pytest.mark.parametrize(
     "dtype",
     [torch.float32, pytest.param(torch.float64, marks=pytest.mark.slow)],
@@ -200,6 +203,7 @@ def test_interpreted_every_surrogate_derivative(interpreted, surrogate):
     _check(_kernel(x, v0, dyn, fr, w), _reference(x, v0, dyn, [], fr, w), torch.float32)
 
 
+@pytest.mark.rotate("dtype")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "f16"])
 @pytest.mark.parametrize("kind", ["lif", "klif-channel", "osc_lif", "plif"])
 def test_interpreted_half_precision_computes_in_float32(interpreted, kind, dtype):

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..layers import NeuronFactory
+from ..lazy import lazy_exports
 from ..registry import Registry
 from .convnet import ConvNet
 from .mlp import MLP
 from .readout import PopulationReadout
-from .streaming import StreamState, stream, streamed_outputs
 
 __all__ = [
     "MLP",
@@ -27,6 +27,11 @@ __all__ = [
     "stream",
     "streamed_outputs",
 ]
+
+# Streaming a trained network step by step serves loaded runs, not training: imported on use.
+__getattr__, __dir__ = lazy_exports(
+    __name__, {name: ".streaming" for name in ("StreamState", "stream", "streamed_outputs")}
+)
 
 MODELS: Registry = Registry("model")
 MODELS.register("convnet", ConvNet, help="conv3x3-BN-neuron-pool blocks, then two linear layers")

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,7 +29,6 @@ from torch.utils.data import Dataset
 from .. import data as datasets
 from ..errors import CheckpointError, DataError, InputError
 from ..losses import Loss
-from ..models.streaming import StreamState, stream, streamed_outputs
 from ..tasks import DataSpec, Task
 from ..version import __version__
 from .assembly import Assembly, assemble, data_options, transform_train
@@ -46,6 +45,9 @@ from .device import autocast, full_precision
 from .evaluation import SPLITS, encode_batch, eval_precision, evaluate_model, split_training
 from .methods import TrainingMethod
 from .rundir import RunDir
+
+if TYPE_CHECKING:
+    from ..models.streaming import StreamState
 
 __all__ = [
     "Run",
@@ -331,6 +333,9 @@ class Run:
         bit: chunk outputs concatenate to :meth:`forward`'s. For Poisson, pass generators
         seeded alike to both (on the CPU: a CUDA generator draws chunks differently).
         """
+        # streaming serves loaded runs only: training never pays for importing it
+        from ..models.streaming import StreamState, stream
+
         if state is not None and not isinstance(state, StreamState):
             raise InputError(
                 f"stream: state must be a StreamState or None, got {type(state).__name__}"
@@ -365,11 +370,15 @@ class Run:
     def stream_readout(self, state: StreamState) -> torch.Tensor:
         """The task's readout (``[B, ...]``; the time-averaged output) over the steps streamed
         into ``state`` by :meth:`stream`; after all steps, equal to the whole sequence's."""
+        from ..models.streaming import streamed_outputs
+
         return self.task.readout(full_precision(streamed_outputs(state)))
 
     def stream_predict(self, state: StreamState) -> torch.Tensor:
         """The task's prediction (class indices for classification) over the steps streamed
         into ``state``; after all ``T`` steps, equal to :meth:`predict`'s."""
+        from ..models.streaming import streamed_outputs
+
         return self.task.predict(full_precision(streamed_outputs(state)))
 
     def dataset(self, split: str = "test") -> Dataset:
