@@ -186,6 +186,27 @@ def test_a_link_that_leaves_the_folder_is_refused(tmp_path):
         own.read(root)
 
 
+def test_hidden_entries_are_skipped_and_an_unlistable_class_folder_is_one_data_error(
+    tmp_path, monkeypatch
+):
+    x, y = tiny_arrays(6)
+    root = write_folder(tmp_path / "imgs", x, y)
+    (root / ".cache").mkdir()  # a hidden folder is no class
+    Image.fromarray(x[0]).save(root / "up" / ".thumb.png")  # nor a hidden file an image
+    d = own.read(root)
+    assert d.classes == ("down", "up") and len(d.y_train) + len(d.y_test) == 6
+    scandir = os.scandir
+
+    def refuse_up(path):
+        if Path(path) == (root / "up").resolve():
+            raise PermissionError(13, "Permission denied")
+        return scandir(path)
+
+    monkeypatch.setattr(own.os, "scandir", refuse_up)
+    with pytest.raises(DataError, match=r"imgs/up: cannot list \(Permission denied\)"):
+        own.read(root)
+
+
 def test_a_link_inside_the_folder_is_followed(tmp_path):
     x, y = tiny_arrays(6)
     root = write_folder(tmp_path / "imgs", x, y)

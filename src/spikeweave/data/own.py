@@ -388,7 +388,13 @@ def hold_out(y: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
 # -- image folders ----------------------------------------------------------------------------
 
 
-def _visible(entries: list[os.DirEntry]) -> list[os.DirEntry]:
+def _listing(folder: str | Path, shown: str | Path) -> list[os.DirEntry]:
+    """The entries of ``folder`` that are not hidden (no leading dot), sorted by name; one that
+    cannot be listed is a DataError naming ``shown`` (the path as the user sees it)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as exc:
+        raise DataError(f"{shown}: cannot list ({exc.strerror or exc})") from None
     return sorted((e for e in entries if not e.name.startswith(".")), key=lambda e: e.name)
 
 
@@ -405,21 +411,13 @@ def _inside(entry_path: str, root: Path) -> Path:
 
 def _scan(folder: Path, root: Path) -> list[tuple[str, list[Path]]]:
     """``[(class name, [image paths])]`` of the class folders in ``folder``, sorted by name."""
-    try:
-        entries = _visible(list(os.scandir(folder)))
-    except OSError as exc:
-        raise DataError(f"{folder}: cannot list ({exc.strerror or exc})") from None
     classes = []
-    for entry in entries:
+    for entry in _listing(folder, folder):
         real = _inside(entry.path, root)
         if not real.is_dir():
             continue  # a file beside the class folders (a README, a licence)
-        try:
-            files = _visible(list(os.scandir(real)))
-        except OSError as exc:
-            raise DataError(f"{entry.path}: cannot list ({exc.strerror or exc})") from None
         images = []
-        for f in files:
+        for f in _listing(real, entry.path):
             if f.name.lower().endswith(IMAGE_SUFFIXES):
                 images.append(_inside(f.path, root))
         if not images:
