@@ -14,6 +14,7 @@
   ``@pytest.mark.rotate("surrogate", "dtype")``: per combination of the other parameters, the
   fast tier runs one value of each named parameter, taken in turn (:func:`rotated_out`), so
   every value still meets many of the other combinations.
+- Threads: each test process runs torch on one intra-op thread (see below).
 - Triton without a GPU: Triton decorates its own library functions when it is first imported,
   and its CPU interpreter (``TRITON_INTERPRET=1``) only works if the variable was set by then.
   Without CUDA no test can run compiled Triton, so the session sets it here, before any test
@@ -28,6 +29,11 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# One intra-op thread per test process: the README's command runs two workers on two cores,
+# where a worker's extra threads only spin against the other's (on the fast tier's training
+# tests that doubled the CPU time). Tests that need other settings set and restore their own.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
