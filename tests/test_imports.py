@@ -52,7 +52,7 @@ except SystemExit:
 
 
 @pytest.mark.parametrize("package", ["spikeweave", "spikeweave.data", "spikeweave.export",
-                                     "spikeweave.compression"])  # fmt: skip
+                                     "spikeweave.compression", "spikeweave.models"])  # fmt: skip
 def test_every_lazily_exported_name_resolves_and_is_listed_by_dir(package):
     module = importlib.import_module(package)
     for name in module.__all__:
@@ -69,3 +69,14 @@ def test_from_spikeweave_import_gives_the_defining_modules_objects():
     assert Trainer is importlib.import_module("spikeweave.training").Trainer
     assert load_run is importlib.import_module("spikeweave.training").load_run
     assert encoding is importlib.import_module("spikeweave.encoding")
+
+
+def test_training_imports_no_streaming_until_a_loaded_run_streams():
+    probe = (
+        "import sys\nimport spikeweave.training\n"
+        "print('spikeweave.models.streaming' in sys.modules)\n"
+        "from spikeweave.models import stream\n"
+        "print('spikeweave.models.streaming' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
