@@ -12,7 +12,7 @@
   fast inner loop, plain ``pytest`` (what CI runs) runs everything. A large grid keeps its full
   product under ``slow`` and a covering subset in the fast tier with
   ``@pytest.mark.rotate("surrogate", "dtype")``: per combination of the other parameters, the
-  fast tier runs one value of each named parameter, taken in turn (:func:`rotated_out`), so
+  fast tier runs one value of each named parameter, taken in turn (``tests/tiers.py``), so
   every value still meets many of the other combinations.
 - Threads: each test process runs torch on one intra-op thread (see below).
 - Triton without a GPU: Triton decorates its own library functions when it is first imported,
@@ -26,6 +26,7 @@ import os
 
 import pytest
 import torch
+from tiers import rotated_out
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -44,51 +45,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
-
-
-def _param_values(value, n: int) -> tuple:
-    """One parametrize entry as the tuple of its values (a ``pytest.param`` unwrapped)."""
-    if isinstance(value, type(pytest.param(None))):
-        value = value.values if n > 1 else value.values[0]
-    return tuple(value) if n > 1 else (value,)
-
-
-def rotated_out(item) -> bool:
-    """Whether a ``rotate``-marked grid point belongs to the slow tier only.
-
-    The other parametrize axes are numbered as one mixed-radix combination ``c`` (innermost
-    decorator first); the fast tier keeps the point whose rotated axes' indices are the next
-    digits of ``c`` (the first named axis cycles fastest), so consecutive combinations take
-    consecutive values of each rotated axis."""
-    marker = item.get_closest_marker("rotate")
-    callspec = getattr(item, "callspec", None)
-    if marker is None or callspec is None:
-        return False
-    rotated = set(marker.args)
-    axes = []  # (parametrize argnames as written, index of this item's value, number of values)
-    for mark in item.iter_markers("parametrize"):
-        names, values = mark.args[0], list(mark.args[1])
-        listed = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-        mine = tuple(callspec.params[n] for n in listed)
-        rows = [_param_values(v, len(listed)) for v in values]
-        # the grid holds these very objects; identity first, so equal-looking values stay apart
-        same = [all(a is b for a, b in zip(row, mine, strict=True)) for row in rows]
-        index = same.index(True) if any(same) else rows.index(mine)
-        axes.append((",".join(listed), index, len(values)))
-    unknown = rotated - {a[0] for a in axes}
-    if unknown:
-        raise pytest.UsageError(f"{item.nodeid}: rotate names no parametrize axis {unknown}")
-    combination, radix = 0, 1
-    for written, index, size in axes:
-        if written not in rotated:
-            combination += index * radix
-            radix *= size
-    for name in marker.args:  # the first named axis cycles fastest
-        _, index, size = next(a for a in axes if a[0] == name)
-        if index != combination % size:
-            return True
-        combination //= size
-    return False
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker

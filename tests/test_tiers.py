@@ -1,4 +1,4 @@
-"""The fast tier's ``rotate`` marker (tests/conftest.py) keeps a covering subset of a grid."""
+"""The fast tier's ``rotate`` marker (tests/tiers.py) keeps a covering subset of a grid."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import itertools
 from types import SimpleNamespace
 
 import pytest
-from conftest import rotated_out
+from tiers import rotated_out
 
 
 def _item(rotate, axes, point):
