@@ -162,6 +162,7 @@ def _width_lif(backend, kernel, log_width=0.3, **kw):
     return n
 
 
+@pytest.mark.rotate("dtype")
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("reset,detach,memory", OPTIONS, ids=str)
 @pytest.mark.parametrize("kernel", ["torch", "cpu", "triton"], indirect=True)
