@@ -134,9 +134,12 @@ def test_rate_order_and_sampler_are_validated(tmp_path):
 
 
 def test_compress_file_defaults_to_the_same_sampler_as_the_cli():
+    """The default depends on the mode (test_budget checks both files): ``None`` lets
+    compress_file pick, as the CLI does, DEFAULT_SAMPLER under a rate."""
     import inspect
 
     from spikeweave.compression.files import compress_file
-    from spikeweave.compression.sampling import DEFAULT_SAMPLER
+    from spikeweave.compression.sampling import DEFAULT_BUDGET_SAMPLER, DEFAULT_SAMPLER
 
-    assert inspect.signature(compress_file).parameters["sampler"].default == DEFAULT_SAMPLER
+    assert inspect.signature(compress_file).parameters["sampler"].default is None
+    assert (DEFAULT_SAMPLER, DEFAULT_BUDGET_SAMPLER) == ("activity", "spiking")

@@ -66,9 +66,10 @@ def compress_command(
     sampler: str = typer.Option(
         None,
         "--sampler",
-        help="Sampled mode: 'activity' (default: the busiest pixels, which the trained sampler "
-        "does not beat), 'spiking' (the built-in trained spiking sampler), a --method sampler "
-        "RUN_DIR or sampler .safetensors file, or 'random'.",
+        help="Sampled mode: 'activity' (the busiest pixels; the default with --rate, where the "
+        "trained sampler does not beat it), 'spiking' (the built-in trained spiking sampler; "
+        "the default with --size-budget, where it is ahead by fractions of a dB), a --method "
+        "sampler RUN_DIR or sampler .safetensors file, or 'random'.",
     ),
     seed: int = typer.Option(0, "--seed", help="Sampled mode: seed of --sampler random."),
     codec: str = typer.Option(
@@ -83,19 +84,37 @@ def compress_command(
         help="Sampled mode: where a trained sampler runs: auto (default: CUDA when available) "
         "| cpu | cuda | cuda:N; a GPU that is not there is an error.",
     ),
+    size_budget: Annotated[
+        Optional[float],  # noqa: UP045 (typer reads the annotation; a plain default for callers)
+        typer.Option(
+            "--size-budget",
+            help="Sampled mode under a size budget, instead of --rate: the file may take at "
+            "most this fraction (0 < F <= 1) of the lossless .sfev; keeps the most pixels per "
+            "window that fit (default sampler: spiking).",
+        ),
+    ] = None,
 ) -> None:
-    """Compress an event recording into a .sfev file (lossless unless --rate is given)."""
+    """Compress an event recording into a .sfev file (lossless unless --rate or --size-budget
+    is given)."""
     from .codec import resolve_codec
     from .files import compress_file, xz_size
-    from .sampling import DEFAULT_SAMPLER
+    from .sampling import DEFAULT_BUDGET_SAMPLER, DEFAULT_SAMPLER
 
-    if rate is None and (
+    if rate is not None and size_budget is not None:
+        raise ConfigError("give one of --rate R and --size-budget F, not both")
+    sampled = rate is not None or size_budget is not None
+    if not sampled and (
         sampler is not None or seed != 0 or window_us is not None or device is not None
     ):
         raise ConfigError(
             "--sampler, --seed, --window-us and --device choose how sampled mode samples: "
-            "add --rate R"
+            "add --rate R or --size-budget F"
         )
+    if size_budget is not None:
+        from .budget import check_size_budget
+
+        check_size_budget(size_budget)  # before the recording is read
+    default_sampler = DEFAULT_SAMPLER if size_budget is None else DEFAULT_BUDGET_SAMPLER
     if window_us is not None and window_us <= 0:
         raise ConfigError(f"--window-us must be a positive number of µs, got {window_us}")
     if out_path is None and not stats:
@@ -107,11 +126,12 @@ def compress_command(
             out_path,
             rate=rate,
             window_us=window_us,
-            sampler=DEFAULT_SAMPLER if sampler is None else sampler,
+            sampler=default_sampler if sampler is None else sampler,
             seed=seed,
             codec=resolve_codec(codec),
             progress=progress,
             device="auto" if device is None else device,
+            size_budget=size_budget,
         )
     if result.out_path is not None:
         typer.echo(
@@ -134,6 +154,13 @@ def compress_command(
                 f"window {m['window_us']} us, sampler {which}; kept {result.n_kept} events "
                 f"({100 * m['event_fraction']:.1f} %)"
             )
+            if "size_budget" in m:
+                typer.echo(
+                    f"size budget      {m['size_budget']} x {m['lossless_bytes']} lossless bytes "
+                    f"= {m['budget_bytes']} bytes; chose {m['pixels_per_window']} pixels/window "
+                    f"(rate {m['achieved_rate']:.4f}); file {result.compressed_bytes} bytes = "
+                    f"{m['size_fraction']:.4f} x lossless"
+                )
         typer.echo(f"original         {result.original_bytes} bytes")
         typer.echo(f"xz -9e           {xz} bytes")
         typer.echo(

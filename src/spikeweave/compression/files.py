@@ -128,35 +128,65 @@ def compress_file(
     *,
     rate: float | None = None,
     window_us: int | None = None,
-    sampler: str | Path = "activity",  # sampling.DEFAULT_SAMPLER (that module loads torch)
+    sampler: str | Path | None = None,
     seed: int = 0,
     codec: str = "auto",
     progress: Progress | None = None,
     device: str = "cpu",
+    size_budget: float | None = None,
 ) -> CompressResult:
     """Compress an event file to ``.sfev`` (``out_path`` None: compute sizes, write nothing).
 
     ``rate`` (fraction of the sensor's pixels, 0 < rate <= 1) selects sampled mode: per
     ``window_us`` window only events at the pixels ``sampler`` keeps are stored ("activity",
     the default: the busiest pixels; "spiking": the built-in trained spiking sampler, which
-    does not beat it (docs/compression.md); "random" (``seed``); or a
+    does not beat it at equal rate (docs/compression.md); "random" (``seed``); or a
     ``--method sampler`` run directory; see :mod:`spikeweave.compression.sampling`). The file's
-    ``M`` stream records the sampler, its weights' digest, the rate and the window. Without
-    ``rate`` the file is lossless. ``device``: where a trained sampler runs. ``codec``:
+    ``M`` stream records the sampler, its weights' digest, the rate and the window.
+    ``size_budget`` (0 < F <= 1, instead of ``rate``) selects sampled mode under a size
+    budget: the largest ``k`` pixels per window whose file takes at most F × the lossless
+    file's bytes (:mod:`spikeweave.compression.budget`); its default sampler is "spiking"
+    (better than "activity" at equal stored bits; docs/compression.md). Without ``rate`` or
+    ``size_budget`` the file is lossless. ``device``: where a trained sampler runs. ``codec``:
     ``"auto"`` (default) is ``ctx3`` where its compiled coder can be had, else ``zstd``
     (:func:`~spikeweave.compression.codec.resolve_codec`).
     """
     in_path = Path(in_path)
     events, sensor, fmt = load_events(in_path)
     n_events = int(events.size)
+    if rate is not None and size_budget is not None:
+        raise ConfigError("give one of --rate R and --size-budget F, not both")
     meta = None
-    if rate is not None:
-        from .sampling import sample_events
+    if size_budget is not None:
+        from .budget import sample_to_budget
 
-        events, meta = sample_events(
-            events, sensor, rate, window_us=window_us, sampler=sampler, seed=seed, device=device
+        data, events, meta = sample_to_budget(
+            events,
+            sensor,
+            size_budget,
+            codec=resolve_codec(codec),
+            window_us=window_us,
+            sampler="spiking" if sampler is None else sampler,  # sampling.DEFAULT_BUDGET_SAMPLER
+            seed=seed,
+            device=device,
+            progress=progress,
         )
-    data = encode_events(events, sensor, codec=resolve_codec(codec), meta=meta, progress=progress)
+    else:
+        if rate is not None:
+            from .sampling import sample_events
+
+            events, meta = sample_events(
+                events,
+                sensor,
+                rate,
+                window_us=window_us,
+                sampler="activity" if sampler is None else sampler,  # sampling.DEFAULT_SAMPLER
+                seed=seed,
+                device=device,
+            )
+        data = encode_events(
+            events, sensor, codec=resolve_codec(codec), meta=meta, progress=progress
+        )
     header = read_header(data)
     if out_path is not None:
         out_path = Path(out_path)

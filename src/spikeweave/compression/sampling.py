@@ -13,12 +13,12 @@ the sampling rate); the fraction of *events* kept is reported separately (``even
 
 Samplers (``sampler=``):
 
-- ``"activity"`` (the default, baseline): the ``k`` pixels with the most events in each
-  window, ties to the lower pixel index. No learning; it keeps as many events as ``k`` pixels
-  can hold. It is the default because the trained spiking sampler does not beat it: not in
-  the event benchmark (benchmarks/results/compression.event_sampling.md: lower PSNR and
-  classifier accuracy at every rate) and not at equal stored bits on images (experiment
-  ``sampling-vs-random``, where it is the better baseline on validation).
+- ``"activity"`` (the default of ``--rate``, baseline): the ``k`` pixels with the most events
+  in each window, ties to the lower pixel index. No learning; it keeps as many events as ``k``
+  pixels can hold. At equal *rate* the trained spiking sampler does not beat it (it keeps more
+  events, so its files are larger: benchmarks/results/compression.event_sampling.md). At equal
+  *stored bits* the spiking sampler is ahead by fractions of a dB, so ``--size-budget``
+  (:mod:`.budget`) defaults to ``"spiking"`` (DEFAULT_BUDGET_SAMPLER).
 - ``"spiking"``: the trained spiking sampler of methods.md §8 applied to the event frames
   (:class:`~.event_sampler.EventFrameSampler`, the built-in one trained at the nearest rate).
 - a path to a ``--method sampler`` run directory: that run's spiking sampler; or to a sampler
@@ -39,6 +39,7 @@ from ..errors import ConfigError
 __all__ = [
     "SAMPLER_NAMES",
     "DEFAULT_SAMPLER",
+    "DEFAULT_BUDGET_SAMPLER",
     "DEFAULT_WINDOW_US",
     "window_index",
     "window_frames",
@@ -46,6 +47,10 @@ __all__ = [
     "random_mask",
     "resolve_sampler",
     "sample_events",
+    "Ranker",
+    "activity_ranks",
+    "resolve_ranker",
+    "event_ranks",
 ]
 
 DEFAULT_WINDOW_US = 10_000
@@ -53,7 +58,10 @@ DEFAULT_WINDOW_US = 10_000
 
 SAMPLER_NAMES = ("activity", "spiking", "random")
 DEFAULT_SAMPLER = "activity"
-"""Sampled mode's default: the better of the measured samplers (module doc)."""
+"""``--rate``'s default: the better of the measured samplers at equal sampling rate."""
+DEFAULT_BUDGET_SAMPLER = "spiking"
+"""``--size-budget``'s default: the better of the measured samplers at equal stored bits
+(benchmarks/results/compression.event_sampling.md; a margin of fractions of a dB)."""
 
 Sampler = Callable[[np.ndarray, int], np.ndarray]
 """``(frames [n_windows, 2, H, W] counts, k) -> mask [n_windows, H, W] bool, k set per window``."""
@@ -143,6 +151,88 @@ def random_mask(
     return mask.reshape(shape)
 
 
+Ranker = Callable[[np.ndarray], np.ndarray]
+"""``(frames [n_windows, 2, H, W] counts) -> ranks [n_windows, H, W] int32``: each pixel's place
+in its window's keep order (0 first). A sampler's mask at ``k`` is ``ranks < k``, so one
+ranking gives every ``k`` (the masks are nested), which is what a size budget searches over."""
+
+
+def _ranks_of(order: np.ndarray) -> np.ndarray:
+    """Inverse permutations: ``order`` [n, hw] (pixel indices, best first) -> ranks [n, hw]."""
+    ranks = np.empty(order.shape, dtype=np.int32)
+    np.put_along_axis(ranks, order, np.arange(order.shape[1], dtype=np.int32)[None], axis=1)
+    return ranks
+
+
+def activity_ranks(frames: np.ndarray) -> np.ndarray:
+    """The :func:`activity_mask` order as ranks: most events first, ties to the lower pixel
+    index; ``activity_mask(frames, k) == (activity_ranks(frames) < k)`` for every ``k``."""
+    counts = frames.sum(1)
+    n_win = counts.shape[0]
+    flat = counts.reshape(n_win, -1).astype(np.int64)
+    hw = flat.shape[1]
+    score = flat * hw + (hw - 1 - np.arange(hw))  # unique, as activity_mask's
+    return _ranks_of(np.argsort(-score, axis=1)).reshape(counts.shape)
+
+
+def _random_ranks(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The :func:`random_mask` order as ranks (the same draws from ``rng``, the same sort)."""
+    n_win = frames.shape[0]
+    shape = (n_win, *frames.shape[2:])
+    hw = int(np.prod(shape[1:]))
+    return _ranks_of(np.argsort(rng.random((n_win, hw)), axis=1)).reshape(shape)
+
+
+def _score_ranks(score: np.ndarray) -> np.ndarray:
+    """The :func:`~.event_sampler.topk_by_score` order of ``score`` [n, H, W] as ranks (a stable
+    sort: equal scores to the lower pixel index)."""
+    n = score.shape[0]
+    return _ranks_of(np.argsort(-score.reshape(n, -1), axis=1, kind="stable")).reshape(score.shape)
+
+
+def resolve_ranker(
+    sampler: str | Path, seed: int = 0, device: str = "cpu"
+) -> tuple[Ranker, dict[str, Any]]:
+    """``(ranker, what to record)`` for a sampler, as :func:`resolve_sampler` resolves it. With
+    no rate known in advance, ``"spiking"`` is the built-in sampler trained at 10 % (the only
+    one shipped; every rate uses it, so its masks equal ``sample_events``' at any rate)."""
+    where = _device(device)
+    spec = str(sampler)
+    if spec == "activity":
+        return activity_ranks, {"sampler": "activity"}
+    if spec == "random":
+        rng = np.random.default_rng(seed)  # one stream over all windows, as resolve_sampler's
+        return (lambda frames: _random_ranks(frames, rng)), {"sampler": "random", "seed": seed}
+    trained = _trained(spec, 0.10)
+    trained.to(where)
+    return (lambda frames: _score_ranks(trained.scores(frames))), {
+        "sampler": "spiking",
+        **trained.info,
+    }
+
+
+def _device(device: str) -> Any:
+    from ..training.device import resolve_device
+
+    return resolve_device(device)  # refused before any sampler is loaded
+
+
+def _trained(spec: str, rate: float) -> Any:
+    """The trained :class:`~.event_sampler.EventFrameSampler` a sampler spec names."""
+    from .event_sampler import EventFrameSampler
+
+    if spec == "spiking":
+        return EventFrameSampler.builtin(rate)
+    if Path(spec).is_dir():
+        return EventFrameSampler.from_run(spec)
+    if Path(spec).is_file():
+        return EventFrameSampler.from_file(spec)
+    raise ConfigError(
+        f"unknown sampler {spec!r}: give {', '.join(SAMPLER_NAMES)}, the run directory of "
+        "a --method sampler run, or a sampler .safetensors file"
+    )
+
+
 def resolve_sampler(
     sampler: str | Path, rate: float, seed: int = 0, device: str = "cpu"
 ) -> tuple[Sampler, dict[str, Any]]:
@@ -152,9 +242,7 @@ def resolve_sampler(
     sampler runs on ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; a GPU that is not
     there is a one-line ``ConfigError``); the baselines compute on the CPU.
     """
-    from ..training.device import resolve_device
-
-    where = resolve_device(device)  # refused before any sampler is loaded
+    where = _device(device)
     spec = str(sampler)
     if spec == "activity":
         return activity_mask, {"sampler": "activity"}
@@ -164,20 +252,68 @@ def resolve_sampler(
             "sampler": "random",
             "seed": seed,
         }
-    from .event_sampler import EventFrameSampler
-
-    if spec == "spiking":
-        trained = EventFrameSampler.builtin(rate)
-    elif Path(spec).is_dir():
-        trained = EventFrameSampler.from_run(spec)
-    elif Path(spec).is_file():
-        trained = EventFrameSampler.from_file(spec)
-    else:
-        raise ConfigError(
-            f"unknown sampler {spec!r}: give {', '.join(SAMPLER_NAMES)}, the run directory of "
-            "a --method sampler run, or a sampler .safetensors file"
-        )
+    trained = _trained(spec, rate)
     return trained.to(where), {"sampler": "spiking", **trained.info}
+
+
+def _check_window(window_us: int | None, events: np.ndarray) -> int:
+    """The window (default DEFAULT_WINDOW_US; 0 and less refused) of time-ordered ``events``."""
+    window_us = DEFAULT_WINDOW_US if window_us is None else int(window_us)  # 0 is refused
+    if window_us <= 0:
+        raise ConfigError(f"the window must be a positive number of µs, got {window_us}")
+    if events.size > 1 and bool((np.diff(events["t"]) < 0).any()):
+        raise ConfigError("sampled mode needs time-ordered events (sort them by t first)")
+    return window_us
+
+
+def _windows(
+    events: np.ndarray, sensor_size: tuple[int, int], window_us: int
+) -> tuple[np.ndarray, int]:
+    """``(window of each event [N], n_windows)``, refusing sensors and spans over the limits."""
+    width, height = sensor_size
+    hw = width * height
+    win = window_index(events["t"], window_us)
+    n_win = int(win[-1]) + 1 if win.size else 0
+    if hw > MAX_SENSOR_PIXELS:
+        raise ConfigError(
+            f"sampled mode takes sensors of up to {MAX_SENSOR_PIXELS} pixels; this one is "
+            f"{width}x{height}"
+        )
+    if n_win * hw > MAX_PIXEL_WINDOWS:
+        raise ConfigError(
+            f"the recording spans {n_win} windows of {window_us} us on a {width}x{height} "
+            f"sensor ({n_win * hw} pixel-windows, at most {MAX_PIXEL_WINDOWS}): give a longer "
+            "--window-us"
+        )
+    return win, n_win
+
+
+def event_ranks(
+    events: np.ndarray,
+    sensor_size: tuple[int, int],
+    ranker: Ranker,
+    *,
+    window_us: int | None = None,
+) -> tuple[np.ndarray, int, int]:
+    """``(ranks [N] int32, n_windows, window_us)``: each event's pixel's place in its window's
+    keep order, so ``events[ranks < k]`` is what :func:`sample_events` keeps at
+    ``k = round(rate · H · W)`` with the same sampler. The ranker runs once, on windows in
+    pieces (memory bounded as in :func:`sample_events`, plus 4 bytes per event)."""
+    window_us = _check_window(window_us, events)
+    width, height = sensor_size
+    hw = width * height
+    win, n_win = _windows(events, sensor_size, window_us)
+    ranks = np.zeros(events.size, dtype=np.int32)
+    step = max(1, _WINDOW_PIXELS // hw)
+    for w0 in range(0, n_win, step):
+        w1 = min(w0 + step, n_win)
+        lo, hi = np.searchsorted(win, [w0, w1])
+        frames, cell = _frames(events[lo:hi], win[lo:hi] - w0, w1 - w0, sensor_size)
+        rank = ranker(frames)
+        if rank.shape != (w1 - w0, height, width):
+            raise ConfigError(f"the sampler must rank each {width}x{height} window's pixels")
+        ranks[lo:hi] = rank.reshape(-1)[cell]
+    return ranks, n_win, window_us
 
 
 def sample_events(
@@ -203,11 +339,7 @@ def sample_events(
     """
     if not 0.0 < float(rate) <= 1.0:
         raise ConfigError(f"--rate must be in (0, 1] (a fraction of pixels), got {rate}")
-    window_us = DEFAULT_WINDOW_US if window_us is None else int(window_us)  # 0 is refused
-    if window_us <= 0:
-        raise ConfigError(f"the window must be a positive number of µs, got {window_us}")
-    if events.size > 1 and bool((np.diff(events["t"]) < 0).any()):
-        raise ConfigError("sampled mode needs time-ordered events (sort them by t first)")
+    window_us = _check_window(window_us, events)
     if mask_fn is None:
         mask_fn, about = resolve_sampler(sampler, rate, seed, device)
     else:
@@ -216,19 +348,7 @@ def sample_events(
     width, height = sensor_size
     hw = width * height
     k = int(round(rate * hw))
-    win = window_index(events["t"], window_us)
-    n_win = int(win[-1]) + 1 if win.size else 0
-    if hw > MAX_SENSOR_PIXELS:
-        raise ConfigError(
-            f"sampled mode takes sensors of up to {MAX_SENSOR_PIXELS} pixels; this one is "
-            f"{width}x{height}"
-        )
-    if n_win * hw > MAX_PIXEL_WINDOWS:
-        raise ConfigError(
-            f"the recording spans {n_win} windows of {window_us} us on a {width}x{height} "
-            f"sensor ({n_win * hw} pixel-windows, at most {MAX_PIXEL_WINDOWS}): give a longer "
-            "--window-us"
-        )
+    win, n_win = _windows(events, sensor_size, window_us)
     # Windows go to the sampler in pieces, so memory does not grow with the duration.
     keep = np.zeros(events.size, dtype=bool)
     n_set = 0
