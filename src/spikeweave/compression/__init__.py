@@ -6,8 +6,11 @@
   ``.sfev`` to N-MNIST ``.bin`` or ``.npz``; :func:`decompress_to_file` (the CLI's) does it in
   bounded memory, piece by piece (:func:`iter_events`). Writes are atomic.
 - :func:`sample_events`: sampled mode (keep events at sampled pixels per time window), by
-  default with the built-in trained spiking sampler (:mod:`.event_sampler`, trained by
-  :mod:`.pretrain` on simulated saccade events, :mod:`.saccades`).
+  default with the busiest-pixel baseline; ``--sampler spiking`` is the built-in trained
+  spiking sampler (:mod:`.event_sampler`, trained by :mod:`.pretrain` on simulated saccade
+  events, :mod:`.saccades`).
+- :func:`sample_to_budget`: sampled mode under a size budget (:mod:`.budget`: the most pixels
+  per window whose file fits a fraction of the lossless one; default sampler spiking).
 
 ``docs/compression.md`` documents the file format and the measured sizes and speeds.
 """
@@ -34,6 +37,7 @@ _EXPORTS = {
     "write_nmnist": ".files",
     "write_npz": ".files",
     "sample_events": ".sampling",
+    "sample_to_budget": ".budget",
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = list(_EXPORTS)
