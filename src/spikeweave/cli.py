@@ -217,6 +217,15 @@ def train(
             "early_stopping",
         ),
     ),
+    test_eval: str = typer.Option(
+        None,
+        help=_help(
+            "When test is evaluated: every epoch, or once, on the best validation epoch's "
+            "weights (which the run keeps and ends with); best-val needs --val-fraction.",
+            "test_eval",
+            "each-epoch | best-val",
+        ),
+    ),
     tensorboard: bool = typer.Option(
         None,
         "--tensorboard/--no-tensorboard",
@@ -311,6 +320,7 @@ def train(
         gamma=gamma,
         hidden=_hidden_sizes(hidden) if hidden is not None else None,
         early_stopping=early_stopping,
+        test_eval=test_eval,
         tensorboard=tensorboard,
         plots=plots,
         threads=threads,
@@ -412,7 +422,12 @@ def train(
     _say(
         trainer,
         f"test {metric} {fmt(summary[f'test_{metric}'])} "
-        f"(best {fmt(summary[f'best_test_{metric}'])}), train {metric} "
+        + (
+            f"(best {fmt(summary[f'best_test_{metric}'])}), "
+            if f"best_test_{metric}" in summary
+            else f"(once, at best validation epoch {summary['weights_epoch']}), "
+        )
+        + f"train {metric} "
         f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s",
     )
     _say(trainer, f"run written to {trainer.run_dir}")

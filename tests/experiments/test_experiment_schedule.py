@@ -313,3 +313,32 @@ def test_table_candidates_are_named_and_tabled_by_the_entries_that_differ():
         "lr_hidden=0.5, lr_out=1",
     ]
     assert result.rows()[1][-1] == "kept" and _label({"lr": 0.002}) == "lr0.002"
+
+
+@pytest.fixture(scope="module")
+def trained_best_val(tmp_path_factory):
+    ctx = ExperimentContext(tmp_path_factory.mktemp("bv"), quick=True, seeds=[0])
+    picks = BestValPredictions(ties=True)
+    cfg = replace(TINY, epochs=3, test_eval="best-val")
+    trainer = ctx.train("lif", cfg, 0, callbacks=[picks])
+    return trainer, picks
+
+
+def test_best_val_predictions_are_per_image_of_the_best_val_weights_taken_once(trained_best_val):
+    from spikeweave.training import load_run
+
+    trainer, picks = trained_best_val
+    summary = json.loads((trainer.run_dir / "summary.json").read_text())
+    assert picks.epoch == summary["weights_epoch"] == summary["best_epoch_by_val"]
+    run = load_run(trainer.run_dir)  # the checkpoint holds the best-val weights
+    found = per_image(run.model, run.task, trainer.test_set, run.config, ties=True)
+    assert np.array_equal(picks.correct, found.correct) and np.array_equal(picks.tied, found.tied)
+    assert picks.correct.mean() == pytest.approx(summary["test_accuracy_at_best_val"], abs=1e-12)
+
+
+def test_read_records_of_best_val_runs_use_validation_curves(trained_best_val):
+    trainer, picks = trained_best_val
+    read = read_records({"A": [run_record(trainer, picks)]})
+    assert read.curve_split == "val" and read.curve_label == "validation"
+    assert read.curves["A"] == [[r["val_accuracy"] for r in trainer.history]]
+    assert read.accuracy["A"] == [pytest.approx(float(picks.correct.mean()))]

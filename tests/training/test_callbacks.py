@@ -183,3 +183,70 @@ def test_threads_apply_while_the_run_trains_and_are_restored_after(tmp_path):
     assert probe.seen == [want] and torch.get_num_threads() == before
     assert summary["config"]["threads"] == want
     assert summary["versions"]["torch_threads"] == str(want)
+
+
+class Evaluations(Callback):
+    """Records every split the trainer evaluates, in order."""
+
+    def on_fit_start(self, trainer):
+        self.splits = []
+        evaluate = trainer.evaluate
+
+        def counted(split="test"):
+            self.splits.append(split)
+            return evaluate(split)
+
+        trainer.evaluate = counted
+
+
+def test_best_val_run_tests_once_on_the_best_validation_weights_it_ends_with(tmp_path):
+    weights, seen = Weights(), Evaluations()
+    script = ScriptedVal([0.5, 0.7, 0.6, 0.6, 0.65])  # best at 2, never beaten
+    trainer = Trainer(tiny(tmp_path, test_eval="best-val", train_size=256), progress=False,
+                      callbacks=[seen, script, weights])  # fmt: skip
+    summary = trainer.fit()
+    run = trainer.run_dir
+    assert seen.splits == ["val"] * 5 + ["test"]  # validation each epoch, test once
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any(k.startswith("test_") for r in rows for k in r)
+    assert rows[-1]["weights_epoch"] == 2 and "stopped_early" not in summary
+    assert summary["weights_epoch"] == summary["best_epoch_by_val"] == 2
+    assert "best_test_accuracy" not in summary  # no per-epoch test to take a best of
+    assert_same(checkpoint_weights(run)[0], weights.seen[2])
+    # the summary's test accuracy is the best-val checkpoint evaluated on test
+    tested = load_run(run).evaluate("test")
+    assert summary["test_accuracy"] == summary["test_accuracy_at_best_val"]
+    assert tested["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-12)
+    assert tested["loss"] == pytest.approx(summary["test_loss"])
+
+
+def test_best_val_run_killed_and_resumed_ends_with_the_same_weights_and_summary(tmp_path):
+    script = [0.5, 0.7, 0.6, 0.65]
+    whole = Trainer(tiny(tmp_path / "a", test_eval="best-val", epochs=4), progress=False,
+                    callbacks=[ScriptedVal(script)])  # fmt: skip
+    expected = whole.fit()
+    cut = Trainer(tiny(tmp_path / "b", test_eval="best-val", epochs=4), progress=False,
+                  callbacks=[ScriptedVal(script), CrashAtStart(4)])  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        cut.fit()  # epoch 3 checkpointed with epoch 3's weights; epoch 2's only in best_val
+    summary = Trainer.resume(cut.run_dir, progress=False, callbacks=[ScriptedVal(script)]).fit()
+    assert_same(checkpoint_weights(cut.run_dir)[0], checkpoint_weights(whole.run_dir)[0])
+    for key in ("test_accuracy", "test_loss", "test_accuracy_at_best_val", "weights_epoch",
+                "best_epoch_by_val", "best_val_accuracy", "train_accuracy", "epochs"):  # fmt: skip
+        assert summary[key] == expected[key], key
+
+
+def test_each_epoch_is_the_default_and_keeps_test_in_every_row(tmp_path):
+    assert TrainConfig().test_eval == "each-epoch"
+    trainer = Trainer(tiny(tmp_path, epochs=2, train_size=128), progress=False)
+    summary = trainer.fit()
+    assert all("test_accuracy" in r and "test_loss" in r for r in trainer.history)
+    best = max(r["test_accuracy"] for r in trainer.history)
+    assert summary["best_test_accuracy"] == best
+
+
+def test_best_val_needs_a_validation_split_and_a_known_value():
+    with pytest.raises(ConfigError, match="test_eval = 'best-val'.*val_fraction > 0"):
+        TrainConfig(dataset="digits", test_eval="best-val").validate()
+    with pytest.raises(ConfigError, match="unknown test_eval 'never'"):
+        TrainConfig(dataset="digits", test_eval="never", val_fraction=0.2).validate()

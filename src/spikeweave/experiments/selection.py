@@ -4,12 +4,12 @@ Every choice an experiment makes from data — the epoch it reports, the learnin
 surrogate width it keeps, an accuracy target — is made on a validation split carved from the
 training data (``TrainConfig.val_fraction``), never on the test set.
 
-- :class:`BestValPredictions` — a trainer callback that, each time the validation metric
-  improves, records which test images the model gets right. At the end of the run
-  ``correct`` holds that vector for the best-validation epoch (``epoch``): the reported test
-  accuracy is ``correct.mean()``, and two arms' vectors go to
-  :func:`~spikeweave.experiments.stats.mcnemar`. Without a validation split it follows the
-  last epoch.
+- :class:`BestValPredictions` — a trainer callback that records which test images the model
+  gets right at the best-validation epoch (``epoch``): with ``test_eval = "best-val"`` once,
+  at fit end, from the best-validation weights the run ends with; with ``each-epoch`` each
+  time validation improves. ``correct.mean()`` is the reported test accuracy, and two arms'
+  vectors go to :func:`~spikeweave.experiments.stats.mcnemar`. Without a validation split
+  it follows the last epoch.
 - :func:`per_image` — the one per-image evaluation every experiment uses: correctness (and,
   on request, output ties) of a model on a dataset, encoded and with its randomness drawn
   exactly as the trainer's evaluation (:mod:`spikeweave.training.evaluation`) draws them;
@@ -108,7 +108,13 @@ def best_val_row(history: list[dict[str, Any]], metric: str, higher: bool) -> di
 
 class BestValPredictions(Callback):
     """Keeps the test images' correctness at the best validation epoch (see module doc);
-    with ``ties``, also which of them had a tied top output count (``tied``)."""
+    with ``ties``, also which of them had a tied top output count (``tied``).
+
+    With the config's ``test_eval = "best-val"`` (every experiment's), the run ends holding
+    its best validation epoch's weights, so the vector is taken once, at fit end, from them
+    (``epoch`` is the summary's ``weights_epoch``); a resumed or reloaded run gets it the
+    same way. With ``each-epoch`` it is taken whenever validation improves, as the per-epoch
+    test rows are. Subclasses hook :meth:`captured`."""
 
     def __init__(self, ties: bool = False) -> None:
         self.ties = ties
@@ -118,23 +124,39 @@ class BestValPredictions(Callback):
         self._best: float | None = None
 
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
+        if trainer.config.test_eval == "best-val":
+            return  # taken once in on_fit_end, from the weights the run ends with
         m = trainer.task.metric
         value = row.get(f"val_{m}")
         if value is not None and not trainer.task.improves(value, self._best):
             return
         self._best = value
+        self._capture(trainer, epoch)
+
+    def on_fit_end(self, trainer, summary):  # noqa: D102
+        if trainer.config.test_eval == "best-val":
+            self._capture(trainer, int(summary["weights_epoch"]))
+
+    def _capture(self, trainer: Any, epoch: int) -> None:
         found = per_image(trainer.model, trainer.task, trainer.test_set, trainer.config, self.ties)
         self.correct, self.tied = found.correct, found.tied
         self.epoch = epoch
+        self.captured(trainer)
+
+    def captured(self, trainer: Any) -> None:
+        """Called right after ``correct`` was taken, the model holding the selected weights."""
 
 
 def run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
-    """``{"history", "correct", "n_test", "run_dir"}`` of a finished run: its epoch rows, the
-    test images' correctness at the best validation epoch, the test set's size and its folder
-    (rebuild the model with :func:`~spikeweave.load_run`)."""
+    """``{"history", "correct", "test_accuracy", "n_test", "run_dir"}`` of a finished run: its
+    epoch rows, the test images' correctness at the best validation epoch and its mean (the
+    run's test accuracy there), the test set's size and its folder (rebuild the model with
+    :func:`~spikeweave.load_run`)."""
+    assert pick.correct is not None, "the run ended without a best validation epoch"
     return {
         "history": trainer.history,
         "correct": pick.correct,
+        "test_accuracy": float(pick.correct.mean()),
         "n_test": len(trainer.test_set),
         "run_dir": str(trainer.run_dir),
     }
@@ -143,8 +165,12 @@ def run_record(trainer: Any, pick: BestValPredictions) -> dict[str, Any]:
 @dataclass
 class ArmRecords:
     """Every arm's :func:`run_record` s read at their best validation epochs (seed order):
-    epoch rows, the best rows, test accuracy and per-image correctness there, test-accuracy
-    curves, median training step time (ms) per run, and the test set's size."""
+    epoch rows, the best rows, test accuracy and per-image correctness there, accuracy curves
+    per epoch, median training step time (ms) per run, and the test set's size.
+
+    ``curves`` are test-accuracy curves when the rows have test accuracy (``test_eval =
+    "each-epoch"``), else validation-accuracy curves; ``curve_split`` says which
+    (``"test"`` or ``"val"``), for figure labels and captions."""
 
     histories: dict[str, list[list[dict[str, Any]]]]
     rows: dict[str, list[dict[str, Any]]]
@@ -153,21 +179,39 @@ class ArmRecords:
     curves: dict[str, list[list[float]]]
     step_ms: dict[str, list[float]]
     n_test: int
+    curve_split: str = "test"
+
+    @property
+    def curve_label(self) -> str:
+        """``"test"`` or ``"validation"``: the split of :attr:`curves`, in words."""
+        return "test" if self.curve_split == "test" else "validation"
 
 
 def read_records(records: Mapping[str, Sequence[Mapping[str, Any]]]) -> ArmRecords:
     """:class:`ArmRecords` of classification runs, ``{arm: [record per seed]}``."""
     histories = {a: [r["history"] for r in recs] for a, recs in records.items()}
     rows = {a: [best_val_row(h, "accuracy", True) for h in hs] for a, hs in histories.items()}
+    split = (
+        "test" if all("test_accuracy" in h[0] for hs in histories.values() for h in hs) else "val"
+    )
     return ArmRecords(
         histories=histories,
         rows=rows,
-        accuracy={a: [float(r["test_accuracy"]) for r in rs] for a, rs in rows.items()},
+        accuracy={
+            a: [
+                float(r.get("test_accuracy", rec.get("test_accuracy")))
+                for r, rec in zip(rs, records[a], strict=True)
+            ]
+            for a, rs in rows.items()
+        },
         correct={a: [r["correct"] for r in recs] for a, recs in records.items()},
-        curves={a: [[r["test_accuracy"] for r in h] for h in hs] for a, hs in histories.items()},
+        curves={
+            a: [[r[f"{split}_accuracy"] for r in h] for h in hs] for a, hs in histories.items()
+        },
         step_ms={
             a: [1000 * statistics.median(r["step_time_s"] for r in h) for h in hs]
             for a, hs in histories.items()
         },
         n_test=next(iter(records.values()))[0]["n_test"],
+        curve_split=split,
     )

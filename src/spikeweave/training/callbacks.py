@@ -20,7 +20,7 @@ from torch import nn
 
 from ..atomic import refuse_linked_folder
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import check_state_dtypes, load_checkpoint, save_checkpoint
+from .checkpoint import check_state_dtypes
 from .config import TrainConfig
 from .rundir import RunDir
 
@@ -71,14 +71,15 @@ class PlateauStop(Callback):
     ``patience`` epochs (a tie is no improvement), through :meth:`Trainer.request_stop`.
 
     Needs a validation split (``val_fraction`` > 0): the stop is decided on validation, never
-    on test. ``config.epochs`` stays the cap. ``best_epoch`` and ``stopped_after`` say what
-    happened (``stopped_after`` is None when the cap came first). A resumed run picks up the
-    count from its history, so it stops where the uninterrupted run would have, and a run this
-    callback already stopped trains no further epoch.
+    on test. ``patience`` None never stops (it only tracks the best epoch). ``config.epochs``
+    stays the cap. ``best_epoch`` and ``stopped_after`` say what happened (``stopped_after``
+    is None when the cap came first). A resumed run picks up the count from its history, so
+    it stops where the uninterrupted run would have, and a run this callback already stopped
+    trains no further epoch.
     """
 
-    def __init__(self, patience: int) -> None:
-        if patience < 1:
+    def __init__(self, patience: int | None) -> None:
+        if patience is not None and patience < 1:
             raise ValueError(f"patience must be at least 1, got {patience}")
         self.patience = patience
         self.best: float | None = None
@@ -115,7 +116,7 @@ class PlateauStop(Callback):
             self.best, self.best_epoch = value, epoch
             if not replay:
                 self.improved(trainer, epoch)
-        elif epoch - self.best_epoch >= self.patience:
+        elif self.patience is not None and epoch - self.best_epoch >= self.patience:
             self.stopped_after = epoch
 
     def improved(self, trainer: Trainer, epoch: int) -> None:
@@ -130,18 +131,20 @@ class PlateauStop(Callback):
 
 class EarlyStopping(PlateauStop):
     """:class:`PlateauStop` that leaves the run with its best validation epoch's weights
-    (``--early-stopping N``; the config's ``early_stopping``).
+    (``--early-stopping N``; the config's ``early_stopping``). With ``patience`` None it never
+    stops and only keeps the best weights: the config's ``test_eval = "best-val"``.
 
     Whenever validation improves, the model's weights are kept (in memory, and in the run's
-    ``best_val.safetensors`` so that a resumed run still has them). When the run ends, stopped
-    or at its ``epochs`` cap, the model gets the best epoch's weights back before the
-    checkpoint is written, and the last row records ``weights_epoch``: the checkpoint,
-    ``summary.json`` (its ``test_*`` are that epoch's), ``eval``, ``export`` and ``load_run`` all
-    see the best-validation model. Optimizer state stays the last epoch's, so a run that
-    ended this way is finished: extending it with more epochs is refused.
+    ``best_val.safetensors``, written by :meth:`Trainer.save_best_weights`, so that a resumed
+    run still has them). When the run ends (stopped by this or any callback, or at its
+    ``epochs`` cap), the model gets the best epoch's weights back before the checkpoint is
+    written, and the last row records ``weights_epoch``: the checkpoint, ``summary.json`` (its
+    ``test_*`` are that epoch's), ``eval``, ``export`` and ``load_run`` all see the
+    best-validation model. Optimizer state stays the last epoch's, so a run that ended this
+    way is finished: extending it with more epochs is refused.
     """
 
-    def __init__(self, patience: int) -> None:
+    def __init__(self, patience: int | None) -> None:
         super().__init__(patience)
         self._kept: dict[str, torch.Tensor] | None = None
 
@@ -155,22 +158,24 @@ class EarlyStopping(PlateauStop):
         more = trainer.epoch < trainer.config.epochs
         if held is not None and self.stopped_after is None and more:
             raise ConfigError(
-                f"{trainer.rundir} ended at its epochs cap with early stopping, which gave it "
-                f"the weights of its best validation epoch {held}; it cannot be extended. "
-                "Train a new run with more --epochs"
+                f"{trainer.rundir} ended with the weights of its best validation epoch {held} "
+                "(early stopping or test_eval best-val); it cannot be extended. Train a new "
+                "run with more --epochs"
             )
 
     def improved(self, trainer, epoch):  # noqa: D102
         state = trainer.model.state_dict()
         self._kept = {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
         if trainer.dist.is_main:
-            tensors = {f"model/{k}": v for k, v in self._kept.items()}
-            meta = {"kind": BEST_KIND, "epoch": epoch, "metric": trainer.task.metric}
-            save_checkpoint(trainer.rundir / RunDir.BEST_VAL, tensors, meta)
+            trainer.save_best_weights(self._kept, epoch)
 
     def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
         super().on_epoch_end(trainer, epoch, row)
-        last = self.stopped_after == epoch or epoch >= trainer.config.epochs
+        last = (
+            self.stopped_after == epoch
+            or trainer.stop_reason is not None  # another callback (PlateauStop) ends the run
+            or epoch >= trainer.config.epochs
+        )
         if last and self.best_epoch != epoch:
             self._restore(trainer)
             row["weights_epoch"] = self.best_epoch
@@ -181,13 +186,7 @@ class EarlyStopping(PlateauStop):
         path = trainer.rundir / RunDir.BEST_VAL
         kept = self._kept
         if kept is None:
-            tensors, meta = load_checkpoint(path)
-            if meta.get("kind") != BEST_KIND or meta.get("epoch") != self.best_epoch:
-                raise CheckpointError(
-                    f"{path} does not hold the weights of epoch {self.best_epoch}, the run's "
-                    "best validation epoch; the run directory was changed"
-                )
-            kept = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+            kept = trainer.read_best_weights(self.best_epoch)
         own = trainer.model.state_dict()
         check_state_dtypes(
             {f"model/{k}": v for k, v in own.items()}, {f"model/{k}": v for k, v in kept.items()},
@@ -198,10 +197,6 @@ class EarlyStopping(PlateauStop):
         except RuntimeError as exc:
             first = str(exc).splitlines()[0]
             raise CheckpointError(f"{path} does not fit the run's model: {first}") from None
-
-
-BEST_KIND = "spikeweave-best-val-weights"
-"""``kind`` in the metadata of a run's ``best_val.safetensors``."""
 
 
 class TensorBoardLog(Callback):
@@ -257,12 +252,15 @@ class TensorBoardLog(Callback):
 
 
 def config_callbacks(config: TrainConfig) -> list[Callback]:
-    """The callbacks the config asks for: :class:`EarlyStopping` (``early_stopping`` > 0) and
+    """The callbacks the config asks for: :class:`EarlyStopping` (``early_stopping`` > 0, or
+    without patience for ``test_eval = "best-val"``) and
     :class:`TensorBoardLog` (``tensorboard``); the trainer adds them after the caller's and
     the method's."""
     out: list[Callback] = []
-    if config.early_stopping:
+    if config.early_stopping:  # it also keeps the best weights test_eval best-val needs
         out.append(EarlyStopping(config.early_stopping))
+    elif config.test_eval == "best-val":
+        out.append(EarlyStopping(None))
     if config.tensorboard:
         out.append(TensorBoardLog())
     return out

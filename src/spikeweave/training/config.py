@@ -52,6 +52,8 @@ ANN_MODELS = {"ann": "convnet", "ann-mlp": "mlp"}
 
 MAX_THREADS = 1024
 """The most intra-op threads ``threads`` may ask for."""
+TEST_EVALS = ("each-epoch", "best-val")
+"""``test_eval`` values: the test split every epoch, or once at the best validation epoch."""
 PRECISIONS = ("fp32", "bf16", "fp16")
 """``precision`` values: float32, or bfloat16 / float16 autocast (:mod:`~.device` applies them)."""
 ACTIVATION_MEMORY = ("save", "pack", "checkpoint", "checkpoint+pack")
@@ -128,6 +130,14 @@ class TrainConfig:
     writes every file they are drawn from (``metrics.jsonl``, ``activity.safetensors``), so
     ``spikeweave plot RUN`` draws them later; it saves the drawing time of many small runs.
 
+    ``test_eval`` is when the test split is evaluated: ``each-epoch`` (default; every epoch
+    row has ``test_*``) or ``best-val`` (needs ``val_fraction`` > 0): each epoch evaluates
+    validation only, the best validation epoch's weights are kept (as early stopping keeps
+    them, :class:`~.callbacks.EarlyStopping`) and the run ends holding them; the test split is
+    evaluated once, on those weights, for ``summary.json`` (``test_*``,
+    ``test_<metric>_at_best_val``, ``weights_epoch``). It saves the per-epoch test pass (10,000
+    images on Fashion-MNIST) and never lets test influence anything.
+
     ``activation_memory`` is what a training step keeps for its backward
     (:mod:`~.activation`): ``save`` (default: everything), ``pack`` (spikes at 1 bit),
     ``checkpoint`` (only each neuron block's input; the block runs again in backward) or
@@ -181,6 +191,7 @@ class TrainConfig:
     compile: bool = False
     threads: int | None = None
     early_stopping: int = 0
+    test_eval: str = "each-epoch"
     tensorboard: bool = False
     plots: bool = True
     activation_memory: str = "save"
@@ -291,6 +302,12 @@ class TrainConfig:
             raise ConfigError(
                 "early_stopping needs a validation split (it never looks at test): set "
                 "val_fraction > 0, e.g. --val-fraction 0.1"
+            )
+        _choice("test_eval", self.test_eval, TEST_EVALS)
+        if self.test_eval == "best-val" and not self.val_fraction:
+            raise ConfigError(
+                "test_eval = 'best-val' evaluates test at the best validation epoch, so it needs "
+                "a validation split: set val_fraction > 0, e.g. --val-fraction 0.1"
             )
         if self.dropout >= 1:
             raise ConfigError(f"dropout must be below 1, got {self.dropout}")

@@ -53,6 +53,9 @@ __all__ = [
     "Run",
     "load_run",
     "save_run",
+    "save_best_weights",
+    "read_best_weights",
+    "BEST_KIND",
     "write_checkpoint",
     "read_training_checkpoint",
     "load_model_state",
@@ -163,6 +166,38 @@ def save_run(
     for name, source in (files or {}).items():
         rundir.copy_in(name, source)
     return rundir.path
+
+
+BEST_KIND = "spikeweave-best-val-weights"
+"""``kind`` in the metadata of a run's ``best_val.safetensors``."""
+
+
+def save_best_weights(
+    run_dir: str | Path | RunDir, state: Mapping[str, torch.Tensor], epoch: int, metric: str
+) -> Path:
+    """Write ``state`` (a model's ``state_dict``) as the run's best validation weights
+    (``best_val.safetensors``, kind :data:`BEST_KIND`, its ``epoch`` and ``metric``),
+    atomically: early stopping and ``test_eval = "best-val"`` keep them there, so a run
+    killed and resumed still ends with them."""
+    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    tensors = {f"model/{k}": v.detach().cpu() for k, v in state.items()}
+    meta = {"kind": BEST_KIND, "epoch": epoch, "metric": metric}
+    return save_checkpoint(rundir / RunDir.BEST_VAL, tensors, meta)
+
+
+def read_best_weights(run_dir: str | Path | RunDir, epoch: int) -> dict[str, torch.Tensor]:
+    """The ``state_dict`` saved by :func:`save_best_weights` for ``epoch``; a one-line
+    ``CheckpointError`` when the file holds another kind or another epoch (the run directory
+    was changed). Shapes and dtypes are checked by the caller against its model."""
+    rundir = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    path = rundir / RunDir.BEST_VAL
+    tensors, meta = load_checkpoint(path)
+    if meta.get("kind") != BEST_KIND or meta.get("epoch") != epoch:
+        raise CheckpointError(
+            f"{path} does not hold the weights of epoch {epoch}, the run's best validation "
+            "epoch; the run directory was changed"
+        )
+    return {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
 
 
 def read_training_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

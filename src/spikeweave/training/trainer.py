@@ -7,8 +7,10 @@ bottom as the whole training path:
    dataset; the data come from the config's dataset or are injected as ``(train, test)``;
 2. the **method** builds the model (``build_model``), its optimizer and schedule
    (``configure_optimizers``, or none for a local rule) and names its loss;
-3. each epoch, batches in a seeded order go through ``method.train_step``; the test split is
-   evaluated; callbacks may add to the epoch's row;
+3. each epoch, batches in a seeded order go through ``method.train_step``; the validation
+   split and (``test_eval = "each-epoch"``) the test split are evaluated; callbacks may add to
+   the epoch's row; with ``test_eval = "best-val"`` the run keeps and ends with its best
+   validation epoch's weights and evaluates test once, on them, for the summary;
 4. the run directory (:mod:`.rundir`) gets the metrics, an atomic checkpoint, and at the end
    the summary, the recorded spikes (:mod:`spikeweave.monitor`) and the plots (unless
    ``config.plots`` is off).
@@ -69,7 +71,9 @@ from .run import (
     load_method_state,
     load_model_state,
     load_scaler_state,
+    read_best_weights,
     read_training_checkpoint,
+    save_best_weights,
     save_run,
     versions,
     write_checkpoint,
@@ -147,6 +151,7 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.wall_time_s = 0.0
         self.stop_reason: str | None = None
+        self._tested: dict[str, float] | None = None  # best-val: the one test evaluation
         # A fresh run's directory is created here, exclusively, so two trainers built in the
         # same second never share one; fit() removes it again if no checkpoint was written.
         self._made_run_dir = run_dir is None and self.dist.is_main
@@ -372,7 +377,8 @@ class Trainer:
                 mid = time.perf_counter()
                 if self.val_set is not None:
                     row.update(self.evaluate("val"))
-                row.update(self.evaluate("test"))
+                if self.config.test_eval == "each-epoch":  # best-val: once, in _final_test
+                    row.update(self.evaluate("test"))
                 row["eval_time_s"] = time.perf_counter() - mid
                 row["lr"] = self.optimizer.param_groups[0]["lr"] if self.optimizer else None
                 row["loss_name"] = self.loss.name
@@ -388,10 +394,18 @@ class Trainer:
                 bar.end_epoch(self._epoch_line(row))
                 if self.stop_reason is not None:
                     break
+        self._final_test()
         summary = self.dist.broadcast(self.finish() if main else None)
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
         return summary
+
+    def _final_test(self) -> None:
+        """``test_eval = "best-val"``: evaluate the test split once, on the weights the run
+        ends with (its best validation epoch's), in every process (the sums are reduced), for
+        :meth:`finish`; nothing with ``each-epoch`` (the rows have them)."""
+        if self.config.test_eval == "best-val" and self.history:
+            self._tested = self.evaluate("test")
 
     def complete(self) -> dict[str, Any]:
         """Finish a run whose epochs are all trained but that has no summary (killed after its
@@ -406,9 +420,11 @@ class Trainer:
         settings = deterministic_algorithms(self.config.deterministic)
         with settings, torch_threads(self.config.threads):
             if not self.dist.is_main:
+                self._final_test()
                 summary = self.dist.broadcast(None)
             else:
                 with self.rundir.lock(), flush_denormal(self.config.flush_denormal):
+                    self._final_test()
                     summary = self.dist.broadcast(self.finish())
         for cb in self.callbacks:
             cb.on_fit_end(self, summary)
@@ -425,9 +441,10 @@ class Trainer:
     def _epoch_line(self, row: dict[str, Any]) -> str:
         m = self.task.metric
         fmt = (lambda v: f"{v:.2%}") if m == "accuracy" else (lambda v: f"{v:.4g}")
+        split = "test" if f"test_{m}" in row else "val"  # best-val: no test until the end
         return (
             f"epoch {row['epoch']:3d}/{self.config.epochs}  train loss {row['train_loss']:.4f} "
-            f"{m} {fmt(row[f'train_{m}'])}  test {m} {fmt(row[f'test_{m}'])}  "
+            f"{m} {fmt(row[f'train_{m}'])}  {split} {m} {fmt(row[f'{split}_{m}'])}  "
             f"({row['epoch_time_s']:.1f} s)"
         )
 
@@ -451,7 +468,11 @@ class Trainer:
 
     def finish(self) -> dict[str, Any]:
         """Write ``summary.json``, the activity record and (``config.plots``) the plots; return
-        the summary."""
+        the summary. With ``test_eval = "best-val"`` its ``test_*`` are the one test
+        evaluation of the weights held (:meth:`_final_test`)."""
+        tested = self._tested
+        if tested is None and self.config.test_eval == "best-val" and self.history:
+            tested = self.evaluate("test")
         from ..plots import firing_rates, plot_run
 
         activity = self.record_activity()
@@ -470,14 +491,20 @@ class Trainer:
             "loss_name": self.loss.name,
         }
         summary.update({k: v for k, v in last.items() if k.startswith("test_")})
-        summary[f"best_test_{m}"] = pick((r[f"test_{m}"] for r in self.history), default=None)
+        if tested is not None:  # best-val: the one test evaluation, of the held weights
+            summary.update(tested)
+            summary["test_eval"] = "best-val"
+        else:
+            summary[f"best_test_{m}"] = pick((r[f"test_{m}"] for r in self.history), default=None)
         summary[f"train_{m}"] = last.get(f"train_{m}")
         if self.val_set is not None and self.history:
             # Selection on the validation split: the test metric of the best validation epoch.
             best = pick(self.history, key=lambda r: r[f"val_{m}"])
             summary["best_epoch_by_val"] = best["epoch"]
             summary[f"best_val_{m}"] = best[f"val_{m}"]
-            summary[f"test_{m}_at_best_val"] = best[f"test_{m}"]
+            summary[f"test_{m}_at_best_val"] = (
+                tested[f"test_{m}"] if tested is not None else best[f"test_{m}"]
+            )
         summary["train_loss"] = last.get("train_loss")
         summary.update(
             {
@@ -506,6 +533,15 @@ class Trainer:
         return summary
 
     # -- checkpoints ----------------------------------------------------------------------
+    def save_best_weights(self, state: dict[str, torch.Tensor], epoch: int) -> Path:
+        """Keep ``state`` (CPU copies of the model's weights) as epoch ``epoch``'s best
+        validation weights in the run directory (:func:`~.run.save_best_weights`)."""
+        return save_best_weights(self.rundir, state, epoch, self.task.metric)
+
+    def read_best_weights(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The best validation weights :meth:`save_best_weights` kept for ``epoch``."""
+        return read_best_weights(self.rundir, epoch)
+
     def save_checkpoint(self, path: str | Path | None = None) -> Path:
         """Write model, optimizer, scheduler and method state atomically (default: the run's
         latest checkpoint)."""
