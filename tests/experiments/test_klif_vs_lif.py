@@ -142,7 +142,7 @@ def test_quick_run_reports_parts_learned_values_tuning_and_same_backend_timing(q
     assert set(shipped["LIF + learnable width"]["resolved"].values()) == {"cpu"}
     assert "compiled kernel (cpu)" in names[1] and data["parts"][1]["margin"] == 10.0
     assert data["setup"]["machine"]["before"]["torch_threads"] >= 1
-    for png in ("test_accuracy.png", "k_trajectory.png", "step_time.png"):
+    for png in ("val_accuracy.png", "k_trajectory.png", "step_time.png"):
         assert (folder / png).stat().st_size > 1000
     assert report.held is None  # a quick run never decides
 

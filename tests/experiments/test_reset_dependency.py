@@ -81,6 +81,6 @@ def test_quick_run_decides_on_per_seed_areas_and_paired_image_stats(tmp_path):
     names = [p["name"] for p in data["parts"]]
     assert names[0].startswith("toy") and names[1].startswith("image")
     assert names[2].startswith("cost")
-    for png in ("soft_xor_lr_sweep.png", "image_test_accuracy.png", "step_time.png"):
+    for png in ("soft_xor_lr_sweep.png", "image_val_accuracy.png", "step_time.png"):
         assert (folder / png).stat().st_size > 1000
     assert "Verdict by part" in (folder / "report.md").read_text()

@@ -137,7 +137,7 @@ def _configs(s: BioLeaFSettings, out_dir: str) -> dict[str, TrainConfig]:
     base = TrainConfig(
         dataset=s.dataset, model="mlp", hidden=list(s.hidden), epochs=s.epochs,
         batch_size=s.batch_size, steps=4, val_fraction=s.val_fraction, train_size=s.train_size,
-        out_dir=out_dir,
+        out_dir=out_dir, test_eval="best-val",
     )  # fmt: skip
     bioleaf = replace(base, method="bioleaf", method_options=BioLeaF(s.options).options_dict())
     bptt = replace(base, neuron="lif", batch_norm=False, steps=s.bptt_steps)
@@ -245,8 +245,11 @@ class BioLeaFVsBPExperiment(Experiment):
         figures = [
             plot_accuracy_bands(
                 {a: read.curves[a] for a in ARMS},
-                ctx.out_dir / f"{s.dataset}_test_accuracy.png",
-                f"{s.dataset}: test accuracy per epoch, BioLeaF vs BPTT (mean ± SD over seeds)",
+                ctx.out_dir / f"{s.dataset}_{read.curve_split}_accuracy.png",
+                # best-val runs evaluate test once, so the per-epoch curves are validation's
+                f"{s.dataset}: {read.curve_label} accuracy per epoch, BioLeaF vs BPTT (mean ± SD "
+                "over seeds)",
+                read.curve_label,
             ),
             plot_seed_bands(
                 {f"{mode} {name}": [[r[f"apical_{mode}/{name}"] for r in h]

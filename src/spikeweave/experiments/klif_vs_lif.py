@@ -150,12 +150,12 @@ def settings_for(quick: bool) -> KlifSettings:
     if quick:
         base = TrainConfig(
             dataset="digits", model="mlp", hidden=[32], steps=2, epochs=2, batch_size=64,
-            val_fraction=0.2, lr=1e-2, **shared,
+            val_fraction=0.2, lr=1e-2, test_eval="best-val", **shared,
         )  # fmt: skip
         return KlifSettings(base, lrs=(1e-2,), alphas=(4.0, 8.0), timing_rounds=2, timing_steps=2)
     base = TrainConfig(
         dataset="fashion-mnist", model="convnet", steps=4, epochs=10, val_fraction=5000 / 60000,
-        train_size=FULL_TRAIN_SIZE, **shared,
+        train_size=FULL_TRAIN_SIZE, test_eval="best-val", **shared,
     )  # fmt: skip
     return KlifSettings(base, lrs=(1e-3, 2e-3, 5e-3), alphas=(2.0, 4.0, 8.0))
 
@@ -299,8 +299,10 @@ class KlifVsLif(Experiment):
             str(
                 plot_accuracy_bands(
                     {a: curves[a] for a in arms},
-                    ctx.out_dir / "test_accuracy.png",
-                    f"{base.dataset}: test accuracy per epoch",
+                    ctx.out_dir / f"{read.curve_split}_accuracy.png",
+                    # best-val runs evaluate test once, so the per-epoch curves are validation's
+                    f"{base.dataset}: {read.curve_label} accuracy per epoch",
+                    read.curve_label,
                 )
             ),
             str(

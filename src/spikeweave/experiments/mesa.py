@@ -218,7 +218,7 @@ class MesaExperiment(Experiment):
         return TrainConfig(
             dataset=st.dataset, model=model, steps=st.steps, epochs=st.epochs,
             batch_size=st.batch_size, lr=st.lr, val_fraction=st.val_fraction,
-            train_size=st.train_size,
+            train_size=st.train_size, test_eval="best-val",
         )  # fmt: skip
 
     def _one(self, ctx, st, kind, options, seed, label, model, figures) -> dict[str, Any]:

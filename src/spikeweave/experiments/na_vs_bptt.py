@@ -285,7 +285,7 @@ class NAvsBPTT(Experiment):
         cfg = TrainConfig(
             dataset=st.dataset, steps=st.steps, epochs=st.max_epochs, batch_size=st.batch_size,
             lr=5e-4, schedule="exponential", gamma=0.985, grad_clip=1.0,
-            val_fraction=st.val_fraction, train_size=st.train_size,
+            val_fraction=st.val_fraction, train_size=st.train_size, test_eval="best-val",
         )  # fmt: skip
 
         def method_of(arm: str) -> NAMethod:

@@ -202,10 +202,8 @@ class _BestValState(BestValPredictions):
         super().__init__()
         self.state: dict[str, torch.Tensor] | None = None
 
-    def on_epoch_end(self, trainer, epoch, row):  # noqa: D102
-        super().on_epoch_end(trainer, epoch, row)
-        if self.epoch == epoch:
-            self.state = copy.deepcopy(trainer.model.state_dict())
+    def captured(self, trainer):  # noqa: D102
+        self.state = copy.deepcopy(trainer.model.state_dict())
 
 
 @dataclass
@@ -321,7 +319,7 @@ class _Part:
         self.base = TrainConfig(
             dataset=st.dataset, model=st.model, epochs=st.epochs, batch_size=st.batch_size,
             lr=st.lr, encoder=st.encoder, val_fraction=st.val_fraction, pool=st.pool,
-            train_size=st.train_size, out_dir=str(ctx.out_dir / "runs"),
+            train_size=st.train_size, out_dir=str(ctx.out_dir / "runs"), test_eval="best-val",
         )  # fmt: skip
         self.x_test, self.y_test = _stack(datasets.load(st.dataset, "test"))
         self.x_calib = _stack(datasets.load(st.dataset, "train"), st.calibration)[0]
@@ -988,7 +986,6 @@ def _part_results(
         "runs": {
             arm: {
                 "val_accuracy_curves": [r.curve("val_accuracy") for r in rs],
-                "test_accuracy_curves": [r.curve("test_accuracy") for r in rs],
                 "train_time_s": [r.curve("train_time_s") for r in rs],
                 "step_time_s": [r.curve("step_time_s") for r in rs],
                 "test_accuracy_at_best_val": [r.test for r in rs],

@@ -76,7 +76,7 @@ def _settings(quick: bool) -> dict[str, Any]:
         return {
             "config": TrainConfig(
                 dataset="mnist5k", model="mlp", hidden=[128], steps=4, epochs=1, lr=5e-3,
-                val_fraction=0.1,
+                val_fraction=0.1, test_eval="best-val",
             ),
             "samples": 100,
             "eps": [0.0, 0.05, 0.1, 0.2, 0.3],
@@ -100,7 +100,7 @@ def _settings(quick: bool) -> dict[str, Any]:
     return {
         "config": TrainConfig(
             dataset="fashion-mnist", model="mlp", hidden=[256], steps=4, epochs=6,
-            val_fraction=5000 / 60000, train_size=0,
+            val_fraction=5000 / 60000, train_size=0, test_eval="best-val",
         ),
         "samples": 1000,
         "eps": [0.0, 0.05, 0.1, 0.2, 0.3],
