@@ -620,6 +620,11 @@ def experiment(
         "klif-vs-lif, reset-dependency, noisy-single-step; others refuse).",
     ),
     device: str = typer.Option("auto", help=_DEVICE_HELP + " Every arm runs there."),
+    resume: Path = typer.Option(
+        None,
+        help="Continue the interrupted experiment in this folder (give the settings it started "
+        "with): finished runs are loaded, checkpointed ones resumed, the rest runs again.",
+    ),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""
     from .experiments import EXPERIMENTS, run_experiment
@@ -630,7 +635,7 @@ def experiment(
         return
     report, folder = run_experiment(
         name, quick=quick, seeds=seeds, out_dir=out_dir, progress=progress, workers=workers,
-        device=device,
+        device=device, resume=resume,
     )  # fmt: skip
     held = {True: "held", False: "did not hold", None: "not decided"}[report.held]
     typer.echo(f"claim {held}: {report.verdict}")

@@ -49,7 +49,7 @@ from torch.utils.data import Dataset
 from ..atomic import atomic_write_bytes
 from ..errors import ConfigError
 from ..registry import Registry
-from ..training import Callback, TrainConfig, Trainer, TrainingMethod, versions
+from ..training import Callback, RunDir, TrainConfig, Trainer, TrainingMethod, versions
 from ..training.device import describe_device, resolve_device
 from ..version import git_commit
 from .report import Report
@@ -93,6 +93,9 @@ class ExperimentContext:
     pid: int = field(default_factory=os.getpid)
     device: str = "cpu"
     """Where every arm trains and is timed (``--device``: ``auto``, ``cpu``, ``cuda:N``)."""
+    resume: bool = False
+    """Continue an interrupted experiment: :meth:`train` loads finished runs and resumes
+    checkpointed ones instead of training them anew (``--resume``)."""
 
     def train(
         self,
@@ -105,16 +108,35 @@ class ExperimentContext:
     ) -> Trainer:
         """Train ``cfg`` with ``seed`` into ``out_dir/runs/<arm>-s<seed>`` through the ordinary
         :class:`Trainer` (method, injected datasets and callbacks as it takes them); a
-        :class:`~.timing.StepTimer` adds ``step_time_s`` to every epoch row."""
-        trainer = Trainer(
-            replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs"), device=self.device),
-            method=method,
-            datasets=datasets,
-            callbacks=[*callbacks, StepTimer()],
-            run_dir=self.out_dir / "runs" / f"{arm}-s{seed}",
-            progress=self.progress,
-        )
-        summary = trainer.fit()
+        :class:`~.timing.StepTimer` adds ``step_time_s`` to every epoch row.
+
+        With :attr:`resume`, a run directory that already has a checkpoint is not trained
+        anew: a finished one (``summary.json``) is loaded (its checkpoint's weights, the
+        best-validation ones under ``test_eval = "best-val"``, and history) and the callbacks'
+        ``on_fit_end`` get its summary, as at the end of training (so
+        :class:`~.selection.BestValPredictions` recomputes its per-image vector, which is
+        deterministic); an unfinished one continues through :meth:`Trainer.resume`. Either
+        way the run's config must equal the one asked for (else a one-line ConfigError)."""
+        run_dir = self.out_dir / "runs" / f"{arm}-s{seed}"
+        config = replace(cfg, seed=seed, out_dir=str(self.out_dir / "runs"), device=self.device)
+        every = [*callbacks, StepTimer()]
+        resumed = self.resume and (run_dir / RunDir.CHECKPOINT).is_file()
+        finished = resumed and (run_dir / RunDir.SUMMARY).is_file()
+        if resumed:
+            trainer = Trainer.resume(
+                run_dir, progress=self.progress, method=method, datasets=datasets,
+                callbacks=every, device=self.device,
+            )  # fmt: skip
+            _check_same_run(run_dir, trainer.config, config, method)
+        else:
+            trainer = Trainer(config, method=method, datasets=datasets, callbacks=every,
+                              run_dir=run_dir, progress=self.progress)  # fmt: skip
+        if finished:
+            summary = RunDir(run_dir).read_json(RunDir.SUMMARY)
+            for cb in trainer.callbacks:
+                cb.on_fit_end(trainer, summary)
+        else:
+            summary = trainer.fit()
         self.runs_done += 1
         if self.log:
             m = trainer.task.metric
@@ -122,8 +144,9 @@ class ExperimentContext:
             shown = f"{m} {value:.4g}" if isinstance(value, float) else f"{m} n/a"
             # a forked worker counts its own runs; say which worker it is
             who = f" (worker {os.getpid()})" if os.getpid() != self.pid else ""
+            done = "loaded (finished before)" if finished else "done"
             print(
-                f"[{self.out_dir.name}] run {self.runs_done}{who} done: {arm}-s{seed}, {shown}, "
+                f"[{self.out_dir.name}] run {self.runs_done}{who} {done}: {arm}-s{seed}, {shown}, "
                 f"{trainer.wall_time_s:.0f} s ({time.perf_counter() - self.started:.0f} s "
                 "since the start)",
                 file=sys.stderr,
@@ -142,6 +165,35 @@ class ExperimentContext:
         if self.workers > 1:
             self.runs_done += len(jobs) * len(seeds)
         return done
+
+
+_FILLED_BY_THE_RUN = ("out_dir", "device", "threads", "data_root")
+"""Config fields a resumed run may differ in: where it writes and computes, not what it is."""
+
+
+def _check_same_run(
+    run_dir: Path, saved: TrainConfig, asked: TrainConfig, method: object = None
+) -> None:
+    """Refuse to resume or load the run in ``run_dir`` when its config differs from the one
+    the experiment asks for now (changed settings or code). Fields the assembly fills in
+    (left empty in ``asked``) and :data:`_FILLED_BY_THE_RUN` are not compared; a ``method``
+    given as an instance records its own name and options, so those compare only when the
+    method is named by the config."""
+    skip = set(_FILLED_BY_THE_RUN)
+    if method is not None and not isinstance(method, str):
+        skip |= {"method", "method_options"}
+    have, want = saved.to_dict(), asked.to_dict()
+    differ = [
+        k for k, v in want.items()
+        if k not in skip and v not in ("", None, [], {}) and have.get(k) != v
+    ]  # fmt: skip
+    if differ:
+        k = differ[0]
+        raise ConfigError(
+            f"{run_dir} was trained with {k} = {have.get(k)!r}, the experiment now asks for "
+            f"{want[k]!r} ({len(differ)} field(s) differ); resume it with the settings and code "
+            "it started with, or start a new experiment"
+        )
 
 
 class Experiment(ABC):
@@ -228,6 +280,65 @@ def seed_notes(report: Report) -> list[str]:
     return notes
 
 
+SETTINGS = "settings.json"
+"""The experiment folder's record of what it runs: name, quick, seeds, device, workers, and
+``commits`` (every commit it ran under: the start and each resume)."""
+
+
+def _start_folder(folder: Path, settings: dict[str, Any]) -> list[str | None]:
+    """Create the report folder of a new experiment and record its settings atomically;
+    returns the commits it has run under (this one)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
+        raise ConfigError(
+            f"cannot create the report folder {folder}: {exc.strerror}; choose another --out-dir"
+        ) from None
+    commits = [git_commit()[0]]
+    _write_settings(folder, {**settings, "commits": commits})
+    return commits
+
+
+def _write_settings(folder: Path, record: dict[str, Any]) -> None:
+    atomic_write_bytes(folder / SETTINGS, (json.dumps(record, indent=2) + "\n").encode())
+
+
+def _resume_folder(folder: Path, settings: dict[str, Any]) -> list[str | None]:
+    """Check that ``folder`` is an unfinished experiment started with ``settings``, record
+    this resume's commit in its settings, and return every commit it has run under. A
+    finished folder (``report.json`` written) is refused: there is nothing to resume."""
+    path = folder / SETTINGS
+    if not folder.is_dir():
+        raise ConfigError(f"--resume {folder}: no such experiment folder")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"--resume {folder}: no {SETTINGS}; it is not an experiment folder this version "
+            "started (or it was started before experiments could resume)"
+        ) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--resume {folder}: cannot read {SETTINGS}: {exc}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"--resume {folder}: {SETTINGS} does not hold a JSON object")
+    differ = [k for k, v in settings.items() if saved.get(k) != v]
+    if differ:
+        shown = ", ".join(f"{k} {saved.get(k)!r} (now {settings[k]!r})" for k in differ)
+        raise ConfigError(
+            f"--resume {folder}: it was started with {shown}; resume with the same settings"
+        )
+    if (folder / "report.json").exists():
+        raise ConfigError(
+            f"--resume {folder}: the experiment is finished (report.json is written); nothing "
+            "to resume. Start a new one to run it again"
+        )
+    commits = saved.get("commits")
+    commits = list(commits) if isinstance(commits, list) else []
+    commits.append(git_commit()[0])
+    _write_settings(folder, {**saved, "commits": commits})
+    return commits
+
+
 def run_experiment(
     name: str,
     quick: bool = False,
@@ -236,6 +347,7 @@ def run_experiment(
     progress: bool = True,
     workers: int = 1,
     device: str = "cpu",
+    resume: str | Path | None = None,
 ) -> tuple[Report, Path]:
     """Run experiment ``name``; returns the report and the folder it was written to.
 
@@ -243,6 +355,14 @@ def run_experiment(
     ``workers`` > 1 is for experiments with :attr:`Experiment.parallel_runs`. ``device``: where
     every arm trains and is timed (resolved here: a GPU that is not there is refused before any
     run); the report's setup records it.
+
+    The folder records its settings (name, quick, seeds, device, workers) in
+    ``settings.json`` when it starts. ``resume`` (a folder an interrupted run left) continues
+    it instead of starting a new one (``out_dir`` is then unused): the settings must be the
+    ones it started with (else a one-line ConfigError); finished runs are loaded, checkpointed
+    ones resumed (:meth:`ExperimentContext.train`); the rest (attacks, sweeps, timing) simply
+    runs again. A finished folder is refused. ``command.json`` lists every commit the
+    experiment ran under, and the report's setup says so when there were several.
     """
     cls = EXPERIMENTS.get(name)
     if seeds is None:
@@ -263,17 +383,20 @@ def run_experiment(
             "--workers forks processes, which cannot share a CUDA context; use --workers 1 "
             "with a GPU (its runs are fast enough one after another)"
         )
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    folder = Path(out_dir) / f"{name}{'-quick' if quick else ''}-{stamp}"
+    settings = {
+        "name": name, "quick": quick, "seeds": seeds, "device": str(where), "workers": workers,
+    }  # fmt: skip
+    if resume is not None:
+        folder = Path(resume)
+        commits = _resume_folder(folder, settings)
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        folder = Path(out_dir) / f"{name}{'-quick' if quick else ''}-{stamp}"
+        commits = _start_folder(folder, settings)
     ctx = ExperimentContext(
-        folder, quick, list(range(seeds)), progress, workers=workers, device=str(where)
-    )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError, PermissionError) as exc:
-        raise ConfigError(
-            f"cannot create the report folder {folder}: {exc.strerror}; choose another --out-dir"
-        ) from None
+        folder, quick, list(range(seeds)), progress, workers=workers, device=str(where),
+        resume=resume is not None,
+    )  # fmt: skip
     before = machine_state()
     start = time.perf_counter()
     report = cls().run(ctx)
@@ -284,6 +407,15 @@ def run_experiment(
     report.setup["device"] = describe_device(where)
     report.setup["wall_time_s"] = round(time.perf_counter() - start, 1)
     report.setup["versions"] = versions()
+    if resume is not None:
+        report.setup["resumed"] = len(commits) - 1
+        report.setup["wall_time_s_note"] = "this session only: the experiment was resumed"
+    if len(set(commits)) > 1:
+        report.setup["commits"] = commits
+        report.notes.append(
+            f"The experiment ran under {len(set(commits))} commits (it was interrupted and "
+            f"resumed): {', '.join(str(c)[:12] for c in commits)}; command.json lists them."
+        )
     report.notes.extend(seed_notes(report))
     if quick:
         report.held = None
@@ -295,5 +427,8 @@ def run_experiment(
     )
     device = report.setup.get("device") if isinstance(report.setup.get("device"), str) else None
     record = provenance(command, device)
+    record["commits"] = commits
+    if resume is not None:
+        record["resumed"] = f"--resume {folder}, {len(commits) - 1} time(s)"
     atomic_write_bytes(folder / "command.json", json.dumps(record, indent=2).encode())
     return report, folder
