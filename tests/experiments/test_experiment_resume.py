@@ -1,0 +1,112 @@
+"""Resumable experiments: the folder records its settings at start; a resume continues it
+(finished runs loaded, checkpointed ones resumed) and ends with the report an uninterrupted
+run writes; other settings, or a finished folder, are refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spikeweave.errors import ConfigError
+from spikeweave.experiments import ExperimentContext, run_experiment
+from spikeweave.training import Callback
+
+
+class _KilledError(Exception):
+    pass
+
+
+class _DieAtEpoch(Callback):
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_start(self, trainer, epoch):
+        if epoch == self.epoch:
+            raise _KilledError
+
+
+def _kill_at_run(monkeypatch, n, epoch=None):
+    """Make the n-th run of the experiment die: at its start (epoch None: the runs before it
+    are finished, it has nothing) or at the start of its ``epoch`` (a checkpoint, no summary)."""
+    train = ExperimentContext.train
+    calls = []
+
+    def dying(self, arm, cfg, seed, *args, callbacks=(), **kw):
+        calls.append(arm)
+        if len(calls) == n:
+            if epoch is None:
+                raise _KilledError
+            callbacks = [*callbacks, _DieAtEpoch(epoch)]
+        return train(self, arm, cfg, seed, *args, callbacks=callbacks, **kw)
+
+    monkeypatch.setattr(ExperimentContext, "train", dying)
+
+
+def _killed_folder(tmp_path, monkeypatch, n, epoch=None, **kw):
+    kw = {"quick": True, "seeds": 1, "progress": False, **kw}
+    with monkeypatch.context() as m:
+        _kill_at_run(m, n, epoch)
+        with pytest.raises(_KilledError):
+            run_experiment("klif-vs-lif", out_dir=tmp_path, **kw)
+    (folder,) = tmp_path.iterdir()
+    return folder
+
+
+def test_a_resume_with_other_settings_is_refused_and_settings_are_recorded(tmp_path, monkeypatch):
+    folder = _killed_folder(tmp_path, monkeypatch, 1)
+    settings = json.loads((folder / "settings.json").read_text())
+    assert {k: settings[k] for k in ("name", "quick", "seeds", "device", "workers")} == {
+        "name": "klif-vs-lif", "quick": True, "seeds": 1, "device": "cpu", "workers": 1,
+    }  # fmt: skip
+    assert len(settings["commits"]) == 1
+    with pytest.raises(ConfigError, match="started with seeds 1 \\(now 2\\)"):
+        run_experiment("klif-vs-lif", quick=True, seeds=2, resume=folder, progress=False)
+    with pytest.raises(ConfigError, match="started with name 'klif-vs-lif'"):
+        run_experiment("reset-dependency", quick=True, seeds=1, resume=folder, progress=False)
+    with pytest.raises(ConfigError, match="no settings.json"):
+        run_experiment("klif-vs-lif", quick=True, seeds=1, resume=tmp_path, progress=False)
+
+
+def test_a_finished_experiment_folder_is_refused_for_resuming(tmp_path, monkeypatch):
+    folder = _killed_folder(tmp_path, monkeypatch, 1)
+    (folder / "report.json").write_text("{}")  # what a finished experiment leaves
+    with pytest.raises(ConfigError, match="finished .*nothing to resume"):
+        run_experiment("klif-vs-lif", quick=True, seeds=1, resume=folder, progress=False)
+
+
+def _same_reports(a, b):
+    ra, rb = (json.loads((f / "report.json").read_text()) for f in (a, b))
+    assert ra["per_image"] == rb["per_image"]
+    for key in ("test_accuracy_at_best_val", "best_epoch", "curves", "chosen", "n_test"):
+        assert ra["results"][key] == rb["results"][key], key
+    assert ra["verdict"] == rb["verdict"] and ra["held"] == rb["held"]
+    accuracy = [(p["name"], p["status"], p["estimate"], p["interval"]) for p in ra["parts"]
+                if p["unit"] == "points"]  # fmt: skip
+    assert accuracy == [(p["name"], p["status"], p["estimate"], p["interval"])
+                        for p in rb["parts"] if p["unit"] == "points"]  # fmt: skip
+    return ra, rb
+
+
+@pytest.mark.slow
+def test_an_experiment_killed_mid_run_and_resumed_reports_as_an_uninterrupted_one(
+    tmp_path, monkeypatch
+):
+    _, whole = run_experiment("klif-vs-lif", quick=True, seeds=1, out_dir=tmp_path / "whole",
+                              progress=False)  # fmt: skip
+    # runs 1-3 finish; run 4 dies at the start of its second epoch (a checkpoint, no summary)
+    folder = _killed_folder(tmp_path / "cut", monkeypatch, 4, epoch=2)
+    runs = folder / "runs"
+    finished = sorted(p.name for p in runs.iterdir() if (p / "summary.json").exists())
+    cut = [p.name for p in runs.iterdir() if not (p / "summary.json").exists()]
+    assert len(finished) == 3 and len(cut) == 1
+    before = {n: (runs / n / "checkpoint.safetensors").stat().st_mtime_ns for n in finished}
+    _, again = run_experiment("klif-vs-lif", quick=True, seeds=1, resume=folder, progress=False)
+    assert again == folder
+    # the finished runs were loaded, not trained again
+    assert all((runs / n / "checkpoint.safetensors").stat().st_mtime_ns == t
+               for n, t in before.items())  # fmt: skip
+    _, resumed = _same_reports(whole, folder)
+    command = json.loads((folder / "command.json").read_text())
+    assert len(command["commits"]) == 2 and "resumed" in command
+    assert resumed["setup"]["resumed"] == 1
