@@ -101,7 +101,13 @@ def settings_for(quick: bool) -> BioLeaFSettings:
 
 class SelfPredictingProbe(Callback):
     """Measures the apical mismatch on fixed test images without a target at the start, at
-    the end of the self-predicting phase, at the end, and in the ideal self-predicting state."""
+    the end of the self-predicting phase, at the end, and in the ideal self-predicting state.
+
+    The probes taken during training are kept in the run directory (:data:`PROBE_FILE`), so a
+    run resumed after an interruption, or a finished run an experiment resumes and loads,
+    reports the probes its training took."""
+
+    PROBE_FILE = "self_predicting_probe.json"
 
     def __init__(self, samples: int = 256) -> None:
         self.samples = samples
@@ -114,18 +120,41 @@ class SelfPredictingProbe(Callback):
         net = model if model is not None else trainer.model
         self.values[key], self.topdown[key] = apical_on(net, self._x, trainer.config.steps)
 
+    def _sample(self, trainer: Trainer) -> None:
+        if self._x is None:
+            n = min(self.samples, len(trainer.test_set))
+            self._x = torch.stack([trainer.test_set[i][0] for i in range(n)]).to(trainer.device)
+
+    def _save(self, trainer: Trainer) -> None:
+        if trainer.dist.is_main:
+            record = {"values": self.values, "topdown": self.topdown}
+            trainer.rundir.write_json(self.PROBE_FILE, record)
+
+    def _load(self, trainer: Trainer) -> None:
+        """The probes a resumed run took before it was interrupted."""
+        record = trainer.rundir.read_json(self.PROBE_FILE)
+        self.values = dict(record.get("values", {}))
+        self.topdown = dict(record.get("topdown", {}))
+
     def on_fit_start(self, trainer):  # noqa: D102
-        n = min(self.samples, len(trainer.test_set))
-        self._x = torch.stack([trainer.test_set[i][0] for i in range(n)]).to(trainer.device)
+        self._sample(trainer)
+        if trainer.history:  # resumed: its initial (and maybe self-predicting) probes were taken
+            self._load(trainer)
+            return
         self._probe(trainer, "initial")
+        self._save(trainer)
 
     def on_batch_end(self, trainer, epoch, batch, loss):  # noqa: D102
         if "self-predicting" not in self.values and int(trainer.model.batches_seen) == (
             trainer.method.options.self_predict_batches
         ):
             self._probe(trainer, "self-predicting")
+            self._save(trainer)
 
     def on_fit_end(self, trainer, summary):  # noqa: D102
+        self._sample(trainer)
+        if "initial" not in self.values:  # a finished run loaded, not trained, here
+            self._load(trainer)
         self._probe(trainer, "final")
         ideal = copy.deepcopy(trainer.model)
         ideal.set_self_predicting()
