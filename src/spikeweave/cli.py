@@ -558,6 +558,7 @@ def evaluate(
     RunDir(run_dir).check_not_link()  # before the evaluation, which can take a while
     result = {f"{split}_{k}": v for k, v in run.evaluate(split).items()}
     result["epoch"] = run.epoch
+    result["weights_epoch"] = run.weights_epoch
     result["device"] = str(run.device)
     result["loss_name"] = run.loss.name
     RunDir(run_dir).write_json(RunDir.EVAL, result)
@@ -567,6 +568,11 @@ def evaluate(
     typer.echo(
         f"{split} {metric} {shown}  loss {result[f'{split}_loss']:.4f} ({run.loss.name}), "
         f"epoch {run.epoch}"
+        + (
+            f" (weights of its best validation epoch {run.weights_epoch})"
+            if run.weights_epoch != run.epoch
+            else ""
+        )
     )
 
 

@@ -214,7 +214,9 @@ def test_best_val_run_tests_once_on_the_best_validation_weights_it_ends_with(tmp
     assert "best_test_accuracy" not in summary  # no per-epoch test to take a best of
     assert_same(checkpoint_weights(run)[0], weights.seen[2])
     # the summary's test accuracy is the best-val checkpoint evaluated on test
-    tested = load_run(run).evaluate("test")
+    loaded = load_run(run)
+    assert (loaded.epoch, loaded.weights_epoch) == (5, 2)  # trained 5, holds epoch 2's
+    tested = loaded.evaluate("test")
     assert summary["test_accuracy"] == summary["test_accuracy_at_best_val"]
     assert tested["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-12)
     assert tested["loss"] == pytest.approx(summary["test_loss"])

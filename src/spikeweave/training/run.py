@@ -308,9 +308,12 @@ class Run:
         model: the network, ``[T, B, ...] -> [T, B, outputs]``, in eval mode.
         task: readout, loss and metrics of the run.
         method: the training method (for its loss and options; not used for inference).
-        epoch: the epoch of the loaded checkpoint.
+        epoch: the epoch of the loaded checkpoint (the epochs trained).
         device: where the model is (:func:`load_run`'s ``device``); ``forward`` and ``predict``
             take batches from anywhere and return results on this device.
+        weights_epoch: the epoch whose weights the model holds: ``epoch``, or the best
+            validation epoch for a run that ended with those weights (early stopping,
+            ``test_eval = "best-val"``; the summary's ``weights_epoch``).
     """
 
     path: Path
@@ -320,6 +323,11 @@ class Run:
     method: TrainingMethod
     epoch: int
     device: torch.device = torch.device("cpu")
+    weights_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.weights_epoch is None:
+            self.weights_epoch = self.epoch
 
     @property
     def loss(self) -> Loss:
@@ -456,7 +464,9 @@ def _named_data(run: Run) -> bool:
 def load_run(
     run_dir: str | Path, method: TrainingMethod | None = None, device: str | torch.device = "cpu"
 ) -> Run:
-    """The run in ``run_dir`` at its latest checkpoint, its model on ``device`` (default the
+    """The run in ``run_dir`` at its latest checkpoint (for a run that ended with its best
+    validation epoch's weights, early stopping or ``test_eval = "best-val"``, those weights:
+    :attr:`Run.weights_epoch`), its model on ``device`` (default the
     CPU, wherever the run trained; ``auto``, ``cuda``, ``cuda:N`` as for training; a GPU that
     is not there is a one-line ``ConfigError``). Checkpoints hold CPU tensors, so a run
     trained on a GPU loads on a CPU and the reverse. The returned config records ``device``.
@@ -479,7 +489,10 @@ def load_run(
     load_model_state(parts.model, tensors, path)
     load_method_state(parts.method, tensors, meta, path, parts.device)
     parts.model.eval()
+    # the last row's weights_epoch: the run ended holding its best validation epoch's weights
+    last = meta["history"][-1] if meta["history"] else {}
+    held = last.get("weights_epoch") if isinstance(last, dict) else None
     return Run(
         rundir.path, parts.config, parts.model, parts.task, parts.method, int(meta["epoch"]),
-        parts.device,
+        parts.device, int(held) if isinstance(held, int) and not isinstance(held, bool) else None,
     )  # fmt: skip
