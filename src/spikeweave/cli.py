@@ -460,8 +460,9 @@ def _refuse_finished_early(trainer: Any, resume: Path) -> None:
     held = trainer.history[-1].get("weights_epoch") if trainer.history else None
     if held is None or not (trainer.run_dir / RunDir.SUMMARY).exists():
         return
+    why = "test_eval best-val" if not trainer.config.early_stopping else "early stopping"
     raise ConfigError(
-        f"{resume} is finished: early stopping ended it after epoch {trainer.epoch} with the "
+        f"{resume} is finished: {why} ended it after epoch {trainer.epoch} with the "
         f"weights of its best validation epoch {held}; train a new run to change it"
     )
 
