@@ -342,3 +342,17 @@ def test_read_records_of_best_val_runs_use_validation_curves(trained_best_val):
     assert read.curve_split == "val" and read.curve_label == "validation"
     assert read.curves["A"] == [[r["val_accuracy"] for r in trainer.history]]
     assert read.accuracy["A"] == [pytest.approx(float(picks.correct.mean()))]
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_experiment_settings_evaluate_test_once_at_the_best_validation_epoch(quick):
+    from spikeweave.experiments import bioleaf_vs_bp, klif_vs_lif, oscillation_defense
+    from spikeweave.experiments import reset_dependency as reset
+
+    configs = [
+        klif_vs_lif.settings_for(quick).base,
+        reset._settings(quick)[2].config,
+        oscillation_defense._settings(quick)["config"],
+        *bioleaf_vs_bp._configs(bioleaf_vs_bp.settings_for(quick), "runs").values(),
+    ]
+    assert all(c.test_eval == "best-val" for c in configs)
