@@ -38,8 +38,9 @@ Design (issues 17 and 29):
 - learned values at the best validation epoch: k per layer and the effective leak
   k·(1 − 1/τ), PLIF's τ, the learned width.
 
-Cost of the full run on the project's 2-core CPU: about 8–9 hours with ``--workers 2`` (one
-torch thread per run); :data:`FULL_TRAIN_SIZE` gives the measurement it was estimated from.
+Cost of the full run on the project's 2-core CPU: about 5–6 hours with ``--workers 2`` (one
+torch thread per run; 8–9 hours before test was evaluated only once per run);
+:data:`FULL_TRAIN_SIZE` gives the measurement it was estimated from.
 """
 
 from __future__ import annotations
@@ -107,8 +108,13 @@ AdamW) and 4.4–5.5 ms per evaluated image, and every epoch scores the 5,000 va
 --val-fraction 0.0833333333333 --train-size 2000 --threads 1`` took 76 s of process CPU time,
 user + system, for its epoch of 2,000 training and 15,000 evaluated images). The run is
 42 runs × 10 epochs (17 tuning runs, 25 evaluation runs), the learnable-width arm slower (its
-own per-step loop): about 15–18 CPU hours, **about 8–9 hours with** ``--workers 2``. Evaluation,
-not training, dominates: a smaller subset would save little."""
+own per-step loop): about 15–18 CPU hours when every epoch scored test too. With ``test_eval =
+"best-val"`` an epoch scores only the 5,000 validation images (26.7 s of CPU time measured,
+against 78 s for validation and test) and each run scores the test set once (51.4 s): a run
+is about 10 × 77 s + 51 s instead of 10 × 128 s, two thirds of the time; about 10–11.5 CPU
+hours, **about 5–6 hours with** ``--workers 2``. (Timing of that split:
+``python benchmarks/bench_test_eval.py --train-size 1000``, process CPU time, conv net T = 4,
+one torch thread, 2026-12-07: 6.2 s, 26.7 s, 51.4 s.)"""
 
 
 def compiled_backend(device: str) -> str:

@@ -10,7 +10,7 @@ on full Fashion-MNIST (5,000 validation images held out of the 60,000 training i
 stratified; the 10,000 test images whole; the MLP trains on all of the remaining 55,000, the
 conv net on a CPU on a stated subset of :data:`CONV_TRAIN_SIZE` of them, fixed seed,
 ``TrainConfig.train_size``, on a GPU on all; ``--quick``: digits). The full run takes about
-20–22 hours on the project's 2-core CPU with ``--workers 2`` (:data:`CONV_TRAIN_SIZE` gives the
+18–20 hours on the project's 2-core CPU with ``--workers 2`` (:data:`CONV_TRAIN_SIZE` gives the
 measurement), most of it the conv net's inference sweeps over the 10,000 test images:
 
 - the MLP with the analog image repeated every step (direct input);
@@ -93,10 +93,14 @@ Chosen from the measured cost (process CPU time, one torch thread, the project's
 × 15 epochs on every training image are about 4 CPU hours. Conv net with average pooling: 1.2
 (T = 1) to 12.7 (T = 8) ms per training image and up to 8.7 ms per evaluated image at T = 8
 (5,000 validation + 10,000 test images every epoch): with 10,000 training images its 7 arms ×
-5 seeds × 8 epochs are about 7.5 CPU hours. The inference sweeps dominate: every converted
-conv net is scored on all 10,000 test images at T = 1 … 128 (255 steps, about 1.1 ms per image
-and step), about 45 minutes per network, 4 networks × 5 seeds, in the parent process: about
-15 hours alone. In all **about 20–22 hours with** ``--workers 2``."""
+5 seeds × 8 epochs were about 7.5 CPU hours. With ``test_eval = "best-val"`` each run scores
+the test set once instead of every epoch: 7 of 8 test passes saved, at T = 4 about 51 s each
+(measured, process CPU time, 10,000 test images, conv net T = 4, one torch thread,
+2026-12-07), so about 3 CPU hours less over the 35 runs: about 4.5 CPU hours. The inference
+sweeps dominate: every converted conv net is scored on all 10,000 test images at T = 1 … 128
+(255 steps, about 1.1 ms per image and step), about 45 minutes per network, 4 networks × 5
+seeds, in the parent process: about 15 hours alone. In all **about 18–20 hours with**
+``--workers 2`` (20–22 before test was scored once per run)."""
 NOISY_NET = "noisy → IF"
 
 

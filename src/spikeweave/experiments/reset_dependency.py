@@ -184,10 +184,15 @@ out of Fashion-MNIST's 60,000).
 
 Chosen from the measured cost (process CPU time, one torch thread, the project's 2-core CPU,
 2026-12-07): the conv net at T = 4 costs about 5 ms per training image and 4.4–5.5 ms per
-evaluated image (5,000 validation + 10,000 test images every epoch), so an epoch is about
-100 s of training plus 75 s of evaluation; 2 arms × 5 seeds × 8 epochs is about 4 CPU hours,
-2 hours with ``--workers 2``. With the soft-XOR sweep (about an hour in the issue-17 run) the
-full experiment takes **about 3–3.5 hours with** ``--workers 2``."""
+evaluated image. With ``test_eval = "best-val"`` an epoch scores only the 5,000 validation
+images (measured 26.7 s of process CPU time; validation and test together were 78 s) and each
+run the 10,000 test images once (51.4 s), so a run is about 8 × 127 s + 51 s (it was
+8 × 175 s): 2 arms × 5 seeds is about 3 CPU hours, 1.5 hours with ``--workers 2`` (2 hours
+before). With the soft-XOR sweep (about an hour in the issue-17 run) the full experiment
+takes **about 2.5–3 hours with** ``--workers 2`` (3–3.5 before). The measurement:
+``python benchmarks/bench_test_eval.py --train-size 1000`` (process CPU time of one
+``train_epoch`` of 1,000 images and ``evaluate`` of the validation and test splits, conv net
+T = 4, one torch thread, 2026-12-07: 6.2 s, 26.7 s, 51.4 s)."""
 
 ARMS = {"detached (usual)": True, "reset-aware": False}
 DETACHED, AWARE = ARMS
