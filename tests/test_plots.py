@@ -313,3 +313,54 @@ def test_readability_check_flags_missing_labels_title_and_legend(tmp_path: Path)
     ax.set(xlabel="time step", ylabel="neuron index", title="demo")
     ax.legend()
     assert figure_problems(fig) == []
+
+
+def _labels(ax) -> list[str]:
+    return [h.get_label() for h in ax.get_legend_handles_labels()[0]]
+
+
+def test_validation_curves_are_drawn_and_the_star_marks_the_best_validation_epoch() -> None:
+    from spikeweave.plots import training_figure
+
+    rows = _metrics(4)
+    # validation peaks at epoch 2, test keeps rising: the star must follow validation
+    for row, val in zip(rows, (0.70, 0.80, 0.75, 0.72), strict=True):
+        row["val_accuracy"], row["val_loss"] = val, 1.0 - val
+    fig = training_figure(rows)
+    ax_loss, ax_acc, _ = fig.axes
+    assert "validation" in _labels(ax_loss)
+    labels = _labels(ax_acc)
+    assert "validation" in labels and "test" in labels
+    assert [lab for lab in labels if lab.startswith("best")] == ["best validation 80.00% (epoch 2)"]
+
+
+def test_without_validation_the_star_stays_on_the_highest_test_accuracy() -> None:
+    from spikeweave.plots import training_figure
+
+    labels = _labels(training_figure(_metrics(3)).axes[1])
+    assert [lab for lab in labels if lab.startswith("best")] == ["best test 57.00% (epoch 3)"]
+
+
+def test_a_best_val_run_shows_its_one_test_point_at_the_weights_epoch(tmp_path: Path) -> None:
+    from spikeweave.plots import training_figure
+
+    rows = [
+        {"epoch": e, "train_accuracy": 0.6, "val_accuracy": v, "train_loss": 1.0, "val_loss": 1.0}
+        for e, v in ((1, 0.7), (2, 0.9), (3, 0.8))
+    ]
+    ax_acc = training_figure(rows, test_at=(2.0, 0.85)).axes[1]
+    test_line = next(line for line in ax_acc.get_lines() if line.get_label().startswith("test"))
+    assert test_line.get_label() == "test 85.00% (once, epoch 2 weights)"
+    assert list(test_line.get_xdata()) == [2.0] and list(test_line.get_ydata()) == [85.0]
+    # plot_run reads it from the summary of a best-val run, and ignores other summaries
+    (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    summary = {"test_eval": "best-val", "weights_epoch": 2, "test_accuracy": 0.85}
+    (tmp_path / "summary.json").write_text(json.dumps(summary))
+    from spikeweave.plots import _test_at
+
+    assert _test_at(tmp_path) == (2.0, 0.85)
+    _assert_png(plot_run(tmp_path)[0])
+    (tmp_path / "summary.json").write_text(json.dumps({**summary, "test_eval": None}))
+    assert _test_at(tmp_path) is None
+    (tmp_path / "summary.json").write_text("{not json")
+    assert _test_at(tmp_path) is None

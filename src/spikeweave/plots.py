@@ -28,6 +28,7 @@ __all__ = [
     "plot_run",
     "plot_spike_raster",
     "plot_training_curves",
+    "training_figure",
 ]
 
 DPI = 120
@@ -35,6 +36,7 @@ DPI = 120
 # (matplotlib's default puts green next to red). Series also differ by marker (_series_marker).
 TRAIN_COLOR = "#0072B2"  # blue
 TEST_COLOR = "#D55E00"  # vermillion
+VAL_COLOR = "#E69F00"  # orange
 LR_COLOR = "#009E73"  # bluish green
 _LAYER_COLORS = (
     "#0072B2",
@@ -396,12 +398,28 @@ def plot_training_curves(
     metrics: Sequence[Mapping[str, float]],
     path: str | Path,
     title: str | None = None,
+    test_at: tuple[float, float] | None = None,
 ) -> Path:
-    """Loss, accuracy (%) and learning rate vs epoch, one panel each; absent keys are skipped."""
+    """Loss, accuracy (%) and learning rate vs epoch, one panel each; absent keys are skipped.
+    See :func:`training_figure` for what is drawn."""
+    return _save(training_figure(metrics, title, test_at), path)
+
+
+def training_figure(
+    metrics: Sequence[Mapping[str, float]],
+    title: str | None = None,
+    test_at: tuple[float, float] | None = None,
+) -> Figure:
+    """The figure of :func:`plot_training_curves`: train, validation (``val_*``, when the run
+    holds a split out) and test curves per epoch. With validation, the star marks the best
+    validation epoch, the one a run reports; without, the highest test accuracy.
+    ``test_at`` = ``(epoch, accuracy in [0, 1])`` draws one test point: a run with
+    ``test_eval = "best-val"`` evaluates test once, on the weights of that epoch."""
     fig = _new_figure(14.0, 4.3)
     ax_loss, ax_acc, ax_lr = fig.subplots(1, 3)
 
     drew = _plot_line(ax_loss, *_series(metrics, "train_loss"), "train", TRAIN_COLOR)
+    drew |= _plot_line(ax_loss, *_series(metrics, "val_loss"), "validation", VAL_COLOR, "^")
     drew |= _plot_line(ax_loss, *_series(metrics, "test_loss"), "test", TEST_COLOR, "s")
     names = {str(r["loss_name"]) for r in metrics if isinstance(r.get("loss_name"), str)}
     ax_loss.set_title("Loss")
@@ -412,21 +430,33 @@ def plot_training_curves(
         _no_data(ax_loss)
 
     x_tr, y_tr = _series(metrics, "train_accuracy")
+    x_va, y_va = _series(metrics, "val_accuracy")
     x_te, y_te = _series(metrics, "test_accuracy")
+    test_label = "test"
+    if test_at is not None and not np.isfinite(y_te).any() and _is_number(test_at[1]):
+        x_te = np.asarray([float(test_at[0])])
+        y_te = np.asarray([float(test_at[1])])
+        test_label = f"test {100 * y_te[0]:.2f}% (once, epoch {x_te[0]:g} weights)"
     drew = _plot_line(ax_acc, x_tr, 100.0 * y_tr, "train", TRAIN_COLOR)
-    drew |= _plot_line(ax_acc, x_te, 100.0 * y_te, "test", TEST_COLOR, "s")
-    if np.isfinite(y_te).any():
-        best = int(np.nanargmax(y_te))
-        bx, by = float(x_te[best]), 100.0 * float(y_te[best])
+    drew |= _plot_line(ax_acc, x_va, 100.0 * y_va, "validation", VAL_COLOR, "^")
+    drew |= _plot_line(ax_acc, x_te, 100.0 * y_te, test_label, TEST_COLOR, "s")
+    # Selection is on validation when the run has it: star its best epoch, not test's.
+    if np.isfinite(y_va).any():
+        sx, sy, color, what = x_va, y_va, VAL_COLOR, "best validation"
+    else:
+        sx, sy, color, what = x_te, y_te, TEST_COLOR, "best test"
+    if np.isfinite(sy).any():
+        best = int(np.nanargmax(sy))
+        bx, by = float(sx[best]), 100.0 * float(sy[best])
         ax_acc.scatter(
             [bx],
             [by],
             marker="*",
             s=160,
-            color=TEST_COLOR,
+            color=color,
             edgecolor="black",
             zorder=4,
-            label=f"best test {by:.2f}% (epoch {bx:g})",
+            label=f"{what} {by:.2f}% (epoch {bx:g})",
         )
         ax_acc.annotate(
             f"{by:.2f}%",
@@ -437,13 +467,17 @@ def plot_training_curves(
             va="bottom" if by < 95.0 else "top",
             fontsize=9,
             fontweight="bold",
-            color=TEST_COLOR,
+            color=color,
         )
     ax_acc.set_title("Accuracy")
     ax_acc.set_ylabel("Accuracy (%)")
     if drew:
         ax_acc.legend(frameon=False, loc="best")
-        lo = min(float(np.nanmin(y)) for y in (100.0 * y_tr, 100.0 * y_te) if np.isfinite(y).any())
+        lo = min(
+            float(np.nanmin(y))
+            for y in (100.0 * y_tr, 100.0 * y_va, 100.0 * y_te)
+            if np.isfinite(y).any()
+        )
         ax_acc.set_ylim(max(0.0, lo - 8.0), 102.0)
     else:
         _no_data(ax_acc)
@@ -467,9 +501,10 @@ def plot_training_curves(
 
     epochs = [
         x
-        for k in ("train_loss", "test_loss", "train_accuracy", "test_accuracy", "lr")
+        for k in ("train_loss", "val_loss", "test_loss", "train_accuracy", "val_accuracy",
+                  "test_accuracy", "lr")
         for x in _series(metrics, k)[0]
-    ]
+    ]  # fmt: skip
     if epochs:
         lo, hi = min(epochs), max(epochs)
         pad = 0.5 if hi == lo else 0.03 * (hi - lo)
@@ -483,7 +518,7 @@ def plot_training_curves(
         heading += f"  ({n} epoch{'s' if n != 1 else ''}, {total_time:.1f} s)"
     fig.suptitle(heading, fontweight="bold")
     fig.tight_layout()
-    return _save(fig, path)
+    return fig
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,6 +557,27 @@ def _read_activity(path: Path) -> dict[str, torch.Tensor]:
     return load_activity(path).spikes
 
 
+_SUMMARY_LIMIT = 16 * 2**20
+"""A summary.json larger than this is not read for the plot (ours are a few kB)."""
+
+
+def _test_at(root: Path) -> tuple[float, float] | None:
+    """``(weights epoch, test accuracy)`` of a run that evaluated test once (``test_eval =
+    "best-val"``), from its summary.json; None otherwise, and when the summary is missing,
+    a link, oversized or unreadable (the plot then simply has no test point)."""
+    path = root / "summary.json"
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _SUMMARY_LIMIT:
+            return None
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(summary, dict) or summary.get("test_eval") != "best-val":
+        return None
+    epoch, acc = summary.get("weights_epoch"), summary.get("test_accuracy")
+    return (float(epoch), float(acc)) if _is_number(epoch) and _is_number(acc) else None
+
+
 def plot_run(run_dir: str | Path) -> list[Path]:
     """Write training_curves.png (+ spike_raster.png, firing_rates.png if activity) to run_dir."""
     root = refuse_linked_folder(run_dir)
@@ -533,7 +589,11 @@ def plot_run(run_dir: str | Path) -> list[Path]:
     if not metrics_path.is_file():
         raise DataError(f"{metrics_path} not found; pass a directory written by `spikeweave train`")
     metrics = _read_metrics(metrics_path)
-    written = [plot_training_curves(metrics, root / "training_curves.png", title=root.name)]
+    written = [
+        plot_training_curves(
+            metrics, root / "training_curves.png", title=root.name, test_at=_test_at(root)
+        )
+    ]
 
     activity_path = root / "activity.safetensors"
     if activity_path.is_file():
