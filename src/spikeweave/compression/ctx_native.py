@@ -1,6 +1,7 @@
-"""The compiled block coders: ``ctx_native.c`` (the ``ctx`` decoder of format version 2) and
-``ctx3_native.c`` (the ``ctx3`` encoder and decoder of version 3), each built once per machine
-and loaded by ctypes.
+"""The compiled block coders: ``ctx_native.c`` (the ``ctx`` decoder of format version 2),
+``ctx3_native.c`` (the ``ctx3`` encoder and decoder of version 3) and ``rans_native.c`` (the
+``rans`` encoder loop and decoder of version 4), each built once per machine and loaded by
+ctypes.
 
 Decoding a ``ctx`` block in Python costs one ``constriction`` call per context and sub-block
 (~0.15 M events/s on N-MNIST); the C decoder reads the same bitstream symbol by symbol at
@@ -29,8 +30,8 @@ __all__ = ["ENV", "library", "unavailable_reason", "reset"]
 
 ENV = "SPIKEWEAVE_CTX_NATIVE"
 """Set to ``0`` to decode ``ctx`` blocks in Python (constriction) only."""
-_VERSION = {"ctx": 1, "ctx3": 1}  # SF_CTX_VERSION / SF_CTX3_VERSION in the C sources
-_SOURCE = {"ctx": "ctx_native.c", "ctx3": "ctx3_native.c"}
+_VERSION = {"ctx": 1, "ctx3": 1, "rans": 1}  # SF_*_VERSION in the C sources
+_SOURCE = {"ctx": "ctx_native.c", "ctx3": "ctx3_native.c", "rans": "rans_native.c"}
 _FLAGS = ["-O2", "-shared", "-fPIC", "-ffp-contract=off", "-fno-fast-math"]
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -58,6 +59,14 @@ def _load(name: str) -> ctypes.CDLL:
         lib.sf_ctx_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, p, p]
         lib.sf_ctx_decode.restype = ctypes.c_int
         return lib
+    if name == "rans":
+        if lib.sf_rans_version() != _VERSION[name]:
+            raise RuntimeError("stale rans coder library")
+        lib.sf_rans_encode.argtypes = [p, p, i64, p, i64]
+        lib.sf_rans_encode.restype = ctypes.c_int64
+        lib.sf_rans_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, p, p]
+        lib.sf_rans_decode.restype = ctypes.c_int
+        return lib
     if lib.sf_ctx3_version() != _VERSION[name]:
         raise RuntimeError("stale ctx3 coder library")
     lib.sf_ctx3_encode.argtypes = [p, p, p, p, i64, i64, i64, ctypes.c_int32, p, i64]
@@ -69,7 +78,7 @@ def _load(name: str) -> ctypes.CDLL:
 
 def library(name: str = "ctx") -> ctypes.CDLL | None:
     """The compiled coder ``name`` (``"ctx"``: the version-2 decoder; ``"ctx3"``: the
-    version-3 encoder and decoder), built on the first call; None when it cannot be had (then
+    version-3 encoder and decoder; ``"rans"``: version 4's), built on the first call; None when it cannot be had (then
     :func:`unavailable_reason` says why)."""
     if name in _state:
         return _state[name]  # type: ignore[return-value]

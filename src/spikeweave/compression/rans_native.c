@@ -1,0 +1,258 @@
+/* The rans block coder of spikeweave.compression.ranscode, in C: the rANS encoder loop and the
+   block decoder.
+
+   It must write and read exactly the bitstream of ranscode (_rans_encode_python and
+   _decode_python: byte-wise rANS with 32-bit states in [2^23, 2^31), 12-bit frequencies, three
+   states interleaved as T, X, Y of each event; raw bits MSB first). tests/compression/
+   test_rans.py holds the two equal byte for byte. The decoder does a table lookup, a multiply
+   and a shift per symbol: no divide.
+
+   Every table is checked (symbols inside the alphabet, at least two present, frequencies
+   summing to 4096, none above MAX_FREQ) and every decoded value against the sensor, so a
+   crafted block can make wrong events (caught by the CRC-32 in Python) but never touch memory
+   out of range. Returns: encoder, the stream length (-1 buffer too small); decoder 0, 1 for
+   invalid data, 2 when out of memory. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SF_RANS_VERSION 1
+#define ZIGZAG 1
+#define DELTAS 2
+#define PROB_BITS 12
+#define PROB_SCALE (1u << PROB_BITS)
+#define MAX_FREQ (PROB_SCALE - 64)
+#define RANS_L (1u << 23)
+#define T_K 4
+#define C_K 10
+#define T_ALPHA ((1 << T_K) + 4 * (64 - T_K))
+#define C_ALPHA ((1 << C_K) + 4 * (16 - C_K))
+#define N_TABLES 9
+
+int sf_rans_version(void) { return SF_RANS_VERSION; }
+
+/* Symbols k = n_sym-1 .. 0 into lane k % 3, bytes written backwards from the end of out.
+   Returns the number of bytes written at out[cap - len .. cap). */
+int64_t sf_rans_encode(const uint16_t *freq, const uint16_t *start, int64_t n_sym, uint8_t *out,
+                       int64_t cap) {
+    uint32_t st[3] = {RANS_L, RANS_L, RANS_L};
+    uint8_t *p = out + cap;
+    int lane = (int)((n_sym - 1) % 3);
+    if (n_sym <= 0) lane = 0;
+    for (int64_t k = n_sym - 1; k >= 0; k--) {
+        uint32_t f = freq[k], s = st[lane];
+        uint32_t limit = ((RANS_L >> PROB_BITS) << 8) * f;
+        while (s >= limit) {
+            if (p == out) return -1;
+            *--p = (uint8_t)(s & 0xFF);
+            s >>= 8;
+        }
+        st[lane] = ((s / f) << PROB_BITS) + (s % f) + start[k];
+        lane = lane ? lane - 1 : 2;
+    }
+    for (int l = 2; l >= 0; l--) {
+        if (p - out < 4) return -1;
+        p -= 4;
+        p[0] = (uint8_t)st[l];
+        p[1] = (uint8_t)(st[l] >> 8);
+        p[2] = (uint8_t)(st[l] >> 16);
+        p[3] = (uint8_t)(st[l] >> 24);
+    }
+    return (int64_t)(out + cap - p);
+}
+
+typedef struct {
+    uint16_t sym, freq, off; /* off = slot - start of the symbol */
+} slot_t;
+
+/* Parse one table at data[*pos]; fill tab[4096] (when used). 0 ok, 1 invalid. */
+static int read_table(const uint8_t *data, int64_t n, int64_t *pos, int alphabet, slot_t *tab,
+                      int *used) {
+    int64_t q = *pos;
+    if (q >= n) return 1;
+    int kind = data[q++];
+    if (kind == 0) {
+        *used = 0;
+        *pos = q;
+        return 0;
+    }
+    if (kind > 2 || q + 2 > n) return 1;
+    int max_sym = data[q] | (data[q + 1] << 8);
+    q += 2;
+    int nb = (max_sym + 8) / 8;
+    if (max_sym >= alphabet || q + nb + 2 > n) return 1;
+    const uint8_t *bm = data + q;
+    q += nb;
+    /* padding bits above max_sym are zero, max_sym itself present */
+    if (!((bm[max_sym >> 3] >> (max_sym & 7)) & 1)) return 1;
+    if ((bm[nb - 1] >> ((max_sym & 7) + 1)) != 0) return 1;
+    int count = 0;
+    for (int i = 0; i < nb; i++) count += __builtin_popcount(bm[i]);
+    int implied = data[q] | (data[q + 1] << 8);
+    q += 2;
+    int k = count - 1;
+    if (k < 1 || implied > k || q + (int64_t)kind * k > n) return 1;
+    const uint8_t *fr = data + q;
+    q += (int64_t)kind * k;
+    uint32_t sum = 0;
+    for (int i = 0; i < k; i++) sum += (kind == 2 ? (uint32_t)(fr[2 * i] | (fr[2 * i + 1] << 8)) : fr[i]) + 1;
+    if (sum >= PROB_SCALE) return 1;
+    uint32_t rest = PROB_SCALE - sum;
+    if (rest > MAX_FREQ) return 1;
+    uint32_t slot = 0;
+    int idx = 0, given = 0;
+    for (int s = 0; s <= max_sym; s++) {
+        if (!((bm[s >> 3] >> (s & 7)) & 1)) continue;
+        uint32_t f;
+        if (idx == implied) f = rest;
+        else {
+            f = (kind == 2 ? (uint32_t)(fr[2 * given] | (fr[2 * given + 1] << 8)) : fr[given]) + 1;
+            given++;
+        }
+        idx++;
+        if (f > MAX_FREQ) return 1;
+        for (uint32_t j = 0; j < f; j++) {
+            tab[slot + j].sym = (uint16_t)s;
+            tab[slot + j].freq = (uint16_t)f;
+            tab[slot + j].off = (uint16_t)j;
+        }
+        slot += f;
+    }
+    *used = 1;
+    *pos = q;
+    return 0;
+}
+
+typedef struct {
+    const uint8_t *p, *end;
+    uint64_t buf;
+    int cnt;
+} bits_t;
+
+/* nb <= 32 raw bits, MSB first; sets *bad past the end */
+static inline uint64_t get_bits(bits_t *b, int nb, int *bad) {
+    while (b->cnt < nb) {
+        if (b->p >= b->end) {
+            *bad = 1;
+            return 0;
+        }
+        b->buf = (b->buf << 8) | *b->p++;
+        b->cnt += 8;
+    }
+    b->cnt -= nb;
+    return (b->buf >> b->cnt) & ((1ull << nb) - 1);
+}
+
+static inline uint64_t untoken(uint32_t tok, int k, bits_t *b, int *bad) {
+    if (tok < (1u << k)) return tok;
+    uint32_t j = tok - (1u << k);
+    int nb = (int)(j >> 2) + k - 2; /* b - 3 with b = j/4 + k + 1 */
+    uint64_t top = 4 | (j & 3);
+    uint64_t low;
+    if (nb > 32) {
+        uint64_t hi = get_bits(b, nb - 32, bad);
+        low = (hi << 32) | get_bits(b, 32, bad);
+    } else {
+        low = get_bits(b, nb, bad);
+    }
+    return (top << nb) | low;
+}
+
+#define GET(lane, tab, out)                                            \
+    do {                                                               \
+        uint32_t s_ = st[lane];                                        \
+        const slot_t *e_ = &(tab)[s_ & (PROB_SCALE - 1)];              \
+        s_ = (uint32_t)e_->freq * (s_ >> PROB_BITS) + e_->off;         \
+        while (s_ < RANS_L) {                                          \
+            if (rp >= rend) return fail(slots, 1);                     \
+            s_ = (s_ << 8) | *rp++;                                    \
+        }                                                              \
+        st[lane] = s_;                                                 \
+        out = e_->sym;                                                 \
+    } while (0)
+
+static int fail(slot_t *slots, int rc) {
+    free(slots);
+    return rc;
+}
+
+int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width, int64_t height,
+                   int32_t flags, int64_t t_first, int64_t *t_out, uint16_t *x_out,
+                   uint16_t *y_out, uint8_t *p_out) {
+    static const int alpha[N_TABLES] = {T_ALPHA, T_ALPHA, T_ALPHA, C_ALPHA, C_ALPHA,
+                                        C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA};
+    if (n_data < 1 || data[0] != 0) return 1;
+    slot_t *slots = (slot_t *)malloc(sizeof(slot_t) * PROB_SCALE * N_TABLES);
+    if (!slots) return 2;
+    /* an unused table decodes nothing: its slots stay NULL */
+    const slot_t *tab[N_TABLES];
+    int64_t pos = 1;
+    for (int i = 0; i < N_TABLES; i++) {
+        int used = 0;
+        if (read_table(data, n_data, &pos, alpha[i], slots + (size_t)i * PROB_SCALE, &used))
+            return fail(slots, 1);
+        tab[i] = used ? slots + (size_t)i * PROB_SCALE : NULL;
+    }
+    if (pos + 4 > n_data) return fail(slots, 1);
+    uint32_t r_len = (uint32_t)data[pos] | ((uint32_t)data[pos + 1] << 8) |
+                     ((uint32_t)data[pos + 2] << 16) | ((uint32_t)data[pos + 3] << 24);
+    pos += 4;
+    if (r_len < 12 || (int64_t)r_len > n_data - pos) return fail(slots, 1);
+    const uint8_t *rp = data + pos, *rend = data + pos + r_len;
+    uint32_t st[3];
+    for (int l = 0; l < 3; l++) {
+        st[l] = (uint32_t)rp[0] | ((uint32_t)rp[1] << 8) | ((uint32_t)rp[2] << 16) |
+                ((uint32_t)rp[3] << 24);
+        rp += 4;
+        if (st[l] < RANS_L) return fail(slots, 1);
+    }
+    bits_t bits = {rend, data + n_data, 0, 0};
+    int bad = 0;
+    const int zig = (flags & ZIGZAG) != 0, deltas = (flags & DELTAS) != 0;
+    uint64_t t = 0;
+    uint32_t x = 0, y = 0;
+    int prev_cls = 0;
+    const uint32_t w = (uint32_t)width, h = (uint32_t)height;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t tok, xs, ys;
+        const slot_t *tt = tab[prev_cls];
+        if (!tt) return fail(slots, 1);
+        GET(0, tt, tok);
+        uint64_t z = untoken(tok, T_K, &bits, &bad);
+        int cls = z == 0 ? 0 : (z < 16 ? 1 : 2);
+        uint64_t d = zig ? ((z >> 1) ^ (0 - (z & 1))) : z;
+        if (i == 0 && d) return fail(slots, 1);
+        t += d; /* wraps as int64 */
+        const slot_t *xt = tab[3 + cls];
+        if (!xt) return fail(slots, 1);
+        GET(1, xt, xs);
+        uint64_t vx = untoken(xs, C_K, &bits, &bad);
+        int cy;
+        if (deltas) {
+            cy = vx == 0 ? 0 : ((vx == 1 || vx == w - 1) ? 1 : 2);
+            if (vx >= w) return fail(slots, 1);
+            x = i ? (x + (uint32_t)vx) % w : (uint32_t)vx;
+        } else {
+            if (vx >= w) return fail(slots, 1);
+            x = (uint32_t)vx;
+            cy = (int)(x * 3 / w);
+        }
+        const slot_t *yt = tab[6 + cy];
+        if (!yt) return fail(slots, 1);
+        GET(2, yt, ys);
+        uint64_t vy = untoken(ys >> 1, C_K, &bits, &bad);
+        if (vy >= h) return fail(slots, 1);
+        y = (deltas && i) ? (y + (uint32_t)vy) % h : (uint32_t)vy;
+        if (bad) return fail(slots, 1);
+        t_out[i] = (int64_t)(t + (uint64_t)t_first);
+        x_out[i] = (uint16_t)x;
+        y_out[i] = (uint16_t)y;
+        p_out[i] = (uint8_t)(ys & 1);
+        prev_cls = cls;
+    }
+    free(slots);
+    /* the end: every state back at its start, every byte used, zero padding */
+    if (st[0] != RANS_L || st[1] != RANS_L || st[2] != RANS_L || rp != rend) return 1;
+    if (bits.p != bits.end || bits.cnt >= 8 || (bits.buf & ((1ull << bits.cnt) - 1))) return 1;
+    return 0;
+}
