@@ -874,6 +874,27 @@ def iter_events(
     65536 events, whatever ``chunk_events`` says); version-1 files are decoded whole, in
     pieces, and filtered."""
     view = memoryview(bytes(data) if not isinstance(data, bytes | memoryview) else data)
+    header, infos, offsets = _open(view, from_us, to_us)
+    if not set(columns) <= set(_NEEDS):
+        raise ConfigError(f"columns must be some of 'txyp', got {columns!r}")
+    ranged = from_us is not None or to_us is not None
+    if header.version >= 2:
+        blocks = _ctx_blocks(view, header, infos, offsets)
+        return header, _ctx_pieces(view, header, blocks, columns, from_us, to_us, progress)
+    decode = columns + ("t" if ranged and "t" not in columns else "")
+    tags = sorted({t for c in decode for t in _NEEDS[c] if t in infos})
+    total = sum(infos[t].raw_len for t in tags)
+    chunk = max(8, -(-int(chunk_events) // 8) * 8)  # whole bytes of the packed P stream
+    pieces = _pieces(view, header, infos, offsets, tags, decode, chunk, total, progress)
+    if ranged:
+        pieces = _filtered(pieces, columns, from_us, to_us)
+    return header, pieces
+
+
+def _open(
+    view: memoryview, from_us: int | None, to_us: int | None
+) -> tuple[Header, dict[str, StreamInfo], dict[str, int]]:
+    """:func:`_layout` with the metadata read into the header; the time range checked."""
     header, infos, offsets = _layout(view)
     meta = _read_meta(view, infos, offsets)
     header = Header(
@@ -887,22 +908,9 @@ def iter_events(
         header.header_len,
         meta,
     )
-    if not set(columns) <= set(_NEEDS):
-        raise ConfigError(f"columns must be some of 'txyp', got {columns!r}")
-    ranged = from_us is not None or to_us is not None
     if from_us is not None and to_us is not None and to_us < from_us:
         raise ConfigError(f"the time range ends ({to_us} us) before it starts ({from_us} us)")
-    if header.version >= 2:
-        blocks = _ctx_blocks(view, header, infos, offsets)
-        return header, _ctx_pieces(view, header, blocks, columns, from_us, to_us, progress)
-    decode = columns + ("t" if ranged and "t" not in columns else "")
-    tags = sorted({t for c in decode for t in _NEEDS[c] if t in infos})
-    total = sum(infos[t].raw_len for t in tags)
-    chunk = max(8, -(-int(chunk_events) // 8) * 8)  # whole bytes of the packed P stream
-    pieces = _pieces(view, header, infos, offsets, tags, decode, chunk, total, progress)
-    if ranged:
-        pieces = _filtered(pieces, columns, from_us, to_us)
-    return header, pieces
+    return header, infos, offsets
 
 
 def select_time(events: np.ndarray, from_us: int | None, to_us: int | None) -> np.ndarray:
@@ -957,6 +965,48 @@ def _coder(header: Header) -> Any:
     return _BLOCK_CODERS[_VERSION_CODEC[header.version]]
 
 
+def _ctx_chosen(
+    blocks: list[tuple[ctxcode.BlockInfo, int]], from_us: int | None, to_us: int | None
+) -> list[tuple[ctxcode.BlockInfo, int]]:
+    """The blocks whose time span meets ``[from_us, to_us)``."""
+    lo = -(1 << 63) if from_us is None else from_us
+    hi = (1 << 63) - 1 if to_us is None else to_us
+    return [(info, pos) for info, pos in blocks if info.t_max >= lo and info.t_min < hi]
+
+
+def _ctx_decode_all(
+    view: memoryview,
+    header: Header,
+    from_us: int | None,
+    to_us: int | None,
+    progress: Progress | None,
+    infos: dict[str, StreamInfo],
+    offsets: dict[str, int],
+) -> np.ndarray:
+    """The events of the blocks covering ``[from_us, to_us)``, each block decoded straight
+    into its slice of one array (joining per-block arrays cost ~20 ns an event, as much as
+    decoding a rans block), then cut to the range."""
+    blocks = _ctx_chosen(_ctx_blocks(view, header, infos, offsets), from_us, to_us)
+    coder = _coder(header)
+    total = sum(info.n for info, _ in blocks)
+    tick = _progress_counter(progress, total * _CTX_RAW)
+    events = np.empty(total, dtype=EVENT_DTYPE)
+    start = 0
+    for info, pos in blocks:
+        try:
+            coder.decode_block(
+                view[pos : pos + info.comp_len], info, header.width, header.height,
+                events[start : start + info.n],
+            )  # fmt: skip
+        except DataError as exc:
+            raise DataError(f"block at t={info.t_first} us: {exc}") from None
+        start += info.n
+        tick(info.n * _CTX_RAW)
+    if from_us is not None or to_us is not None:
+        events = select_time(events, from_us, to_us)
+    return events
+
+
 def _ctx_pieces(
     view: memoryview,
     header: Header,
@@ -966,9 +1016,7 @@ def _ctx_pieces(
     to_us: int | None,
     progress: Progress | None,
 ) -> Iterator[np.ndarray]:
-    lo = -(1 << 63) if from_us is None else from_us
-    hi = (1 << 63) - 1 if to_us is None else to_us
-    chosen = [(info, pos) for info, pos in blocks if info.t_max >= lo and info.t_min < hi]
+    chosen = _ctx_chosen(blocks, from_us, to_us)
     coder = _coder(header)
     total = sum(info.n for info, _ in chosen) * _CTX_RAW
     tick = _progress_counter(progress, total)
@@ -1081,6 +1129,11 @@ def decode_events(
     sizes no codec can produce) is a :class:`DataError` with a one-line message.
     """
     data = bytes(data)
+    if read_header(data).version >= 2:
+        view = memoryview(data)
+        header, infos, offsets = _open(view, from_us, to_us)
+        events = _ctx_decode_all(view, header, from_us, to_us, progress, infos, offsets)
+        return events, header
     n = read_header(data).n_events
     header, pieces = iter_events(
         data, chunk_events=max(n, 1), progress=progress, from_us=from_us, to_us=to_us

@@ -176,9 +176,10 @@ static int fail(slot_t *slots, int rc) {
     return rc;
 }
 
+/* Decodes straight into n packed 13-byte event records (t i64, x u16, y u16, p u8, little
+   endian: spikeweave.data.events.EVENT_DTYPE), so no column is copied afterwards. */
 int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width, int64_t height,
-                   int32_t flags, int64_t t_first, int64_t *t_out, uint16_t *x_out,
-                   uint16_t *y_out, uint8_t *p_out) {
+                   int32_t flags, int64_t t_first, uint8_t *out) {
     static const int alpha[N_TABLES] = {T_ALPHA, T_ALPHA, T_ALPHA, C_ALPHA, C_ALPHA,
                                         C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA};
     if (n_data < 1 || data[0] != 0) return 1;
@@ -213,6 +214,8 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
     uint32_t x = 0, y = 0;
     int prev_cls = 0;
     const uint32_t w = (uint32_t)width, h = (uint32_t)height;
+    /* x * 3 / w without a divide: x >= ceil(w / 3) and x >= ceil(2 w / 3) */
+    const uint32_t third1 = (w + 2) / 3, third2 = (2 * w + 2) / 3;
     for (int64_t i = 0; i < n; i++) {
         uint32_t tok, xs, ys;
         const slot_t *tt = tab[prev_cls];
@@ -231,23 +234,28 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         if (deltas) {
             cy = vx == 0 ? 0 : ((vx == 1 || vx == w - 1) ? 1 : 2);
             if (vx >= w) return fail(slots, 1);
-            x = i ? (x + (uint32_t)vx) % w : (uint32_t)vx;
+            x = i ? x + (uint32_t)vx : (uint32_t)vx; /* both < w: one subtraction wraps */
+            if (x >= w) x -= w;
         } else {
             if (vx >= w) return fail(slots, 1);
             x = (uint32_t)vx;
-            cy = (int)(x * 3 / w);
+            cy = (x >= third1) + (x >= third2);
         }
         const slot_t *yt = tab[6 + cy];
         if (!yt) return fail(slots, 1);
         GET(2, yt, ys);
         uint64_t vy = untoken(ys >> 1, C_K, &bits, &bad);
         if (vy >= h) return fail(slots, 1);
-        y = (deltas && i) ? (y + (uint32_t)vy) % h : (uint32_t)vy;
+        y = (deltas && i) ? y + (uint32_t)vy : (uint32_t)vy;
+        if (y >= h) y -= h;
         if (bad) return fail(slots, 1);
-        t_out[i] = (int64_t)(t + (uint64_t)t_first);
-        x_out[i] = (uint16_t)x;
-        y_out[i] = (uint16_t)y;
-        p_out[i] = (uint8_t)(ys & 1);
+        uint8_t *rec = out + 13 * i;
+        uint64_t tv = t + (uint64_t)t_first;
+        uint16_t xv = (uint16_t)x, yv = (uint16_t)y;
+        memcpy(rec, &tv, 8); /* little-endian hosts (linux/darwin on x86-64 and arm64) */
+        memcpy(rec + 8, &xv, 2);
+        memcpy(rec + 10, &yv, 2);
+        rec[12] = (uint8_t)(ys & 1);
         prev_cls = cls;
     }
     free(slots);

@@ -48,11 +48,13 @@ every byte used.
 from __future__ import annotations
 
 import struct
+import zlib
 
 import numpy as np
 
+from ..data.events import EVENT_DTYPE
 from ..errors import DataError
-from .ctxcode import BlockInfo, _columns_crc
+from .ctxcode import BlockInfo
 
 __all__ = [
     "BLOCK_EVENTS",
@@ -340,8 +342,7 @@ def encode_block(
             best = (mode, payload)
     mode, payload = best  # type: ignore[misc]
     info = BlockInfo(
-        n, int(t[0]), int(t.min()), int(t.max()), len(payload), _columns_crc(t, x, y, p),
-        flags | mode,
+        n, int(t[0]), int(t.min()), int(t.max()), len(payload), zlib.crc32(payload), flags | mode
     )  # fmt: skip
     return info, payload
 
@@ -483,40 +484,37 @@ def decode_block(
     *,
     native: bool | None = None,
 ) -> None:
-    """Decode one block into ``out`` [info.n] (EVENT_DTYPE), checking its CRC-32.
+    """Decode one block into ``out`` [info.n] (EVENT_DTYPE), checking its CRC-32 first.
 
     ``native``: True uses the compiled decoder (DataError when it cannot be had), False the
     Python reference, None the compiled one when available; both give the same events."""
     check_block(info, "block")
     if len(payload) != info.comp_len:
         raise DataError("rans block: payload length differs from its record (corrupt file)")
+    if zlib.crc32(payload) != info.crc:
+        raise DataError("rans block: checksum mismatch (the file is corrupt)")
     lib = _library(native)
     n = info.n
     if lib is not None:
         data = np.frombuffer(payload, dtype=np.uint8)
-        t = np.empty(n, dtype=np.int64)
-        x = np.empty(n, dtype=np.uint16)
-        y = np.empty(n, dtype=np.uint16)
-        p = np.empty(n, dtype=np.uint8)
+        direct = out.dtype == EVENT_DTYPE and out.flags.c_contiguous and out.size == n
+        dest = out if direct else np.empty(n, dtype=EVENT_DTYPE)
         rc = lib.sf_rans_decode(
             data.ctypes.data, data.size, n, width, height, info.flags, info.t_first,
-            t.ctypes.data, x.ctypes.data, y.ctypes.data, p.ctypes.data,
+            dest.ctypes.data,
         )  # fmt: skip
         if rc == 2:
             raise DataError("rans block: out of memory while decoding")
         if rc:
             raise DataError("rans block: invalid rANS data (corrupt file)")
-    else:
-        ts, xs, ys, ps = _decode_python(bytes(payload), n, width, height, info.flags)
-        t = np.array(ts, dtype=np.int64)
-        with np.errstate(over="ignore"):
-            t += np.int64(info.t_first)
-        x = np.array(xs, dtype=np.uint16)
-        y = np.array(ys, dtype=np.uint16)
-        p = np.array(ps, dtype=np.uint8)
-    if _columns_crc(t, x, y, p) != info.crc:
-        raise DataError("rans block: checksum mismatch (the file is corrupt)")
+        if not direct:
+            out[...] = dest
+        return
+    ts, xs, ys, ps = _decode_python(bytes(payload), n, width, height, info.flags)
+    t = np.array(ts, dtype=np.int64)
+    with np.errstate(over="ignore"):
+        t += np.int64(info.t_first)
     out["t"] = t
-    out["x"] = x
-    out["y"] = y
-    out["p"] = p
+    out["x"] = xs
+    out["y"] = ys
+    out["p"] = ps
