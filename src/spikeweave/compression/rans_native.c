@@ -2,10 +2,13 @@
    block decoder.
 
    It must write and read exactly the bitstream of ranscode (_rans_encode_python and
-   _decode_python: byte-wise rANS with 32-bit states in [2^23, 2^31), 12-bit frequencies, three
-   states interleaved as T, X, Y of each event; raw bits MSB first). tests/compression/
-   test_rans.py holds the two equal byte for byte. The decoder does a table lookup, a multiply
-   and a shift per symbol: no divide.
+   _decode_python: rANS with 32-bit states in [2^16, 2^32) renormalised by 16-bit words, 12-bit
+   frequencies, three states interleaved as T, X, Y of each event; raw bits MSB first).
+   tests/compression/test_rans.py holds the two equal byte for byte. The decoder does a table
+   lookup, a multiply and a shift per symbol, no divide, and is written without data-dependent
+   branches where the data is unpredictable (a symbol reads at most one word, selected, not
+   looped; the raw bits come from one unaligned 64-bit load): mispredicted branches, not the
+   arithmetic, were most of its time.
 
    Every table is checked (symbols inside the alphabet, at least two present, frequencies
    summing to 4096, none above MAX_FREQ) and every decoded value against the sensor, so a
@@ -22,12 +25,13 @@
 #define PROB_BITS 12
 #define PROB_SCALE (1u << PROB_BITS)
 #define MAX_FREQ (PROB_SCALE - 64)
-#define RANS_L (1u << 23)
+#define RANS_L (1u << 16)
 #define T_K 4
 #define C_K 10
 #define T_ALPHA ((1 << T_K) + 4 * (64 - T_K))
 #define C_ALPHA ((1 << C_K) + 4 * (16 - C_K))
 #define N_TABLES 9
+#define PAD 48 /* zero bytes after each copied stream: more than one event can read past it */
 
 int sf_rans_version(void) { return SF_RANS_VERSION; }
 
@@ -41,11 +45,13 @@ int64_t sf_rans_encode(const uint16_t *freq, const uint16_t *start, int64_t n_sy
     if (n_sym <= 0) lane = 0;
     for (int64_t k = n_sym - 1; k >= 0; k--) {
         uint32_t f = freq[k], s = st[lane];
-        uint32_t limit = ((RANS_L >> PROB_BITS) << 8) * f;
-        while (s >= limit) {
-            if (p == out) return -1;
-            *--p = (uint8_t)(s & 0xFF);
-            s >>= 8;
+        uint32_t limit = ((RANS_L >> PROB_BITS) << 16) * f;
+        if (s >= limit) {
+            if (p - out < 2) return -1;
+            p -= 2;
+            p[0] = (uint8_t)s;
+            p[1] = (uint8_t)(s >> 8);
+            s >>= 16;
         }
         st[lane] = ((s / f) << PROB_BITS) + (s % f) + start[k];
         lane = lane ? lane - 1 : 2;
@@ -123,39 +129,40 @@ static int read_table(const uint8_t *data, int64_t n, int64_t *pos, int alphabet
     return 0;
 }
 
+/* The raw bits, copied into a buffer with PAD zero bytes after them: the decoder checks the
+   position once per event, and an event reads at most 3 x 61 bits, so every unaligned 64-bit
+   load stays inside the buffer. */
 typedef struct {
-    const uint8_t *p, *end;
-    uint64_t buf;
-    int cnt;
+    const uint8_t *buf;
+    uint64_t pos;
 } bits_t;
 
-/* nb <= 32 raw bits, MSB first; sets *bad past the end */
-static inline uint64_t get_bits(bits_t *b, int nb, int *bad) {
-    while (b->cnt < nb) {
-        if (b->p >= b->end) {
-            *bad = 1;
-            return 0;
-        }
-        b->buf = (b->buf << 8) | *b->p++;
-        b->cnt += 8;
-    }
-    b->cnt -= nb;
-    return (b->buf >> b->cnt) & ((1ull << nb) - 1);
+static inline uint64_t load_be64(const uint8_t *p) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    return __builtin_bswap64(w); /* little-endian hosts */
 }
 
-static inline uint64_t untoken(uint32_t tok, int k, bits_t *b, int *bad) {
-    if (tok < (1u << k)) return tok;
+/* nb <= 56 bits, MSB first (nb = 0 gives 0) */
+static inline uint64_t get_bits(bits_t *b, int nb) {
+    uint64_t w = load_be64(b->buf + (b->pos >> 3)) << (b->pos & 7);
+    b->pos += (uint64_t)nb;
+    return (w >> 1) >> (63 - nb);
+}
+
+static inline uint64_t untoken(uint32_t tok, int k, bits_t *b) {
+    uint32_t big = tok >= (1u << k);
     uint32_t j = tok - (1u << k);
-    int nb = (int)(j >> 2) + k - 2; /* b - 3 with b = j/4 + k + 1 */
-    uint64_t top = 4 | (j & 3);
+    int nb = big ? (int)(j >> 2) + k - 2 : 0; /* b - 3 with b = j/4 + k + 1 */
     uint64_t low;
-    if (nb > 32) {
-        uint64_t hi = get_bits(b, nb - 32, bad);
-        low = (hi << 32) | get_bits(b, 32, bad);
+    if (__builtin_expect(nb > 56, 0)) {
+        uint64_t hi = get_bits(b, nb - 32);
+        low = (hi << 32) | get_bits(b, 32);
     } else {
-        low = get_bits(b, nb, bad);
+        low = get_bits(b, nb);
     }
-    return (top << nb) | low;
+    uint64_t v = ((uint64_t)(4 | (j & 3)) << nb) | low;
+    return big ? v : tok;
 }
 
 #define GET(lane, tab, out)                                            \
@@ -163,15 +170,15 @@ static inline uint64_t untoken(uint32_t tok, int k, bits_t *b, int *bad) {
         uint32_t s_ = st[lane];                                        \
         const slot_t *e_ = &(tab)[s_ & (PROB_SCALE - 1)];              \
         s_ = (uint32_t)e_->freq * (s_ >> PROB_BITS) + e_->off;         \
-        while (s_ < RANS_L) {                                          \
-            if (rp >= rend) return fail(slots, 1);                     \
-            s_ = (s_ << 8) | *rp++;                                    \
-        }                                                              \
+        uint32_t low_ = s_ < RANS_L;                                   \
+        uint32_t word_ = (uint32_t)rp[0] | ((uint32_t)rp[1] << 8);     \
+        s_ = low_ ? (s_ << 16) | word_ : s_;                           \
+        rp += 2 * low_;                                                \
         st[lane] = s_;                                                 \
         out = e_->sym;                                                 \
     } while (0)
 
-static int fail(slot_t *slots, int rc) {
+static int fail(void *slots, int rc) {
     free(slots);
     return rc;
 }
@@ -183,8 +190,12 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
     static const int alpha[N_TABLES] = {T_ALPHA, T_ALPHA, T_ALPHA, C_ALPHA, C_ALPHA,
                                         C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA};
     if (n_data < 1 || data[0] != 0) return 1;
-    slot_t *slots = (slot_t *)malloc(sizeof(slot_t) * PROB_SCALE * N_TABLES);
+    /* the tables, then the rANS words and the raw bits copied with zero padding after each
+       (so reads up to 8 bytes past either end stay inside the buffer, and read zeros) */
+    size_t tab_bytes = sizeof(slot_t) * PROB_SCALE * N_TABLES;
+    slot_t *slots = (slot_t *)malloc(tab_bytes + (size_t)n_data + 2 * PAD);
     if (!slots) return 2;
+    uint8_t *copy = (uint8_t *)slots + tab_bytes;
     /* an unused table decodes nothing: its slots stay NULL */
     const slot_t *tab[N_TABLES];
     int64_t pos = 1;
@@ -199,7 +210,13 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
                      ((uint32_t)data[pos + 2] << 16) | ((uint32_t)data[pos + 3] << 24);
     pos += 4;
     if (r_len < 12 || (int64_t)r_len > n_data - pos) return fail(slots, 1);
-    const uint8_t *rp = data + pos, *rend = data + pos + r_len;
+    memcpy(copy, data + pos, r_len);
+    memset(copy + r_len, 0, PAD);
+    uint8_t *rawc = copy + r_len + PAD;
+    int64_t raw_len = n_data - pos - r_len;
+    memcpy(rawc, data + pos + r_len, (size_t)raw_len);
+    memset(rawc + raw_len, 0, PAD);
+    const uint8_t *rp = copy, *rend = copy + r_len;
     uint32_t st[3];
     for (int l = 0; l < 3; l++) {
         st[l] = (uint32_t)rp[0] | ((uint32_t)rp[1] << 8) | ((uint32_t)rp[2] << 16) |
@@ -207,8 +224,8 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         rp += 4;
         if (st[l] < RANS_L) return fail(slots, 1);
     }
-    bits_t bits = {rend, data + n_data, 0, 0};
-    int bad = 0;
+    bits_t bits = {rawc, 0};
+    const uint64_t raw_bits = 8 * (uint64_t)raw_len;
     const int zig = (flags & ZIGZAG) != 0, deltas = (flags & DELTAS) != 0;
     uint64_t t = 0;
     uint32_t x = 0, y = 0;
@@ -221,18 +238,18 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         const slot_t *tt = tab[prev_cls];
         if (!tt) return fail(slots, 1);
         GET(0, tt, tok);
-        uint64_t z = untoken(tok, T_K, &bits, &bad);
-        int cls = z == 0 ? 0 : (z < 16 ? 1 : 2);
+        uint64_t z = untoken(tok, T_K, &bits);
+        int cls = (z != 0) + (z >= 16);
         uint64_t d = zig ? ((z >> 1) ^ (0 - (z & 1))) : z;
         if (i == 0 && d) return fail(slots, 1);
         t += d; /* wraps as int64 */
         const slot_t *xt = tab[3 + cls];
         if (!xt) return fail(slots, 1);
         GET(1, xt, xs);
-        uint64_t vx = untoken(xs, C_K, &bits, &bad);
+        uint64_t vx = untoken(xs, C_K, &bits);
         int cy;
         if (deltas) {
-            cy = vx == 0 ? 0 : ((vx == 1 || vx == w - 1) ? 1 : 2);
+            cy = (vx != 0) + (vx != 0 && vx != 1 && vx != w - 1);
             if (vx >= w) return fail(slots, 1);
             x = i ? x + (uint32_t)vx : (uint32_t)vx; /* both < w: one subtraction wraps */
             if (x >= w) x -= w;
@@ -244,11 +261,12 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         const slot_t *yt = tab[6 + cy];
         if (!yt) return fail(slots, 1);
         GET(2, yt, ys);
-        uint64_t vy = untoken(ys >> 1, C_K, &bits, &bad);
+        uint64_t vy = untoken(ys >> 1, C_K, &bits);
         if (vy >= h) return fail(slots, 1);
         y = (deltas && i) ? y + (uint32_t)vy : (uint32_t)vy;
         if (y >= h) y -= h;
-        if (bad) return fail(slots, 1);
+        /* past the end of either stream: invalid (and the padding is never overrun) */
+        if (bits.pos > raw_bits || rp > rend) return fail(slots, 1);
         uint8_t *rec = out + 13 * i;
         uint64_t tv = t + (uint64_t)t_first;
         uint16_t xv = (uint16_t)x, yv = (uint16_t)y;
@@ -258,9 +276,10 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         rec[12] = (uint8_t)(ys & 1);
         prev_cls = cls;
     }
-    free(slots);
     /* the end: every state back at its start, every byte used, zero padding */
-    if (st[0] != RANS_L || st[1] != RANS_L || st[2] != RANS_L || rp != rend) return 1;
-    if (bits.p != bits.end || bits.cnt >= 8 || (bits.buf & ((1ull << bits.cnt) - 1))) return 1;
-    return 0;
+    int ok = st[0] == RANS_L && st[1] == RANS_L && st[2] == RANS_L && rp == rend;
+    uint64_t left = raw_bits - bits.pos;
+    ok = ok && left < 8 && get_bits(&bits, (int)left) == 0;
+    free(slots);
+    return ok ? 0 : 1;
 }

@@ -77,7 +77,7 @@ PROB_BITS = 12
 PROB_SCALE = 1 << PROB_BITS
 MAX_FREQ = PROB_SCALE - 64
 """The largest frequency a table may hold (bounds the events per byte)."""
-_L = 1 << 23  # rANS state lower bound; states live in [2**23, 2**31)
+_L = 1 << 16  # rANS state lower bound; states live in [2**16, 2**32), renormalised by words
 _T_K, _C_K = 4, 10  # direct-token ranges: deltas below 16, coordinates below 1024
 _T_ALPHA = (1 << _T_K) + 4 * (64 - _T_K)  # 256 tokens: bit lengths up to 64
 _C_ALPHA = (1 << _C_K) + 4 * (16 - _C_K)  # 1048 tokens: coordinates below 65536
@@ -269,10 +269,9 @@ def _rans_encode_python(freq: np.ndarray, start: np.ndarray) -> bytes:
         f = fl[k]
         lane = k % 3
         s = states[lane]
-        limit = ((_L >> PROB_BITS) << 8) * f
-        while s >= limit:
-            out.append(s & 0xFF)
-            s >>= 8
+        if s >= ((_L >> PROB_BITS) << 16) * f:  # one 16-bit word out, at most
+            out += bytes(((s >> 8) & 0xFF, s & 0xFF))  # reversed below: low byte first
+            s >>= 16
         states[lane] = ((s // f) << PROB_BITS) + (s % f) + sl[k]
     for lane in (2, 1, 0):
         out += _U32.pack(states[lane])[::-1]
@@ -421,11 +420,11 @@ def _decode_python(
         slot = s & (PROB_SCALE - 1)
         sym = tab[0][slot]
         s = tab[1][sym] * (s >> PROB_BITS) + slot - tab[2][sym]
-        while s < _L:
-            if rpos >= r_len:
+        if s < _L:
+            if rpos + 2 > r_len:
                 raise bad
-            s = (s << 8) | stream[rpos]
-            rpos += 1
+            s = (s << 16) | stream[rpos] | (stream[rpos + 1] << 8)
+            rpos += 2
         states[lane] = s
         return sym
 
