@@ -64,9 +64,11 @@ def _load(name: str) -> ctypes.CDLL:
             raise RuntimeError("the compiled rans decoder needs a little-endian machine")
         if lib.sf_rans_version() != _VERSION[name]:
             raise RuntimeError("stale rans coder library")
-        lib.sf_rans_encode.argtypes = [p, p, i64, p, i64]
+        lib.sf_rans_encode.argtypes = [p, p, i64, ctypes.c_int32, p, i64]
         lib.sf_rans_encode.restype = ctypes.c_int64
-        lib.sf_rans_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p]
+        lib.sf_rans_workspace.argtypes = [i64]
+        lib.sf_rans_workspace.restype = i64
+        lib.sf_rans_decode.argtypes = [p, i64, i64, i64, i64, ctypes.c_int32, i64, p, p, i64]
         lib.sf_rans_decode.restype = ctypes.c_int
         return lib
     if lib.sf_ctx3_version() != _VERSION[name]:

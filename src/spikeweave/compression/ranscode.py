@@ -3,7 +3,7 @@
 ``ctx3`` (format version 3) is the smallest codec, but it adapts a probability after every
 binary decision: ~23 serial range-coder steps an event, ~3.8 M events/s decoded. This codec
 trades size for decode speed: the encoder counts each block's symbols and stores static
-frequency tables (normalised to a total of :data:`PROB_SCALE` = 4096), and every event is
+frequency tables (normalised to a total of ``2**pb``, see :data:`PROB_BITS`), and every event is
 three multi-symbol rANS decodes, each a table lookup, a multiply and a shift (no divide in
 the decoder), plus a few raw bits. Each symbol kind has its own rANS state (three
 interleaved states sharing one byte stream), so the three decodes of an event do not wait on
@@ -27,19 +27,19 @@ One event, three symbols (``token(v, k)``: ``v`` itself when ``v < 2**k``, else
 
 Payload of a block::
 
-    u8 0 | 9 tables (T0..T2, X0..X2, Y0..Y2) | u32 LE length R of the rANS bytes | R rANS
+    u8 pb (10..12) | 9 tables (T0..T2, X0..X2, Y0..Y2) | u32 LE length R of the rANS bytes | R rANS
     bytes (the three final states, u32 LE each, then the renormalisation bytes) | raw bits,
     MSB first, zero-padded to a byte
 
 A table is ``u8 kind`` (0: unused; 1 or 2: frequencies of 1 or 2 bytes), ``u16 max_sym``,
 a bitmap (LSB first) of the present symbols ``0..max_sym``, ``u16`` the index (among the
-present) of the symbol whose frequency is implied (4096 minus the others), then ``freq - 1``
-of every other present symbol. Every table is checked before use: symbols inside the
-alphabet, at least two present, frequencies summing to 4096, none above
-:data:`MAX_FREQ`.
+present) of the symbol whose frequency is implied (``2**pb`` minus the others), then
+``freq - 1`` of every other present symbol. Every table is checked before use: symbols inside
+the alphabet, at least two present, frequencies summing to ``2**pb``, none above
+:func:`max_freq`.
 
-Bounds (hostile files): no frequency exceeds ``MAX_FREQ = 4096 - 64``, so a symbol costs at
-least ``log2(4096/4032)`` = 0.023 bits and an event (three symbols) 0.068 bits: one byte holds
+Bounds (hostile files): no frequency exceeds ``2**pb - 2**pb / 64``, so a symbol costs at
+least ``log2(64/63)`` = 0.023 bits and an event (three symbols) 0.068 bits: one byte holds
 at most 117 events; :data:`MAX_EVENTS_PER_BYTE` = 128. Decoding reads exactly the declared
 number of events, and the block must end with every state back at its initial value and
 every byte used.
@@ -48,6 +48,7 @@ every byte used.
 from __future__ import annotations
 
 import struct
+import threading
 import zlib
 
 import numpy as np
@@ -60,7 +61,7 @@ __all__ = [
     "BLOCK_EVENTS",
     "MAX_EVENTS_PER_BYTE",
     "PROB_BITS",
-    "MAX_FREQ",
+    "max_freq",
     "encode_block",
     "decode_block",
     "check_block",
@@ -73,10 +74,11 @@ MAX_EVENTS_PER_BYTE = 128
 """The most events one compressed byte of a block can decode to (module docstring)."""
 ZIGZAG = 1
 DELTAS = 2
-PROB_BITS = 12
-PROB_SCALE = 1 << PROB_BITS
-MAX_FREQ = PROB_SCALE - 64
-"""The largest frequency a table may hold (bounds the events per byte)."""
+PROB_BITS = (10, 11, 12)
+"""The table sizes (log2 of the frequency total) a block may use: 10 for blocks of at most
+:data:`SMALL_BLOCK` events (building a 4096-slot table cost ~10 ns an event on 5 k-event
+N-MNIST files, four times what a 1024-slot one does), else 12 (finer frequencies)."""
+SMALL_BLOCK = 8192
 _L = 1 << 16  # rANS state lower bound; states live in [2**16, 2**32), renormalised by words
 _T_K, _C_K = 4, 10  # direct-token ranges: deltas below 16, coordinates below 1024
 _T_ALPHA = (1 << _T_K) + 4 * (64 - _T_K)  # 256 tokens: bit lengths up to 64
@@ -86,6 +88,7 @@ N_TABLES = 9
 _MASK64 = (1 << 64) - 1
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
+_LOCAL = threading.local()  # per thread: the compiled decoder's workspace, reused
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -122,11 +125,18 @@ def _delta_class(z: np.ndarray) -> np.ndarray:
 # -- tables -----------------------------------------------------------------------------------
 
 
-def normalise(counts: np.ndarray) -> np.ndarray:
-    """Frequencies summing to :data:`PROB_SCALE` for symbol ``counts`` [alphabet] (integers,
-    the same on every machine): every counted symbol at least 1, none above
-    :data:`MAX_FREQ`; a lone symbol gets a partner of frequency 1 (so that no symbol is free
-    and a table always has two). All zero for counts that are all zero (an unused table)."""
+def max_freq(pb: int) -> int:
+    """The largest frequency a table of ``2**pb`` may hold: ``2**pb - 2**pb / 64`` (bounds the
+    events per byte, module docstring)."""
+    return (1 << pb) - (1 << (pb - 6))
+
+
+def normalise(counts: np.ndarray, pb: int = 12) -> np.ndarray:
+    """Frequencies summing to ``2**pb`` for symbol ``counts`` [alphabet] (integers, the same on
+    every machine): every counted symbol at least 1, none above :func:`max_freq`; a lone
+    symbol gets a partner of frequency 1 (so that no symbol is free and a table always has
+    two). All zero for counts that are all zero (an unused table). At most ``2**pb / 2``
+    symbols may be counted."""
     counts = np.asarray(counts, dtype=np.int64)
     freq = np.zeros(counts.size, dtype=np.int64)
     present = np.flatnonzero(counts)
@@ -135,13 +145,14 @@ def normalise(counts: np.ndarray) -> np.ndarray:
     if present.size == 1:
         partner = 1 if present[0] == 0 else 0
         present = np.sort(np.array([present[0], partner]))
+    scale, cap = 1 << pb, max_freq(pb)
     c = counts[present]
-    f = 1 + c * (PROB_SCALE - present.size) // int(c.sum())
+    f = 1 + c * (scale - present.size) // int(c.sum())
     top = int(np.argmax(c))
-    f[top] += PROB_SCALE - int(f.sum())
-    if f[top] > MAX_FREQ:  # cap the likeliest; the excess goes to the next likeliest
-        excess = int(f[top]) - MAX_FREQ
-        f[top] = MAX_FREQ
+    f[top] += scale - int(f.sum())
+    if f[top] > cap:  # cap the likeliest; the excess goes to the next likeliest
+        excess = int(f[top]) - cap
+        f[top] = cap
         rest = c.copy()
         rest[top] = -1
         f[int(np.argmax(rest))] += excess
@@ -171,7 +182,7 @@ def _write_table(freq: np.ndarray) -> bytes:
     )
 
 
-def _read_table(data: bytes, pos: int, alphabet: int) -> tuple[np.ndarray | None, int]:
+def _read_table(data: bytes, pos: int, alphabet: int, pb: int) -> tuple[np.ndarray | None, int]:
     """``(freq [alphabet] or None for an unused table, position after it)``, checked."""
     bad = DataError("rans block: invalid frequency table (corrupt file)")
     if pos >= len(data):
@@ -199,9 +210,9 @@ def _read_table(data: bytes, pos: int, alphabet: int) -> tuple[np.ndarray | None
         raise bad
     others = np.frombuffer(data, "<u2" if kind == 2 else "u1", k, pos).astype(np.int64) + 1
     pos += kind * k
-    rest = PROB_SCALE - int(others.sum())
+    rest = (1 << pb) - int(others.sum())
     f = np.insert(others, implied, rest)
-    if rest < 1 or int(f.max()) > MAX_FREQ:
+    if rest < 1 or int(f.max()) > max_freq(pb):
         raise bad
     freq = np.zeros(alphabet, dtype=np.int64)
     freq[present] = f
@@ -260,8 +271,9 @@ def _pack_bits(raw: np.ndarray, nraw: np.ndarray) -> bytes:
     return np.packbits(bits).tobytes()
 
 
-def _rans_encode_python(freq: np.ndarray, start: np.ndarray) -> bytes:
-    """The rANS bytes of symbols with ``freq``/``start`` [3n] (lane = index mod 3)."""
+def _rans_encode_python(freq: np.ndarray, start: np.ndarray, pb: int) -> bytes:
+    """The rANS bytes of symbols with ``freq``/``start`` [3n] (lane = index mod 3) in tables
+    of ``2**pb``."""
     states = [_L, _L, _L]
     out = bytearray()  # built backwards: reversed at the end
     fl, sl = freq.tolist(), start.tolist()
@@ -269,10 +281,10 @@ def _rans_encode_python(freq: np.ndarray, start: np.ndarray) -> bytes:
         f = fl[k]
         lane = k % 3
         s = states[lane]
-        if s >= ((_L >> PROB_BITS) << 16) * f:  # one 16-bit word out, at most
+        if s >= ((_L >> pb) << 16) * f:  # one 16-bit word out, at most
             out += bytes(((s >> 8) & 0xFF, s & 0xFF))  # reversed below: low byte first
             s >>= 16
-        states[lane] = ((s // f) << PROB_BITS) + (s % f) + sl[k]
+        states[lane] = ((s // f) << pb) + (s % f) + sl[k]
     for lane in (2, 1, 0):
         out += _U32.pack(states[lane])[::-1]
     out.reverse()
@@ -284,25 +296,31 @@ def _encode_mode(
     lib: object,
 ) -> bytes:  # fmt: skip
     table, sym, raw, nraw = _symbols(t, x, y, p, w, h, flags)
-    parts = [b"\x00"]
+    counts = [np.bincount(sym[table == j], minlength=a) for j, a in enumerate(_ALPHABETS)]
+    pb = 10 if t.size <= SMALL_BLOCK else 12
+    while pb < 12 and max(np.count_nonzero(c) for c in counts) > 1 << (pb - 1):
+        pb += 1
+    parts = [bytes([pb])]
     freq_of = np.zeros(table.size, dtype=np.int64)
     start_of = np.zeros(table.size, dtype=np.int64)
-    for j, alphabet in enumerate(_ALPHABETS):
+    for j in range(N_TABLES):
         sel = table == j
-        freq = normalise(np.bincount(sym[sel], minlength=alphabet))
+        freq = normalise(counts[j], pb)
         parts.append(_write_table(freq))
         if sel.any():
             start = np.concatenate(([0], np.cumsum(freq)[:-1]))
             freq_of[sel] = freq[sym[sel]]
             start_of[sel] = start[sym[sel]]
     if lib is None:
-        stream = _rans_encode_python(freq_of, start_of)
+        stream = _rans_encode_python(freq_of, start_of, pb)
     else:
         f16 = np.ascontiguousarray(freq_of, dtype=np.uint16)
         s16 = np.ascontiguousarray(start_of, dtype=np.uint16)
         cap = 16 + 4 * table.size  # a symbol emits at most 2 bytes; 12 for the states
         buf = np.empty(cap, dtype=np.uint8)
-        size = lib.sf_rans_encode(f16.ctypes.data, s16.ctypes.data, f16.size, buf.ctypes.data, cap)
+        size = lib.sf_rans_encode(
+            f16.ctypes.data, s16.ctypes.data, f16.size, pb, buf.ctypes.data, cap
+        )
         if size < 0:
             raise DataError("rans encoder: output buffer too small")
         stream = buf[cap - size :].tobytes()
@@ -386,12 +404,13 @@ def _decode_python(
 ) -> tuple[list[int], list[int], list[int], list[int]]:
     """The reference decoder: ``(t - t_first, x, y, p)`` as lists."""
     bad = DataError("rans block: invalid rANS data (corrupt file)")
-    if not data or data[0] != 0:
+    if not data or data[0] not in PROB_BITS:
         raise bad
+    pb = data[0]
     pos = 1
-    slots = []  # per table: (symbol, freq, start) of each of the 4096 slots, or None
+    slots = []  # per table: (symbol of each slot, freq, start of each symbol), or None
     for alphabet in _ALPHABETS:
-        freq, pos = _read_table(data, pos, alphabet)
+        freq, pos = _read_table(data, pos, alphabet, pb)
         if freq is None:
             slots.append(None)
             continue
@@ -417,9 +436,9 @@ def _decode_python(
         if tab is None:
             raise bad
         s = states[lane]
-        slot = s & (PROB_SCALE - 1)
+        slot = s & ((1 << pb) - 1)
         sym = tab[0][slot]
-        s = tab[1][sym] * (s >> PROB_BITS) + slot - tab[2][sym]
+        s = tab[1][sym] * (s >> pb) + slot - tab[2][sym]
         if s < _L:
             if rpos + 2 > r_len:
                 raise bad
@@ -498,12 +517,16 @@ def decode_block(
         data = np.frombuffer(payload, dtype=np.uint8)
         direct = out.dtype == EVENT_DTYPE and out.flags.c_contiguous and out.size == n
         dest = out if direct else np.empty(n, dtype=EVENT_DTYPE)
+        need = lib.sf_rans_workspace(data.size)
+        work = getattr(_LOCAL, "work", None)
+        if work is None or work.size < need:
+            work = _LOCAL.work = np.empty(need, dtype=np.uint8)
         rc = lib.sf_rans_decode(
             data.ctypes.data, data.size, n, width, height, info.flags, info.t_first,
-            dest.ctypes.data,
+            dest.ctypes.data, work.ctypes.data, work.size,
         )  # fmt: skip
         if rc == 2:
-            raise DataError("rans block: out of memory while decoding")
+            raise DataError("rans block: decoder workspace too small")
         if rc:
             raise DataError("rans block: invalid rANS data (corrupt file)")
         if not direct:
