@@ -184,7 +184,7 @@ def test_pieces_decode_exactly_what_the_whole_file_decodes(small_pieces, which, 
 @pytest.mark.parametrize(
     "which",
     [pytest.param("zstd", marks=pytest.mark.slow), pytest.param("lzma", marks=pytest.mark.slow),
-     "ctx", "ctx3"],
+     "ctx", "ctx3", "rans"],
 )  # fmt: skip
 def test_damage_in_pieces_is_refused_or_harmless(small_pieces, which):
     events = synthetic_events(2000, 300, 300, mean_gap=400.0)
@@ -337,3 +337,20 @@ def test_a_tiny_ctx3_file_claiming_2_to_the_40_events_is_refused_before_allocati
     assert len(data) < 200
     with pytest.raises(DataError, match="more than ctx3 can expand"):
         read_header(data)
+
+
+def test_a_tiny_rans_file_claiming_2_to_the_40_events_is_refused_before_allocating():
+    n = 1 << 40
+    data = craft(n, [("B", "raw", 1, 37, bytes(37), 0), ("A", "rans", 1, 13 * n, bytes(14), 0)])
+    assert len(data) < 200
+    with pytest.raises(DataError, match="more than rans can expand"):
+        read_header(data)
+
+
+def test_a_rans_block_record_claiming_more_events_than_its_bytes_hold_is_refused():
+    from spikeweave.compression import ranscode
+    from spikeweave.compression.ctxcode import BlockInfo
+
+    record = BlockInfo(65536, 0, 0, 0, 100, 0, 0)  # 65536 events from 100 bytes: > 128 per byte
+    with pytest.raises(DataError, match="events per byte"):
+        ranscode.check_block(record, "block 0")

@@ -25,7 +25,7 @@ def _xz(path) -> int:
 
 @pytest.mark.slow
 @needs_real
-@pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx", "ctx3"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "ctx", "ctx3", "rans"])
 @pytest.mark.parametrize("path", NMNIST_FILES + [AEDAT4_FILE], ids=lambda p: p.name)
 def test_real_recordings_round_trip_and_beat_xz(path, codec):
     events, sensor, _ = load_events(path)
@@ -49,7 +49,7 @@ def test_real_recordings_round_trip_and_beat_xz(path, codec):
     ],
     ids=["empty", "one", "dense", "sparse", "very-sparse", "wide-sensor"],
 )
-@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw", "ctx", "ctx3"])
+@pytest.mark.parametrize("codec", ["zstd", "lzma", "raw", "ctx", "ctx3", "rans"])
 def test_synthetic_round_trip(events, codec):
     width = 640 if events.size and events["x"].max() >= 34 else 34
     height = 480 if width == 640 else 34
@@ -57,7 +57,7 @@ def test_synthetic_round_trip(events, codec):
     np.testing.assert_array_equal(back, events)
 
 
-@pytest.mark.parametrize("codec", ["zstd", "ctx", "ctx3"])
+@pytest.mark.parametrize("codec", ["zstd", "ctx", "ctx3", "rans"])
 def test_unordered_and_extreme_timestamps_round_trip(codec):
     ev = synthetic_events(1000)
     ev["t"] = np.random.default_rng(1).integers(-(2**62), 2**62, ev.size)  # not time-ordered
@@ -73,7 +73,7 @@ def test_unordered_and_extreme_timestamps_round_trip(codec):
     width=st.sampled_from([1, 34, 300]),
     height=st.sampled_from([1, 34, 260]),
     gap=st.sampled_from([0.5, 50.0, 1e5]),
-    codec=st.sampled_from(["zstd", "lzma", "ctx", "ctx3"]),
+    codec=st.sampled_from(["zstd", "lzma", "ctx", "ctx3", "rans"]),
 )
 def test_random_events_round_trip(n, seed, width, height, gap, codec):
     ev = synthetic_events(n, width, height, seed, gap)
@@ -232,6 +232,43 @@ def test_fuzz_random_payload_after_a_valid_ctx3_header(data):
     head = read_header(GOOD_CTX3).header_len
     with pytest.raises(DataError):
         decode_events(GOOD_CTX3[:head] + data)
+
+
+# the same fuzzers on a format-version-4 (rans) file of the same events
+GOOD_RANS = encode_events(GOOD_EVENTS, (34, 34), codec="rans")
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(st.integers(0, len(GOOD_RANS) - 1), st.integers(0, 7)), min_size=1, max_size=4
+    )
+)
+def test_fuzz_bit_flips_in_a_rans_file(flips):
+    bad = bytearray(GOOD_RANS)
+    for pos, bit in flips:
+        bad[pos] ^= 1 << bit
+    try:
+        back, _ = decode_events(bytes(bad))
+    except DataError as exc:
+        assert "\n" not in str(exc)
+        return
+    np.testing.assert_array_equal(back, GOOD_EVENTS)
+
+
+@FUZZ
+@given(st.integers(0, len(GOOD_RANS) - 1))
+def test_fuzz_truncation_of_a_rans_file(cut):
+    with pytest.raises(DataError):
+        decode_events(GOOD_RANS[:cut])
+
+
+@FUZZ
+@given(st.binary(min_size=1, max_size=200))
+def test_fuzz_random_payload_after_a_valid_rans_header(data):
+    head = read_header(GOOD_RANS).header_len
+    with pytest.raises(DataError):
+        decode_events(GOOD_RANS[:head] + data)
 
 
 def test_progress_reaches_the_total():
