@@ -1,4 +1,4 @@
-"""Event-codec benchmark: .sfev (ctx3, ctx, zstd, lzma) beside `xz -9e`, `zstd -19`, brotli, EVT3.
+"""Event-codec benchmark: .sfev (ctx3, rans, ctx, zstd, lzma) beside xz, zstd, brotli, EVT3.
 
 For every recording (default: the N-MNIST samples and the AEDAT4 sample in
 ../shared/data/real) it measures sizes (bytes, bytes per event, ratio to `xz -9e` of the
@@ -7,6 +7,8 @@ original file) and speeds in million events per second, one core:
 - sfev: ``encode_events`` / ``decode_events`` on events already in memory (the codec itself;
   reading the original format is not counted). Each decode is checked to equal the input.
   ``sfev-ctx3`` (format version 3) codes with its compiled coder (``ctx3_native.c``),
+  ``sfev-rans`` (version 4) with its compiled coder (``rans_native.c``; the tables are
+  counted and written by numpy),
   ``sfev-ctx`` (version 2) decodes with its compiled block decoder (``ctx_native``),
   ``sfev-ctx-py d`` the same files with the Python (constriction) decoder it replaces.
 - xz / zstd: the command-line tools on the original file, `-T1`, output to a pipe; their time
@@ -56,7 +58,7 @@ from spikeweave.compression import ctx_native, decode_events, encode_events, loa
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evt3 import evt3_words  # noqa: E402  (a benchmark helper next to this script)
 
-CODECS = ("ctx3", "ctx", "zstd", "lzma")
+CODECS = ("ctx3", "rans", "ctx", "zstd", "lzma")
 
 REAL = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "real"
 
@@ -151,7 +153,7 @@ def main() -> None:
 
         return run
 
-    for name in ("ctx", "ctx3"):
+    for name in ("ctx", "ctx3", "rans"):
         if ctx_native.library(name) is None:
             sys.exit(f"no compiled {name} coder: {ctx_native.unavailable_reason(name)}")
     methods = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"] + ["sfev-ctx-py/d"]
@@ -231,7 +233,7 @@ def main() -> None:
 
 
 ORDER = [f"sfev-{c}/{s}" for c in CODECS for s in "cd"]
-ORDER.insert(4, "sfev-ctx-py/d")
+ORDER.insert(6, "sfev-ctx-py/d")
 TOOLS = ["xz/c", "xz/d", "zstd/c", "zstd/d", "brotli/c", "brotli/d"]
 ORDER += TOOLS
 
@@ -251,12 +253,13 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "",
         "## Size: bits per event (ratio to `xz -9e` of the original file)",
         "",
-        "| file | events | original | sfev ctx3 | sfev ctx | sfev zstd | sfev lzma | xz -9e | "
-        "zstd -19 | brotli 11 | EVT 3.0 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| file | events | original | sfev ctx3 | sfev rans | sfev ctx | sfev zstd | sfev lzma | "
+        "xz -9e | zstd -19 | brotli 11 | EVT 3.0 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     keys = [
         "sfev-ctx3",
+        "sfev-rans",
         "sfev-ctx",
         "sfev-zstd",
         "sfev-lzma",
@@ -282,9 +285,9 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "## Speed (million events per second, one core; c = compress, d = decompress)",
         "",
         "sfev times the codec on events in memory, brotli the library in process; the xz and "
-        "zstd tools' times include starting a process. sfev-ctx3 c and d are its compiled "
-        "coder; sfev-ctx d is the compiled block decoder of version 2, sfev-ctx-py d the "
-        "Python (constriction) decoder of the same files.",
+        "zstd tools' times include starting a process. sfev-ctx3 and sfev-rans c and d are "
+        "their compiled coders; sfev-ctx d is the compiled block decoder of version 2, "
+        "sfev-ctx-py d the Python (constriction) decoder of the same files.",
         "",
         f"Clock: {meta['clock']}.",
         "",

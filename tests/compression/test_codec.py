@@ -124,8 +124,10 @@ def _with_header(data: bytes, **changes: int) -> bytes:
 
 
 def test_newer_version_is_refused():
-    with pytest.raises(DataError, match="version 4 is newer.*upgrade spikeweave"):
-        decode_events(_with_header(GOOD, version=4))
+    from spikeweave.compression.codec import VERSION
+
+    with pytest.raises(DataError, match=f"version {VERSION + 1} is newer.*upgrade spikeweave"):
+        decode_events(_with_header(GOOD, version=VERSION + 1))
 
 
 def test_wrong_magic_truncated_and_trailing_bytes_are_refused():

@@ -55,7 +55,7 @@ def test_sampled_mode_from_the_command_line(tmp_path, recording):
 
 
 def test_corrupt_input_is_a_spikeweave_error(tmp_path):
-    (tmp_path / "bad.sfev").write_bytes(b"\x89SFEV\r\n\x1a\x04\x00" + bytes(50))
+    (tmp_path / "bad.sfev").write_bytes(b"\x89SFEV\r\n\x1a\x05\x00" + bytes(50))
     out = runner.invoke(app, ["decompress", str(tmp_path / "bad.sfev"), str(tmp_path / "o.npz")])
     assert isinstance(out.exception, DataError)
     assert "newer" in str(out.exception)

@@ -49,9 +49,7 @@ def test_rans_writes_version_4_and_older_versions_still_decode():
     "kind", ["plain", "unordered-time", "column-scan", "huge-gaps", "one-pixel"]
 )
 # (65535, 3) and (2, 1500): coordinates past the 1024 direct tokens, with raw bits
-@pytest.mark.parametrize(
-    "size", [(34, 34), (1, 1), (2, 1500), (640, 480), (65535, 3)], ids=str
-)
+@pytest.mark.parametrize("size", [(34, 34), (1, 1), (2, 1500), (640, 480), (65535, 3)], ids=str)
 def test_compiled_coder_writes_and_reads_the_python_reference_bitstream(size, kind):
     ev = _variant(synthetic_events(600, *size, seed=size[0] + size[1]), kind, size[0])
     fast_info, fast = ranscode.encode_block(ev, *size, native=True)

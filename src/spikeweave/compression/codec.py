@@ -744,10 +744,12 @@ def _expect(header: Header, tag: str, length: int | None, params: tuple[int, ...
     return info
 
 
-def _layout(data: bytes | memoryview) -> tuple[Header, dict[str, StreamInfo], dict[str, int]]:
+def _layout(
+    data: bytes | memoryview, header: Header | None = None
+) -> tuple[Header, dict[str, StreamInfo], dict[str, int]]:
     """The checked header, the streams by tag (lengths checked against ``n_events``) and the
     offset of each stream's payload."""
-    header = read_header(data)
+    header = read_header(data) if header is None else header  # (one read_header of ``data``)
     n = header.n_events
     offsets = {}
     pos = header.header_len
@@ -892,10 +894,10 @@ def iter_events(
 
 
 def _open(
-    view: memoryview, from_us: int | None, to_us: int | None
+    view: memoryview, from_us: int | None, to_us: int | None, header: Header | None = None
 ) -> tuple[Header, dict[str, StreamInfo], dict[str, int]]:
     """:func:`_layout` with the metadata read into the header; the time range checked."""
-    header, infos, offsets = _layout(view)
+    header, infos, offsets = _layout(view, header)
     meta = _read_meta(view, infos, offsets)
     header = Header(
         header.version,
@@ -1129,12 +1131,13 @@ def decode_events(
     sizes no codec can produce) is a :class:`DataError` with a one-line message.
     """
     data = bytes(data)
-    if read_header(data).version >= 2:
+    first = read_header(data)
+    if first.version >= 2:  # block files: every block decoded into one array
         view = memoryview(data)
-        header, infos, offsets = _open(view, from_us, to_us)
+        header, infos, offsets = _open(view, from_us, to_us, first)
         events = _ctx_decode_all(view, header, from_us, to_us, progress, infos, offsets)
         return events, header
-    n = read_header(data).n_events
+    n = first.n_events
     header, pieces = iter_events(
         data, chunk_events=max(n, 1), progress=progress, from_us=from_us, to_us=to_us
     )

@@ -82,8 +82,8 @@ def _load(name: str) -> ctypes.CDLL:
 
 def library(name: str = "ctx") -> ctypes.CDLL | None:
     """The compiled coder ``name`` (``"ctx"``: the version-2 decoder; ``"ctx3"``: the
-    version-3 encoder and decoder; ``"rans"``: version 4's), built on the first call; None when it cannot be had (then
-    :func:`unavailable_reason` says why)."""
+    version-3 encoder and decoder; ``"rans"``: version 4's), built on the first call; None
+    when it cannot be had (then :func:`unavailable_reason` says why)."""
     if name in _state:
         return _state[name]  # type: ignore[return-value]
     with _lock:
