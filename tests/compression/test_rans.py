@@ -90,6 +90,23 @@ def test_normalised_tables_sum_to_the_table_size_keep_every_symbol_and_cap_the_l
     np.testing.assert_array_equal(back, freq)
 
 
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False])
+def test_contexts_keep_their_own_tables_only_where_they_pay(native):
+    plain = synthetic_events(3000, 320, 240)  # independent columns: every context is noise
+    grouped = synthetic_events(3000, 320, 240)
+    grouped["t"] = 1000 + 100 * (np.arange(3000) // 4)  # four events per timestamp
+    grouped["x"] = (grouped["x"][::4].repeat(4) + np.arange(3000) % 4) % 320  # a run of x
+    shared = {}
+    for name, ev in (("plain", plain), ("grouped", grouped)):
+        info, payload = ranscode.encode_block(ev, 320, 240, native=native)
+        shared[name] = payload[1]
+        out = make_events(ev.size)
+        ranscode.decode_block(payload, info, 320, 240, out, native=native)
+        np.testing.assert_array_equal(out, ev)
+    assert shared["plain"] == 0b111  # one table per symbol kind
+    assert not shared["grouped"] & 0b010  # x given "same timestamp" keeps its own tables
+
+
 def test_both_pixel_modes_are_chosen_and_round_trip():
     rows = synthetic_events(2000, 320, 240)
     rows["y"], rows["x"] = 5, rows["x"] % 4  # few pixels: absolute coordinates win
@@ -231,13 +248,14 @@ def test_damaged_payloads_with_a_matching_crc_decode_alike_in_c_and_python_or_ar
         b"\x02" + struct.pack("<H", 1) + b"\x03" + struct.pack("<H", 0) + struct.pack("<H", 5),
         b"\x01" + struct.pack("<H", 1) + b"\x03" + struct.pack("<H", 2) + b"\x00",  # bad implied
         b"\x01" + struct.pack("<H", 1) + b"\x07" + struct.pack("<H", 0) + b"\x00",  # pad bits set
+        b"",  # no table change: the header's shared-table mask is invalid (below)
     ],
-    ids=["kind", "alphabet", "lone", "cap", "sum", "implied", "padding"],
+    ids=["kind", "alphabet", "lone", "cap", "sum", "implied", "padding", "shared-mask"],
 )
 def test_crafted_tables_are_refused_before_decoding(native, table):
     ev = synthetic_events(50)
     info, payload = ranscode.encode_block(ev, 34, 34)
-    bad = bytes([10]) + table + payload[1:]
+    bad = bytes([10, 8 if not table else 0]) + table + payload[2:]
     with pytest.raises(DataError, match="invalid"):
         ranscode.decode_block(bad, _with_crc(info, bad), 34, 34, make_events(info.n), native=native)
 

@@ -195,8 +195,8 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
                    int64_t work_len) {
     static const int alpha[N_TABLES] = {T_ALPHA, T_ALPHA, T_ALPHA, C_ALPHA, C_ALPHA,
                                         C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA};
-    if (n_data < 1 || data[0] < 10 || data[0] > 12) return 1;
-    const int pb = data[0];
+    if (n_data < 2 || data[0] < 10 || data[0] > 12 || data[1] > 7) return 1;
+    const int pb = data[0], shared = data[1];
     const uint32_t mask = (1u << pb) - 1;
     /* the tables, then the rANS words and the raw bits copied with zero padding after each
        (so reads up to 8 bytes past either end stay inside the buffer, and read zeros) */
@@ -206,9 +206,13 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
     uint8_t *copy = (uint8_t *)slots + tab_bytes;
     /* an unused table decodes nothing: its slots stay NULL */
     const slot_t *tab[N_TABLES];
-    int64_t pos = 1;
+    int64_t pos = 2;
     for (int i = 0; i < N_TABLES; i++) {
         int used = 0;
+        if ((shared >> (i / 3)) & 1 && i % 3) { /* the kind's one table serves every context */
+            tab[i] = tab[i - 1];
+            continue;
+        }
         if (read_table(data, n_data, &pos, alpha[i], pb, slots + i, &used)) return fail(slots, 1);
         tab[i] = used ? slots + i : NULL;
     }
