@@ -8,6 +8,7 @@ from __future__ import annotations
 import lzma
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -344,3 +345,25 @@ def test_the_python_reference_codes_the_aedat4_recording_like_the_compiled_coder
         out = make_events(info.n)
         ranscode.decode_block(payload, info, *sensor, out, native=False)
         np.testing.assert_array_equal(out, block)
+
+
+# -- files written before version 4 ------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["v1_zstd", "v1_lzma", "v2_ctx", "v3_ctx3"])
+def test_files_written_before_version_4_still_decode_to_their_events(name):
+    """Files written by the version-3 release (commit 7a1b512) of ``synthetic_events(400, 40,
+    30, seed=7)`` with ten tied timestamps from event 100 (the ctx3 one with metadata)."""
+    ev = synthetic_events(400, 40, 30, seed=7)
+    ev["t"][100:110] = ev["t"][100]
+    data = (GOLDEN / f"{name}.sfev").read_bytes()
+    back, header = decode_events(data)
+    np.testing.assert_array_equal(back, ev)
+    assert header.version == int(name[1]) and (header.width, header.height) == (40, 30)
+    assert header.meta == ({"golden": "ctx3"} if name == "v3_ctx3" else {})
+    lo, hi = int(ev["t"][100]), int(ev["t"][300])
+    np.testing.assert_array_equal(
+        decode_events(data, from_us=lo, to_us=hi)[0], select_time(ev, lo, hi)
+    )
