@@ -181,11 +181,11 @@ def test_experiment_is_registered_with_both_models():
     (quick,) = _settings(True)
     assert dict(quick.models) == {"SNN": "convnet", "ANN": "ann"}
     assert quick.dataset == "digits" and quick.kinds == ("badnets",)
-    assert len(quick.poison_fractions) == 1
+    assert quick.strength_rates == (0.1,)
     full = _settings(False)[0]
     assert full.dataset == "fashion-mnist" and full.val_fraction == 5000 / 60000
     assert full.kinds == ("badnets", "blended", "wanet")
-    assert full.poison_fractions == (0.01, 0.05, 0.10) and 0 < full.train_size < 55000
+    assert full.strength_rates == (0.01, 0.05, 0.10) and 0 < full.train_size < 55000
 
 
 @pytest.mark.slow
@@ -197,7 +197,7 @@ def test_tiny_experiment_reports_bench_metrics_per_kind_and_defense(
 
     tiny = exp.MesaSettings(
         dataset="digits", epochs=1, lr=1e-2, val_fraction=0.3, kinds=("badnets", "blended"),
-        poison_fractions=(0.2,), betas=(0.9,), mesa_steps=3, generator_hidden=16,
+        strength_rates=(0.2,), betas=(0.9,), mesa_steps=3, generator_hidden=16,
         detect_steps=2, finetune_epochs=1, heldout_images=20, models=(("ANN", "ann"),),
     )  # fmt: skip
     monkeypatch.setattr(exp, "_settings", lambda quick: [tiny])
