@@ -34,7 +34,17 @@ from spikeweave.registry import Registry
 ROOT = Path(spikeweave.__file__).parent
 
 FLOORS: dict[int, tuple[str, ...]] = {
-    1: ("errors", "atomic", "version", "registry", "options", "lazy", "toolchain"),
+    1: (
+        "errors",
+        "atomic",
+        "checkpoint_file",
+        "nested_state",
+        "version",
+        "registry",
+        "options",
+        "lazy",
+        "toolchain",
+    ),
     2: ("functional", "surrogate"),
     3: (
         "data",

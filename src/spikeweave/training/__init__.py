@@ -1,5 +1,6 @@
 """Training: configuration, the trainer, the method seam, run directories and checkpoints."""
 
+from ..checkpoint_file import load_checkpoint, save_checkpoint
 from .assembly import Assembly, assemble, model_from_config
 from .build import (
     Optimization,
@@ -8,7 +9,6 @@ from .build import (
     neuron_factory,
 )
 from .callbacks import Callback, EarlyStopping, EpochMetrics, PlateauStop, TensorBoardLog
-from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig, load_config
 from .denormal import flush_denormal
 from .methods import (

@@ -46,11 +46,11 @@ from ..neurons import NEURONS
 from ..registry import Registry
 from ..tasks import TASKS, DataSpec, Task, make_task
 from .activation import check_activation_memory
-from .checkpoint import check_model_fits
 from .config import TrainConfig, check_model_fields, check_optimizer_fields
 from .device import CUBLAS_WORKSPACE, check_precision, resolve_device
 from .evaluation import split_training
 from .methods import METHODS, SurrogateBPTT, TrainingMethod, make_method
+from .weights_check import check_model_fits
 
 __all__ = [
     "Assembly",
@@ -315,7 +315,7 @@ def assemble(
         world: processes of a distributed run (the batch is split over them).
         weights: ``(tensors, path)`` of a checkpoint the model must fit (a reloaded or resumed
             run): the config is the file's, so its model is first built on the meta device
-            and checked against the weights (:func:`~.checkpoint.check_model_fits`) before
+            and checked against the weights (:func:`~.weights_check.check_model_fits`) before
             it is allocated.
         device: where to put the model (default ``config.device``): a reloaded run is placed
             where it is used, not where it was trained. The config records the device asked

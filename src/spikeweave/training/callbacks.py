@@ -20,9 +20,9 @@ from torch import nn
 
 from ..atomic import refuse_linked_folder
 from ..errors import CheckpointError, ConfigError
-from .checkpoint import check_state_dtypes
 from .config import TrainConfig
 from .rundir import RunDir
+from .weights_check import check_state_dtypes
 
 if TYPE_CHECKING:  # the trainer imports this module; this import is for annotations only
     from .trainer import Trainer

@@ -27,24 +27,20 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from .. import data as datasets
+from ..checkpoint_file import load_checkpoint, save_checkpoint
 from ..errors import CheckpointError, DataError, InputError
 from ..losses import Loss
+from ..nested_state import flatten_state, unflatten_state
 from ..tasks import DataSpec, Task
 from ..version import __version__
 from .assembly import Assembly, assemble, data_options, transform_train
-from .checkpoint import (
-    check_state_dtypes,
-    flatten_state,
-    load_checkpoint,
-    save_checkpoint,
-    unflatten_state,
-    validate_training_meta,
-)
 from .config import TrainConfig
 from .device import autocast, full_precision
 from .evaluation import SPLITS, encode_batch, eval_precision, evaluate_model, split_training
+from .meta_schema import validate_training_meta
 from .methods import TrainingMethod
 from .rundir import RunDir
+from .weights_check import check_state_dtypes
 
 if TYPE_CHECKING:
     from ..models.streaming import StreamState

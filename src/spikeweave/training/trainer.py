@@ -46,11 +46,11 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 from ..data import short_name
 from ..errors import CheckpointError, ConfigError, InputError, TrainingError
 from ..monitor import Activity, activity_warnings, record_spikes, save_activity
+from ..nested_state import unflatten_state
 from .activation import with_activation_memory
 from .assembly import assemble, data_spec
 from .build import compile_stateless
 from .callbacks import Callback, config_callbacks
-from .checkpoint import unflatten_state
 from .config import TrainConfig
 from .denormal import flush_denormal
 from .device import (
