@@ -9,13 +9,14 @@ import pytest
 import torch
 from cli_run import run_main
 
+from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
 from spikeweave.errors import CheckpointError
 from spikeweave.tasks import DataSpec, make_task
 from spikeweave.training import TrainConfig, Trainer, load_run
 from spikeweave.training import build as build_module
-from spikeweave.training.checkpoint import check_model_fits, load_checkpoint, save_checkpoint
 from spikeweave.training.methods import METHODS, make_method
 from spikeweave.training.rundir import RunDir
+from spikeweave.training.weights_check import check_model_fits
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 import torch
 from cli_run import run_main
 
+from spikeweave.checkpoint_file import load_checkpoint
 from spikeweave.errors import ConfigError
 from spikeweave.training import RunDir, TrainConfig, Trainer, load_run
 from spikeweave.training.assembly import assemble
-from spikeweave.training.checkpoint import load_checkpoint
 from spikeweave.training.device import (
     autocast,
     deterministic_algorithms,
@@ -379,7 +379,7 @@ def test_a_checkpoint_without_scaler_state_resumes_with_a_fresh_scaler(tmp_path,
 )
 def test_a_bad_scaler_state_in_a_checkpoint_is_a_one_line_error(tmp_path, state, message):
     from spikeweave.errors import CheckpointError
-    from spikeweave.training.checkpoint import flatten_state
+    from spikeweave.nested_state import flatten_state
     from spikeweave.training.run import load_scaler_state
 
     scaler = torch.amp.GradScaler("cpu")
@@ -420,7 +420,7 @@ def test_an_fp16_cuda_run_resumed_after_a_crash_ends_with_the_uninterrupted_weig
 
 def crashing_state(run_dir):
     """The scaler state in ``run_dir``'s checkpoint (the end of its last finished epoch)."""
-    from spikeweave.training.checkpoint import unflatten_state
+    from spikeweave.nested_state import unflatten_state
 
     _, meta = load_checkpoint(run_dir / RunDir.CHECKPOINT)
     return unflatten_state({}, meta["grad_scaler"])
