@@ -5,12 +5,18 @@ damaged blocks are refused with one-line errors, and older versions still decode
 from __future__ import annotations
 
 import lzma
-import struct
-import zlib
 
 import numpy as np
 import pytest
-from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
+from sfev_helpers import (
+    AEDAT4_FILE,
+    NMNIST_FILES,
+    block_payloads,
+    event_variant,
+    needs_real,
+    rewrite_first_block_record,
+    synthetic_events,
+)
 
 from spikeweave.compression import codec, ctx3code, ctx_native
 from spikeweave.compression.codec import decode_events, encode_events, select_time
@@ -28,30 +34,6 @@ needs_native = pytest.mark.skipif(
 def small_blocks(monkeypatch):
     """Blocks of 300 events, so a few thousand events make many blocks."""
     monkeypatch.setattr(ctx3code, "BLOCK_EVENTS", 300)
-
-
-def _blocks(data: bytes):
-    view = memoryview(data)
-    header, infos, offsets = codec._layout(view)
-    for info, pos in codec._ctx_blocks(view, header, infos, offsets):
-        yield header, info, bytes(view[pos : pos + info.comp_len])
-
-
-def _variant(ev: np.ndarray, kind: str, width: int) -> np.ndarray:
-    ev = ev.copy()
-    if kind == "unordered-time":  # negative deltas: zigzag-coded, no age context
-        ev["t"] = ev["t"][np.random.default_rng(1).permutation(ev.size)]
-        ev["t"][:2] = [np.iinfo(np.int64).min, np.iinfo(np.int64).max]  # deltas wrap around
-    elif kind == "column-scan":  # x steps down by one: the x-first pixel mode
-        ev["x"] = (width - 1) - (np.arange(ev.size) % width)
-    elif kind == "huge-gaps":  # deltas up to 2**62: 60 direct bits
-        gaps = np.random.default_rng(2).integers(0, 1 << 62, ev.size, dtype=np.int64) >> (
-            np.arange(ev.size) % 63
-        )
-        ev["t"] = np.cumsum(gaps // ev.size)
-    elif kind == "one-pixel":  # probabilities pinned at their limits
-        ev["x"], ev["y"], ev["p"] = 3 % width, 0, 1
-    return ev
 
 
 def test_ctx3_writes_version_3_and_older_versions_still_decode():
@@ -72,7 +54,7 @@ def test_ctx3_writes_version_3_and_older_versions_still_decode():
     "size", [(34, 34), (1, 1), (2, 700), (640, 480), (65535, 3), (4096, 2048)], ids=str
 )
 def test_compiled_coder_writes_and_reads_the_python_reference_bitstream(size, kind):
-    ev = _variant(synthetic_events(600, *size, seed=size[0] + size[1]), kind, size[0])
+    ev = event_variant(synthetic_events(600, *size, seed=size[0] + size[1]), kind, size[0])
     fast_info, fast = ctx3code.encode_block(ev, *size, native=True)
     ref_info, ref = ctx3code.encode_block(ev, *size, native=False)
     assert fast == ref and fast_info.pack() == ref_info.pack()
@@ -85,10 +67,10 @@ def test_compiled_coder_writes_and_reads_the_python_reference_bitstream(size, ki
 def test_both_pixel_modes_are_chosen_and_round_trip():
     rows = synthetic_events(2000, 320, 240)
     rows["y"], rows["x"] = 5, rows["x"] % 4  # one row, four columns: y first (mode 0) wins
-    scan = _variant(synthetic_events(2000, 320, 240), "column-scan", 320)  # x first wins
+    scan = event_variant(synthetic_events(2000, 320, 240), "column-scan", 320)  # x first wins
     for ev, mode in ((rows, 0), (scan, ctx3code.XFIRST)):
         data = encode_events(ev, (320, 240), codec="ctx3")
-        assert {info.flags & ctx3code.XFIRST for _, info, _ in _blocks(data)} == {mode}
+        assert {info.flags & ctx3code.XFIRST for _, info, _ in block_payloads(data)} == {mode}
         np.testing.assert_array_equal(decode_events(data)[0], ev)
 
 
@@ -143,23 +125,6 @@ def test_a_time_range_equals_slicing_the_full_decode_and_decodes_only_its_blocks
 # -- hostile files ----------------------------------------------------------------------------
 
 
-def _rewrite_index(data: bytes, edit) -> bytes:
-    """``data`` with its first block record edited and every checksum above it redone."""
-    header, infos, offsets = codec._layout(memoryview(data))
-    b = infos["B"]
-    index = bytearray(data[offsets["B"] : offsets["B"] + b.comp_len])
-    rec = list(ctx3code.BLOCK.unpack_from(index, 0))
-    ctx3code.BLOCK.pack_into(index, 0, *edit(rec))
-    out = bytearray(data)
-    out[offsets["B"] : offsets["B"] + b.comp_len] = index
-    fixed, entry = struct.Struct("<8sHHIIQqB"), struct.Struct("<BBBQQI")
-    tag, cid, param, raw_len, comp_len, _ = entry.unpack_from(out, fixed.size)
-    entry.pack_into(out, fixed.size, tag, cid, param, raw_len, comp_len, zlib.crc32(index))
-    hl = header.header_len
-    struct.pack_into("<I", out, hl - 4, zlib.crc32(bytes(out[: hl - 4])))
-    return bytes(out)
-
-
 @pytest.mark.parametrize(
     "edit, match",
     [
@@ -175,13 +140,13 @@ def _rewrite_index(data: bytes, edit) -> bytes:
 def test_crafted_block_records_are_refused(edit, match):
     data = encode_events(synthetic_events(500), (34, 34), codec="ctx3")
     with pytest.raises(DataError, match=match):
-        decode_events(_rewrite_index(data, edit))
+        decode_events(rewrite_first_block_record(data, edit))
 
 
 @pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False])
 def test_damaged_payloads_are_refused_with_one_line_errors(native):
     ev = synthetic_events(400)
-    _, info, payload = next(_blocks(encode_events(ev, (34, 34), codec="ctx3")))
+    _, info, payload = next(block_payloads(encode_events(ev, (34, 34), codec="ctx3")))
     rng = np.random.default_rng(0)
     for trial in range(30):
         bad = bytearray(payload)
@@ -236,7 +201,7 @@ def test_without_the_compiled_coder_ctx3_encodes_and_decodes_in_python(monkeypat
         data = encode_events(ev, (320, 240), codec="ctx3")
         assert data == with_c  # the same bytes either way
         np.testing.assert_array_equal(decode_events(data)[0], ev)
-        _, info, payload = next(_blocks(data))
+        _, info, payload = next(block_payloads(data))
         with pytest.raises(DataError, match="no compiled ctx3 coder"):
             ctx3code.decode_block(payload, info, 320, 240, make_events(info.n), native=True)
     finally:
@@ -285,7 +250,7 @@ def test_ctx3_is_lossless_and_smaller_than_ctx_and_zstd_on_real_recordings(path)
 @pytest.mark.parametrize("path", NMNIST_FILES, ids=lambda p: p.name)
 def test_the_python_reference_decodes_real_recordings_like_the_compiled_coder(path):
     events, sensor, _ = load_events(path)
-    for _, info, payload in _blocks(encode_events(events, sensor, codec="ctx3")):
+    for _, info, payload in block_payloads(encode_events(events, sensor, codec="ctx3")):
         out = make_events(info.n)
         ctx3code.decode_block(payload, info, *sensor, out, native=False)
         np.testing.assert_array_equal(out, events)

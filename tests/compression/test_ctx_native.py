@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
+from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, block_payloads, needs_real, synthetic_events
 
-from spikeweave.compression import codec, ctx_native, ctxcode
+from spikeweave.compression import ctx_native, ctxcode
 from spikeweave.compression.codec import decode_events, encode_events
 from spikeweave.compression.files import load_events
 from spikeweave.data.events import make_events
@@ -26,17 +26,10 @@ def small_blocks(monkeypatch):
     monkeypatch.setattr(ctxcode, "BLOCK_EVENTS", 300)
 
 
-def _blocks(data: bytes):
-    view = memoryview(data)
-    header, infos, offsets = codec._layout(view)
-    for info, pos in codec._ctx_blocks(view, header, infos, offsets):
-        yield header, info, view[pos : pos + info.comp_len]
-
-
 def _assert_both_decoders_agree(data: bytes) -> int:
     """Decode every block of ``data`` with both decoders; returns the number of blocks."""
     count = 0
-    for header, info, payload in _blocks(data):
+    for header, info, payload in block_payloads(data):
         ref, fast = make_events(info.n), make_events(info.n)
         ctxcode.decode_block(payload, info, header.width, header.height, ref, native=False)
         ctxcode.decode_block(payload, info, header.width, header.height, fast, native=True)
@@ -94,7 +87,7 @@ def test_native_decoder_equals_the_python_decoder_on_real_recordings(path):
 @needs_native
 def test_native_decoder_refuses_damaged_payloads_with_one_line_errors():
     ev = synthetic_events(2000)
-    header, info, payload = next(_blocks(encode_events(ev, (34, 34), codec="ctx")))
+    header, info, payload = next(block_payloads(encode_events(ev, (34, 34), codec="ctx")))
     rng = np.random.default_rng(0)
     for trial in range(40):
         bad = bytearray(payload)
@@ -117,7 +110,7 @@ def test_without_the_compiled_decoder_files_decode_in_python(monkeypatch):
         assert ctx_native.library() is None
         assert "SPIKEWEAVE_CTX_NATIVE" in ctx_native.unavailable_reason()
         np.testing.assert_array_equal(decode_events(data)[0], ev)
-        _, info, payload = next(_blocks(data))
+        _, info, payload = next(block_payloads(data))
         with pytest.raises(DataError, match="no compiled ctx decoder"):
             ctxcode.decode_block(payload, info, 320, 240, make_events(info.n), native=True)
     finally:

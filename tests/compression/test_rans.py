@@ -14,8 +14,15 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
-from test_ctx3 import _blocks, _rewrite_index, _variant
+from sfev_helpers import (
+    AEDAT4_FILE,
+    NMNIST_FILES,
+    block_payloads,
+    event_variant,
+    needs_real,
+    rewrite_first_block_record,
+    synthetic_events,
+)
 
 from spikeweave.compression import codec, ctx_native, ranscode
 from spikeweave.compression.codec import decode_events, encode_events, select_time
@@ -52,7 +59,7 @@ def test_rans_writes_version_4_and_older_versions_still_decode():
 # (65535, 3) and (2, 1500): coordinates past the 1024 direct tokens, with raw bits
 @pytest.mark.parametrize("size", [(34, 34), (1, 1), (2, 1500), (640, 480), (65535, 3)], ids=str)
 def test_compiled_coder_writes_and_reads_the_python_reference_bitstream(size, kind):
-    ev = _variant(synthetic_events(600, *size, seed=size[0] + size[1]), kind, size[0])
+    ev = event_variant(synthetic_events(600, *size, seed=size[0] + size[1]), kind, size[0])
     fast_info, fast = ranscode.encode_block(ev, *size, native=True)
     ref_info, ref = ranscode.encode_block(ev, *size, native=False)
     assert fast == ref and fast_info.pack() == ref_info.pack()
@@ -111,10 +118,10 @@ def test_contexts_keep_their_own_tables_only_where_they_pay(native):
 def test_both_pixel_modes_are_chosen_and_round_trip():
     rows = synthetic_events(2000, 320, 240)
     rows["y"], rows["x"] = 5, rows["x"] % 4  # few pixels: absolute coordinates win
-    scan = _variant(synthetic_events(2000, 320, 240), "column-scan", 320)  # deltas win
+    scan = event_variant(synthetic_events(2000, 320, 240), "column-scan", 320)  # deltas win
     for ev, mode in ((rows, 0), (scan, ranscode.DELTAS)):
         data = encode_events(ev, (320, 240), codec="rans")
-        assert {info.flags & ranscode.DELTAS for _, info, _ in _blocks(data)} == {mode}
+        assert {info.flags & ranscode.DELTAS for _, info, _ in block_payloads(data)} == {mode}
         np.testing.assert_array_equal(decode_events(data)[0], ev)
 
 
@@ -195,7 +202,7 @@ def test_a_time_range_equals_slicing_the_full_decode_and_decodes_only_its_blocks
 def test_crafted_block_records_are_refused(edit, match):
     data = encode_events(synthetic_events(500), (34, 34), codec="rans")
     with pytest.raises(DataError, match=match):
-        decode_events(_rewrite_index(data, edit))
+        decode_events(rewrite_first_block_record(data, edit))
 
 
 def _with_crc(info: BlockInfo, payload: bytes) -> BlockInfo:
@@ -294,7 +301,7 @@ def test_without_the_compiled_coder_rans_encodes_and_decodes_in_python(monkeypat
         data = encode_events(ev, (320, 240), codec="rans")
         assert data == with_c  # the same bytes either way
         np.testing.assert_array_equal(decode_events(data)[0], ev)
-        _, info, payload = next(_blocks(data))
+        _, info, payload = next(block_payloads(data))
         with pytest.raises(DataError, match="no compiled rans coder"):
             ranscode.decode_block(payload, info, 320, 240, make_events(info.n), native=True)
     finally:
@@ -326,7 +333,7 @@ def test_rans_round_trips_real_recordings_within_its_measured_size(path):
 def test_the_python_reference_codes_real_recordings_like_the_compiled_coder(path):
     events, sensor, _ = load_events(path)
     data = encode_events(events, sensor, codec="rans")
-    for _, info, payload in _blocks(data):
+    for _, info, payload in block_payloads(data):
         assert ranscode.encode_block(events, *sensor, native=False)[1] == payload
         out = make_events(info.n)
         ranscode.decode_block(payload, info, *sensor, out, native=False)
@@ -338,7 +345,7 @@ def test_the_python_reference_codes_real_recordings_like_the_compiled_coder(path
 @needs_native
 def test_the_python_reference_codes_the_aedat4_recording_like_the_compiled_coder():
     events, sensor, _ = load_events(AEDAT4_FILE)
-    for _, info, payload in _blocks(encode_events(events, sensor, codec="rans")):
+    for _, info, payload in block_payloads(encode_events(events, sensor, codec="rans")):
         start = int(np.searchsorted(events["t"], info.t_first))  # the block's first event
         block = events[start : start + info.n]
         assert ranscode.encode_block(block, *sensor, native=False)[1] == payload
