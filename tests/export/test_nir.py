@@ -334,7 +334,7 @@ def test_a_file_that_is_not_nir_is_a_one_line_data_error(tmp_path):
 
 
 def _cli() -> typer.Typer:
-    """The two commands wired as the lead wires them into spikeweave/cli.py."""
+    """The two commands wired as the lead wires them into spikeweave/cli/__init__.py."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command("export")(export_command)
     app.command("import")(import_command)

@@ -1,6 +1,6 @@
 """``spikeweave compress`` and ``spikeweave decompress``: plain functions with typer parameters.
 
-Wire them into the main app (``spikeweave/cli.py``) with::
+Wire them into the main app (``spikeweave/cli/__init__.py``) with::
 
     from .compression.cli import compress_command, decompress_command
     app.command("compress")(compress_command)

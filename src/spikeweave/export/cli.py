@@ -1,6 +1,6 @@
 """``spikeweave export`` and ``spikeweave import``: plain functions with typer parameters.
 
-Wire them into the main app (``spikeweave/cli.py``) with::
+Wire them into the main app (``spikeweave/cli/__init__.py``) with::
 
     from .export.cli import export_command, import_command
     app.command("export")(export_command)

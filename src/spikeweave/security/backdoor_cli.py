@@ -1,6 +1,6 @@
 """``spikeweave backdoor scan`` and ``spikeweave backdoor defend``: MESA on a trained run.
 
-Plain functions; ``spikeweave/cli.py`` wires them to the command line.
+Plain functions; ``spikeweave/cli/__init__.py`` wires them to the command line.
 
 - The **defender's clean data** are the run's validation split when it held one out
   (``val_fraction``; never poisoned), else a seeded ``samples`` subset of the clean training

@@ -1,6 +1,6 @@
 """``spikeweave attack``: robust accuracy of a trained run against one attack over several ε.
 
-Plain functions; ``spikeweave/cli.py`` wires them to the command line. ``attack_command``
+Plain functions; ``spikeweave/cli/__init__.py`` wires them to the command line. ``attack_command``
 writes ``attack.json`` (robust accuracy per ε) and ``attack.png`` (accuracy vs ε) into the run
 directory (or ``out_dir``). ``attack.json`` keeps every attack run there: its top-level keys
 describe the latest attack (as a single-record file always did) and ``records`` holds one entry

@@ -1,0 +1,5 @@
+"""``python -m spikeweave.cli``: the ``spikeweave`` command."""
+
+from . import main
+
+main()
