@@ -535,6 +535,7 @@ TOML_BAD = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_malformed_config_toml_files_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(Trainer, "fit", lambda self: sys.exit(0))  # exit 0 fails the case
     failures = []

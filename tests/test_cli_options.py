@@ -81,6 +81,7 @@ def test_train_help_lists_the_common_options():
         assert flag in out, flag
 
 
+@pytest.mark.slow
 def test_no_plots_skips_only_the_drawing_and_plot_draws_the_pngs_later(tmp_path):
     run = train(tmp_path, "--epochs", "1", "--no-plots")
     assert json.loads((run / "config.json").read_text())["plots"] is False

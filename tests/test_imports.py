@@ -71,6 +71,7 @@ def test_from_spikeweave_import_gives_the_defining_modules_objects():
     assert encoding is importlib.import_module("spikeweave.encoding")
 
 
+@pytest.mark.slow
 def test_training_imports_no_streaming_until_a_loaded_run_streams():
     probe = (
         "import sys\nimport spikeweave.training\n"

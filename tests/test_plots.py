@@ -269,6 +269,7 @@ def test_a_plot_into_a_folder_in_the_way_is_a_one_line_output_error(tmp_path: Pa
         plot_training_curves(_metrics(2), tmp_path / "curves.png")
 
 
+@pytest.mark.slow
 def test_run_plots_label_every_axis_title_every_panel_and_key_every_multi_series_panel(
     tmp_path: Path,
 ) -> None:

@@ -55,6 +55,7 @@ def _variant(ev: np.ndarray, kind: str, width: int) -> np.ndarray:
 
 
 @needs_native
+@pytest.mark.rotate("size")
 @pytest.mark.parametrize(
     "kind", ["plain", "unordered-time", "column-scan", "huge-gaps", "one-pixel"]
 )

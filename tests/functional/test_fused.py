@@ -323,6 +323,7 @@ def fresh_kernel(tmp_path, monkeypatch):
     cpu_kernel.reset()
 
 
+@pytest.mark.slow
 def test_kernel_compiles_into_cache_and_is_reused(fresh_kernel, monkeypatch):
     if cpu_kernel.c_compiler() is None:
         pytest.skip("no C compiler on this machine")

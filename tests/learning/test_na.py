@@ -343,6 +343,7 @@ def test_method_options_build_the_paper_network_and_refuse_unknown_keys():
         make_method("na", {"pool": "max"})
 
 
+@pytest.mark.slow
 def test_trainer_runs_na_method_and_records_its_named_loss_and_activity(tmp_path):
     cfg = TrainConfig(
         dataset="digits",

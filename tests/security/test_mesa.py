@@ -76,6 +76,7 @@ def test_mesa_defense_lowers_attack_success_and_keeps_accuracy(backdoored):
     assert attack_success_rate(net, xt, yt, trigger, TARGET, seed=3) == before_asr
 
 
+@pytest.mark.slow
 def test_clean_finetuning_alone_leaves_more_backdoor(backdoored):
     net, trigger, (xd, yd), (xt, yt) = backdoored
     control = finetune(net, xd, yd, None, FinetuneOptions())

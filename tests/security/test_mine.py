@@ -22,6 +22,7 @@ def test_mine_recovers_gaussian_mutual_information(one_thread, rho):
     assert abs(est - true) <= 0.1 * true, (est, true)
 
 
+@pytest.mark.slow
 def test_mine_is_near_zero_for_independent_variables(one_thread):
     g = torch.Generator().manual_seed(2)
     x, z = torch.randn(5000, generator=g), torch.randn(5000, generator=g)
