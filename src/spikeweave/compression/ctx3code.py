@@ -37,7 +37,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .ctxcode import BLOCK, BlockInfo, _columns_crc
+from . import ctx_native
+from .ctxcode import BLOCK, BlockInfo, _columns_crc, check_payload, check_record
 
 __all__ = [
     "BLOCK_EVENTS",
@@ -337,7 +338,7 @@ def encode_block(
     """Code ``events`` [n] (EVENT_DTYPE, 1 <= n <= BLOCK_EVENTS, inside the sensor) into
     ``(index record, payload bytes)``; the smaller of the two pixel modes is kept. ``native``
     as in :func:`decode_block`; both encoders write the same bytes."""
-    lib = _library(native)
+    lib = ctx_native.coder("ctx3", native)
     if lib is None:
         return encode_block_python(events, width, height)
     n = events.size
@@ -369,26 +370,15 @@ def encode_block(
 
 def check_block(info: BlockInfo, where: str) -> None:
     """Refuse a record whose sizes no encoder writes, before anything is allocated."""
-    if not 1 <= info.n <= BLOCK_EVENTS:
-        raise DataError(f"{where}: {info.n} events, 1..{BLOCK_EVENTS} allowed (corrupt file)")
-    if info.comp_len < 5 or info.n > MAX_EVENTS_PER_BYTE * info.comp_len:
-        raise DataError(
-            f"{where}: {info.n} events from {info.comp_len} bytes, more than the ctx3 codec "
-            f"can expand ({MAX_EVENTS_PER_BYTE} events per byte at most): corrupt or crafted file"
-        )
-    if not info.t_min <= info.t_first <= info.t_max or info.flags & ~(ZIGZAG | XFIRST):
-        raise DataError(f"{where}: inconsistent block record (corrupt file)")
-
-
-def _library(native: bool | None):  # noqa: ANN202  (a ctypes.CDLL or None)
-    if native is False:
-        return None
-    from . import ctx_native
-
-    lib = ctx_native.library("ctx3")
-    if lib is None and native:
-        raise DataError(f"no compiled ctx3 coder: {ctx_native.unavailable_reason('ctx3')}")
-    return lib
+    check_record(
+        info,
+        where,
+        "ctx3",
+        block_events=BLOCK_EVENTS,
+        max_per_byte=MAX_EVENTS_PER_BYTE,
+        flags=ZIGZAG | XFIRST,
+        min_len=5,
+    )
 
 
 def decode_block(
@@ -405,9 +395,8 @@ def decode_block(
     ``native``: True uses the compiled coder (DataError when it cannot be had), False the
     Python reference, None the compiled one when available; both give the same events."""
     check_block(info, "block")
-    if len(payload) != info.comp_len:
-        raise DataError("ctx3 block: payload length differs from its record (corrupt file)")
-    lib = _library(native)
+    check_payload(payload, info, "ctx3")
+    lib = ctx_native.coder("ctx3", native)
     n = info.n
     if lib is not None:
         data = np.frombuffer(payload, dtype=np.uint8)

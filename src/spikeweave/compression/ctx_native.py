@@ -24,6 +24,7 @@ import sys
 import threading
 from importlib import resources
 
+from ..errors import DataError
 from ..toolchain import build_library, c_compiler, cache_root
 
 __all__ = ["ENV", "library", "unavailable_reason", "reset"]
@@ -100,6 +101,19 @@ def unavailable_reason(name: str = "ctx") -> str | None:
     """Why :func:`library` is None (None when it is available)."""
     library(name)
     return _state.get(f"{name}:reason")  # type: ignore[return-value]
+
+
+def coder(name: str, native: bool | None) -> ctypes.CDLL | None:
+    """The compiled coder ``name`` as a block codec asks for it: ``native`` False gives None
+    (the Python reference), None the compiled coder when it can be had, True the compiled one
+    or a :class:`DataError` saying why it cannot be had."""
+    if native is False:
+        return None
+    lib = library(name)
+    if lib is None and native:
+        what = "decoder" if name == "ctx" else "coder"  # version 2's library only decodes
+        raise DataError(f"no compiled {name} {what}: {unavailable_reason(name)}")
+    return lib
 
 
 def reset() -> None:

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from . import ctx_native
 
 __all__ = [
     "BLOCK_EVENTS",
@@ -346,17 +347,42 @@ def encode_block(events: np.ndarray, width: int, height: int) -> tuple[BlockInfo
     return info, payload
 
 
+def check_record(
+    info: BlockInfo,
+    where: str,
+    codec: str,
+    *,
+    block_events: int,
+    max_per_byte: int,
+    flags: int,
+    min_len: int = 1,
+    multiple: int = 1,
+) -> None:
+    """Refuse a block record whose sizes no ``codec`` encoder writes, before anything is
+    allocated: 1..``block_events`` events, a payload of at least ``min_len`` bytes (a multiple
+    of ``multiple``) holding at most ``max_per_byte`` events a byte, t_first within
+    [t_min, t_max] and no flag outside ``flags``."""
+    if not 1 <= info.n <= block_events:
+        raise DataError(f"{where}: {info.n} events, 1..{block_events} allowed (corrupt file)")
+    if info.comp_len < min_len or info.comp_len % multiple or info.n > max_per_byte * info.comp_len:
+        raise DataError(
+            f"{where}: {info.n} events from {info.comp_len} bytes, more than the {codec} codec "
+            f"can expand ({max_per_byte} events per byte at most): corrupt or crafted file"
+        )
+    if not info.t_min <= info.t_first <= info.t_max or info.flags & ~flags:
+        raise DataError(f"{where}: inconsistent block record (corrupt file)")
+
+
+def check_payload(payload: bytes | memoryview, info: BlockInfo, codec: str) -> None:
+    """A block's payload is as long as its record says."""
+    if len(payload) != info.comp_len:
+        raise DataError(f"{codec} block: payload length differs from its record (corrupt file)")
+
+
 def check_block(info: BlockInfo, where: str) -> None:
     """Refuse a record whose sizes no encoder writes, before anything is allocated."""
-    if not 1 <= info.n <= BLOCK_EVENTS:
-        raise DataError(f"{where}: {info.n} events, 1..{BLOCK_EVENTS} allowed (corrupt file)")
-    if info.comp_len % 4 or info.n > MAX_EVENTS_PER_BYTE * info.comp_len:
-        raise DataError(
-            f"{where}: {info.n} events from {info.comp_len} bytes, more than the ctx codec can "
-            f"expand ({MAX_EVENTS_PER_BYTE} events per byte at most): corrupt or crafted file"
-        )
-    if not info.t_min <= info.t_first <= info.t_max or info.flags & ~(ZIGZAG | XFIRST):
-        raise DataError(f"{where}: inconsistent block record (corrupt file)")
+    check_record(info, where, "ctx", block_events=BLOCK_EVENTS, max_per_byte=MAX_EVENTS_PER_BYTE,
+                 flags=ZIGZAG | XFIRST, multiple=4)  # fmt: skip
 
 
 def decode_block(
@@ -374,17 +400,10 @@ def decode_block(
     be had), False the Python one (constriction), None the compiled one when available. Both
     read the same bitstream into the same events."""
     check_block(info, "block")
-    lib = None
-    if native is not False:
-        from . import ctx_native
-
-        lib = ctx_native.library()
-        if lib is None and native:
-            raise DataError(f"no compiled ctx decoder: {ctx_native.unavailable_reason()}")
+    lib = ctx_native.coder("ctx", native)
     n = info.n
     if lib is not None:
-        if len(payload) != info.comp_len:
-            raise DataError("ctx block: payload length differs from its record (corrupt file)")
+        check_payload(payload, info, "ctx")
         words = np.frombuffer(payload, dtype="<u4")
         t = np.empty(n, dtype=np.int64)
         x = np.empty(n, dtype=np.uint16)

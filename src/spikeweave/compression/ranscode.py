@@ -56,7 +56,8 @@ import numpy as np
 
 from ..data.events import EVENT_DTYPE
 from ..errors import DataError
-from .ctxcode import BlockInfo
+from . import ctx_native
+from .ctxcode import BlockInfo, check_payload, check_record
 
 __all__ = [
     "BLOCK_EVENTS",
@@ -352,24 +353,13 @@ def _cost(counts: np.ndarray, freq: np.ndarray, pb: int) -> float:
     return code + 8 * len(_write_table(freq))
 
 
-def _library(native: bool | None):  # noqa: ANN202  (a ctypes.CDLL or None)
-    if native is False:
-        return None
-    from . import ctx_native
-
-    lib = ctx_native.library("rans")
-    if lib is None and native:
-        raise DataError(f"no compiled rans coder: {ctx_native.unavailable_reason('rans')}")
-    return lib
-
-
 def encode_block(
     events: np.ndarray, width: int, height: int, *, native: bool | None = None
 ) -> tuple[BlockInfo, bytes]:
     """Code ``events`` [n] (EVENT_DTYPE, 1 <= n <= BLOCK_EVENTS, inside the sensor) into
     ``(index record, payload bytes)``; the smaller of the two pixel modes is kept. ``native``
     as in :func:`decode_block`; both encoders write the same bytes."""
-    lib = _library(native)
+    lib = ctx_native.coder("rans", native)
     n = events.size
     t = np.ascontiguousarray(events["t"], dtype=np.int64)
     x = np.ascontiguousarray(events["x"], dtype=np.uint16)
@@ -390,15 +380,15 @@ def encode_block(
 
 def check_block(info: BlockInfo, where: str) -> None:
     """Refuse a record whose sizes no encoder writes, before anything is allocated."""
-    if not 1 <= info.n <= BLOCK_EVENTS:
-        raise DataError(f"{where}: {info.n} events, 1..{BLOCK_EVENTS} allowed (corrupt file)")
-    if info.comp_len < 2 + 3 + 16 or info.n > MAX_EVENTS_PER_BYTE * info.comp_len:
-        raise DataError(
-            f"{where}: {info.n} events from {info.comp_len} bytes, more than the rans codec "
-            f"can expand ({MAX_EVENTS_PER_BYTE} events per byte at most): corrupt or crafted file"
-        )
-    if not info.t_min <= info.t_first <= info.t_max or info.flags & ~(ZIGZAG | DELTAS):
-        raise DataError(f"{where}: inconsistent block record (corrupt file)")
+    check_record(
+        info,
+        where,
+        "rans",
+        block_events=BLOCK_EVENTS,
+        max_per_byte=MAX_EVENTS_PER_BYTE,
+        flags=ZIGZAG | DELTAS,
+        min_len=2 + 3 + 16,
+    )
 
 
 class _Bits:
@@ -534,11 +524,10 @@ def decode_block(
     ``native``: True uses the compiled decoder (DataError when it cannot be had), False the
     Python reference, None the compiled one when available; both give the same events."""
     check_block(info, "block")
-    if len(payload) != info.comp_len:
-        raise DataError("rans block: payload length differs from its record (corrupt file)")
+    check_payload(payload, info, "rans")
     if zlib.crc32(payload) != info.crc:
         raise DataError("rans block: checksum mismatch (the file is corrupt)")
-    lib = _library(native)
+    lib = ctx_native.coder("rans", native)
     n = info.n
     if lib is not None:
         data = np.frombuffer(payload, dtype=np.uint8)
