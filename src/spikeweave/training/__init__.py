@@ -8,7 +8,14 @@ from .build import (
     default_optimization,
     neuron_factory,
 )
-from .callbacks import Callback, EarlyStopping, EpochMetrics, PlateauStop, TensorBoardLog
+from .callbacks import (
+    Callback,
+    EarlyStopping,
+    EpochMetrics,
+    PlateauStop,
+    TensorBoardLog,
+    TrainerView,
+)
 from .config import TrainConfig, load_config
 from .denormal import flush_denormal
 from .methods import (
@@ -28,6 +35,7 @@ __all__ = [
     "METHODS",
     "Assembly",
     "Callback",
+    "TrainerView",
     "EarlyStopping",
     "EpochMetrics",
     "NoOptions",

@@ -13,22 +13,24 @@ Three sources of callbacks meet in the trainer: the caller's, the method's
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from ..atomic import refuse_linked_folder
 from ..errors import CheckpointError, ConfigError
+from ..tasks import Task
 from .config import TrainConfig
+from .distributed import Distributed
 from .rundir import RunDir
 from .weights_check import check_state_dtypes
 
-if TYPE_CHECKING:  # the trainer imports this module; this import is for annotations only
-    from .trainer import Trainer
-
 __all__ = [
     "Callback",
+    "TrainerView",
     "EarlyStopping",
     "EpochMetrics",
     "PlateauStop",
@@ -37,22 +39,49 @@ __all__ = [
 ]
 
 
-class Callback:
-    """Hooks into a run; override the ones you need."""
+class TrainerView(Protocol):
+    """What a callback sees of the run: :class:`~.trainer.Trainer` is one. (A protocol, so that
+    this module, which the trainer imports, does not import the trainer back.)"""
 
-    def on_fit_start(self, trainer: Trainer) -> None:
+    config: TrainConfig
+    dist: Distributed
+    epoch: int
+    """Epochs finished so far."""
+    history: list[dict[str, Any]]
+    """The metrics rows of the finished epochs."""
+    model: nn.Module
+    rundir: RunDir
+    stop_reason: str | None
+    task: Task
+    val_set: Dataset | None
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the current epoch."""
+
+    def save_best_weights(self, state: dict[str, torch.Tensor], epoch: int) -> Path:
+        """Keep ``state`` as epoch ``epoch``'s best validation weights in the run directory."""
+
+    def read_best_weights(self, epoch: int) -> dict[str, torch.Tensor]:
+        """The weights :meth:`save_best_weights` kept for ``epoch``."""
+
+
+class Callback:
+    """Hooks into a run; override the ones you need. Each gets the trainer
+    (:class:`TrainerView`: what a callback may read and ask of it)."""
+
+    def on_fit_start(self, trainer: TrainerView) -> None:
         """Before the first remaining epoch."""
 
-    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
+    def on_epoch_start(self, trainer: TrainerView, epoch: int) -> None:
         """Before epoch ``epoch`` (1-based) trains."""
 
-    def on_batch_end(self, trainer: Trainer, epoch: int, batch: int, loss: float) -> None:
+    def on_batch_end(self, trainer: TrainerView, epoch: int, batch: int, loss: float) -> None:
         """After the method's step on batch ``batch`` (0-based)."""
 
-    def on_epoch_end(self, trainer: Trainer, epoch: int, row: dict[str, Any]) -> None:
+    def on_epoch_end(self, trainer: TrainerView, epoch: int, row: dict[str, Any]) -> None:
         """After evaluation; ``row`` is the epoch's metrics and may be extended."""
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+    def on_fit_end(self, trainer: TrainerView, summary: dict[str, Any]) -> None:
         """After ``summary.json`` is written."""
 
 
@@ -107,7 +136,7 @@ class PlateauStop(Callback):
         if self.stopped_after == epoch:
             trainer.request_stop(self._reason(trainer))
 
-    def _update(self, trainer: Trainer, epoch: int, value: float, replay: bool = False) -> None:
+    def _update(self, trainer: TrainerView, epoch: int, value: float, replay: bool = False) -> None:
         """Count epoch ``epoch``'s validation ``value``; sets ``stopped_after`` once the
         patience is spent."""
         if self.stopped_after is not None:
@@ -119,10 +148,10 @@ class PlateauStop(Callback):
         elif self.patience is not None and epoch - self.best_epoch >= self.patience:
             self.stopped_after = epoch
 
-    def improved(self, trainer: Trainer, epoch: int) -> None:
+    def improved(self, trainer: TrainerView, epoch: int) -> None:
         """Called when epoch ``epoch`` is the new best (not while replaying a history)."""
 
-    def _reason(self, trainer: Trainer) -> str:
+    def _reason(self, trainer: TrainerView) -> str:
         return (
             f"validation {trainer.task.metric} has not improved for {self.patience} "
             f"epochs (best {self.best:.4g} at epoch {self.best_epoch})"
@@ -180,7 +209,7 @@ class EarlyStopping(PlateauStop):
             self._restore(trainer)
             row["weights_epoch"] = self.best_epoch
 
-    def _restore(self, trainer: Trainer) -> None:
+    def _restore(self, trainer: TrainerView) -> None:
         """Load the best epoch's weights into the model (from memory, or from the run's file
         when this process resumed after that epoch)."""
         path = trainer.rundir / RunDir.BEST_VAL
