@@ -1,10 +1,12 @@
-"""Pilot (issue 30): is a BadNets backdoor of >= 95 % ASR at <= 1 point clean-accuracy loss
-reachable with the default MLP on Fashion-MNIST? Runs the strength grid of
-:mod:`spikeweave.experiments.backdoor_strength` (rates 1/5/10 %, patch 3 and 5) for one seed,
-measured on the validation split, and writes a markdown table and JSON to ``--out``.
+"""Pilot (issue 30): is a backdoor of >= 95 % ASR at <= 1 point clean-accuracy loss reachable
+on Fashion-MNIST? Runs the strength grid of :mod:`spikeweave.experiments.backdoor_strength` for
+one trigger kind (``--kind``: badnets, blended, wanet; rates 1/5/10 %) and one model
+(``--model``: the default MLP, or the experiment's ``convnet`` / ``ann``) for one seed, measured
+on the validation split, and writes a markdown table and JSON (``pilot_<kind>[_<model>]``) to
+``--out``.
 
     nice -n 10 python benchmarks/mesa_strength_pilot.py --train-size 10000 --epochs 3 \
-        --out docs/results/mesa
+        --kind blended --out docs/results/mesa
 """
 
 from __future__ import annotations
@@ -29,11 +31,12 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--kind", default="badnets")
+    ap.add_argument("--model", default="mlp", help="mlp (default), convnet or ann")
     ap.add_argument("--out", default="docs/results/mesa")
     ap.add_argument("--work", default="/tmp/mesa-strength-pilot")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    cfg = TrainConfig(dataset="fashion-mnist", model="mlp", steps=a.steps, epochs=a.epochs,
+    cfg = TrainConfig(dataset="fashion-mnist", model=a.model, steps=a.steps, epochs=a.epochs,
                       val_fraction=5000 / 60000, train_size=a.train_size, plots=False)  # fmt: skip
     ctx = ExperimentContext(out_dir=Path(a.work), quick=False, seeds=[a.seed])
     t0 = time.perf_counter()
@@ -61,8 +64,9 @@ def main() -> None:
     record = {"args": vars(a), "rule": rule_record(), "target": target, **res,
               "wall_s": round(wall, 1), "config": {"dataset": cfg.dataset, "model": cfg.model,
               "steps": cfg.steps, "epochs": cfg.epochs, "train_size": cfg.train_size}}  # fmt: skip
-    atomic_write_bytes(out / f"pilot_{a.kind}.json", json.dumps(record, indent=1).encode())
-    atomic_write_bytes(out / f"pilot_{a.kind}.md", (text + "\n").encode())
+    name = a.kind if a.model == "mlp" else f"{a.kind}_{a.model}"
+    atomic_write_bytes(out / f"pilot_{name}.json", json.dumps(record, indent=1).encode())
+    atomic_write_bytes(out / f"pilot_{name}.md", (text + "\n").encode())
 
 
 if __name__ == "__main__":
