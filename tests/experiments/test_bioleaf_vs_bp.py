@@ -2,6 +2,7 @@ import json
 import math
 
 import pytest
+from run_loading import every_run_loads
 
 from spikeweave.experiments import EXPERIMENTS, run_experiment
 from spikeweave.experiments.bioleaf_vs_bp import COMPARABLE_POINTS, _configs, _grids, settings_for
@@ -58,3 +59,4 @@ def test_quick_run_writes_the_part_per_image_record_and_the_self_predicting_stat
     assert (folder / "runs" / "digits-bioleaf-s0" / "apical_mismatch.png").is_file()
     text = (folder / "report.md").read_text()
     assert "Self-predicting state" in text and "BPTT" in text
+    assert set(every_run_loads(folder)) == {"bioleaf", "bptt"}

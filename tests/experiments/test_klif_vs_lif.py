@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from run_loading import every_run_loads
 
 from spikeweave.ablation_neurons import (
     PLIF,
@@ -186,3 +187,9 @@ def test_quick_run_without_a_usable_compiled_kernel_reports_cost_not_testable(
     assert "cannot run" in cost["test"] and cost["margin"] == COST_MARGIN_PERCENT
     assert set(data["results"]["step_timing"]) == {"as shipped"}
     assert (folder / "step_time.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_every_run_of_the_quick_run_loads_and_evaluates_without_a_hand_made_method(quick_run):
+    _, folder = quick_run
+    assert set(every_run_loads(folder)) == {"bptt"}

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 
 import pytest
+from run_loading import every_run_loads
 
 from spikeweave.experiments import run_experiment
 from spikeweave.experiments.backdoor_strength import TRIGGER_GRID, choose_strength
@@ -59,3 +60,4 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
             assert "NOT met" in (folder / "report.md").read_text()
     assert "attack strength grid on the validation split" in (folder / "report.md").read_text()
     assert data["results"]["seeds"] == [0, 1]
+    assert set(every_run_loads(folder)) == {"bptt"}

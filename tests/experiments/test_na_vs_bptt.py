@@ -2,6 +2,7 @@ import json
 
 import pytest
 import torch
+from run_loading import every_run_loads
 
 import spikeweave.experiments.na_vs_bptt as na_vs_bptt  # registers the experiment
 from spikeweave.experiments import EXPERIMENTS, run_experiment
@@ -90,3 +91,4 @@ def test_quick_run_stops_on_plateau_and_reports_parts_ties_and_fidelity(tmp_path
     opts = json.loads((folder / "runs" / "digits-na-later-s0" / "config.json").read_text())
     assert opts["method_options"]["form"] == "later"
     assert opts["method_options"]["pool"] == "sum" and opts["method_options"]["input_psc"]
+    assert set(every_run_loads(folder)) == {"na"}

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+from run_loading import every_run_loads
 
 import spikeweave.experiments.noisy_single_step as noisy_exp  # registers the experiment
 from spikeweave.experiments import EXPERIMENTS, run_experiment
@@ -129,3 +130,9 @@ def test_a_run_rebuilt_from_its_record_scores_what_training_recorded(tmp_path):
         run = part.rebuild(record, methods[arm])
         # the weights of the best validation epoch, in a model built from the run folder
         assert run.source.evaluate("test")["accuracy"] == record["correct"].mean()
+
+
+@pytest.mark.slow
+def test_every_run_of_the_quick_run_loads_and_evaluates_without_a_hand_made_method(quick_run):
+    _, folder = quick_run
+    assert set(every_run_loads(folder)) == {"bptt", "noisy"}

@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+from run_loading import every_run_loads
 
 from spikeweave.experiments import ExperimentContext, run_experiment
 from spikeweave.experiments.reset_dependency import (
@@ -84,3 +85,4 @@ def test_quick_run_decides_on_per_seed_areas_and_paired_image_stats(tmp_path):
     for png in ("soft_xor_lr_sweep.png", "image_val_accuracy.png", "step_time.png"):
         assert (folder / png).stat().st_size > 1000
     assert "Verdict by part" in (folder / "report.md").read_text()
+    assert set(every_run_loads(folder)) == {"bptt"}

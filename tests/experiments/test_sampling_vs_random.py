@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from run_loading import every_run_loads
 from torch.utils.data import TensorDataset
 
 from spikeweave.compression.sampler import (
@@ -143,3 +144,4 @@ def test_quick_run_stores_parts_with_margins_per_image_and_equal_bits(tmp_path, 
     assert data["results"]["better_baseline"] in BASELINES
     assert (folder / "mnist5k_grid.png").stat().st_size > 5000
     assert report.held is None
+    assert set(every_run_loads(folder)) == {"sampler", "bptt"}
