@@ -209,9 +209,6 @@ def train(
     ),
 ) -> None:
     """Train a model; with no options, a LIF conv net on the embedded mnist5k."""
-    from ..training import RunDir, Trainer, load_config
-    from ..training.config import TrainConfig, fold_legacy
-
     given = dict(
         dataset=dataset,
         task=task,
@@ -259,56 +256,88 @@ def train(
              poison_kind)  # fmt: skip
     keys = ("fraction", "target", "trigger", "trigger_size", "seed", "kind")
     poison = {k: v for k, v in zip(keys, flags, strict=True) if v is not None}
-    finish_only = False
     if resume is not None:
-        if config is not None:
-            raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
-        trainer = Trainer.resume(
-            resume,
-            progress=progress,
-            epochs=given.pop("epochs", None),
-            data_root=given.pop("data_root", None),
-            device=given.pop("device", None),
-            threads=given.pop("threads", None),
-        )
-        _refuse_conflicts(given, trainer.config)
-        _refuse_finished_early(trainer, resume)
-        _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
-        finish_only = trainer.epoch >= trainer.config.epochs
-        if finish_only and (trainer.run_dir / RunDir.SUMMARY).exists():
-            raise ConfigError(
-                f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
-                "--epochs to extend it"
-            )
-        if finish_only:  # killed after its last checkpoint, before the summary was written
-            _say(
-                trainer,
-                f"finishing {resume}: its {trainer.epoch} epochs are trained; writing the "
-                "summary, activity and plots",
-            )
-        else:
-            _say(
-                trainer,
-                f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}",
-            )
+        trainer, finish_only = _resumed(resume, config, given, poison, progress)
     else:
-        values: dict[str, Any] = load_config(config) if config is not None else {}
-        if "method" in given and given["method"] != values.get("method", given["method"]):
-            values.pop("method_options", None)  # options of the config's method, not this one
-        values.update(given)
-        if poison:
-            values = _with_poison(fold_legacy(values), poison)
-        _refuse_ignored(values)
-        cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
-        trainer = Trainer(cfg, progress=progress)
-        cfg = trainer.config
+        trainer, finish_only = _new_run(config, given, poison, progress), False
+    summary = _fit(trainer, finish_only)
+    _report(trainer, summary)
+    trainer.dist.close()  # leave the process group cleanly (torchrun); a no-op in one process
+
+
+def _resumed(
+    resume: Path,
+    config: Path | None,
+    given: dict[str, Any],
+    poison: dict[str, Any],
+    progress: bool,
+) -> tuple[Any, bool]:
+    """The trainer of the run in ``resume`` and whether only its summary is left to write;
+    options that would change the run are refused."""
+    from ..training import RunDir, Trainer
+
+    if config is not None:
+        raise ConfigError("--config cannot be combined with --resume: the run keeps its own")
+    trainer = Trainer.resume(
+        resume,
+        progress=progress,
+        epochs=given.pop("epochs", None),
+        data_root=given.pop("data_root", None),
+        device=given.pop("device", None),
+        threads=given.pop("threads", None),
+    )
+    _refuse_conflicts(given, trainer.config)
+    _refuse_finished_early(trainer, resume)
+    _refuse_conflicts(poison, trainer.config.train_transforms.get("backdoor", {}), "poison_")
+    finish_only = trainer.epoch >= trainer.config.epochs
+    if finish_only and (trainer.run_dir / RunDir.SUMMARY).exists():
+        raise ConfigError(
+            f"{resume} already finished its {trainer.config.epochs} epochs; pass a larger "
+            "--epochs to extend it"
+        )
+    if finish_only:  # killed after its last checkpoint, before the summary was written
         _say(
             trainer,
-            f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
-            f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed}, on "
-            f"{trainer.device} ({cfg.precision}) -> {trainer.run_dir}"
-            + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
+            f"finishing {resume}: its {trainer.epoch} epochs are trained; writing the "
+            "summary, activity and plots",
         )
+    else:
+        _say(
+            trainer,
+            f"resuming {resume} after epoch {trainer.epoch} of {trainer.config.epochs}",
+        )
+    return trainer, finish_only
+
+
+def _new_run(
+    config: Path | None, given: dict[str, Any], poison: dict[str, Any], progress: bool
+) -> Any:
+    """A trainer for a new run: the config file's values, overridden by the options given."""
+    from ..training import Trainer, load_config
+    from ..training.config import TrainConfig, fold_legacy
+
+    values: dict[str, Any] = load_config(config) if config is not None else {}
+    if "method" in given and given["method"] != values.get("method", given["method"]):
+        values.pop("method_options", None)  # options of the config's method, not this one
+    values.update(given)
+    if poison:
+        values = _with_poison(fold_legacy(values), poison)
+    _refuse_ignored(values)
+    cfg = TrainConfig.from_dict(values, source=str(config) if config else "options")
+    trainer = Trainer(cfg, progress=progress)
+    cfg = trainer.config
+    _say(
+        trainer,
+        f"training {cfg.dataset} / {cfg.model} / {cfg.neuron_label} / {cfg.method}, "
+        f"T={cfg.effective_steps}, {cfg.epochs} epochs, seed {cfg.seed}, on "
+        f"{trainer.device} ({cfg.precision}) -> {trainer.run_dir}"
+        + (f" ({trainer.dist.world} processes)" if trainer.dist.active else ""),
+    )
+    return trainer
+
+
+def _fit(trainer: Any, finish_only: bool) -> dict[str, Any]:
+    """Train (or only finish) the run; Ctrl-C says how to continue it."""
     try:
         summary = trainer.complete() if finish_only else trainer.fit()
     except KeyboardInterrupt:
@@ -321,6 +350,11 @@ def train(
         else:
             typer.echo("interrupted before the first epoch finished; nothing to resume", err=True)
         raise typer.Exit(130) from None
+    return summary
+
+
+def _report(trainer: Any, summary: dict[str, Any]) -> None:
+    """The run's warnings, its metrics and where it was written (main process only)."""
     if trainer.dist.is_main:
         for line in summary.get("activity_warnings", ()):
             typer.echo(f"warning: {line}", err=True)
@@ -338,7 +372,6 @@ def train(
         f"{fmt(summary[f'train_{metric}'])}, {summary['wall_time_s']:.0f} s",
     )
     _say(trainer, f"run written to {trainer.run_dir}")
-    trainer.dist.close()  # leave the process group cleanly (torchrun); a no-op in one process
 
 
 def _say(trainer: Any, line: str) -> None:
