@@ -27,7 +27,7 @@ from importlib import resources
 from ..errors import DataError
 from ..toolchain import build_library, c_compiler, cache_root
 
-__all__ = ["ENV", "library", "unavailable_reason", "reset"]
+__all__ = ["ENV", "coder", "library", "unavailable_reason", "reset"]
 
 ENV = "SPIKEWEAVE_CTX_NATIVE"
 """Set to ``0`` to decode ``ctx`` blocks in Python (constriction) only."""

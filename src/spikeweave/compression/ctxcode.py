@@ -53,6 +53,9 @@ __all__ = [
     "MAX_EVENTS_PER_BYTE",
     "BLOCK",
     "BlockInfo",
+    "check_block",
+    "check_payload",
+    "check_record",
     "encode_block",
     "decode_block",
 ]
@@ -381,8 +384,15 @@ def check_payload(payload: bytes | memoryview, info: BlockInfo, codec: str) -> N
 
 def check_block(info: BlockInfo, where: str) -> None:
     """Refuse a record whose sizes no encoder writes, before anything is allocated."""
-    check_record(info, where, "ctx", block_events=BLOCK_EVENTS, max_per_byte=MAX_EVENTS_PER_BYTE,
-                 flags=ZIGZAG | XFIRST, multiple=4)  # fmt: skip
+    check_record(
+        info,
+        where,
+        "ctx",
+        block_events=BLOCK_EVENTS,
+        max_per_byte=MAX_EVENTS_PER_BYTE,
+        flags=ZIGZAG | XFIRST,
+        multiple=4,
+    )
 
 
 def decode_block(
