@@ -252,3 +252,17 @@ def test_best_val_needs_a_validation_split_and_a_known_value():
         TrainConfig(dataset="digits", test_eval="best-val").validate()
     with pytest.raises(ConfigError, match="unknown test_eval 'never'"):
         TrainConfig(dataset="digits", test_eval="never", val_fraction=0.2).validate()
+
+
+def test_the_trainer_has_everything_the_trainer_view_promises_a_callback(tmp_path):
+    import typing
+
+    from spikeweave.training import TrainerView
+
+    trainer = Trainer(tiny(tmp_path), progress=False)
+    members = [*typing.get_type_hints(TrainerView), "encode", "request_stop",
+               "save_best_weights", "read_best_weights"]  # fmt: skip
+    missing = [name for name in members if not hasattr(trainer, name)]
+    assert not missing, missing
+    for name in ("encode", "request_stop", "save_best_weights", "read_best_weights"):
+        assert callable(getattr(trainer, name))

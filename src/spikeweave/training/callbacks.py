@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ..atomic import refuse_linked_folder
 from ..errors import CheckpointError, ConfigError
+from ..losses import Loss
 from ..tasks import Task
 from .config import TrainConfig
 from .distributed import Distributed
@@ -44,16 +45,27 @@ class TrainerView(Protocol):
     this module, which the trainer imports, does not import the trainer back.)"""
 
     config: TrainConfig
+    device: torch.device
     dist: Distributed
     epoch: int
     """Epochs finished so far."""
     history: list[dict[str, Any]]
     """The metrics rows of the finished epochs."""
+    loss: Loss
+    method: Any
+    """The run's :class:`~.methods.TrainingMethod` (``Any`` here: the methods module imports
+    this one)."""
     model: nn.Module
+    run_dir: Path
     rundir: RunDir
     stop_reason: str | None
     task: Task
+    train_set: Dataset
     val_set: Dataset | None
+    test_set: Dataset
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's time-major input ``[T, B, ...]`` for a dataset batch ``x``."""
 
     def request_stop(self, reason: str) -> None:
         """End training after the current epoch."""
