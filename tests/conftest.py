@@ -14,6 +14,8 @@
   ``@pytest.mark.rotate("surrogate", "dtype")``: per combination of the other parameters, the
   fast tier runs one value of each named parameter, taken in turn (``tests/tiers.py``), so
   every value still meets many of the other combinations.
+  Fuzz tests take ``max_examples=examples(N)``: all N examples in the full run, a quarter
+  in the fast tier.
 - Threads: each test process runs torch on one intra-op thread (see below).
 - Triton without a GPU: Triton decorates its own library functions when it is first imported,
   and its CPU interpreter (``TRITON_INTERPRET=1``) only works if the variable was set by then.
@@ -26,7 +28,7 @@ import os
 
 import pytest
 import torch
-from tiers import rotated_out
+from tiers import FAST_TIER_ENV, rotated_out
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
@@ -45,6 +47,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def pytest_configure(config):
+    """The fast tier (``-m "not slow"``) runs each fuzz test at a quarter of its examples
+    (``tiers.examples``); set before any test module is imported, and inherited by xdist's
+    workers."""
+    if "not slow" in (config.option.markexpr or ""):
+        os.environ[FAST_TIER_ENV] = "1"
 
 
 @pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects by marker

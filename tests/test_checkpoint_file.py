@@ -13,6 +13,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
+from tiers import examples
 
 from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
 from spikeweave.errors import CheckpointError
@@ -340,7 +341,7 @@ def fuzz_original(fuzz_dir: Path) -> bytes:
 
 
 @settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

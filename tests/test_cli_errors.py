@@ -16,6 +16,7 @@ import torch
 from cli_run import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import examples
 
 from spikeweave.errors import ConfigError, TrainingError
 from spikeweave.training import SurrogateBPTT, TrainConfig, Trainer
@@ -294,7 +295,9 @@ def no_fit(monkeypatch):
 
 @pytest.mark.slow
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(key=st.sampled_from(KEYS), value=VALUES)
 def test_fuzzed_toml_values_exit_0_or_2_with_one_error_line(tmp_path, no_fit, key, value):
@@ -317,7 +320,9 @@ OPTIONS = ["--steps", "--epochs", "--batch-size", "--lr", "--seed", "--alpha", "
 
 @pytest.mark.slow
 @settings(
-    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(60),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(
     option=st.sampled_from(OPTIONS),

@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from json_values import JSON_VALUES
+from tiers import examples
 
 from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
 from spikeweave.errors import CheckpointError
@@ -146,7 +147,7 @@ def test_cosine_scheduler_state_round_trip_gives_same_learning_rates(tmp_path: P
         assert sched.get_last_lr() == sched2.get_last_lr()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(structure=JSON_VALUES)
 def test_unflatten_state_gives_a_value_or_checkpoint_error_for_any_json(structure) -> None:
     try:
@@ -165,7 +166,7 @@ def test_unflatten_state_refuses_deep_nesting_and_non_mapping_tensors() -> None:
         unflatten_state(None, {"__tensor__": "x"})  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(structure=JSON_VALUES)
 def test_structure_problem_is_none_exactly_when_unflatten_state_accepts_the_structure(
     structure,

@@ -4,7 +4,12 @@ marks the points it leaves out ``slow``). Importable by name, as pytest puts thi
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+FAST_TIER_ENV = "SPIKEWEAVE_FAST_TIER"
+"""Set (by tests/conftest.py) when the run leaves the slow tier out: ``pytest -m "not slow"``."""
 
 
 def _param_values(value, n: int) -> tuple:
@@ -50,3 +55,9 @@ def rotated_out(item) -> bool:
             return True
         combination //= size
     return False
+
+
+def examples(n: int) -> int:
+    """A fuzz test's ``max_examples``: all ``n`` in the full run (CI), a quarter (at least 10) in
+    the fast tier, whose inner loop wants each fuzzer's smoke, not its full search."""
+    return max(10, n // 4) if os.environ.get(FAST_TIER_ENV) else n

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sfev_helpers import AEDAT4_FILE, NMNIST_FILES, needs_real, synthetic_events
+from tiers import examples
 
 from spikeweave.compression import MAGIC, decode_events, encode_events, load_events, read_header
 from spikeweave.data.events import EVENT_DTYPE
@@ -66,7 +67,7 @@ def test_unordered_and_extreme_timestamps_round_trip(codec):
     np.testing.assert_array_equal(back, ev)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n=st.integers(0, 300),
     seed=st.integers(0, 2**32 - 1),
@@ -164,7 +165,9 @@ def test_byte_flips_are_caught_or_harmless():
     assert refused >= 0.95 * len(range(0, len(GOOD), 7))
 
 
-FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=examples(150), deadline=2000, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 @FUZZ

@@ -23,6 +23,7 @@ from sfev_helpers import (
     rewrite_first_block_record,
     synthetic_events,
 )
+from tiers import examples
 
 from spikeweave.compression import codec, ctx_native, ranscode
 from spikeweave.compression.codec import decode_events, encode_events, select_time
@@ -80,7 +81,7 @@ def test_large_blocks_use_4096_slot_tables_and_match_the_reference():
     np.testing.assert_array_equal(out, ev)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.integers(0, 10**6), min_size=2, max_size=300).filter(lambda c: any(c)),
     st.sampled_from([10, 11, 12]),

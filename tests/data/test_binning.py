@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from spikeweave_format_writers import make_events, random_events
+from tiers import examples
 
 from spikeweave.data import Denoise, ToFrames, denoise, to_frames
 from spikeweave.errors import ConfigError, InputError
@@ -32,7 +33,7 @@ def _per_pixel(ev):
     return counts
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=examples(150), deadline=None, derandomize=True)
 @given(
     ev=event_arrays(),
     mode=st.sampled_from(["n_frames", "time_window", "event_count"]),
@@ -153,7 +154,7 @@ def _denoise_reference(ev, sensor, filter_time):
     return ev[np.array(keep, dtype=bool)] if len(ev) else ev
 
 
-@settings(max_examples=80, deadline=None, derandomize=True)
+@settings(max_examples=examples(80), deadline=None, derandomize=True)
 @given(seed=st.integers(0, 2**16), n=st.integers(0, 200), filter_time=st.integers(1, 5000))
 def test_denoise_matches_the_per_event_reference(seed, n, filter_time):
     ev = random_events(np.random.default_rng(seed), n, *SENSOR, 20_000)

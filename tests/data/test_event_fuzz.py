@@ -17,12 +17,13 @@ from hypothesis import strategies as st
 from real_data import AEDAT4_FILE as REAL_AEDAT4
 from real_data import needs_aedat4
 from spikeweave_format_writers import aedat2_bytes, aedat31_bytes, nmnist_bytes, random_events
+from tiers import examples
 
 from spikeweave.data import EVENT_DTYPE, read_events
 from spikeweave.errors import DataError
 
 FUZZ = settings(
-    max_examples=150,
+    max_examples=examples(150),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -135,7 +136,7 @@ def test_bit_flipped_files_fail_or_stay_valid(fuzz_dir, fmt, seed, n, where, bit
 
 @needs_aedat4
 @settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],

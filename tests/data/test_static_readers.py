@@ -14,6 +14,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spikeweave_format_writers import cifar_batch_bytes, idx_bytes, write
+from tiers import examples
 
 from spikeweave import data
 from spikeweave.data.static import read_cifar_batch, read_idx, write_idx
@@ -150,7 +151,7 @@ def test_missing_files_say_what_goes_where(tmp_path):
 
 
 FUZZ = settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.function_scoped_fixture],

@@ -17,6 +17,7 @@ import pytest
 from cli_run import run_main
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tiers import examples
 from torch import nn
 
 import spikeweave as sf
@@ -263,7 +264,9 @@ _NODE_KEYS = ("tau_steps", "decay_input")
 
 @pytest.mark.slow
 @settings(
-    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=examples(30),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_fuzzed_metadata_is_imported_or_refused_in_one_line(tmp_path, data):

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from json_values import JSON_VALUES
+from tiers import examples
 
 from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
 from spikeweave.errors import CheckpointError
@@ -172,7 +173,7 @@ def test_structure_referring_to_a_tensor_the_file_lacks_is_refused(tmp_path: Pat
     assert validate_training_meta(meta, "c.safetensors", tensors=tensors) is meta
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     key=st.sampled_from(sorted(TRAINING_META_SCHEMA)),
     value=JSON_VALUES,
