@@ -10,6 +10,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from json_values import JSON_VALUES
+from optimizer_steps import train_steps
 from tiers import examples
 
 from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
@@ -77,20 +78,11 @@ def test_unflatten_refuses_missing_tensor_and_malformed_structure() -> None:
         unflatten_state({}, {"not": "a marker"})
 
 
-def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.randn(8, 4, generator=g)
-        opt.zero_grad()
-        model(x).pow(2).mean().backward()
-        opt.step()
-
-
 def test_adamw_state_round_trip_continues_training_bitwise_identically(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
-    _train_steps(model, opt, 2)
+    train_steps(model, opt, 2)
 
     opt_tensors, opt_structure = flatten_state("optim", opt.state_dict())
     model_tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
@@ -108,8 +100,8 @@ def test_adamw_state_round_trip_continues_training_bitwise_identically(tmp_path:
     _assert_same_structure(opt.state_dict(), restored)
     opt2.load_state_dict(restored)
 
-    _train_steps(model, opt, 1)
-    _train_steps(model2, opt2, 1)
+    train_steps(model, opt, 1)
+    train_steps(model2, opt2, 1)
     for p1, p2 in zip(model.parameters(), model2.parameters(), strict=True):
         assert torch.equal(p1, p2)
 

@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from json_values import JSON_VALUES
+from optimizer_steps import train_steps
 from tiers import examples
 
 from spikeweave.checkpoint_file import load_checkpoint, save_checkpoint
@@ -17,22 +18,13 @@ from spikeweave.nested_state import flatten_state
 from spikeweave.training.meta_schema import TRAINING_META_SCHEMA, validate_training_meta
 
 
-def _train_steps(model: torch.nn.Module, opt: torch.optim.Optimizer, steps: int) -> None:
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        x = torch.randn(8, 4, generator=g)
-        opt.zero_grad()
-        model(x).pow(2).mean().backward()
-        opt.step()
-
-
 def _training_state(epoch: int = 2) -> tuple[dict[str, torch.Tensor], dict]:
     """Tensors and metadata shaped as the Trainer writes them, after ``epoch`` epochs."""
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 3)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=5)
-    _train_steps(model, opt, 1)
+    train_steps(model, opt, 1)
     sched.step()
     opt_tensors, opt_struct = flatten_state("optimizer", opt.state_dict())
     sched_tensors, sched_struct = flatten_state("scheduler", sched.state_dict())
