@@ -7,6 +7,7 @@ import json
 import math
 
 import pytest
+from run_loading import every_run_loads
 
 from spikeweave.experiments import oscillation_defense as od
 from spikeweave.experiments import run_experiment
@@ -126,16 +127,10 @@ def _every_run_loads_and_is_attacked_without_a_hand_made_method(out_dir):
     from typer.testing import CliRunner
 
     from spikeweave.cli import app
-    from spikeweave.training import load_run
 
-    runs = sorted(p.parent for p in out_dir.rglob("checkpoint.safetensors"))
-    methods = set()
-    for run_dir in runs:
-        run = load_run(run_dir)
-        methods.add(run.config.method)
-        assert 0.0 <= run.evaluate()["accuracy"] <= 1.0
-    assert {"bptt", "oscillation-bptt", "adv-train"} <= methods, methods
-    osc = next(r for r in runs if load_run(r).config.method == "oscillation-bptt")
+    methods = every_run_loads(out_dir)
+    assert {"bptt", "oscillation-bptt", "adv-train"} <= set(methods), methods
+    osc = methods["oscillation-bptt"][0]
     attack = ["attack", str(osc), "--attack", "pgd", "--eps", "0.1", "--samples", "20"]
     for args in (["eval", str(osc)], attack):
         result = CliRunner().invoke(app, args)
