@@ -196,6 +196,75 @@ static inline uint32_t select_u32(uint32_t c, uint32_t n, uint32_t v) {
 
 #define fail(slots, rc) (rc)
 
+/* The events of a block, inlined once per pixel mode and timestamp coding: with those
+   constant, the mode tests leave the loop and its values fit in registers better (the general
+   loop spilled the rANS states to the stack): ~20 % faster on N-MNIST. Constant table sizes
+   as well (12 copies) measured no better. */
+static inline __attribute__((always_inline)) int
+decode_loop(const slot_t *const *tab, const uint32_t *st0, const uint8_t *rp, const uint8_t *rend,
+            const uint8_t *rawc, int64_t raw_len, int64_t n, uint32_t w, uint32_t h,
+            int64_t t_first, uint8_t *out, const int pb, const int zig, const int deltas) {
+    uint32_t st[3] = {st0[0], st0[1], st0[2]}; /* locals: out (bytes) may alias any pointer */
+    bits_t bits = {rawc, 0};
+    const uint64_t raw_bits = 8 * (uint64_t)raw_len;
+    const uint32_t mask = (1u << pb) - 1;
+    uint64_t t = 0;
+    uint32_t x = 0, y = 0;
+    int prev_cls = 0;
+    /* x * 3 / w without a divide: x >= ceil(w / 3) and x >= ceil(2 w / 3) */
+    const uint32_t third1 = (w + 2) / 3, third2 = (2 * w + 2) / 3;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t tok, xs, ys;
+        const slot_t *tt = tab[prev_cls];
+        if (!tt) return 1;
+        GET(0, tt, tok);
+        uint64_t z = untoken(tok, T_K, &bits);
+        int cls = (tok != 0) + (tok >= (1u << T_K)); /* (z != 0) + (z >= 16), without the bits */
+        uint64_t d = zig ? ((z >> 1) ^ (0 - (z & 1))) : z;
+        if (i == 0 && d) return 1;
+        t += d; /* wraps as int64 */
+        const slot_t *xt = tab[3 + cls];
+        if (!xt) return 1;
+        GET(1, xt, xs);
+        uint64_t vx = xs; /* raw bits only past 1023: a predicted branch on most sensors */
+        if (__builtin_expect(xs >= (1u << C_K), 0)) vx = untoken(xs, C_K, &bits);
+        int cy;
+        if (deltas) {
+            cy = (vx != 0) + ((vx != 0) & (vx != 1) & (vx != w - 1));
+            if (vx >= w) return 1;
+            x = i ? x + (uint32_t)vx : (uint32_t)vx; /* both < w: one subtraction wraps */
+            if (x >= w) x -= w;
+        } else {
+            if (vx >= w) return 1;
+            x = (uint32_t)vx;
+            cy = (x >= third1) + (x >= third2);
+        }
+        const slot_t *yt = tab[6 + cy];
+        if (!yt) return 1;
+        GET(2, yt, ys);
+        uint64_t vy = ys >> 1;
+        if (__builtin_expect(vy >= (1u << C_K), 0)) vy = untoken((uint32_t)vy, C_K, &bits);
+        if (vy >= h) return 1;
+        y = (deltas && i) ? y + (uint32_t)vy : (uint32_t)vy;
+        if (y >= h) y -= h;
+        /* past the end of either stream: invalid (and the padding is never overrun) */
+        if (bits.pos > raw_bits || rp > rend) return 1;
+        uint8_t *rec = out + 13 * i;
+        uint64_t tv = t + (uint64_t)t_first;
+        uint16_t xv = (uint16_t)x, yv = (uint16_t)y;
+        memcpy(rec, &tv, 8); /* little-endian hosts (linux/darwin on x86-64 and arm64) */
+        memcpy(rec + 8, &xv, 2);
+        memcpy(rec + 10, &yv, 2);
+        rec[12] = (uint8_t)(ys & 1);
+        prev_cls = cls;
+    }
+    /* the end: every state back at its start, every byte used, zero padding */
+    int ok = st[0] == RANS_L && st[1] == RANS_L && st[2] == RANS_L && rp == rend;
+    uint64_t left = raw_bits - bits.pos;
+    ok = ok && left < 8 && get_bits(&bits, (int)left) == 0;
+    return ok ? 0 : 1;
+}
+
 /* Decodes straight into n packed 13-byte event records (t i64, x u16, y u16, p u8, little
    endian: spikeweave.data.events.EVENT_DTYPE), so no column is copied afterwards. */
 int64_t sf_rans_workspace(int64_t n_data) {
@@ -211,7 +280,6 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
                                         C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA, 2 * C_ALPHA};
     if (n_data < 2 || data[0] < 10 || data[0] > 12 || data[1] > 7) return 1;
     const int pb = data[0], shared = data[1];
-    const uint32_t mask = (1u << pb) - 1;
     /* the tables, then the rANS words and the raw bits copied with zero padding after each
        (so reads up to 8 bytes past either end stay inside the buffer, and read zeros) */
     size_t tab_bytes = sizeof(slot_t) * N_TABLES;
@@ -249,63 +317,11 @@ int sf_rans_decode(const uint8_t *data, int64_t n_data, int64_t n, int64_t width
         rp += 4;
         if (st[l] < RANS_L) return fail(slots, 1);
     }
-    bits_t bits = {rawc, 0};
-    const uint64_t raw_bits = 8 * (uint64_t)raw_len;
     const int zig = (flags & ZIGZAG) != 0, deltas = (flags & DELTAS) != 0;
-    uint64_t t = 0;
-    uint32_t x = 0, y = 0;
-    int prev_cls = 0;
     const uint32_t w = (uint32_t)width, h = (uint32_t)height;
-    /* x * 3 / w without a divide: x >= ceil(w / 3) and x >= ceil(2 w / 3) */
-    const uint32_t third1 = (w + 2) / 3, third2 = (2 * w + 2) / 3;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t tok, xs, ys;
-        const slot_t *tt = tab[prev_cls];
-        if (!tt) return fail(slots, 1);
-        GET(0, tt, tok);
-        uint64_t z = untoken(tok, T_K, &bits);
-        int cls = (tok != 0) + (tok >= (1u << T_K)); /* (z != 0) + (z >= 16), without the bits */
-        uint64_t d = zig ? ((z >> 1) ^ (0 - (z & 1))) : z;
-        if (i == 0 && d) return fail(slots, 1);
-        t += d; /* wraps as int64 */
-        const slot_t *xt = tab[3 + cls];
-        if (!xt) return fail(slots, 1);
-        GET(1, xt, xs);
-        uint64_t vx = xs; /* raw bits only past 1023: a predicted branch on most sensors */
-        if (__builtin_expect(xs >= (1u << C_K), 0)) vx = untoken(xs, C_K, &bits);
-        int cy;
-        if (deltas) {
-            cy = (vx != 0) + ((vx != 0) & (vx != 1) & (vx != w - 1));
-            if (vx >= w) return fail(slots, 1);
-            x = i ? x + (uint32_t)vx : (uint32_t)vx; /* both < w: one subtraction wraps */
-            if (x >= w) x -= w;
-        } else {
-            if (vx >= w) return fail(slots, 1);
-            x = (uint32_t)vx;
-            cy = (x >= third1) + (x >= third2);
-        }
-        const slot_t *yt = tab[6 + cy];
-        if (!yt) return fail(slots, 1);
-        GET(2, yt, ys);
-        uint64_t vy = ys >> 1;
-        if (__builtin_expect(vy >= (1u << C_K), 0)) vy = untoken((uint32_t)vy, C_K, &bits);
-        if (vy >= h) return fail(slots, 1);
-        y = (deltas && i) ? y + (uint32_t)vy : (uint32_t)vy;
-        if (y >= h) y -= h;
-        /* past the end of either stream: invalid (and the padding is never overrun) */
-        if (bits.pos > raw_bits || rp > rend) return fail(slots, 1);
-        uint8_t *rec = out + 13 * i;
-        uint64_t tv = t + (uint64_t)t_first;
-        uint16_t xv = (uint16_t)x, yv = (uint16_t)y;
-        memcpy(rec, &tv, 8); /* little-endian hosts (linux/darwin on x86-64 and arm64) */
-        memcpy(rec + 8, &xv, 2);
-        memcpy(rec + 10, &yv, 2);
-        rec[12] = (uint8_t)(ys & 1);
-        prev_cls = cls;
-    }
-    /* the end: every state back at its start, every byte used, zero padding */
-    int ok = st[0] == RANS_L && st[1] == RANS_L && st[2] == RANS_L && rp == rend;
-    uint64_t left = raw_bits - bits.pos;
-    ok = ok && left < 8 && get_bits(&bits, (int)left) == 0;
-    return ok ? 0 : 1;
+#define LOOP(z_, d_) \
+    decode_loop(tab, st, rp, rend, rawc, raw_len, n, w, h, t_first, out, pb, z_, d_)
+    if (deltas) return zig ? LOOP(1, 1) : LOOP(0, 1);
+    return zig ? LOOP(1, 0) : LOOP(0, 0);
+#undef LOOP
 }
