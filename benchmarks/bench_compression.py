@@ -54,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from spikeweave.compression import ctx_native, decode_events, encode_events, load_events
+from spikeweave.version import git_commit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from evt3 import evt3_words  # noqa: E402  (a benchmark helper next to this script)
@@ -203,8 +204,11 @@ def main() -> None:
     nm = [r for r in rows if r["format"] == "nmnist"]
     groups = [group(f"N-MNIST, all {len(nm)} files", nm)] if nm else []
     command = " ".join(shlex.quote(a) for a in [sys.executable, *sys.argv])
+    commit, tree_note = git_commit()
     meta = {
         "command": f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} {command}",
+        "commit": commit,
+        "tree": tree_note or "clean",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": platform.processor() or platform.machine(),
         "cpu_affinity": sorted(os.sched_getaffinity(0)),
@@ -244,6 +248,8 @@ def render(rows: list[dict], groups: list[dict], meta: dict) -> str:
         "# Event codec: sizes and one-core speeds",
         "",
         f"Command: `{meta['command']}`",
+        "",
+        f"Commit `{meta.get('commit')}` ({meta.get('tree', 'not recorded')}).",
         "",
         f"{meta['when']}, {meta['machine']}, CPUs {meta['cpu_affinity']}, Python "
         f"{meta['python']}, numpy {meta['numpy']}, {meta['xz']}, {meta['zstd']}. "
