@@ -72,6 +72,35 @@ def test_run_interleaved_runs_in_schedule_order_and_returns_results_by_seed():
     assert out == {"A": ["A0", "A1"], "B": ["B0", "B1"]}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_each_finished_run_is_told_to_the_parent_with_the_batch_count(workers):
+    told: list[tuple[int, int]] = []
+    jobs = {"A": _seeded_job("A"), "BB": _seeded_job("BB")}
+    out = run_interleaved(jobs, [0, 1], workers=workers, done=lambda f, t: told.append((f, t)))
+    assert told == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    alone = run_interleaved(jobs, [0, 1], workers=1)
+    assert {a: [r["value"] for r in rs] for a, rs in out.items()} == {
+        a: [r["value"] for r in rs] for a, rs in alone.items()
+    }
+
+
+def test_the_batch_line_waits_for_a_pace_then_estimates_the_time_left(monkeypatch, capsys):
+    from spikeweave.experiments import base
+
+    clock = iter([0.0, 0.1, 0.2, 300.0, 600.0, 700.0])
+    monkeypatch.setattr(base.time, "perf_counter", lambda: next(clock))
+    tell = base._BatchProgress("exp", workers=1)  # a pace over the last 2 runs
+    for finished in range(1, 6):
+        tell(finished, 5)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[exp] 1 of 5 runs of this batch finished, time left not known yet"
+    assert lines[1].endswith("2 of 5 runs of this batch finished, time left not known yet")
+    # two loaded runs, then one trained for 300 s: (300 - 0.1) / 2 per run, 2 runs left
+    assert lines[2].endswith("3 of 5 runs of this batch finished, about 5 min left")
+    assert lines[3].endswith("4 of 5 runs of this batch finished, about 5 min left")
+    assert lines[4].endswith("5 of 5 runs of this batch finished, batch done")
+
+
 def _seeded_job(arm: str):
     import os
 
@@ -247,9 +276,11 @@ def test_tuning_keeps_the_best_validation_candidate_and_never_needs_the_test_set
     assert vals[1] > vals[0]
     assert [r[-1] for r in result.rows()] == ["", "kept"]
     assert result.to_dict()["metric"] == "val_accuracy"
-    lines = capsys.readouterr().err.splitlines()  # one progress line per finished run
-    assert len(lines) == 2 and ctx.runs_done == 2
-    assert "run 2 done: tune-lif-" in lines[1] and "accuracy" in lines[1]
+    lines = capsys.readouterr().err.splitlines()  # per finished run: its line, the batch's
+    runs = [line for line in lines if " done: " in line]
+    assert len(runs) == 2 and ctx.runs_done == 2 and len(lines) == 4
+    assert "run 2 done: tune-lif-" in runs[1] and "accuracy" in runs[1]
+    assert lines[-1].endswith("2 of 2 runs of this batch finished, batch done")
     with pytest.raises(ConfigError, match="val_fraction"):
         tune(ctx, "lif", replace(base, val_fraction=0.0), [{"lr": 1e-2}])
 

@@ -11,8 +11,10 @@ Machinery every experiment shares (issue 17):
 - :meth:`ExperimentContext.train` attaches a :class:`~.timing.StepTimer`, so every epoch row
   has ``step_time_s`` (median seconds per training batch) apart from ``epoch_time_s``;
 - :meth:`ExperimentContext.train` prints one line per finished run to stderr (run name, its
-  metric, seconds, runs so far and time since the experiment started), so a long experiment
-  shows progress without per-run bars (``log=False`` silences it);
+  metric, seconds, runs so far and time since the experiment started), and
+  :meth:`ExperimentContext.run_interleaved` one per finished run of its batch (how many of
+  how many, and about how long the rest takes), so a long experiment shows progress without
+  per-run bars (``log=False`` silences both);
 - :func:`run_experiment` records the machine (threads, load averages) before and after the
   run in ``report.json`` (``setup.machine``), and writes ``command.json``: the exact command,
   ``commit`` (:func:`git_commit`), ``machine``, ``device``, ``threads`` and ``load``
@@ -142,11 +144,12 @@ class ExperimentContext:
             m = trainer.task.metric
             value = summary.get(f"test_{m}_at_best_val", summary.get(f"test_{m}"))
             shown = f"{m} {value:.4g}" if isinstance(value, float) else f"{m} n/a"
-            # a forked worker counts its own runs; say which worker it is
-            who = f" (worker {os.getpid()})" if os.getpid() != self.pid else ""
+            # a forked worker counts only its own runs: name the worker instead (the parent's
+            # batch line counts them all)
+            who = f"run {self.runs_done}" if os.getpid() == self.pid else f"worker {os.getpid()}"
             done = "loaded (finished before)" if finished else "done"
             print(
-                f"[{self.out_dir.name}] run {self.runs_done}{who} {done}: {arm}-s{seed}, {shown}, "
+                f"[{self.out_dir.name}] {who} {done}: {arm}-s{seed}, {shown}, "
                 f"{trainer.wall_time_s:.0f} s ({time.perf_counter() - self.started:.0f} s "
                 "since the start)",
                 file=sys.stderr,
@@ -159,12 +162,48 @@ class ExperimentContext:
     ) -> dict[str, list[R]]:
         """:func:`~.schedule.run_interleaved` over ``seeds`` (default: the experiment's) in
         :attr:`workers` processes; runs done in forked workers are added to
-        :attr:`runs_done` here, since each worker counted them in its own copy."""
+        :attr:`runs_done` here, since each worker counted them in its own copy. With
+        :attr:`log`, a line per finished run tells how many of the batch are done and about
+        how long the rest will take (:class:`_BatchProgress`)."""
         seeds = self.seeds if seeds is None else seeds
-        done = run_interleaved(jobs, seeds, workers=self.workers)
+        tell = _BatchProgress(self.out_dir.name, self.workers) if self.log else None
+        done = run_interleaved(jobs, seeds, workers=self.workers, done=tell)
         if self.workers > 1:
             self.runs_done += len(jobs) * len(seeds)
         return done
+
+
+class _BatchProgress:
+    """``done(finished, total)`` for :func:`~.schedule.run_interleaved`: one stderr line per
+    finished run with the batch's count and the time left at the recent pace (the last
+    ``2 × workers`` runs, so runs loaded at once on ``--resume`` soon leave the estimate)."""
+
+    def __init__(self, name: str, workers: int) -> None:
+        self.name, self.window = name, 2 * max(workers, 1)
+        self.times = [time.perf_counter()]  # the batch's start, then each run's end
+
+    def __call__(self, finished: int, total: int) -> None:
+        self.times.append(time.perf_counter())
+        k = min(finished, self.window)
+        span = self.times[-1] - self.times[-1 - k]
+        left = total - finished
+        if left == 0:
+            when = "batch done"
+        elif span < 1.0:  # loaded, not trained: no pace to go by yet
+            when = "time left not known yet"
+        else:
+            when = f"about {_duration(span / k * left)} left"
+        print(f"[{self.name}] {finished} of {total} runs of this batch finished, {when}",
+              file=sys.stderr, flush=True)  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    """``'40 s'``, ``'12 min'``, ``'1.5 h'``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 _FILLED_BY_THE_RUN = ("out_dir", "device", "threads", "data_root")

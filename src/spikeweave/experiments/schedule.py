@@ -15,7 +15,9 @@ API:
   processes, started in the same order (so the interleaving still spreads load over the
   arms); each job must return plain picklable data (numbers, lists, dicts), not a trainer,
   and must not rely on side effects in the parent. A job seeds everything it uses, so its
-  result does not depend on the process it ran in (tested).
+  result does not depend on the process it ran in (tested). ``done(finished, total)`` (an
+  optional callback) is called in the parent after each run finishes, in the order they
+  finish.
 
 >>> interleave(["A", "B"], [0, 1, 2])
 [(0, 'A'), (0, 'B'), (1, 'B'), (1, 'A'), (2, 'A'), (2, 'B')]
@@ -49,18 +51,26 @@ def interleave(arms: Sequence[str], seeds: Sequence[int]) -> list[tuple[int, str
 
 
 def run_interleaved(
-    jobs: Mapping[str, Callable[[int], R]], seeds: Sequence[int], workers: int = 1
+    jobs: Mapping[str, Callable[[int], R]],
+    seeds: Sequence[int],
+    workers: int = 1,
+    done: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[R]]:
     """Run ``jobs[arm](seed)`` for every arm and seed in :func:`interleave` order; returns
     ``{arm: [result for seeds[0], seeds[1], ...]}`` with arms in ``jobs``' order. ``workers``
-    > 1 runs them in that many forked processes (see the module doc)."""
+    > 1 runs them in that many forked processes (see the module doc); ``done(finished,
+    total)`` follows each finished run."""
     if workers < 1:
         raise ConfigError(f"workers must be at least 1, got {workers}")
     order = interleave(list(jobs), seeds)
+    tick = done if done is not None else (lambda finished, total: None)
     if workers == 1 or len(order) < 2:
-        results = [jobs[arm](seed) for seed, arm in order]
+        results = []
+        for seed, arm in order:
+            results.append(jobs[arm](seed))
+            tick(len(results), len(order))
     else:
-        results = _forked(jobs, order, workers)
+        results = _forked(jobs, order, workers, tick)
     by_arm: dict[str, dict[int, R]] = {arm: {} for arm in jobs}
     for (seed, arm), result in zip(order, results, strict=True):
         by_arm[arm][seed] = result
@@ -72,11 +82,11 @@ def run_interleaved(
 _FORK_JOBS: tuple[Mapping[str, Callable[[int], Any]], list[tuple[int, str]]] | None = None
 
 
-def _forked_run(index: int) -> Any:
+def _forked_run(index: int) -> tuple[int, Any]:
     assert _FORK_JOBS is not None
     jobs, order = _FORK_JOBS
     seed, arm = order[index]
-    return jobs[arm](seed)
+    return index, jobs[arm](seed)
 
 
 def _forked_init() -> None:
@@ -86,7 +96,10 @@ def _forked_init() -> None:
 
 
 def _forked(
-    jobs: Mapping[str, Callable[[int], R]], order: list[tuple[int, str]], workers: int
+    jobs: Mapping[str, Callable[[int], R]],
+    order: list[tuple[int, str]],
+    workers: int,
+    tick: Callable[[int, int], None],
 ) -> list[R]:
     global _FORK_JOBS
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -96,8 +109,13 @@ def _forked(
         pool = multiprocessing.get_context("fork").Pool(
             min(workers, len(order)), initializer=_forked_init
         )
+        results: dict[int, R] = {}
         with pool:
-            # chunksize 1 hands the runs out in run order, one at a time
-            return list(pool.imap(_forked_run, range(len(order)), chunksize=1))
+            # chunksize 1 hands the runs out in run order, one at a time; they come back as
+            # they finish, so progress is told when it happens
+            for index, result in pool.imap_unordered(_forked_run, range(len(order)), chunksize=1):
+                results[index] = result
+                tick(len(results), len(order))
+        return [results[i] for i in range(len(order))]
     finally:
         _FORK_JOBS = None
