@@ -60,10 +60,12 @@ def test_plot_training_curves_writes_png(tmp_path: Path) -> None:
     _assert_png(out)
 
 
+@pytest.mark.slow  # an edge case of a path the fast tier draws; the full run keeps it
 def test_plot_training_curves_works_with_single_epoch(tmp_path: Path) -> None:
     _assert_png(plot_training_curves(_metrics(1), tmp_path / "one.png"))
 
 
+@pytest.mark.slow  # an edge case of a path the fast tier draws; the full run keeps it
 def test_plot_training_curves_skips_missing_keys(tmp_path: Path) -> None:
     rows = _metrics(4)
     del rows[0]["test_loss"], rows[0]["test_accuracy"]
@@ -134,6 +136,7 @@ def test_plot_run_writes_three_pngs(tmp_path: Path) -> None:
         _assert_png(path)
 
 
+@pytest.mark.slow  # an edge case of a path the fast tier draws; the full run keeps it
 def test_plot_run_without_activity_writes_only_curves(tmp_path: Path) -> None:
     run = tmp_path / "run"
     _write_run(run, activity=False)
@@ -228,6 +231,7 @@ def test_nan_inf_and_huge_metrics_plot_as_gaps_not_tracebacks(tmp_path: Path) ->
     _assert_png(plot_training_curves(everything_nan, tmp_path / "nan.png"))
 
 
+@pytest.mark.slow  # an edge case of a path the fast tier draws; the full run keeps it
 def test_plot_run_with_nan_in_metrics_jsonl_writes_the_curves(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()

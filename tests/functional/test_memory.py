@@ -135,7 +135,15 @@ def triton_on_cpu(monkeypatch):
     monkeypatch.setattr(triton_lif.BACKEND, "_why_not", lambda x: None)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+# the interpreter is slow: the fast tier runs four kinds of different dynamics (the C kernel's
+# test above runs every kind there), the full run all of them
+TRITON_FAST_KINDS = ("lif", "klif-channel", "osc_lif", "plif")
+
+
+@pytest.mark.parametrize(
+    "kind", [k if k in TRITON_FAST_KINDS else pytest.param(k, marks=pytest.mark.slow)
+             for k in KINDS],
+)  # fmt: skip
 def test_recompute_on_triton_interpreted_equals_saving(triton_on_cpu, kind):
     _check_modes(kind, KINDS.index(kind) + 1, "triton")
 
