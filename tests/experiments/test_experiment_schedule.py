@@ -127,6 +127,68 @@ def test_forked_workers_return_what_one_process_returns_in_the_same_layout():
         run_interleaved(jobs, [0], workers=0)
 
 
+def _counted_jobs(log, fail: tuple[str, int] | None = None):
+    """Two jobs that append ``arm seed`` to the file ``log`` when they run (in any process)."""
+
+    def job(arm: str):
+        def run(seed: int):
+            if (arm, seed) == fail:
+                raise RuntimeError("killed")
+            with open(log, "a", encoding="utf-8") as fh:
+                fh.write(f"{arm}/{seed}\n")
+            return {"arm": arm, "curve": [[1, 0.5 + seed / 10], [2, 1 / 3]], "none": None}
+
+        return run
+
+    return {"A | test": job("A | test"), "σ=0.3 → IF": job("σ=0.3 → IF")}
+
+
+def _ran(log) -> list[str]:
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_saved_saves_every_result_and_a_resume_loads_them_instead_of_running_again(
+    tmp_path, workers
+):
+    out, log = tmp_path / "exp", tmp_path / "calls.log"
+    ctx = ExperimentContext(out, quick=True, seeds=[0, 1], log=False, workers=workers)
+    first = ctx.run_saved("sweeps", _counted_jobs(log))
+    assert len(_ran(log)) == 4 and len(list((out / "results").glob("*/*.json"))) == 4
+    resumed = replace(ctx, resume=True)
+    assert resumed.run_saved("sweeps", _counted_jobs(log)) == first
+    assert len(_ran(log)) == 4  # loaded, not run again
+    assert first["A | test"][1]["curve"] == [[1, 0.6], [2, 1 / 3]]  # floats come back exact
+    ctx.run_saved("sweeps", _counted_jobs(log))  # a new experiment (no resume) runs them all
+    assert len(_ran(log)) == 8
+
+
+def test_an_interrupted_batch_resumes_with_only_the_missing_results(tmp_path):
+    out, log = tmp_path / "exp", tmp_path / "calls.log"
+    ctx = ExperimentContext(out, quick=True, seeds=[0, 1], log=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        ctx.run_saved("sweeps", _counted_jobs(log, fail=("A | test", 1)))
+    assert len(_ran(log)) == 3  # the interleaved order ran the other three first
+    resumed = replace(ctx, resume=True).run_saved("sweeps", _counted_jobs(log))
+    assert _ran(log)[3:] == ["A | test/1"]
+    assert resumed == ctx.run_saved("sweeps", _counted_jobs(log))
+
+
+def test_run_saved_refuses_results_json_would_change_and_saved_files_of_other_jobs(tmp_path):
+    ctx = ExperimentContext(tmp_path, quick=True, seeds=[0], log=False)
+    for bad in ((1, 2), {1: 0.5}, np.float32(0.5), {"x": [torch.tensor(1.0)]}):
+        with pytest.raises(ConfigError, match="which JSON would not give back unchanged"):
+            ctx.run_saved("bad", {"A": lambda seed, b=bad: b})
+    ctx.run_saved("swap", {"A": lambda seed: 1.0})
+    (saved,) = (tmp_path / "results").glob("swap*/*.json")
+    saved.write_text(json.dumps({"arm": "B", "seed": 0, "result": 2.0}))
+    with pytest.raises(ConfigError, match="is not the one of 'A', seed 0"):
+        replace(ctx, resume=True).run_saved("swap", {"A": lambda seed: 1.0})
+    saved.write_text("{not json")
+    with pytest.raises(ConfigError, match="cannot read the saved result"):
+        replace(ctx, resume=True).run_saved("swap", {"A": lambda seed: 1.0})
+
+
 @pytest.mark.slow
 def test_soft_xor_runs_in_forked_workers_equal_the_runs_in_one_process(tmp_path):
     from spikeweave.experiments.reset_dependency import SoftXorSettings, train_soft_xor
@@ -174,6 +236,8 @@ def test_every_run_reports_step_time_apart_from_epoch_time(trained):
     assert 0 < row["step_time_s"] <= row["step_time_s_sum"] <= row["epoch_time_s"]
     metrics = (trainer.run_dir / "metrics.jsonl").read_text().splitlines()
     assert "step_time_s" in json.loads(metrics[-1])
+    # the process's CPU time beside the wall clock (shared machines: waiting is not work)
+    assert 0 < row["train_cpu_s"] and "train_cpu_s" in json.loads(metrics[-1])
 
 
 def test_predictions_at_the_best_validation_epoch_reproduce_its_test_accuracy(trained):

@@ -97,6 +97,14 @@ def test_quick_run_writes_parts_tables_figures_and_leaves_methods_clean(quick_ru
     assert pools == {"AvgPool2d"}  # the arm's run folder rebuilds by name
     text = (folder / "report.md").read_text()
     assert "after conversion vs T" in text and "training time" in text and "McNemar" in text
+    # every sweep saved for a resume: per seed, (variants + conversions) × (test, val) plus
+    # each variant's single-step accuracies
+    batches = (folder / "results").iterdir()
+    saved = {d.name.rsplit("-", 1)[0]: len(list(d.iterdir())) for d in batches}
+    assert saved == {"digits-mlp-sweeps": 2 * (5 * 2 + 2),
+                     "digits-convnet-avgpool-poisson-sweeps": 2 * (4 * 2 + 1)}  # fmt: skip
+    assert "(process CPU time of each run" in text and "CPU time for 360 test images" in text
+    assert all(len(c) == 1 and c[0] > 0 for c in part["runs"]["ANN"]["train_cpu_s"])
 
 
 @pytest.mark.slow

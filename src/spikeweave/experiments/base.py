@@ -24,6 +24,9 @@ Machinery every experiment shares (issue 17):
   (:attr:`Experiment.parallel_runs`) may run them in N forked processes, one torch thread
   each, through :meth:`ExperimentContext.run_interleaved`; the count is recorded in
   ``setup.workers``, since runs that share the machine also share its time;
+- work after training whose results are plain data (sweeps, attacks) goes through
+  :meth:`ExperimentContext.run_saved`: the same workers, and each result saved as it
+  finishes, so ``--resume`` loads it instead of computing it again;
 - interleaving arms and seeds: :mod:`.schedule`; fair step timing on a chosen backend (the
   one timing block, :func:`~.timing.time_backends`): :mod:`.timing`; validation selection and
   the one per-image evaluation (:func:`~.selection.per_image`): :mod:`.selection`; tuned
@@ -33,6 +36,7 @@ Machinery every experiment shares (issue 17):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -171,6 +175,93 @@ class ExperimentContext:
         if self.workers > 1:
             self.runs_done += len(jobs) * len(seeds)
         return done
+
+    def run_saved(
+        self, batch: str, jobs: Mapping[str, Callable[[int], R]], seeds: Sequence[int] | None = None
+    ) -> dict[str, list[R]]:
+        """:meth:`run_interleaved` for work after training (sweeps, attacks) whose results are
+        plain JSON data: each ``(arm, seed)`` result is saved as it finishes, atomically, in
+        ``out_dir/results/<batch>/`` (by the process that computed it), and with
+        :attr:`resume` the saved ones are loaded instead of computed again, so an interrupted
+        experiment loses at most the jobs that were running. A result must be ``None``, a
+        bool, int, float, str, or a list or str-keyed dict of those (a ConfigError otherwise:
+        JSON would not give it back unchanged). A saved file that does not hold this batch's
+        arm and seed is a one-line ConfigError."""
+        seeds = self.seeds if seeds is None else seeds
+        folder = self.out_dir / "results" / _file_name(batch)
+        folder.mkdir(parents=True, exist_ok=True)
+        saved: dict[tuple[str, int], Any] = {}
+        if self.resume:
+            for arm in jobs:
+                for seed in seeds:
+                    path = folder / _result_name(arm, seed)
+                    if path.is_file():
+                        saved[(arm, seed)] = _read_result(path, arm, seed)
+
+        def run_and_save(arm: str, job: Callable[[int], R], seed: int) -> R:
+            if (arm, seed) in saved:
+                return saved[(arm, seed)]
+            result = job(seed)
+            _check_plain(result, f"{batch}: the result of {arm!r}, seed {seed}")
+            record = {"arm": arm, "seed": seed, "result": result}
+            text = json.dumps(record, ensure_ascii=False, allow_nan=True)
+            atomic_write_bytes(folder / _result_name(arm, seed), text.encode() + b"\n")
+            return result
+
+        wrapped = {
+            arm: (lambda seed, a=arm, j=job: run_and_save(a, j, seed)) for arm, job in jobs.items()
+        }
+        if saved and self.log:
+            print(f"[{self.out_dir.name}] {batch}: {len(saved)} of {len(jobs) * len(seeds)} "
+                  "results loaded (saved before)", file=sys.stderr, flush=True)  # fmt: skip
+        return self.run_interleaved(wrapped, seeds)
+
+
+def _file_name(label: str) -> str:
+    """A file name for ``label`` that no two labels share: the label's letters and digits,
+    then a hash of the whole label."""
+    keep = "".join(c if c.isascii() and (c.isalnum() or c in ".=") else "-" for c in label)
+    digest = hashlib.sha1(label.encode()).hexdigest()[:8]
+    return f"{keep.strip('-')[:60]}-{digest}"
+
+
+def _result_name(arm: str, seed: int) -> str:
+    return f"{_file_name(arm)}-s{seed}.json"
+
+
+_PLAIN_LEAVES = (type(None), bool, int, float, str)
+
+
+def _check_plain(value: Any, what: str) -> None:
+    if isinstance(value, _PLAIN_LEAVES):
+        return
+    if isinstance(value, list):
+        for v in value:
+            _check_plain(v, what)
+        return
+    if isinstance(value, dict) and all(isinstance(k, str) for k in value):
+        for v in value.values():
+            _check_plain(v, what)
+        return
+    raise ConfigError(
+        f"{what} holds a {type(value).__name__}, which JSON would not give back unchanged; "
+        "return lists, str-keyed dicts, numbers, strings, bools or None"
+    )
+
+
+def _read_result(path: Path, arm: str, seed: int) -> Any:
+    """The saved result of ``(arm, seed)``; a one-line ConfigError if the file is not one."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the saved result {path}: {exc}") from None
+    if not (isinstance(record, dict) and record.get("arm") == arm and record.get("seed") == seed
+            and "result" in record):  # fmt: skip
+        raise ConfigError(
+            f"the saved result {path} is not the one of {arm!r}, seed {seed}; remove it to "
+            "compute it again"
+        )
+    return record["result"]
 
 
 class _BatchProgress:
@@ -399,8 +490,9 @@ def run_experiment(
     ``settings.json`` when it starts. ``resume`` (a folder an interrupted run left) continues
     it instead of starting a new one (``out_dir`` is then unused): the settings must be the
     ones it started with (else a one-line ConfigError); finished runs are loaded, checkpointed
-    ones resumed (:meth:`ExperimentContext.train`); the rest (attacks, sweeps, timing) simply
-    runs again. A finished folder is refused. ``command.json`` lists every commit the
+    ones resumed (:meth:`ExperimentContext.train`), results saved through
+    :meth:`ExperimentContext.run_saved` loaded; the rest (timing, work not saved) runs
+    again. A finished folder is refused. ``command.json`` lists every commit the
     experiment ran under, and the report's setup says so when there were several.
     """
     cls = EXPERIMENTS.get(name)

@@ -10,8 +10,10 @@ on full Fashion-MNIST (5,000 validation images held out of the 60,000 training i
 stratified; the 10,000 test images whole; the MLP trains on all of the remaining 55,000, the
 conv net on a CPU on a stated subset of :data:`CONV_TRAIN_SIZE` of them, fixed seed,
 ``TrainConfig.train_size``, on a GPU on all; ``--quick``: digits). The full run takes about
-18–20 hours on the project's 2-core CPU with ``--workers 2`` (:data:`CONV_TRAIN_SIZE` gives the
-measurement), most of it the conv net's inference sweeps over the 10,000 test images:
+10–11 hours on the project's 2-core CPU with ``--workers 2`` (:data:`CONV_TRAIN_SIZE` gives the
+estimate), most of it the conv net's inference sweeps over the test and validation images;
+those run in the workers too and each is saved as it finishes, so ``--resume`` continues an
+interrupted run without repeating them:
 
 - the MLP with the analog image repeated every step (direct input);
 - a conv net with **average pooling** (``TrainConfig.pool = "avg"``, so every arm's run
@@ -97,10 +99,14 @@ Chosen from the measured cost (process CPU time, one torch thread, the project's
 the test set once instead of every epoch: 7 of 8 test passes saved, at T = 4 about 51 s each
 (measured, process CPU time, 10,000 test images, conv net T = 4, one torch thread,
 2026-12-07), so about 3 CPU hours less over the 35 runs: about 4.5 CPU hours. The inference
-sweeps dominate: every converted conv net is scored on all 10,000 test images at T = 1 … 128
-(255 steps, about 1.1 ms per image and step), about 45 minutes per network, 4 networks × 5
-seeds, in the parent process: about 15 hours alone. In all **about 18–20 hours with**
-``--workers 2`` (20–22 before test was scored once per run)."""
+sweeps dominate: the main noisy net and the three conversions are each scored on the 10,000
+test and the 5,000 validation images in one run of T = 128 steps (about 1.1 ms per image and
+step), about 35 CPU minutes per network and seed, 20 of them: about 12 CPU hours (the other
+variant's sweeps to T = 32, under an hour more). With ``--workers 2`` the sweeps share the
+two workers (6–7 hours; before, they ran one after another in the parent: 15 hours,
+with the inference timing of the whole test set, now of :attr:`NoisySettings.timing_images`).
+In all **about 10–11 hours with** ``--workers 2`` (estimated from these measurements; 18–20
+before)."""
 NOISY_NET = "noisy → IF"
 
 
@@ -142,6 +148,9 @@ class NoisySettings:
     """``lif``: τ = 2, hard reset; ``if``: soft reset (the converted network's neuron)."""
     calibration: int = 1000
     timing_repeats: int = 5
+    timing_images: int = 1000
+    """Test images the inference timing runs (the first ones): the time per image does not
+    depend on which, and the whole test set at the T a conversion needs took hours."""
     threads: int = 1
     lrs: tuple[float, ...] = (1e-3, 2e-3, 4e-3)
     """Learning rates tried (on validation) for the noisy arm, each BPTT neuron and the ANN."""
@@ -170,11 +179,14 @@ def steps_within(accuracy: dict[int, float], target: float) -> int | None:
 
 
 def plot_accuracy_vs_time(
-    curves: dict[str, list[tuple[list[float], list[float]]]], path: Path, title: str
+    curves: dict[str, list[tuple[list[float], list[float]]]],
+    path: Path,
+    title: str,
+    clock: str = "training time",
 ) -> Path:
-    """Validation accuracy against cumulative training wall-clock, one line per arm (seed
-    means per epoch; the seeds' own points faint). ``curves[arm]`` = ``[(times, accs)]`` per
-    seed, accuracies in %."""
+    """Validation accuracy against cumulative training time (``clock`` names which: wall or
+    CPU), one line per arm (seed means per epoch; the seeds' own points faint).
+    ``curves[arm]`` = ``[(times, accs)]`` per seed, accuracies in %."""
     fig = _new_figure(8.0, 5.0)
     ax = fig.add_subplot(1, 1, 1)
     for i, (arm, runs) in enumerate(curves.items()):
@@ -188,7 +200,7 @@ def plot_accuracy_vs_time(
         ax.scatter(ts.flatten(), acc.flatten(), color=color, s=4, alpha=0.25)
     ax.set_xscale("log")
     ax.set_title(title)
-    ax.set_xlabel("cumulative training time (s, evaluation excluded; log scale)")
+    ax.set_xlabel(f"cumulative {clock} (s, evaluation excluded; log scale)")
     ax.set_ylabel("validation accuracy (%)")
     ax.set_ylim(max(ax.get_ylim()[0], -1.0), min(ax.get_ylim()[1], 101.0))
     ax.legend(fontsize=8, ncol=2, title="solid: noise-trained, dashed: other arms",
@@ -243,12 +255,18 @@ class _Run:
     def curve(self, key: str) -> list[float]:
         return [float(r[key]) for r in self.history]
 
+    @property
+    def clock(self) -> str:
+        """The epoch rows' training-time key: process CPU seconds (``train_cpu_s``), or the
+        wall clock for a run trained before the trainer recorded CPU time."""
+        return "train_cpu_s" if all("train_cpu_s" in r for r in self.history) else "train_time_s"
+
     def time_to(self, target: float) -> float:
-        """Cumulative training seconds (evaluation excluded) until validation accuracy first
-        reaches ``target``; inf if it never does."""
+        """Cumulative training seconds (evaluation excluded; :attr:`clock`) until validation
+        accuracy first reaches ``target``; inf if it never does."""
         total = 0.0
         for row in self.history:
-            total += float(row["train_time_s"])
+            total += float(row[self.clock])
             if row["val_accuracy"] >= target - 1e-12:
                 return total
         return math.inf
@@ -267,40 +285,39 @@ def _slug(label: str) -> str:
 
 @torch.no_grad()
 def _time_inference(net: nn.Module, x: torch.Tensor, T: int, repeats: int, encoder: str) -> float:
-    """Median seconds to run the whole of ``x`` for ``T`` steps (batches of 500), on the
-    network's device (``x`` is copied there first, outside the clock; CUDA is synchronised
-    before each clock reading)."""
+    """Median process CPU seconds to run the whole of ``x`` for ``T`` steps (batches of 500)
+    on the network's device (``x`` is copied there first, outside the clock; CUDA is
+    synchronised before each clock reading, so on a GPU the host's CPU time includes the wait).
+    CPU time, not the wall clock: on a shared machine it does not count waiting for a core."""
     net.eval()
     where = model_device(net)
     x = x.to(where)
     times = []
     for _ in range(repeats):
         synchronize(where)
-        start = time.perf_counter()
+        start = time.process_time()
         for i in range(0, len(x), 500):
             net(encode(encoder, x[i : i + 500], T))
         synchronize(where)
-        times.append(time.perf_counter() - start)
+        times.append(time.process_time() - start)
     return statistics.median(times)
 
 
 @torch.no_grad()
-def _single_step_accuracy(model: nn.Module, x, y, mode: str) -> float:
+def _single_step_accuracy(model: nn.Module, x, y, mode: str, seed: int) -> float:
     """Accuracy of the single-step network on the analog image (the expected input);
-    ``mode`` noisy: one noise draw; expected: the mean-field output."""
+    ``mode`` noisy: one noise draw (from a forked RNG seeded with ``seed``, so the result
+    does not depend on the process it runs in); expected: the mean-field output."""
     model.eval()
-    set_noisy_mode(model, mode)
     where = model_device(model)  # the test images stay on the CPU; each batch moves
+    correct = 0
+    set_noisy_mode(model, mode)
     try:
-        correct = sum(
-            int(
-                (
-                    model(direct(x[i : i + 500].to(where), 1)).mean(0).argmax(-1)
-                    == y[i : i + 500].to(where)
-                ).sum()
-            )
-            for i in range(0, len(x), 500)
-        )
+        with torch.random.fork_rng(devices=[where] if where.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for i in range(0, len(x), 500):
+                out = model(direct(x[i : i + 500].to(where), 1)).mean(0)
+                correct += int((out.argmax(-1) == y[i : i + 500].to(where)).sum())
     finally:
         set_noisy_mode(model, "auto")
     return correct / len(x)
@@ -577,35 +594,63 @@ def _train_every_arm(ctx: ExperimentContext, st: NoisySettings) -> _Trained:
 
 
 def _convert_and_sweep_steps(
-    tr: _Trained,
+    ctx: ExperimentContext, tr: _Trained
 ) -> tuple[dict[str, dict[str, list[Any]]], dict[str, dict[str, list[Any]]]]:
     """``(variants, conversions)``: every noisy variant converted to IF and every ANN
     conversion, each network's accuracy vs T on the test and validation images (``acc_T``,
     ``val_T``) and the networks (``nets``); the variants also their single-step accuracies
-    (one noise draw ``noisy1``, mean-field ``expected``)."""
+    (one noise draw ``noisy1``, mean-field ``expected``).
+
+    The networks are built here; the sweeps (most of the workload's time after training)
+    run through :meth:`~.base.ExperimentContext.run_saved`: in the experiment's workers, each
+    result saved as it finishes and loaded on ``--resume``."""
     st, part = tr.st, tr.part
     x, y, xv, yv = part.x_test, part.y_test, part.x_val, part.y_val
-    variants: dict[str, dict[str, list[Any]]] = {}
-    for label in tr.labels:
-        grid = tr.full_grid if label == tr.main_label else sorted(st.steps_grid)
-        v: dict[str, list[Any]] = {"acc_T": [], "val_T": [], "noisy1": [], "expected": [],
-                                   "nets": []}  # fmt: skip
-        for seed, r in zip(tr.seeds, tr.runs[label], strict=True):
-            net = to_multistep(r.model, max(grid))
-            v["nets"].append(net)
-            v["acc_T"].append(part.sweep(net, x, y, grid, seed))
-            v["val_T"].append(part.sweep(net, xv, yv, grid, seed))
-            v["noisy1"].append(_single_step_accuracy(r.model, x, y, "noisy"))
-            v["expected"].append(_single_step_accuracy(r.model, x, y, "expected"))
-        variants[label] = v
-    conv: dict[str, dict[str, list[Any]]] = {
-        c: {"acc_T": [], "val_T": [], "nets": []} for c in CONVERSIONS
-    }
+    at = {seed: i for i, seed in enumerate(tr.seeds)}
+    grids = {label: tr.full_grid if label == tr.main_label else sorted(st.steps_grid)
+             for label in tr.labels}  # fmt: skip
+    nets = {label: [to_multistep(r.model, max(grids[label])) for r in tr.runs[label]]
+            for label in tr.labels}  # fmt: skip
+    conv_nets: dict[str, list[nn.Module]] = {c: [] for c in CONVERSIONS}
     for seed, ann in zip(tr.seeds, tr.runs[ANN], strict=True):
         for c, net in part.conversions(ann, seed).items():
-            conv[c]["nets"].append(net)
-            conv[c]["acc_T"].append(part.sweep(net, x, y, tr.full_grid, seed))
-            conv[c]["val_T"].append(part.sweep(net, xv, yv, tr.full_grid, seed))
+            conv_nets[c].append(net)
+            grids[c] = tr.full_grid
+
+    def sweep(ns: list[nn.Module], grid: list[int], xs, ys) -> Any:
+        def job(seed: int) -> list[list[float]]:  # JSON keeps no int keys: [[T, accuracy], ...]
+            return [[T, a] for T, a in part.sweep(ns[at[seed]], xs, ys, grid, seed).items()]
+
+        return job
+
+    def single_step(runs: list[_Run]) -> Any:
+        return lambda seed: [_single_step_accuracy(runs[at[seed]].model, x, y, mode, seed)
+                             for mode in ("noisy", "expected")]  # fmt: skip
+
+    jobs: dict[str, Any] = {}
+    for name, ns in {**nets, **conv_nets}.items():
+        jobs[f"{name} | test"] = sweep(ns, grids[name], x, y)
+        jobs[f"{name} | val"] = sweep(ns, grids[name], xv, yv)
+    for label in tr.labels:
+        jobs[f"{label} | single step"] = single_step(tr.runs[label])
+    done = ctx.run_saved(f"{tr.tag}-sweeps", jobs, tr.seeds)
+
+    def per_steps(name: str, split: str) -> list[dict[int, float]]:
+        return [{int(T): float(a) for T, a in pairs} for pairs in done[f"{name} | {split}"]]
+
+    variants = {
+        label: {
+            "acc_T": per_steps(label, "test"), "val_T": per_steps(label, "val"),
+            "noisy1": [r[0] for r in done[f"{label} | single step"]],
+            "expected": [r[1] for r in done[f"{label} | single step"]],
+            "nets": nets[label],
+        }
+        for label in tr.labels
+    }  # fmt: skip
+    conv = {
+        c: {"acc_T": per_steps(c, "test"), "val_T": per_steps(c, "val"), "nets": conv_nets[c]}
+        for c in CONVERSIONS
+    }
     return variants, conv
 
 
@@ -681,7 +726,7 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
         step = [statistics.median(r.curve("step_time_s")) for r in runs[arm]]
         time_rows.append([
             arm, _pct([r.best_val for r in runs[arm]]), _pct([r.test for r in runs[arm]]),
-            fmt_pm(step, 1000, 1), fmt_pm([t for r in runs[arm] for t in r.curve("train_time_s")]),
+            fmt_pm(step, 1000, 1), fmt_pm([t for r in runs[arm] for t in r.curve(r.clock)]),
             f"{100 * target:.2f}", fmt_pm(t_b), fmt_pm(t_n),
             f"{100 * _mean(savings[arm]):.0f}%",
         ])  # fmt: skip
@@ -690,10 +735,11 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
         f"noisy single-step ({main_label}), T={st.eval_steps} eval",
         _pct([r.best_val for r in noisy_runs]), _pct([r.test for r in noisy_runs]),
         fmt_pm(noisy_step, 1000, 1),
-        fmt_pm([t for r in noisy_runs for t in r.curve("train_time_s")]), "", "", "", "",
+        fmt_pm([t for r in noisy_runs for t in r.curve(r.clock)]), "", "", "", "",
     ])  # fmt: skip
     t_time = Table(
-        f"{tr.tag}: training time against multi-step BPTT, {st.epochs} epochs each",
+        f"{tr.tag}: training time against multi-step BPTT, {st.epochs} epochs each ("
+        + _clock_words(tr) + ")",
         ["arm", "best val acc (%)", "test acc at best val (%)", "step time (ms)",
          "train time per epoch (s)", "val target (%)", "BPTT time to target (s)",
          "noisy time to target (s)", "time saved by noisy"],
@@ -707,6 +753,19 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
         >= _mean([r.best_val for r in runs[chosen]]) - 0.005
     }  # fmt: skip
     return _TrainingTime(t_time, savings, fastest, chosen, needs_steps)
+
+
+def _clock_label(tr: _Trained) -> str:
+    cpu = all(r.clock == "train_cpu_s" for rs in tr.runs.values() for r in rs)
+    return "training CPU time" if cpu else "training wall-clock time"
+
+
+def _clock_words(tr: _Trained) -> str:
+    """What the training times of ``tr`` measure, in words."""
+    clocks = {r.clock for rs in tr.runs.values() for r in rs}
+    if clocks == {"train_cpu_s"}:
+        return "process CPU time of each run, evaluation excluded"
+    return "wall clock, evaluation excluded: some runs were trained before CPU time was recorded"
 
 
 @dataclass
@@ -729,7 +788,7 @@ def _inference_at_chosen_steps(
     over T, the test accuracy there and the time to run the test images at that T; the
     speed-up of the noisy net over each conversion, and the T both need for a common target."""
     st = tr.st
-    x = tr.part.x_test
+    x = tr.part.x_test[: st.timing_images]
     noisy = arms_inf[NOISY_NET]
     best_val_T = {a: min(max(v.values()) for v in d["val_T"]) for a, d in arms_inf.items()}
     inference: dict[str, dict[str, list[Any]]] = {}
@@ -767,7 +826,8 @@ def _inference_at_chosen_steps(
         "validation (within 1 point of the arm's best over T "
         f"{', '.join(map(str, tr.full_grid))})",
         ["arm", "best val acc over T (%)", "T per seed", "test acc at that T (%)",
-         "time at that T (s)", "noisy → IF speed-up", "common val target (%): T needed"],
+         f"CPU time for {len(x)} test images at that T (s)", "noisy → IF speed-up",
+         "common val target (%): T needed"],
         inf_rows,
     )  # fmt: skip
     return _Inference(t_inf, inference, speedup, common)
@@ -870,14 +930,15 @@ def _draw_figures(
     st, tag, full_grid = tr.st, tr.tag, tr.full_grid
     time_curves = {
         arm: [
-            (list(np.cumsum(r.curve("train_time_s"))), [100 * v for v in r.curve("val_accuracy")])
+            (list(np.cumsum(r.curve(r.clock))), [100 * v for v in r.curve("val_accuracy")])
             for r in rs
         ]
         for arm, rs in tr.runs.items()
     }
     figures = [
         str(plot_accuracy_vs_time(time_curves, out / f"{tag}_accuracy_vs_time.png",
-                                  f"{tag}: validation accuracy vs training time, every arm")),
+                                  f"{tag}: validation accuracy vs training time, every arm",
+                                  _clock_label(tr))),
         str(plot_sweep(
             full_grid,
             {a: [[100 * acc[T] for acc in d["acc_T"]] for T in full_grid]
@@ -991,6 +1052,8 @@ def _part_results(
             arm: {
                 "val_accuracy_curves": [r.curve("val_accuracy") for r in rs],
                 "train_time_s": [r.curve("train_time_s") for r in rs],
+                "train_cpu_s": [r.curve(r.clock) if r.clock == "train_cpu_s" else None
+                                for r in rs],  # fmt: skip
                 "step_time_s": [r.curve("step_time_s") for r in rs],
                 "test_accuracy_at_best_val": [r.test for r in rs],
                 "best_epoch": [r.best_epoch for r in rs],
@@ -1017,7 +1080,7 @@ def _run_part(ctx: ExperimentContext, st: NoisySettings) -> dict[str, Any]:
     """One workload, step by step: train, convert and sweep T, tabulate accuracy, training
     time, inference, McNemar and step time, decide the parts, draw the figures."""
     tr = _train_every_arm(ctx, st)
-    variants, conv = _convert_and_sweep_steps(tr)
+    variants, conv = _convert_and_sweep_steps(ctx, tr)
     noisy = variants[tr.main_label]
     t_acc, t_sweep = _conversion_tables(tr, variants, conv)
     train_time = _training_time_to_target(tr)

@@ -370,10 +370,13 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_start(self, epoch)
                 bar.start_epoch(epoch)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 row: dict[str, Any] = {"epoch": epoch}
                 row.update(self.train_epoch(epoch, bar))
                 row["train_time_s"] = time.perf_counter() - start
+                # CPU seconds of this process (every thread): on a shared machine, unlike
+                # the wall clock, it does not count time spent waiting for a core
+                row["train_cpu_s"] = time.process_time() - cpu_start
                 mid = time.perf_counter()
                 if self.val_set is not None:
                     row.update(self.evaluate("val"))
