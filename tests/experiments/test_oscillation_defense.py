@@ -47,6 +47,7 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
                       "fake_phase": [math.pi / 2, math.pi]},
             "sweep_eps": [0.1],
             "val_samples": 40,
+            "reference": {"apgd_steps": 3, "targets": 1, "square_queries": 20},
         }  # fmt: skip
 
     monkeypatch.setattr(od, "_settings", tiny)
@@ -64,8 +65,13 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
         rb = read_record(folder / name)
         (row,) = res["per_seed"][arm]
         assert rb["name"] == arm and rb["eps"] == od.RECORD_EPS and rb["n_examples"] == 30
-        assert rb["worst_case_acc"] == pytest.approx(100 * row["worst_case"][i])
+        # the worst case over our attacks and the reference ensemble (ART, in the test extra)
+        assert rb["worst_case_acc"] == pytest.approx(100 * row["worst_case_with_reference"])
         assert rb["robust_acc"]["square"] == pytest.approx(100 * row["square"][i])
+        assert rb["robust_acc"]["reference square"] == pytest.approx(
+            100 * row["reference"]["square"]
+        )
+        assert rb["extra"]["reference"]["square_queries"] == 20
     # the positive control: every setting of the sweep, on validation images, before the rest
     sweep = res["sweep"]
     assert sweep["split"].startswith("validation") and sweep["images"] == 40
@@ -97,6 +103,12 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
         for i in range(4):
             assert r["worst_case"][i] <= r["min_of_attack_means"][i] + 1e-12
             assert r["min_of_attack_means"][i] == min(r[a][i] for a in od.ATTACK_NAMES)
+        # per image over both: never above either side's own worst case, and the ensemble
+        # judged the same images (its clean accuracy is ours)
+        both = r["worst_case_with_reference"]
+        assert both <= r["worst_case"][res["eps"].index(od.RECORD_EPS)] + 1e-12
+        assert both <= r["reference"]["worst_case"] + 1e-12
+        assert r["reference"]["clean"] == pytest.approx(r["clean"])
         # the surrogate-choosing attack starts with the adaptive attack's own try
         assert all(s <= a for s, a in zip(r["adaptive-surrogate"], r["adaptive"], strict=True))
         assert set(res["sanity"][arm]) == {
@@ -109,15 +121,17 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     (lif,) = res["per_seed"]["LIF"]
     assert lif["adaptive"] == lif["pgd"]
     assert set(res["claims"]) == {"oscillation > LIF", "defense > oscillation"}
-    parts = data["parts"]  # the two worst-case robustness parts, then cost (kept apart)
-    assert [("worst case" in p["name"], p["name"].startswith("cost")) for p in parts] == [
-        (True, False),
-        (True, False),
-        (False, True),
-    ]
+    # the two worst-case robustness parts, the two with the reference ensemble, then cost
+    parts = data["parts"]
+    assert [("worst case" in p["name"], "reference ensemble" in p["name"],
+             p["name"].startswith("cost")) for p in parts] == [
+        (True, False, False), (True, False, False), (False, True, False), (False, True, False),
+        (False, False, True),
+    ]  # fmt: skip
     assert all(p["status"] in STATUSES for p in parts)
     md = (folder / "report.md").read_text()
     assert "Sanity checks (Carlini et al. 2019)" in md and "Did the claim hold?" in md
+    assert "Reference ensemble (ART, AutoAttack-style)" in md
     assert (folder / "robust_accuracy.png").stat().st_size > 1000
     assert report.held is None  # quick runs decide nothing
     _every_run_loads_and_is_attacked_without_a_hand_made_method(tmp_path)
@@ -135,6 +149,17 @@ def _every_run_loads_and_is_attacked_without_a_hand_made_method(out_dir):
     for args in (["eval", str(osc)], attack):
         result = CliRunner().invoke(app, args)
         assert result.exit_code == 0, result.output
+
+
+def test_without_the_reference_library_the_records_keep_our_worst_case_and_no_part_is_made():
+    eps = [0.0, od.RECORD_EPS]
+    row = {"clean": 0.9, "worst_case": [0.9, 0.2], **{a: [0.9, 0.5] for a in od.ATTACK_NAMES}}
+    res = {a: [row, row] for a in od.ARMS}
+    pairs = {"oscillation > LIF": ("oscillation", "LIF")}
+    assert od.OscillationDefense._reference_parts({"eps": eps}, res, pairs) == {}
+    with_ref = {a: [{**row, "reference": {}, "worst_case_with_reference": 0.1}] * 2 for a in res}
+    (part,) = od.OscillationDefense._reference_parts({"eps": eps}, with_ref, pairs).values()
+    assert part.estimate == 0.0 and "reference ensemble" in part.name
 
 
 def test_options_are_checked():

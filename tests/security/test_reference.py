@@ -115,6 +115,22 @@ def test_the_ensemble_is_a_per_image_worst_case_within_the_budget(ann):
     assert acc["clean"] == pytest.approx(float(_correct(ann, x, y).float().mean()))
 
 
+def test_the_ensemble_runs_deepfool_on_a_spiking_run_with_fused_kernels_and_restores_them(
+    snn_run,
+):
+    # DeepFool takes every class's gradient from one forward (retain_graph), which the fused
+    # kernels refuse; the ensemble runs it on the per-step backend and puts the backends back
+    from spikeweave.neurons import SpikingNeuron
+
+    x, y = _digits(60, "test")
+    before = [m.backend for m in snn_run.model.modules() if isinstance(m, SpikingNeuron)]
+    res = ensemble(snn_run, x, y, 0.1, num_classes=10, attacks=("deepfool",), seed=0)
+    after = [m.backend for m in snn_run.model.modules() if isinstance(m, SpikingNeuron)]
+    assert after == before and "reference" not in before
+    acc = res.accuracies()
+    assert acc["deepfool"] < acc["clean"]  # it found adversarial images within the budget
+
+
 def test_the_ensemble_is_repeatable_with_a_seed(ann):
     x, y = _digits(40, "test")
     kw = dict(num_classes=10, attacks=("apgd-ce", "square"), apgd_steps=5, square_queries=30)

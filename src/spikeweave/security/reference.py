@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..neurons import SpikingNeuron
 from .attacks import _check_eps, _check_inputs, _check_norm, _frozen, as_classifier, check_budget
 
 __all__ = [
@@ -261,6 +262,22 @@ def ensemble(
     return result
 
 
+@contextmanager
+def _per_step_neurons(model: nn.Module) -> Iterator[None]:
+    """Every spiking neuron of ``model`` on the per-step ``reference`` backend for the
+    duration (restored afterwards): DeepFool takes the gradient of every class from one
+    forward (``retain_graph``), which the fused kernels refuse, since their backward reuses the
+    saved potentials. The reference backend gives the same spikes and gradients."""
+    neurons = [(m, m.backend) for m in model.modules() if isinstance(m, SpikingNeuron)]
+    for m, _ in neurons:
+        m.backend = "reference"
+    try:
+        yield
+    finally:
+        for m, backend in neurons:
+            m.backend = backend
+
+
 def _any(fooled: dict[str, torch.Tensor], n: int) -> torch.Tensor:
     out = torch.zeros(n, dtype=torch.bool)
     for f in fooled.values():
@@ -307,7 +324,8 @@ def _attack_runs(
         ]
     if name == "deepfool":
         attack = evasion.DeepFool(clf, max_iter=50, batch_size=len(xb), verbose=False)
-        x_adv = _back(attack.generate(xn), xb)
+        with _per_step_neurons(model):
+            x_adv = _back(attack.generate(xn), xb)
         # DeepFool is minimum-norm and unbounded: project its point into the budget.
         d = x_adv - xb
         if art_norm == np.inf:
