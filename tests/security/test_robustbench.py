@@ -115,3 +115,46 @@ def test_attack_command_writes_a_record_per_eps_that_reads_back(tmp_path):
     at_zero = read_record(tmp_path / "run" / "robustbench-linf-0.json")
     assert at_zero["worst_case_acc"] == pytest.approx(at_zero["clean_acc"])
     assert not list((tmp_path / "run").glob("robustbench-*.json.*"))  # no temporary left
+    # the reference ensemble through the same command: one record per ε marked AutoAttack,
+    # each attack's accuracy in it and the per-image worst case over them
+    pytest.importorskip(
+        "art", reason="the attacks extra (adversarial-robustness-toolbox) is missing"
+    )
+    args = ["attack", str(tmp_path / "run"), "--attack", "autoattack", "--eps", "0,0.2",
+            "--samples", "60", "--steps", "5", "--robustbench", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "run" / "attack.json").read_text())
+    assert saved["attack"] == "autoattack" and saved["steps"] == 5 and saved["queries"] == 5000
+    rb = read_record(tmp_path / "run" / "robustbench-linf-0.2.json")
+    assert set(rb["robust_acc"]) == {"apgd-ce", "apgd-t", "deepfool", "square"}
+    assert (
+        rb["autoattack_acc"]
+        == rb["worst_case_acc"]
+        == pytest.approx(100 * saved["robust_accuracy"][1])
+    )
+    assert rb["worst_case_acc"] <= min(rb["robust_acc"].values()) + 1e-9
+    assert saved["ensemble"][1] == {k: pytest.approx(v / 100) for k, v in rb["robust_acc"].items()}
+    # both attack settings stay in attack.json's records
+    assert {r["attack"] for r in saved["records"]} == {"pgd", "autoattack"}
+
+
+def test_autoattack_is_refused_in_one_line_without_its_library_or_with_options_it_ignores(
+    tmp_path, monkeypatch
+):
+    import importlib.util
+
+    from spikeweave.errors import ConfigError
+    from spikeweave.security import cli
+
+    with pytest.raises(ConfigError, match="--source does not apply to the autoattack attack"):
+        cli.attack_command(tmp_path, "autoattack", [0.1], source=tmp_path)
+    with pytest.raises(ConfigError, match="unknown attack 'aa'; choose one of .*autoattack"):
+        cli.attack_command(tmp_path, "aa", [0.1])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "art" else real(n, *a)
+    )
+    with pytest.raises(ConfigError, match=r"pip install 'spikeweave\[attacks\]'") as e:
+        cli.attack_command(tmp_path, "autoattack", [0.1])
+    assert "\n" not in str(e.value)

@@ -13,7 +13,10 @@ def attack(
     run_dir: Path = typer.Argument(..., help="A directory written by `spikeweave train`."),
     attack: str = typer.Option(
         ...,
-        help="Attack. One of: fgsm | pgd | adaptive | adaptive-surrogate | transfer | square.",
+        help="Attack. One of: fgsm | pgd | adaptive | adaptive-surrogate | transfer | square | "
+        "autoattack (the AutoAttack-style ensemble of the Adversarial Robustness Toolbox: "
+        "APGD-CE, APGD-T, DeepFool, Square at 5,000 queries; pip install "
+        "'spikeweave[attacks]').",
     ),
     eps: str = typer.Option(
         ...,
@@ -21,12 +24,14 @@ def attack(
         "attack and ε is kept in attack.json.",
     ),
     steps: int = typer.Option(
-        None, help="PGD steps (pgd, adaptive, adaptive-surrogate, transfer; default 20)."
+        None,
+        help="PGD steps (pgd, adaptive, adaptive-surrogate, transfer; default 20); APGD "
+        "iterations (autoattack; default 100).",
     ),
     norm: str = typer.Option(
         None,
-        help="Norm (pgd, adaptive, adaptive-surrogate, transfer, square). One of: linf | l2 "
-        "(default linf).",
+        help="Norm (pgd, adaptive, adaptive-surrogate, transfer, square, autoattack). One of: "
+        "linf | l2 (default linf).",
     ),
     samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),

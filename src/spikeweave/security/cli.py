@@ -11,6 +11,7 @@ With ``robustbench`` it also writes one RobustBench-style record per ε
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import time
@@ -113,6 +114,36 @@ def attack_records(path: str | Path) -> list[dict[str, Any]]:
     ]
 
 
+def _ensemble_masks(
+    target: Any,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    eps: Sequence[float],
+    clean_mask: torch.Tensor,
+    *,
+    norm: str,
+    num_classes: int,
+    **options: Any,
+) -> tuple[list[torch.Tensor], list[dict[str, float]]]:
+    """Per ε, the images that survive every attack of the reference ensemble (ε = 0: the
+    clean ones) and each attack's robust accuracy. Square is L∞ only, so an L2 ensemble runs
+    without it."""
+    from .reference import ENSEMBLE, ensemble
+
+    attacks = ENSEMBLE if norm == "linf" else tuple(a for a in ENSEMBLE if a != "square")
+    masks, per_attack = [], []
+    for e in eps:
+        if e == 0:
+            masks.append(clean_mask.clone())
+            per_attack.append({a: _share(clean_mask) for a in attacks})
+            continue
+        res = ensemble(target, x, y, e, norm=norm, attacks=attacks, num_classes=num_classes,
+                       **options)  # fmt: skip
+        masks.append(res.robust & clean_mask)
+        per_attack.append({a: v for a, v in res.accuracies().items() if a in attacks})
+    return masks, per_attack
+
+
 def _share(mask: torch.Tensor) -> float:
     """The share of True in a bool mask ``[n]`` (0 for no images)."""
     return int(mask.sum()) / max(len(mask), 1)
@@ -124,13 +155,16 @@ def _write_robustbench(out: Path, run: Any, result: dict[str, Any], clean_mask, 
 
     extra = {k: result[k] for k in ("steps", "step_size", "queries", "eot", "source", "split")
              if result[k] is not None}  # fmt: skip
+    ensemble = result.get("ensemble")
     paths = []
-    for e, mask, acc in zip(result["eps"], masks, result["robust_accuracy"], strict=True):
+    for i, (e, mask, acc) in enumerate(zip(result["eps"], masks, result["robust_accuracy"],
+                                           strict=True)):  # fmt: skip
         record = robustbench_record(
             name=Path(run.path).name, dataset=run.config.dataset, norm=result["norm"], eps=e,
-            clean_accuracy=result["clean_accuracy"], robust_accuracy={result["attack"]: acc},
+            clean_accuracy=result["clean_accuracy"],
+            robust_accuracy=ensemble[i] if ensemble else {result["attack"]: acc},
             worst_case=_share(clean_mask & mask), n_examples=result["samples"],
-            seeds=[result["seed"]], extra=extra,
+            seeds=[result["seed"]], extra=extra, autoattack=bool(ensemble),
         )  # fmt: skip
         path = out / f"robustbench-{result['norm']}-{e:g}.json"
         paths.append(str(write_record(path, record)))
@@ -211,9 +245,11 @@ def plot_accuracy_vs_eps(
 
 # Which attacks read each option the command line offers; any other attack would ignore it.
 _PGD_LIKE = ("pgd", "adaptive", "adaptive-surrogate", "transfer")
+AUTOATTACK = "autoattack"
+"""The attack name of the reference ensemble (:func:`~.reference.ensemble`, from ART)."""
 _READ_BY = {
-    "steps": _PGD_LIKE,
-    "norm": (*_PGD_LIKE, "square"),
+    "steps": (*_PGD_LIKE, AUTOATTACK),
+    "norm": (*_PGD_LIKE, "square", AUTOATTACK),
     "source": ("transfer",),
 }
 
@@ -244,7 +280,7 @@ def attack_command(
     step_size: float | None = None,
     samples: int = 1000,
     batch_size: int = 250,
-    queries: int = 1000,
+    queries: int | None = None,
     eot: int = 1,
     source: str | Path | None = None,
     split: str = "test",
@@ -257,14 +293,19 @@ def attack_command(
 
     Args:
         run_dir: a directory written by ``spikeweave train``.
-        attack: ``fgsm``, ``pgd``, ``adaptive``, ``adaptive-surrogate``, ``transfer`` or
-            ``square``.
+        attack: ``fgsm``, ``pgd``, ``adaptive``, ``adaptive-surrogate``, ``transfer``,
+            ``square``, or ``autoattack``: the AutoAttack-style ensemble of an independent
+            library (:func:`~spikeweave.security.reference.ensemble`: APGD-CE, targeted
+            APGD-DLR, DeepFool, and Square under L∞), needs ``spikeweave[attacks]``; its
+            robust accuracy is the per-image worst case over the ensemble.
         eps: budgets in input units (``[0, 1]`` pixels), each ``>= 0``.
         steps / norm / step_size / eot: PGD's settings (``adaptive``, ``adaptive-surrogate``
-            and ``transfer`` too); ``steps`` defaults to 20 and ``norm`` to ``linf`` (``square``
-            takes ``norm`` too). Given to an attack that does not read them, they are refused.
+            and ``transfer`` too); ``steps`` defaults to 20 (``autoattack``: APGD's iterations,
+            default 100) and ``norm`` to ``linf`` (``square`` and ``autoattack`` take ``norm``
+            too). Given to an attack that does not read them, they are refused.
         samples: how many images of ``split`` to attack (a seeded random subset), >= 1.
-        queries: the square attack's query budget per image.
+        queries: the square attack's query budget per image (default 1000; in
+            ``autoattack`` 5000, AutoAttack's standard).
         source: the transfer attack's source run directory (a separately trained model).
         out_dir: where ``attack.json`` and ``attack.png`` go (default: ``run_dir``).
         device: where the models run (``auto``, ``cpu``, ``cuda``, ``cuda:N``); the attacks'
@@ -281,13 +322,22 @@ def attack_command(
     from ..training import load_run
     from ..training.assembly import data_options
 
-    fn = ATTACKS.get(attack)  # an unknown name fails before any loading
-    del fn
+    reference = attack == AUTOATTACK
+    if not reference and attack not in ATTACKS:  # before any loading
+        names = ", ".join([*ATTACKS.names(), AUTOATTACK])
+        raise ConfigError(f"unknown attack {attack!r}; choose one of {names}")
+    if reference and importlib.util.find_spec("art") is None:
+        raise ConfigError(
+            "--attack autoattack runs the Adversarial Robustness Toolbox's attacks, which is "
+            "not installed: pip install 'spikeweave[attacks]'"
+        )
     eps = [_check_eps(e) for e in eps]
     if not eps:
         raise ConfigError("give at least one --eps value")
     _refuse_unread(attack, steps=steps, norm=norm, source=source)
-    steps = 20 if steps is None else steps
+    steps = (100 if reference else 20) if steps is None else steps
+    queries = (5000 if reference else 1000) if queries is None else queries
+    _check_count("--queries", queries, "square attack queries")
     norm = "linf" if norm is None else norm
     if norm not in NORMS:
         raise ConfigError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
@@ -321,19 +371,26 @@ def attack_command(
     _check_eps_range(eps, "linf" if attack in ("fgsm", "square") else norm, x[0].numel())
     start = time.perf_counter()
     clean_mask = robust_mask("fgsm", target, x, y, 0.0, batch_size=batch_size, seed=seed)
-    masks = [
-        robust_mask(attack, target, x, y, e, batch_size=batch_size, seed=seed, **options)
-        for e in eps
-    ]
+    per_attack: list[dict[str, float]] | None = None
+    if reference:
+        masks, per_attack = _ensemble_masks(
+            target, x, y, eps, clean_mask, norm=norm, apgd_steps=steps, square_queries=queries,
+            seed=seed, batch_size=batch_size, num_classes=run.task.spec.num_outputs,
+        )  # fmt: skip
+    else:
+        masks = [
+            robust_mask(attack, target, x, y, e, batch_size=batch_size, seed=seed, **options)
+            for e in eps
+        ]
     clean = _share(clean_mask)
     acc = [_share(m) for m in masks]
     result = {
         "run": str(run.path),
         "attack": attack,
         "norm": "linf" if attack in ("fgsm", "square") else norm,
-        "steps": steps if attack in _PGD_LIKE else None,
+        "steps": steps if attack in (*_PGD_LIKE, AUTOATTACK) else None,
         "step_size": step_size,
-        "queries": queries if attack == "square" else None,
+        "queries": queries if attack == "square" or (reference and norm == "linf") else None,
         "eot": eot if attack in ("adaptive", "adaptive-surrogate", "transfer") else None,
         "source": None if source is None else str(source),
         "split": split,
@@ -345,6 +402,8 @@ def attack_command(
         "time_s": round(time.perf_counter() - start, 2),
         "device": str(run.device),
     }
+    if per_attack is not None:  # each attack of the ensemble, per ε
+        result["ensemble"] = per_attack
     setting = {k: result[k] for k in _SETTING_KEYS}
     records = _merge(
         earlier,
