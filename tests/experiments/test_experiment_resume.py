@@ -119,3 +119,22 @@ def test_an_experiment_killed_mid_run_and_resumed_reports_as_an_uninterrupted_on
     command = json.loads((folder / "command.json").read_text())
     assert len(command["commits"]) == 2 and "resumed" in command
     assert resumed["setup"]["resumed"] == 1
+
+
+def test_a_run_whose_method_filled_in_default_options_resumes_but_a_changed_option_is_refused(
+    tmp_path,
+):
+    from spikeweave.experiments.base import _check_same_run
+    from spikeweave.training import TrainConfig
+
+    asked = TrainConfig(dataset="digits", method="adv-train", method_options={"eps": 0.1})
+    saved = TrainConfig(dataset="digits", method="adv-train",
+                        method_options={"eps": 0.1, "steps": 3, "norm": "linf"})  # fmt: skip
+    _check_same_run(tmp_path, saved, asked)  # the defaults the run filled in are not compared
+    other = TrainConfig(dataset="digits", method="adv-train", method_options={"eps": 0.2})
+    with pytest.raises(ConfigError, match="method_options = .* asks for \\{'eps': 0.2\\}"):
+        _check_same_run(tmp_path, saved, other)
+    extra = TrainConfig(dataset="digits", method="adv-train",
+                        method_options={"eps": 0.1, "eot": 2})  # fmt: skip
+    with pytest.raises(ConfigError, match="1 field"):
+        _check_same_run(tmp_path, saved, extra)  # an option the run never had

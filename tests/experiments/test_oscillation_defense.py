@@ -30,27 +30,28 @@ def test_full_settings_use_full_fashion_mnist_and_attack_a_thousand_test_images(
     assert od._settings(quick=True)["config"].dataset == "mnist5k"  # quick only
 
 
+def _tiny(quick: bool):
+    return {
+        "config": TrainConfig(
+            dataset="digits", model="mlp", hidden=[32], steps=4, epochs=1, lr=1e-2,
+            val_fraction=0.1,
+        ),
+        "samples": 30,
+        "eps": [0.0, 0.1, 0.2, 0.3],
+        "steps": 20,
+        "queries": 30,
+        "adv": {"eps": 0.1, "steps": 1},
+        "sweep": {"amplitude": [0.3], "frequency": [0.25], "fake_form": ["square"],
+                  "fake_phase": [math.pi / 2, math.pi]},
+        "sweep_eps": [0.1],
+        "val_samples": 40,
+        "reference": {"apgd_steps": 3, "targets": 1, "square_queries": 20},
+    }  # fmt: skip
+
+
 @pytest.mark.slow
 def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
-    def tiny(quick: bool):
-        return {
-            "config": TrainConfig(
-                dataset="digits", model="mlp", hidden=[32], steps=4, epochs=1, lr=1e-2,
-                val_fraction=0.1,
-            ),
-            "samples": 30,
-            "eps": [0.0, 0.1, 0.2, 0.3],
-            "steps": 20,
-            "queries": 30,
-            "adv": {"eps": 0.1, "steps": 1},
-            "sweep": {"amplitude": [0.3], "frequency": [0.25], "fake_form": ["square"],
-                      "fake_phase": [math.pi / 2, math.pi]},
-            "sweep_eps": [0.1],
-            "val_samples": 40,
-            "reference": {"apgd_steps": 3, "targets": 1, "square_queries": 20},
-        }  # fmt: skip
-
-    monkeypatch.setattr(od, "_settings", tiny)
+    monkeypatch.setattr(od, "_settings", _tiny)
     report, folder = run_experiment(
         "oscillation-defense", quick=True, seeds=1, out_dir=tmp_path, progress=False
     )
@@ -135,6 +136,34 @@ def test_tiny_run_writes_every_table_check_and_claim(tmp_path, monkeypatch):
     assert (folder / "robust_accuracy.png").stat().st_size > 1000
     assert report.held is None  # quick runs decide nothing
     _every_run_loads_and_is_attacked_without_a_hand_made_method(tmp_path)
+
+
+@pytest.mark.slow
+def test_attacks_in_workers_and_a_resume_after_a_kill_give_the_uninterrupted_results(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(od, "_settings", _tiny)
+    kw = {"quick": True, "seeds": 1, "progress": False}
+    _, two = run_experiment("oscillation-defense", out_dir=tmp_path / "two", workers=2, **kw)
+    real, calls = od._attack_arm, []
+
+    def dies_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the session ends in the middle of the attacks
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(od, "_attack_arm", dies_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment("oscillation-defense", out_dir=tmp_path / "one", **kw)
+    (folder,) = (tmp_path / "one").iterdir()
+    assert len(list((folder / "results").glob("attacks-*/*.json"))) == 2
+    calls.clear()
+    run_experiment("oscillation-defense", resume=folder, **kw)
+    assert len(calls) == 2  # the two saved arms were loaded, not attacked again
+    a, b = (json.loads((f / "report.json").read_text())["results"] for f in (two, folder))
+    assert a["per_seed"] == b["per_seed"] and a["sweep"] == b["sweep"]
+    assert a["forward_identical"] == b["forward_identical"] == [True]
 
 
 def _every_run_loads_and_is_attacked_without_a_hand_made_method(out_dir):

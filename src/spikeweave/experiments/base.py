@@ -297,6 +297,7 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+_MISSING = object()
 _FILLED_BY_THE_RUN = ("out_dir", "device", "threads", "data_root")
 """Config fields a resumed run may differ in: where it writes and computes, not what it is."""
 
@@ -306,16 +307,24 @@ def _check_same_run(
 ) -> None:
     """Refuse to resume or load the run in ``run_dir`` when its config differs from the one
     the experiment asks for now (changed settings or code). Fields the assembly fills in
-    (left empty in ``asked``) and :data:`_FILLED_BY_THE_RUN` are not compared; a ``method``
+    (left empty in ``asked``), entries of a dict field that ``asked`` leaves out (the method's
+    options at their defaults) and :data:`_FILLED_BY_THE_RUN` are not compared; a ``method``
     given as an instance records its own name and options, so those compare only when the
     method is named by the config."""
     skip = set(_FILLED_BY_THE_RUN)
     if method is not None and not isinstance(method, str):
         skip |= {"method", "method_options"}
     have, want = saved.to_dict(), asked.to_dict()
+
+    def same(k: str, v: Any) -> bool:
+        if isinstance(v, dict) and isinstance(have.get(k), dict):
+            # options the run filled in with their defaults (method_options) are not compared
+            return all(have[k].get(name, _MISSING) == value for name, value in v.items())
+        return have.get(k) == v
+
     differ = [
         k for k, v in want.items()
-        if k not in skip and v not in ("", None, [], {}) and have.get(k) != v
+        if k not in skip and v not in ("", None, [], {}) and not same(k, v)
     ]  # fmt: skip
     if differ:
         k = differ[0]

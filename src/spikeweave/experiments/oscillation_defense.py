@@ -26,6 +26,10 @@ seed) and Square Attack (score-based, gradient-free). Robust accuracy over all a
 carries the sanity checks of Carlini et al. 2019 and says, per attack, whether each of the
 paper's claims held.
 
+With ``--workers N`` the sweep and the attacks (per arm and seed) run in N forked processes,
+each result saved as it finishes (:meth:`~.base.ExperimentContext.run_saved`); training runs
+in the parent.
+
 **An independent attack library beside ours.** Where the Adversarial Robustness Toolbox is
 installed (``spikeweave[attacks]``), every arm is also attacked at :data:`RECORD_EPS` with its
 AutoAttack-style ensemble (:func:`~spikeweave.security.reference.ensemble`: APGD-CE, targeted
@@ -105,7 +109,10 @@ def _settings(quick: bool) -> dict[str, Any]:
     # training image, so an epoch is about 8 s and the four arms' training (PGD-3 adversarial
     # training about 4x, 5 seeds, 6 epochs) well under an hour; the six attacks, about 1,200
     # forward+backward passes per attacked image, arm and seed, about 1-1.5 hours: about 2
-    # hours before the defense-setting sweep, whose cost was not measured here.
+    # hours before the defense-setting sweep and the reference ensemble (Square at 5,000
+    # queries), whose costs were not measured here. Training runs in the parent; the sweep
+    # and the attacks run in the --workers processes, each (setting or arm, seed) saved as it
+    # finishes, so --resume continues without repeating them.
     return {
         "config": TrainConfig(
             dataset="fashion-mnist", model="mlp", hidden=[256], steps=4, epochs=6,
@@ -234,6 +241,9 @@ class OscillationDefense(Experiment):
     adversarial training, under white-box, adaptive and black-box attacks."""
 
     name = "oscillation-defense"
+    # training runs in this process (its trainers feed the attacks); the sweep and the
+    # attacks, plain data per arm and seed, go to the workers (ExperimentContext.run_saved)
+    parallel_runs = True
     title = "Oscillation neurons and the fake-gradient defense under honest attacks"
     claim = (
         "Membrane-potential oscillation makes SNNs more robust, and giving the backward pass a "
@@ -250,13 +260,10 @@ class OscillationDefense(Experiment):
         base = replace(s["config"], out_dir=str(ctx.out_dir / "runs"))
         oscs, fakes = _grid(s["sweep"])
         test = data.load(base.dataset, "test")
-        trained: dict[int, dict[str, Any]] = {}
-        # 1. positive control: every defense setting under plain PGD on validation images
-        sweep_lif: list[list[float]] = []
-        sweep_osc: dict[tuple, list[list[float]]] = {o: [] for o in oscs}
-        sweep_def: dict[tuple, list[list[float]]] = {(*o, *f): [] for o in oscs for f in fakes}
+        # 1. every model, seed by seed, in this process (about an hour of the full run)
+        trained: dict[int, dict[Any, Any]] = {}
         for seed in ctx.seeds:
-            t = {
+            t: dict[Any, Any] = {
                 "LIF": ctx.train("lif", base, seed),
                 "adversarial training": ctx.train(
                     "adv-train",
@@ -274,32 +281,106 @@ class OscillationDefense(Experiment):
                     method=OscillationBPTT(opts),
                 )
             trained[seed] = t
-            # held out from every arm's training (same fixed split), never the test set
-            xv, yv = evaluation_subset(t["LIF"].val_set, s["val_samples"], seed)
-            sweep_lif.append(_pgd_curve(_target(t["LIF"]), xv, yv, s, seed))
-            for o in oscs:
-                osc_target = _target(t[o])
-                sweep_osc[o].append(_pgd_curve(osc_target, xv, yv, s, seed))
-                for form, ph in fakes:
-                    defended = defended_copy(t[o].model, fake_form=form, fake_phase=ph)
-                    target = _target(defended, like=osc_target)
-                    sweep_def[(*o, form, ph)].append(_pgd_curve(target, xv, yv, s, seed))
+        sweep = self._sweep(ctx, s, trained, oscs, fakes)
+        best = tuple(sweep["best"][k] for k in ("amplitude", "frequency", "fake_form",
+                                                "fake_phase"))  # fmt: skip
+        # 3. the best setting's arms under every attack, on test images
+        osc = OscillationOptions(amplitude=best[0], frequency=best[1])
+        fake = {"fake_form": best[2], "fake_phase": best[3]}
+        trainers = {
+            seed: {
+                "LIF": t["LIF"],
+                "oscillation": t[best[:2]],
+                "adversarial training": t["adversarial training"],
+            }
+            for seed, t in trained.items()
+        }
+
+        def targets(seed: int) -> dict[str, SimpleNamespace]:
+            arms = trainers[seed]
+            out = {a: _target(tr) for a, tr in arms.items()}
+            defended = defended_copy(arms["oscillation"].model, **fake)
+            out["oscillation + defense"] = _target(defended, like=out["oscillation"])
+            return out
+
+        identical: list[bool] = []
+        for seed in ctx.seeds:
+            # the defense must not change the forward, bit for bit, also while autograd records
+            osc_t, x = trainers[seed]["oscillation"], evaluation_subset(test, 64, seed)[0]
+            defended = targets(seed)["oscillation + defense"].model
+            enc = osc_t.encode(x).clone().requires_grad_(True)
+            osc_t.model.eval()
+            defended.eval()
+            identical.append(torch.equal(osc_t.model(enc), defended(enc)))
+
+        def attack(arm: str):
+            def job(seed: int) -> dict[str, Any]:
+                x, y = evaluation_subset(test, s["samples"], seed)
+                src = _target(trained[seed]["source"])
+                return _attack_arm(targets(seed)[arm], src, x, y, s, seed)
+
+            return job
+
+        # each (arm, seed) in the workers, saved as it finishes (the longest part)
+        res = ctx.run_saved("attacks", {arm: attack(arm) for arm in ARMS})
+        cost: dict[str, list[float]] = {a: [] for a in ARMS}
+        for seed in ctx.seeds:
+            for arm in ARMS:
+                tr = trainers[seed]["oscillation" if arm == "oscillation + defense" else arm]
+                # epoch 1 carries one-off warm-up (kernel load, caches): per-epoch cost from
+                # epoch 2 on when there is one, times the number of epochs
+                rows = tr.history[1:] or tr.history
+                per_epoch = sum(r["train_time_s"] for r in rows) / len(rows)
+                cost[arm].append(per_epoch * len(tr.history))
+        return self._report(ctx, s, base, osc, fake, res, cost, identical, sweep)
+
+    @staticmethod
+    def _sweep(ctx: ExperimentContext, s: dict[str, Any], trained, oscs, fakes) -> dict[str, Any]:
+        """2. The positive control: every defense setting (and LIF, and each oscillation
+        without the defense) under plain PGD on validation images, per seed, in the workers
+        (each curve saved as it finishes); the setting with the best mean is chosen."""
+        from ..security import defended_copy
+        from ..security.cli import evaluation_subset
+
+        def curve(key: Any):
+            def job(seed: int) -> list[float]:
+                t = trained[seed]
+                # held out from every arm's training (same fixed split), never the test set
+                xv, yv = evaluation_subset(t["LIF"].val_set, s["val_samples"], seed)
+                if key == "LIF":
+                    return _pgd_curve(_target(t["LIF"]), xv, yv, s, seed)
+                osc_target = _target(t[key[:2]])
+                if len(key) == 2:
+                    return _pgd_curve(osc_target, xv, yv, s, seed)
+                defended = defended_copy(t[key[:2]].model, fake_form=key[2], fake_phase=key[3])
+                return _pgd_curve(_target(defended, like=osc_target), xv, yv, s, seed)
+
+            return job
+
+        keys = {"LIF": "LIF", **{_osc_arm(*o): o for o in oscs},
+                **{f"{_osc_arm(*o)} fake {f} {ph!r}": (*o, f, ph) for o in oscs
+                   for f, ph in fakes}}  # fmt: skip
+        done = ctx.run_saved("sweep", {name: curve(key) for name, key in keys.items()})
+        by_key = {key: done[name] for name, key in keys.items()}
+        sweep_lif = by_key["LIF"]
+        sweep_def = {(*o, *f): by_key[(*o, *f)] for o in oscs for f in fakes}
 
         def score(curves: list[list[float]]) -> float:  # mean over seeds and sweep ε
             return _mean([_mean(c) for c in curves])
 
         best = max(sweep_def, key=lambda k: score(sweep_def[k]))  # first of equals: grid order
         gain = 100 * (score(sweep_def[best]) - score(sweep_lif))
-        sweep = {
+        first = trained[ctx.seeds[0]]["LIF"]
+        return {
             "split": "validation (held out from training by val_fraction; never test)",
-            "images": min(s["val_samples"], len(trained[ctx.seeds[0]]["LIF"].val_set)),
+            "images": min(s["val_samples"], len(first.val_set)),
             "attack": f"pgd, {s['steps']} steps, L∞, not adaptive (through the fake backward)",
             "eps": s["sweep_eps"],
             "grid": s["sweep"],
             "lif": sweep_lif,
             "undefended": [
-                {"amplitude": a, "frequency": f, "per_seed": sweep_osc[(a, f)],
-                 "mean": score(sweep_osc[(a, f)])}
+                {"amplitude": a, "frequency": f, "per_seed": by_key[(a, f)],
+                 "mean": score(by_key[(a, f)])}
                 for a, f in oscs
             ],
             "points": [
@@ -313,39 +394,6 @@ class OscillationDefense(Experiment):
             "margin_points": APPARENT_MARGIN,
             "apparent_robustness": gain > APPARENT_MARGIN,
         }  # fmt: skip
-        # 2. the best setting's arms under every attack, on test images
-        osc = OscillationOptions(amplitude=best[0], frequency=best[1])
-        fake = {"fake_form": best[2], "fake_phase": best[3]}
-        res: dict[str, list[dict[str, Any]]] = {a: [] for a in ARMS}
-        cost: dict[str, list[float]] = {a: [] for a in ARMS}
-        identical: list[bool] = []
-        for seed in ctx.seeds:
-            x, y = evaluation_subset(test, s["samples"], seed)
-            t = trained[seed]
-            arms = {
-                "LIF": t["LIF"],
-                "oscillation": t[best[:2]],
-                "adversarial training": t["adversarial training"],
-            }
-            osc_t = arms["oscillation"]
-            targets = {a: _target(tr) for a, tr in arms.items()}
-            defended = defended_copy(osc_t.model, **fake)
-            targets["oscillation + defense"] = _target(defended, like=targets["oscillation"])
-            # the defense must not change the forward, bit for bit, also while autograd records
-            enc = osc_t.encode(x[:64]).clone().requires_grad_(True)
-            osc_t.model.eval()
-            defended.eval()
-            identical.append(torch.equal(osc_t.model(enc), defended(enc)))
-            src = _target(t["source"])
-            for arm in ARMS:
-                res[arm].append(_attack_arm(targets[arm], src, x, y, s, seed))
-                tr = arms["oscillation" if arm == "oscillation + defense" else arm]
-                # epoch 1 carries one-off warm-up (kernel load, caches): per-epoch cost from
-                # epoch 2 on when there is one, times the number of epochs
-                rows = tr.history[1:] or tr.history
-                per_epoch = sum(r["train_time_s"] for r in rows) / len(rows)
-                cost[arm].append(per_epoch * len(tr.history))
-        return self._report(ctx, s, base, osc, fake, res, cost, identical, sweep)
 
     # ------------------------------------------------------------------ report
 
