@@ -34,6 +34,7 @@ The CIFAR-10 part (``configs/mesa-cifar10.toml``'s settings) runs when its files
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -142,6 +143,9 @@ class MesaExperiment(Experiment):
     backdoored conv SNN and its ANN twin."""
 
     name = "mesa"
+    # each (trigger kind, model) arm and seed trains and is defended in a worker and returns
+    # plain data (ExperimentContext.run_saved); the strength search trains in the parent
+    parallel_runs = True
     title = "MESA backdoor defense on a spiking conv net and its ANN twin"
     claim = (
         "Fine-tuning on triggers sampled from a max-entropy model of the trigger distribution "
@@ -210,12 +214,29 @@ class MesaExperiment(Experiment):
                     ctx.train, self._config(st, model), kind, (3 * seed) % 10, seed,
                     f"strength-{st.dataset}-{label.lower()}", st.strength_rates,
                 )  # fmt: skip
-            for seed in ctx.seeds:
-                for label, model in st.models:
-                    options = strength.trigger_options(kind, chosen[kind][label]["chosen"])
-                    row = self._one(ctx, st, kind, options, seed, label, model, figures)
+        # every (kind, model) arm and seed: train the backdoored model and defend it every
+        # way, in the workers, each row saved as it finishes (loaded on --resume)
+        jobs = {}
+        for kind in st.kinds:
+            for label, model in st.models:
+                options = strength.trigger_options(kind, chosen[kind][label]["chosen"])
+                jobs[f"{kind} | {label}"] = partial(
+                    self._one_job, ctx, st, kind, options, label, model
+                )
+        rows = ctx.run_saved(f"{st.dataset}-defenses", jobs)
+        for kind in st.kinds:
+            for label, _ in st.models:
+                for row in rows[f"{kind} | {label}"]:
+                    figures += row.pop("figures")
                     per[kind][label].append(row)
         return self._summarise(st, per, chosen, figures)
+
+    def _one_job(self, ctx, st, kind, options, label, model, seed: int) -> dict[str, Any]:
+        """:meth:`_one` as a job of :meth:`~.base.ExperimentContext.run_saved`: the row, with
+        the trigger figures it drew under ``figures``."""
+        figures: list[str] = []
+        row = self._one(ctx, st, kind, options, seed, label, model, figures)
+        return {**row, "figures": figures}
 
     @staticmethod
     def _config(st: MesaSettings, model: str) -> TrainConfig:
