@@ -101,6 +101,36 @@ def test_the_batch_line_waits_for_a_pace_then_estimates_the_time_left(monkeypatc
     assert lines[4].endswith("5 of 5 runs of this batch finished, batch done")
 
 
+def test_runs_loaded_on_a_resume_give_no_pace_and_the_clock_restarts_after_them(
+    monkeypatch, capsys
+):
+    from spikeweave.experiments import base
+
+    # two runs loaded (two minutes each: their per-image vectors are recomputed), then runs of
+    # 20 minutes: the first estimate comes from the first run done after the last load
+    clock = iter([0.0, 120.0, 240.0, 1440.0, 2640.0])
+    monkeypatch.setattr(base.time, "perf_counter", lambda: next(clock))
+    loaded = [0]
+    tell = base._BatchProgress("exp", workers=1, loaded=lambda: loaded[0])
+    for finished in range(1, 5):
+        if finished <= 2:
+            loaded[0] += 1
+        tell(finished, 6)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0].endswith("1 of 6 runs of this batch finished, time left not known yet")
+    assert lines[1].endswith("2 of 6 runs of this batch finished, time left not known yet")
+    assert lines[2].endswith("3 of 6 runs of this batch finished, about 60 min left")  # 3 × 20
+    assert lines[3].endswith("4 of 6 runs of this batch finished, about 40 min left")
+
+
+def test_the_context_counts_loaded_runs_and_saved_results_in_every_process(tmp_path):
+    ctx = ExperimentContext(tmp_path, quick=True, seeds=[0, 1], log=False, workers=2)
+    ctx.run_saved("b", {"A": lambda seed: seed})
+    resumed = replace(ctx, resume=True)
+    resumed.run_saved("b", {"A": lambda seed: seed})
+    assert resumed.loaded_runs.value == 2  # counted in the forked workers, seen here
+
+
 def _seeded_job(arm: str):
     import os
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -102,6 +103,9 @@ class ExperimentContext:
     resume: bool = False
     """Continue an interrupted experiment: :meth:`train` loads finished runs and resumes
     checkpointed ones instead of training them anew (``--resume``)."""
+    loaded_runs: Any = field(default_factory=lambda: multiprocessing.Value("q", 0))
+    """How many runs and saved results were loaded instead of run (shared with forked
+    workers, so the batch lines can leave them out of the pace)."""
 
     def train(
         self,
@@ -138,6 +142,8 @@ class ExperimentContext:
             trainer = Trainer(config, method=method, datasets=datasets, callbacks=every,
                               run_dir=run_dir, progress=self.progress)  # fmt: skip
         if finished:
+            with self.loaded_runs.get_lock():
+                self.loaded_runs.value += 1
             summary = RunDir(run_dir).read_json(RunDir.SUMMARY)
             for cb in trainer.callbacks:
                 cb.on_fit_end(trainer, summary)
@@ -170,7 +176,11 @@ class ExperimentContext:
         :attr:`log`, a line per finished run tells how many of the batch are done and about
         how long the rest will take (:class:`_BatchProgress`)."""
         seeds = self.seeds if seeds is None else seeds
-        tell = _BatchProgress(self.out_dir.name, self.workers) if self.log else None
+        tell = (
+            _BatchProgress(self.out_dir.name, self.workers, lambda: self.loaded_runs.value)
+            if self.log
+            else None
+        )
         done = run_interleaved(jobs, seeds, workers=self.workers, done=tell)
         if self.workers > 1:
             self.runs_done += len(jobs) * len(seeds)
@@ -200,6 +210,8 @@ class ExperimentContext:
 
         def run_and_save(arm: str, job: Callable[[int], R], seed: int) -> R:
             if (arm, seed) in saved:
+                with self.loaded_runs.get_lock():
+                    self.loaded_runs.value += 1
                 return saved[(arm, seed)]
             result = job(seed)
             _check_plain(result, f"{batch}: the result of {arm!r}, seed {seed}")
@@ -266,21 +278,30 @@ def _read_result(path: Path, arm: str, seed: int) -> Any:
 
 class _BatchProgress:
     """``done(finished, total)`` for :func:`~.schedule.run_interleaved`: one stderr line per
-    finished run with the batch's count and the time left at the recent pace (the last
-    ``2 × workers`` runs, so runs loaded at once on ``--resume`` soon leave the estimate)."""
+    finished run with the batch's count and the time left at the pace of the last
+    ``2 × workers`` runs done since the last loaded one. ``loaded()`` counts the runs loaded
+    so far (finished before a ``--resume``; in any process): loading a run can take minutes
+    (its per-image vector is recomputed), so its time is no pace to go by, and the clock
+    restarts after it."""
 
-    def __init__(self, name: str, workers: int) -> None:
-        self.name, self.window = name, 2 * max(workers, 1)
-        self.times = [time.perf_counter()]  # the batch's start, then each run's end
+    def __init__(self, name: str, workers: int, loaded: Callable[[], int] = lambda: 0) -> None:
+        self.name, self.window, self.loaded = name, 2 * max(workers, 1), loaded
+        self.seen = loaded()
+        self.times = [time.perf_counter()]  # the batch's start (or last load), then run ends
 
     def __call__(self, finished: int, total: int) -> None:
-        self.times.append(time.perf_counter())
-        k = min(finished, self.window)
-        span = self.times[-1] - self.times[-1 - k]
+        now = time.perf_counter()
+        if self.loaded() > self.seen:  # this one (or one told next) was loaded, not run
+            self.seen += 1
+            self.times = [now]
+        else:
+            self.times.append(now)
+        k = min(len(self.times) - 1, self.window)
+        span = self.times[-1] - self.times[-1 - k] if k else 0.0
         left = total - finished
         if left == 0:
             when = "batch done"
-        elif span < 1.0:  # loaded, not trained: no pace to go by yet
+        elif span < 1.0:  # nothing run since the start or the last load: no pace yet
             when = "time left not known yet"
         else:
             when = f"about {_duration(span / k * left)} left"
