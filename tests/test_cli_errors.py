@@ -349,7 +349,8 @@ def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line
     assert_one_line_error(
         code,
         err,
-        "--workers is for: bioleaf-vs-bp, klif-vs-lif, noisy-single-step, reset-dependency",
+        "--workers is for: bioleaf-vs-bp, klif-vs-lif, mesa, noisy-single-step, "
+        "oscillation-defense, reset-dependency",
     )
     code, _, err = run_main("experiment", "reset-dependency", "--workers", "0",
                             "--out-dir", str(tmp_path))  # fmt: skip
