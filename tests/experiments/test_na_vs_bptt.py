@@ -92,3 +92,12 @@ def test_quick_run_stops_on_plateau_and_reports_parts_ties_and_fidelity(tmp_path
     assert opts["method_options"]["form"] == "later"
     assert opts["method_options"]["pool"] == "sum" and opts["method_options"]["input_psc"]
     assert set(every_run_loads(folder)) == {"na"}
+    # the same runs in two forked workers: the same per-image parts and tuning
+    _, two = run_experiment(
+        "na-vs-bptt", quick=True, seeds=2, out_dir=tmp_path / "two", progress=False, workers=2
+    )
+    other = json.loads((two / "report.json").read_text())
+    accuracy = [p for p in data["parts"] if p["name"].startswith("accuracy")]
+    assert accuracy and all(p in other["parts"] for p in accuracy)  # cost parts are timings
+    assert other["results"]["tuning"] == tuning
+    assert other["results"]["best_epoch"] == res["best_epoch"]

@@ -19,14 +19,16 @@ def experiment(
     progress: bool = typer.Option(False, "--progress/--no-progress", help="Per-run progress."),
     workers: int = typer.Option(
         1,
-        help="Forked processes for the runs, one torch thread each (bioleaf-vs-bp, "
-        "klif-vs-lif, reset-dependency, noisy-single-step; others refuse).",
+        help="Forked processes for the runs (and the sweeps, attacks and defenses after "
+        "training), one torch thread each (bioleaf-vs-bp, klif-vs-lif, mesa, "
+        "noisy-single-step, oscillation-defense, reset-dependency; others refuse).",
     ),
     device: str = typer.Option("auto", help=DEVICE_HELP + " Every arm runs there."),
     resume: Path = typer.Option(
         None,
         help="Continue the interrupted experiment in this folder (give the settings it started "
-        "with): finished runs are loaded, checkpointed ones resumed, the rest runs again.",
+        "with): finished runs and saved results are loaded, checkpointed runs resumed, the "
+        "rest runs again.",
     ),
 ) -> None:
     """Run both arms of a method comparison and write report.md, report.json and plots."""

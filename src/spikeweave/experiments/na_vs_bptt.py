@@ -47,7 +47,6 @@ from ..training.device import synchronize
 from .base import Experiment, ExperimentContext, register
 from .figures import plot_bars, plot_seed_bands, plot_sweep
 from .report import Report, Table, fmt_pm, mean_std
-from .schedule import run_interleaved
 from .selection import BestValPredictions, per_image
 from .stats import accuracy_part, mcnemar, overall, paired_part
 from .timing import TimingCase, time_arms
@@ -94,9 +93,11 @@ epoch is about 37 s of training plus 32–40 s of evaluation (checked: ``spikewe
 process CPU time, user + system, start-up included). Tuning is 14 runs × 6 epochs; the 20
 evaluation runs stop at their plateau (at most 20 epochs each). With ``test_eval =
 "best-val"`` an epoch scores only the 5,000 validation images (about 10.5 s) and each run the
-test set once (about 21 s), so an epoch is about 48 s instead of 71 s. The experiment runs its
-runs in one process: **about 5 hours if runs stop near 12 epochs, 7 hours if every run reaches
-the cap** (7 and 10 hours when every epoch scored test)."""
+test set once (about 21 s), so an epoch is about 48 s instead of 71 s. In one process: about 5
+hours if runs stop near 12 epochs, 7 hours if every run reaches the cap (7 and 10 hours when
+every epoch scored test). With ``--workers 2`` (one torch thread per run, two at a time) the
+runs of each batch share the two cores: **about 3–4 hours** (estimated from these
+measurements, not timed)."""
 
 REMAINING_DIFFERENCES = [
     "No data augmentation (the authors randomly crop and rotate MNIST by ±15°).",
@@ -171,9 +172,10 @@ class BestValOutputs(BestValPredictions):
 
 @dataclass
 class ArmRun:
-    """One trained run: its trainer and what was recorded at its best validation epoch."""
+    """One trained run: its epoch rows and what was recorded at its best validation epoch
+    (plain data, so a run can train in a forked worker)."""
 
-    trainer: Trainer
+    history: list[dict[str, Any]]
     correct: np.ndarray
     tied: np.ndarray
     best_epoch: int
@@ -202,7 +204,7 @@ def train_until_plateau(
     stop, best = PlateauStop(patience), BestValOutputs()
     trainer = ctx.train(arm, cfg, seed, method=method, callbacks=[stop, best])
     assert best.correct is not None and best.tied is not None
-    return ArmRun(trainer, best.correct, best.tied, best.epoch, trainer.epoch)
+    return ArmRun(list(trainer.history), best.correct, best.tied, best.epoch, trainer.epoch)
 
 
 def backward_cost(
@@ -263,6 +265,7 @@ class NAvsBPTT(Experiment):
     """NA vs surrogate BPTT on the same network, loss, optimiser, steps, stopping rule, seeds."""
 
     name = "na-vs-bptt"
+    parallel_runs = True  # every run returns plain data (ArmRun)
     title = "Neighbourhood aggregation (NA) vs surrogate-gradient BPTT"
     claim = (
         "NA trains more accurately than surrogate-gradient BPTT at the same network and steps "
@@ -314,7 +317,8 @@ class NAvsBPTT(Experiment):
                 ctx, f"{st.dataset}-{tag}", arm_cfg, seed, method, st.patience
             )
 
-        runs: dict[str, list[ArmRun]] = run_interleaved({a: job(a) for a in ARMS}, ctx.seeds)
+        # in ctx.workers processes: each run returns plain data (ArmRun)
+        runs: dict[str, list[ArmRun]] = ctx.run_interleaved({a: job(a) for a in ARMS})
         acc = {a: [r.accuracy for r in rs] for a, rs in runs.items()}
         ties = {a: [r.tie_rate for r in rs] for a, rs in runs.items()}
         n_test = len(runs[NA_ARM][0].correct)
@@ -342,7 +346,7 @@ class NAvsBPTT(Experiment):
 
         # -- step cost: per-step time in training, and forward+backward as T grows ----------
         step = {
-            a: [statistics.median(r["step_time_s"] for r in run.trainer.history
+            a: [statistics.median(r["step_time_s"] for r in run.history
                                   if "step_time_s" in r) for run in rs]
             for a, rs in runs.items()
         }  # fmt: skip
@@ -412,7 +416,7 @@ class NAvsBPTT(Experiment):
                 fmt_pm([r.best_epoch for r in runs[arm]], digits=1),
                 fmt_pm(epochs_of(arm), digits=1),
                 fmt_pm(step[arm], 1000, 1),
-                fmt_pm([row["epoch_time_s"] for r in runs[arm] for row in r.trainer.history], 1, 1),
+                fmt_pm([row["epoch_time_s"] for r in runs[arm] for row in r.history], 1, 1),
             ]
             for arm in ARMS
         ]
@@ -487,7 +491,7 @@ class NAvsBPTT(Experiment):
         )
         out = ctx.out_dir
         curves = {
-            a: [[100 * row["val_accuracy"] for row in r.trainer.history] for r in rs]
+            a: [[100 * row["val_accuracy"] for row in r.history] for r in rs]
             for a, rs in runs.items()
         }
         figures = [
