@@ -138,3 +138,11 @@ def test_a_run_whose_method_filled_in_default_options_resumes_but_a_changed_opti
                         method_options={"eps": 0.1, "eot": 2})  # fmt: skip
     with pytest.raises(ConfigError, match="1 field"):
         _check_same_run(tmp_path, saved, extra)  # an option the run never had
+    # nested: a transform's options filled in by the run (mesa's backdoor)
+    poisoned = {"backdoor": {"kind": "badnets", "fraction": 0.1, "target": 3}}
+    asked = TrainConfig(dataset="digits", train_transforms=poisoned)
+    filled = {"backdoor": {**poisoned["backdoor"], "position": [], "trigger_size": 3}}
+    _check_same_run(tmp_path, TrainConfig(dataset="digits", train_transforms=filled), asked)
+    moved = {"backdoor": {**filled["backdoor"], "target": 4}}
+    with pytest.raises(ConfigError, match="train_transforms"):
+        _check_same_run(tmp_path, TrainConfig(dataset="digits", train_transforms=moved), asked)

@@ -70,3 +70,10 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
     )
     other = json.loads((two / "report.json").read_text())
     assert other["parts"] == data["parts"] and other["tables"] == data["tables"]
+    # a resume (here of a finished folder whose report is removed) loads every run and row
+    (folder / "report.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in (folder / "runs").glob("*/checkpoint.safetensors")}
+    run_experiment("mesa", quick=True, seeds=2, resume=folder, progress=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # nothing trained again
+    again = json.loads((folder / "report.json").read_text())
+    assert again["parts"] == data["parts"] and again["tables"] == data["tables"]

@@ -319,6 +319,16 @@ def _duration(seconds: float) -> str:
 
 
 _MISSING = object()
+
+
+def _covers(have: Any, want: Any) -> bool:
+    """``have == want``, except that a dict (at any depth) may hold entries ``want`` leaves
+    out: options a run filled in with their defaults (``method_options``, a transform's)."""
+    if isinstance(want, dict) and isinstance(have, dict):
+        return all(k in have and _covers(have[k], v) for k, v in want.items())
+    return have == want
+
+
 _FILLED_BY_THE_RUN = ("out_dir", "device", "threads", "data_root")
 """Config fields a resumed run may differ in: where it writes and computes, not what it is."""
 
@@ -337,15 +347,9 @@ def _check_same_run(
         skip |= {"method", "method_options"}
     have, want = saved.to_dict(), asked.to_dict()
 
-    def same(k: str, v: Any) -> bool:
-        if isinstance(v, dict) and isinstance(have.get(k), dict):
-            # options the run filled in with their defaults (method_options) are not compared
-            return all(have[k].get(name, _MISSING) == value for name, value in v.items())
-        return have.get(k) == v
-
     differ = [
         k for k, v in want.items()
-        if k not in skip and v not in ("", None, [], {}) and not same(k, v)
+        if k not in skip and v not in ("", None, [], {}) and not _covers(have.get(k, _MISSING), v)
     ]  # fmt: skip
     if differ:
         k = differ[0]
