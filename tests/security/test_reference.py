@@ -112,6 +112,12 @@ def test_the_ensemble_is_a_per_image_worst_case_within_the_budget(ann):
     assert torch.equal(res.robust, robust)
     assert acc["worst_case"] <= min(acc[a] for a in ENSEMBLE)
     assert acc["worst_case"] < acc["clean"]
+    # after each attack in run order: cumulative, never rising, ending at the worst case
+    standing = _correct(ann, x, y)
+    for a in ENSEMBLE:
+        standing &= ~res.fooled[a]
+        assert acc[a] == pytest.approx(float(standing.float().mean()))
+    assert acc[ENSEMBLE[-1]] == acc["worst_case"]
     assert acc["clean"] == pytest.approx(float(_correct(ann, x, y).float().mean()))
 
 

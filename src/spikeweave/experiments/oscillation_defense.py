@@ -705,10 +705,11 @@ class OscillationDefense(Experiment):
                  for c, p in parts.items()]  # fmt: skip
         return Table(
             f"Reference ensemble (ART, AutoAttack-style) at ε={RECORD_EPS:g} beside ours: "
-            "robust accuracy (%) per attack, the ensemble's per-image worst case, ours, and "
-            "the per-image worst case over both",
-            ["arm", *ENSEMBLE, "ensemble worst case", "our attacks' worst case",
-             "worst case over both"],
+            "robust accuracy (%) after each attack of the ensemble (cumulative, in run order, "
+            "as AutoAttack logs it), our attacks' per-image worst case, and the per-image "
+            "worst case over both",
+            ["arm", *[f"after {k}" for k in ENSEMBLE], "ensemble worst case",
+             "our attacks' worst case", "worst case over both"],
             rows,
         )  # fmt: skip
 

@@ -126,8 +126,8 @@ def _ensemble_masks(
     **options: Any,
 ) -> tuple[list[torch.Tensor], list[dict[str, float]]]:
     """Per ε, the images that survive every attack of the reference ensemble (ε = 0: the
-    clean ones) and each attack's robust accuracy. Square is L∞ only, so an L2 ensemble runs
-    without it."""
+    clean ones) and the robust accuracy after each attack (cumulative, in run order). Square
+    is L∞ only, so an L2 ensemble runs without it."""
     from .reference import ENSEMBLE, ensemble
 
     attacks = ENSEMBLE if norm == "linf" else tuple(a for a in ENSEMBLE if a != "square")

@@ -174,10 +174,16 @@ class EnsembleResult:
         return out
 
     def accuracies(self) -> dict[str, float]:
-        """Clean accuracy, each attack's robust accuracy and the per-image worst case."""
+        """Clean accuracy, the robust accuracy after each attack in run order (cumulative:
+        the images every attack so far failed on, as AutoAttack logs it; a later attack only
+        sees the images the earlier ones left, so its own success rate is not defined) and
+        the per-image worst case (the last of them)."""
         n = max(len(self.clean), 1)
         acc = {"clean": float(self.clean.sum()) / n}
-        acc.update({k: float((~f).sum()) / n for k, f in self.fooled.items()})
+        standing = self.clean.clone()
+        for k, f in self.fooled.items():
+            standing &= ~f
+            acc[k] = float(standing.sum()) / n
         acc["worst_case"] = float(self.robust.sum()) / n
         return acc
 
