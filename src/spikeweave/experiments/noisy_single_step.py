@@ -257,9 +257,12 @@ class _Run:
 
     @property
     def clock(self) -> str:
-        """The epoch rows' training-time key: process CPU seconds (``train_cpu_s``), or the
-        wall clock for a run trained before the trainer recorded CPU time."""
-        return "train_cpu_s" if all("train_cpu_s" in r for r in self.history) else "train_time_s"
+        """The epoch rows' training-time key: process CPU seconds (``train_cpu_s``) on a CPU;
+        the wall clock on a GPU (the host's CPU time is not the training time there) and for
+        a run trained before the trainer recorded CPU time."""
+        on_gpu = str(self.config.device).startswith("cuda")
+        cpu = not on_gpu and all("train_cpu_s" in r for r in self.history)
+        return "train_cpu_s" if cpu else "train_time_s"
 
     def time_to(self, target: float) -> float:
         """Cumulative training seconds (evaluation excluded; :attr:`clock`) until validation
@@ -285,22 +288,28 @@ def _slug(label: str) -> str:
 
 @torch.no_grad()
 def _time_inference(net: nn.Module, x: torch.Tensor, T: int, repeats: int, encoder: str) -> float:
-    """Median process CPU seconds to run the whole of ``x`` for ``T`` steps (batches of 500)
-    on the network's device (``x`` is copied there first, outside the clock; CUDA is
-    synchronised before each clock reading, so on a GPU the host's CPU time includes the wait).
-    CPU time, not the wall clock: on a shared machine it does not count waiting for a core."""
+    """Median seconds to run the whole of ``x`` for ``T`` steps (batches of 500) on the
+    network's device (``x`` is copied there first, outside the clock): on a CPU the process's
+    CPU time, which on a shared machine does not count waiting for a core; on a GPU the wall
+    clock, CUDA synchronised before each reading (:func:`_inference_clock`)."""
     net.eval()
     where = model_device(net)
     x = x.to(where)
+    clock = time.process_time if _inference_clock(where) == "CPU" else time.perf_counter
     times = []
     for _ in range(repeats):
         synchronize(where)
-        start = time.process_time()
+        start = clock()
         for i in range(0, len(x), 500):
             net(encode(encoder, x[i : i + 500], T))
         synchronize(where)
-        times.append(time.process_time() - start)
+        times.append(clock() - start)
     return statistics.median(times)
+
+
+def _inference_clock(where: torch.device) -> str:
+    """``CPU`` (process time) on a CPU, ``wall`` on a GPU."""
+    return "CPU" if where.type == "cpu" else "wall"
 
 
 @torch.no_grad()
@@ -765,7 +774,7 @@ def _clock_words(tr: _Trained) -> str:
     clocks = {r.clock for rs in tr.runs.values() for r in rs}
     if clocks == {"train_cpu_s"}:
         return "process CPU time of each run, evaluation excluded"
-    return "wall clock, evaluation excluded: some runs were trained before CPU time was recorded"
+    return "wall clock, evaluation excluded (a GPU, or runs trained before CPU time was recorded)"
 
 
 @dataclass
@@ -826,7 +835,8 @@ def _inference_at_chosen_steps(
         "validation (within 1 point of the arm's best over T "
         f"{', '.join(map(str, tr.full_grid))})",
         ["arm", "best val acc over T (%)", "T per seed", "test acc at that T (%)",
-         f"CPU time for {len(x)} test images at that T (s)", "noisy → IF speed-up",
+         f"{_inference_clock(model_device(noisy['nets'][0]))} time for {len(x)} test "
+         "images at that T (s)", "noisy → IF speed-up",
          "common val target (%): T needed"],
         inf_rows,
     )  # fmt: skip
