@@ -344,12 +344,12 @@ def test_torch_is_left_in_a_usable_state():
 
 
 def test_experiment_workers_for_an_experiment_that_cannot_use_them_is_a_one_line_error(tmp_path):
-    code, _, err = run_main("experiment", "na-vs-bptt", "--quick", "--workers", "2",
+    code, _, err = run_main("experiment", "sampling-vs-random", "--quick", "--workers", "2",
                             "--out-dir", str(tmp_path))  # fmt: skip
     assert_one_line_error(
         code,
         err,
-        "--workers is for: bioleaf-vs-bp, klif-vs-lif, mesa, noisy-single-step, "
+        "--workers is for: bioleaf-vs-bp, klif-vs-lif, mesa, na-vs-bptt, noisy-single-step, "
         "oscillation-defense, reset-dependency",
     )
     code, _, err = run_main("experiment", "reset-dependency", "--workers", "0",

@@ -242,7 +242,7 @@ def test_workers_are_refused_for_experiments_that_hand_trainers_to_the_report(tm
     from spikeweave.experiments import run_experiment
 
     with pytest.raises(ConfigError, match="--workers is for: .*klif-vs-lif"):
-        run_experiment("na-vs-bptt", quick=True, out_dir=tmp_path, workers=2)
+        run_experiment("sampling-vs-random", quick=True, out_dir=tmp_path, workers=2)
     with pytest.raises(ConfigError, match="at least 1"):
         run_experiment("reset-dependency", quick=True, out_dir=tmp_path, workers=0)
 

@@ -20,7 +20,7 @@ def experiment(
     workers: int = typer.Option(
         1,
         help="Forked processes for the runs (and the sweeps, attacks and defenses after "
-        "training), one torch thread each (bioleaf-vs-bp, klif-vs-lif, mesa, "
+        "training), one torch thread each (bioleaf-vs-bp, klif-vs-lif, mesa, na-vs-bptt, "
         "noisy-single-step, oscillation-defense, reset-dependency; others refuse).",
     ),
     device: str = typer.Option("auto", help=DEVICE_HELP + " Every arm runs there."),
