@@ -64,12 +64,6 @@ def test_quick_run_chooses_the_strength_by_the_rule_and_attacks_with_it(tmp_path
     # each (kind, model) arm and seed was saved as it finished, for a resume
     assert len(list((folder / "results").glob("digits-defenses-*/*.json"))) == 2
     assert any("triggers_digits_ANN_badnets" in f for f in data["figures"])
-    # the same rows when the arms run in forked workers
-    _, two = run_experiment(
-        "mesa", quick=True, seeds=2, out_dir=tmp_path / "two", progress=False, workers=2
-    )
-    other = json.loads((two / "report.json").read_text())
-    assert other["parts"] == data["parts"] and other["tables"] == data["tables"]
     # a resume (here of a finished folder whose report is removed) loads every run and row
     (folder / "report.json").unlink()
     stamps = {p: p.stat().st_mtime_ns for p in (folder / "runs").glob("*/checkpoint.safetensors")}

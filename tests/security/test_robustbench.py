@@ -121,11 +121,12 @@ def test_attack_command_writes_a_record_per_eps_that_reads_back(tmp_path):
         "art", reason="the attacks extra (adversarial-robustness-toolbox) is missing"
     )
     args = ["attack", str(tmp_path / "run"), "--attack", "autoattack", "--eps", "0,0.2",
-            "--samples", "60", "--steps", "5", "--robustbench", "--device", "cpu"]  # fmt: skip
+            "--samples", "60", "--steps", "5", "--queries", "40", "--robustbench",
+            "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "run" / "attack.json").read_text())
-    assert saved["attack"] == "autoattack" and saved["steps"] == 5 and saved["queries"] == 5000
+    assert saved["attack"] == "autoattack" and saved["steps"] == 5 and saved["queries"] == 40
     rb = read_record(tmp_path / "run" / "robustbench-linf-0.2.json")
     assert set(rb["robust_acc"]) == {"apgd-ce", "apgd-t", "deepfool", "square"}
     assert (
@@ -149,6 +150,10 @@ def test_autoattack_is_refused_in_one_line_without_its_library_or_with_options_i
 
     with pytest.raises(ConfigError, match="--source does not apply to the autoattack attack"):
         cli.attack_command(tmp_path, "autoattack", [0.1], source=tmp_path)
+    with pytest.raises(ConfigError, match="--queries does not apply to the pgd attack"):
+        cli.attack_command(tmp_path, "pgd", [0.1], queries=100)
+    with pytest.raises(ConfigError, match="runs without Square"):
+        cli.attack_command(tmp_path, "autoattack", [0.1], norm="l2", queries=100)
     with pytest.raises(ConfigError, match="unknown attack 'aa'; choose one of .*autoattack"):
         cli.attack_command(tmp_path, "aa", [0.1])
     real = importlib.util.find_spec

@@ -34,6 +34,9 @@ def attack(
         "linf | l2 (default linf).",
     ),
     samples: int = typer.Option(1000, help="Test images attacked (a seeded subset)."),
+    queries: int = typer.Option(
+        None, help="Square's queries per image (square: default 1000; autoattack: 5000)."
+    ),
     source: Path = typer.Option(None, help="Transfer attack: the source run directory."),
     out_dir: Path = typer.Option(None, help="Where attack.json / attack.png go (default: run)."),
     device: str = typer.Option("auto", help=DEVICE_HELP),
@@ -50,8 +53,8 @@ def attack(
     from ..security.cli import attack_command, parse_eps
 
     result = attack_command(
-        run_dir, attack, parse_eps(eps), steps, norm, samples=samples, source=source,
-        out_dir=out_dir, device=device, robustbench=robustbench,
+        run_dir, attack, parse_eps(eps), steps, norm, samples=samples, queries=queries,
+        source=source, out_dir=out_dir, device=device, robustbench=robustbench,
     )  # fmt: skip
     for e, acc in zip(result["eps"], result["robust_accuracy"], strict=True):
         typer.echo(f"eps {e:g}: robust accuracy {acc:.2%}")

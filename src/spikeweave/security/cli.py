@@ -251,6 +251,7 @@ _READ_BY = {
     "steps": (*_PGD_LIKE, AUTOATTACK),
     "norm": (*_PGD_LIKE, "square", AUTOATTACK),
     "source": ("transfer",),
+    "queries": ("square", AUTOATTACK),
 }
 
 
@@ -334,7 +335,12 @@ def attack_command(
     eps = [_check_eps(e) for e in eps]
     if not eps:
         raise ConfigError("give at least one --eps value")
-    _refuse_unread(attack, steps=steps, norm=norm, source=source)
+    _refuse_unread(attack, steps=steps, norm=norm, source=source, queries=queries)
+    if reference and norm == "l2" and queries is not None:
+        raise ConfigError(
+            "--queries is Square's budget, and an L2 autoattack runs without Square (it is "
+            "L∞ only); leave --queries out"
+        )
     steps = (100 if reference else 20) if steps is None else steps
     queries = (5000 if reference else 1000) if queries is None else queries
     _check_count("--queries", queries, "square attack queries")
