@@ -256,20 +256,19 @@ class _Run:
         return [float(r[key]) for r in self.history]
 
     @property
-    def clock(self) -> str:
-        """The epoch rows' training-time key: process CPU seconds (``train_cpu_s``) on a CPU;
-        the wall clock on a GPU (the host's CPU time is not the training time there) and for
-        a run trained before the trainer recorded CPU time."""
+    def cpu_time_recorded(self) -> bool:
+        """Whether every epoch row has the process CPU seconds of training (``train_cpu_s``)
+        and they measure it: on a GPU the host's CPU time is not the training time, and runs
+        trained before the trainer recorded it lack the column."""
         on_gpu = str(self.config.device).startswith("cuda")
-        cpu = not on_gpu and all("train_cpu_s" in r for r in self.history)
-        return "train_cpu_s" if cpu else "train_time_s"
+        return not on_gpu and all("train_cpu_s" in r for r in self.history)
 
-    def time_to(self, target: float) -> float:
-        """Cumulative training seconds (evaluation excluded; :attr:`clock`) until validation
-        accuracy first reaches ``target``; inf if it never does."""
+    def time_to(self, target: float, clock: str) -> float:
+        """Cumulative training seconds (evaluation excluded; the rows' ``clock`` column) until
+        validation accuracy first reaches ``target``; inf if it never does."""
         total = 0.0
         for row in self.history:
-            total += float(row[self.clock])
+            total += float(row[clock])
             if row["val_accuracy"] >= target - 1e-12:
                 return total
         return math.inf
@@ -581,6 +580,14 @@ class _Trained:
         return len(self.part.y_test)
 
     @property
+    def clock(self) -> str:
+        """The epoch rows' training-time column every arm is compared on: process CPU
+        seconds (``train_cpu_s``) when every run recorded them on a CPU, else the wall clock
+        (``train_time_s``), so that no comparison mixes the two."""
+        cpu = all(r.cpu_time_recorded for rs in self.runs.values() for r in rs)
+        return "train_cpu_s" if cpu else "train_time_s"
+
+    @property
     def full_grid(self) -> list[int]:
         return sorted(set(self.st.steps_grid) | set(self.st.inference_grid))
 
@@ -727,15 +734,15 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
     time_rows, savings, reach = [], {}, {}
     for arm in bptt_arms:
         target = min(noisy_best, min(r.best_val for r in runs[arm])) - 0.005
-        t_b = [r.time_to(target) for r in runs[arm]]
-        t_n = [r.time_to(target) for r in noisy_runs]
+        t_b = [r.time_to(target, tr.clock) for r in runs[arm]]
+        t_n = [r.time_to(target, tr.clock) for r in noisy_runs]
         savings[arm] = [1 - n / b if math.isfinite(n) and math.isfinite(b) else math.nan
                         for n, b in zip(t_n, t_b, strict=True)]  # fmt: skip
         reach[arm] = _mean(t_b)
         step = [statistics.median(r.curve("step_time_s")) for r in runs[arm]]
         time_rows.append([
             arm, _pct([r.best_val for r in runs[arm]]), _pct([r.test for r in runs[arm]]),
-            fmt_pm(step, 1000, 1), fmt_pm([t for r in runs[arm] for t in r.curve(r.clock)]),
+            fmt_pm(step, 1000, 1), fmt_pm([t for r in runs[arm] for t in r.curve(tr.clock)]),
             f"{100 * target:.2f}", fmt_pm(t_b), fmt_pm(t_n),
             f"{100 * _mean(savings[arm]):.0f}%",
         ])  # fmt: skip
@@ -744,7 +751,7 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
         f"noisy single-step ({main_label}), T={st.eval_steps} eval",
         _pct([r.best_val for r in noisy_runs]), _pct([r.test for r in noisy_runs]),
         fmt_pm(noisy_step, 1000, 1),
-        fmt_pm([t for r in noisy_runs for t in r.curve(r.clock)]), "", "", "", "",
+        fmt_pm([t for r in noisy_runs for t in r.curve(tr.clock)]), "", "", "", "",
     ])  # fmt: skip
     t_time = Table(
         f"{tr.tag}: training time against multi-step BPTT, {st.epochs} epochs each ("
@@ -765,14 +772,12 @@ def _training_time_to_target(tr: _Trained) -> _TrainingTime:
 
 
 def _clock_label(tr: _Trained) -> str:
-    cpu = all(r.clock == "train_cpu_s" for rs in tr.runs.values() for r in rs)
-    return "training CPU time" if cpu else "training wall-clock time"
+    return "training CPU time" if tr.clock == "train_cpu_s" else "training wall-clock time"
 
 
 def _clock_words(tr: _Trained) -> str:
     """What the training times of ``tr`` measure, in words."""
-    clocks = {r.clock for rs in tr.runs.values() for r in rs}
-    if clocks == {"train_cpu_s"}:
+    if tr.clock == "train_cpu_s":
         return "process CPU time of each run, evaluation excluded"
     return "wall clock, evaluation excluded (a GPU, or runs trained before CPU time was recorded)"
 
@@ -940,7 +945,7 @@ def _draw_figures(
     st, tag, full_grid = tr.st, tr.tag, tr.full_grid
     time_curves = {
         arm: [
-            (list(np.cumsum(r.curve(r.clock))), [100 * v for v in r.curve("val_accuracy")])
+            (list(np.cumsum(r.curve(tr.clock))), [100 * v for v in r.curve("val_accuracy")])
             for r in rs
         ]
         for arm, rs in tr.runs.items()
@@ -1062,7 +1067,7 @@ def _part_results(
             arm: {
                 "val_accuracy_curves": [r.curve("val_accuracy") for r in rs],
                 "train_time_s": [r.curve("train_time_s") for r in rs],
-                "train_cpu_s": [r.curve(r.clock) if r.clock == "train_cpu_s" else None
+                "train_cpu_s": [r.curve("train_cpu_s") if r.cpu_time_recorded else None
                                 for r in rs],  # fmt: skip
                 "step_time_s": [r.curve("step_time_s") for r in rs],
                 "test_accuracy_at_best_val": [r.test for r in rs],

@@ -40,7 +40,6 @@ both. Without ART the report says the ensemble did not run.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import re
 from dataclasses import replace
@@ -193,21 +192,15 @@ def _attack_arm(target, source, x, y, s: dict[str, Any], seed: int) -> dict[str,
     return out
 
 
-def reference_available() -> bool:
-    """Whether the Adversarial Robustness Toolbox (the reference ensemble's library) is
-    installed."""
-    return importlib.util.find_spec("art") is not None
-
-
 def _reference(target, x, y, s: dict[str, Any], seed: int) -> Any:
     """The ART ensemble's per-image result at :data:`RECORD_EPS` on ``x``, or None without
     ART."""
-    if not reference_available():
-        return None
-    from ..security.reference import ensemble
+    from ..security import reference
 
-    return ensemble(target, x, y, RECORD_EPS, num_classes=target.task.spec.num_outputs,
-                    seed=seed, **s["reference"])  # fmt: skip
+    if not reference.available():
+        return None
+    return reference.ensemble(target, x, y, RECORD_EPS, num_classes=target.task.spec.num_outputs,
+                              seed=seed, **s["reference"])  # fmt: skip
 
 
 def _grid(sweep: dict[str, list[Any]]) -> tuple[list[tuple[float, float]], list[tuple[str, float]]]:
@@ -296,18 +289,19 @@ class OscillationDefense(Experiment):
             for seed, t in trained.items()
         }
 
-        def targets(seed: int) -> dict[str, SimpleNamespace]:
-            arms = trainers[seed]
-            out = {a: _target(tr) for a, tr in arms.items()}
-            defended = defended_copy(arms["oscillation"].model, **fake)
-            out["oscillation + defense"] = _target(defended, like=out["oscillation"])
-            return out
+        def target(seed: int, arm: str) -> SimpleNamespace:
+            """The arm's attack target; the defended one is a copy of the oscillation model
+            with the fake backward, made only for that arm."""
+            if arm != "oscillation + defense":
+                return _target(trainers[seed][arm])
+            osc_target = _target(trainers[seed]["oscillation"])
+            return _target(defended_copy(osc_target.model, **fake), like=osc_target)
 
         identical: list[bool] = []
         for seed in ctx.seeds:
             # the defense must not change the forward, bit for bit, also while autograd records
             osc_t, x = trainers[seed]["oscillation"], evaluation_subset(test, 64, seed)[0]
-            defended = targets(seed)["oscillation + defense"].model
+            defended = target(seed, "oscillation + defense").model
             enc = osc_t.encode(x).clone().requires_grad_(True)
             osc_t.model.eval()
             defended.eval()
@@ -317,7 +311,7 @@ class OscillationDefense(Experiment):
             def job(seed: int) -> dict[str, Any]:
                 x, y = evaluation_subset(test, s["samples"], seed)
                 src = _target(trained[seed]["source"])
-                return _attack_arm(targets(seed)[arm], src, x, y, s, seed)
+                return _attack_arm(target(seed, arm), src, x, y, s, seed)
 
             return job
 

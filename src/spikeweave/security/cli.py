@@ -11,7 +11,6 @@ With ``robustbench`` it also writes one RobustBench-style record per ε
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import json
 import time
@@ -24,6 +23,7 @@ import torch
 from ..atomic import atomic_write_bytes, make_folder, refuse_linked_folder
 from ..errors import ConfigError, DataError
 from ..options import MAX_INT
+from . import reference as reference_library
 from .attacks import ATTACKS, NORMS, _check_eps, as_classifier, robust_mask
 
 __all__ = [
@@ -327,7 +327,7 @@ def attack_command(
     if not reference and attack not in ATTACKS:  # before any loading
         names = ", ".join([*ATTACKS.names(), AUTOATTACK])
         raise ConfigError(f"unknown attack {attack!r}; choose one of {names}")
-    if reference and importlib.util.find_spec("art") is None:
+    if reference and not reference_library.available():
         raise ConfigError(
             "--attack autoattack runs the Adversarial Robustness Toolbox's attacks, which is "
             "not installed: pip install 'spikeweave[attacks]'"

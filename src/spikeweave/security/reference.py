@@ -23,6 +23,7 @@ CPU or a CUDA device (ART is told which).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ from .attacks import _check_eps, _check_inputs, _check_norm, _frozen, as_classif
 
 __all__ = [
     "ENSEMBLE",
+    "available",
     "EnsembleResult",
     "TieBroken",
     "art_classifier",
@@ -50,6 +52,11 @@ ENSEMBLE = ("apgd-ce", "apgd-t", "deepfool", "square")
 """The attacks of :func:`ensemble`, in the order they run."""
 
 _ART_NORMS = {"linf": np.inf, "l2": 2}
+
+
+def available() -> bool:
+    """Whether the Adversarial Robustness Toolbox is installed (without importing it)."""
+    return importlib.util.find_spec("art") is not None
 
 
 def _art() -> Any:
